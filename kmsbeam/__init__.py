@@ -1,0 +1,69 @@
+"""kmsbeam: envelope encryption for data pipelines (the core layer; it never imports Beam).
+
+A key source generates and wraps data keys; kmsbeam encrypts locally and stores only wrapped
+keys. The Beam transforms live in ``kmsbeam.transforms``, runnable jobs and the CLI in
+``kmsbeam.pipelines``.
+"""
+
+from kmsbeam.cache import DataKeyCache, shared_cache
+from kmsbeam.codec import decode_value, encode_value
+from kmsbeam.errors import (
+    AccessDeniedError,
+    AuthenticationError,
+    ConfigurationError,
+    FormatError,
+    KeyDisabledError,
+    KeyNotFoundError,
+    KeySourceError,
+    KeySourceUnavailableError,
+    KmsBeamError,
+    MalformedValueError,
+    RecordError,
+)
+from kmsbeam.fields import FieldDecryptor, FieldEncryptor
+from kmsbeam.keysource import DataKey, KeyInfo, KeySource, canonical_context, check_context
+from kmsbeam.paths import FieldPath, parse_paths
+from kmsbeam.policy import DataKeyPolicy
+from kmsbeam.reasons import failure_reason
+from kmsbeam.records import RecordDecryptor, RecordEncryptor
+from kmsbeam.sources import keystore_home, open_key_source
+from kmsbeam.uri import DEFAULT_KEY_URI, KeyUri, parse_key_uri
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_KEY_URI",
+    "AccessDeniedError",
+    "AuthenticationError",
+    "ConfigurationError",
+    "DataKey",
+    "DataKeyCache",
+    "DataKeyPolicy",
+    "FieldDecryptor",
+    "FieldEncryptor",
+    "FieldPath",
+    "FormatError",
+    "KeyDisabledError",
+    "KeyInfo",
+    "KeyNotFoundError",
+    "KeySource",
+    "KeySourceError",
+    "KeySourceUnavailableError",
+    "KeyUri",
+    "KmsBeamError",
+    "MalformedValueError",
+    "RecordDecryptor",
+    "RecordEncryptor",
+    "RecordError",
+    "__version__",
+    "canonical_context",
+    "check_context",
+    "decode_value",
+    "encode_value",
+    "failure_reason",
+    "keystore_home",
+    "open_key_source",
+    "parse_key_uri",
+    "parse_paths",
+    "shared_cache",
+]

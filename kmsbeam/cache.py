@@ -1,0 +1,146 @@
+"""The decrypt-side data-key cache: unwrapped data keys (as ciphers) by wrapped-key bytes.
+
+LRU with a time-to-live, safe to share between threads, one per worker process
+(``shared_cache()``). Concurrent misses for the same wrapped key coalesce into one call to the
+key source: the first caller unwraps, the others wait for its result (or its error).
+
+Entries hold an ``AESGCM`` cipher, never the DEK bytes; the cache never pickles.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from kmsbeam.keysource import KeySource, canonical_context
+
+__all__ = ["DataKeyCache", "shared_cache"]
+
+_Key = tuple[str, bytes, bytes]
+
+
+class _Flight:
+    __slots__ = ("cipher", "done", "error")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.cipher: AESGCM | None = None
+        self.error: BaseException | None = None
+
+
+class DataKeyCache:
+    """LRU + TTL cache of data-key ciphers.
+
+    Args:
+        max_entries: how many distinct data keys to keep (least recently used go first).
+        ttl_seconds: how long an unwrapped data key may be reused before unwrapping again.
+        clock: monotonic seconds, injectable for tests.
+    """
+
+    def __init__(
+        self,
+        max_entries: int = 1024,
+        ttl_seconds: float = 300.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        if ttl_seconds <= 0:
+            raise ValueError("ttl_seconds must be positive")
+        self.max_entries = max_entries
+        self.ttl_seconds = ttl_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[_Key, tuple[float, AESGCM]] = OrderedDict()
+        self._flights: dict[_Key, _Flight] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"DataKeyCache(entries={len(self)}, hits={self.hits}, misses={self.misses})"
+
+    def __reduce__(self) -> object:
+        raise TypeError("a DataKeyCache holds data keys and never pickles")
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def cipher(
+        self,
+        source: KeySource,
+        wrapped: bytes,
+        context: Mapping[str, str] | None = None,
+        *,
+        context_key: bytes | None = None,
+        on_call: Callable[[], None] | None = None,
+    ) -> AESGCM:
+        """The cipher for a wrapped key, unwrapping it through ``source`` on a miss.
+
+        ``on_call`` runs once per call actually made to the key source (for metrics).
+        ``context_key`` is ``canonical_context(context)`` precomputed by a hot caller.
+
+        Raises:
+            whatever ``source.decrypt_data_key`` raises; waiters on the same miss get it too.
+        """
+        ctx = canonical_context(context) if context_key is None else context_key
+        key = (source.uri, wrapped, ctx)
+        now = self._clock()
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry[0] > now:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return entry[1]
+            flight = self._flights.get(key)
+            leader = flight is None
+            if flight is None:
+                flight = self._flights[key] = _Flight()
+                self.misses += 1
+        if not leader:
+            flight.done.wait()
+            if flight.error is not None:
+                raise flight.error
+            assert flight.cipher is not None
+            return flight.cipher
+        try:
+            if on_call is not None:
+                on_call()
+            cipher = AESGCM(source.decrypt_data_key(wrapped, context))
+            flight.cipher = cipher
+            with self._lock:
+                self._entries[key] = (self._clock() + self.ttl_seconds, cipher)
+                self._entries.move_to_end(key)
+                while len(self._entries) > self.max_entries:
+                    self._entries.popitem(last=False)
+            return cipher
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            with self._lock:
+                self._flights.pop(key, None)
+            flight.done.set()
+
+
+_shared: tuple[int, DataKeyCache] | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_cache() -> DataKeyCache:
+    """The process-wide cache (a fresh one in a forked child)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None or _shared[0] != os.getpid():
+            _shared = (os.getpid(), DataKeyCache())
+        return _shared[1]

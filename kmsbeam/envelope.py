@@ -1,0 +1,201 @@
+"""Envelope v1: the byte layout shared by encrypted field values and encrypted records.
+
+::
+
+    offset     size   field
+    0          1      format byte: 0x01 field value v1, 0x02 record v1
+    1          2      L, length of the wrapped key, big-endian
+    3          L      wrapped key: kind byte || key source blob   (kmsbeam.keysource)
+    3+L        P      zero padding, P = (-(3 + L)) mod 3, so the header is 3k bytes long
+    H = 3+L+P  4      counter C, big-endian; the AES-GCM nonce is 8 zero bytes || C
+    H+4        n+16   AES-256-GCM ciphertext of the typed plaintext (kmsbeam.codec), tag last
+
+    AAD = label || len(name) (2 bytes, big-endian) || UTF-8 name || header || binding
+      label   b"kmsbeam.field.v1" or b"kmsbeam.record.v1"
+      name    the field path (field values) or the payload field name (records)
+      header  bytes 0 .. H-1 above: format byte, wrapped key (hence key, key version), padding
+      binding the record identity: codec encoding of a dict of the bound cleartext fields,
+              keys sorted; empty when nothing is bound
+
+Text form: URL-safe base64 without ``=`` padding of the whole value. Because the header is a
+multiple of 3 bytes, its base64 text is a fixed prefix computed once per data key.
+
+Nonce rule: one ``Sealer`` per freshly generated data key, used from one thread; the counter
+starts at 0 and the sealer refuses to go past 2**32 values, so a (key, nonce) pair never
+repeats. Data keys are never persisted in plaintext, so a crashed worker cannot reuse one.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import struct
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from kmsbeam.errors import AuthenticationError, MalformedValueError
+
+__all__ = [
+    "FIELD_V1",
+    "MAX_VALUES_PER_KEY",
+    "RECORD_V1",
+    "ParsedValue",
+    "Sealer",
+    "from_text",
+    "open_value",
+    "parse",
+    "to_text",
+]
+
+FIELD_V1 = 0x01
+RECORD_V1 = 0x02
+LABELS = {FIELD_V1: b"kmsbeam.field.v1", RECORD_V1: b"kmsbeam.record.v1"}
+MAX_VALUES_PER_KEY = 2**32
+_TAG = 16
+_NONCE = struct.Struct(">8xI")
+_U16 = struct.Struct(">H")
+
+
+def _name_prefix(fmt: int, name: str) -> bytes:
+    encoded = name.encode("utf-8")
+    if len(encoded) > 0xFFFF:
+        raise ValueError("field names are limited to 65535 bytes")
+    return LABELS[fmt] + _U16.pack(len(encoded)) + encoded
+
+
+def to_text(value: bytes) -> str:
+    """URL-safe base64 without padding."""
+    return base64.urlsafe_b64encode(value).rstrip(b"=").decode("ascii")
+
+
+_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+
+
+def from_text(text: str) -> bytes:
+    """Inverse of ``to_text``. Only the canonical text of some bytes is accepted: characters
+    outside the alphabet, ``=`` padding and non-zero trailing bits raise MalformedValueError,
+    so every text value has exactly one spelling."""
+    try:
+        raw = text.encode("ascii")
+        if len(raw) % 4 == 1 or b"+" in raw or b"/" in raw:
+            raise ValueError
+        data = binascii.a2b_base64(
+            raw.translate(_TO_STANDARD) + b"=" * (-len(raw) % 4), strict_mode=True
+        )
+    except (UnicodeEncodeError, binascii.Error, ValueError) as exc:
+        raise MalformedValueError() from exc
+    if to_text(data) != text:
+        raise MalformedValueError()
+    return data
+
+
+class Sealer:
+    """Encrypts values under one data key. Not thread-safe: one per worker thread and DEK.
+
+    Args:
+        fmt: FIELD_V1 or RECORD_V1.
+        dek: the plaintext data key (16, 24 or 32 bytes); kept only inside the cipher.
+        wrapped: the wrapped data key (kind byte || blob).
+    """
+
+    __slots__ = ("_aead", "_count", "_fmt", "_header", "_prefixes", "header_text", "wrapped")
+
+    def __init__(self, fmt: int, dek: bytes, wrapped: bytes) -> None:
+        if fmt not in LABELS:
+            raise ValueError(f"unknown envelope format {fmt:#x}")
+        if not 0 < len(wrapped) <= 0xFFFF:
+            raise ValueError("a wrapped key is 1 to 65535 bytes")
+        self._aead = AESGCM(dek)
+        self._fmt = fmt
+        pad = -(3 + len(wrapped)) % 3
+        self._header = bytes((fmt,)) + _U16.pack(len(wrapped)) + wrapped + b"\0" * pad
+        self.header_text = to_text(self._header)
+        self.wrapped = wrapped
+        self._count = 0
+        self._prefixes: dict[str, bytes] = {}
+
+    @property
+    def count(self) -> int:
+        """How many values this data key has sealed."""
+        return self._count
+
+    def __repr__(self) -> str:
+        return f"Sealer(format={self._fmt:#x}, count={self._count})"
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a Sealer holds a plaintext data key and never pickles")
+
+    def _aad(self, name: str, binding: bytes) -> bytes:
+        prefix = self._prefixes.get(name)
+        if prefix is None:
+            prefix = self._prefixes[name] = _name_prefix(self._fmt, name) + self._header
+        return prefix + binding
+
+    def seal(self, plaintext: bytes, name: str, binding: bytes = b"") -> bytes:
+        """Encrypt one encoded plaintext; returns the binary value."""
+        n = self._count
+        if n >= MAX_VALUES_PER_KEY:
+            raise OverflowError("this data key has sealed 2**32 values; a new one is needed")
+        self._count = n + 1
+        nonce = _NONCE.pack(n)
+        return self._header + nonce[8:] + self._aead.encrypt(nonce, plaintext, self._aad(name, binding))
+
+    def seal_text(self, plaintext: bytes, name: str, binding: bytes = b"") -> str:
+        """Encrypt one encoded plaintext; returns the URL-safe base64 text value."""
+        n = self._count
+        if n >= MAX_VALUES_PER_KEY:
+            raise OverflowError("this data key has sealed 2**32 values; a new one is needed")
+        self._count = n + 1
+        nonce = _NONCE.pack(n)
+        body = nonce[8:] + self._aead.encrypt(nonce, plaintext, self._aad(name, binding))
+        return self.header_text + base64.urlsafe_b64encode(body).rstrip(b"=").decode("ascii")
+
+
+class ParsedValue:
+    """A value split into its parts (nothing decrypted yet)."""
+
+    __slots__ = ("body", "fmt", "header", "wrapped")
+
+    def __init__(self, fmt: int, header: bytes, wrapped: bytes, body: bytes) -> None:
+        self.fmt = fmt
+        self.header = header
+        self.wrapped = wrapped
+        self.body = body
+
+
+def parse(value: bytes | str, expected_fmt: int) -> ParsedValue:
+    """Split a binary or text value into header, wrapped key and body.
+
+    Raises:
+        MalformedValueError: not a value of format ``expected_fmt``.
+    """
+    if isinstance(value, str):
+        data = from_text(value)
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        data = bytes(value)
+    else:
+        raise MalformedValueError()
+    if len(data) < 3 or data[0] != expected_fmt:
+        raise MalformedValueError()
+    wlen = _U16.unpack_from(data, 1)[0]
+    hlen = 3 + wlen + (-(3 + wlen) % 3)
+    if wlen == 0 or len(data) < hlen + 4 + 1 + _TAG or any(data[3 + wlen : hlen]):
+        raise MalformedValueError()
+    return ParsedValue(data[0], data[:hlen], data[3 : 3 + wlen], data[hlen:])
+
+
+def open_value(parsed: ParsedValue, aead: AESGCM, name: str, binding: bytes = b"") -> bytes:
+    """Decrypt a parsed value with the unwrapped data key's cipher; returns the plaintext.
+
+    Raises:
+        AuthenticationError: the value does not authenticate (one fixed message).
+    """
+    body = parsed.body
+    nonce = b"\0" * 8 + body[:4]
+    aad = _name_prefix(parsed.fmt, name) + parsed.header + binding
+    try:
+        return aead.decrypt(nonce, body[4:], aad)
+    except InvalidTag as exc:
+        raise AuthenticationError() from exc

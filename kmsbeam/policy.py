@@ -1,0 +1,129 @@
+"""The data-key policy: when the encrypt side asks its key source for a new data key.
+
+Default: one data key per (bundle, key URI, encryption context), generated lazily on the
+first record that needs it, and replaced sooner when any cap is reached:
+
+- ``max_records`` records sealed under it (default 1,000,000),
+- ``max_bytes`` plaintext bytes sealed under it (default 1 GiB),
+- ``max_age_seconds`` since it was generated (default 1 hour).
+
+Caps are checked before each record, so a key may exceed ``max_bytes`` by one record. Hard
+limits that no setting can lift: 2**32 values per key (the envelope's counter nonce) and 2**40
+plaintext bytes per key (well inside AES-GCM's limits).
+
+After a key source fails, the failure is remembered until the next ``reset()`` (the next
+bundle) so a broken key does not turn into one failing KMS call per record.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from kmsbeam.envelope import MAX_VALUES_PER_KEY, Sealer
+from kmsbeam.errors import KmsBeamError
+from kmsbeam.keysource import KeySource, check_context
+
+__all__ = ["DataKeyPolicy", "DataKeys"]
+
+HARD_MAX_BYTES = 2**40
+
+
+@dataclass(frozen=True)
+class DataKeyPolicy:
+    """Caps on how much one data key may protect. Picklable configuration."""
+
+    max_records: int = 1_000_000
+    max_bytes: int = 1 << 30
+    max_age_seconds: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_records <= MAX_VALUES_PER_KEY:
+            raise ValueError(f"max_records must be between 1 and {MAX_VALUES_PER_KEY}")
+        if not 1 <= self.max_bytes <= HARD_MAX_BYTES:
+            raise ValueError(f"max_bytes must be between 1 and {HARD_MAX_BYTES}")
+        if not self.max_age_seconds > 0:
+            raise ValueError("max_age_seconds must be positive")
+
+
+class DataKeys:
+    """Hands out the current ``Sealer`` for one key source and context, under a policy.
+
+    One instance per worker thread (a DoFn instance); not thread-safe.
+
+    Args:
+        source: the key source to generate data keys from.
+        fmt: the envelope format the sealers write (FIELD_V1 or RECORD_V1).
+        context: the encryption context bound to every generated data key.
+        policy: the caps.
+        clock: monotonic seconds, injectable for tests.
+        on_generate: called once after every successful GenerateDataKey (for metrics).
+    """
+
+    def __init__(
+        self,
+        source: KeySource,
+        fmt: int,
+        context: Mapping[str, str] | None = None,
+        policy: DataKeyPolicy | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_generate: Callable[[], None] | None = None,
+    ) -> None:
+        self._source = source
+        self._fmt = fmt
+        self._context = check_context(context)
+        self._policy = policy or DataKeyPolicy()
+        self._clock = clock
+        self._on_generate = on_generate
+        self._sealer: Sealer | None = None
+        self._failure: KmsBeamError | None = None
+        self._records = 0
+        self._born = 0.0
+        self.bytes = 0
+        self.generated = 0
+
+    def reset(self) -> None:
+        """Forget the current data key and any remembered failure (a bundle boundary)."""
+        self._sealer = None
+        self._failure = None
+
+    def sealer(self, values: int = 1) -> Sealer:
+        """The sealer for the next record, which will seal ``values`` values.
+
+        Raises:
+            KmsBeamError: the key source failed (now, or earlier in this bundle).
+        """
+        s = self._sealer
+        p = self._policy
+        if (
+            s is None
+            or self._records >= p.max_records
+            or self.bytes >= p.max_bytes
+            or s.count + values > MAX_VALUES_PER_KEY
+            or self._clock() - self._born >= p.max_age_seconds
+        ):
+            s = self._new_sealer()
+        self._records += 1
+        return s
+
+    def _new_sealer(self) -> Sealer:
+        if self._failure is not None:
+            raise self._failure
+        self._sealer = None
+        try:
+            key = self._source.generate_data_key(self._context)
+        except KmsBeamError as exc:
+            self._failure = exc
+            raise
+        sealer = Sealer(self._fmt, key.plaintext, key.wrapped)
+        del key
+        self._sealer = sealer
+        self._records = 0
+        self.bytes = 0
+        self._born = self._clock()
+        self.generated += 1
+        if self._on_generate is not None:
+            self._on_generate()
+        return sealer

@@ -1,0 +1,84 @@
+"""The format vectors pin field value v1 and record v1 forever: any change here is a bug."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from kmsbeam.codec import KEPT, decode_value, encode_value
+from kmsbeam.envelope import FIELD_V1, RECORD_V1, Sealer, from_text, open_value, parse, to_text
+
+VECTORS = Path(__file__).parent.parent / "vectors"
+
+
+def untyped(t: dict[str, Any]) -> Any:
+    kind = t["type"]
+    simple = {"null": lambda: None, "kept": lambda: KEPT}
+    if kind in simple:
+        return simple[kind]()
+    conv = {
+        "bool": lambda: t["value"], "int": lambda: int(t["value"]),
+        "float": lambda: float.fromhex(t["value"]), "str": lambda: t["value"],
+        "bytes": lambda: bytes.fromhex(t["hex"]),
+        "datetime": lambda: dt.datetime.fromisoformat(t["value"]),
+        "date": lambda: dt.date.fromisoformat(t["value"]), "decimal": lambda: Decimal(t["value"]),
+        "list": lambda: [untyped(i) for i in t["items"]],
+        "dict": lambda: {k: untyped(v) for k, v in t["items"]},
+    }  # fmt: skip
+    return conv[kind]()
+
+
+def load(name: str) -> list[dict[str, Any]]:
+    return list(json.loads((VECTORS / name).read_text())["vectors"])
+
+
+@pytest.mark.parametrize("v", load("field_v1.json"), ids=lambda v: f"{v['name']}#{v['counter']}")
+def test_field_vectors(v: dict[str, Any]) -> None:
+    dek, wrapped = bytes.fromhex(v["dek_hex"]), bytes.fromhex(v["wrapped_key_hex"])
+    value = untyped(v["value"])
+    plaintext = encode_value(value)
+    assert plaintext.hex() == v["plaintext_hex"]
+    binding = bytes.fromhex(v["binding_hex"])
+    if v["bind"]:
+        assert encode_value(dict(sorted(untyped(v["bind"]).items()))) == binding
+    sealer = Sealer(FIELD_V1, dek, wrapped)
+    sealer._count = v["counter"]  # noqa: SLF001 - vectors pin the counter
+    sealed = sealer.seal(plaintext, v["name"], binding)
+    assert sealed.hex() == v["encrypted_hex"]
+    assert to_text(sealed) == v["encrypted_text"] and from_text(v["encrypted_text"]) == sealed
+    parsed = parse(v["encrypted_text"], FIELD_V1)
+    assert parsed.wrapped == wrapped
+    assert decode_value(open_value(parsed, AESGCM(dek), v["name"], binding)) == value
+
+
+@pytest.mark.parametrize("v", load("record_v1.json"), ids=lambda v: f"record#{v['counter']}")
+def test_record_vectors(v: dict[str, Any]) -> None:
+    dek, wrapped = bytes.fromhex(v["dek_hex"]), bytes.fromhex(v["wrapped_key_hex"])
+    record = untyped(v["record"])
+    keep = tuple(v["keep"])
+    payload = {k: (KEPT if k in keep else x) for k, x in record.items()}
+    assert encode_value(payload).hex() == v["plaintext_hex"]
+    sealer = Sealer(RECORD_V1, dek, wrapped)
+    sealer._count = v["counter"]  # noqa: SLF001
+    sealed = sealer.seal(encode_value(payload), v["payload_field"], bytes.fromhex(v["binding_hex"]))
+    assert sealed.hex() == v["encrypted_hex"]
+    parsed = parse(bytes.fromhex(v["encrypted_hex"]), RECORD_V1)
+    out = decode_value(open_value(parsed, AESGCM(dek), v["payload_field"], bytes.fromhex(v["binding_hex"])))
+    assert {k: (record[k] if x is KEPT else x) for k, x in out.items()} == record
+
+
+def test_vector_layout_matches_the_spec() -> None:
+    v = load("field_v1.json")[0]
+    raw = bytes.fromhex(v["encrypted_hex"])
+    wrapped = bytes.fromhex(v["wrapped_key_hex"])
+    assert raw[0] == 0x01 and int.from_bytes(raw[1:3], "big") == len(wrapped)
+    header = 3 + len(wrapped) + (-(3 + len(wrapped)) % 3)
+    assert raw[3 : 3 + len(wrapped)] == wrapped and header % 3 == 0
+    assert raw[header : header + 4] == v["counter"].to_bytes(4, "big")
+    assert len(raw) == header + 4 + len(bytes.fromhex(v["plaintext_hex"])) + 16
