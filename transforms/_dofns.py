@@ -1,0 +1,128 @@
+"""The DoFns behind the public transforms: picklable configuration, clients built in setup().
+
+Each DoFn holds only strings and small dataclasses; the key source, data keys and ciphers are
+built on the worker in ``setup()`` and never pickled. Data keys live for one bundle at most
+(``start_bundle``/``finish_bundle`` reset them), within the caps of the data-key policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import apache_beam as beam
+from apache_beam import pvalue
+
+from kmsbeam import (
+    FieldDecryptor,
+    FieldEncryptor,
+    KmsBeamError,
+    RecordDecryptor,
+    RecordEncryptor,
+    failure_reason,
+    open_key_source,
+)
+from kmsbeam.transforms._metrics import Counters
+from kmsbeam.transforms._rows import from_row, is_row, to_row
+
+DEAD_LETTER = "dead_letter"
+
+
+class CryptoDoFn(beam.DoFn):  # type: ignore[misc]
+    """Runs one kmsbeam record engine (FieldEncryptor, ...) over dicts or Beam Rows.
+
+    Args:
+        op: "encrypt_fields", "decrypt_fields", "encrypt_records" or "decrypt_records".
+        key_uri: the key URI (no secrets by construction).
+        options: keyword arguments for the engine (fields, context, bind, keep, ...).
+        label: the transform's name, used in dead letters.
+        dead_letters: emit failures to the DEAD_LETTER output instead of failing.
+    """
+
+    def __init__(
+        self, op: str, key_uri: str, options: Mapping[str, Any], label: str, dead_letters: bool
+    ) -> None:
+        self._op = op
+        self._key_uri = key_uri
+        self._options = dict(options)
+        self._label = label
+        self._dead_letters = dead_letters
+        self._engine: Any = None
+        self._failure: KmsBeamError | None = None
+        self._counters: Counters | None = None
+
+    def setup(self) -> None:
+        self._counters = Counters()
+        self._open()
+
+    def _open(self) -> None:
+        """Build the engine; a key source that cannot be opened fails records, not the job.
+
+        (Opening is retried at the next bundle; meanwhile each record gets the reason.)
+        """
+        try:
+            self._build()
+            self._failure = None
+        except KmsBeamError as exc:
+            self._failure = exc
+
+    def _build(self) -> None:
+        counters = self._counters
+        assert counters is not None
+        encrypting = self._op.startswith("encrypt")
+        source = open_key_source(self._key_uri, create=encrypting)
+        opts = dict(self._options)
+        if encrypting:
+            opts["on_generate"] = counters.generated
+        else:
+            opts["on_call"] = counters.unwrap_call
+        if self._op == "encrypt_fields":
+            self._engine = FieldEncryptor(opts.pop("fields"), source, **opts)
+        elif self._op == "decrypt_fields":
+            self._engine = FieldDecryptor(opts.pop("fields"), source, **opts)
+        elif self._op == "encrypt_records":
+            self._engine = RecordEncryptor(source, **opts)
+        else:
+            self._engine = RecordDecryptor(source, **opts)
+        self._run = self._engine.encrypt if encrypting else self._engine.decrypt
+
+    def start_bundle(self) -> None:
+        if self._engine is None:
+            self._open()
+        elif hasattr(self._engine, "reset"):
+            self._engine.reset()
+
+    def finish_bundle(self) -> None:
+        if hasattr(self._engine, "reset"):
+            self._engine.reset()
+
+    def process(self, element: Any) -> Iterator[Any]:
+        counters = self._counters
+        assert counters is not None
+        counters.records.inc()
+        before = self._engine.values if self._engine is not None else 0
+        try:
+            if self._failure is not None:
+                raise self._failure
+            if isinstance(element, Mapping):
+                result: Any = self._run(element)
+            elif is_row(element):
+                result = to_row(self._run(from_row(element)), element)
+            else:
+                raise TypeError(f"records must be dicts or beam.Row, not {type(element).__name__}")
+        except (KmsBeamError, TypeError) as exc:
+            reason = failure_reason(exc)
+            if not self._dead_letters:
+                raise KmsBeamError(f"{self._label}: {reason}") from None
+            counters.dead_letters.inc()
+            record = element if isinstance(element, Mapping) else _plain(element)
+            yield pvalue.TaggedOutput(
+                DEAD_LETTER, {"transform": self._label, "reason": reason, "record": record}
+            )
+            return
+        counters.values(self._op, self._engine.values - before)
+        yield result
+
+
+def _plain(element: Any) -> Any:
+    return from_row(element) if is_row(element) else element

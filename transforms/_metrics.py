@@ -1,0 +1,47 @@
+"""Beam metrics for kmsbeam transforms, all in the ``kmsbeam`` namespace.
+
+============================  ==============================================================
+counter                       counts
+============================  ==============================================================
+records                       elements seen
+values_encrypted              field values (or whole records) encrypted
+values_decrypted              field values (or whole records) decrypted
+data_keys_generated           data keys generated (one GenerateDataKey each)
+kms_calls_generate_data_key   calls to the key source to generate a data key
+kms_calls_decrypt             calls to the key source to unwrap a data key (cache misses)
+dead_letters                  elements sent to the dead-letter output
+============================  ==============================================================
+
+Counters carry counts only: never a key, a value or a context.
+"""
+
+from __future__ import annotations
+
+from apache_beam.metrics import Metrics
+
+NAMESPACE = "kmsbeam"
+
+
+class Counters:
+    """The counters one DoFn instance increments."""
+
+    def __init__(self) -> None:
+        c = lambda name: Metrics.counter(NAMESPACE, name)  # noqa: E731
+        self.records = c("records")
+        self.encrypted = c("values_encrypted")
+        self.decrypted = c("values_decrypted")
+        self.keys = c("data_keys_generated")
+        self.generate_calls = c("kms_calls_generate_data_key")
+        self.decrypt_calls = c("kms_calls_decrypt")
+        self.dead_letters = c("dead_letters")
+
+    def generated(self) -> None:
+        self.keys.inc()
+        self.generate_calls.inc()
+
+    def unwrap_call(self) -> None:
+        self.decrypt_calls.inc()
+
+    def values(self, op: str, n: int) -> None:
+        if n:
+            (self.encrypted if op.startswith("encrypt") else self.decrypted).inc(n)
