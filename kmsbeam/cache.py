@@ -14,6 +14,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from typing import NoReturn
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -69,7 +70,7 @@ class DataKeyCache:
     def __repr__(self) -> str:
         return f"DataKeyCache(entries={len(self)}, hits={self.hits}, misses={self.misses})"
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> NoReturn:
         raise TypeError("a DataKeyCache holds data keys and never pickles")
 
     def clear(self) -> None:

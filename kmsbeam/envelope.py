@@ -30,7 +30,7 @@ from __future__ import annotations
 import base64
 import binascii
 import struct
-from typing import Any
+from typing import NoReturn
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -124,7 +124,7 @@ class Sealer:
     def __repr__(self) -> str:
         return f"Sealer(format={self._fmt:#x}, count={self._count})"
 
-    def __reduce__(self) -> Any:
+    def __reduce__(self) -> NoReturn:
         raise TypeError("a Sealer holds a plaintext data key and never pickles")
 
     def _aad(self, name: str, binding: bytes) -> bytes:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import NoReturn, Protocol, runtime_checkable
 
 from kmsbeam.errors import ConfigurationError
 
@@ -100,7 +100,7 @@ class DataKey:
     def __repr__(self) -> str:
         return f"DataKey(key_id={self.key_id!r}, key_version={self.key_version!r}, plaintext=<hidden>)"
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> NoReturn:
         raise TypeError("a DataKey holds a plaintext data key and never pickles")
 
 

@@ -28,7 +28,7 @@ from kmsbeam.transforms._rows import from_row, is_row, to_row
 DEAD_LETTER = "dead_letter"
 
 
-class CryptoDoFn(beam.DoFn):  # type: ignore[misc]
+class CryptoDoFn(beam.DoFn):
     """Runs one kmsbeam record engine (FieldEncryptor, ...) over dicts or Beam Rows.
 
     Args:

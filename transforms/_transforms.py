@@ -33,7 +33,7 @@ from kmsbeam.transforms._dofns import DEAD_LETTER, CryptoDoFn
 __all__ = ["DEAD_LETTER", "DecryptFields", "DecryptRecords", "EncryptFields", "EncryptRecords"]
 
 
-class _Crypto(beam.PTransform):  # type: ignore[misc]
+class _Crypto(beam.PTransform):
     _op = ""
 
     def __init__(self, key: str, options: dict[str, Any], label: str | None = None) -> None:

@@ -1,0 +1,63 @@
+"""The result table: one ``Row`` per measurement, the row names in order, and the text form."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = ["ROWS", "Row", "format_table", "rows_as_json"]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the result table."""
+
+    measurement: str
+    value: float
+    unit: str
+    notes: str = ""
+
+
+# The table, in order. The smoke test pins this list.
+ROWS = (
+    "identity pipeline",
+    "EncryptFields pipeline",
+    "EncryptFields / identity",
+    "EncryptFields kms_calls_generate_data_key",
+    "EncryptFields data_keys_generated",
+    "core encrypt, bytes",
+    "core encrypt, text",
+    "raw AESGCM.encrypt 16 B, no AAD",
+    "raw AESGCM.encrypt 16 B, kmsbeam-size AAD",
+    "core decrypt, text",
+    "parquet snappy, default (dictionary)",
+    "parquet snappy, PLAIN",
+    "parquet snappy, DELTA_BYTE_ARRAY",
+    "parquet snappy, plaintext baseline",
+    "encrypted value length, bytes",
+    "encrypted value length, text",
+    "JSON overhead per value",
+)
+
+
+def _value(v: float) -> str:
+    if float(v).is_integer():
+        return f"{int(v):,}"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.2f}"
+
+
+def format_table(rows: Sequence[Row]) -> str:
+    """The rows as an aligned text table: measurement, value, unit, notes."""
+    cells = [("measurement", "value", "unit", "notes")]
+    cells += [(r.measurement, _value(r.value), r.unit, r.notes) for r in rows]
+    w = [max(len(c[i]) for c in cells) for i in range(3)]
+    lines = [f"{a:<{w[0]}}  {b:>{w[1]}}  {c:<{w[2]}}  {d}".rstrip() for a, b, c, d in cells]
+    lines.insert(1, "-" * max(len(line) for line in lines))
+    return "\n".join(lines)
+
+
+def rows_as_json(rows: Sequence[Row]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in rows]

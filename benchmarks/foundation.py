@@ -1,0 +1,294 @@
+"""The foundation measurements: Beam overhead of EncryptFields, core crypto rates, bytes on disk.
+
+Every measurement runs on the same generated records (``make_record``): an ``id`` int, a
+``name`` and three 16-byte strings ``ssn``, ``email``, ``phone``. The caller must point
+``KMSBEAM_HOME`` at a throwaway keystore (``throwaway_keystore()``) before ``run_all``: the
+key ``local:alias/bench`` is created there on first use.
+
+Pipelines run on the FnApiRunner (the engine the DirectRunner falls back to), with
+``direct_running_mode=in_memory`` and ``direct_num_workers=1`` set explicitly. Naming
+``runner="DirectRunner"`` would first try Prism, which downloads a binary from the internet.
+"""
+# mypy: allow-untyped-calls
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from benchmarks._table import ROWS, Row
+from kmsbeam import DataKeyCache, FieldDecryptor, FieldEncryptor, KeySource, open_key_source
+from kmsbeam.transforms import EncryptFields  # type: ignore[import-not-found, unused-ignore]
+
+__all__ = [
+    "FIELDS",
+    "KEY",
+    "ROWS",
+    "Row",
+    "make_record",
+    "make_records",
+    "run_all",
+    "throwaway_keystore",
+]
+
+KEY = "local:alias/bench"
+FIELDS = ("ssn", "email", "phone")
+SHARDS = 8
+SINK_NAMESPACE = "benchmarks"
+Progress = Callable[[str], None]
+
+
+def throwaway_keystore() -> Path:
+    """Point ``KMSBEAM_HOME`` at a fresh temp dir (call before anything opens a key)."""
+    home = Path(tempfile.mkdtemp(prefix="kmsbeam-bench-"))
+    os.environ["KMSBEAM_HOME"] = str(home)
+    return home
+
+
+# -- the data ---------------------------------------------------------------------------
+def make_record(i: int) -> dict[str, Any]:
+    """Record ``i``: ssn, email and phone are 16 ASCII bytes each, digits scrambled."""
+    x = (i * 2654435761 + 12345) % 10**12
+    return {
+        "id": i,
+        "name": f"Customer {i}",
+        "ssn": f"SSN-{x:012d}",
+        "email": f"u{x % 10**10:010d}@e.co",
+        "phone": f"+1-555-{x % 10**9:09d}",
+    }
+
+
+def make_records(shard: int, n: int, shards: int) -> Iterator[dict[str, Any]]:
+    """The records of one shard of ``n`` (a FlatMap body: generation inside the pipeline)."""
+    for i in range(shard * n // shards, (shard + 1) * n // shards):
+        yield make_record(i)
+
+
+def identity(record: dict[str, Any]) -> dict[str, Any]:
+    return record
+
+
+class CountingSink(beam.DoFn):  # type: ignore[misc, unused-ignore]
+    """Counts elements; one counter increment per bundle, so counting costs ~nothing."""
+
+    def __init__(self) -> None:
+        self._n = 0
+
+    def start_bundle(self) -> None:
+        self._n = 0
+
+    def process(self, element: Any) -> Iterator[Any]:
+        self._n += 1
+        return iter(())
+
+    def finish_bundle(self) -> None:
+        beam.metrics.Metrics.counter(SINK_NAMESPACE, "records_out").inc(self._n)
+
+
+# -- timing helpers ---------------------------------------------------------------------
+def _best(repeat: int, fn: Callable[[], Any]) -> tuple[float, Any]:
+    """Run ``fn`` ``repeat`` times; return the best seconds and the last result."""
+    best = float("inf")
+    result: Any = None
+    for _ in range(max(1, repeat)):
+        t0 = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, result
+
+
+# -- 1. Beam: identity vs EncryptFields ---------------------------------------------------
+def run_pipeline(n: int, encrypt: bool) -> tuple[float, dict[str, int]]:
+    """Generate ``n`` records in the pipeline, map them, count them; (seconds, counters)."""
+    options = PipelineOptions(flags=[], direct_running_mode="in_memory", direct_num_workers=1)
+    p = beam.Pipeline(runner=FnApiRunner(), options=options)
+    records = (
+        p
+        | "Shards" >> beam.Create(range(SHARDS))
+        | "Generate" >> beam.FlatMap(make_records, n, SHARDS)
+    )
+    if encrypt:
+        mapped = records | "Encrypt" >> EncryptFields(list(FIELDS), key=KEY, encoding="text")
+    else:
+        mapped = records | "Identity" >> beam.Map(identity)
+    _ = mapped | "Count" >> beam.ParDo(CountingSink())
+    t0 = time.perf_counter()
+    result = p.run()
+    result.wait_until_finish()
+    seconds = time.perf_counter() - t0
+    counters: dict[str, int] = {}
+    for c in result.metrics().query()["counters"]:
+        ns = c.key.metric.namespace
+        if ns in ("kmsbeam", SINK_NAMESPACE):
+            name = c.key.metric.name
+            counters[name] = counters.get(name, 0) + int(c.committed or c.attempted or 0)
+    if counters.get("records_out") != n:
+        raise RuntimeError(f"pipeline counted {counters.get('records_out')} records, not {n}")
+    return seconds, counters
+
+
+def beam_rows(n: int, repeat: int, progress: Progress) -> list[Row]:
+    """Identity and EncryptFields, interleaved (I, E, I, E, ...) after an untimed warm-up."""
+    for encrypt in (False, True):  # first-pipeline costs (imports, caches) stay out of timing
+        run_pipeline(SHARDS, encrypt)
+    runs: dict[bool, tuple[float, dict[str, int]]] = {}
+    for i in range(max(1, repeat)):
+        for encrypt in (False, True):
+            run = run_pipeline(n, encrypt)
+            if encrypt not in runs or run[0] < runs[encrypt][0]:
+                runs[encrypt] = run
+            what = "EncryptFields" if encrypt else "identity"
+            progress(f"{what} pipeline, run {i + 1}/{repeat}: {run[0]:.2f} s")
+    ident, enc = runs[False][0], runs[True][0]
+    c = runs[True][1]
+
+    def per(seconds: float) -> str:
+        return f"{seconds / n * 1e6:.1f} us/record"
+
+    return [
+        Row(ROWS[0], ident, "s", f"{n:,} records, {per(ident)}, best of {repeat}"),
+        Row(ROWS[1], enc, "s", f"{c.get('values_encrypted', 0):,} values, {per(enc)}"),
+        Row(ROWS[2], enc / ident, "x", f"target <= 1.2; +{(enc - ident) / n * 1e6:.1f} us/record"),
+        Row(ROWS[3], c.get("kms_calls_generate_data_key", 0), "calls", "Beam metric, kmsbeam"),
+        Row(ROWS[4], c.get("data_keys_generated", 0), "keys", "Beam metric, kmsbeam"),
+    ]
+
+
+# -- 2/3. core rates (no Beam) --------------------------------------------------------------
+@dataclass
+class CoreOutputs:
+    """What later measurements reuse: the records and their encryptions."""
+
+    records: list[dict[str, Any]]
+    as_bytes: list[dict[str, Any]]
+    as_text: list[dict[str, Any]]
+    keys_for_bytes: int
+
+
+def _encrypt_all(
+    source: KeySource, records: list[dict[str, Any]], encoding: str
+) -> tuple[list[dict[str, Any]], int]:
+    enc = FieldEncryptor(list(FIELDS), source, encoding=encoding)
+    out = [enc.encrypt(r) for r in records]
+    return out, enc.keys.generated
+
+
+def core_rows(n: int, repeat: int, progress: Progress) -> tuple[list[Row], CoreOutputs]:
+    source = open_key_source(KEY, create=True)
+    records = [make_record(i) for i in range(n)]
+    values = n * len(FIELDS)
+    rows: list[Row] = []
+    outputs: dict[str, tuple[list[dict[str, Any]], int]] = {}
+    for encoding, name in (("bytes", ROWS[5]), ("text", ROWS[6])):
+        secs, outputs[encoding] = _best(repeat, partial(_encrypt_all, source, records, encoding))
+        rows.append(Row(name, values / secs, "values/s", "FieldEncryptor, target >= 1,000,000"))
+        progress(f"{name}: {values / secs:,.0f} values/s")
+
+    aead = AESGCM(AESGCM.generate_key(256))
+    # An AAD as long as kmsbeam's (envelope.py): label, u16 + field name, header (format byte,
+    # u16 length, wrapped key, padding to a multiple of 3). GCM's cost depends on length only.
+    wrapped = source.generate_data_key().wrapped
+    header = 3 + len(wrapped) + (-(3 + len(wrapped)) % 3)
+    aad = bytes(len(b"kmsbeam.field.v1") + 2 + len("email") + header)
+    msg = records[0]["ssn"].encode()  # 16 bytes (kmsbeam seals 17: the codec's type tag)
+    pack = struct.Struct(">8xI").pack
+
+    def raw(a: bytes | None) -> None:
+        enc = aead.encrypt
+        for i in range(values):
+            enc(pack(i), msg, a)
+
+    for a, name in ((None, ROWS[7]), (aad, ROWS[8])):
+        secs, _ = _best(repeat, partial(raw, a))
+        note = "one AESGCM object, counter nonce" + (f", {len(aad)} B AAD" if a else "")
+        rows.append(Row(name, values / secs, "values/s", note))
+        progress(f"{name}: {values / secs:,.0f} values/s")
+
+    text_records = outputs["text"][0]
+
+    def decrypt_all() -> int:
+        dec = FieldDecryptor(list(FIELDS), source, cache=DataKeyCache())
+        for r in text_records:
+            dec.decrypt(r)
+        return dec.values
+
+    secs, done = _best(repeat, decrypt_all)
+    if done != values:
+        raise RuntimeError(f"decrypted {done} values, not {values}")
+    rows.append(Row(ROWS[9], values / secs, "values/s", "FieldDecryptor, fresh key cache"))
+    progress(f"{ROWS[9]}: {values / secs:,.0f} values/s")
+    core = CoreOutputs(records, outputs["bytes"][0], text_records, outputs["bytes"][1])
+    return rows, core
+
+
+# -- 4/5. sizes -----------------------------------------------------------------------------
+def _parquet_bytes(array: pa.Array, directory: str, name: str, **kwargs: Any) -> int:
+    path = os.path.join(directory, f"{name}.parquet")
+    pq.write_table(pa.table({"v": array}), path, compression="snappy", **kwargs)
+    return os.path.getsize(path)
+
+
+def size_rows(core: CoreOutputs) -> list[Row]:
+    n = len(core.records)
+    if core.keys_for_bytes != 1:
+        raise RuntimeError(f"expected one data-key session, got {core.keys_for_bytes}")
+    enc = pa.array([r["ssn"] for r in core.as_bytes], pa.binary())
+    plain = pa.array([r["ssn"] for r in core.records], pa.string())
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="kmsbeam-bench-") as d:
+        ways: tuple[tuple[str, dict[str, Any]], ...] = (
+            (ROWS[10], {}),
+            (ROWS[11], {"use_dictionary": False}),
+            (ROWS[12], {"use_dictionary": False, "column_encoding": {"v": "DELTA_BYTE_ARRAY"}}),
+        )
+        for i, (name, kwargs) in enumerate(ways):
+            size = _parquet_bytes(enc, d, f"enc{i}", **kwargs)
+            rows.append(Row(name, size / n, "B/value", f"{size:,} B file, target <= 40"))
+        size = _parquet_bytes(plain, d, "plain")
+        rows.append(Row(ROWS[13], size / n, "B/value", f"{size:,} B file, 16 B strings"))
+    first_bytes = core.as_bytes[0]["ssn"]
+    first_text = core.as_text[0]["ssn"]
+    rows.append(Row(ROWS[14], len(first_bytes), "B", "binary value of a 16 B string"))
+    rows.append(Row(ROWS[15], len(first_text), "chars", "URL-safe base64 text value"))
+    extra = sum(
+        len(json.dumps(e[f])) - len(json.dumps(p[f]))
+        for p, e in zip(core.records, core.as_text)
+        for f in FIELDS
+    )
+    note = "json.dumps(encrypted) - json.dumps(plain)"
+    rows.append(Row(ROWS[16], extra / (n * len(FIELDS)), "chars", note))
+    return rows
+
+
+# -- all ----------------------------------------------------------------------------------
+def run_all(n: int, repeat: int = 1, progress: Progress | None = None) -> list[Row]:
+    """Every measurement on ``n`` records, in table order."""
+    say: Progress = progress or (lambda _msg: None)
+    open_key_source(KEY, create=True)  # the key exists before any worker opens it
+
+    def step(label: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        out = fn()
+        say(f"[{label}] done in {time.perf_counter() - t0:.1f} s")
+        return out
+
+    rows: list[Row] = step("beam", lambda: beam_rows(n, repeat, say))
+    core_list, core = step("core", lambda: core_rows(n, repeat, say))
+    rows += core_list
+    rows += step("sizes", lambda: size_rows(core))
+    return rows

@@ -1,0 +1,61 @@
+"""Opening key sources from key URIs, with one cached source per URI per process.
+
+Transforms hold a key URI string and call ``open_key_source`` on the worker; the cache makes
+that cheap (one source, hence one connection or session, per URI per process). After
+``os.fork()`` the child starts with an empty cache and never reuses the parent's sources.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from kmsbeam.errors import ConfigurationError
+from kmsbeam.keysource import KeySource
+from kmsbeam.local import LocalKeySource, keystore_home
+from kmsbeam.uri import parse_key_uri
+
+__all__ = ["clear_key_source_cache", "keystore_home", "open_key_source"]
+
+_cache: dict[tuple[str, str], KeySource] = {}
+_lock = threading.Lock()
+
+
+def clear_key_source_cache() -> None:
+    """Forget every cached key source of this process (the sources stay usable)."""
+    global _lock
+    _cache.clear()
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=clear_key_source_cache)
+
+
+def open_key_source(uri: str, *, create: bool = False) -> KeySource:
+    """The key source for ``uri``, opened once per process and then served from a cache.
+
+    Args:
+        uri: a key URI (see ``kmsbeam.uri``).
+        create: for ``local:alias/NAME``, create the key on first use (check
+            ``source.created`` to print a notice). Workers should leave it ``False``: a key
+            they created would be one nobody else has.
+
+    A ``local:`` source is cached per URI and keystore home (``$KMSBEAM_HOME`` is read on
+    every call), so changing the home opens another source.
+
+    Raises:
+        ConfigurationError: a malformed URI or a key source not available in this version.
+        KeyNotFoundError: the key does not exist (and is not to be created).
+    """
+    parsed = parse_key_uri(uri)
+    if parsed.scheme != "local":
+        raise ConfigurationError(
+            f"the {parsed.scheme} key source is not available yet in this kmsbeam version"
+        )
+    home = keystore_home()
+    cache_key = (uri, str(home))
+    with _lock:
+        source = _cache.get(cache_key)
+        if source is None:
+            source = _cache[cache_key] = LocalKeySource(parsed, home=home, create=create)
+        return source

@@ -1,0 +1,208 @@
+"""The small Beam functions of the jobs: parse, format, count, dead letters.
+
+They live in an importable module (not ``__main__``) so multi_processing and portable
+workers can unpickle them. Each holds only strings and lists.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import csv
+import datetime as dt
+import io
+import json
+from collections.abc import Iterator, Sequence
+from decimal import Decimal
+from typing import Any
+
+import apache_beam as beam
+from apache_beam import pvalue
+from apache_beam.metrics import Metrics
+from kmsbeam.transforms import DEAD_LETTER
+
+#: counters of the jobs themselves (the transforms count in the ``kmsbeam`` namespace)
+NAMESPACE = "kmsbeam.pipelines"
+
+
+def dumps(record: Any) -> str:
+    """The compact JSON line style of kmsbeam (key order kept, UTF-8 as is)."""
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, (dt.date, dt.datetime, dt.time)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
+def dead_letter_line(letter: Any) -> str:
+    """A dead letter as one JSON line: bytes become base64 text, dates ISO text."""
+    return json.dumps(letter, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+
+
+def _dead(transform: str, reason: str, record: Any) -> pvalue.TaggedOutput:
+    return pvalue.TaggedOutput(DEAD_LETTER, {"transform": transform, "reason": reason,
+                                             "record": record})  # fmt: skip
+
+
+class ParseJsonLines(beam.DoFn):
+    """One JSON object per line; blank lines are skipped, anything else is a dead letter."""
+
+    def setup(self) -> None:
+        self._read = Metrics.counter(NAMESPACE, "records_read")
+
+    def process(self, line: str) -> Iterator[Any]:
+        if not line.strip():
+            return
+        self._read.inc()
+        try:
+            record = json.loads(line)
+        except ValueError:
+            yield _dead("ParseJSON", "not valid JSON", line)
+            return
+        if not isinstance(record, dict):
+            yield _dead("ParseJSON", "not a JSON object", line)
+            return
+        yield record
+
+
+def csv_line(values: Sequence[Any]) -> str:
+    """One CSV row as text, quoted by the csv module as needed (no line terminator)."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow(values)
+    return out.getvalue()
+
+
+class ParseCsvLines(beam.DoFn):
+    """One CSV row per line (header already skipped) into a dict of strings.
+
+    Multi-line quoted fields are not supported: each physical line is one row.
+    """
+
+    def __init__(self, columns: Sequence[str]) -> None:
+        self._columns = list(columns)
+
+    def setup(self) -> None:
+        self._read = Metrics.counter(NAMESPACE, "records_read")
+
+    def process(self, line: str) -> Iterator[Any]:
+        if not line.strip():
+            return
+        self._read.inc()
+        try:
+            row = next(csv.reader([line], strict=True))
+        except (csv.Error, StopIteration):
+            yield _dead("ParseCSV", "not a valid CSV row", line)
+            return
+        if len(row) != len(self._columns):
+            reason = f"the row has {len(row)} columns, the header has {len(self._columns)}"
+            yield _dead("ParseCSV", reason, line)
+            return
+        yield dict(zip(self._columns, row))
+
+
+class FormatCsv(beam.DoFn):
+    """A dict record back into a CSV line in the given column order."""
+
+    def __init__(self, columns: Sequence[str]) -> None:
+        self._columns = list(columns)
+
+    def process(self, record: dict[str, Any]) -> Iterator[Any]:
+        missing = [c for c in self._columns if c not in record]
+        extra = [k for k in record if k not in self._columns]
+        if missing or extra:
+            yield _dead("FormatCSV", "the record does not match the CSV header", record)
+            return
+        yield csv_line(["" if record[c] is None else record[c] for c in self._columns])
+
+
+class Count(beam.DoFn):
+    """Pass elements through, counting them in ``kmsbeam.pipelines/NAME``."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def setup(self) -> None:
+        self._counter = Metrics.counter(NAMESPACE, self._name)
+
+    def process(self, element: Any) -> Iterator[Any]:
+        self._counter.inc()
+        yield element
+
+
+
+#: marker key carrying the null parent structs of a record past the crypto transforms
+NULL_PARENTS = "\x00kmsbeam_null_parents"
+
+
+def _has_null_parent(record: dict[str, Any], nested: list[list[str]]) -> bool:
+    for parts in nested:
+        node: Any = record
+        for part in parts[:-1]:
+            if not isinstance(node, dict) or part not in node:
+                break
+            if node[part] is None:
+                return True
+            node = node[part]
+    return False
+
+
+def fill_null_parents(record: dict[str, Any], paths: Sequence[str]) -> dict[str, Any]:
+    """Give nested paths under a null struct a ``None`` leaf, remembering the null parents.
+
+    A null Parquet struct means its fields are null too, but the record engines would call
+    the nested field missing. ``restore_null_parents`` puts the nulls back afterwards.
+    """
+    nested = [p.split(".") for p in paths if "." in p]
+    if not nested or not _has_null_parent(record, nested):
+        return record
+    out = copy.deepcopy(record)
+    nulls: list[str] = []
+    for parts in nested:
+        node: Any = out
+        inside = False
+        for depth, part in enumerate(parts[:-1]):
+            prefix = ".".join(parts[: depth + 1])
+            if prefix in nulls:
+                inside = True
+            elif part in node and node[part] is None:
+                node[part] = {}
+                nulls.append(prefix)
+                inside = True
+            elif inside and part not in node:
+                node[part] = {}
+            if not isinstance(node.get(part), dict):
+                break
+            node = node[part]
+        else:
+            if inside:
+                node.setdefault(parts[-1], None)
+    out[NULL_PARENTS] = nulls
+    return out
+
+
+def restore_null_parents(record: Any) -> Any:
+    """Undo ``fill_null_parents`` (on dead letters too, whose ``record`` holds the record)."""
+    if isinstance(record, dict) and set(record) == {"transform", "reason", "record"}:
+        return {**record, "record": restore_null_parents(record["record"])}
+    if not isinstance(record, dict) or NULL_PARENTS not in record:
+        return record
+    out = dict(record)
+    for prefix in sorted(out.pop(NULL_PARENTS), key=len):
+        parts = prefix.split(".")
+        node: Any = out
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                break
+            node[part] = dict(node[part])
+            node = node[part]
+        else:
+            node[parts[-1]] = None
+    return out

@@ -1,0 +1,195 @@
+"""The ``kmsbeam`` command line: argument parsing, dispatch and error handling.
+
+::
+
+    kmsbeam encrypt INPUT OUTPUT --fields ssn,email [--key URI] [--context k=v] [beam options]
+    kmsbeam decrypt OUTPUT PLAIN                   # options come from OUTPUT/_kmsbeam.json
+    kmsbeam keys create|list|describe|alias|rotate|disable|enable ...
+
+Exit codes: 0 the job ran (dead letters included), 1 a kmsbeam error while running, 2 a user
+mistake (one ``kmsbeam: error: ...`` line, never a traceback). Set ``KMSBEAM_DEBUG=1`` to see
+the traceback of an unexpected pipeline failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+import kmsbeam
+from kmsbeam import ConfigurationError, FormatError, KeyNotFoundError, KmsBeamError
+
+__all__ = ["main"]
+
+USAGE_ERRORS = (ConfigurationError, FormatError, KeyNotFoundError)
+
+
+class _Exit(Exception):
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``kmsbeam: error: ...``) and no SystemExit."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"kmsbeam: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        raise _Exit(2)
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            print(message, file=sys.stderr, end="")
+        raise _Exit(status)
+
+
+def _names(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def _context(items: list[str] | None) -> dict[str, str] | None:
+    if items is None:
+        return None
+    context: dict[str, str] = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq or not name:
+            raise ConfigurationError(f"--context takes NAME=VALUE, not {item.split('=')[0]!r}...")
+        context[name] = value
+    return context
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a positive whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("expected a positive whole number")
+    return value
+
+
+def _job_parser(sub: Any, name: str, text: str) -> None:
+    job = sub.add_parser(name, help=text, description=text, allow_abbrev=False,
+                         epilog="Other options are passed to Beam's PipelineOptions, e.g. "
+                         "--direct_running_mode multi_processing --direct_num_workers 2.")  # fmt: skip
+    job.add_argument("input", metavar="INPUT", help="a file, a glob" + (
+        ", or a directory written by kmsbeam encrypt" if name == "decrypt" else ""))
+    job.add_argument("output", metavar="OUTPUT", help="the output directory")
+    job.add_argument("--format", choices=("jsonl", "csv", "parquet"),
+                     help="input format (default: from the file extension)")
+    job.add_argument("--fields", type=_names, help="fields to encrypt: a,b.c (dotted paths)")
+    job.add_argument("--mode", choices=("fields", "record"), help="fields (default) or record")
+    job.add_argument("--keep", type=_names, help="record mode: fields kept in cleartext")
+    job.add_argument("--bind", type=_names, help="fields mode: record-identity fields in the AAD")
+    job.add_argument("--key", help=f"key URI (default {kmsbeam.DEFAULT_KEY_URI})")
+    job.add_argument("--context", action="append", metavar="NAME=VALUE",
+                     help="encryption context entry (repeatable)")
+    job.add_argument("--dead-letter", metavar="DIR",
+                     help="dead-letter directory (default OUTPUT/_dead_letters)")
+    job.add_argument("--max-records-per-key", type=_positive, metavar="N",
+                     help="generate a new data key after N records")
+    job.add_argument("--overwrite", action="store_true",
+                     help="replace kmsbeam output already in OUTPUT")
+    job.add_argument("--quiet", "-q", action="store_true", help="no summary table")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from kmsbeam.pipelines.keys import add_keys_parser
+
+    parser = _Parser(prog="kmsbeam", allow_abbrev=False,
+                     description="Envelope encryption of datasets with Apache Beam.")  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"kmsbeam {kmsbeam.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _job_parser(sub, "encrypt", "encrypt fields or whole records of JSONL, CSV or Parquet files")
+    _job_parser(sub, "decrypt", "decrypt a dataset written by kmsbeam encrypt")
+    add_keys_parser(sub)
+    return parser
+
+
+def _quiet_beam_logging() -> None:
+    """Import Beam without its root-logger "apitools not found" warning; keep its logs quiet."""
+    if "apache_beam" not in sys.modules:
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)
+        try:
+            import apache_beam  # noqa: F401
+        finally:
+            root.setLevel(level)
+    logging.getLogger("apache_beam").setLevel(logging.ERROR)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"kmsbeam: error: {message}", file=sys.stderr)
+    return code
+
+
+def _run_job(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from kmsbeam.pipelines import jobs, summary
+    from kmsbeam.pipelines.plan import JobSpec, plan_decrypt, plan_encrypt
+
+    spec = JobSpec(args.command, args.input, args.output, format=args.format, fields=args.fields,
+                   mode=args.mode, keep=args.keep, bind=args.bind, key=args.key,
+                   context=_context(args.context), dead_letter=args.dead_letter,
+                   max_records_per_key=args.max_records_per_key, overwrite=args.overwrite,
+                   beam_args=beam_args)  # fmt: skip
+    jobs.pipeline_options(beam_args)  # option mistakes surface before any key is created
+    if spec.action == "encrypt":
+        plan = plan_encrypt(spec, notice=lambda line: print(line, file=sys.stderr))
+    else:
+        plan = plan_decrypt(spec)
+    progress = summary.Progress(f"{spec.action}ing {spec.input}")
+    try:
+        result = jobs.run_plan(plan, on_start=progress.start)
+    except KmsBeamError:
+        raise
+    except Exception as exc:
+        if os.environ.get("KMSBEAM_DEBUG"):
+            raise
+        # The message of a failure inside the pipeline may quote a record: show the type only.
+        return _fail(f"the pipeline failed ({type(exc).__name__}); rerun with KMSBEAM_DEBUG=1 "
+                     "to see the traceback", 1)  # fmt: skip
+    finally:
+        progress.stop()
+    if not args.quiet:
+        print(summary.summary_table(result))
+    warning = summary.dead_letter_warning(result)
+    if warning:
+        print(warning, file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (the console script exits with it)."""
+    parser = build_parser()
+    try:
+        args, extra = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return 2
+        if args.command != "keys" and extra and not any(a.startswith("-") for a in extra):
+            parser.error(f"unexpected argument {extra[0]}")
+        if args.command == "keys":
+            if extra:
+                parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            from kmsbeam.pipelines.keys import run_keys
+
+            return run_keys(args, sys.stdout)
+        _quiet_beam_logging()
+        return _run_job(args, extra)
+    except _Exit as exc:
+        return exc.code
+    except USAGE_ERRORS as exc:
+        return _fail(str(exc), 2)
+    except KmsBeamError as exc:
+        return _fail(str(exc), 1)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""Reading and writing the job formats (JSONL, CSV, Parquet) and the Parquet schema changes.
+
+======== ============================= ============================================ ==========
+format   extensions                    records                                      encoding
+======== ============================= ============================================ ==========
+jsonl    .jsonl .json .ndjson          ``json.loads`` per line; written compactly    text
+csv      .csv                          dict of strings per row (header required)     text
+parquet  .parquet                      ``ReadFromParquet`` dicts; exact Arrow types  bytes
+======== ============================= ============================================ ==========
+
+Caveats: CSV rows are parsed one physical line at a time, so quoted fields that span lines
+are not supported. Parquet timestamps with nanosecond precision are not supported (Python's
+datetime holds microseconds).
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from kmsbeam.pipelines import _fns
+from kmsbeam.transforms import DEAD_LETTER
+
+from kmsbeam import ConfigurationError, FormatError
+
+__all__ = [
+    "ENCODINGS",
+    "FORMATS",
+    "csv_header",
+    "detect_format",
+    "encrypted_schema",
+    "parquet_schema",
+    "read_records",
+    "record_schema",
+    "write_records",
+]
+
+FORMATS = ("jsonl", "csv", "parquet")
+SUFFIX = {"jsonl": ".jsonl", "csv": ".csv", "parquet": ".parquet"}
+ENCODINGS = {"jsonl": "text", "csv": "text", "parquet": "bytes"}
+_EXTENSIONS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv",
+               ".parquet": "parquet"}  # fmt: skip
+
+
+def match_files(pattern: str) -> list[str]:
+    """The files a path or glob names (sorted), or a ConfigurationError saying what to do."""
+    files = sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
+    if not files:
+        raise ConfigurationError(
+            f"no input file matches {pattern}; give an existing file or a glob such as 'data/*.jsonl'"
+        )
+    return files
+
+
+def detect_format(files: Sequence[str], explicit: str | None) -> str:
+    """The format named by ``--format`` or by the files' extension."""
+    if explicit:
+        if explicit not in FORMATS:
+            raise ConfigurationError(f"unknown format {explicit!r}: use one of {', '.join(FORMATS)}")
+        return explicit
+    found = {_EXTENSIONS.get(Path(f).suffix.lower()) for f in files}
+    if None in found or len(found) != 1:
+        raise ConfigurationError(
+            "cannot tell the input format from the file extension; name the files .jsonl, .csv "
+            "or .parquet, or pass --format jsonl|csv|parquet"
+        )
+    return str(found.pop())
+
+
+def csv_header(files: Sequence[str]) -> list[str]:
+    """The header row shared by all the CSV files."""
+    header: list[str] | None = None
+    for name in files:
+        with open(name, encoding="utf-8-sig", newline="") as f:
+            row = next(csv.reader(f), None)
+        if not row:
+            raise ConfigurationError(f"{name} has no CSV header row; add one naming the columns")
+        if header is not None and row != header:
+            raise ConfigurationError(f"{name} has another CSV header than {files[0]}")
+        header = row
+    assert header is not None
+    if len(set(header)) != len(header):
+        raise ConfigurationError(f"the CSV header of {files[0]} names a column twice")
+    return header
+
+
+def parquet_schema(files: Sequence[str]) -> pa.Schema:
+    """The Arrow schema shared by all the Parquet files."""
+    schema: pa.Schema | None = None
+    for name in files:
+        try:
+            current = pq.read_schema(name)
+        except (OSError, pa.ArrowException) as exc:
+            raise FormatError(f"{name} is not a readable Parquet file") from exc
+        if schema is not None and not current.equals(schema):
+            raise ConfigurationError(f"{name} has another Parquet schema than {files[0]}")
+        schema = current
+    assert schema is not None
+    return schema
+
+
+def _columns(schema: pa.Schema | pa.StructType) -> list[str]:
+    return [f.name for f in schema]
+
+
+def _replace(field: pa.Field, paths: list[list[str]], new_type: pa.DataType, where: str) -> pa.Field:
+    if any(not p for p in paths):
+        return field.with_type(new_type)
+    if not pa.types.is_struct(field.type):
+        raise ConfigurationError(
+            f"{where}.{paths[0][0]} goes into a {field.type} column; only struct columns have "
+            "nested fields"
+        )
+    children = [field.type.field(i) for i in range(field.type.num_fields)]
+    _check_known(children, paths, where)
+    new = [_replace(c, [p[1:] for p in paths if p[0] == c.name], new_type, f"{where}.{c.name}")
+           if any(p[0] == c.name for p in paths) else c for c in children]  # fmt: skip
+    return field.with_type(pa.struct(new))
+
+
+def _check_known(fields: Sequence[pa.Field], paths: list[list[str]], where: str) -> None:
+    names = {f.name for f in fields}
+    for p in paths:
+        if p[0] not in names:
+            field = f"{where}.{p[0]}" if where else p[0]
+            raise ConfigurationError(
+                f"unknown field {field!r}: the columns are {', '.join(sorted(names))}"
+            )
+
+
+def encrypted_schema(schema: pa.Schema, fields: Sequence[str]) -> pa.Schema:
+    """``schema`` with each (dotted) field turned into ``binary`` (nested into structs)."""
+    paths = [f.split(".") for f in fields]
+    top = list(schema)
+    _check_known(top, paths, "")
+    new = [_replace(f, [p[1:] for p in paths if p[0] == f.name], pa.binary(), f.name)
+           if any(p[0] == f.name for p in paths) else f for f in top]  # fmt: skip
+    return pa.schema(new)
+
+
+def record_schema(schema: pa.Schema, keep: Sequence[str], payload_field: str) -> pa.Schema:
+    """The record-mode schema: the kept columns (their types) and the binary payload."""
+    _check_known(list(schema), [[k] for k in keep], "")
+    return pa.schema([schema.field(k) for k in keep] + [pa.field(payload_field, pa.binary())])
+
+
+def check_csv_fields(columns: Sequence[str], names: Sequence[str]) -> None:
+    for name in names:
+        if name not in columns:
+            raise ConfigurationError(
+                f"unknown field {name!r}: the CSV columns are {', '.join(columns)}"
+            )
+
+
+def read_records(p: Any, fmt: str, pattern: str, columns: Sequence[str] = ()) -> tuple[Any, Any]:
+    """Read records; returns ``(records, dead_letters or None)``. Counts ``records_read``."""
+    if fmt == "parquet":
+        records = (p | "ReadParquet" >> beam.io.ReadFromParquet(pattern)
+                   | "CountRead" >> beam.ParDo(_fns.Count("records_read")))  # fmt: skip
+        return records, None
+    if fmt == "csv":
+        lines = p | "ReadCSV" >> beam.io.ReadFromText(pattern, skip_header_lines=1)
+        parsed = lines | "ParseCSV" >> beam.ParDo(_fns.ParseCsvLines(columns)).with_outputs(
+            DEAD_LETTER, main="records")
+    else:
+        lines = p | "ReadJSONL" >> beam.io.ReadFromText(pattern)
+        parsed = lines | "ParseJSONL" >> beam.ParDo(_fns.ParseJsonLines()).with_outputs(
+            DEAD_LETTER, main="records")
+    return parsed.records, parsed[DEAD_LETTER]
+
+
+def write_records(
+    records: Any,
+    fmt: str,
+    prefix: str,
+    *,
+    columns: Sequence[str] = (),
+    schema: pa.Schema | None = None,
+) -> Any:
+    """Write ``part-SSSSS-of-NNNNN.<ext>`` shards; returns dead letters (CSV) or None."""
+    suffix = SUFFIX[fmt]
+    dead = None
+    if fmt == "parquet":
+        out = records
+    elif fmt == "csv":
+        formatted = records | "FormatCSV" >> beam.ParDo(_fns.FormatCsv(columns)).with_outputs(
+            DEAD_LETTER, main="lines")
+        out, dead = formatted.lines, formatted[DEAD_LETTER]
+    else:
+        out = records | "FormatJSONL" >> beam.Map(_fns.dumps)
+    counted = out | "CountWritten" >> beam.ParDo(_fns.Count("records_written"))
+    if fmt == "parquet":
+        counted | "WriteParquet" >> beam.io.WriteToParquet(
+            prefix, schema, file_name_suffix=suffix)
+    elif fmt == "csv":
+        counted | "WriteCSV" >> beam.io.WriteToText(
+            prefix, file_name_suffix=suffix, header=_fns.csv_line(columns))
+    else:
+        counted | "WriteJSONL" >> beam.io.WriteToText(prefix, file_name_suffix=suffix)
+    return dead
+
+
+def write_dead_letters(letters: Sequence[Any], prefix: str) -> None:
+    """Flatten the dead letters and write them as JSONL shards (nothing when there are none)."""
+    merged = tuple(letters) | "DeadLetters" >> beam.Flatten()
+    (merged
+     | "DeadLetterJSON" >> beam.Map(_fns.dead_letter_line)
+     | "CountDead" >> beam.ParDo(_fns.Count("dead_letters_written"))
+     | "WriteDeadLetters" >> beam.io.WriteToText(prefix, file_name_suffix=".jsonl",
+                                                 skip_if_empty=True))  # fmt: skip

@@ -1,0 +1,189 @@
+"""Building and running the encrypt and decrypt pipelines from a checked ``Plan``.
+
+::
+
+    read (JSONL | CSV | Parquet) -> Encrypt/Decrypt{Fields,Records}.with_dead_letters()
+        -> write part-SSSSS-of-NNNNN.<ext>            (+ OUTPUT/_kmsbeam.json on encrypt)
+    parse, crypto and format dead letters -> OUTPUT/_dead_letters/part-*.jsonl
+
+Runner: without ``--runner`` (or with ``DirectRunner``) the job runs on Beam's FnApiRunner,
+which is what the DirectRunner falls back to, naming it directly so Beam never tries to
+download Prism; ``direct_running_mode`` defaults to ``in_memory`` and ``direct_num_workers``
+to 1. ``multi_threading`` is refused: it loses records after a shuffle.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import (
+    DirectOptions,
+    PipelineOptions,
+    StandardOptions,
+    WorkerOptions,
+)
+from kmsbeam.pipelines import _fns, formats
+from kmsbeam.pipelines.plan import Plan
+from kmsbeam.transforms import (
+    DecryptFields,
+    DecryptRecords,
+    EncryptFields,
+    EncryptRecords,
+)
+
+from kmsbeam import ConfigurationError, DataKeyPolicy
+
+__all__ = ["JobResult", "build_pipeline", "pipeline_options", "run_plan"]
+
+_DIRECT = (None, "DirectRunner", "FnApiRunner", "SwitchingDirectRunner")
+
+
+@dataclass
+class JobResult:
+    """What a finished job did: Beam counters by ``namespace/name``, sizes and time."""
+
+    plan: Plan
+    counters: dict[str, int] = field(default_factory=dict)
+    elapsed: float = 0.0
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+    def count(self, name: str, namespace: str = "kmsbeam") -> int:
+        return self.counters.get(f"{namespace}/{name}", 0)
+
+    @property
+    def records_in(self) -> int:
+        return self.count("records_read", "kmsbeam.pipelines")
+
+    @property
+    def records_out(self) -> int:
+        return self.count("records_written", "kmsbeam.pipelines")
+
+    @property
+    def dead_letters(self) -> int:
+        return self.count("dead_letters_written", "kmsbeam.pipelines")
+
+
+def _unknown_args(args: list[str]) -> list[str]:
+    """The arguments no Beam PipelineOptions class knows (Beam itself only logs them)."""
+    try:
+        from apache_beam.options.pipeline_options import _BeamArgumentParser
+    except ImportError:  # a future Beam: skip the check rather than fail
+        return []
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    classes = {str(c): c for c in PipelineOptions.__subclasses__()}
+    for cls in classes.values():
+        cls._add_argparse_args(parser)
+    return [a for a in parser.parse_known_args(args)[1] if a.startswith("-")]
+
+
+def pipeline_options(args: list[str]) -> tuple[PipelineOptions, Any]:
+    """Beam options from the arguments the CLI does not know, and the runner to use."""
+    unknown = _unknown_args(args)
+    if unknown:
+        raise ConfigurationError(
+            f"unknown option {unknown[0]}; see `kmsbeam encrypt --help` (Beam pipeline options "
+            "such as --runner or --direct_num_workers are passed through)"
+        )
+    options = PipelineOptions(args)
+    direct = options.view_as(DirectOptions)
+    if direct.direct_running_mode == "multi_threading":
+        raise ConfigurationError(
+            "direct_running_mode=multi_threading loses records in Beam's FnApiRunner; use "
+            "in_memory (the default) or multi_processing"
+        )
+    standard = options.view_as(StandardOptions)
+    workers = options.view_as(WorkerOptions)
+    if not any(a.split("=")[0] == "--default_sdk_harness_log_level" for a in args):
+        workers.default_sdk_harness_log_level = "ERROR"  # keep worker processes quiet
+    if standard.runner in _DIRECT:
+        direct.direct_running_mode = direct.direct_running_mode or "in_memory"
+        direct.direct_num_workers = direct.direct_num_workers or 1
+        return options, _fn_api_runner(options)
+    return options, None
+
+
+def _fn_api_runner(options: PipelineOptions) -> Any:
+    """The FnApiRunner as the DirectRunner builds it (workers get the pipeline options)."""
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    info = fn_runner.ExtendedProvisionInfo(
+        beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
+    return fn_runner.FnApiRunner(provision_info=info)
+
+
+def _transform(plan: Plan) -> Any:
+    m, spec = plan.manifest, plan.spec
+    policy = None
+    if spec.max_records_per_key is not None:
+        policy = DataKeyPolicy(max_records=spec.max_records_per_key)
+    encrypting = spec.action == "encrypt"
+    if m.mode == "fields" and encrypting:
+        return EncryptFields(m.fields, m.key, context=m.context, bind=m.bind,
+                             encoding=m.encoding, policy=policy)  # fmt: skip
+    if m.mode == "fields":
+        return DecryptFields(m.fields, m.key, context=m.context, bind=m.bind)
+    if encrypting:
+        return EncryptRecords(m.key, keep=m.keep, payload_field=m.payload_field,
+                              context=m.context, encoding=m.encoding, policy=policy)  # fmt: skip
+    return DecryptRecords(m.key, keep=m.keep, payload_field=m.payload_field, context=m.context)
+
+
+def build_pipeline(p: beam.Pipeline, plan: Plan) -> None:
+    """Add the job's transforms to ``p``."""
+    m = plan.manifest
+    records, parse_dead = formats.read_records(p, plan.format, plan.pattern, plan.in_columns)
+    nested = [f for f in m.fields + m.bind if "." in f] if m.mode == "fields" else []
+    if plan.format == "parquet" and nested:  # a null struct has null fields, not missing ones
+        records = records | "FillNullStructs" >> beam.Map(_fns.fill_null_parents, nested)
+    name = type(_transform(plan)).__name__
+    good, crypto_dead = records | name >> _transform(plan).with_dead_letters()
+    if plan.format == "parquet" and nested:
+        good = good | "RestoreNullStructs" >> beam.Map(_fns.restore_null_parents)
+        crypto_dead = crypto_dead | "RestoreNullStructsDead" >> beam.Map(_fns.restore_null_parents)
+    out_prefix = str(plan.out_dir.absolute() / "part")
+    format_dead = formats.write_records(good, plan.format, out_prefix,
+                                        columns=plan.out_columns, schema=plan.out_schema)  # fmt: skip
+    letters = [d for d in (parse_dead, crypto_dead, format_dead) if d is not None]
+    formats.write_dead_letters(letters, str(plan.dead_dir.absolute() / "part"))
+
+
+def _counters(result: Any) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for c in result.metrics().query(MetricsFilter())["counters"]:
+        value = c.committed if c.committed is not None else c.attempted  # some report attempted only
+        key = f"{c.key.metric.namespace}/{c.key.metric.name}"
+        totals[key] = totals.get(key, 0) + int(value or 0)
+    return totals
+
+
+def _size(paths: list[Path] | list[str]) -> int:
+    return sum(Path(p).stat().st_size for p in paths if Path(p).is_file())
+
+
+def run_plan(plan: Plan, on_start: Callable[[], None] | None = None) -> JobResult:
+    """Build and run the pipeline; write the manifest after a successful encrypt."""
+    options, runner = pipeline_options(plan.spec.beam_args)
+    started = time.monotonic()
+    p = beam.Pipeline(runner=runner, options=options)
+    build_pipeline(p, plan)
+    if on_start:
+        on_start()
+    result = p.run()
+    result.wait_until_finish()
+    elapsed = time.monotonic() - started
+    if plan.spec.action == "encrypt":
+        plan.manifest.write(plan.out_dir)
+    if plan.dead_dir.is_dir() and not any(plan.dead_dir.iterdir()):
+        plan.dead_dir.rmdir()  # Beam leaves the directory behind when there were none
+    return JobResult(plan, _counters(result), elapsed, _size(plan.files),
+                     _size(sorted(plan.out_dir.glob("part-*"))))  # fmt: skip

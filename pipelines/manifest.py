@@ -1,0 +1,97 @@
+"""The dataset manifest ``OUTPUT/_kmsbeam.json``: how ``kmsbeam encrypt`` wrote a dataset.
+
+``kmsbeam decrypt DIR OUT`` reads it, so decryption needs no options. Example::
+
+    {"kmsbeam_dataset": 1, "mode": "fields", "fields": ["ssn", "email"], "bind": [],
+     "keep": [], "payload_field": "kmsbeam_record", "key": "local:alias/kmsbeam-default",
+     "context": {"dataset": "customers"}, "format": "jsonl", "encoding": "text",
+     "columns": null, "arrow_schema": null, "kmsbeam_version": "0.1.0"}
+
+``columns`` is the CSV header of the input (CSV only); ``arrow_schema`` the base64 of the
+input's ``pyarrow.Schema.serialize()`` (Parquet only), so decryption restores the exact types.
+The manifest holds no key material and no data; the encryption context is not secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from kmsbeam import FormatError
+
+__all__ = ["MANIFEST_NAME", "Manifest"]
+
+MANIFEST_NAME = "_kmsbeam.json"
+VERSION = 1
+
+
+@dataclass
+class Manifest:
+    """What decrypt needs to know about an encrypted dataset."""
+
+    mode: str
+    fields: list[str]
+    bind: list[str] = field(default_factory=list)
+    keep: list[str] = field(default_factory=list)
+    payload_field: str = "kmsbeam_record"
+    key: str = ""
+    context: dict[str, str] = field(default_factory=dict)
+    format: str = ""
+    encoding: str = ""
+    columns: list[str] | None = None
+    arrow_schema: str | None = None
+    kmsbeam_version: str = ""
+
+    @staticmethod
+    def encode_schema(schema: pa.Schema) -> str:
+        return base64.b64encode(schema.serialize().to_pybytes()).decode("ascii")
+
+    def schema(self) -> pa.Schema | None:
+        """The input's Arrow schema (Parquet datasets), or None."""
+        if self.arrow_schema is None:
+            return None
+        try:
+            return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(self.arrow_schema)))
+        except (ValueError, pa.ArrowException) as exc:
+            raise FormatError("the manifest's arrow_schema is not a serialized Arrow schema") from exc
+
+    def to_json(self) -> str:
+        return json.dumps({"kmsbeam_dataset": VERSION, **asdict(self)}, indent=2) + "\n"
+
+    def write(self, directory: Path) -> Path:
+        path = directory / MANIFEST_NAME
+        path.write_text(self.to_json(), encoding="utf-8")
+        return path
+
+    @classmethod
+    def from_json(cls, text: str, where: str = "the manifest") -> Manifest:
+        try:
+            data: Any = json.loads(text)
+        except ValueError as exc:
+            raise FormatError(f"{where} is not valid JSON") from exc
+        if not isinstance(data, dict) or data.get("kmsbeam_dataset") != VERSION:
+            raise FormatError(f"{where} is not a kmsbeam dataset manifest (version {VERSION})")
+        data.pop("kmsbeam_dataset")
+        known = set(cls.__dataclass_fields__)
+        try:
+            manifest = cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as exc:
+            raise FormatError(f"{where} lacks required entries (mode, fields, key, ...)") from exc
+        if manifest.mode not in ("fields", "record"):
+            raise FormatError(f"{where} has an unknown mode {manifest.mode!r}")
+        if manifest.format not in ("jsonl", "csv", "parquet") or not manifest.key:
+            raise FormatError(f"{where} lacks a known format or a key URI")
+        return manifest
+
+    @classmethod
+    def read(cls, directory: Path) -> Manifest | None:
+        """The manifest in ``directory``, or None when there is none."""
+        path = directory / MANIFEST_NAME
+        if not path.is_file():
+            return None
+        return cls.from_json(path.read_text(encoding="utf-8"), str(path))

@@ -1,0 +1,58 @@
+"""Project rules: the core never imports Beam, and the public API is pinned."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import kmsbeam
+import kmsbeam.transforms
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_core_never_imports_apache_beam() -> None:
+    for path in (ROOT / "kmsbeam").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])  # fmt: skip
+            assert not any(n.split(".")[0] == "apache_beam" for n in names), path
+    code = "import sys, kmsbeam, kmsbeam.kms; print('apache_beam' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_transforms_never_name_a_concrete_key_source() -> None:
+    for path in (ROOT / "transforms").rglob("*.py"):
+        text = path.read_text()
+        assert "LocalKeySource" not in text and "kmsbeam.local" not in text, path
+
+
+PUBLIC = {
+    "DEFAULT_KEY_URI", "AccessDeniedError", "AuthenticationError", "ConfigurationError", "DataKey",
+    "DataKeyCache", "DataKeyPolicy", "FieldDecryptor", "FieldEncryptor", "FieldPath", "FormatError",
+    "KeyDisabledError", "KeyInfo", "KeyNotFoundError", "KeySource", "KeySourceError",
+    "KeySourceUnavailableError", "KeyUri", "KmsBeamError", "MalformedValueError", "RecordDecryptor",
+    "RecordEncryptor", "RecordError", "__version__", "canonical_context", "check_context",
+    "decode_value", "encode_value", "failure_reason", "keystore_home", "open_key_source",
+    "parse_key_uri", "parse_paths", "shared_cache",
+}  # fmt: skip
+
+
+def test_public_api_is_pinned() -> None:
+    assert set(kmsbeam.__all__) == PUBLIC
+    assert all(hasattr(kmsbeam, n) for n in kmsbeam.__all__)
+    assert set(kmsbeam.transforms.__all__) == {
+        "DEAD_LETTER", "DecryptFields", "DecryptRecords", "EncryptFields", "EncryptRecords"}  # fmt: skip
+    assert all(hasattr(kmsbeam.transforms, n) for n in kmsbeam.transforms.__all__)
+
+
+def test_error_tree() -> None:
+    e = kmsbeam
+    assert issubclass(e.MalformedValueError, e.AuthenticationError)
+    assert issubclass(e.KeyDisabledError, e.KeyNotFoundError)
+    assert issubclass(e.ConfigurationError, ValueError)
+    assert e.KeySourceUnavailableError.retryable and not e.AccessDeniedError.retryable
+    assert str(e.AuthenticationError()) == str(e.AuthenticationError(code="X"))
