@@ -70,7 +70,7 @@ class CryptoDoFn(beam.DoFn):
         counters = self._counters
         assert counters is not None
         encrypting = self._op.startswith("encrypt")
-        source = open_key_source(self._key_uri, create=encrypting)
+        source = open_key_source(self._key_uri)  # workers never create keys
         opts = dict(self._options)
         if encrypting:
             opts["on_generate"] = counters.generated

@@ -15,18 +15,23 @@ Caveats:
   input records (and, on the encrypt side, the dead letters) in cleartext.
 - A retried bundle generates new data keys; values already emitted by the failed attempt
   are discarded by the runner, never mixed.
+- A ``local:alias/`` key is created on first use when the pipeline is built (on the
+  driver), never by workers.
 - ``local:`` keys live in one machine's keystore: use them with the DirectRunner or the
   PortableRunner on that machine, not on a remote cluster.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import apache_beam as beam
 
-from kmsbeam import DataKeyPolicy, check_context, parse_key_uri, parse_paths
+_LOG = logging.getLogger(__name__)
+
+from kmsbeam import DataKeyPolicy, check_context, open_key_source, parse_key_uri, parse_paths
 from kmsbeam.records import DEFAULT_PAYLOAD_FIELD
 from kmsbeam.transforms._dofns import DEAD_LETTER, CryptoDoFn
 
@@ -53,6 +58,12 @@ class _Crypto(beam.PTransform):
         return self
 
     def expand(self, pcoll: Any) -> Any:
+        if self._op.startswith("encrypt") and self._key.startswith("local:alias/"):
+            # "Created on first use" happens here, once, at pipeline construction on the
+            # driver; workers only ever open existing keys.
+            source = open_key_source(self._key, create=True)
+            if getattr(source, "created", False):
+                _LOG.warning("kmsbeam: created key %s in the local keystore", self._key)
         dofn = CryptoDoFn(self._op, self._key, self._options, self.label, self._dead_letters)
         outputs = pcoll | "Apply" >> beam.ParDo(dofn).with_outputs(DEAD_LETTER, main="records")
         if self._dead_letters:

@@ -10,11 +10,12 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
 
+from kmsbeam.pipelines.jobs import _fn_api_runner as fn_api_runner
 from kmsbeam.transforms import DecryptFields, DecryptRecords, EncryptFields, EncryptRecords
 
 KEY = "local:alias/runners"
 RUNNERS = {
-    "multi_processing": dict(runner="DirectRunner", direct_running_mode="multi_processing", direct_num_workers=2),
+    "multi_processing": dict(direct_running_mode="multi_processing", direct_num_workers=2),
     "portable_loopback": dict(runner="PortableRunner", job_endpoint="embed", environment_type="LOOPBACK"),
 }
 
@@ -27,7 +28,9 @@ def records(n: int) -> list[dict[str, Any]]:
 def test_round_trip_on_runner(runner: str) -> None:
     data = records(2000)
     options = PipelineOptions(flags=[], **RUNNERS[runner])
-    p = beam.Pipeline(options=options)
+    # The FnApiRunner named explicitly: "DirectRunner" would try Prism (a download) first.
+    runner = fn_api_runner(options) if runner == "multi_processing" else None
+    p = beam.Pipeline(runner=runner, options=options)
     src = p | beam.Create(data) | beam.Reshuffle()
     fields = src | "EncF" >> EncryptFields(["ssn", "contact.email"], key=KEY, bind=["id"])
     back = fields | "DecF" >> DecryptFields(["ssn", "contact.email"], key=KEY, bind=["id"])
