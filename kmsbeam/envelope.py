@@ -71,6 +71,8 @@ def to_text(value: bytes) -> str:
 
 
 _TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_UNUSED_BITS = {2: 0x0F, 3: 0x03}
 
 
 def from_text(text: str) -> bytes:
@@ -79,16 +81,15 @@ def from_text(text: str) -> bytes:
     so every text value has exactly one spelling."""
     try:
         raw = text.encode("ascii")
-        if len(raw) % 4 == 1 or b"+" in raw or b"/" in raw:
+        tail = len(raw) % 4
+        if tail == 1 or b"+" in raw or b"/" in raw or b"=" in raw:
             raise ValueError
-        data = binascii.a2b_base64(
-            raw.translate(_TO_STANDARD) + b"=" * (-len(raw) % 4), strict_mode=True
-        )
+        # The last character of a 2- or 3-character group carries 4 or 2 unused bits.
+        if tail and _ALPHABET.index(raw[-1]) & _UNUSED_BITS[tail]:
+            raise ValueError
+        return binascii.a2b_base64(raw.translate(_TO_STANDARD) + b"=" * (-tail % 4), strict_mode=True)
     except (UnicodeEncodeError, binascii.Error, ValueError) as exc:
         raise MalformedValueError() from exc
-    if to_text(data) != text:
-        raise MalformedValueError()
-    return data
 
 
 class Sealer:
@@ -133,24 +134,23 @@ class Sealer:
             prefix = self._prefixes[name] = _name_prefix(self._fmt, name) + self._header
         return prefix + binding
 
-    def seal(self, plaintext: bytes, name: str, binding: bytes = b"") -> bytes:
-        """Encrypt one encoded plaintext; returns the binary value."""
+    def _body(self, plaintext: bytes, name: str, binding: bytes) -> bytes:
+        """counter || AES-GCM(plaintext): the one place the nonce rule is kept."""
         n = self._count
         if n >= MAX_VALUES_PER_KEY:
             raise OverflowError("this data key has sealed 2**32 values; a new one is needed")
         self._count = n + 1
         nonce = _NONCE.pack(n)
-        return self._header + nonce[8:] + self._aead.encrypt(nonce, plaintext, self._aad(name, binding))
+        return nonce[8:] + self._aead.encrypt(nonce, plaintext, self._aad(name, binding))
+
+    def seal(self, plaintext: bytes, name: str, binding: bytes = b"") -> bytes:
+        """Encrypt one encoded plaintext; returns the binary value."""
+        return self._header + self._body(plaintext, name, binding)
 
     def seal_text(self, plaintext: bytes, name: str, binding: bytes = b"") -> str:
         """Encrypt one encoded plaintext; returns the URL-safe base64 text value."""
-        n = self._count
-        if n >= MAX_VALUES_PER_KEY:
-            raise OverflowError("this data key has sealed 2**32 values; a new one is needed")
-        self._count = n + 1
-        nonce = _NONCE.pack(n)
-        body = nonce[8:] + self._aead.encrypt(nonce, plaintext, self._aad(name, binding))
-        return self.header_text + base64.urlsafe_b64encode(body).rstrip(b"=").decode("ascii")
+        body = base64.urlsafe_b64encode(self._body(plaintext, name, binding))
+        return self.header_text + body.rstrip(b"=").decode("ascii")
 
 
 class ParsedValue:

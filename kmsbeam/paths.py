@@ -48,7 +48,10 @@ class FieldPath:
         """The value at this path. Raises RecordError when any step is missing."""
         node: Any = record
         for part in self.parts:
-            node = node.get(part, _MISSING) if isinstance(node, Mapping) else _MISSING
+            if type(node) is dict:  # the common case, without the Mapping ABC check
+                node = node.get(part, _MISSING)
+            else:
+                node = node.get(part, _MISSING) if isinstance(node, Mapping) else _MISSING
             if node is _MISSING:
                 raise RecordError(f"missing field: {self.name}")
         return node

@@ -82,3 +82,16 @@ def test_vector_layout_matches_the_spec() -> None:
     assert raw[3 : 3 + len(wrapped)] == wrapped and header % 3 == 0
     assert raw[header : header + 4] == v["counter"].to_bytes(4, "big")
     assert len(raw) == header + 4 + len(bytes.fromhex(v["plaintext_hex"])) + 16
+
+
+def test_text_form_has_exactly_one_spelling() -> None:
+    import os
+
+    from kmsbeam.errors import MalformedValueError
+
+    for n in range(40):
+        data = os.urandom(n)
+        assert from_text(to_text(data)) == data
+    for bad in ["A", "AB", "AAB", "AA==", "AAA=", "A*AA", "AA+A", "AA/A", "ÄAAA"]:
+        with pytest.raises(MalformedValueError):
+            from_text(bad)
