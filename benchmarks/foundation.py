@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
 import tempfile
 import time
@@ -113,24 +114,49 @@ def _best(repeat: int, fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 # -- 1. Beam: identity vs EncryptFields ---------------------------------------------------
-def run_pipeline(n: int, encrypt: bool) -> tuple[float, dict[str, int]]:
-    """Generate ``n`` records in the pipeline, map them, count them; (seconds, counters)."""
+def write_jsonl(n: int, directory: str) -> str:
+    """The ``n`` records as one JSON-lines file (the input of the I/O pipelines)."""
+    path = os.path.join(directory, "records.jsonl")
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            f.write(json.dumps(make_record(i)) + "\n")
+    return path
+
+
+def run_pipeline(n: int, encrypt: bool, jsonl: str | None = None) -> tuple[float, dict[str, int]]:
+    """One pipeline run; (seconds, counters).
+
+    ``jsonl`` None: generate ``n`` records in the pipeline, map them, count them (Beam's
+    per-record cost only). Else read that JSON-lines file, map, write JSON lines to a temp
+    dir (a minimal ETL job: what the "naive prototype 1.5x" in FIELD-NOTES was measured on).
+    """
     options = PipelineOptions(flags=[], direct_running_mode="in_memory", direct_num_workers=1)
     p = beam.Pipeline(runner=FnApiRunner(), options=options)
-    records = (
-        p
-        | "Shards" >> beam.Create(range(SHARDS))
-        | "Generate" >> beam.FlatMap(make_records, n, SHARDS)
-    )
+    out_dir = tempfile.mkdtemp(prefix="kmsbeam-bench-out-")
+    if jsonl is None:
+        records = (
+            p
+            | "Shards" >> beam.Create(range(SHARDS))
+            | "Generate" >> beam.FlatMap(make_records, n, SHARDS)
+        )
+    else:
+        records = p | "Read" >> beam.io.ReadFromText(jsonl) | "Parse" >> beam.Map(json.loads)
     if encrypt:
         mapped = records | "Encrypt" >> EncryptFields(list(FIELDS), key=KEY, encoding="text")
     else:
         mapped = records | "Identity" >> beam.Map(identity)
     _ = mapped | "Count" >> beam.ParDo(CountingSink())
+    if jsonl is not None:
+        _ = (
+            mapped
+            | "Dump" >> beam.Map(json.dumps)
+            | "Write" >> beam.io.WriteToText(os.path.join(out_dir, "out"), file_name_suffix=".jsonl")
+        )
     t0 = time.perf_counter()
     result = p.run()
     result.wait_until_finish()
     seconds = time.perf_counter() - t0
+    shutil.rmtree(out_dir, ignore_errors=True)
     counters: dict[str, int] = {}
     for c in result.metrics().query()["counters"]:
         ns = c.key.metric.namespace
@@ -142,31 +168,50 @@ def run_pipeline(n: int, encrypt: bool) -> tuple[float, dict[str, int]]:
     return seconds, counters
 
 
-def beam_rows(n: int, repeat: int, progress: Progress) -> list[Row]:
-    """Identity and EncryptFields, interleaved (I, E, I, E, ...) after an untimed warm-up."""
-    for encrypt in (False, True):  # first-pipeline costs (imports, caches) stay out of timing
-        run_pipeline(SHARDS, encrypt)
+def _pair(
+    n: int, repeat: int, progress: Progress, jsonl: str | None
+) -> dict[bool, tuple[float, dict[str, int]]]:
+    """Identity and EncryptFields, interleaved (I, E, I, E, ...); the best run of each."""
     runs: dict[bool, tuple[float, dict[str, int]]] = {}
     for i in range(max(1, repeat)):
         for encrypt in (False, True):
-            run = run_pipeline(n, encrypt)
+            run = run_pipeline(n, encrypt, jsonl)
             if encrypt not in runs or run[0] < runs[encrypt][0]:
                 runs[encrypt] = run
-            what = "EncryptFields" if encrypt else "identity"
+            what = ("EncryptFields" if encrypt else "identity") + (" JSONL" if jsonl else "")
             progress(f"{what} pipeline, run {i + 1}/{repeat}: {run[0]:.2f} s")
-    ident, enc = runs[False][0], runs[True][0]
-    c = runs[True][1]
+    return runs
+
+
+def beam_rows(n: int, repeat: int, progress: Progress) -> list[Row]:
+    """The two pipeline pairs (JSONL I/O, then in memory), after an untimed warm-up."""
+    for encrypt in (False, True):  # first-pipeline costs (imports, caches) stay out of timing
+        run_pipeline(SHARDS, encrypt)
 
     def per(seconds: float) -> str:
         return f"{seconds / n * 1e6:.1f} us/record"
 
-    return [
-        Row(ROWS[0], ident, "s", f"{n:,} records, {per(ident)}, best of {repeat}"),
-        Row(ROWS[1], enc, "s", f"{c.get('values_encrypted', 0):,} values, {per(enc)}"),
-        Row(ROWS[2], enc / ident, "x", f"target <= 1.2; +{(enc - ident) / n * 1e6:.1f} us/record"),
-        Row(ROWS[3], c.get("kms_calls_generate_data_key", 0), "calls", "Beam metric, kmsbeam"),
-        Row(ROWS[4], c.get("data_keys_generated", 0), "keys", "Beam metric, kmsbeam"),
-    ]
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="kmsbeam-bench-") as d:
+        jsonl = write_jsonl(n, d)
+        for source, names, target in (
+            (jsonl, ROWS[0:3], "target <= 1.2"),
+            (None, ROWS[3:6], "no I/O: Beam's own per-record cost only"),
+        ):
+            runs = _pair(n, repeat, progress, source)
+            ident, enc = runs[False][0], runs[True][0]
+            c = runs[True][1]
+            rows += [
+                Row(names[0], ident, "s", f"{n:,} records, {per(ident)}, best of {repeat}"),
+                Row(names[1], enc, "s", f"{c.get('values_encrypted', 0):,} values, {per(enc)}"),
+                Row(names[2], enc / ident, "x", f"{target}; +{(enc - ident) / n * 1e6:.1f} us/record"),
+            ]
+            if source is None:
+                rows += [
+                    Row(ROWS[6], c.get("kms_calls_generate_data_key", 0), "calls", "Beam metric"),
+                    Row(ROWS[7], c.get("data_keys_generated", 0), "keys", "Beam metric"),
+                ]
+    return rows
 
 
 # -- 2/3. core rates (no Beam) --------------------------------------------------------------
@@ -180,12 +225,23 @@ class CoreOutputs:
     keys_for_bytes: int
 
 
+BATCH = 512  # records per encrypt_batch call, as EncryptFields batches
+
+
 def _encrypt_all(
     source: KeySource, records: list[dict[str, Any]], encoding: str
 ) -> tuple[list[dict[str, Any]], int]:
     enc = FieldEncryptor(list(FIELDS), source, encoding=encoding)
-    out = [enc.encrypt(r) for r in records]
+    out: list[dict[str, Any]] = []
+    for i in range(0, len(records), BATCH):
+        out += enc.encrypt_batch(records[i : i + BATCH])
     return out, enc.keys.generated
+
+
+def _encrypt_each(source: KeySource, records: list[dict[str, Any]]) -> None:
+    enc = FieldEncryptor(list(FIELDS), source, encoding="text")
+    for r in records:
+        enc.encrypt(r)
 
 
 def core_rows(n: int, repeat: int, progress: Progress) -> tuple[list[Row], CoreOutputs]:
@@ -193,11 +249,18 @@ def core_rows(n: int, repeat: int, progress: Progress) -> tuple[list[Row], CoreO
     records = [make_record(i) for i in range(n)]
     values = n * len(FIELDS)
     rows: list[Row] = []
-    outputs: dict[str, tuple[list[dict[str, Any]], int]] = {}
-    for encoding, name in (("bytes", ROWS[5]), ("text", ROWS[6])):
-        secs, outputs[encoding] = _best(repeat, partial(_encrypt_all, source, records, encoding))
-        rows.append(Row(name, values / secs, "values/s", "FieldEncryptor, target >= 1,000,000"))
+
+    def measure(name: str, fn: Callable[[], Any], note: str) -> Any:
+        secs, result = _best(repeat, fn)
+        rows.append(Row(name, values / secs, "values/s", note))
         progress(f"{name}: {values / secs:,.0f} values/s")
+        return result
+
+    outputs: dict[str, tuple[list[dict[str, Any]], int]] = {}
+    for encoding, name in (("bytes", ROWS[8]), ("text", ROWS[9])):
+        note = f"FieldEncryptor, {BATCH} records per call, target >= 1,000,000"
+        outputs[encoding] = measure(name, partial(_encrypt_all, source, records, encoding), note)
+    measure(ROWS[10], partial(_encrypt_each, source, records), "FieldEncryptor.encrypt")
 
     aead = AESGCM(AESGCM.generate_key(256))
     # An AAD as long as kmsbeam's (envelope.py): label, u16 + field name, header (format byte,
@@ -213,26 +276,20 @@ def core_rows(n: int, repeat: int, progress: Progress) -> tuple[list[Row], CoreO
         for i in range(values):
             enc(pack(i), msg, a)
 
-    for a, name in ((None, ROWS[7]), (aad, ROWS[8])):
-        secs, _ = _best(repeat, partial(raw, a))
+    for a, name in ((None, ROWS[11]), (aad, ROWS[12])):
         note = "one AESGCM object, counter nonce" + (f", {len(aad)} B AAD" if a else "")
-        rows.append(Row(name, values / secs, "values/s", note))
-        progress(f"{name}: {values / secs:,.0f} values/s")
+        measure(name, partial(raw, a), note)
 
-    text_records = outputs["text"][0]
-
-    def decrypt_all() -> int:
+    def decrypt_all(encrypted: list[dict[str, Any]]) -> None:
         dec = FieldDecryptor(list(FIELDS), source, cache=DataKeyCache())
-        for r in text_records:
+        for r in encrypted:
             dec.decrypt(r)
-        return dec.values
+        if dec.values != values:
+            raise RuntimeError(f"decrypted {dec.values} values, not {values}")
 
-    secs, done = _best(repeat, decrypt_all)
-    if done != values:
-        raise RuntimeError(f"decrypted {done} values, not {values}")
-    rows.append(Row(ROWS[9], values / secs, "values/s", "FieldDecryptor, fresh key cache"))
-    progress(f"{ROWS[9]}: {values / secs:,.0f} values/s")
-    core = CoreOutputs(records, outputs["bytes"][0], text_records, outputs["bytes"][1])
+    for encoding, name in (("bytes", ROWS[13]), ("text", ROWS[14])):
+        measure(name, partial(decrypt_all, outputs[encoding][0]), "FieldDecryptor, fresh cache")
+    core = CoreOutputs(records, outputs["bytes"][0], outputs["text"][0], outputs["bytes"][1])
     return rows, core
 
 
@@ -252,26 +309,26 @@ def size_rows(core: CoreOutputs) -> list[Row]:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="kmsbeam-bench-") as d:
         ways: tuple[tuple[str, dict[str, Any]], ...] = (
-            (ROWS[10], {}),
-            (ROWS[11], {"use_dictionary": False}),
-            (ROWS[12], {"use_dictionary": False, "column_encoding": {"v": "DELTA_BYTE_ARRAY"}}),
+            (ROWS[15], {}),
+            (ROWS[16], {"use_dictionary": False}),
+            (ROWS[17], {"use_dictionary": False, "column_encoding": {"v": "DELTA_BYTE_ARRAY"}}),  # as the CLI writes
         )
         for i, (name, kwargs) in enumerate(ways):
             size = _parquet_bytes(enc, d, f"enc{i}", **kwargs)
             rows.append(Row(name, size / n, "B/value", f"{size:,} B file, target <= 40"))
         size = _parquet_bytes(plain, d, "plain")
-        rows.append(Row(ROWS[13], size / n, "B/value", f"{size:,} B file, 16 B strings"))
+        rows.append(Row(ROWS[18], size / n, "B/value", f"{size:,} B file, 16 B strings"))
     first_bytes = core.as_bytes[0]["ssn"]
     first_text = core.as_text[0]["ssn"]
-    rows.append(Row(ROWS[14], len(first_bytes), "B", "binary value of a 16 B string"))
-    rows.append(Row(ROWS[15], len(first_text), "chars", "URL-safe base64 text value"))
+    rows.append(Row(ROWS[19], len(first_bytes), "B", "binary value of a 16 B string"))
+    rows.append(Row(ROWS[20], len(first_text), "chars", "URL-safe base64 text value"))
     extra = sum(
         len(json.dumps(e[f])) - len(json.dumps(p[f]))
         for p, e in zip(core.records, core.as_text)
         for f in FIELDS
     )
     note = "json.dumps(encrypted) - json.dumps(plain)"
-    rows.append(Row(ROWS[16], extra / (n * len(FIELDS)), "chars", note))
+    rows.append(Row(ROWS[21], extra / (n * len(FIELDS)), "chars", note))
     return rows
 
 

@@ -26,12 +26,13 @@ _Key = tuple[str, bytes, bytes]
 
 
 class _Flight:
-    __slots__ = ("cipher", "done", "error")
+    __slots__ = ("cipher", "done", "error", "expires")
 
     def __init__(self) -> None:
         self.done = threading.Event()
         self.cipher: AESGCM | None = None
         self.error: BaseException | None = None
+        self.expires = 0.0
 
 
 class DataKeyCache:
@@ -94,6 +95,22 @@ class DataKeyCache:
         Raises:
             whatever ``source.decrypt_data_key`` raises; waiters on the same miss get it too.
         """
+        return self.entry(source, wrapped, context, context_key=context_key, on_call=on_call)[0]
+
+    def now(self) -> float:
+        """The cache's clock (monotonic seconds), against which ``entry`` expiries count."""
+        return self._clock()
+
+    def entry(
+        self,
+        source: KeySource,
+        wrapped: bytes,
+        context: Mapping[str, str] | None = None,
+        *,
+        context_key: bytes | None = None,
+        on_call: Callable[[], None] | None = None,
+    ) -> tuple[AESGCM, float]:
+        """``cipher``, with the time (``now()``) until which the cipher may be reused."""
         ctx = canonical_context(context) if context_key is None else context_key
         key = (source.uri, wrapped, ctx)
         now = self._clock()
@@ -102,7 +119,7 @@ class DataKeyCache:
             if entry is not None and entry[0] > now:
                 self._entries.move_to_end(key)
                 self.hits += 1
-                return entry[1]
+                return entry[1], entry[0]
             flight = self._flights.get(key)
             leader = flight is None
             if flight is None:
@@ -113,18 +130,19 @@ class DataKeyCache:
             if flight.error is not None:
                 raise flight.error
             assert flight.cipher is not None
-            return flight.cipher
+            return flight.cipher, flight.expires
         try:
             if on_call is not None:
                 on_call()
             cipher = AESGCM(source.decrypt_data_key(wrapped, context))
             flight.cipher = cipher
+            flight.expires = expires = self._clock() + self.ttl_seconds
             with self._lock:
-                self._entries[key] = (self._clock() + self.ttl_seconds, cipher)
+                self._entries[key] = (expires, cipher)
                 self._entries.move_to_end(key)
                 while len(self._entries) > self.max_entries:
                     self._entries.popitem(last=False)
-            return cipher
+            return cipher, expires
         except BaseException as exc:
             flight.error = exc
             raise

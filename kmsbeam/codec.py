@@ -34,9 +34,10 @@ from typing import Any
 
 from kmsbeam.errors import MalformedValueError
 
-__all__ = ["KEPT", "decode_value", "encode_value", "read_varint", "write_varint"]
+__all__ = ["KEPT", "STR_TAG", "decode_value", "encode_value", "read_varint", "write_varint"]
 
 _FLOAT = struct.Struct(">d")
+STR_TAG = b"\x05"  # the tag of a str value, for encoders with a fast path
 
 
 class _Kept:
@@ -115,7 +116,7 @@ _ENCODERS: dict[type, Callable[[Any], bytes]] = {
     bool: lambda v: b"\x02" if v else b"\x01",
     int: _int,
     float: lambda v: b"\x04" + _FLOAT.pack(v),
-    str: lambda v: b"\x05" + v.encode("utf-8"),
+    str: lambda v: STR_TAG + v.encode("utf-8"),
     bytes: lambda v: b"\x06" + v,
     bytearray: lambda v: b"\x06" + bytes(v),
     memoryview: lambda v: b"\x06" + v.tobytes(),

@@ -30,6 +30,8 @@ from __future__ import annotations
 import base64
 import binascii
 import struct
+from collections.abc import Iterable, Sequence
+from itertools import repeat
 from typing import NoReturn
 
 from cryptography.exceptions import InvalidTag
@@ -40,6 +42,7 @@ from kmsbeam.errors import AuthenticationError, MalformedValueError
 __all__ = [
     "FIELD_V1",
     "MAX_VALUES_PER_KEY",
+    "Opener",
     "RECORD_V1",
     "ParsedValue",
     "Sealer",
@@ -54,7 +57,6 @@ RECORD_V1 = 0x02
 LABELS = {FIELD_V1: b"kmsbeam.field.v1", RECORD_V1: b"kmsbeam.record.v1"}
 MAX_VALUES_PER_KEY = 2**32
 _TAG = 16
-_NONCE = struct.Struct(">8xI")
 _U16 = struct.Struct(">H")
 
 
@@ -71,6 +73,7 @@ def to_text(value: bytes) -> str:
 
 
 _TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
 _ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _UNUSED_BITS = {2: 0x0F, 3: 0x03}
 
@@ -82,7 +85,7 @@ def from_text(text: str) -> bytes:
     try:
         raw = text.encode("ascii")
         tail = len(raw) % 4
-        if tail == 1 or b"+" in raw or b"/" in raw or b"=" in raw:
+        if tail == 1 or raw.translate(None, _ALPHABET):  # a character outside the alphabet
             raise ValueError
         # The last character of a 2- or 3-character group carries 4 or 2 unused bits.
         if tail and _ALPHABET.index(raw[-1]) & _UNUSED_BITS[tail]:
@@ -128,29 +131,109 @@ class Sealer:
     def __reduce__(self) -> NoReturn:
         raise TypeError("a Sealer holds a plaintext data key and never pickles")
 
-    def _aad(self, name: str, binding: bytes) -> bytes:
+    def _prefix(self, name: str) -> bytes:
+        """label || len(name) || name || header: the AAD of a value of field ``name``, less
+        the binding."""
         prefix = self._prefixes.get(name)
         if prefix is None:
             prefix = self._prefixes[name] = _name_prefix(self._fmt, name) + self._header
-        return prefix + binding
+        return prefix
 
-    def _body(self, plaintext: bytes, name: str, binding: bytes) -> bytes:
-        """counter || AES-GCM(plaintext): the one place the nonce rule is kept."""
+    def _bodies(
+        self, aads: Iterable[bytes], plaintexts: Sequence[bytes], head: bytes = b""
+    ) -> list[bytes]:
+        """head || counter || AES-GCM(plaintext) for each value, ``aads`` giving each AAD:
+        the one place the nonce rule is kept.
+
+        The counters for all values are reserved in one step, before anything is encrypted.
+        """
+        k = len(plaintexts)
         n = self._count
-        if n >= MAX_VALUES_PER_KEY:
+        if n + k > MAX_VALUES_PER_KEY:
             raise OverflowError("this data key has sealed 2**32 values; a new one is needed")
-        self._count = n + 1
-        nonce = _NONCE.pack(n)
-        return nonce[8:] + self._aead.encrypt(nonce, plaintext, self._aad(name, binding))
+        self._count = n + k
+        nonces = [i.to_bytes(12, "big") for i in range(n, n + k)]  # 8 zero bytes || counter
+        sealed = list(map(self._aead.encrypt, nonces, plaintexts, aads))
+        if len(sealed) != k:
+            raise ValueError("one AAD per plaintext")
+        return [head + nonce[8:] + ct for nonce, ct in zip(nonces, sealed)]
+
+    def _record_bodies(
+        self, names: Sequence[str], plaintexts: Sequence[bytes], binding: bytes, head: bytes = b""
+    ) -> list[bytes]:
+        if len(names) != len(plaintexts):
+            raise ValueError("one name per plaintext")
+        return self._bodies([self._prefix(name) + binding for name in names], plaintexts, head)
+
+    def _column_bodies(
+        self,
+        name: str,
+        plaintexts: Sequence[bytes],
+        bindings: Sequence[bytes] | None,
+        head: bytes = b"",
+    ) -> list[bytes]:
+        prefix = self._prefix(name)
+        if bindings is None:
+            return self._bodies(repeat(prefix, len(plaintexts)), plaintexts, head)
+        if len(bindings) != len(plaintexts):
+            raise ValueError("one binding per plaintext")
+        return self._bodies([prefix + b for b in bindings], plaintexts, head)
+
+    def _texts(self, bodies: list[bytes]) -> list[str]:
+        """The text values of ``bodies``: header text || unpadded URL-safe base64 of a body.
+
+        Bodies of one length (a column of same-size values) are encoded in one base64 call:
+        each body is followed by zero bytes up to a multiple of 3, so its characters in the
+        joint text are exactly its own unpadded base64 followed by "A"s, which are cut off.
+        """
+        head = self.header_text
+        size = len(bodies[0]) if bodies else 0
+        if len(bodies) < 8 or any(len(b) != size for b in bodies):
+            b2a = binascii.b2a_base64
+            return [
+                head + b2a(b, newline=False).translate(_TO_URLSAFE).rstrip(b"=").decode("ascii")
+                for b in bodies
+            ]
+        fill = b"\0" * (-size % 3)
+        joint = binascii.b2a_base64(fill.join(bodies) + fill, newline=False)
+        text = joint.translate(_TO_URLSAFE).decode("ascii")
+        step = (size + len(fill)) // 3 * 4
+        chars = (4 * size + 2) // 3
+        return [head + text[i : i + chars] for i in range(0, len(text), step)]
+
+    def seal_many(
+        self, names: Sequence[str], plaintexts: Sequence[bytes], binding: bytes = b""
+    ) -> list[bytes]:
+        """Encrypt several values of one record (``plaintexts[i]`` is field ``names[i]``):
+        the values ``seal`` would give, in one call."""
+        return self._record_bodies(names, plaintexts, binding, self._header)
+
+    def seal_many_text(
+        self, names: Sequence[str], plaintexts: Sequence[bytes], binding: bytes = b""
+    ) -> list[str]:
+        """``seal_many`` in text form: the values ``seal_text`` would give."""
+        return self._texts(self._record_bodies(names, plaintexts, binding))
+
+    def seal_column(
+        self, name: str, plaintexts: Sequence[bytes], bindings: Sequence[bytes] | None = None
+    ) -> list[bytes]:
+        """Encrypt the values of field ``name`` in many records (``bindings[i]`` is record
+        ``i``'s binding; None: nothing bound): the values ``seal`` would give."""
+        return self._column_bodies(name, plaintexts, bindings, self._header)
+
+    def seal_column_text(
+        self, name: str, plaintexts: Sequence[bytes], bindings: Sequence[bytes] | None = None
+    ) -> list[str]:
+        """``seal_column`` in text form."""
+        return self._texts(self._column_bodies(name, plaintexts, bindings))
 
     def seal(self, plaintext: bytes, name: str, binding: bytes = b"") -> bytes:
         """Encrypt one encoded plaintext; returns the binary value."""
-        return self._header + self._body(plaintext, name, binding)
+        return self._record_bodies((name,), (plaintext,), binding, self._header)[0]
 
     def seal_text(self, plaintext: bytes, name: str, binding: bytes = b"") -> str:
         """Encrypt one encoded plaintext; returns the URL-safe base64 text value."""
-        body = base64.urlsafe_b64encode(self._body(plaintext, name, binding))
-        return self.header_text + body.rstrip(b"=").decode("ascii")
+        return self._texts(self._record_bodies((name,), (plaintext,), binding))[0]
 
 
 class ParsedValue:
@@ -186,16 +269,68 @@ def parse(value: bytes | str, expected_fmt: int) -> ParsedValue:
     return ParsedValue(data[0], data[:hlen], data[3 : 3 + wlen], data[hlen:])
 
 
+class Opener:
+    """Decrypts values that share one header (one data key): the reader's twin of ``Sealer``.
+
+    Values of one data key share their header, so a reader keeps the last ``Opener`` and
+    checks each value's header against it (a prefix comparison) instead of parsing it again.
+    Thread-safe.
+
+    Args:
+        fmt: FIELD_V1 or RECORD_V1.
+        header: the value header (format byte, length, wrapped key, padding), as parsed.
+        aead: the cipher of the unwrapped data key.
+    """
+
+    __slots__ = ("_aead", "_fmt", "_prefixes", "header", "header_text")
+
+    def __init__(self, fmt: int, header: bytes, aead: AESGCM) -> None:
+        self._fmt = fmt
+        self._aead = aead
+        self._prefixes: dict[str, bytes] = {}
+        self.header = header
+        self.header_text = to_text(header)
+
+    def __repr__(self) -> str:
+        return f"Opener(format={self._fmt:#x})"
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("an Opener holds a data key's cipher and never pickles")
+
+    def body_of(self, value: object) -> bytes | None:
+        """The body of ``value`` (binary or text) if it carries this header, else None.
+
+        Raises:
+            MalformedValueError: the text after the header is not canonical base64.
+        """
+        if type(value) is str:
+            head = self.header_text
+            return from_text(value[len(head) :]) if value.startswith(head) else None
+        if isinstance(value, (bytes, bytearray)) and value.startswith(self.header):
+            return bytes(value[len(self.header) :])
+        return None
+
+    def open(self, body: bytes, name: str, binding: bytes = b"") -> bytes:
+        """Decrypt a value's body (counter || ciphertext || tag) for field ``name``.
+
+        Raises:
+            AuthenticationError: the value does not authenticate (one fixed message).
+        """
+        if len(body) < 4 + 1 + _TAG:
+            raise MalformedValueError()
+        prefix = self._prefixes.get(name)
+        if prefix is None:
+            prefix = self._prefixes[name] = _name_prefix(self._fmt, name) + self.header
+        try:
+            return self._aead.decrypt(b"\0" * 8 + body[:4], body[4:], prefix + binding)
+        except InvalidTag as exc:
+            raise AuthenticationError() from exc
+
+
 def open_value(parsed: ParsedValue, aead: AESGCM, name: str, binding: bytes = b"") -> bytes:
     """Decrypt a parsed value with the unwrapped data key's cipher; returns the plaintext.
 
     Raises:
         AuthenticationError: the value does not authenticate (one fixed message).
     """
-    body = parsed.body
-    nonce = b"\0" * 8 + body[:4]
-    aad = _name_prefix(parsed.fmt, name) + parsed.header + binding
-    try:
-        return aead.decrypt(nonce, body[4:], aad)
-    except InvalidTag as exc:
-        raise AuthenticationError() from exc
+    return Opener(parsed.fmt, parsed.header, aead).open(parsed.body, name, binding)

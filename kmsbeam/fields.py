@@ -12,12 +12,12 @@ record fails to decrypt. Both sides must name the same ``bind`` fields.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from kmsbeam.cache import DataKeyCache, shared_cache
-from kmsbeam.codec import decode_value, encode_value
-from kmsbeam.envelope import FIELD_V1, open_value, parse
+from kmsbeam.codec import STR_TAG, decode_value, encode_value
+from kmsbeam.envelope import FIELD_V1, Opener, parse
 from kmsbeam.errors import ConfigurationError, KmsBeamError, RecordError
 from kmsbeam.keysource import KeySource, canonical_context, check_context
 from kmsbeam.paths import FieldPath, parse_paths
@@ -26,6 +26,8 @@ from kmsbeam.policy import DataKeyPolicy, DataKeys
 __all__ = ["FieldDecryptor", "FieldEncryptor", "binding_for"]
 
 ENCODINGS = ("text", "bytes")
+_MISSING = object()
+_NONE = type(None)
 
 
 def binding_for(record: Mapping[str, Any], bind: tuple[FieldPath, ...]) -> bytes:
@@ -85,6 +87,8 @@ class FieldEncryptor:
         )
         self._text = encoding == "text"
         self._encrypt_none = encrypt_none
+        # (name, None) for top-level fields, (name, path) for nested ones
+        self._plan = tuple((p.name, p if len(p.parts) > 1 else None) for p in self.fields)
         self.values = 0
 
     def reset(self) -> None:
@@ -98,32 +102,123 @@ class FieldEncryptor:
             RecordError: a field is missing or holds a type with no encoding.
             KeySourceError: no data key could be generated.
         """
-        todo: list[tuple[FieldPath, bytes]] = []
-        for path in self.fields:
-            value = path.get(record)
+        out = record.copy() if type(record) is dict else dict(record)
+        names: list[str] = []
+        plains: list[bytes] = []
+        nested: list[FieldPath] = []
+        for name, path in self._plan:
+            if path is None:  # a top-level field: the common case, without FieldPath.get
+                value = out.get(name, _MISSING)
+                if value is _MISSING:
+                    raise RecordError(f"missing field: {name}")
+            else:
+                value = path.get(out)
             if value is None and not self._encrypt_none:
                 continue
-            try:
-                todo.append((path, encode_value(value)))
-            except TypeError as exc:
-                raise RecordError(f"wrong type: field {path.name}: {exc}") from exc
-        binding = binding_for(record, self.bind)
-        out = dict(record)
-        if not todo:
-            return out
-        sealer = self.keys.sealer(len(todo))
-        seal = sealer.seal_text if self._text else sealer.seal
-        size = 0
-        for path, plaintext in todo:
-            size += len(plaintext)
-            sealed = seal(plaintext, path.name, binding)
-            if len(path.parts) == 1:
-                out[path.name] = sealed
+            if type(value) is str:
+                plains.append(STR_TAG + value.encode("utf-8"))
             else:
-                path.set(out, sealed)
-        self.keys.bytes += size
-        self.values += len(todo)
+                try:
+                    plains.append(encode_value(value))
+                except TypeError as exc:
+                    raise RecordError(f"wrong type: field {name}: {exc}") from exc
+            names.append(name)
+            if path is not None:
+                nested.append(path)
+        binding = binding_for(record, self.bind) if self.bind else b""
+        if not names:
+            return out
+        sealer = self.keys.sealer(len(names))
+        if self._text:
+            sealed: list[Any] = sealer.seal_many_text(names, plains, binding)
+        else:
+            sealed = sealer.seal_many(names, plains, binding)
+        if nested:
+            by_name = dict(zip(names, sealed))
+            for path in nested:
+                path.set(out, by_name.pop(path.name))
+            out.update(by_name)
+        else:
+            out.update(zip(names, sealed))
+        self.keys.bytes += sum(map(len, plains))
+        self.values += len(names)
         return out
+
+
+    def encrypt_batch(self, records: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """``encrypt`` for many records at once, field by field: the same output, faster.
+
+        Returns one entry per record, in order: the encrypted copy, or the ``KmsBeamError``
+        that ``encrypt`` would have raised for it (a batch never fails as a whole).
+        """
+        results: list[Any] = []
+        i = 0
+        while i < len(records):
+            take = self.keys.room(len(records) - i)
+            chunk = records[i : i + take]
+            try:
+                results += self._encrypt_chunk(chunk)
+            except KmsBeamError:  # some record is bad, or no data key: record by record
+                results += [self._encrypt_one(r) for r in chunk]
+            i += take
+        return results
+
+    def _encrypt_one(self, record: Mapping[str, Any]) -> Any:
+        try:
+            return self.encrypt(record)
+        except KmsBeamError as exc:
+            return exc
+
+    def _encrypt_chunk(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """All records under one data key. Checks everything before sealing anything."""
+        outs = [r.copy() if type(r) is dict else dict(r) for r in records]
+        bindings = [binding_for(r, self.bind) for r in records] if self.bind else None
+        columns: list[tuple[str, FieldPath | None, list[int] | None, list[bytes]]] = []
+        count = 0
+        for name, path in self._plan:
+            if path is None:
+                try:
+                    values = [o[name] for o in outs]
+                except KeyError:
+                    raise RecordError(f"missing field: {name}") from None
+            else:
+                values = [path.get(o) for o in outs]
+            rows: list[int] | None = None
+            types = set(map(type, values))
+            if not self._encrypt_none and _NONE in types:
+                rows = [j for j, v in enumerate(values) if v is not None]
+                values = [values[j] for j in rows]
+                types.discard(_NONE)
+            if types <= {str}:
+                plains = [STR_TAG + v.encode("utf-8") for v in values]
+            else:
+                try:
+                    plains = [encode_value(v) for v in values]
+                except TypeError as exc:
+                    raise RecordError(f"wrong type: field {name}: {exc}") from exc
+            columns.append((name, path, rows, plains))
+            count += len(plains)
+        keys = self.keys
+        sealer = keys.sealer(count, len(records))
+        seal = sealer.seal_column_text if self._text else sealer.seal_column
+        size = 0
+        for name, path, rows, plains in columns:
+            size += sum(map(len, plains))
+            if rows is None:
+                targets = outs
+                sealed = seal(name, plains, bindings)
+            else:
+                targets = [outs[j] for j in rows]
+                sealed = seal(name, plains, None if bindings is None else [bindings[j] for j in rows])
+            if path is None:
+                for out, value in zip(targets, sealed):
+                    out[name] = value
+            else:
+                for out, value in zip(targets, sealed):
+                    path.set(out, value)
+        keys.bytes += size
+        self.values += count
+        return outs
 
 
 class FieldDecryptor:
@@ -156,6 +251,7 @@ class FieldDecryptor:
         self._context_key = canonical_context(self._context)
         self._cache = cache if cache is not None else shared_cache()
         self._on_call = on_call
+        self._memo: tuple[Opener, float] | None = None
         self.values = 0
 
     def decrypt_value(self, value: bytes | str, name: str, binding: bytes = b"") -> Any:
@@ -166,15 +262,22 @@ class FieldDecryptor:
                 not a kmsbeam value at all).
             KeySourceError: the key source refused (disabled key, access denied, down).
         """
+        memo = self._memo  # (opener, expiry): the last data key, checked by its header
+        if memo is not None and self._cache.now() < memo[1]:
+            body = memo[0].body_of(value)
+            if body is not None:
+                return decode_value(memo[0].open(body, name, binding))
         parsed = parse(value, FIELD_V1)
-        cipher = self._cache.cipher(
+        cipher, expires = self._cache.entry(
             self._source,
             parsed.wrapped,
             self._context,
             context_key=self._context_key,
             on_call=self._on_call,
         )
-        return decode_value(open_value(parsed, cipher, name, binding))
+        opener = Opener(parsed.fmt, parsed.header, cipher)
+        self._memo = (opener, expires)
+        return decode_value(opener.open(parsed.body, name, binding))
 
     def decrypt(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """Return a copy of ``record`` with the fields decrypted (``None`` stays ``None``).

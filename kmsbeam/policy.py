@@ -89,8 +89,8 @@ class DataKeys:
         self._sealer = None
         self._failure = None
 
-    def sealer(self, values: int = 1) -> Sealer:
-        """The sealer for the next record, which will seal ``values`` values.
+    def sealer(self, values: int = 1, records: int = 1) -> Sealer:
+        """The sealer for the next ``records`` records, which will seal ``values`` values.
 
         Raises:
             KmsBeamError: the key source failed (now, or earlier in this bundle).
@@ -99,14 +99,22 @@ class DataKeys:
         p = self._policy
         if (
             s is None
-            or self._records >= p.max_records
+            or self._records + records > p.max_records
             or self.bytes >= p.max_bytes
             or s.count + values > MAX_VALUES_PER_KEY
             or self._clock() - self._born >= p.max_age_seconds
         ):
             s = self._new_sealer()
-        self._records += 1
+        self._records += records
         return s
+
+    def room(self, wanted: int) -> int:
+        """How many of the next ``wanted`` records one data key can take under the records
+        cap: the rest of the current key's allowance, or a whole new key's (at least 1)."""
+        left = self._policy.max_records - self._records if self._sealer is not None else 0
+        if left <= 0:
+            left = self._policy.max_records
+        return max(1, min(wanted, left))
 
     def _new_sealer(self) -> Sealer:
         if self._failure is not None:

@@ -26,6 +26,7 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 from kmsbeam.pipelines import _fns
+from kmsbeam.pipelines._parquet import WriteParquet
 from kmsbeam.transforms import DEAD_LETTER
 
 from kmsbeam import ConfigurationError, FormatError
@@ -183,8 +184,13 @@ def write_records(
     *,
     columns: Sequence[str] = (),
     schema: pa.Schema | None = None,
+    encrypted: Sequence[str] = (),
 ) -> Any:
-    """Write ``part-SSSSS-of-NNNNN.<ext>`` shards; returns dead letters (CSV) or None."""
+    """Write ``part-SSSSS-of-NNNNN.<ext>`` shards; returns dead letters (CSV) or None.
+
+    ``encrypted``: the (dotted) fields holding encrypted values, which Parquet stores with
+    DELTA_BYTE_ARRAY (see ``_parquet``).
+    """
     suffix = SUFFIX[fmt]
     dead = None
     if fmt == "parquet":
@@ -197,8 +203,8 @@ def write_records(
         out = records | "FormatJSONL" >> beam.Map(_fns.dumps)
     counted = out | "CountWritten" >> beam.ParDo(_fns.Count("records_written"))
     if fmt == "parquet":
-        counted | "WriteParquet" >> beam.io.WriteToParquet(
-            prefix, schema, file_name_suffix=suffix)
+        assert schema is not None
+        counted | "WriteParquet" >> WriteParquet(prefix, schema, suffix, encrypted)
     elif fmt == "csv":
         counted | "WriteCSV" >> beam.io.WriteToText(
             prefix, file_name_suffix=suffix, header=_fns.csv_line(columns))

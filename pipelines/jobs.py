@@ -151,8 +151,9 @@ def build_pipeline(p: beam.Pipeline, plan: Plan) -> None:
         good = good | "RestoreNullStructs" >> beam.Map(_fns.restore_null_parents)
         crypto_dead = crypto_dead | "RestoreNullStructsDead" >> beam.Map(_fns.restore_null_parents)
     out_prefix = str(plan.out_dir.absolute() / "part")
-    format_dead = formats.write_records(good, plan.format, out_prefix,
-                                        columns=plan.out_columns, schema=plan.out_schema)  # fmt: skip
+    encrypted = list(m.fields) if m.mode == "fields" else [m.payload_field]
+    format_dead = formats.write_records(good, plan.format, out_prefix, columns=plan.out_columns,
+                                        schema=plan.out_schema, encrypted=encrypted)  # fmt: skip
     letters = [d for d in (parse_dead, crypto_dead, format_dead) if d is not None]
     formats.write_dead_letters(letters, str(plan.dead_dir.absolute() / "part"))
 

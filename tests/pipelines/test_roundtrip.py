@@ -190,6 +190,33 @@ def test_parquet_record_mode_round_trip(cli, parquet_file: Path, tmp_path: Path)
     assert _by_id(decrypted) == _parquet_rows()
 
 
+def _encodings(directory: Path) -> dict[str, tuple[set[str], str]]:
+    """Column path -> (encodings, compression) over every shard and row group."""
+    found: dict[str, tuple[set[str], str]] = {}
+    for shard in sorted(directory.glob("part-*.parquet")):
+        meta = pq.ParquetFile(shard).metadata
+        for g in range(meta.num_row_groups):
+            for c in range(meta.num_columns):
+                col = meta.row_group(g).column(c)
+                prev = found.get(col.path_in_schema, (set(), col.compression))
+                found[col.path_in_schema] = (prev[0] | set(col.encodings), col.compression)
+    return found
+
+
+def test_parquet_encrypted_columns_are_delta_encoded_and_snappy(cli, parquet_file: Path, tmp_path: Path) -> None:
+    enc = tmp_path / "enc"
+    assert cli("encrypt", parquet_file, enc, "--fields", "ssn,address.zip").code == 0
+    found = _encodings(enc)
+    for path in ("ssn", "address.zip"):
+        assert "DELTA_BYTE_ARRAY" in found[path][0], found[path]
+        assert not {"RLE_DICTIONARY", "PLAIN_DICTIONARY"} & found[path][0]
+    assert "RLE_DICTIONARY" in found["name"][0]  # the other columns keep the defaults
+    assert {compression for _, compression in found.values()} == {"SNAPPY"}
+    rec = tmp_path / "rec"
+    assert cli("encrypt", parquet_file, rec, "--mode", "record", "--keep", "id,name").code == 0
+    assert "DELTA_BYTE_ARRAY" in _encodings(rec)["kmsbeam_record"][0]
+
+
 def test_summary_counts_one_data_key_for_a_1000_record_job(cli, customers: Path, tmp_path: Path) -> None:
     r = cli("encrypt", customers, tmp_path / "enc", "--fields", FIELDS)
     assert r.code == 0

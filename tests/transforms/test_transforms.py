@@ -160,3 +160,15 @@ def test_display_data_and_pickles_carry_no_secrets() -> None:
     with pytest.raises(TypeError):
         pickle.dumps(key)  # ... but a data key never pickles
     assert key.plaintext.hex() not in repr(key)
+
+
+def test_bad_records_spread_over_several_batches_are_each_dead_lettered() -> None:
+    records = customers(1500)
+    for i in range(0, 1500, 100):  # 15 bad records, in every batch of EncryptFields
+        del records[i]["ssn"]
+    with Pipeline() as p:
+        out, dead = p | beam.Create(records) | EncryptFields(FIELDS, key=KEY).with_dead_letters()
+        assert_that(dead | beam.Map(lambda d: d["record"]["id"]),
+                    equal_to([r["id"] for r in records if "ssn" not in r]), label="dead")  # fmt: skip
+        back = out | DecryptFields(FIELDS, key=KEY)
+        assert_that(back, equal_to([r for r in records if "ssn" in r]), label="back")
