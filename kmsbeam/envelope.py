@@ -156,7 +156,9 @@ class Sealer:
         sealed = list(map(self._aead.encrypt, nonces, plaintexts, aads))
         if len(sealed) != k:
             raise ValueError("one AAD per plaintext")
-        return [head + nonce[8:] + ct for nonce, ct in zip(nonces, sealed)]
+        if head:
+            return [head + nonce[8:] + ct for nonce, ct in zip(nonces, sealed)]
+        return [nonce[8:] + ct for nonce, ct in zip(nonces, sealed)]
 
     def _record_bodies(
         self, names: Sequence[str], plaintexts: Sequence[bytes], binding: bytes, head: bytes = b""
@@ -188,7 +190,7 @@ class Sealer:
         """
         head = self.header_text
         size = len(bodies[0]) if bodies else 0
-        if len(bodies) < 8 or any(len(b) != size for b in bodies):
+        if len(bodies) < 8 or len(set(map(len, bodies))) != 1:
             b2a = binascii.b2a_base64
             return [
                 head + b2a(b, newline=False).translate(_TO_URLSAFE).rstrip(b"=").decode("ascii")
