@@ -1,0 +1,1 @@
+"""The PKCS#11 HSM key source (pkcs11: key URIs)."""
