@@ -87,14 +87,8 @@ class DataKeyCache:
         context_key: bytes | None = None,
         on_call: Callable[[], None] | None = None,
     ) -> AESGCM:
-        """The cipher for a wrapped key, unwrapping it through ``source`` on a miss.
-
-        ``on_call`` runs once per call actually made to the key source (for metrics).
-        ``context_key`` is ``canonical_context(context)`` precomputed by a hot caller.
-
-        Raises:
-            whatever ``source.decrypt_data_key`` raises; waiters on the same miss get it too.
-        """
+        """The cipher for a wrapped key, unwrapping it through ``source`` on a miss (see
+        ``entry``)."""
         return self.entry(source, wrapped, context, context_key=context_key, on_call=on_call)[0]
 
     def now(self) -> float:
@@ -110,7 +104,15 @@ class DataKeyCache:
         context_key: bytes | None = None,
         on_call: Callable[[], None] | None = None,
     ) -> tuple[AESGCM, float]:
-        """``cipher``, with the time (``now()``) until which the cipher may be reused."""
+        """The cipher for a wrapped key, unwrapping it through ``source`` on a miss, and the
+        time (``now()``) until which it may be reused.
+
+        ``on_call`` runs once per call actually made to the key source (for metrics).
+        ``context_key`` is ``canonical_context(context)`` precomputed by a hot caller.
+
+        Raises:
+            whatever ``source.decrypt_data_key`` raises; waiters on the same miss get it too.
+        """
         ctx = canonical_context(context) if context_key is None else context_key
         key = (source.uri, wrapped, ctx)
         now = self._clock()

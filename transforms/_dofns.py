@@ -121,18 +121,22 @@ class CryptoDoFn(beam.DoFn):
             else:
                 raise TypeError(f"records must be dicts or beam.Row, not {type(element).__name__}")
         except (KmsBeamError, TypeError) as exc:
-            reason = failure_reason(exc)
-            if not self._dead_letters:
-                raise KmsBeamError(f"{self._label}: {reason}") from None
-            counters = self._counters
-            assert counters is not None
-            counters.dead_letters.inc()
-            record = element if isinstance(element, Mapping) else _plain(element)
-            yield pvalue.TaggedOutput(
-                DEAD_LETTER, {"transform": self._label, "reason": reason, "record": record}
-            )
+            yield from self._fail(element, exc)
             return
         yield result
+
+    def _fail(self, element: Any, exc: Exception) -> Iterator[Any]:
+        """The dead letter for ``element`` (or, without dead letters, the pipeline's end)."""
+        reason = failure_reason(exc)
+        if not self._dead_letters:
+            raise KmsBeamError(f"{self._label}: {reason}") from None
+        counters = self._counters
+        assert counters is not None
+        counters.dead_letters.inc()
+        record = element if isinstance(element, Mapping) else _plain(element)
+        yield pvalue.TaggedOutput(
+            DEAD_LETTER, {"transform": self._label, "reason": reason, "record": record}
+        )
 
 
 class BatchCryptoDoFn(CryptoDoFn):
@@ -165,18 +169,6 @@ class BatchCryptoDoFn(CryptoDoFn):
                 yield from self._fail(record if row is None else row, result)
             else:
                 yield result if row is None else to_row(result, row)
-
-    def _fail(self, element: Any, exc: Exception) -> Iterator[Any]:
-        reason = failure_reason(exc)
-        if not self._dead_letters:
-            raise KmsBeamError(f"{self._label}: {reason}") from None
-        counters = self._counters
-        assert counters is not None
-        counters.dead_letters.inc()
-        record = element if isinstance(element, Mapping) else _plain(element)
-        yield pvalue.TaggedOutput(
-            DEAD_LETTER, {"transform": self._label, "reason": reason, "record": record}
-        )
 
 
 def _plain(element: Any) -> Any:
