@@ -1,7 +1,9 @@
 """The kmsbeam KMS engine: Alibaba Cloud KMS semantics over a SQLite keystore.
 
 It backs the embedded ``local:`` key source and the HTTP emulator. ``KmsEngine`` documents
-the CiphertextBlob layout; ``KeyStore`` the file and its safety rules.
+the CiphertextBlob layout; ``KeyStore`` the file and its safety rules. Besides keys,
+versions, aliases and crypto, the engine does BYOK (``get_parameters_for_import`` /
+``import_key_material``), tags, and automatic rotation and deletion when they are due.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from kmsbeam.kms._types import (
     DataKeyResult,
     DecryptResult,
     EncryptResult,
+    ImportParameters,
     KeyMetadata,
     KeyVersion,
 )
@@ -23,6 +26,7 @@ __all__ = [
     "DataKeyResult",
     "DecryptResult",
     "EncryptResult",
+    "ImportParameters",
     "KeyMetadata",
     "KeyStore",
     "KeyVersion",

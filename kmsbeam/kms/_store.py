@@ -1,12 +1,14 @@
 """The KMS engine's SQLite persistence: one ``keystore.db`` file holding keys, versions, aliases.
 
-The store knows rows, not rules: the engine decides what a state change means. Every access
-happens in a transaction (``read()`` or ``write()``, the latter ``BEGIN IMMEDIATE``), so many
-threads and many processes (Beam workers) can share one file. SQLite errors are mapped to
-kmsbeam errors here and never carry key material.
+The store knows rows (``_rows``), not rules: the engine decides what a state change means.
+The schema is versioned (``_schema``); an older file is migrated in place when it is opened.
+Every access happens in a transaction (``read()`` or ``write()``, the latter ``BEGIN
+IMMEDIATE``), so many threads and many processes (Beam workers) can share one file. SQLite
+errors are mapped to kmsbeam errors here and never carry key material.
 
-Caveats: the file holds master key material in the clear, protected only by its mode (0600)
-and its directory's (0700). It is meant for development and tests, not production keys.
+Caveats: the file holds master key material (and the RSA private keys of unexpired BYOK
+import tokens) in the clear, protected only by its mode (0600) and its directory's (0700).
+It is meant for development and tests, not production keys.
 """
 
 from __future__ import annotations
@@ -26,126 +28,17 @@ from kmsbeam.errors import (
     KeySourceError,
     KeySourceUnavailableError,
 )
-from kmsbeam.kms._types import KEY_COLUMNS, KeyMetadata, KeyVersion
+from kmsbeam.kms._rows import StoreTransaction
+from kmsbeam.kms._schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, create_statements
 
 __all__ = ["KEYSTORE_FILENAME", "KeyStore", "StoreTransaction"]
 
 KEYSTORE_FILENAME = "keystore.db"
-SCHEMA_VERSION = 1
-APPLICATION_ID = 0x6B6D7362  # "kmsb": marks the file as a kmsbeam keystore
 BUSY_TIMEOUT_MS = 30_000
-
-_SCHEMA = (
-    """CREATE TABLE keys (
-        key_id TEXT PRIMARY KEY, description TEXT NOT NULL, key_state TEXT NOT NULL,
-        key_spec TEXT NOT NULL, key_usage TEXT NOT NULL, protection_level TEXT NOT NULL,
-        origin TEXT NOT NULL, creation_date TEXT NOT NULL, primary_key_version TEXT NOT NULL,
-        delete_date TEXT NOT NULL, automatic_rotation TEXT NOT NULL,
-        rotation_interval TEXT NOT NULL, next_rotation_date TEXT NOT NULL,
-        last_rotation_date TEXT NOT NULL) STRICT""",
-    """CREATE TABLE key_versions (
-        key_version_id TEXT PRIMARY KEY, key_id TEXT NOT NULL REFERENCES keys(key_id),
-        material BLOB NOT NULL, creation_date TEXT NOT NULL) STRICT""",
-    "CREATE INDEX key_versions_by_key ON key_versions(key_id)",
-    """CREATE TABLE aliases (
-        alias_name TEXT PRIMARY KEY, key_id TEXT NOT NULL REFERENCES keys(key_id)) STRICT""",
-    "CREATE INDEX aliases_by_key ON aliases(key_id)",
-    """CREATE TABLE tags (
-        key_id TEXT NOT NULL REFERENCES keys(key_id), tag_key TEXT NOT NULL,
-        tag_value TEXT NOT NULL, PRIMARY KEY (key_id, tag_key)) STRICT""",
-    f"PRAGMA application_id = {APPLICATION_ID}",
-    f"PRAGMA user_version = {SCHEMA_VERSION}",
-)
 
 # Connections abandoned in a forked child: closing them there could disturb the parent's
 # WAL, so they are kept alive, unused, for the life of the child process.
 _ABANDONED: list[sqlite3.Connection] = []
-
-
-class StoreTransaction:
-    """Row access inside one open transaction (obtained from ``KeyStore.read``/``write``)."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-
-    def get_key(self, key_id: str) -> KeyMetadata | None:
-        row = self._conn.execute(
-            f"SELECT {', '.join(KEY_COLUMNS)} FROM keys WHERE key_id = ?", (key_id,)
-        ).fetchone()
-        return None if row is None else KeyMetadata(*row)
-
-    def list_keys(self) -> list[KeyMetadata]:
-        rows = self._conn.execute(
-            f"SELECT {', '.join(KEY_COLUMNS)} FROM keys ORDER BY creation_date, key_id"
-        ).fetchall()
-        return [KeyMetadata(*row) for row in rows]
-
-    def insert_key(self, key: KeyMetadata) -> None:
-        values = tuple(getattr(key, name) for name in KEY_COLUMNS)
-        marks = ", ".join("?" * len(KEY_COLUMNS))
-        self._conn.execute(f"INSERT INTO keys ({', '.join(KEY_COLUMNS)}) VALUES ({marks})", values)
-
-    def update_key(self, key_id: str, **values: str) -> None:
-        unknown = set(values) - set(KEY_COLUMNS[1:])
-        if unknown:
-            raise ValueError(f"not a key column: {sorted(unknown)}")
-        assignments = ", ".join(f"{name} = ?" for name in values)
-        self._conn.execute(
-            f"UPDATE keys SET {assignments} WHERE key_id = ?", (*values.values(), key_id)
-        )
-
-    def insert_version(self, version: KeyVersion) -> None:
-        self._conn.execute(
-            "INSERT INTO key_versions (key_version_id, key_id, material, creation_date)"
-            " VALUES (?, ?, ?, ?)",
-            (version.key_version_id, version.key_id, version.material, version.creation_date),
-        )
-
-    def get_version(self, key_version_id: str) -> KeyVersion | None:
-        row = self._conn.execute(
-            "SELECT key_version_id, key_id, creation_date, material FROM key_versions"
-            " WHERE key_version_id = ?",
-            (key_version_id,),
-        ).fetchone()
-        return None if row is None else KeyVersion(row[0], row[1], row[2], bytes(row[3]))
-
-    def list_versions(self, key_id: str) -> list[KeyVersion]:
-        """The versions of a key, oldest first, without their material."""
-        rows = self._conn.execute(
-            "SELECT key_version_id, key_id, creation_date FROM key_versions WHERE key_id = ?"
-            " ORDER BY creation_date, rowid",
-            (key_id,),
-        ).fetchall()
-        return [KeyVersion(*row) for row in rows]
-
-    def get_alias(self, alias_name: str) -> str | None:
-        """The key id an alias points to, or ``None``."""
-        row = self._conn.execute(
-            "SELECT key_id FROM aliases WHERE alias_name = ?", (alias_name,)
-        ).fetchone()
-        return None if row is None else str(row[0])
-
-    def list_aliases(self, key_id: str | None = None) -> list[tuple[str, str]]:
-        """``(alias_name, key_id)`` pairs sorted by alias name, optionally for one key."""
-        if key_id is None:
-            cur = self._conn.execute("SELECT alias_name, key_id FROM aliases ORDER BY alias_name")
-        else:
-            cur = self._conn.execute(
-                "SELECT alias_name, key_id FROM aliases WHERE key_id = ? ORDER BY alias_name",
-                (key_id,),
-            )
-        return [(str(a), str(k)) for a, k in cur.fetchall()]
-
-    def put_alias(self, alias_name: str, key_id: str) -> None:
-        """Create the alias or point it at another key."""
-        self._conn.execute(
-            "INSERT INTO aliases (alias_name, key_id) VALUES (?, ?)"
-            " ON CONFLICT(alias_name) DO UPDATE SET key_id = excluded.key_id",
-            (alias_name, key_id),
-        )
-
-    def delete_alias(self, alias_name: str) -> None:
-        self._conn.execute("DELETE FROM aliases WHERE alias_name = ?", (alias_name,))
 
 
 class KeyStore:
@@ -274,7 +167,7 @@ class KeyStore:
             try:
                 conn.execute("PRAGMA journal_mode = WAL")  # persistent: stored in the file
                 conn.execute("BEGIN IMMEDIATE")
-                for statement in _SCHEMA:
+                for statement in create_statements():
                     conn.execute(statement)
                 conn.execute("COMMIT")
             finally:
@@ -288,6 +181,7 @@ class KeyStore:
                 leftover.unlink(missing_ok=True)
 
     def _check_header(self, conn: sqlite3.Connection) -> None:
+        """Refuse foreign or newer files; migrate an older kmsbeam keystore in place."""
         app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         if app_id != APPLICATION_ID:
@@ -297,8 +191,29 @@ class KeyStore:
                 f"the keystore at {self._path} has schema version {version}, newer than this "
                 f"kmsbeam understands ({SCHEMA_VERSION}); upgrade kmsbeam"
             )
-        if version != SCHEMA_VERSION:
+        if version < 1:
             raise FormatError(f"the keystore at {self._path} has an unknown schema ({version})")
+        if version < SCHEMA_VERSION:
+            self._migrate(conn)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Bring the file to ``SCHEMA_VERSION`` in one write transaction.
+
+        Processes opening the same old file at once serialise on ``BEGIN IMMEDIATE``; the
+        version is read again inside the transaction, so only the first one migrates.
+        """
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            for step in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[step]:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {step + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     def _mapped(self, exc: sqlite3.Error) -> Exception:
         name = getattr(exc, "sqlite_errorname", "")

@@ -15,6 +15,7 @@ __all__ = [
     "DataKeyResult",
     "DecryptResult",
     "EncryptResult",
+    "ImportParameters",
     "KeyMetadata",
     "KeyVersion",
 ]
@@ -38,6 +39,7 @@ class KeyMetadata:
     rotation_interval: str = ""
     next_rotation_date: str = ""
     last_rotation_date: str = ""
+    material_expire_time: str = ""  # imported material only: when it expires ("" = never)
     arn: str = ""  # derived by the engine from its region and account; not stored
 
     def to_alibaba(self) -> dict[str, str]:
@@ -59,6 +61,40 @@ class KeyVersion:
     key_id: str
     creation_date: str
     material: bytes = field(repr=False, default=b"")
+
+    def to_alibaba(self) -> dict[str, str]:
+        """The ``KeyVersion`` object of ``DescribeKeyVersion`` / ``ListKeyVersions``."""
+        return {
+            "KeyId": self.key_id,
+            "KeyVersionId": self.key_version_id,
+            "CreationDate": self.creation_date,
+        }
+
+
+@dataclass(frozen=True)
+class ImportParameters:
+    """What ``GetParametersForImport`` returns (BYOK). Nothing secret: the private half of
+    the wrapping key pair stays in the keystore.
+
+    Attributes:
+        key_id: the key the token is bound to.
+        import_token: pass it back to ``ImportKeyMaterial``; valid until ``token_expire_time``.
+        public_key: base64 of the DER ``SubjectPublicKeyInfo`` of an RSA-2048 wrapping key.
+        token_expire_time: ISO 8601 UTC, 24 hours after the call.
+    """
+
+    key_id: str
+    import_token: str
+    public_key: str
+    token_expire_time: str
+
+    def to_alibaba(self) -> dict[str, str]:
+        return {
+            "KeyId": self.key_id,
+            "ImportToken": self.import_token,
+            "PublicKey": self.public_key,
+            "TokenExpireTime": self.token_expire_time,
+        }
 
 
 class EncryptResult(NamedTuple):
