@@ -263,11 +263,9 @@ def core_rows(n: int, repeat: int, progress: Progress) -> tuple[list[Row], CoreO
     measure(ROWS[10], partial(_encrypt_each, source, records), "FieldEncryptor.encrypt")
 
     aead = AESGCM(AESGCM.generate_key(256))
-    # An AAD as long as kmsbeam's (envelope.py): label, u16 + field name, header (format byte,
-    # u16 length, wrapped key, padding to a multiple of 3). GCM's cost depends on length only.
-    wrapped = source.generate_data_key().wrapped
-    header = 3 + len(wrapped) + (-(3 + len(wrapped)) % 3)
-    aad = bytes(len(b"kmsbeam.field.v1") + 2 + len("email") + header)
+    # An AAD as long as kmsbeam's (envelope.py): label, u16 + field name, key commitment K.
+    # GCM's cost depends on length only.
+    aad = bytes(len(b"kmsbeam.field.v1") + 2 + len("email") + 16)
     msg = records[0]["ssn"].encode()  # 16 bytes (kmsbeam seals 17: the codec's type tag)
     pack = struct.Struct(">8xI").pack
 

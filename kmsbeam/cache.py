@@ -4,7 +4,8 @@ LRU with a time-to-live, safe to share between threads, one per worker process
 (``shared_cache()``). Concurrent misses for the same wrapped key coalesce into one call to the
 key source: the first caller unwraps, the others wait for its result (or its error).
 
-Entries hold an ``AESGCM`` cipher, never the DEK bytes; the cache never pickles.
+Entries hold a ``KeyCipher`` (cipher and key commitment), never the DEK bytes; the cache never
+pickles.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import NoReturn
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from kmsbeam.envelope import KeyCipher
 from kmsbeam.keysource import KeySource, canonical_context
 
 __all__ = ["DataKeyCache", "shared_cache"]
@@ -30,7 +31,7 @@ class _Flight:
 
     def __init__(self) -> None:
         self.done = threading.Event()
-        self.cipher: AESGCM | None = None
+        self.cipher: KeyCipher | None = None
         self.error: BaseException | None = None
         self.expires = 0.0
 
@@ -59,7 +60,7 @@ class DataKeyCache:
         self.ttl_seconds = ttl_seconds
         self._clock = clock
         self._lock = threading.Lock()
-        self._entries: OrderedDict[_Key, tuple[float, AESGCM]] = OrderedDict()
+        self._entries: OrderedDict[_Key, tuple[float, KeyCipher]] = OrderedDict()
         self._flights: dict[_Key, _Flight] = {}
         self.hits = 0
         self.misses = 0
@@ -86,7 +87,7 @@ class DataKeyCache:
         *,
         context_key: bytes | None = None,
         on_call: Callable[[], None] | None = None,
-    ) -> AESGCM:
+    ) -> KeyCipher:
         """The cipher for a wrapped key, unwrapping it through ``source`` on a miss (see
         ``entry``)."""
         return self.entry(source, wrapped, context, context_key=context_key, on_call=on_call)[0]
@@ -103,7 +104,7 @@ class DataKeyCache:
         *,
         context_key: bytes | None = None,
         on_call: Callable[[], None] | None = None,
-    ) -> tuple[AESGCM, float]:
+    ) -> tuple[KeyCipher, float]:
         """The cipher for a wrapped key, unwrapping it through ``source`` on a miss, and the
         time (``now()``) until which it may be reused.
 
@@ -136,7 +137,7 @@ class DataKeyCache:
         try:
             if on_call is not None:
                 on_call()
-            cipher = AESGCM(source.decrypt_data_key(wrapped, context))
+            cipher = KeyCipher.from_dek(source.decrypt_data_key(wrapped, context))
             flight.cipher = cipher
             flight.expires = expires = self._clock() + self.ttl_seconds
             with self._lock:

@@ -2,20 +2,26 @@
 
 ::
 
-    offset     size   field
-    0          1      format byte: 0x01 field value v1, 0x02 record v1
-    1          2      L, length of the wrapped key, big-endian
-    3          L      wrapped key: kind byte || key source blob   (kmsbeam.keysource)
-    3+L        P      zero padding, P = (-(3 + L)) mod 3, so the header is 3k bytes long
-    H = 3+L+P  4      counter C, big-endian; the AES-GCM nonce is 8 zero bytes || C
-    H+4        n+16   AES-256-GCM ciphertext of the typed plaintext (kmsbeam.codec), tag last
+    offset      size   field
+    0           1      format byte: 0x01 field value v1, 0x02 record v1
+    1           2      L, length of the wrapped key, big-endian
+    3           L      wrapped key: kind byte || key source blob   (kmsbeam.keysource)
+    3+L         16     K, the data key's commitment: HMAC-SHA256(DEK, COMMIT_LABEL)[:16]
+    19+L        P      zero padding, P = (-(19 + L)) mod 3, so the header is 3k bytes long
+    H = 19+L+P  4      counter C, big-endian; the AES-GCM nonce is 8 zero bytes || C
+    H+4         n+16   AES-256-GCM ciphertext of the typed plaintext (kmsbeam.codec), tag last
 
-    AAD = label || len(name) (2 bytes, big-endian) || UTF-8 name || header || binding
+    AAD = label || len(name) (2 bytes, big-endian) || UTF-8 name || K || binding
       label   b"kmsbeam.field.v1" or b"kmsbeam.record.v1"
       name    the field path (field values) or the payload field name (records)
-      header  bytes 0 .. H-1 above: format byte, wrapped key (hence key, key version), padding
+      K       the key commitment above: names the data key, whichever master key wraps it
       binding the record identity: codec encoding of a dict of the bound cleartext fields,
               keys sorted; empty when nothing is bound
+
+The AAD names the data key by its commitment, not by its wrapped form, so rewrapping a data
+key to another master key (rotation) replaces the header and leaves bytes H.. unchanged. A
+reader checks K against the unwrapped key before decrypting: a wrapped key swapped for
+another one fails, and no ciphertext opens under two keys (AES-GCM alone is not committing).
 
 Text form: URL-safe base64 without ``=`` padding of the whole value. Because the header is a
 multiple of 3 bytes, its base64 text is a fixed prefix computed once per data key.
@@ -29,6 +35,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import struct
 from collections.abc import Iterable, Sequence
 from itertools import repeat
@@ -40,15 +48,19 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from kmsbeam.errors import AuthenticationError, MalformedValueError
 
 __all__ = [
+    "COMMIT_LABEL",
     "FIELD_V1",
+    "KeyCipher",
     "MAX_VALUES_PER_KEY",
     "Opener",
     "RECORD_V1",
     "ParsedValue",
     "Sealer",
     "from_text",
+    "key_commitment",
     "open_value",
     "parse",
+    "reheader",
     "to_text",
 ]
 
@@ -57,6 +69,20 @@ RECORD_V1 = 0x02
 LABELS = {FIELD_V1: b"kmsbeam.field.v1", RECORD_V1: b"kmsbeam.record.v1"}
 MAX_VALUES_PER_KEY = 2**32
 _TAG = 16
+COMMIT_LABEL = b"kmsbeam.key-commitment.v1"
+COMMIT_SIZE = 16
+
+
+def key_commitment(dek: bytes) -> bytes:
+    """K: the first 16 bytes of HMAC-SHA256(DEK, "kmsbeam.key-commitment.v1")."""
+    return hmac.digest(dek, COMMIT_LABEL, hashlib.sha256)[:COMMIT_SIZE]
+
+
+def _header(fmt: int, wrapped: bytes, commitment: bytes) -> bytes:
+    if not 0 < len(wrapped) <= 0xFFFF:
+        raise ValueError("a wrapped key is 1 to 65535 bytes")
+    pad = -(3 + len(wrapped) + COMMIT_SIZE) % 3
+    return bytes((fmt,)) + _U16.pack(len(wrapped)) + wrapped + commitment + b"\0" * pad
 _U16 = struct.Struct(">H")
 
 
@@ -104,17 +130,17 @@ class Sealer:
         wrapped: the wrapped data key (kind byte || blob).
     """
 
-    __slots__ = ("_aead", "_count", "_fmt", "_header", "_prefixes", "header_text", "wrapped")
+    __slots__ = (
+        "_aead", "_commitment", "_count", "_fmt", "_header", "_prefixes", "header_text", "wrapped",
+    )  # fmt: skip
 
     def __init__(self, fmt: int, dek: bytes, wrapped: bytes) -> None:
         if fmt not in LABELS:
             raise ValueError(f"unknown envelope format {fmt:#x}")
-        if not 0 < len(wrapped) <= 0xFFFF:
-            raise ValueError("a wrapped key is 1 to 65535 bytes")
         self._aead = AESGCM(dek)
         self._fmt = fmt
-        pad = -(3 + len(wrapped)) % 3
-        self._header = bytes((fmt,)) + _U16.pack(len(wrapped)) + wrapped + b"\0" * pad
+        self._commitment = key_commitment(dek)
+        self._header = _header(fmt, wrapped, self._commitment)
         self.header_text = to_text(self._header)
         self.wrapped = wrapped
         self._count = 0
@@ -132,11 +158,11 @@ class Sealer:
         raise TypeError("a Sealer holds a plaintext data key and never pickles")
 
     def _prefix(self, name: str) -> bytes:
-        """label || len(name) || name || header: the AAD of a value of field ``name``, less
-        the binding."""
+        """label || len(name) || name || K: the AAD of a value of field ``name``, less the
+        binding."""
         prefix = self._prefixes.get(name)
         if prefix is None:
-            prefix = self._prefixes[name] = _name_prefix(self._fmt, name) + self._header
+            prefix = self._prefixes[name] = _name_prefix(self._fmt, name) + self._commitment
         return prefix
 
     def _bodies(
@@ -238,20 +264,58 @@ class Sealer:
         return self._texts(self._record_bodies((name,), (plaintext,), binding))[0]
 
 
+class KeyCipher:
+    """An unwrapped data key as readers hold it: its AES-GCM cipher and its commitment K.
+
+    The key bytes themselves are kept only inside the cipher; a KeyCipher never pickles.
+    """
+
+    __slots__ = ("aead", "commitment")
+
+    def __init__(self, aead: AESGCM, commitment: bytes) -> None:
+        self.aead = aead
+        self.commitment = commitment
+
+    @classmethod
+    def from_dek(cls, dek: bytes) -> KeyCipher:
+        return cls(AESGCM(dek), key_commitment(dek))
+
+    def __repr__(self) -> str:
+        return "KeyCipher(...)"
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a KeyCipher holds a data key and never pickles")
+
+
 class ParsedValue:
     """A value split into its parts (nothing decrypted yet)."""
 
-    __slots__ = ("body", "fmt", "header", "wrapped")
+    __slots__ = ("body", "commitment", "fmt", "header", "wrapped")
 
-    def __init__(self, fmt: int, header: bytes, wrapped: bytes, body: bytes) -> None:
+    def __init__(
+        self, fmt: int, header: bytes, wrapped: bytes, commitment: bytes, body: bytes
+    ) -> None:
         self.fmt = fmt
         self.header = header
         self.wrapped = wrapped
+        self.commitment = commitment
         self.body = body
 
 
+def _split_header(data: bytes, expected_fmt: int) -> tuple[int, int]:
+    """(L, H) of a value's header; MalformedValueError if it is not a well-formed header."""
+    if len(data) < 3 or data[0] != expected_fmt:
+        raise MalformedValueError()
+    wlen = _U16.unpack_from(data, 1)[0]
+    kend = 3 + wlen + COMMIT_SIZE
+    hlen = kend + (-kend % 3)
+    if wlen == 0 or len(data) < hlen or any(data[kend:hlen]):
+        raise MalformedValueError()
+    return wlen, hlen
+
+
 def parse(value: bytes | str, expected_fmt: int) -> ParsedValue:
-    """Split a binary or text value into header, wrapped key and body.
+    """Split a binary or text value into header, wrapped key, commitment and body.
 
     Raises:
         MalformedValueError: not a value of format ``expected_fmt``.
@@ -262,13 +326,24 @@ def parse(value: bytes | str, expected_fmt: int) -> ParsedValue:
         data = bytes(value)
     else:
         raise MalformedValueError()
-    if len(data) < 3 or data[0] != expected_fmt:
+    wlen, hlen = _split_header(data, expected_fmt)
+    if len(data) < hlen + 4 + 1 + _TAG:
         raise MalformedValueError()
-    wlen = _U16.unpack_from(data, 1)[0]
-    hlen = 3 + wlen + (-(3 + wlen) % 3)
-    if wlen == 0 or len(data) < hlen + 4 + 1 + _TAG or any(data[3 + wlen : hlen]):
-        raise MalformedValueError()
-    return ParsedValue(data[0], data[:hlen], data[3 : 3 + wlen], data[hlen:])
+    kend = 3 + wlen + COMMIT_SIZE
+    return ParsedValue(data[0], data[:hlen], data[3 : 3 + wlen], data[kend - COMMIT_SIZE : kend], data[hlen:])
+
+
+def reheader(value: bytes | str, expected_fmt: int, wrapped: bytes) -> bytes | str:
+    """``value`` with its wrapped key replaced (a rewrap): the same K, the same bytes after
+    the header, in the same form (binary or text). The caller must have checked that
+    ``wrapped`` unwraps to the data key with the value's commitment.
+
+    Raises:
+        MalformedValueError: not a value of format ``expected_fmt``.
+    """
+    parsed = parse(value, expected_fmt)
+    new = _header(parsed.fmt, wrapped, parsed.commitment) + parsed.body
+    return to_text(new) if isinstance(value, str) else new
 
 
 class Opener:
@@ -280,15 +355,26 @@ class Opener:
 
     Args:
         fmt: FIELD_V1 or RECORD_V1.
-        header: the value header (format byte, length, wrapped key, padding), as parsed.
-        aead: the cipher of the unwrapped data key.
+        header: a value header (format byte, length, wrapped key, K, padding).
+        key: the unwrapped data key of that header's wrapped key.
+
+    Raises:
+        AuthenticationError: the header's K is not the key's commitment (a swapped key).
+        MalformedValueError: not a header of format ``fmt``.
     """
 
-    __slots__ = ("_aead", "_fmt", "_prefixes", "header", "header_text")
+    __slots__ = ("_aead", "_fmt", "_prefixes", "_commitment", "header", "header_text")
 
-    def __init__(self, fmt: int, header: bytes, aead: AESGCM) -> None:
+    def __init__(self, fmt: int, header: bytes, key: KeyCipher) -> None:
+        wlen, hlen = _split_header(header, fmt)
+        if hlen != len(header):
+            raise MalformedValueError()
+        kstart = 3 + wlen
+        if not hmac.compare_digest(header[kstart : kstart + COMMIT_SIZE], key.commitment):
+            raise AuthenticationError()
         self._fmt = fmt
-        self._aead = aead
+        self._aead = key.aead
+        self._commitment = key.commitment
         self._prefixes: dict[str, bytes] = {}
         self.header = header
         self.header_text = to_text(header)
@@ -322,17 +408,17 @@ class Opener:
             raise MalformedValueError()
         prefix = self._prefixes.get(name)
         if prefix is None:
-            prefix = self._prefixes[name] = _name_prefix(self._fmt, name) + self.header
+            prefix = self._prefixes[name] = _name_prefix(self._fmt, name) + self._commitment
         try:
             return self._aead.decrypt(b"\0" * 8 + body[:4], body[4:], prefix + binding)
         except InvalidTag as exc:
             raise AuthenticationError() from exc
 
 
-def open_value(parsed: ParsedValue, aead: AESGCM, name: str, binding: bytes = b"") -> bytes:
-    """Decrypt a parsed value with the unwrapped data key's cipher; returns the plaintext.
+def open_value(parsed: ParsedValue, key: KeyCipher, name: str, binding: bytes = b"") -> bytes:
+    """Decrypt a parsed value with its unwrapped data key; returns the plaintext.
 
     Raises:
         AuthenticationError: the value does not authenticate (one fixed message).
     """
-    return Opener(parsed.fmt, parsed.header, aead).open(parsed.body, name, binding)
+    return Opener(parsed.fmt, parsed.header, key).open(parsed.body, name, binding)

@@ -149,11 +149,11 @@ class RecordDecryptor(_Config):
         binding = _binding(record, self.keep)
         try:
             parsed = parse(record[self.payload_field], RECORD_V1)
-            cipher = self._cache.cipher(
+            key = self._cache.cipher(
                 self._source, parsed.wrapped, self._context,
                 context_key=self._context_key, on_call=self._on_call,
             )  # fmt: skip
-            payload = decode_value(open_value(parsed, cipher, self.payload_field, binding))
+            payload = decode_value(open_value(parsed, key, self.payload_field, binding))
         except KmsBeamError as exc:
             exc.field = self.payload_field
             raise

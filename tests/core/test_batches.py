@@ -17,7 +17,7 @@ from kmsbeam import (
     RecordError,
 )
 from kmsbeam.codec import encode_value
-from kmsbeam.envelope import FIELD_V1, Opener, Sealer, parse, to_text
+from kmsbeam.envelope import FIELD_V1, KeyCipher, Opener, Sealer, parse, to_text
 from kmsbeam.keysource import DataKey
 
 
@@ -153,7 +153,7 @@ def test_opener_refuses_values_of_another_header() -> None:
     parsed = parse(value, FIELD_V1)
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-    opener = Opener(FIELD_V1, parsed.header, AESGCM(dek))
+    opener = Opener(FIELD_V1, parsed.header, KeyCipher.from_dek(dek))
     assert opener.body_of(value) == parsed.body
     assert opener.body_of(to_text(value)) == parsed.body
     other = Sealer(FIELD_V1, dek, b"\x01" + os.urandom(30)).seal(encode_value("v"), "f")

@@ -158,3 +158,20 @@ def test_configuration_is_checked_up_front(source: Any) -> None:
                    {"fields": ["a."]}, {"fields": ["a"], "encoding": "hex"}):  # fmt: skip
         with pytest.raises(ConfigurationError):
             FieldEncryptor(source=source, **kwargs)
+
+
+def test_rewrapped_values_decrypt_and_swapped_keys_fail(source: Any) -> None:
+    from kmsbeam.envelope import FIELD_V1, parse, reheader
+
+    a = FieldEncryptor(["ssn"], source).encrypt(RECORD)["ssn"]
+    b = FieldEncryptor(["ssn"], source).encrypt(RECORD)["ssn"]  # another data key
+    dec = FieldDecryptor(["ssn"], source, cache=DataKeyCache())
+    # a rewrap: the same data key wrapped again; only the header changes
+    rewrapped = reheader(a, FIELD_V1, source.rewrap(parse(a, FIELD_V1).wrapped, None, None))
+    assert rewrapped != a and rewrapped.endswith(a[-40:])
+    assert dec.decrypt_value(rewrapped, "ssn") == RECORD["ssn"]
+    # another data key's wrapping under this value's commitment: refused before decrypting
+    swapped = reheader(a, FIELD_V1, parse(b, FIELD_V1).wrapped)
+    with pytest.raises(AuthenticationError) as info:
+        dec.decrypt_value(swapped, "ssn")
+    assert str(info.value) == str(AuthenticationError())

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kmsbeam.codec import KEPT, encode_value
-from kmsbeam.envelope import FIELD_V1, RECORD_V1, Sealer, to_text
+from kmsbeam.envelope import FIELD_V1, RECORD_V1, Sealer, key_commitment, to_text
 
 HERE = Path(__file__).parent
 DEK = bytes(range(32))
@@ -80,7 +80,8 @@ def field_vectors() -> dict[str, Any]:
         plaintext = encode_value(value)
         sealed = sealer.seal(plaintext, name, binding)
         out.append({
-            "dek_hex": DEK.hex(), "wrapped_key_hex": wrapped.hex(), "name": name,
+            "dek_hex": DEK.hex(), "commitment_hex": key_commitment(DEK).hex(),
+            "wrapped_key_hex": wrapped.hex(), "name": name,
             "bind": typed(bind) if bind else None, "binding_hex": binding.hex(),
             "counter": counter, "value": typed(value), "plaintext_hex": plaintext.hex(),
             "encrypted_hex": sealed.hex(), "encrypted_text": to_text(sealed),
@@ -105,7 +106,8 @@ def record_vectors() -> dict[str, Any]:
         plaintext = encode_value(payload)
         sealed = sealer.seal(plaintext, "kmsbeam_record", binding)
         out.append({
-            "dek_hex": DEK.hex(), "wrapped_key_hex": WRAPPED_LOCAL.hex(),
+            "dek_hex": DEK.hex(), "commitment_hex": key_commitment(DEK).hex(),
+            "wrapped_key_hex": WRAPPED_LOCAL.hex(),
             "payload_field": "kmsbeam_record", "record": typed(record), "keep": list(keep),
             "binding_hex": binding.hex(), "counter": counter, "plaintext_hex": plaintext.hex(),
             "encrypted_hex": sealed.hex(), "encrypted_text": to_text(sealed),
