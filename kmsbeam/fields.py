@@ -15,37 +15,20 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from kmsbeam.cache import DataKeyCache, shared_cache
-from kmsbeam.codec import STR_TAG, decode_value, encode_value
-from kmsbeam.envelope import FIELD_V1, Opener, parse
+from kmsbeam._binding import MISSING as _MISSING
+from kmsbeam._binding import NONE as _NONE
+from kmsbeam._binding import binding_for, check_bind, plan_of
+from kmsbeam.codec import STR_TAG, encode_value
+from kmsbeam.envelope import FIELD_V1
 from kmsbeam.errors import ConfigurationError, KmsBeamError, RecordError
-from kmsbeam.keysource import KeySource, canonical_context, check_context
+from kmsbeam.field_decryptor import FieldDecryptor
+from kmsbeam.keysource import KeySource
 from kmsbeam.paths import FieldPath, parse_paths
 from kmsbeam.policy import DataKeyPolicy, DataKeys
 
-__all__ = ["FieldDecryptor", "FieldEncryptor", "binding_for"]
+__all__ = ["FieldDecryptor", "FieldEncryptor", "binding_for"]  # FieldDecryptor: re-exported
 
 ENCODINGS = ("text", "bytes")
-_MISSING = object()
-_NONE = type(None)
-
-
-def binding_for(record: Mapping[str, Any], bind: tuple[FieldPath, ...]) -> bytes:
-    """The record-identity bytes for the AAD: the codec encoding of the bound fields, sorted."""
-    if not bind:
-        return b""
-    values = {p.name: p.get(record) for p in sorted(bind, key=lambda p: p.name)}
-    try:
-        return encode_value(values)
-    except TypeError as exc:
-        raise RecordError(f"wrong type: a bind field holds a type with no encoding ({exc})") from exc
-
-
-def _check_bind(fields: tuple[FieldPath, ...], bind: tuple[FieldPath, ...]) -> None:
-    for b in bind:
-        for f in fields:
-            if b.overlaps(f):
-                raise ConfigurationError(f"bind field {b.name!r} cannot also be encrypted")
 
 
 class FieldEncryptor:
@@ -79,7 +62,7 @@ class FieldEncryptor:
         if not self.fields:
             raise ConfigurationError("name at least one field to encrypt")
         self.bind = parse_paths(bind, "bind fields")
-        _check_bind(self.fields, self.bind)
+        check_bind(self.fields, self.bind)
         if encoding not in ENCODINGS:
             raise ConfigurationError(f"encoding must be one of {ENCODINGS}, not {encoding!r}")
         self.keys = DataKeys(
@@ -88,7 +71,7 @@ class FieldEncryptor:
         self._text = encoding == "text"
         self._encrypt_none = encrypt_none
         # (name, None) for top-level fields, (name, path) for nested ones
-        self._plan = tuple((p.name, p if len(p.parts) > 1 else None) for p in self.fields)
+        self._plan = plan_of(self.fields)
         self.values = 0
 
     def reset(self) -> None:
@@ -219,87 +202,3 @@ class FieldEncryptor:
         keys.bytes += size
         self.values += count
         return outs
-
-
-class FieldDecryptor:
-    """Decrypts fields written by ``FieldEncryptor``. Thread-safe when the cache is.
-
-    Args:
-        fields, context, bind: as given to the encryptor.
-        source: a key source of the kind that wrapped the data keys.
-        cache: the data-key cache (default: the process-wide one).
-        on_call: called for each call made to the key source (metrics).
-    """
-
-    def __init__(
-        self,
-        fields: Iterable[str] | str,
-        source: KeySource,
-        *,
-        context: Mapping[str, str] | None = None,
-        bind: Iterable[str] | str = (),
-        cache: DataKeyCache | None = None,
-        on_call: Callable[[], None] | None = None,
-    ) -> None:
-        self.fields = parse_paths(fields)
-        if not self.fields:
-            raise ConfigurationError("name at least one field to decrypt")
-        self.bind = parse_paths(bind, "bind fields")
-        _check_bind(self.fields, self.bind)
-        self._source = source
-        self._context = check_context(context)
-        self._context_key = canonical_context(self._context)
-        self._cache = cache if cache is not None else shared_cache()
-        self._on_call = on_call
-        self._memo: tuple[Opener, float] | None = None
-        self.values = 0
-
-    def decrypt_value(self, value: bytes | str, name: str, binding: bytes = b"") -> Any:
-        """Decrypt one field value encrypted for field path ``name``.
-
-        Raises:
-            AuthenticationError: tampered, moved, wrong key or context (MalformedValueError:
-                not a kmsbeam value at all).
-            KeySourceError: the key source refused (disabled key, access denied, down).
-        """
-        memo = self._memo  # (opener, expiry): the last data key, checked by its header
-        if memo is not None and self._cache.now() < memo[1]:
-            body = memo[0].body_of(value)
-            if body is not None:
-                return decode_value(memo[0].open(body, name, binding))
-        parsed = parse(value, FIELD_V1)
-        cipher, expires = self._cache.entry(
-            self._source,
-            parsed.wrapped,
-            self._context,
-            context_key=self._context_key,
-            on_call=self._on_call,
-        )
-        opener = Opener(parsed.fmt, parsed.header, cipher)
-        self._memo = (opener, expires)
-        return decode_value(opener.open(parsed.body, name, binding))
-
-    def decrypt(self, record: Mapping[str, Any]) -> dict[str, Any]:
-        """Return a copy of ``record`` with the fields decrypted (``None`` stays ``None``).
-
-        Raises:
-            RecordError: a field is missing. Otherwise as ``decrypt_value``; the failing field
-                is in the exception's ``field`` attribute.
-        """
-        binding = binding_for(record, self.bind)
-        out = dict(record)
-        for path in self.fields:
-            value = path.get(record)
-            if value is None:
-                continue
-            try:
-                plain = self.decrypt_value(value, path.name, binding)
-            except KmsBeamError as exc:
-                exc.field = path.name
-                raise
-            if len(path.parts) == 1:
-                out[path.name] = plain
-            else:
-                path.set(out, plain)
-            self.values += 1
-        return out

@@ -87,6 +87,9 @@ class CryptoDoFn(beam.DoFn):
         else:
             self._engine = RecordDecryptor(source, **opts)
         self._run = self._engine.encrypt if encrypting else self._engine.decrypt
+        self._run_batch = getattr(
+            self._engine, "encrypt_batch" if encrypting else "decrypt_batch", None
+        )
 
     def start_bundle(self) -> None:
         if self._engine is None:
@@ -140,8 +143,8 @@ class CryptoDoFn(beam.DoFn):
 
 
 class BatchCryptoDoFn(CryptoDoFn):
-    """``CryptoDoFn`` over lists of records (from ``beam.BatchElements``), for engines with an
-    ``encrypt_batch`` method: the same outputs, one engine call per batch."""
+    """``CryptoDoFn`` over lists of records (from ``beam.BatchElements``), for the field
+    engines (``encrypt_batch`` / ``decrypt_batch``): the same outputs, one call per batch."""
 
     def process(self, element: Any) -> Iterator[Any]:  # element: a list of records
         self._records += len(element)
@@ -163,7 +166,7 @@ class BatchCryptoDoFn(CryptoDoFn):
         if self._failure is not None:
             results: list[Any] = [self._failure] * len(records)
         else:
-            results = self._engine.encrypt_batch(records)
+            results = self._run_batch(records)
         for result, record, row in zip(results, records, rows):
             if isinstance(result, KmsBeamError):
                 yield from self._fail(record if row is None else row, result)

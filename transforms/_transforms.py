@@ -13,9 +13,10 @@ count in = records out + dead letters.
 Caveats:
 - Plaintext exists in worker memory while a record is processed, and the runner sees the
   input records (and, on the encrypt side, the dead letters) in cleartext.
-- ``EncryptFields`` hands records to the engine in batches of up to ``BATCH_SIZE`` (512):
+- ``EncryptFields`` and ``DecryptFields`` hand records to the engine in batches of up to
+  ``BATCH_SIZE`` (512):
   one call per batch instead of per record. A batch holds references to its records until it
-  is encrypted; outputs keep their windows and timestamps.
+  is processed; outputs keep their windows and timestamps.
 - A retried bundle generates new data keys; values already emitted by the failed attempt
   are discarded by the runner, never mixed.
 - A ``local:alias/`` key is created on first use when the pipeline is built (on the
@@ -38,7 +39,7 @@ from kmsbeam import DataKeyPolicy, check_context, open_key_source, parse_key_uri
 from kmsbeam.records import DEFAULT_PAYLOAD_FIELD
 from kmsbeam.transforms._dofns import DEAD_LETTER, BatchCryptoDoFn, CryptoDoFn
 
-BATCH_SIZE = 512  # records per engine call in EncryptFields
+BATCH_SIZE = 512  # records per engine call in EncryptFields and DecryptFields
 
 __all__ = ["DEAD_LETTER", "DecryptFields", "DecryptRecords", "EncryptFields", "EncryptRecords"]
 
@@ -70,7 +71,7 @@ class _Crypto(beam.PTransform):
             if getattr(source, "created", False):
                 _LOG.warning("kmsbeam: created key %s in the local keystore", self._key)
         args = (self._op, self._key, self._options, self.label, self._dead_letters)
-        if self._op == "encrypt_fields":
+        if self._op in ("encrypt_fields", "decrypt_fields"):
             # One engine call per batch of records: per-element overhead would cost more than
             # the encryption itself (see benchmarks/).
             pcoll = pcoll | "Batch" >> beam.BatchElements(

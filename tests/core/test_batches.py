@@ -161,3 +161,59 @@ def test_opener_refuses_values_of_another_header() -> None:
     assert opener.body_of(12) is None
     with pytest.raises(AuthenticationError):
         opener.open(parsed.body, "g")
+
+
+@pytest.mark.parametrize("encoding", ["text", "bytes"])
+def test_decrypt_batch_matches_decrypt_across_keys_and_errors(source: Any, encoding: str) -> None:
+    fields = ["ssn", "contact.email", "n"]
+    records = _records(60)
+    records[7]["n"] = None
+    first = FieldEncryptor(fields, source, encoding=encoding, bind="id").encrypt_batch(records[:30])
+    second = FieldEncryptor(fields, source, encoding=encoding, bind="id").encrypt_batch(records[30:])
+    mixed = [x for pair in zip(first, second) for x in pair]  # two data keys, interleaved
+    expected = [r for pair in zip(records[:30], records[30:]) for r in pair]
+    dec = FieldDecryptor(fields, source, bind="id", cache=DataKeyCache())
+    assert dec.decrypt_batch(mixed) == expected
+    assert dec.values == 179
+
+    bad: list[Any] = [dict(m) for m in mixed[:6]]
+    ssn = bad[1]["ssn"]
+    bad[1]["ssn"] = ssn[:-1] + (ssn[-1:].swapcase() if encoding == "text" else bytes([ssn[-1] ^ 1]))
+    bad[3] = {k: v for k, v in bad[3].items() if k != "ssn"}
+    bad[4]["n"] = 12345  # not an encrypted value
+    bad[5]["id"] = 999  # moved to another record: the binding differs
+    out = FieldDecryptor(fields, source, bind="id").decrypt_batch(bad)
+    assert out[0] == expected[0] and out[2] == expected[2]
+    assert isinstance(out[1], AuthenticationError) and out[1].field == "ssn"
+    assert isinstance(out[3], RecordError)
+    assert isinstance(out[4], AuthenticationError)  # MalformedValueError
+    assert isinstance(out[5], AuthenticationError)
+
+
+def test_from_text_many_accepts_and_refuses_exactly_what_from_text_does() -> None:
+    from kmsbeam.envelope import from_text, from_text_many
+    from kmsbeam.errors import MalformedValueError
+
+    for size in range(0, 40):
+        texts = [to_text(os.urandom(size)) for _ in range(9)]
+        assert from_text_many(texts) == [from_text(t) for t in texts]
+    texts = [to_text(os.urandom(37)) for _ in range(9)]  # 50 characters: 4 unused bits
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    for j in range(9):
+        for last in alphabet:
+            bad = list(texts)
+            bad[j] = bad[j][:-1] + last
+            try:
+                expected: Any = [from_text(t) for t in bad]
+            except MalformedValueError:
+                expected = MalformedValueError
+            if expected is MalformedValueError:
+                with pytest.raises(MalformedValueError):
+                    from_text_many(bad)
+            else:
+                assert from_text_many(bad) == expected
+    for junk in ("=", "+", "/", "é", " "):
+        bad = list(texts)
+        bad[4] = bad[4][:10] + junk + bad[4][11:]
+        with pytest.raises(MalformedValueError):
+            from_text_many(bad)

@@ -1,0 +1,38 @@
+"""Record identity for the AAD (bind fields) and the checks shared by the field engines."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from kmsbeam.codec import encode_value
+from kmsbeam.errors import ConfigurationError, RecordError
+from kmsbeam.paths import FieldPath
+
+__all__ = ["MISSING", "NONE", "binding_for", "check_bind", "plan_of"]
+
+MISSING = object()
+NONE = type(None)
+
+
+def binding_for(record: Mapping[str, Any], bind: tuple[FieldPath, ...]) -> bytes:
+    """The record-identity bytes for the AAD: the codec encoding of the bound fields, sorted."""
+    if not bind:
+        return b""
+    values = {p.name: p.get(record) for p in sorted(bind, key=lambda p: p.name)}
+    try:
+        return encode_value(values)
+    except TypeError as exc:
+        raise RecordError(f"wrong type: a bind field holds a type with no encoding ({exc})") from exc
+
+
+def check_bind(fields: tuple[FieldPath, ...], bind: tuple[FieldPath, ...]) -> None:
+    for b in bind:
+        for f in fields:
+            if b.overlaps(f):
+                raise ConfigurationError(f"bind field {b.name!r} cannot also be encrypted")
+
+
+def plan_of(fields: tuple[FieldPath, ...]) -> tuple[tuple[str, FieldPath | None], ...]:
+    """(name, None) for top-level fields, (name, path) for nested ones: the hot loops' plan."""
+    return tuple((p.name, p if len(p.parts) > 1 else None) for p in fields)
