@@ -339,7 +339,7 @@ def _split_header(data: bytes, expected_fmt: int) -> tuple[int, int]:
     return wlen, hlen
 
 
-def parse(value: bytes | str, expected_fmt: int) -> ParsedValue:
+def parse(value: bytes | bytearray | memoryview | str, expected_fmt: int) -> ParsedValue:
     """Split a binary or text value into header, wrapped key, commitment and body.
 
     Raises:

@@ -170,7 +170,7 @@ class FieldDecryptor:
         """The plaintexts of one field's values; one AES-GCM ``map`` per data key."""
         if not values:
             return []
-        binds = repeat(b"", len(values)) if bindings is None else bindings
+        binds: Iterable[bytes] = repeat(b"", len(values)) if bindings is None else bindings
         kinds = set(map(type, values))
         if kinds == {str} or kinds == {bytes}:  # the common case: one data key for them all
             first, _ = self._opener(values[0])
@@ -182,15 +182,15 @@ class FieldDecryptor:
                 else:
                     bodies = [v[n:] for v in values]
                 return first.open_many(bodies, name, binds)
-        opener: Opener | None = None
+        current: Opener | None = None
         groups: dict[int, tuple[Opener, list[int], list[bytes]]] = {}
         for j, value in enumerate(values):
-            body = opener.body_of(value) if opener is not None else None
-            if body is None:
-                opener, body = self._opener(value)
-            group = groups.get(id(opener))
+            body = current.body_of(value) if current is not None else None
+            if current is None or body is None:
+                current, body = self._opener(value)
+            group = groups.get(id(current))
             if group is None:
-                group = groups[id(opener)] = (opener, [], [])
+                group = groups[id(current)] = (current, [], [])
             group[1].append(j)
             group[2].append(body)
         out: list[bytes] = [b""] * len(values)

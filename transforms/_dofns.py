@@ -87,7 +87,7 @@ class CryptoDoFn(beam.DoFn):
         else:
             self._engine = RecordDecryptor(source, **opts)
         self._run = self._engine.encrypt if encrypting else self._engine.decrypt
-        self._run_batch = getattr(
+        self._run_batch: Any = getattr(
             self._engine, "encrypt_batch" if encrypting else "decrypt_batch", None
         )
 
