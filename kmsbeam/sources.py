@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 
 from kmsbeam.errors import ConfigurationError
 from kmsbeam.keysource import KeySource
 from kmsbeam.local import LocalKeySource, keystore_home
-from kmsbeam.uri import parse_key_uri
+from kmsbeam.uri import KeyUri, parse_key_uri
 
 __all__ = ["clear_key_source_cache", "keystore_home", "open_key_source"]
 
@@ -38,24 +39,40 @@ def open_key_source(uri: str, *, create: bool = False) -> KeySource:
         uri: a key URI (see ``kmsbeam.uri``).
         create: for ``local:alias/NAME``, create the key on first use (check
             ``source.created`` to print a notice). Workers should leave it ``False``: a key
-            they created would be one nobody else has.
+            they created would be one nobody else has. For ``alibaba-kms://`` and
+            ``kms-emulator://`` it is ignored: kmsbeam never creates keys or aliases in a
+            KMS (create them with the console, ``aliyun kms`` or the emulator's tools), so a
+            missing alias is a ``KeyNotFoundError`` at the first call, saying so.
 
     A ``local:`` source is cached per URI and keystore home (``$KMSBEAM_HOME`` is read on
-    every call), so changing the home opens another source.
+    every call), so changing the home opens another source. An ``alibaba-kms://`` or
+    ``kms-emulator://`` source is cached per URI and opens without calling the KMS; all keys
+    of one endpoint share one SDK client per process (``kmsbeam.alikms``), whose
+    credentials and retry settings are read from the environment when it is first opened.
 
     Raises:
         ConfigurationError: a malformed URI or a key source not available in this version.
-        KeyNotFoundError: the key does not exist (and is not to be created).
+        KeyNotFoundError: a ``local:`` key does not exist (and is not to be created).
     """
     parsed = parse_key_uri(uri)
-    if parsed.scheme != "local":
+    if parsed.scheme in ("alibaba-kms", "kms-emulator"):
+        cache_key = (uri, "")
+    elif parsed.scheme == "local":
+        cache_key = (uri, str(keystore_home()))
+    else:
         raise ConfigurationError(
             f"the {parsed.scheme} key source is not available yet in this kmsbeam version"
         )
-    home = keystore_home()
-    cache_key = (uri, str(home))
     with _lock:
         source = _cache.get(cache_key)
         if source is None:
-            source = _cache[cache_key] = LocalKeySource(parsed, home=home, create=create)
+            source = _cache[cache_key] = _open(parsed, Path(cache_key[1]), create)
         return source
+
+
+def _open(parsed: KeyUri, home: Path, create: bool) -> KeySource:
+    if parsed.scheme == "local":
+        return LocalKeySource(parsed, home=home, create=create)
+    from kmsbeam.alikms import AlibabaKmsKeySource  # the SDK loads on first use only
+
+    return AlibabaKmsKeySource(parsed)

@@ -5,6 +5,7 @@
     kmsbeam encrypt INPUT OUTPUT --fields ssn,email [--key URI] [--context k=v] [beam options]
     kmsbeam decrypt OUTPUT PLAIN                   # options come from OUTPUT/_kmsbeam.json
     kmsbeam keys create|list|describe|alias|rotate|disable|enable ...
+    kmsbeam emulator serve --port 9800 --data DIR --access-key AK:SECRET[:POLICYFILE] ...
 
 Exit codes: 0 the job ran (dead letters included), 1 a kmsbeam error while running, 2 a user
 mistake (one ``kmsbeam: error: ...`` line, never a traceback). Set ``KMSBEAM_DEBUG=1`` to see
@@ -98,6 +99,7 @@ def _job_parser(sub: Any, name: str, text: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from kmsbeam.pipelines.emulator_cmd import add_emulator_parser
     from kmsbeam.pipelines.keys import add_keys_parser
 
     parser = _Parser(prog="kmsbeam", allow_abbrev=False,
@@ -107,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     _job_parser(sub, "encrypt", "encrypt fields or whole records of JSONL, CSV or Parquet files")
     _job_parser(sub, "decrypt", "decrypt a dataset written by kmsbeam encrypt")
     add_keys_parser(sub)
+    add_emulator_parser(sub)
     return parser
 
 
@@ -121,6 +124,9 @@ def _quiet_beam_logging() -> None:
         finally:
             root.setLevel(level)
     logging.getLogger("apache_beam").setLevel(logging.ERROR)
+    # A failing DoFn's error is logged with its traceback before it is re-raised: the CLI
+    # prints the error itself, as one line.
+    logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
 
 
 def _fail(message: str, code: int) -> int:
@@ -171,6 +177,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help(sys.stderr)
             return 2
+        if args.command == "emulator":
+            from kmsbeam.pipelines.emulator_cmd import reject_extra, run_emulator
+
+            reject_extra(parser, extra)
+            return run_emulator(args, sys.stdout)
         if args.command != "keys" and extra and not any(a.startswith("-") for a in extra):
             parser.error(f"unexpected argument {extra[0]}")
         if args.command == "keys":

@@ -183,8 +183,6 @@ def test_open_key_source_after_fork_starts_empty(home: Path) -> None:
 @pytest.mark.parametrize(
     ("uri", "scheme"),
     [
-        ("kms-emulator://127.0.0.1:9800/alias/pii", "kms-emulator"),
-        ("alibaba-kms://cn-hangzhou/alias/pii", "alibaba-kms"),
         ("pkcs11:token=t;object=kek?module-path=/x.so", "pkcs11"),
     ],
 )

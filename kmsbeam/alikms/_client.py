@@ -1,0 +1,176 @@
+"""Endpoints of the Alibaba KMS protocol and one official SDK client per endpoint per process.
+
+=========================================  =============================================
+key URI                                    SDK ``Config``
+=========================================  =============================================
+``alibaba-kms://REGION/KEY``               ``https://kms.REGION.aliyuncs.com``
+``alibaba-kms://REGION/KEY?endpoint=H:P``  ``https://H:P`` (a dedicated KMS instance)
+``...&ca=/path/ca.pem``                    ``Config.ca``: the instance's CA file
+``kms-emulator://HOST:PORT/KEY``           ``http://HOST:PORT``; ``?region=`` optional
+=========================================  =============================================
+
+Clients are cached per endpoint (the URI without its key) and process id, so all keys of an
+endpoint share one client and its connection pool. The SDK client is used from many threads
+at once (it builds a new request per call). After ``os.fork()`` the child forgets the
+parent's clients and the SDK's pooled HTTP sessions (``darabonba.core.DaraCore._sessions``,
+shared process-wide by the SDK), so a child never writes to its parent's sockets.
+
+The SDK (~0.7 s to import) is imported when the first client is built, not with kmsbeam.
+
+Caveat: the emulator speaks plain HTTP. Point ``kms-emulator://`` at loopback or a private
+test network, never with production credentials.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+from kmsbeam.alikms._credentials import sdk_credentials
+from kmsbeam.errors import ConfigurationError
+from kmsbeam.uri import KeyUri
+
+__all__ = ["Endpoint", "SdkClient", "clear_clients", "endpoint_for", "sdk_module", "shared_client"]
+
+CONNECT_TIMEOUT_MS = 5_000
+READ_TIMEOUT_MS = 10_000
+_REGION = re.compile(r"^[a-z]{2,}(-[a-z0-9]+)+$")
+_HOST_PORT = re.compile(
+    r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?)(:\d{1,5})?$"
+)
+
+
+def sdk_module(name: str) -> Any:
+    """Import a module of the Alibaba SDKs (untyped: its names are ``Any`` to mypy)."""
+    return importlib.import_module(name)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a key source's calls go (no key, no credentials)."""
+
+    scheme: str
+    host: str
+    protocol: str
+    region: str | None = None
+    ca: str | None = None
+
+    @property
+    def where(self) -> str:
+        """The endpoint as messages name it."""
+        if self.scheme == "kms-emulator":
+            return f"the kms-emulator at {self.host}"
+        if self.host == f"kms.{self.region}.aliyuncs.com":
+            return f"Alibaba Cloud KMS ({self.region})"
+        return f"Alibaba Cloud KMS at {self.host} ({self.region})"
+
+
+def endpoint_for(uri: KeyUri) -> Endpoint:
+    """The endpoint an ``alibaba-kms`` or ``kms-emulator`` key URI names.
+
+    Raises:
+        ConfigurationError: a bad region, endpoint or CA file.
+    """
+    if uri.scheme == "kms-emulator":
+        region = uri.param("region") or None
+        if region is not None and not _REGION.match(region):
+            raise ConfigurationError(f"bad region {region!r} in a kms-emulator key URI")
+        return Endpoint("kms-emulator", uri.location, "http", region)
+    if uri.scheme != "alibaba-kms":
+        raise ConfigurationError(f"not an Alibaba KMS key URI: {uri.scheme}:")
+    region = uri.location
+    if not _REGION.match(region):
+        raise ConfigurationError(
+            f"bad region {region!r} in an alibaba-kms key URI: expected e.g. cn-hangzhou"
+        )
+    host = uri.param("endpoint") or f"kms.{region}.aliyuncs.com"
+    if not _HOST_PORT.match(host):
+        raise ConfigurationError(
+            "endpoint= in an alibaba-kms key URI is HOST or HOST:PORT, without a scheme or path "
+            "(e.g. kst-hzz1234.cryptoservice.kms.aliyuncs.com)"
+        )
+    ca = uri.param("ca") or None
+    if ca is not None:
+        path = Path(ca).expanduser()
+        if not path.is_absolute() or not path.is_file():
+            raise ConfigurationError(
+                f"ca= in an alibaba-kms key URI must be the absolute path of an existing CA "
+                f"certificate file (PEM); {ca!r} is not one"
+            )
+        ca = str(path)
+    return Endpoint("alibaba-kms", host, "https", region, ca)
+
+
+class SdkClient:
+    """The official SDK client of one endpoint in one process (never pickled or printed).
+
+    Attributes:
+        sdk: the ``alibabacloud_kms20160120.client.Client``.
+        credentials: where its credentials came from ("environment", ...), never what they are.
+        pid: the process that built it.
+    """
+
+    __slots__ = ("credentials", "endpoint", "pid", "sdk")
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        kms = sdk_module("alibabacloud_kms20160120.client")
+        openapi = sdk_module("alibabacloud_tea_openapi.models")
+        self.credentials, creds = sdk_credentials()
+        config = openapi.Config(
+            endpoint=endpoint.host,
+            protocol=endpoint.protocol,
+            region_id=endpoint.region,
+            ca=endpoint.ca,
+            connect_timeout=CONNECT_TIMEOUT_MS,
+            read_timeout=READ_TIMEOUT_MS,
+            user_agent="kmsbeam",
+            **creds,
+        )
+        self.sdk: Any = kms.Client(config)
+        self.endpoint = endpoint
+        self.pid = os.getpid()
+
+    def __repr__(self) -> str:
+        return f"SdkClient({self.endpoint.where}, credentials from {self.credentials})"
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("an SDK client holds credentials and never pickles")
+
+
+_clients: dict[tuple[Endpoint, int], SdkClient] = {}
+_lock = threading.Lock()
+
+
+def shared_client(endpoint: Endpoint) -> SdkClient:
+    """This process's client for ``endpoint`` (built on first use)."""
+    key = (endpoint, os.getpid())
+    with _lock:
+        client = _clients.get(key)
+        if client is None:
+            client = _clients[key] = SdkClient(endpoint)
+        return client
+
+
+def clear_clients() -> None:
+    """Forget this process's clients: the next call builds new ones (and re-reads the
+    credential environment variables). Clients in use stay usable."""
+    with _lock:
+        _clients.clear()
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()  # the parent may have held it while forking
+    _clients.clear()
+    core = sys.modules.get("darabonba.core")
+    if core is not None and isinstance(getattr(core.DaraCore, "_sessions", None), dict):
+        core.DaraCore._sessions = {}  # the parent's pooled connections are not ours
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

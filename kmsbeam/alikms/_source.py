@@ -1,0 +1,299 @@
+"""``AlibabaKmsKeySource``: data keys from Alibaba Cloud KMS or the kmsbeam emulator.
+
+Both ``alibaba-kms://REGION/KEY`` and ``kms-emulator://HOST:PORT/KEY`` speak KMS API
+2016-01-20 through the official SDK. Wrapped keys are::
+
+    wrapped key = KIND_ALIBABA_KMS (0x02) || CiphertextBlob, base64-decoded (raw bytes)
+
+The blob has the engine's layout (``docs/FORMAT.md``): a 36-byte key version id, IV, AES-GCM
+ciphertext of the base64 text of the DEK, tag; 108 bytes for a 32-byte DEK. Decrypt needs no
+key id: the blob names its key version.
+
+=====================  ===================================================================
+KeySource method       KMS action
+=====================  ===================================================================
+generate_data_key      ``GenerateDataKey`` (KeySpec AES_256, NumberOfBytes 32)
+decrypt_data_key       ``Decrypt``
+rewrap                 ``ReEncrypt`` to this source's key (server side: the DEK never leaves)
+describe_key           ``DescribeKey`` and ``ListAliasesByKeyId``
+=====================  ===================================================================
+
+The encryption context is sent as a JSON object (the SDK takes a dict) and is bound by the
+KMS as AAD; an empty context is not sent. Credentials: see ``kmsbeam.alikms._credentials``;
+retries: ``kmsbeam.alikms._retry``; errors: ``kmsbeam.alikms._errors``.
+
+Caveats:
+- Opening a source makes no call: a missing key or alias, a denied permission or an
+  unreachable KMS shows at the first call, as a ``KeyNotFoundError`` (and so on) naming it.
+- kmsbeam never creates keys or aliases in a remote KMS.
+- Decrypt unwraps a data key of any key the caller may use, not only this source's key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import random
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from kmsbeam.alikms._client import Endpoint, SdkClient, endpoint_for, sdk_module, shared_client
+from kmsbeam.alikms._errors import classify, with_request_id
+from kmsbeam.alikms._retry import GaveUp, Retrier, RetryPolicy, Transient
+from kmsbeam.errors import (
+    AccessDeniedError,
+    AuthenticationError,
+    ConfigurationError,
+    KeySourceError,
+    KeySourceUnavailableError,
+    KmsBeamError,
+)
+from kmsbeam.keysource import KIND_ALIBABA_KMS, DataKey, KeyInfo, check_context
+from kmsbeam.uri import KeyUri, parse_key_uri
+
+__all__ = ["AlibabaKmsKeySource"]
+
+DEK_BYTES = 32
+
+
+def _models() -> Any:
+    return sdk_module("alibabacloud_kms20160120.models")
+
+
+def _invalid() -> AuthenticationError:
+    return AuthenticationError(code="InvalidCiphertext")
+
+
+class AlibabaKmsKeySource:
+    """A ``KeySource`` over one key of Alibaba Cloud KMS or the kmsbeam KMS emulator.
+
+    Args:
+        uri: ``alibaba-kms://REGION/KEY[?endpoint=HOST[:PORT]&ca=/abs/ca.pem]`` or
+            ``kms-emulator://HOST:PORT/KEY``, KEY being ``alias/NAME`` or a key id.
+        retry: retry bounds; default ``RetryPolicy.from_env()`` (``KMSBEAM_KMS_*``).
+        sleep, clock, random: injectable for tests (``time.sleep``, ``time.monotonic``,
+            ``random.random``).
+
+    Raises:
+        ConfigurationError: a malformed URI, region, endpoint, CA path or retry setting, or
+            half of an access key in the environment.
+
+    Thread-safe. Pickling carries only the URI (and an explicitly given ``RetryPolicy``): the
+    copy builds or reuses its own process's client, with that process's credentials.
+    """
+
+    created = False  # a remote key is never created by kmsbeam
+
+    def __init__(
+        self,
+        uri: str | KeyUri,
+        *,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        random: Callable[[], float] = random.random,
+    ) -> None:
+        parsed = uri if isinstance(uri, KeyUri) else parse_key_uri(uri)
+        if parsed.scheme not in ("alibaba-kms", "kms-emulator"):
+            raise ConfigurationError(
+                f"AlibabaKmsKeySource takes alibaba-kms:// and kms-emulator:// key URIs, "
+                f"not {parsed.scheme}:"
+            )
+        self._uri = str(parsed)
+        self._key = parsed.key
+        self._endpoint = endpoint_for(parsed)
+        self._explicit_retry = retry
+        self._retrier = Retrier(
+            retry if retry is not None else RetryPolicy.from_env(),
+            sleep=sleep,
+            clock=clock,
+            random=random,
+        )
+        self._client = shared_client(self._endpoint)
+
+    # -- identity ---------------------------------------------------------------------------
+    @property
+    def uri(self) -> str:
+        return self._uri
+
+    @property
+    def kind(self) -> int:
+        return KIND_ALIBABA_KMS
+
+    @property
+    def key(self) -> str:
+        """The key the URI names (``alias/NAME`` or a key id)."""
+        return self._key
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return self._endpoint
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return self._retrier.policy
+
+    def stats(self) -> dict[str, int]:
+        """Calls made by this source: ``attempts``, ``retries`` and ``gave_up`` so far."""
+        r = self._retrier
+        return {"attempts": r.attempts, "retries": r.retries, "gave_up": r.gave_up}
+
+    def __repr__(self) -> str:
+        return f"AlibabaKmsKeySource({self._uri!r})"
+
+    def __reduce__(self) -> tuple[object, tuple[str, RetryPolicy | None]]:
+        return (_reopen, (self._uri, self._explicit_retry))
+
+    # -- KeySource ----------------------------------------------------------------------------
+    def generate_data_key(self, context: Mapping[str, str] | None = None) -> DataKey:
+        request = _models().GenerateDataKeyRequest(
+            key_id=self._key,
+            key_spec="AES_256",
+            number_of_bytes=DEK_BYTES,
+            encryption_context=check_context(context) or None,
+        )
+        body = self._call("GenerateDataKey", self._key, lambda c: c.generate_data_key(request))
+        try:
+            dek = base64.b64decode(body.plaintext or "", validate=True)
+        except (binascii.Error, ValueError):
+            dek = b""
+        if len(dek) != DEK_BYTES:
+            raise self._malformed("GenerateDataKey", body, "a data key of the wrong size")
+        wrapped = self._wrap(body, "GenerateDataKey")
+        return DataKey(dek, wrapped, str(body.key_id or ""), str(body.key_version_id or ""))
+
+    def decrypt_data_key(self, wrapped: bytes, context: Mapping[str, str] | None = None) -> bytes:
+        """Unwrap a wrapped key of any key this caller may use (the blob names its key)."""
+        request = _models().DecryptRequest(
+            ciphertext_blob=base64.b64encode(self._blob(wrapped)).decode("ascii"),
+            encryption_context=check_context(context) or None,
+        )
+        body = self._call("Decrypt", "", lambda c: c.decrypt(request))
+        try:
+            dek = base64.b64decode(body.plaintext or "", validate=True)
+        except (binascii.Error, ValueError):
+            raise _invalid() from None  # a blob of Encrypt, not of a data key
+        if len(dek) not in (16, 24, 32):
+            raise _invalid()
+        return dek
+
+    def rewrap(
+        self,
+        wrapped: bytes,
+        context: Mapping[str, str] | None = None,
+        new_context: Mapping[str, str] | None = None,
+    ) -> bytes:
+        """Re-wrap under this source's key with ``ReEncrypt``; the DEK never leaves the KMS.
+
+        ``new_context=None`` keeps ``context``. The caller needs ``kms:ReEncrypt*`` (Alibaba
+        RAM: ``kms:ReEncrypt``) on both the old and the new key.
+        """
+        source = check_context(context)
+        destination = source if new_context is None else check_context(new_context)
+        request = _models().ReEncryptRequest(
+            ciphertext_blob=base64.b64encode(self._blob(wrapped)).decode("ascii"),
+            destination_key_id=self._key,
+            source_encryption_context=source or None,
+            destination_encryption_context=destination or None,
+        )
+        body = self._call("ReEncrypt", self._key, lambda c: c.re_encrypt(request))
+        return self._wrap(body, "ReEncrypt")
+
+    def describe_key(self) -> KeyInfo:
+        """``DescribeKey``; the aliases too if the caller may list them (else the URI's)."""
+        models = _models()
+        describe = models.DescribeKeyRequest(key_id=self._key)
+        body = self._call("DescribeKey", self._key, lambda c: c.describe_key(describe))
+        meta = body.key_metadata
+        if meta is None or not meta.key_id:
+            raise self._malformed("DescribeKey", body, "no key metadata")
+        try:
+            listed = self._call(
+                "ListAliasesByKeyId",
+                self._key,
+                lambda c: c.list_aliases_by_key_id(
+                    models.ListAliasesByKeyIdRequest(key_id=meta.key_id, page_size=100)
+                ),
+            )
+            rows = listed.aliases.alias if listed.aliases and listed.aliases.alias else []
+            aliases = tuple(sorted(str(a.alias_name) for a in rows if a.alias_name))
+        except AccessDeniedError:
+            aliases = (self._key,) if self._key.startswith("alias/") else ()
+        return KeyInfo(
+            key_id=str(meta.key_id),
+            state=str(meta.key_state or ""),
+            primary_version=str(meta.primary_key_version or ""),
+            description=str(meta.description or ""),
+            aliases=aliases,
+            arn=str(meta.arn or ""),
+            created=str(meta.creation_date or ""),
+        )
+
+    # -- plumbing -----------------------------------------------------------------------------
+    def _sdk(self) -> SdkClient:
+        client = self._client
+        if client.pid != os.getpid():  # a forked child builds its own
+            client = self._client = shared_client(self._endpoint)
+        return client
+
+    def _call(self, action: str, key: str, call: Callable[[Any], Any]) -> Any:
+        """One KMS action under the retry policy; returns the response body."""
+        where = self._endpoint.where
+
+        def attempt() -> Any:
+            try:
+                response = call(self._sdk().sdk)
+            except KmsBeamError:
+                raise
+            except Exception as exc:  # the SDK raises many kinds; all are mapped
+                raise classify(exc, where, action, key) from exc
+            body = getattr(response, "body", None)
+            if body is None:
+                raise Transient("an empty answer")
+            return body
+
+        try:
+            return self._retrier.run(attempt)
+        except GaveUp as exc:
+            last = exc.last
+            on = f" on {key}" if key else ""
+            error = KeySourceUnavailableError(
+                f"{where} is unavailable: {action}{on} gave up after {exc.why}; last error: "
+                f"{last.reason}. Retry later (bounds: KMSBEAM_KMS_MAX_ATTEMPTS, "
+                "KMSBEAM_KMS_DEADLINE_SECONDS)",
+                code=last.code,
+            )
+            raise with_request_id(error, last.request_id) from last.__cause__
+
+    def _wrap(self, body: Any, action: str) -> bytes:
+        text = body.ciphertext_blob or ""
+        try:
+            blob = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            blob = b""
+        if not blob or base64.b64encode(blob).decode("ascii") != text:
+            raise self._malformed(action, body, "a CiphertextBlob that is not canonical base64")
+        return bytes([KIND_ALIBABA_KMS]) + blob
+
+    def _malformed(self, action: str, body: Any, what: str) -> KeySourceError:
+        rid = getattr(body, "request_id", None)
+        error = KeySourceError(
+            f"{self._endpoint.where}: {action} returned {what}"
+            + (f" (request id {rid})" if rid else "")
+        )
+        return with_request_id(error, rid)
+
+    @staticmethod
+    def _blob(wrapped: bytes) -> bytes:
+        if not isinstance(wrapped, (bytes, bytearray, memoryview)):
+            raise TypeError("a wrapped key is bytes")
+        wrapped = bytes(wrapped)
+        if len(wrapped) < 2 or wrapped[0] != KIND_ALIBABA_KMS:
+            raise _invalid()
+        return wrapped[1:]
+
+
+def _reopen(uri: str, retry: RetryPolicy | None) -> AlibabaKmsKeySource:
+    return AlibabaKmsKeySource(uri, retry=retry)

@@ -1,0 +1,210 @@
+"""``kmsbeam emulator serve``: run the kmsbeam KMS emulator (Alibaba Cloud KMS API 2016-01-20).
+
+::
+
+    kmsbeam emulator serve --port 9800 --data ./kms-data --access-key dev:devsecret
+    kmsbeam emulator serve --data ./kms-data --access-key ingest:s1:ingest-policy.json \\
+        --access-key admin:s2 --throttle-rate 0.05 --seed 7
+
+Access keys come from ``--access-key AK:SECRET[:POLICYFILE]`` (repeatable), ``--config
+FILE`` (JSON, below), or, if neither is given, the ``KMSBEAM_EMULATOR_ACCESS_KEYS``
+environment variable (entries in the ``--access-key`` form separated by spaces). The
+command line is visible to other local users: use the file (mode 0600) or the variable for
+anything but throwaway secrets. AK and SECRET cannot contain ``:``. The config file::
+
+    {"access_keys": [
+      {"id": "ingest", "secret_env": "INGEST_SECRET", "policy_file": "ingest-policy.json"},
+      {"id": "admin", "secret": "s2"},
+      {"id": "STS.tmp", "secret": "s3", "security_token": "tok", "policy": {"Statement": []}}]}
+
+(``policy_file`` is relative to the config file). The one line printed names the endpoint;
+secrets are never printed. Ctrl-C (or SIGTERM) stops the server cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, TextIO
+
+from kmsbeam import ConfigurationError
+from kmsbeam.emulator import AccessKey, EmulatorServer, Faults, Policy
+
+__all__ = ["ENV_ACCESS_KEYS", "add_emulator_parser", "reject_extra", "run_emulator"]
+
+ENV_ACCESS_KEYS = "KMSBEAM_EMULATOR_ACCESS_KEYS"
+_KEY_FIELDS = {"id", "secret", "secret_env", "policy", "policy_file", "security_token",
+               "expiration"}  # fmt: skip
+
+
+def _port(text: str) -> int:
+    if not text.isdecimal() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError("expected a port number from 0 to 65535")
+    return int(text)
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("expected a fraction from 0 to 1, e.g. 0.05")
+    return value
+
+
+def _millis(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 600_000:
+        raise argparse.ArgumentTypeError("expected milliseconds from 0 to 600000")
+    return value
+
+
+def add_emulator_parser(sub: argparse._SubParsersAction) -> None:
+    emulator = sub.add_parser("emulator", help="run the kmsbeam KMS emulator (Alibaba KMS API)",
+                              description=__doc__.splitlines()[0], allow_abbrev=False)  # fmt: skip
+    cmds = emulator.add_subparsers(dest="emulator_command", metavar="COMMAND", required=True)
+    serve = cmds.add_parser("serve", allow_abbrev=False,
+                            help="serve the KMS API on HOST:PORT until Ctrl-C",
+                            description="Serve Alibaba Cloud KMS API 2016-01-20 for the official "
+                            "SDK (Config(endpoint='HOST:PORT', protocol='http')).")  # fmt: skip
+    add = serve.add_argument
+    add("--data", required=True, metavar="DIR",
+        help="keystore directory (created if missing; keys survive restarts)")  # fmt: skip
+    add("--port", type=_port, default=9800, help="port (default 9800; 0 = any free port)")
+    add("--host", default="127.0.0.1",
+        help="address to bind (default 127.0.0.1; 0.0.0.0 only inside a container)")  # fmt: skip
+    add("--access-key", action="append", metavar="AK:SECRET[:POLICYFILE]",
+        help="an access key, optionally with a RAM-style policy file (repeatable)")  # fmt: skip
+    add("--config", metavar="FILE", help="JSON file of access keys (see the module docs)")
+    add("--region", default="cn-hangzhou", help="region in ARNs (default cn-hangzhou)")
+    add("--audit-log", metavar="PATH", help="audit log (default DIR/audit.jsonl)")
+    add("--latency-ms", type=_millis, default=0.0, metavar="N", help="add N ms to every call")
+    add("--throttle-rate", type=_rate, default=0.0, metavar="R",
+        help="answer a fraction R of calls 429 Rejected.Throttling")  # fmt: skip
+    add("--error-rate", type=_rate, default=0.0, metavar="R",
+        help="answer a fraction R of calls 503/500")  # fmt: skip
+    add("--drop-rate", type=_rate, default=0.0, metavar="R",
+        help="close the connection of a fraction R of calls without an answer")  # fmt: skip
+    add("--seed", type=int, metavar="N", help="make the injected faults reproducible")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def reject_extra(parser: argparse.ArgumentParser, extra: list[str]) -> None:
+    """Fail on unknown arguments without echoing them (a mistyped option may hold a secret)."""
+    if extra:
+        first = extra[0]
+        shown = first.split("=")[0] if first.startswith("-") else "(a positional argument)"
+        parser.error(f"unrecognized argument {shown}")
+
+
+def _from_spec(spec: str, where: str) -> AccessKey:
+    """``AK:SECRET[:POLICYFILE]``; errors never quote the entry (it holds a secret)."""
+    parts = spec.split(":", 2)
+    if len(parts) < 2 or not parts[0] or not parts[1]:
+        raise ConfigurationError(f"{where} takes AK:SECRET[:POLICYFILE]; an entry has no secret")
+    policy = Policy.from_file(parts[2]) if len(parts) == 3 and parts[2] else None
+    return AccessKey(parts[0], parts[1], policy=policy)
+
+
+def _from_config(path: str) -> list[AccessKey]:
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read the config file {path}: {exc.strerror}") from None
+    except ValueError:
+        raise ConfigurationError(f"the config file {path} is not valid JSON") from None
+    entries = document.get("access_keys") if isinstance(document, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ConfigurationError(f'the config file {path} needs {{"access_keys": [...]}}')
+    keys = []
+    for entry in entries:
+        unknown = set(entry) - _KEY_FIELDS
+        if unknown:
+            raise ConfigurationError(f"unknown access key field(s) in {path}: {sorted(unknown)}")
+        secret: Any = entry.get("secret")
+        if "secret_env" in entry:
+            secret = os.environ.get(str(entry["secret_env"]))
+            if not secret:
+                raise ConfigurationError(f"the environment variable {entry['secret_env']} "
+                                         f"(secret of {entry.get('id')}) is not set")  # fmt: skip
+        policy: Any = entry.get("policy")
+        if "policy_file" in entry:
+            policy = Policy.from_file(Path(path).parent / str(entry["policy_file"]))
+        keys.append(AccessKey(str(entry.get("id", "")), secret if isinstance(secret, str) else "",
+                              policy=policy, security_token=entry.get("security_token"),
+                              expiration=entry.get("expiration")))  # fmt: skip
+    return keys
+
+
+def _access_keys(args: argparse.Namespace) -> list[AccessKey]:
+    keys = [_from_spec(s, "--access-key") for s in args.access_key or []]
+    if args.config:
+        keys += _from_config(args.config)
+    if not keys and os.environ.get(ENV_ACCESS_KEYS, "").strip():
+        keys = [_from_spec(s, ENV_ACCESS_KEYS) for s in os.environ[ENV_ACCESS_KEYS].split()]
+    if not keys:
+        raise ConfigurationError(
+            f"give at least one access key: --access-key AK:SECRET, --config FILE or "
+            f"{ENV_ACCESS_KEYS}"
+        )
+    return keys
+
+
+def run_emulator(args: argparse.Namespace, out: TextIO, *, ready: threading.Event | None = None,
+                 stop: threading.Event | None = None) -> int:  # fmt: skip
+    """Serve until Ctrl-C/SIGTERM (or ``stop`` is set, for tests); returns the exit code."""
+    keys = _access_keys(args)
+    faults = Faults(latency_ms=args.latency_ms, throttle_rate=args.throttle_rate,
+                    error_rate=args.error_rate, drop_rate=args.drop_rate,
+                    seed=args.seed)  # fmt: skip
+    try:
+        server = EmulatorServer(args.data, keys, host=args.host, port=args.port,
+                                region=args.region, audit_log=args.audit_log,
+                                faults=faults if faults.active else None)  # fmt: skip
+    except OSError as exc:
+        raise ConfigurationError(f"cannot use the data directory or audit log "
+                                 f"({exc.strerror or exc}: {exc.filename})") from None  # fmt: skip
+    stop = stop or threading.Event()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        server.start()
+        if not _loopback(args.host):
+            print(f"kmsbeam: warning: listening on {args.host} exposes the emulator and its keys "
+                  "beyond this machine; use it only inside a container or a private network",
+                  file=sys.stderr)  # fmt: skip
+        names = ", ".join(k.access_key_id for k in keys)
+        print(f"kmsbeam KMS emulator on http://{server.endpoint} (data {server.data_dir}, "
+              f"audit {server.audit.path}, access keys {names}); Ctrl-C stops",
+              file=out, flush=True)  # fmt: skip
+        if ready is not None:
+            ready.set()
+        try:
+            while not stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+    finally:
+        server.stop()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return 0
