@@ -22,3 +22,11 @@ def test_every_row_is_measured() -> None:
                      for suffix in ("", " p50", " p99")] + ["emulator server CPU per call"]  # fmt: skip
     assert all(r.value > 0 for r in rows[:-1])
     assert "req/s" in format_table(rows)
+
+
+def test_the_pipeline_makes_one_call_of_each_kind_per_bundle() -> None:
+    rows = {r.measurement: r for r in emulator.pipeline_calls(3_000)}
+    assert rows["pipeline GenerateDataKey calls"].value == 1
+    assert rows["pipeline Decrypt calls"].value == 1
+    assert "audit log: 1" in rows["pipeline GenerateDataKey calls"].notes
+    assert "audit log: 1" in rows["pipeline Decrypt calls"].notes
