@@ -178,7 +178,22 @@ def _open_for_encrypt(key: str) -> object:
         from kmsbeam.local import LocalKeySource
 
         return LocalKeySource(key, home=kmsbeam.keystore_home(), create=True)
-    return kmsbeam.open_key_source(key, create=True)
+    source = kmsbeam.open_key_source(key, create=True)
+    _check_remote_key(key, source)
+    return source
+
+
+def _check_remote_key(key: str, source: kmsbeam.KeySource) -> None:
+    """A remote key that is missing or not enabled fails the job before it starts (one
+    sentence), not each record as a dead letter. A KMS that is down fails here too, after the
+    key source's retries. A caller without permission to describe the key (least privilege:
+    an ingestion role may only generate data keys) is left to find out during the job."""
+    try:
+        info = source.describe_key()
+    except kmsbeam.AccessDeniedError:
+        return
+    if info.state != "Enabled":
+        raise kmsbeam.KeyDisabledError(f"the key {key} is {info.state}, not Enabled")
 
 
 def _input_of_dataset(spec: JobSpec) -> tuple[list[str], str, Manifest | None]:
