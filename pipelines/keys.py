@@ -23,6 +23,8 @@ def add_keys_parser(sub: argparse._SubParsersAction) -> None:
     create = cmds.add_parser("create", help="create a key (and an alias for it)")
     create.add_argument("--alias", help="alias name, e.g. pii (for alias/pii)")
     create.add_argument("--description", default="", help="free text shown by keys list")
+    create.add_argument("--key", metavar="URI",
+                        help="create the KEK a pkcs11: key URI names, in that HSM token")  # fmt: skip
     cmds.add_parser("list", help="list the keys with their aliases")
     commands = {
         "describe": "show one key",
@@ -96,6 +98,8 @@ def _describe(engine: KmsEngine, key: str, out: TextIO) -> None:
 def run_keys(args: argparse.Namespace, out: TextIO) -> int:
     """Run one ``keys`` subcommand; kmsbeam errors propagate to the CLI's error handling."""
     cmd = args.keys_command
+    if cmd == "create" and getattr(args, "key", None):
+        return _create_kek(args, out)
     if cmd == "create":
         alias = _alias(args.alias) if args.alias else None
         engine = _engine(create=True)
@@ -138,4 +142,21 @@ def run_keys(args: argparse.Namespace, out: TextIO) -> int:
         engine = _engine()
         meta = (engine.disable_key if cmd == "disable" else engine.enable_key)(key)
         print(f"key {meta.key_id} is now {meta.key_state}", file=out)
+    return 0
+
+
+def _create_kek(args: argparse.Namespace, out: TextIO) -> int:
+    """``keys create --key pkcs11:...``: a sensitive, non-extractable wrap/unwrap-only KEK."""
+    from kmsbeam.pkcs11 import create_kek
+
+    if parse_key_uri(args.key).scheme != "pkcs11":
+        raise ConfigurationError(
+            "keys create --key is for pkcs11: URIs; local keys take --alias, and kmsbeam never "
+            "creates keys in a remote KMS"
+        )
+    if args.alias:
+        raise ConfigurationError("--alias is for the local keystore; a KEK is named by its URI")
+    info = create_kek(args.key)
+    print(f"created KEK {info.key_id} (CKA_ID {info.primary_version}): {info.description}",
+          file=out)  # fmt: skip
     return 0

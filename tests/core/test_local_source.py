@@ -180,15 +180,6 @@ def test_open_key_source_after_fork_starts_empty(home: Path) -> None:
     assert open_key_source("local:alias/pii") is parent
 
 
-@pytest.mark.parametrize(
-    ("uri", "scheme"),
-    [
-        ("pkcs11:token=t;object=kek?module-path=/x.so", "pkcs11"),
-    ],
-)
-def test_unavailable_schemes(uri: str, scheme: str) -> None:
-    with pytest.raises(ConfigurationError, match=f"the {scheme} key source is not available yet"):
-        open_key_source(uri)
 
 
 def test_unknown_scheme_and_bad_uris() -> None:
