@@ -110,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     _job_parser(sub, "decrypt", "decrypt a dataset written by kmsbeam encrypt")
     add_keys_parser(sub)
     add_emulator_parser(sub)
+    from kmsbeam.pipelines.cat import add_cat_parser
+    from kmsbeam.pipelines.export import add_export_parser
+
+    add_export_parser(sub)
+    add_cat_parser(sub)
     return parser
 
 
@@ -190,6 +195,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from kmsbeam.pipelines.keys import run_keys
 
             return run_keys(args, sys.stdout)
+        if args.command in ("export", "cat", "decrypt"):  # exports: objects, not datasets
+            from kmsbeam.pipelines import export
+
+            if args.command != "decrypt" or export.is_export(args.input):
+                return export.run_command(args, extra, _context(args.context))
         _quiet_beam_logging()
         return _run_job(args, extra)
     except _Exit as exc:

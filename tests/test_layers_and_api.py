@@ -45,7 +45,8 @@ def test_public_api_is_pinned() -> None:
     assert set(kmsbeam.__all__) == PUBLIC
     assert all(hasattr(kmsbeam, n) for n in kmsbeam.__all__)
     assert set(kmsbeam.transforms.__all__) == {
-        "DEAD_LETTER", "DecryptFields", "DecryptRecords", "EncryptFields", "EncryptRecords"}  # fmt: skip
+        "DEAD_LETTER", "DecryptFields", "DecryptRecords", "EncryptFields", "EncryptRecords",
+        "DecryptObjects", "EncryptObjects", "OssFileSystem", "OssOptions"}  # fmt: skip
     assert all(hasattr(kmsbeam.transforms, n) for n in kmsbeam.transforms.__all__)
 
 

@@ -15,4 +15,9 @@ from kmsbeam.transforms._transforms import (
     EncryptRecords,
 )
 
-__all__ = ["DEAD_LETTER", "DecryptFields", "DecryptRecords", "EncryptFields", "EncryptRecords"]
+# Importing this package registers the oss:// Beam FileSystem (and its pipeline options).
+from kmsbeam.transforms._ossfs import OssFileSystem, OssOptions  # noqa: E402
+from kmsbeam.transforms._objects import DecryptObjects, EncryptObjects  # noqa: E402
+
+__all__ = ["DEAD_LETTER", "DecryptFields", "DecryptObjects", "DecryptRecords", "EncryptFields",
+           "EncryptObjects", "EncryptRecords", "OssFileSystem", "OssOptions"]  # fmt: skip

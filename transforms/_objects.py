@@ -1,0 +1,248 @@
+"""``EncryptObjects`` / ``DecryptObjects``: whole files or objects in object stream v1.
+
+::
+
+    files = p | fileio.MatchFiles("out/enc/part-*")
+    done = files | EncryptObjects("alibaba-kms://cn-hangzhou/alias/export",
+                                  "oss://bucket/exports/2026-11-23/", base="out/enc/")
+    back = p | beam.Create(["oss://bucket/exports/2026-11-23/part-00000.jsonl.kmsb"])
+             | DecryptObjects("restored/", base="oss://bucket/exports/2026-11-23/")
+
+Input elements are paths (any Beam filesystem, ``oss://`` included) or ``FileMetadata``; the
+output is one dict per object: ``{"source", "destination", "bytes_in", "bytes_out"}``. Each
+object gets its own data key; ``oss://`` destinations also carry the wrapped key in
+``x-oss-meta-kmsbeam-*`` metadata (a later rewrap replaces only that), and decryption of an
+``oss://`` object uses it.
+
+Caveats:
+- Memory per element is bounded by the chunk size plus the OSS upload buffers, whatever the
+  object size; one element is one object, so parallelism is across objects.
+- A destination is written whole or not at all: an OSS upload that fails is aborted, a local
+  file that fails is deleted. A retried bundle rewrites its objects with new data keys.
+- Decryption authenticates each chunk before writing it, but a destination that fails half
+  way has already received the chunks before the bad one (then it is deleted).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Mapping
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from kmsbeam import check_context, failure_reason, parse_key_uri
+from kmsbeam.objects import DEFAULT_CHUNK_SIZE, ObjectReader, ObjectWriter
+from kmsbeam.oss import OssConfig, oss_client
+from kmsbeam.transforms._dofns import DEAD_LETTER
+from kmsbeam.transforms._ossfs import OssOptions  # noqa: F401  (registers oss://)
+
+__all__ = ["SUFFIX", "DecryptObjects", "EncryptObjects", "decrypt_object", "encrypt_object",
+           "open_encrypted"]  # fmt: skip
+
+SUFFIX = ".kmsb"
+_COPY = 1 << 20
+_RAW = CompressionTypes.UNCOMPRESSED
+
+
+def _relative(path: str, base: str | None) -> str:
+    if base and path.startswith(base):
+        return path[len(base) :].lstrip("/")
+    return posixpath.basename(path.rstrip("/"))
+
+
+def _copy(src: Any, dst: Any) -> int:
+    buf = bytearray(_COPY)
+    view, total = memoryview(buf), 0
+    while True:
+        n = src.readinto(buf)
+        if not n:
+            return total
+        dst.write(view[:n])
+        total += n
+
+
+def encrypt_object(src: str, dst: str, key: str, *, context: Mapping[str, str] | None = None,
+                   chunk_size: int = DEFAULT_CHUNK_SIZE, oss: OssConfig | None = None) -> dict[str, Any]:  # fmt: skip
+    """Encrypt one file or object ``src`` into ``dst`` (a new data key); returns the summary."""
+    if dst.startswith("oss://"):
+        raw = oss_client(oss).open_write(dst, content_type="application/octet-stream")
+    else:
+        raw = FileSystems.create(dst, compression_type=_RAW)
+    try:
+        writer = ObjectWriter(raw, key, context=context, chunk_size=chunk_size)
+    except BaseException:
+        getattr(raw, "abort", raw.close)()
+        _discard(dst)
+        raise
+    if dst.startswith("oss://"):
+        raw.set_metadata(writer.header.metadata())
+    try:
+        with FileSystems.open(src, compression_type=_RAW) as source:
+            copied = _copy(source, writer)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        _discard(dst)
+        raise
+    return {"source": src, "destination": dst, "bytes_in": copied, "bytes_out": writer.bytes_out}
+
+
+def open_encrypted(src: str, key: str | None = None, *, context: Mapping[str, str] | None = None,
+                   oss: OssConfig | None = None) -> ObjectReader:  # fmt: skip
+    """An ``ObjectReader`` over ``src``; for ``oss://`` the object's metadata is required
+    and its wrapped key used (a missing metadata is a ``FormatError`` naming the object)."""
+    if src.startswith("oss://"):
+        client = oss_client(oss)
+        info = client.head(src)
+        raw = client.open_read(src, size=info.size)
+        metadata = info.metadata or {}
+    else:
+        raw, metadata = FileSystems.open(src, compression_type=_RAW), None
+    try:
+        return ObjectReader(raw, key, context=context, metadata=metadata, where=src)
+    except BaseException:
+        raw.close()
+        raise
+
+
+def decrypt_object(src: str, dst: str, key: str | None = None, *, context: Mapping[str, str] | None = None,
+                   oss: OssConfig | None = None) -> dict[str, Any]:  # fmt: skip
+    """Decrypt one object ``src`` into ``dst``; a failure leaves no ``dst`` behind."""
+    with open_encrypted(src, key, context=context, oss=oss) as reader:
+        if dst.startswith("oss://"):
+            out = oss_client(oss).open_write(dst)
+        else:
+            out = FileSystems.create(dst, compression_type=_RAW)
+        try:
+            copied = _copy(reader, out)
+            out.close()
+        except BaseException:
+            getattr(out, "abort", out.close)()
+            _discard(dst)
+            raise
+    return {"source": src, "destination": dst, "bytes_in": copied, "bytes_out": copied}
+
+
+def _discard(dst: str) -> None:
+    if not dst.startswith("oss://"):
+        try:
+            FileSystems.delete([dst])
+        except Exception:  # nothing was written, or it is gone already
+            pass
+
+
+class _ObjectFn(beam.DoFn):
+    def __init__(self, op: str, key: str | None, dest: str, base: str | None,
+                 options: dict[str, Any], transform: str) -> None:  # fmt: skip
+        self._op, self._key, self._dest, self._base = op, key, dest, base
+        self._options, self._transform = options, transform
+
+    def setup(self) -> None:
+        from kmsbeam.transforms._metrics import Counters
+
+        self._counters = Counters()
+
+    def process(self, element: Any) -> Any:
+        src = element.path if hasattr(element, "path") else str(element)
+        self._counters.records.inc()
+        rel = _relative(src, self._base)
+        try:
+            if self._op == "encrypt":
+                dst = FileSystems.join(self._dest, rel + SUFFIX)
+                result = encrypt_object(src, dst, self._key or "", **self._options)
+                self._counters.keys.inc()
+                self._counters.generate_calls.inc()
+                self._counters.encrypted.inc()
+            else:
+                dst = FileSystems.join(self._dest, rel[: -len(SUFFIX)] if rel.endswith(SUFFIX) else rel)
+                result = decrypt_object(src, dst, self._key, **self._options)
+                self._counters.decrypt_calls.inc()
+                self._counters.decrypted.inc()
+        except Exception as exc:
+            self._counters.dead_letters.inc()
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, {
+                "transform": self._transform, "reason": failure_reason(exc), "record": src})  # fmt: skip
+            return
+        yield result
+
+
+class _Objects(beam.PTransform):
+    _op = ""
+
+    def __init__(self, key: str | None, destination: str, *, base: str | None = None,
+                 context: Mapping[str, str] | None = None, oss: OssConfig | None = None,
+                 **extra: Any) -> None:  # fmt: skip
+        super().__init__()
+        if key is not None:
+            parse_key_uri(key)
+        if not isinstance(destination, str) or not destination:
+            raise TypeError("destination is a directory or prefix, e.g. 'oss://bucket/exports/'")
+        self._key, self._dest, self._base = key, destination, base
+        self._options = {"context": check_context(context) if context is not None else None,
+                         "oss": oss, **extra}  # fmt: skip
+        self._dead_letters = False
+
+    def with_dead_letters(self) -> _Objects:
+        """Return ``(results, dead_letters)`` instead of failing on a bad object."""
+        self._dead_letters = True
+        return self
+
+    def expand(self, pcoll: Any) -> Any:
+        fn = _ObjectFn(self._op, self._key, self._dest, self._base, self._options, type(self).__name__)
+        outputs = pcoll | "Apply" >> beam.ParDo(fn).with_outputs(DEAD_LETTER, main="objects")
+        if self._dead_letters:
+            return outputs.objects, outputs[DEAD_LETTER]
+        _ = outputs[DEAD_LETTER] | "FailOnDeadLetter" >> beam.Map(_raise)
+        return outputs.objects
+
+    def display_data(self) -> dict[str, Any]:
+        shown = {"key": self._key or "(from each object)", "destination": self._dest}
+        if self._options.get("chunk_size"):
+            shown["chunk_size"] = self._options["chunk_size"]
+        return shown
+
+
+def _raise(letter: dict[str, Any]) -> None:
+    raise RuntimeError(f"{letter['transform']} failed on {letter['record']}: {letter['reason']}")
+
+
+class EncryptObjects(_Objects):
+    """Encrypt each input file or object into ``destination`` as ``<name>.kmsb``.
+
+    Args:
+        key: key URI of the master key (one data key per object).
+        destination: output directory or prefix (local, ``oss://``, any Beam filesystem).
+        base: a source prefix whose remainder names the output (default: the basename).
+        context: encryption context (stored in each header; not secret).
+        chunk_size: plaintext bytes per chunk (default 1 MiB).
+        oss: ``OssConfig`` for ``oss://`` ends (default: from the worker's environment).
+    """
+
+    _op = "encrypt"
+
+    def __init__(self, key: str, destination: str, *, base: str | None = None,
+                 context: Mapping[str, str] | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                 oss: OssConfig | None = None) -> None:  # fmt: skip
+        if not isinstance(key, str):
+            raise TypeError("key is a key URI string such as 'local:alias/export'")
+        super().__init__(key, destination, base=base, context=context, oss=oss, chunk_size=chunk_size)
+
+
+class DecryptObjects(_Objects):
+    """Decrypt each input object into ``destination`` (the ``.kmsb`` suffix dropped).
+
+    Args:
+        destination: output directory or prefix.
+        key: key URI to unwrap with (default: the one each object names; see the caveat in
+            ``kmsbeam.objects.ObjectReader``).
+        base, context, oss: as for ``EncryptObjects`` (context default: each header's).
+    """
+
+    _op = "decrypt"
+
+    def __init__(self, destination: str, *, key: str | None = None, base: str | None = None,
+                 context: Mapping[str, str] | None = None, oss: OssConfig | None = None) -> None:  # fmt: skip
+        super().__init__(key, destination, base=base, context=context, oss=oss)
