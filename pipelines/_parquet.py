@@ -1,4 +1,4 @@
-"""Parquet output with per-column encodings: encrypted binary columns as DELTA_BYTE_ARRAY.
+"""Parquet output with per-column encodings, and the ``--parquet-mode pme|cells`` jobs.
 
 Encrypted values of one data key share their header (format byte, wrapped key), so in a
 Parquet page they differ only after it. ``DELTA_BYTE_ARRAY`` stores each value as the length
@@ -8,18 +8,28 @@ those columns; the other columns keep pyarrow's defaults. Measured in ``benchmar
 
 Beam's ``WriteToParquet`` takes neither ``column_encoding`` nor ``use_dictionary``, so this
 module swaps in a subclass of its (private) sink that passes them to ``pq.ParquetWriter``.
+
+The Parquet modes read Arrow tables (one per row group) and never convert rows to dicts::
+
+    pme    ReadFromParquetBatched -> WriteEncryptedParquet            (decrypt: ReadEncryptedParquet)
+    cells  ReadFromParquetBatched -> EncryptCells -> WriteParquetTables (decrypt: DecryptCells)
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io import filebasedsink, parquetio
+from apache_beam.metrics import Metrics
+from kmsbeam.pipelines import _fns
 
-__all__ = ["CODEC", "WriteParquet", "leaf_paths"]
+from kmsbeam import DataKeyPolicy
+
+__all__ = ["CODEC", "WriteParquet", "WriteParquetTables", "build_parquet_job", "leaf_paths"]
 
 CODEC = "snappy"
 _ENCRYPTED_ENCODING = "DELTA_BYTE_ARRAY"
@@ -67,17 +77,34 @@ class WriteParquet(parquetio.WriteToParquet):
         self, prefix: str, schema: pa.Schema, suffix: str, encrypted: Sequence[str] = ()
     ) -> None:
         super().__init__(prefix, schema, codec=CODEC, file_name_suffix=suffix)
-        leaves = leaf_paths(schema)
-        binary = [p for p in encrypted if p in leaves and _is_binary(schema, p)]
-        if binary:
-            s = self._sink
-            self._sink = _Sink(
-                s.file_path_prefix, schema, CODEC, s._use_deprecated_int96_timestamps,
-                s._use_compliant_nested_type, s.file_name_suffix, s.num_shards,
-                s.shard_name_template, s.mime_type, s.triggering_frequency,
-                dictionary=[p for p in leaves if p not in binary],
-                encodings=dict.fromkeys(binary, _ENCRYPTED_ENCODING),
-            )  # fmt: skip
+        self._sink = _with_encodings(self._sink, schema, encrypted)
+
+
+class WriteParquetTables(parquetio.WriteToParquetBatched):
+    """``WriteParquet`` for ``pyarrow.Table`` elements (Beam's ``WriteToParquetBatched``)."""
+
+    def __init__(
+        self, prefix: str, schema: pa.Schema, suffix: str, encrypted: Sequence[str] = ()
+    ) -> None:
+        super().__init__(prefix, schema, codec=CODEC, file_name_suffix=suffix,
+                         use_compliant_nested_type=True)  # fmt: skip
+        self._sink = _with_encodings(self._sink, schema, encrypted)
+
+
+def _with_encodings(s: Any, schema: pa.Schema, encrypted: Sequence[str]) -> Any:
+    """``s``, or an equivalent ``_Sink`` writing ``encrypted`` binary leaves with
+    DELTA_BYTE_ARRAY and no dictionary."""
+    leaves = leaf_paths(schema)
+    binary = [p for p in encrypted if p in leaves and _is_binary(schema, p)]
+    if not binary:
+        return s
+    return _Sink(
+        s.file_path_prefix, schema, CODEC, s._use_deprecated_int96_timestamps,
+        s._use_compliant_nested_type, s.file_name_suffix, s.num_shards,
+        s.shard_name_template, s.mime_type, s.triggering_frequency,
+        dictionary=[p for p in leaves if p not in binary],
+        encodings=dict.fromkeys(binary, _ENCRYPTED_ENCODING),
+    )  # fmt: skip
 
 
 def _is_binary(schema: pa.Schema | pa.StructType, path: str) -> bool:
@@ -89,3 +116,62 @@ def _is_binary(schema: pa.Schema | pa.StructType, path: str) -> bool:
     if rest:
         return pa.types.is_struct(field_type) and _is_binary(field_type, rest)
     return bool(pa.types.is_binary(field_type) or pa.types.is_large_binary(field_type))
+
+
+class _CountRows(beam.DoFn):
+    """Counts the rows of ``pyarrow.Table`` elements (``kmsbeam.pipelines`` namespace)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def setup(self) -> None:
+        self._counter = Metrics.counter(_fns.NAMESPACE, self._name)
+
+    def process(self, table: Any) -> Iterator[Any]:
+        self._counter.inc(table.num_rows)
+        yield table
+
+
+def build_parquet_job(p: Any, plan: Any) -> None:
+    """The ``pme`` and ``cells`` jobs of ``kmsbeam encrypt|decrypt`` (see the module doc)."""
+    from kmsbeam.transforms import (
+        DecryptCells,
+        EncryptCells,
+        ReadEncryptedParquet,
+        WriteEncryptedParquet,
+    )
+
+    m, prefix = plan.manifest, str(plan.out_dir.absolute() / "part")
+    encrypting = plan.spec.action == "encrypt"
+    original = m.schema()
+    dead = None
+    if m.mode == "pme" and not encrypting:
+        keys = list(dict.fromkeys([m.footer_key or m.key, *(m.column_keys or {}).values(), m.key]))
+        # a file that cannot be opened (key disabled or missing, truncated) fails the job
+        tables = p | "ReadParquet" >> ReadEncryptedParquet(
+            plan.pattern, keys=keys, context=m.context, as_tables=True)  # fmt: skip
+    else:
+        tables = p | "ReadParquet" >> beam.io.ReadFromParquetBatched(plan.pattern)
+    tables = tables | "CountRead" >> beam.ParDo(_CountRows("records_read"))
+    encrypted: list[str] = []
+    if m.mode == "cells" and encrypting:
+        cap = plan.spec.max_records_per_key
+        policy = DataKeyPolicy(max_records=cap) if cap else None
+        tables, dead = tables | "EncryptCells" >> EncryptCells(
+            m.fields, m.key, context=m.context, bind=m.bind, policy=policy).with_dead_letters()  # fmt: skip
+        encrypted = list(m.fields)
+    elif m.mode == "cells":
+        tables, dead = tables | "DecryptCells" >> DecryptCells(
+            m.key, m.fields, context=m.context, bind=m.bind, schema=original).with_dead_letters()  # fmt: skip
+    tables = tables | "CountWritten" >> beam.ParDo(_CountRows("records_written"))
+    if m.mode == "pme" and encrypting:
+        tables | "WriteParquet" >> WriteEncryptedParquet(
+            prefix, original, column_keys=m.column_keys, footer_key=m.footer_key,
+            plaintext_footer=m.plaintext_footer, context=m.context,
+            external_key_material=m.key_material == "external")  # fmt: skip
+    else:
+        tables | "WriteParquet" >> WriteParquetTables(prefix, plan.out_schema, ".parquet", encrypted)
+    if dead is not None:
+        from kmsbeam.pipelines.formats import write_dead_letters
+
+        write_dead_letters([dead], str(plan.dead_dir.absolute() / "part"))

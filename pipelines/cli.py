@@ -5,6 +5,8 @@
     kmsbeam encrypt INPUT OUTPUT --fields ssn,email [--key URI] [--context k=v] [beam options]
     kmsbeam decrypt OUTPUT PLAIN                   # options come from OUTPUT/_kmsbeam.json
     kmsbeam keys create|list|describe|alias|rotate|disable|enable ...
+    kmsbeam encrypt events.parquet OUT --columns ssn,card --parquet-mode pme|cells [--key URI]
+    kmsbeam inspect OUT/part-00000-of-00001.parquet  # how Parquet files are protected
     kmsbeam emulator serve --port 9800 --data DIR --access-key AK:SECRET[:POLICYFILE] ...
 
 Exit codes: 0 the job ran (dead letters included), 1 a kmsbeam error while running, 2 a user
@@ -96,6 +98,17 @@ def _job_parser(sub: Any, name: str, text: str) -> None:
     job.add_argument("--overwrite", action="store_true",
                      help="replace kmsbeam output already in OUTPUT")
     job.add_argument("--quiet", "-q", action="store_true", help="no summary table")
+    parquet = job.add_argument_group("Parquet column protection (Parquet input)")
+    parquet.add_argument("--parquet-mode", choices=("pme", "cells"),
+                         help="pme: Parquet Modular Encryption; cells: binary kmsbeam field values")
+    parquet.add_argument("--columns", type=_names, help="columns to protect: a,b.c")
+    parquet.add_argument("--column-key", action="append", metavar="COLUMN=URI",
+                         help="pme: the key of one column (repeatable; default --key)")
+    parquet.add_argument("--footer-key", metavar="URI", help="pme: the footer key (default --key)")
+    parquet.add_argument("--plaintext-footer", action="store_true",
+                         help="pme: footer readable without keys (schema, plaintext columns)")
+    parquet.add_argument("--external-key-material", action="store_true",
+                         help="pme: wrapped keys in _KEY_MATERIAL_FOR_<file>.json (rotatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     _job_parser(sub, "encrypt", "encrypt fields or whole records of JSONL, CSV or Parquet files")
     _job_parser(sub, "decrypt", "decrypt a dataset written by kmsbeam encrypt")
     add_keys_parser(sub)
+    from kmsbeam.pipelines.inspect import add_inspect_parser
+
+    add_inspect_parser(sub)
     add_emulator_parser(sub)
     from kmsbeam.pipelines.cat import add_cat_parser
     from kmsbeam.pipelines.export import add_export_parser
@@ -141,13 +157,14 @@ def _fail(message: str, code: int) -> int:
 
 def _run_job(args: argparse.Namespace, beam_args: list[str]) -> int:
     from kmsbeam.pipelines import jobs, summary
-    from kmsbeam.pipelines.plan import JobSpec, plan_decrypt, plan_encrypt
+    from kmsbeam.pipelines.plan import JobSpec, parquet_spec, plan_decrypt, plan_encrypt
 
     spec = JobSpec(args.command, args.input, args.output, format=args.format, fields=args.fields,
                    mode=args.mode, keep=args.keep, bind=args.bind, key=args.key,
                    context=_context(args.context), dead_letter=args.dead_letter,
                    max_records_per_key=args.max_records_per_key, overwrite=args.overwrite,
                    beam_args=beam_args)  # fmt: skip
+    spec.parquet = parquet_spec(args)
     jobs.pipeline_options(beam_args)  # option mistakes surface before any key is created
     if spec.action == "encrypt":
         plan = plan_encrypt(spec, notice=lambda line: print(line, file=sys.stderr))
@@ -187,6 +204,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             reject_extra(parser, extra)
             return run_emulator(args, sys.stdout)
+        if args.command == "inspect":
+            from kmsbeam.pipelines.inspect import run_inspect
+
+            return run_inspect(parser, args, extra, sys.stdout)
         if args.command != "keys" and extra and not any(a.startswith("-") for a in extra):
             parser.error(f"unexpected argument {extra[0]}")
         if args.command == "keys":

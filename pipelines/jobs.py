@@ -141,6 +141,10 @@ def _transform(plan: Plan) -> Any:
 def build_pipeline(p: beam.Pipeline, plan: Plan) -> None:
     """Add the job's transforms to ``p``."""
     m = plan.manifest
+    if m.mode in ("pme", "cells"):  # --parquet-mode: Arrow tables end to end
+        from kmsbeam.pipelines._parquet import build_parquet_job
+
+        return build_parquet_job(p, plan)
     records, parse_dead = formats.read_records(p, plan.format, plan.pattern, plan.in_columns)
     nested = [f for f in m.fields + m.bind if "." in f] if m.mode == "fields" else []
     if plan.format == "parquet" and nested:  # a null struct has null fields, not missing ones

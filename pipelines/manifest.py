@@ -9,6 +9,12 @@
 
 ``columns`` is the CSV header of the input (CSV only); ``arrow_schema`` the base64 of the
 input's ``pyarrow.Schema.serialize()`` (Parquet only), so decryption restores the exact types.
+
+Parquet modes (``--parquet-mode``): ``mode`` is ``"pme"`` or ``"cells"`` and ``fields`` the
+protected columns. PME datasets add ``column_keys`` (column -> key URI), ``footer_key``,
+``plaintext_footer`` and ``key_material`` (``"internal"`` or ``"external"``); readers map the
+files' master key ids back to these URIs (``kmsbeam.parquet.master_key_id``).
+
 The manifest holds no key material and no data; the encryption context is not secret.
 """
 
@@ -24,9 +30,10 @@ import pyarrow as pa
 
 from kmsbeam import FormatError
 
-__all__ = ["MANIFEST_NAME", "Manifest"]
+__all__ = ["MANIFEST_NAME", "MODES", "Manifest"]
 
 MANIFEST_NAME = "_kmsbeam.json"
+MODES = ("fields", "record", "pme", "cells")
 VERSION = 1
 
 
@@ -46,6 +53,10 @@ class Manifest:
     columns: list[str] | None = None
     arrow_schema: str | None = None
     kmsbeam_version: str = ""
+    column_keys: dict[str, str] | None = None
+    footer_key: str | None = None
+    plaintext_footer: bool = False
+    key_material: str | None = None
 
     @staticmethod
     def encode_schema(schema: pa.Schema) -> str:
@@ -82,7 +93,7 @@ class Manifest:
             manifest = cls(**{k: v for k, v in data.items() if k in known})
         except TypeError as exc:
             raise FormatError(f"{where} lacks required entries (mode, fields, key, ...)") from exc
-        if manifest.mode not in ("fields", "record"):
+        if manifest.mode not in MODES:
             raise FormatError(f"{where} has an unknown mode {manifest.mode!r}")
         if manifest.format not in ("jsonl", "csv", "parquet") or not manifest.key:
             raise FormatError(f"{where} lacks a known format or a key URI")

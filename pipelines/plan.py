@@ -12,6 +12,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 from kmsbeam.pipelines import formats
@@ -27,9 +28,38 @@ from kmsbeam import (
 )
 from kmsbeam.records import DEFAULT_PAYLOAD_FIELD
 
-__all__ = ["JobSpec", "Plan", "plan_decrypt", "plan_encrypt"]
+__all__ = ["JobSpec", "ParquetSpec", "Plan", "parquet_spec", "plan_decrypt", "plan_encrypt"]
 
 DEAD_LETTER_DIR = "_dead_letters"
+
+
+@dataclass
+class ParquetSpec:
+    """The ``--parquet-mode`` options: PME or cell-encrypted columns of Parquet input."""
+
+    mode: str
+    columns: list[str] = field(default_factory=list)
+    column_keys: dict[str, str] = field(default_factory=dict)
+    footer_key: str | None = None
+    plaintext_footer: bool = False
+    external_key_material: bool = False
+
+
+def parquet_spec(args: Any) -> ParquetSpec | None:
+    """The Parquet options of parsed CLI arguments, or None when none was given."""
+    keys: dict[str, str] = {}
+    for item in args.column_key or []:
+        column, eq, uri = item.partition("=")
+        if not eq or not column.strip() or not uri:
+            raise ConfigurationError(f"--column-key takes COLUMN=URI, not {item.split('=')[0]!r}...")
+        keys[column.strip()] = uri
+    given = args.columns or keys or args.footer_key or args.plaintext_footer or args.external_key_material
+    if args.parquet_mode is None and not given:
+        return None
+    if args.parquet_mode is None:
+        raise ConfigurationError("choose how to protect the columns: --parquet-mode pme or cells")
+    return ParquetSpec(args.parquet_mode, list(args.columns or []), keys, args.footer_key,
+                       args.plaintext_footer, args.external_key_material)  # fmt: skip
 
 
 @dataclass
@@ -50,6 +80,7 @@ class JobSpec:
     max_records_per_key: int | None = None
     overwrite: bool = False
     beam_args: list[str] = field(default_factory=list)
+    parquet: ParquetSpec | None = None
 
 
 @dataclass
@@ -94,7 +125,7 @@ def _prepare_output(out_dir: Path, dead_dir: Path, overwrite: bool, inputs: list
                     f"the output directory {directory} already contains files; pass "
                     "--overwrite to replace kmsbeam's output in it, or choose an empty directory"
                 )
-            for p in directory.glob("part-*"):
+            for p in [*directory.glob("part-*"), *directory.glob("_KEY_MATERIAL_FOR_part-*")]:
                 p.unlink()
             if (directory / MANIFEST_NAME).is_file():
                 (directory / MANIFEST_NAME).unlink()
@@ -116,6 +147,8 @@ def plan_encrypt(spec: JobSpec, notice: Callable[[str], None]) -> Plan:
 
     ``notice`` receives the one-line message when the key was created by this call.
     """
+    if spec.parquet is not None:
+        return _plan_parquet_encrypt(spec, spec.parquet, notice)
     if os.path.isdir(spec.input):
         raise ConfigurationError(
             f"{spec.input} is a directory; give a file or a glob such as '{spec.input}/*.jsonl'"
@@ -164,6 +197,57 @@ def plan_encrypt(spec: JobSpec, notice: Callable[[str], None]) -> Plan:
             "(back it up: data encrypted with it cannot be decrypted without it)"
         )
         plan.key_created = True
+    return plan
+
+
+def _plan_parquet_encrypt(spec: JobSpec, pq_spec: ParquetSpec, notice: Callable[[str], None]) -> Plan:
+    """``plan_encrypt`` for ``--parquet-mode pme|cells``."""
+    from kmsbeam.parquet import PmeEncryption, cells_schema
+
+    if pq_spec.mode not in ("pme", "cells"):
+        raise ConfigurationError(f"unknown --parquet-mode {pq_spec.mode!r}: use pme or cells")
+    if spec.mode or spec.keep:
+        raise ConfigurationError("--mode and --keep do not combine with --parquet-mode")
+    files = formats.match_files(spec.input)
+    if formats.detect_format(files, spec.format) != "parquet":
+        raise ConfigurationError("--parquet-mode encrypts Parquet input; name .parquet files")
+    columns = list(dict.fromkeys(pq_spec.columns + (spec.fields or []) + list(pq_spec.column_keys)))
+    if not columns:
+        raise ConfigurationError("name the columns to encrypt with --columns a,b.c")
+    key = spec.key or DEFAULT_KEY_URI
+    schema = formats.parquet_schema(files)
+    manifest = Manifest(mode=pq_spec.mode, fields=columns, key=key, format="parquet",
+                        encoding="bytes", bind=_fields(spec.bind), context=dict(check_context(spec.context)),
+                        arrow_schema=Manifest.encode_schema(schema),
+                        kmsbeam_version=kmsbeam.__version__)  # fmt: skip
+    plan = Plan(spec, files, spec.input, manifest, Path(spec.output), Path())
+    if pq_spec.mode == "pme":
+        if spec.bind:
+            raise ConfigurationError("--bind is for --parquet-mode cells (PME has no record identity)")
+        manifest.column_keys = {c: pq_spec.column_keys.get(c, key) for c in columns}
+        manifest.footer_key = pq_spec.footer_key or key
+        manifest.plaintext_footer = pq_spec.plaintext_footer
+        manifest.key_material = "external" if pq_spec.external_key_material else "internal"
+        PmeEncryption(manifest.footer_key, manifest.column_keys).column_map(schema)  # checks columns
+        uris = list(dict.fromkeys([manifest.footer_key, *manifest.column_keys.values()]))
+        plan.out_schema = schema
+    else:
+        if (pq_spec.column_keys or pq_spec.footer_key or pq_spec.plaintext_footer
+                or pq_spec.external_key_material):  # fmt: skip
+            raise ConfigurationError("--column-key, --footer-key, --plaintext-footer and "
+                                     "--external-key-material are for --parquet-mode pme")  # fmt: skip
+        uris = [key]
+        plan.out_schema = cells_schema(schema, columns, key, manifest.bind)  # checks the columns
+    plan.dead_dir = _dead_dir(spec, plan.out_dir)
+    _prepare_output(plan.out_dir, plan.dead_dir, spec.overwrite, files)
+    for uri in uris:
+        parse_key_uri(uri)
+        source = _open_for_encrypt(uri)
+        if getattr(source, "created", False):
+            where = getattr(source, "home", kmsbeam.keystore_home())
+            notice(f"kmsbeam: created key {parse_key_uri(uri).key} in the local keystore {where} "
+                   "(back it up: data encrypted with it cannot be decrypted without it)")  # fmt: skip
+            plan.key_created = True
     return plan
 
 
@@ -247,6 +331,12 @@ def plan_decrypt(spec: JobSpec) -> Plan:
     """Check a decrypt job (manifest first, then options), prepare OUTPUT, open the key."""
     files, pattern, manifest = _input_of_dataset(spec)
     still: list[str] = []
+    if manifest is None and spec.parquet is not None:
+        manifest = _parquet_manifest(spec, spec.parquet, files)
+        spec.parquet = None
+    if spec.parquet is not None:
+        raise ConfigurationError("--parquet-mode and its options are for encrypt (decrypt reads "
+                                 "them from the dataset's manifest)")  # fmt: skip
     if manifest is None:
         fmt = formats.detect_format(files, spec.format)
         mode = spec.mode or "fields"
@@ -264,6 +354,8 @@ def plan_decrypt(spec: JobSpec) -> Plan:
         manifest = Manifest(mode=mode, fields=_fields(spec.fields), key=spec.key or DEFAULT_KEY_URI,
                             format=fmt, encoding=formats.ENCODINGS[fmt], bind=_fields(spec.bind),
                             keep=list(spec.keep or []), context=dict(spec.context or {}))  # fmt: skip
+    elif manifest.mode in ("pme", "cells"):
+        return _plan_parquet_decrypt(spec, files, pattern, manifest)
     else:
         still = _merge(spec, manifest)
     parse_key_uri(manifest.key)
@@ -281,3 +373,50 @@ def plan_decrypt(spec: JobSpec) -> Plan:
     kmsbeam.open_key_source(manifest.key, create=False)
     return plan
 
+
+
+def _plan_parquet_decrypt(spec: JobSpec, files: list[str], pattern: str, m: Manifest) -> Plan:
+    """``plan_decrypt`` for a dataset written with ``--parquet-mode``: the whole dataset."""
+    if spec.fields or spec.mode or spec.keep or spec.parquet is not None:
+        raise ConfigurationError(
+            f"the dataset was written with --parquet-mode {m.mode}; decrypt it as a whole "
+            "(only --key, --context and Beam options may be given)"
+        )
+    if spec.bind is not None and _fields(spec.bind) != m.bind:
+        raise ConfigurationError(f"--bind must match the manifest ({', '.join(m.bind) or 'none'})")
+    if spec.key:
+        m.key = spec.key
+    if spec.context is not None:
+        m.context = dict(spec.context)
+    check_context(m.context)
+    plan = Plan(spec, files, pattern, m, Path(spec.output), Path(), out_schema=m.schema())
+    plan.dead_dir = _dead_dir(spec, plan.out_dir)
+    _prepare_output(plan.out_dir, plan.dead_dir, spec.overwrite, files)
+    for uri in dict.fromkeys([m.key, m.footer_key or m.key, *(m.column_keys or {}).values()]):
+        parse_key_uri(uri)
+        kmsbeam.open_key_source(uri, create=False)
+    return plan
+
+
+def _parquet_manifest(spec: JobSpec, pq_spec: ParquetSpec, files: list[str]) -> Manifest:
+    """A manifest for Parquet files that have none (written elsewhere, or copied alone)."""
+    from kmsbeam.parquet import PmeDecryption, cells_metadata, open_parquet, original_schema
+
+    key = spec.key or DEFAULT_KEY_URI
+    m = Manifest(mode=pq_spec.mode, fields=pq_spec.columns, key=key, format="parquet",
+                 encoding="bytes", bind=_fields(spec.bind), context=dict(spec.context or {}))  # fmt: skip
+    if pq_spec.mode == "pme":
+        m.column_keys, m.footer_key = dict(pq_spec.column_keys), pq_spec.footer_key or key
+        keys = [m.footer_key, *m.column_keys.values(), key]
+        schema = open_parquet(files[0], files[0], PmeDecryption(keys, m.context), files[0]).schema_arrow
+    else:
+        schema = formats.parquet_schema(files)
+        meta = cells_metadata(schema)
+        if meta is None:
+            raise ConfigurationError(f"{files[0]} holds no kmsbeam.cells metadata; it was not "
+                                     "written by --parquet-mode cells")  # fmt: skip
+        m.fields = m.fields or list(meta["columns"])
+        m.bind = m.bind or list(meta.get("bind", []))
+        schema = original_schema(schema)
+    m.arrow_schema = Manifest.encode_schema(schema)
+    return m

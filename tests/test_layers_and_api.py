@@ -46,7 +46,9 @@ def test_public_api_is_pinned() -> None:
     assert all(hasattr(kmsbeam, n) for n in kmsbeam.__all__)
     assert set(kmsbeam.transforms.__all__) == {
         "DEAD_LETTER", "DecryptFields", "DecryptRecords", "EncryptFields", "EncryptRecords",
-        "DecryptObjects", "EncryptObjects", "OssFileSystem", "OssOptions"}  # fmt: skip
+        "DecryptObjects", "EncryptObjects", "OssFileSystem", "OssOptions",
+        "DecryptCells", "EncryptCells", "ReadEncryptedParquet", "WriteEncryptedParquet",
+        "cells_schema"}  # fmt: skip
     assert all(hasattr(kmsbeam.transforms, n) for n in kmsbeam.transforms.__all__)
 
 

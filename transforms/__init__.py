@@ -21,3 +21,10 @@ from kmsbeam.transforms._objects import DecryptObjects, EncryptObjects  # noqa: 
 
 __all__ = ["DEAD_LETTER", "DecryptFields", "DecryptObjects", "DecryptRecords", "EncryptFields",
            "EncryptObjects", "EncryptRecords", "OssFileSystem", "OssOptions"]  # fmt: skip
+
+# Parquet: Parquet Modular Encryption IO and cell-encrypted columns on Arrow tables.
+from kmsbeam.transforms._parquet import ReadEncryptedParquet, WriteEncryptedParquet  # noqa: E402
+from kmsbeam.transforms._parquet_cells import DecryptCells, EncryptCells, cells_schema  # noqa: E402
+
+__all__ += ["DecryptCells", "EncryptCells", "ReadEncryptedParquet", "WriteEncryptedParquet",
+            "cells_schema"]  # fmt: skip
