@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kmsbeam.codec import encode_value
 from kmsbeam.errors import ConfigurationError, RecordError
 from kmsbeam.paths import FieldPath
 
-__all__ = ["MISSING", "NONE", "binding_for", "check_bind", "plan_of"]
+__all__ = ["MISSING", "NONE", "binding_for", "check_bind", "column_of", "plan_of", "without_none"]
 
 MISSING = object()
 NONE = type(None)
@@ -36,3 +36,26 @@ def check_bind(fields: tuple[FieldPath, ...], bind: tuple[FieldPath, ...]) -> No
 def plan_of(fields: tuple[FieldPath, ...]) -> tuple[tuple[str, FieldPath | None], ...]:
     """(name, None) for top-level fields, (name, path) for nested ones: the hot loops' plan."""
     return tuple((p.name, p if len(p.parts) > 1 else None) for p in fields)
+
+
+def column_of(records: Sequence[dict[str, Any]], name: str, path: FieldPath | None) -> list[Any]:
+    """The values of one field in many records (``path`` None: the top-level field ``name``).
+
+    Raises:
+        RecordError: some record lacks the field.
+    """
+    if path is not None:
+        return [path.get(r) for r in records]
+    try:
+        return [r[name] for r in records]
+    except KeyError:
+        raise RecordError(f"missing field: {name}") from None
+
+
+def without_none(values: list[Any]) -> tuple[list[int] | None, list[Any]]:
+    """(the positions of the values that are not None, those values); (None, values) when
+    there is no None."""
+    if NONE not in set(map(type, values)):
+        return None, values
+    rows = [j for j, v in enumerate(values) if v is not None]
+    return rows, [values[j] for j in rows]

@@ -12,11 +12,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import repeat
 from typing import Any
 
-from kmsbeam._binding import NONE, binding_for, check_bind, plan_of
+from kmsbeam._binding import binding_for, check_bind, column_of, plan_of, without_none
 from kmsbeam.cache import DataKeyCache, shared_cache
 from kmsbeam.codec import decode_value
 from kmsbeam.envelope import FIELD_V1, Opener, from_text_many, parse
-from kmsbeam.errors import ConfigurationError, KmsBeamError, MalformedValueError, RecordError
+from kmsbeam.errors import ConfigurationError, KmsBeamError, MalformedValueError
 from kmsbeam.keysource import KeySource, canonical_context, check_context
 from kmsbeam.paths import parse_paths
 
@@ -137,17 +137,7 @@ class FieldDecryptor:
         bindings = [binding_for(r, self.bind) for r in records] if self.bind else None
         count = 0
         for name, path in self._plan:
-            if path is None:
-                try:
-                    values = [o[name] for o in outs]
-                except KeyError:
-                    raise RecordError(f"missing field: {name}") from None
-            else:
-                values = [path.get(o) for o in outs]
-            rows: list[int] | None = None
-            if NONE in set(map(type, values)):
-                rows = [j for j, v in enumerate(values) if v is not None]
-                values = [values[j] for j in rows]
+            rows, values = without_none(column_of(outs, name, path))
             if bindings is None:
                 these: Sequence[bytes] | None = None
             else:

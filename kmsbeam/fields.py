@@ -16,8 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from kmsbeam._binding import MISSING as _MISSING
-from kmsbeam._binding import NONE as _NONE
-from kmsbeam._binding import binding_for, check_bind, plan_of
+from kmsbeam._binding import binding_for, check_bind, column_of, plan_of, without_none
 from kmsbeam.codec import STR_TAG, encode_value
 from kmsbeam.envelope import FIELD_V1
 from kmsbeam.errors import ConfigurationError, KmsBeamError, RecordError
@@ -159,20 +158,11 @@ class FieldEncryptor:
         columns: list[tuple[str, FieldPath | None, list[int] | None, list[bytes]]] = []
         count = 0
         for name, path in self._plan:
-            if path is None:
-                try:
-                    values = [o[name] for o in outs]
-                except KeyError:
-                    raise RecordError(f"missing field: {name}") from None
-            else:
-                values = [path.get(o) for o in outs]
+            values = column_of(outs, name, path)
             rows: list[int] | None = None
-            types = set(map(type, values))
-            if not self._encrypt_none and _NONE in types:
-                rows = [j for j, v in enumerate(values) if v is not None]
-                values = [values[j] for j in rows]
-                types.discard(_NONE)
-            if types <= {str}:
+            if not self._encrypt_none:
+                rows, values = without_none(values)
+            if set(map(type, values)) <= {str}:
                 plains = [STR_TAG + v.encode("utf-8") for v in values]
             else:
                 try:
