@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from kmsbeam.codec import encode_value
-from kmsbeam.errors import ConfigurationError, RecordError
+from kmsbeam.errors import ConfigurationError, KmsBeamError, RecordError
 from kmsbeam.paths import FieldPath
 
-__all__ = ["MISSING", "NONE", "binding_for", "check_bind", "column_of", "plan_of", "without_none"]
+__all__ = [
+    "MISSING", "NONE", "binding_for", "check_bind", "column_of", "copies", "outcome", "plan_of",
+    "without_none",
+]  # fmt: skip
 
 MISSING = object()
 NONE = type(None)
@@ -59,3 +62,20 @@ def without_none(values: list[Any]) -> tuple[list[int] | None, list[Any]]:
         return None, values
     rows = [j for j, v in enumerate(values) if v is not None]
     return rows, [values[j] for j in rows]
+
+
+def copies(
+    records: Sequence[Mapping[str, Any]], bind: tuple[FieldPath, ...]
+) -> tuple[list[dict[str, Any]], list[bytes] | None]:
+    """A batch's output records (shallow copies the caller owns) and their bindings (None:
+    nothing is bound)."""
+    outs = [r.copy() if type(r) is dict else dict(r) for r in records]
+    return outs, ([binding_for(r, bind) for r in records] if bind else None)
+
+
+def outcome(run: Callable[[Mapping[str, Any]], Any], record: Mapping[str, Any]) -> Any:
+    """``run(record)``, or the kmsbeam error it raised (a batch's per-record fallback)."""
+    try:
+        return run(record)
+    except KmsBeamError as exc:
+        return exc

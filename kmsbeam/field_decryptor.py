@@ -12,7 +12,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import repeat
 from typing import Any
 
-from kmsbeam._binding import binding_for, check_bind, column_of, plan_of, without_none
+from kmsbeam._binding import (
+    binding_for,
+    check_bind,
+    column_of,
+    copies,
+    outcome,
+    plan_of,
+    without_none,
+)
 from kmsbeam.cache import DataKeyCache, shared_cache
 from kmsbeam.codec import decode_value
 from kmsbeam.envelope import FIELD_V1, Opener, from_text_many, parse
@@ -124,17 +132,10 @@ class FieldDecryptor:
         try:
             return self._decrypt_chunk(records)
         except KmsBeamError:  # some record is bad: record by record, to say which
-            return [self._decrypt_one(r) for r in records]
-
-    def _decrypt_one(self, record: Mapping[str, Any]) -> Any:
-        try:
-            return self.decrypt(record)
-        except KmsBeamError as exc:
-            return exc
+            return [outcome(self.decrypt, r) for r in records]
 
     def _decrypt_chunk(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        outs = [r.copy() if type(r) is dict else dict(r) for r in records]
-        bindings = [binding_for(r, self.bind) for r in records] if self.bind else None
+        outs, bindings = copies(records, self.bind)
         count = 0
         for name, path in self._plan:
             rows, values = without_none(column_of(outs, name, path))

@@ -16,7 +16,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from kmsbeam._binding import MISSING as _MISSING
-from kmsbeam._binding import binding_for, check_bind, column_of, plan_of, without_none
+from kmsbeam._binding import (
+    binding_for,
+    check_bind,
+    column_of,
+    copies,
+    outcome,
+    plan_of,
+    without_none,
+)
 from kmsbeam.codec import STR_TAG, encode_value
 from kmsbeam.envelope import FIELD_V1
 from kmsbeam.errors import ConfigurationError, KmsBeamError, RecordError
@@ -141,20 +149,13 @@ class FieldEncryptor:
             try:
                 results += self._encrypt_chunk(chunk)
             except KmsBeamError:  # some record is bad, or no data key: record by record
-                results += [self._encrypt_one(r) for r in chunk]
+                results += [outcome(self.encrypt, r) for r in chunk]
             i += take
         return results
 
-    def _encrypt_one(self, record: Mapping[str, Any]) -> Any:
-        try:
-            return self.encrypt(record)
-        except KmsBeamError as exc:
-            return exc
-
     def _encrypt_chunk(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """All records under one data key. Checks everything before sealing anything."""
-        outs = [r.copy() if type(r) is dict else dict(r) for r in records]
-        bindings = [binding_for(r, self.bind) for r in records] if self.bind else None
+        outs, bindings = copies(records, self.bind)
         columns: list[tuple[str, FieldPath | None, list[int] | None, list[bytes]]] = []
         count = 0
         for name, path in self._plan:
