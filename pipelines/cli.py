@@ -8,6 +8,7 @@
     kmsbeam encrypt events.parquet OUT --columns ssn,card --parquet-mode pme|cells [--key URI]
     kmsbeam inspect OUT/part-00000-of-00001.parquet  # how Parquet files are protected
     kmsbeam emulator serve --port 9800 --data DIR --access-key AK:SECRET[:POLICYFILE] ...
+    kmsbeam rotate OUTPUT ROTATED [--to-key URI] [--reencrypt] [--dry-run] [--verify]
 
 Exit codes: 0 the job ran (dead letters included), 1 a kmsbeam error while running, 2 a user
 mistake (one ``kmsbeam: error: ...`` line, never a traceback). Set ``KMSBEAM_DEBUG=1`` to see
@@ -131,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_export_parser(sub)
     add_cat_parser(sub)
+    from kmsbeam.pipelines.rotate_cmd import add_rotate_parser
+
+    add_rotate_parser(sub)
     return parser
 
 
@@ -222,6 +226,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command != "decrypt" or export.is_export(args.input):
                 return export.run_command(args, extra, _context(args.context))
         _quiet_beam_logging()
+        if args.command == "rotate":
+            from kmsbeam.pipelines.rotate import run_rotate
+
+            return run_rotate(args, extra)
         return _run_job(args, extra)
     except _Exit as exc:
         return exc.code

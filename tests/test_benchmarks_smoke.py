@@ -5,8 +5,11 @@ Counts only: timings are never asserted (they belong to the benchmark's own outp
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+
+import pytest
 
 # benchmarks/ is not an installed package: make the repo root importable under plain `pytest`
 # too (`python -m pytest` from the root already has it on sys.path).
@@ -36,3 +39,17 @@ def test_records_have_three_16_byte_fields() -> None:
     assert [r["id"] for r in records] == [3, 4, 5]
     for r in records:
         assert [len(r[f].encode()) for f in foundation.FIELDS] == [16, 16, 16]
+
+
+def test_rotation_benchmark_rewraps_once_per_data_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks import rotation
+
+    for name in ("KMSBEAM_HOME", "ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET"):
+        monkeypatch.setenv(name, "restored after the test")  # the benchmark sets them
+
+    with open(os.devnull, "w") as quiet:
+        rows = {r.measurement: r for r in rotation.run(3_000, per_key=1_000, log=quiet)}
+    assert rows["data keys in the dataset"].value == 3
+    assert rows["rewrap: bytes after every header unchanged"].value == 1
+    assert "ReEncrypt 3, Decrypt 3" in rows["rewrap pipeline, JSONL in/out"].notes
+    assert "ReEncrypt" not in rows["re-encrypt pipeline, JSONL in/out"].notes

@@ -48,7 +48,7 @@ def test_public_api_is_pinned() -> None:
         "DEAD_LETTER", "DecryptFields", "DecryptRecords", "EncryptFields", "EncryptRecords",
         "DecryptObjects", "EncryptObjects", "OssFileSystem", "OssOptions",
         "DecryptCells", "EncryptCells", "ReadEncryptedParquet", "WriteEncryptedParquet",
-        "cells_schema"}  # fmt: skip
+        "cells_schema", "ReencryptFields", "ReencryptRecords", "RewrapDataKeys"}  # fmt: skip
     assert all(hasattr(kmsbeam.transforms, n) for n in kmsbeam.transforms.__all__)
 
 

@@ -28,3 +28,8 @@ from kmsbeam.transforms._parquet_cells import DecryptCells, EncryptCells, cells_
 
 __all__ += ["DecryptCells", "EncryptCells", "ReadEncryptedParquet", "WriteEncryptedParquet",
             "cells_schema"]  # fmt: skip
+
+# Rotation: rewrap data keys to a new master key, or re-encrypt with new data keys.
+from kmsbeam.transforms._rotate import ReencryptFields, ReencryptRecords, RewrapDataKeys  # noqa: E402
+
+__all__ += ["ReencryptFields", "ReencryptRecords", "RewrapDataKeys"]

@@ -94,6 +94,11 @@ class Pkcs11KeySource:
     def config(self) -> Pkcs11Config:
         return self._config
 
+    def kek_version_name(self) -> str:
+        """``TOKEN/KEK-LABEL/KEK-ID-HEX``: what this source's wrapped keys name (rotation's
+        "already under the target" check, ``kmsbeam.rotation``)."""
+        return f"{self._config.token}/{self._label}/{self._id.hex()}"
+
     def __repr__(self) -> str:
         return f"Pkcs11KeySource({self._config.uri!r})"
 

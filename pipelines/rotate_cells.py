@@ -1,0 +1,114 @@
+"""``kmsbeam rotate`` for ``--parquet-mode cells`` datasets: rewrap every cell's data key.
+
+Each file is read with pyarrow, every non-null cell of the protected columns goes through one
+``Rewrapper`` (header replaced, the bytes after it unchanged; one rewrap per distinct data
+key), and the file is written again under the same name in OUTPUT with the same schema, the
+``kmsbeam.cells`` metadata's ``key`` hint set to the target, and DELTA_BYTE_ARRAY for the
+cell columns. This runs in the CLI process, file by file (a Parquet file is rewritten as a
+whole; the data bytes inside each cell are what stays identical).
+
+A cell whose data key cannot be rewrapped is left as it was, counted and listed (file, row,
+column, reason) in the rotation manifest, and the command exits with 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from kmsbeam.pipelines._parquet import leaf_paths
+from kmsbeam.pipelines.manifest import Manifest
+
+import kmsbeam
+from kmsbeam import KmsBeamError, failure_reason
+from kmsbeam.envelope import FIELD_V1, parse
+from kmsbeam.parquet._arrow import column_at, replace_at
+from kmsbeam.rotation import ALREADY, FILTERED, REWRAPPED, Rewrapper, wrapped_key_version
+
+__all__ = ["rotate_cells"]
+
+_META = b"kmsbeam.cells"
+
+
+def _rewrap_table(table: pa.Table, m: Manifest, rw: Rewrapper, to_key: str, name: str,
+                  failures: list[dict[str, Any]]) -> pa.Table:  # fmt: skip
+    for column in m.fields:
+        values = column_at(table, column).to_pylist()
+        out: list[Any] = []
+        for row, value in enumerate(values):
+            if value is None:
+                out.append(None)
+                continue
+            try:
+                out.append(rw.rewrap_value(value, FIELD_V1))
+            except KmsBeamError as exc:
+                exc.field = column
+                failures.append({"file": name, "row": row, "column": column,
+                                 "reason": failure_reason(exc)})  # fmt: skip
+                out.append(value)
+        new = pa.array(out, type=column_at(table, column).type)
+        table = replace_at(table, column, new)
+    meta = dict(table.schema.metadata or {})
+    if _META in meta:
+        cells = json.loads(meta[_META])
+        cells["key"] = to_key
+        meta[_META] = json.dumps(cells).encode("utf-8")
+    return table.replace_schema_metadata(meta)
+
+
+def rotate_cells(args: argparse.Namespace, m: Manifest, table: Any) -> int:
+    """Rotate a cells dataset from ``args.input`` into ``args.output``; the exit code."""
+    from kmsbeam.pipelines.plan import _prepare_output
+    from kmsbeam.pipelines.rotate import ROTATION_NAME
+
+    src, out = Path(args.input), Path(args.output)
+    files = sorted(src.glob("part-*.parquet"))
+    to_key = args.to_key or m.key
+    target = kmsbeam.open_key_source(to_key)
+    rw = Rewrapper(target, context=m.context, only_versions=args.only_version)
+    version = rw.check_target()
+    if args.dry_run:
+        heads: dict[bytes, str] = {}
+        for f in files:
+            t = pq.read_table(f)
+            for column in m.fields:
+                for v in column_at(t, column).to_pylist():
+                    if v is not None:
+                        p = parse(v, FIELD_V1)
+                        heads[p.commitment] = wrapped_key_version(p.wrapped)
+        todo = sum(1 for v in heads.values() if v != version)
+        print(table(f"kmsbeam rotate --dry-run: {src} -> key {to_key} (version {version})",
+                    [("files", f"{len(files):,}"), ("data keys", f"{len(heads):,}"),
+                     ("data keys to move", f"{todo:,}"), ("KMS calls: ReEncrypt", f"{todo:,}"),
+                     ("KMS calls: Decrypt", f"{todo:,}")]))  # fmt: skip
+        return 0
+    _prepare_output(out, out / "_dead_letters", args.overwrite, [str(f) for f in files])
+    started = time.monotonic()
+    failures: list[dict[str, Any]] = []
+    records = 0
+    for f in files:
+        t = _rewrap_table(pq.read_table(f), m, rw, to_key, f.name, failures)
+        records += t.num_rows
+        encodings = {c: "DELTA_BYTE_ARRAY" for c in m.fields}
+        plain = [c for c in leaf_paths(t.schema) if c not in encodings]
+        pq.write_table(t, out / f.name, compression="snappy", use_dictionary=plain,
+                       column_encoding=encodings)  # fmt: skip
+    elapsed = time.monotonic() - started
+    Manifest(**{**m.__dict__, "key": to_key, "kmsbeam_version": kmsbeam.__version__}).write(out)
+    counts = {"records": records, "values_rewrapped": rw.counts[REWRAPPED],
+              "values_skipped": rw.counts[ALREADY], "values_filtered": rw.counts[FILTERED],
+              "failed": len(failures), "kms_calls_rewrap": rw.calls}  # fmt: skip
+    rotation = {"kmsbeam_rotation": 1, "method": "rewrap-cells", "source_key": m.key,
+                "target_key": to_key, "target_version": version, "counts": counts,
+                "failures": failures, "elapsed_seconds": round(elapsed, 3)}  # fmt: skip
+    (out / ROTATION_NAME).write_text(json.dumps(rotation, indent=2) + "\n", encoding="utf-8")
+    if not args.quiet:
+        print(table(f"kmsbeam rotate: {src} -> {out} (cells, key {to_key}, version {version})",
+                    [(k.replace("_", " "), f"{v:,}") for k, v in counts.items()]
+                    + [("elapsed", f"{elapsed:.1f} s")]))  # fmt: skip
+    return 1 if failures else 0

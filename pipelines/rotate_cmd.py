@@ -1,0 +1,33 @@
+"""The ``kmsbeam rotate`` arguments (no Beam import: the CLI builds its parser before Beam
+loads; the job itself is in ``kmsbeam.pipelines.rotate``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["add_rotate_parser"]
+
+
+def add_rotate_parser(sub: Any) -> None:
+    text = "move a dataset written by kmsbeam encrypt to a new master key (rewrap data keys)"
+    cmd = sub.add_parser("rotate", help=text, description=text, allow_abbrev=False,
+                         epilog="Other options are passed to Beam's PipelineOptions.")  # fmt: skip
+    cmd.add_argument("input", metavar="INPUT",
+                     help="a directory written by kmsbeam encrypt, or an oss:// export")
+    cmd.add_argument("output", metavar="OUTPUT", nargs="?",
+                     help="the output directory (not with --in-place)")
+    cmd.add_argument("--in-place", action="store_true",
+                     help="rewrite key material only: PME datasets with external key material "
+                     "(key files) or OSS exports (object metadata, server-side copy)")
+    cmd.add_argument("--to-key", metavar="URI",
+                     help="the target key URI (default: the manifest's key, e.g. an alias "
+                     "that now points at a new key, or a key with a new version)")  # fmt: skip
+    cmd.add_argument("--reencrypt", action="store_true",
+                     help="new data keys, data decrypted and encrypted again (DEK compromise)")
+    cmd.add_argument("--only-version", action="append", metavar="VERSION",
+                     help="rewrap only data keys under this master key version (repeatable)")
+    cmd.add_argument("--dry-run", action="store_true",
+                     help="count data keys and KMS calls; change nothing")
+    cmd.add_argument("--verify", action="store_true", help="decrypt all of OUTPUT afterwards")
+    cmd.add_argument("--overwrite", action="store_true", help="replace kmsbeam output in OUTPUT")
+    cmd.add_argument("--quiet", "-q", action="store_true", help="no summary table")

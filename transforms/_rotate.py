@@ -1,0 +1,252 @@
+"""Rotation transforms: rewrap data keys to a new master key, or re-encrypt with new data keys.
+
+``RewrapDataKeys`` replaces the header of each field or record value (its wrapped data key)
+and leaves the encrypted bytes after it identical; one key-source call per distinct data key
+per worker process (``kmsbeam.rotation``). ``ReencryptFields`` and ``ReencryptRecords``
+decrypt and encrypt again under new data keys, for when a data key itself may be compromised.
+
+Caveats:
+- ``RewrapDataKeys`` never sees plaintext: only wrapped keys travel to the key source, which
+  rewraps server-side (KMS ``ReEncrypt``) or inside the HSM. Each new wrapped key is
+  unwrapped once on the worker to check its commitment (one extra call per data key).
+- The re-encrypt transforms hold plaintext in worker memory between the two steps. Their
+  dead letters never carry it: a record that fails to encrypt again goes to the dead-letter
+  output with its encrypted fields set to ``None`` (run it again from the input).
+- A target key that is disabled or unknown fails at pipeline construction (on the driver)
+  unless ``check_target=False``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from kmsbeam import DataKeyPolicy, check_context, open_key_source, parse_key_uri, parse_paths
+from kmsbeam.records import DEFAULT_PAYLOAD_FIELD
+from kmsbeam.rotation import (
+    ALREADY,
+    FILTERED,
+    REWRAPPED,
+    Rewrapper,
+    record_paths,
+    shared_memo,
+    target_key_version,
+)
+from kmsbeam.transforms._dofns import DEAD_LETTER, BatchCryptoDoFn
+from kmsbeam.transforms._metrics import NAMESPACE
+from kmsbeam.transforms._transforms import (
+    BATCH_SIZE,
+    DecryptFields,
+    DecryptRecords,
+    EncryptFields,
+    EncryptRecords,
+)
+
+__all__ = ["ReencryptFields", "ReencryptRecords", "RewrapDataKeys"]
+
+_COUNTERS = {REWRAPPED: "values_rewrapped", ALREADY: "values_skipped", FILTERED: "values_filtered"}
+
+
+class _RewrapDoFn(BatchCryptoDoFn):
+    """Batches of records through one ``Rewrapper`` (memo shared by the worker process)."""
+
+    def _build(self) -> None:
+        o = self._options
+        source = open_key_source(self._key_uri)
+        paths, fmt = record_paths(o["mode"], o["fields"], o["payload_field"])
+        version = target_key_version(source)  # in the memo's key: a new version, new work
+        memo = shared_memo(self._key_uri, tuple(sorted(o["context"].items())),
+                           o["only_versions"], o["verify"], version)  # fmt: skip
+        calls = Metrics.counter(NAMESPACE, "kms_calls_rewrap")
+        assert self._counters is not None
+        rw = Rewrapper(source, context=o["context"], only_versions=o["only_versions"],
+                       verify=o["verify"], memo=memo, target_version=version, on_call=calls.inc,
+                       on_verify=self._counters.unwrap_call)  # fmt: skip
+        self._engine = rw
+        self._run = lambda record: rw.rewrap_record(record, paths, fmt)
+        self._run_batch = lambda records: rw.rewrap_batch(records, paths, fmt)
+
+    def start_bundle(self) -> None:
+        if self._engine is None:
+            self._open()
+        self._records = 0
+        self._before = dict(self._engine.counts) if self._engine is not None else {}
+
+    def finish_bundle(self) -> None:
+        assert self._counters is not None
+        self._counters.records.inc(self._records)
+        self._records = 0
+        if self._engine is None:
+            return
+        for status, name in _COUNTERS.items():
+            n = self._engine.counts[status] - self._before.get(status, 0)
+            if n:
+                Metrics.counter(NAMESPACE, name).inc(n)
+        self._before = dict(self._engine.counts)
+
+
+class RewrapDataKeys(beam.PTransform):
+    """Rewrap the data keys of encrypted fields (or whole records) to ``to_key``.
+
+    Args:
+        fields: the encrypted field paths (``mode="fields"``).
+        to_key: the target key URI; its key source must be able to rewrap the old keys
+            (same KMS, or same PKCS#11 token).
+        mode: ``"fields"`` (values of ``EncryptFields``) or ``"record"`` (``EncryptRecords``).
+        context: the encryption context the data keys were generated with.
+        payload_field: the record payload field (``mode="record"``).
+        only_versions: rewrap only data keys under these master key versions
+            (``kmsbeam.rotation.wrapped_key_version`` names); the others pass unchanged.
+        verify: check each new wrapped key's commitment before using it (default on).
+        check_target: describe the target on the driver first; a disabled or unknown key
+            fails the pipeline before it runs.
+
+    Metrics: ``kms_calls_rewrap``, ``kms_calls_decrypt`` (the checks), ``values_rewrapped``,
+    ``values_skipped`` (already under the target), ``values_filtered``, ``dead_letters``.
+    """
+
+    def __init__(
+        self,
+        fields: Iterable[str] | str = (),
+        to_key: str = "",
+        *,
+        mode: str = "fields",
+        context: Mapping[str, str] | None = None,
+        payload_field: str = DEFAULT_PAYLOAD_FIELD,
+        only_versions: Iterable[str] | None = None,
+        verify: bool = True,
+        check_target: bool = True,
+        label: str | None = None,
+    ) -> None:
+        super().__init__(label)
+        if not isinstance(to_key, str) or not to_key:
+            raise TypeError("to_key is a key URI string such as 'kms-emulator://HOST:PORT/alias/pii'")
+        parse_key_uri(to_key)
+        names = tuple(p.name for p in parse_paths(fields)) if fields else ()
+        record_paths(mode, names, payload_field)  # checks mode and fields
+        if mode == "fields" and not names:
+            raise ValueError("name the encrypted fields to rewrap")
+        self._to_key = to_key
+        self._options: dict[str, Any] = {
+            "mode": mode, "fields": names, "payload_field": payload_field,
+            "context": check_context(context),
+            "only_versions": None if only_versions is None else tuple(sorted(only_versions)),
+            "verify": bool(verify)}  # fmt: skip
+        self._check_target = check_target
+        self._dead_letters = False
+
+    def with_dead_letters(self) -> RewrapDataKeys:
+        """Return ``(records, dead_letters)`` from ``expand`` instead of failing on bad input."""
+        self._dead_letters = True
+        return self
+
+    def expand(self, pcoll: Any) -> Any:
+        if self._check_target:
+            Rewrapper(open_key_source(self._to_key)).check_target()
+        batches = pcoll | "Batch" >> beam.BatchElements(
+            min_batch_size=BATCH_SIZE, max_batch_size=BATCH_SIZE
+        )
+        dofn = _RewrapDoFn("rewrap", self._to_key, self._options, self.label, self._dead_letters)
+        outputs = batches | "Rewrap" >> beam.ParDo(dofn).with_outputs(DEAD_LETTER, main="records")
+        if self._dead_letters:
+            return outputs.records, outputs[DEAD_LETTER]
+        return outputs.records
+
+    def display_data(self) -> dict[str, Any]:
+        o = self._options
+        return {"to_key": self._to_key, "mode": o["mode"], "fields": ",".join(o["fields"]),
+                "context_keys": ",".join(sorted(o["context"])), "verify": o["verify"]}  # fmt: skip
+
+
+def _scrub(letter: Mapping[str, Any], names: tuple[str, ...], keep: tuple[str, ...] | None) -> dict[str, Any]:
+    """An encrypt-stage dead letter without the plaintext of the re-encrypted fields (records:
+    only the kept fields)."""
+    record = dict(letter["record"])
+    if keep is not None:
+        return {**letter, "record": {k: record.get(k) for k in keep}}
+    for name in names:
+        if "." in name:
+            record.pop(name.split(".")[0], None)
+        elif name in record:
+            record[name] = None
+    return {**letter, "record": record}
+
+
+class _Reencrypt(beam.PTransform):
+    def __init__(self, decrypt: Any, encrypt: Any, hide: tuple[str, ...],
+                 keep: tuple[str, ...] | None, label: str | None) -> None:  # fmt: skip
+        super().__init__(label)
+        self._decrypt, self._encrypt, self._hide, self._keep = decrypt, encrypt, hide, keep
+        self._dead_letters = False
+
+    def with_dead_letters(self) -> _Reencrypt:
+        self._dead_letters = True
+        return self
+
+    def expand(self, pcoll: Any) -> Any:
+        plain, dead1 = pcoll | "Decrypt" >> self._decrypt.with_dead_letters()
+        good, dead2 = plain | "Encrypt" >> self._encrypt.with_dead_letters()
+        dead2 = dead2 | "Scrub" >> beam.Map(_scrub, self._hide, self._keep)
+        if not self._dead_letters:
+            _ = (dead1, dead2) | "Dead" >> beam.Flatten() | "Fail" >> beam.ParDo(_FailOnDead())
+            return good
+        return good, (dead1, dead2) | "DeadLetters" >> beam.Flatten()
+
+
+class _FailOnDead(beam.DoFn):
+    def process(self, letter: Any) -> Iterator[Any]:
+        raise ValueError(f"{letter['transform']}: {letter['reason']}")
+        yield  # pragma: no cover
+
+
+class ReencryptFields(_Reencrypt):
+    """``DecryptFields`` under ``from_key`` then ``EncryptFields`` under ``to_key``: new data
+    keys, new ciphertexts (for a data key suspected compromised). Same options as those."""
+
+    def __init__(
+        self,
+        fields: Iterable[str] | str,
+        from_key: str,
+        to_key: str,
+        *,
+        context: Mapping[str, str] | None = None,
+        new_context: Mapping[str, str] | None = None,
+        bind: Iterable[str] | str = (),
+        encoding: str = "text",
+        policy: DataKeyPolicy | None = None,
+        label: str | None = None,
+    ) -> None:
+        names = tuple(p.name for p in parse_paths(fields))
+        ctx = context if new_context is None else new_context
+        super().__init__(
+            DecryptFields(names, from_key, context=context, bind=bind),
+            EncryptFields(names, to_key, context=ctx, bind=bind, encoding=encoding, policy=policy),
+            names, None, label,
+        )  # fmt: skip
+
+
+class ReencryptRecords(_Reencrypt):
+    """``DecryptRecords`` under ``from_key`` then ``EncryptRecords`` under ``to_key``."""
+
+    def __init__(
+        self,
+        from_key: str,
+        to_key: str,
+        *,
+        keep: Iterable[str] | str = (),
+        payload_field: str = DEFAULT_PAYLOAD_FIELD,
+        context: Mapping[str, str] | None = None,
+        new_context: Mapping[str, str] | None = None,
+        encoding: str = "text",
+        policy: DataKeyPolicy | None = None,
+        label: str | None = None,
+    ) -> None:
+        ctx = context if new_context is None else new_context
+        dec = DecryptRecords(from_key, keep=keep, payload_field=payload_field, context=context)
+        enc = EncryptRecords(to_key, keep=keep, payload_field=payload_field, context=ctx,
+                             encoding=encoding, policy=policy)  # fmt: skip
+        kept = tuple(keep.split(",") if isinstance(keep, str) else keep)
+        super().__init__(dec, enc, (), tuple(k.strip() for k in kept if k.strip()), label)
