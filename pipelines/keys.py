@@ -17,7 +17,7 @@ __all__ = ["add_keys_parser", "run_keys"]
 
 
 def add_keys_parser(sub: argparse._SubParsersAction) -> None:
-    keys = sub.add_parser("keys", help="manage the keys of the local keystore ($KMSBEAM_HOME)",
+    keys = sub.add_parser("keys", help="manage the keys of the local keystore ($KMSBEAM_HOME); create PKCS#11 KEKs",
                           description=__doc__.splitlines()[0])  # fmt: skip
     cmds = keys.add_subparsers(dest="keys_command", metavar="COMMAND", required=True)
     create = cmds.add_parser("create", help="create a key (and an alias for it)")
