@@ -172,7 +172,7 @@ def _run(options: Any, runner: Any, build: Any) -> tuple[dict[str, int], float]:
     """Run a pipeline; a failed object becomes one ``kmsbeam: error`` sentence."""
     import apache_beam as beam
 
-    from kmsbeam.pipelines.jobs import _counters
+    from kmsbeam.pipelines.jobs import counters_of
 
     started = time.monotonic()
     p = beam.Pipeline(runner=runner, options=options)
@@ -186,7 +186,7 @@ def _run(options: Any, runner: Any, build: Any) -> tuple[dict[str, int], float]:
         found = re.search(r"((?:Encrypt|Decrypt)Objects failed on [^\n]*)", str(exc))
         raise KmsBeamError(found.group(1) if found else
                            f"the pipeline failed ({type(exc).__name__})") from None  # fmt: skip
-    return _counters(result), time.monotonic() - started
+    return counters_of(result), time.monotonic() - started
 
 
 def _table(title: str, rows: list[tuple[str, str]], quiet: bool) -> None:

@@ -39,7 +39,7 @@ from kmsbeam.transforms import (
 
 from kmsbeam import ConfigurationError, DataKeyPolicy
 
-__all__ = ["JobResult", "build_pipeline", "pipeline_options", "run_plan"]
+__all__ = ["JobResult", "build_pipeline", "counters_of", "pipeline_options", "run_plan"]
 
 _DIRECT = (None, "DirectRunner", "FnApiRunner", "SwitchingDirectRunner")
 
@@ -162,7 +162,7 @@ def build_pipeline(p: beam.Pipeline, plan: Plan) -> None:
     formats.write_dead_letters(letters, str(plan.dead_dir.absolute() / "part"))
 
 
-def _counters(result: Any) -> dict[str, int]:
+def counters_of(result: Any) -> dict[str, int]:
     totals: dict[str, int] = {}
     for c in result.metrics().query(MetricsFilter())["counters"]:
         value = c.committed if c.committed is not None else c.attempted  # some report attempted only
@@ -190,5 +190,5 @@ def run_plan(plan: Plan, on_start: Callable[[], None] | None = None) -> JobResul
         plan.manifest.write(plan.out_dir)
     if plan.dead_dir.is_dir() and not any(plan.dead_dir.iterdir()):
         plan.dead_dir.rmdir()  # Beam leaves the directory behind when there were none
-    return JobResult(plan, _counters(result), elapsed, _size(plan.files),
+    return JobResult(plan, counters_of(result), elapsed, _size(plan.files),
                      _size(sorted(plan.out_dir.glob("part-*"))))  # fmt: skip

@@ -28,7 +28,10 @@ from kmsbeam import (
 )
 from kmsbeam.records import DEFAULT_PAYLOAD_FIELD
 
-__all__ = ["JobSpec", "ParquetSpec", "Plan", "parquet_spec", "plan_decrypt", "plan_encrypt"]
+__all__ = [
+    "JobSpec", "ParquetSpec", "Plan", "dead_dir_for", "parquet_spec", "plan_decrypt", "plan_encrypt",
+    "prepare_output",
+]  # fmt: skip
 
 DEAD_LETTER_DIR = "_dead_letters"
 
@@ -112,7 +115,7 @@ def _check_mode(spec: JobSpec, mode: str) -> None:
         raise ConfigurationError("--fields and --bind are for --mode fields, not --mode record")
 
 
-def _prepare_output(out_dir: Path, dead_dir: Path, overwrite: bool, inputs: list[str]) -> None:
+def prepare_output(out_dir: Path, dead_dir: Path, overwrite: bool, inputs: list[str]) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigurationError(f"the output {out_dir} is a file; give a directory path")
     resolved = out_dir.resolve()
@@ -134,7 +137,7 @@ def _prepare_output(out_dir: Path, dead_dir: Path, overwrite: bool, inputs: list
     out_dir.mkdir(parents=True, exist_ok=True)
 
 
-def _dead_dir(spec: JobSpec, out_dir: Path) -> Path:
+def dead_dir_for(spec: JobSpec, out_dir: Path) -> Path:
     return Path(spec.dead_letter) if spec.dead_letter else out_dir / DEAD_LETTER_DIR
 
 
@@ -187,8 +190,8 @@ def plan_encrypt(spec: JobSpec, notice: Callable[[str], None]) -> Plan:
         formats.encrypted_schema(schema, bind)  # checks that the bind fields exist
         plan.out_schema = (formats.encrypted_schema(schema, fields) if mode == "fields"
                            else formats.record_schema(schema, keep, manifest.payload_field))  # fmt: skip
-    plan.dead_dir = _dead_dir(spec, plan.out_dir)
-    _prepare_output(plan.out_dir, plan.dead_dir, spec.overwrite, files)
+    plan.dead_dir = dead_dir_for(spec, plan.out_dir)
+    prepare_output(plan.out_dir, plan.dead_dir, spec.overwrite, files)
     source = _open_for_encrypt(key)
     if getattr(source, "created", False):
         where = getattr(source, "home", kmsbeam.keystore_home())
@@ -238,8 +241,8 @@ def _plan_parquet_encrypt(spec: JobSpec, pq_spec: ParquetSpec, notice: Callable[
                                      "--external-key-material are for --parquet-mode pme")  # fmt: skip
         uris = [key]
         plan.out_schema = cells_schema(schema, columns, key, manifest.bind)  # checks the columns
-    plan.dead_dir = _dead_dir(spec, plan.out_dir)
-    _prepare_output(plan.out_dir, plan.dead_dir, spec.overwrite, files)
+    plan.dead_dir = dead_dir_for(spec, plan.out_dir)
+    prepare_output(plan.out_dir, plan.dead_dir, spec.overwrite, files)
     for uri in uris:
         parse_key_uri(uri)
         source = _open_for_encrypt(uri)
@@ -368,8 +371,8 @@ def plan_decrypt(spec: JobSpec) -> Plan:
         schema = manifest.schema()
         assert schema is not None
         plan.out_schema = formats.encrypted_schema(schema, still) if still else schema
-    plan.dead_dir = _dead_dir(spec, plan.out_dir)
-    _prepare_output(plan.out_dir, plan.dead_dir, spec.overwrite, files)
+    plan.dead_dir = dead_dir_for(spec, plan.out_dir)
+    prepare_output(plan.out_dir, plan.dead_dir, spec.overwrite, files)
     kmsbeam.open_key_source(manifest.key, create=False)
     return plan
 
@@ -390,8 +393,8 @@ def _plan_parquet_decrypt(spec: JobSpec, files: list[str], pattern: str, m: Mani
         m.context = dict(spec.context)
     check_context(m.context)
     plan = Plan(spec, files, pattern, m, Path(spec.output), Path(), out_schema=m.schema())
-    plan.dead_dir = _dead_dir(spec, plan.out_dir)
-    _prepare_output(plan.out_dir, plan.dead_dir, spec.overwrite, files)
+    plan.dead_dir = dead_dir_for(spec, plan.out_dir)
+    prepare_output(plan.out_dir, plan.dead_dir, spec.overwrite, files)
     for uri in dict.fromkeys([m.key, m.footer_key or m.key, *(m.column_keys or {}).values()]):
         parse_key_uri(uri)
         kmsbeam.open_key_source(uri, create=False)

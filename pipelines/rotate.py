@@ -44,7 +44,7 @@ from typing import Any
 import apache_beam as beam
 from kmsbeam.pipelines import _fns, formats, jobs
 from kmsbeam.pipelines.manifest import MANIFEST_NAME, Manifest
-from kmsbeam.pipelines.plan import JobSpec, Plan, _dead_dir, _prepare_output
+from kmsbeam.pipelines.plan import JobSpec, Plan, dead_dir_for, prepare_output
 from kmsbeam.transforms import ReencryptFields, ReencryptRecords, RewrapDataKeys
 
 import kmsbeam
@@ -98,7 +98,7 @@ def _plan(args: argparse.Namespace, beam_args: list[str]) -> tuple[Plan, Manifes
         assert schema is not None
         plan.out_schema = (formats.encrypted_schema(schema, manifest.fields) if manifest.mode == "fields"
                            else formats.record_schema(schema, manifest.keep, manifest.payload_field))  # fmt: skip
-    plan.dead_dir = _dead_dir(spec, plan.out_dir)
+    plan.dead_dir = dead_dir_for(spec, plan.out_dir)
     return plan, manifest, to_key
 
 
@@ -246,7 +246,7 @@ def run_rotate(args: argparse.Namespace, beam_args: list[str]) -> int:
     version = Rewrapper(target).check_target()  # a disabled or unknown key stops us here
     if args.dry_run:
         return _dry_run(plan, m, to_key, version, args)
-    _prepare_output(plan.out_dir, plan.dead_dir, args.overwrite, plan.files)
+    prepare_output(plan.out_dir, plan.dead_dir, args.overwrite, plan.files)
     for stale in (plan.out_dir / ROTATION_NAME, plan.out_dir / _TMP):
         if stale.is_dir():
             shutil.rmtree(stale)
@@ -268,7 +268,7 @@ def run_rotate(args: argparse.Namespace, beam_args: list[str]) -> int:
               "KMSBEAM_DEBUG=1 to see the traceback", file=sys.stderr)  # fmt: skip
         return 1
     elapsed = time.monotonic() - started
-    counters = jobs._counters(result)
+    counters = jobs.counters_of(result)
     c = lambda name, ns="kmsbeam": counters.get(f"{ns}/{name}", 0)  # noqa: E731
     before, after = _inventory(plan.out_dir / _TMP, "in"), _inventory(plan.out_dir / _TMP, "out")
     shutil.rmtree(plan.out_dir / _TMP, ignore_errors=True)

@@ -27,7 +27,7 @@ from kmsbeam.pipelines.manifest import Manifest
 import kmsbeam
 from kmsbeam import KmsBeamError, failure_reason
 from kmsbeam.envelope import FIELD_V1, parse
-from kmsbeam.parquet._arrow import column_at, replace_at
+from kmsbeam.parquet._arrow import column_at, replace_at  # kmsbeam.parquet internals: cell columns by path
 from kmsbeam.rotation import ALREADY, FILTERED, REWRAPPED, Rewrapper, wrapped_key_version
 
 __all__ = ["rotate_cells"]
@@ -63,7 +63,7 @@ def _rewrap_table(table: pa.Table, m: Manifest, rw: Rewrapper, to_key: str, name
 
 def rotate_cells(args: argparse.Namespace, m: Manifest, table: Any) -> int:
     """Rotate a cells dataset from ``args.input`` into ``args.output``; the exit code."""
-    from kmsbeam.pipelines.plan import _prepare_output
+    from kmsbeam.pipelines.plan import prepare_output
     from kmsbeam.pipelines.rotate import ROTATION_NAME
 
     src, out = Path(args.input), Path(args.output)
@@ -87,7 +87,7 @@ def rotate_cells(args: argparse.Namespace, m: Manifest, table: Any) -> int:
                      ("data keys to move", f"{todo:,}"), ("KMS calls: ReEncrypt", f"{todo:,}"),
                      ("KMS calls: Decrypt", f"{todo:,}")]))  # fmt: skip
         return 0
-    _prepare_output(out, out / "_dead_letters", args.overwrite, [str(f) for f in files])
+    prepare_output(out, out / "_dead_letters", args.overwrite, [str(f) for f in files])
     started = time.monotonic()
     failures: list[dict[str, Any]] = []
     records = 0
