@@ -145,11 +145,12 @@ def build_parquet_job(p: Any, plan: Any) -> None:
     encrypting = plan.spec.action == "encrypt"
     original = m.schema()
     dead = None
+    qps = plan.spec.kms_qps  # the KMS call budget of each worker process (kmsbeam.budget)
     if m.mode == "pme" and not encrypting:
         keys = list(dict.fromkeys([m.footer_key or m.key, *(m.column_keys or {}).values(), m.key]))
         # a file that cannot be opened (key disabled or missing, truncated) fails the job
         tables = p | "ReadParquet" >> ReadEncryptedParquet(
-            plan.pattern, keys=keys, context=m.context, as_tables=True)  # fmt: skip
+            plan.pattern, keys=keys, context=m.context, as_tables=True, kms_qps=qps)  # fmt: skip
     else:
         tables = p | "ReadParquet" >> beam.io.ReadFromParquetBatched(plan.pattern)
     tables = tables | "CountRead" >> beam.ParDo(_CountRows("records_read"))
@@ -158,17 +159,19 @@ def build_parquet_job(p: Any, plan: Any) -> None:
         cap = plan.spec.max_records_per_key
         policy = DataKeyPolicy(max_records=cap) if cap else None
         tables, dead = tables | "EncryptCells" >> EncryptCells(
-            m.fields, m.key, context=m.context, bind=m.bind, policy=policy).with_dead_letters()  # fmt: skip
+            m.fields, m.key, context=m.context, bind=m.bind, policy=policy,
+            kms_qps=qps).with_dead_letters()  # fmt: skip
         encrypted = list(m.fields)
     elif m.mode == "cells":
         tables, dead = tables | "DecryptCells" >> DecryptCells(
-            m.key, m.fields, context=m.context, bind=m.bind, schema=original).with_dead_letters()  # fmt: skip
+            m.key, m.fields, context=m.context, bind=m.bind, schema=original,
+            kms_qps=qps).with_dead_letters()  # fmt: skip
     tables = tables | "CountWritten" >> beam.ParDo(_CountRows("records_written"))
     if m.mode == "pme" and encrypting:
         tables | "WriteParquet" >> WriteEncryptedParquet(
             prefix, original, column_keys=m.column_keys, footer_key=m.footer_key,
             plaintext_footer=m.plaintext_footer, context=m.context,
-            external_key_material=m.key_material == "external")  # fmt: skip
+            external_key_material=m.key_material == "external", kms_qps=qps)  # fmt: skip
     else:
         tables | "WriteParquet" >> WriteParquetTables(prefix, plan.out_schema, ".parquet", encrypted)
     if dead is not None:

@@ -4,6 +4,7 @@
 
     kmsbeam encrypt INPUT OUTPUT --fields ssn,email [--key URI] [--context k=v] [beam options]
     kmsbeam decrypt OUTPUT PLAIN                   # options come from OUTPUT/_kmsbeam.json
+    kmsbeam encrypt|decrypt|export ... --kms-qps 50   # KMS calls/s per worker (kmsbeam.budget)
     kmsbeam keys create|list|describe|alias|rotate|disable|enable ...
     kmsbeam encrypt events.parquet OUT --columns ssn,card --parquet-mode pme|cells [--key URI]
     kmsbeam inspect OUT/part-00000-of-00001.parquet  # how Parquet files are protected
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -27,7 +29,7 @@ from typing import Any, NoReturn
 import kmsbeam
 from kmsbeam import ConfigurationError, FormatError, KeyNotFoundError, KmsBeamError
 
-__all__ = ["main"]
+__all__ = ["add_kms_budget_arguments", "main"]
 
 USAGE_ERRORS = (ConfigurationError, FormatError, KeyNotFoundError)
 
@@ -76,6 +78,37 @@ def _positive(text: str) -> int:
     return value
 
 
+def _positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a positive number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError("expected a positive number")
+    return value
+
+
+def _price(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a price of at least 0") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError("expected a price of at least 0")
+    return value
+
+
+def add_kms_budget_arguments(parser: Any) -> None:
+    """``--kms-qps`` and ``--kms-price-per-10k`` (encrypt, decrypt, export; rotate may reuse)."""
+    group = parser.add_argument_group("KMS call budget and cost")
+    group.add_argument("--kms-qps", type=_positive_number, metavar="N",
+                       help="at most N remote KMS calls per second per worker process (retries "
+                       "count); the fleet makes up to workers x N")  # fmt: skip
+    group.add_argument("--kms-price-per-10k", type=_price, metavar="PRICE",
+                       help="KMS price per 10,000 calls for the summary's cost estimate (default "
+                       "$KMSBEAM_KMS_PRICE_PER_10K, else USD 0.03)")  # fmt: skip
+
+
 def _job_parser(sub: Any, name: str, text: str) -> None:
     job = sub.add_parser(name, help=text, description=text, allow_abbrev=False,
                          epilog="Other options are passed to Beam's PipelineOptions, e.g. "
@@ -99,6 +132,7 @@ def _job_parser(sub: Any, name: str, text: str) -> None:
     job.add_argument("--overwrite", action="store_true",
                      help="replace kmsbeam output already in OUTPUT")
     job.add_argument("--quiet", "-q", action="store_true", help="no summary table")
+    add_kms_budget_arguments(job)
     parquet = job.add_argument_group("Parquet column protection (Parquet input)")
     parquet.add_argument("--parquet-mode", choices=("pme", "cells"),
                          help="pme: Parquet Modular Encryption; cells: binary kmsbeam field values")
@@ -167,7 +201,8 @@ def _run_job(args: argparse.Namespace, beam_args: list[str]) -> int:
                    mode=args.mode, keep=args.keep, bind=args.bind, key=args.key,
                    context=_context(args.context), dead_letter=args.dead_letter,
                    max_records_per_key=args.max_records_per_key, overwrite=args.overwrite,
-                   beam_args=beam_args)  # fmt: skip
+                   beam_args=beam_args, kms_qps=args.kms_qps,
+                   kms_price_per_10k=summary.kms_price_per_10k(args.kms_price_per_10k))  # fmt: skip
     spec.parquet = parquet_spec(args)
     jobs.pipeline_options(beam_args)  # option mistakes surface before any key is created
     if spec.action == "encrypt":

@@ -134,6 +134,9 @@ def add_export_parser(sub: Any) -> None:
                      help="plaintext bytes per chunk (default 1 MiB)")  # fmt: skip
     job.add_argument("--overwrite", action="store_true", help="replace an export already in DEST")
     job.add_argument("--quiet", "-q", action="store_true", help="no summary table")
+    from kmsbeam.pipelines.cli import add_kms_budget_arguments
+
+    add_kms_budget_arguments(job)
 
 
 def _sources(location: str) -> tuple[list[tuple[str, int]], str]:
@@ -200,13 +203,24 @@ def _rate(total: int, seconds: float) -> str:
     return f"{total / seconds / 1e6:,.1f} MB/s" if seconds > 0 else "-"
 
 
+def _kms_rows(counters: dict[str, int], key: str, args: argparse.Namespace) -> list[tuple[str, str]]:
+    """KMS calls by operation, the estimated cost and the budget waits (``summary``)."""
+    from kmsbeam.pipelines import summary
+
+    price = getattr(args, "kms_price_per_10k", None)
+    return [*summary.kms_call_rows(counters), summary.kms_cost_row(counters, [key], price),
+            *summary.kms_budget_rows(counters, getattr(args, "kms_qps", None))]  # fmt: skip
+
+
 def run_export(args: argparse.Namespace, beam_args: list[str], context: dict[str, str] | None) -> int:
     """``kmsbeam export``: see the module docstring."""
     import apache_beam as beam
     from apache_beam.io.filesystems import FileSystems
 
+    from kmsbeam.pipelines.summary import kms_price_per_10k
     from kmsbeam.transforms import EncryptObjects
 
+    args.kms_price_per_10k = kms_price_per_10k(getattr(args, "kms_price_per_10k", None))
     options, runner, oss = _options(beam_args)
     dest = args.output if args.output.endswith("/") else args.output + "/"
     if read_manifest(dest) is not None and not args.overwrite:
@@ -218,7 +232,8 @@ def run_export(args: argparse.Namespace, beam_args: list[str], context: dict[str
     source = kmsbeam.open_key_source(key, create=key.startswith("local:alias/"))
     if getattr(source, "created", False):
         print(f"kmsbeam: created key {key} in the local keystore", file=sys.stderr)
-    transform = EncryptObjects(key, dest, base=base, context=context, chunk_size=args.chunk_size, oss=oss)
+    transform = EncryptObjects(key, dest, base=base, context=context, chunk_size=args.chunk_size, oss=oss,
+                               kms_qps=getattr(args, "kms_qps", None))  # fmt: skip
     counters, elapsed = _run(options, runner, lambda p: p | beam.Create([s for s, _ in sources])
                              | beam.Reshuffle() | transform)  # fmt: skip
     names = [s[len(base) :].replace(os.sep, "/") + ".kmsb" for s, _ in sources]
@@ -234,7 +249,7 @@ def run_export(args: argparse.Namespace, beam_args: list[str], context: dict[str
     _table(f"kmsbeam export: {args.input} -> {dest} (key {key})", [
         ("objects", f"{len(objects):,}"),
         ("data keys generated", f"{counters.get('kmsbeam/data_keys_generated', 0):,}"),
-        ("KMS calls: GenerateDataKey", f"{counters.get('kmsbeam/kms_calls_generate_data_key', 0):,}"),
+        *_kms_rows(counters, key, args),
         ("bytes in", f"{total_in:,} B"),
         ("bytes out", f"{sum(o['encrypted_bytes'] for o in objects):,} B"),
         ("elapsed", f"{elapsed:.1f} s"),
@@ -247,8 +262,10 @@ def run_restore(args: argparse.Namespace, beam_args: list[str], context: dict[st
     """``kmsbeam decrypt EXPORT OUTPUT``: decrypt every object the manifest lists."""
     import apache_beam as beam
 
+    from kmsbeam.pipelines.summary import kms_price_per_10k
     from kmsbeam.transforms import DecryptObjects
 
+    args.kms_price_per_10k = kms_price_per_10k(getattr(args, "kms_price_per_10k", None))
     given = [f"--{n}" for n in ("format", "fields", "mode", "keep", "bind", "max_records_per_key",
                                 "parquet_mode", "columns")
              if getattr(args, n, None)]  # fmt: skip
@@ -268,12 +285,13 @@ def run_restore(args: argparse.Namespace, beam_args: list[str], context: dict[st
             raise ConfigurationError(f"{out} is not empty; pass --overwrite to write into it")
     paths = [src + o["name"] for o in manifest.objects]
     transform = DecryptObjects(out, key=args.key or manifest.key, base=src,
-                               context=context if context is not None else manifest.context, oss=oss)  # fmt: skip
+                               context=context if context is not None else manifest.context, oss=oss,
+                               kms_qps=getattr(args, "kms_qps", None))  # fmt: skip
     counters, elapsed = _run(options, runner, lambda p: p | beam.Create(paths) | beam.Reshuffle() | transform)
     total = sum(int(o["bytes"]) for o in manifest.objects)
     _table(f"kmsbeam decrypt: {src} -> {out} (export, key {args.key or manifest.key})", [
         ("objects", f"{len(paths):,}"),
-        ("KMS calls: Decrypt", f"{counters.get('kmsbeam/kms_calls_decrypt', 0):,}"),
+        *_kms_rows(counters, args.key or manifest.key, args),
         ("bytes out", f"{total:,} B"),
         ("elapsed", f"{elapsed:.1f} s"),
         ("rate", _rate(total, elapsed)),

@@ -127,15 +127,18 @@ def _transform(plan: Plan) -> Any:
     if spec.max_records_per_key is not None:
         policy = DataKeyPolicy(max_records=spec.max_records_per_key)
     encrypting = spec.action == "encrypt"
+    qps = spec.kms_qps  # travels in the DoFns; installed in each worker process in setup()
     if m.mode == "fields" and encrypting:
         return EncryptFields(m.fields, m.key, context=m.context, bind=m.bind,
-                             encoding=m.encoding, policy=policy)  # fmt: skip
+                             encoding=m.encoding, policy=policy, kms_qps=qps)  # fmt: skip
     if m.mode == "fields":
-        return DecryptFields(m.fields, m.key, context=m.context, bind=m.bind)
+        return DecryptFields(m.fields, m.key, context=m.context, bind=m.bind, kms_qps=qps)
     if encrypting:
         return EncryptRecords(m.key, keep=m.keep, payload_field=m.payload_field,
-                              context=m.context, encoding=m.encoding, policy=policy)  # fmt: skip
-    return DecryptRecords(m.key, keep=m.keep, payload_field=m.payload_field, context=m.context)
+                              context=m.context, encoding=m.encoding, policy=policy,
+                              kms_qps=qps)  # fmt: skip
+    return DecryptRecords(m.key, keep=m.keep, payload_field=m.payload_field, context=m.context,
+                          kms_qps=qps)  # fmt: skip
 
 
 def build_pipeline(p: beam.Pipeline, plan: Plan) -> None:

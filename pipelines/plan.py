@@ -84,6 +84,8 @@ class JobSpec:
     overwrite: bool = False
     beam_args: list[str] = field(default_factory=list)
     parquet: ParquetSpec | None = None
+    kms_qps: float | None = None  # KMS calls/s per worker process (kmsbeam.budget); None: no cap
+    kms_price_per_10k: float | None = None  # for the summary's cost estimate; None: the default
 
 
 @dataclass

@@ -2,18 +2,47 @@
 
 The FnApiRunner reports metrics only at the end, so the progress line shows elapsed time.
 Nothing printed here carries a value, a key or a context value: counts, sizes and paths only.
+
+KMS calls are listed by operation (every ``kms_calls_*`` counter), followed by an estimated
+cost: Alibaba Cloud KMS bills cryptographic API calls per 10,000 requests. The price is
+``KMS_PRICE_PER_10K`` (USD, taken on ``KMS_PRICE_DATE`` from Alibaba Cloud's "Billing of KMS"
+page: basic keys, regions outside the Chinese mainland; USD 0.08 inside it), overridden by
+``--kms-price-per-10k`` or ``$KMSBEAM_KMS_PRICE_PER_10K``. It is an estimate: retries,
+``DescribeKey`` checks, free quotas, KMS instances billed by QPS and price changes are not in
+it. ``local:`` and ``pkcs11:`` keys make no billed calls and show no cost.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import sys
 import threading
 import time
-from typing import TextIO
+from collections.abc import Iterable, Mapping
+from typing import Any, TextIO
 
 from kmsbeam.pipelines.jobs import JobResult
 
-__all__ = ["Progress", "dead_letter_warning", "summary_table"]
+from kmsbeam import ConfigurationError
+
+__all__ = ["KMS_PRICE_CURRENCY", "KMS_PRICE_DATE", "KMS_PRICE_ENV", "KMS_PRICE_PER_10K", "Progress",
+           "dead_letter_warning", "job_key_uris", "kms_budget_rows", "kms_call_rows", "kms_cost", "kms_cost_row",
+           "kms_price_per_10k", "summary_table"]  # fmt: skip
+
+KMS_PRICE_PER_10K = 0.03  # USD per 10,000 API calls (see the module docstring)
+KMS_PRICE_CURRENCY = "USD"
+KMS_PRICE_DATE = "2026-11-23"
+KMS_PRICE_ENV = "KMSBEAM_KMS_PRICE_PER_10K"
+BILLED_SCHEMES = ("alibaba-kms", "kms-emulator")  # the emulator: what Alibaba would charge
+
+# counter -> KMS API operation (other kms_calls_* counters are listed by their own name)
+KMS_OPERATIONS = {
+    "kms_calls_generate_data_key": "GenerateDataKey",
+    "kms_calls_decrypt": "Decrypt",
+    "kms_calls_rewrap": "ReEncrypt",
+}
+_ALWAYS = ("kms_calls_generate_data_key", "kms_calls_decrypt")
 
 
 class Progress:
@@ -65,6 +94,96 @@ def _bytes(value: int) -> str:
     return f"{value:,} B"
 
 
+def kms_price_per_10k(given: float | None = None, environ: Mapping[str, str] | None = None) -> float:
+    """The price per 10,000 KMS calls: ``given`` (the CLI flag), else ``$KMSBEAM_KMS_PRICE_PER_10K``,
+    else ``KMS_PRICE_PER_10K``.
+
+    Raises:
+        ConfigurationError: a price that is not a finite number of at least 0.
+    """
+    where, value = "--kms-price-per-10k", given
+    if value is None:
+        text = (os.environ if environ is None else environ).get(KMS_PRICE_ENV, "").strip()
+        if not text:
+            return KMS_PRICE_PER_10K
+        where = KMS_PRICE_ENV
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+    if isinstance(value, bool) or not math.isfinite(value) or value < 0:
+        raise ConfigurationError(f"{where} is a price per 10,000 KMS calls, a number of at least 0")
+    return float(value)
+
+
+def kms_call_rows(counters: Mapping[str, int], namespace: str = "kmsbeam") -> list[tuple[str, str]]:
+    """``("KMS calls: Operation", "N")`` rows from counters keyed ``namespace/name`` (GenerateDataKey
+    and Decrypt always, the other ``kms_calls_*`` counters when present)."""
+    prefix = f"{namespace}/kms_calls_"
+    names = list(_ALWAYS) + sorted(k[len(namespace) + 1 :] for k in counters
+                                   if k.startswith(prefix) and k[len(namespace) + 1 :] not in _ALWAYS)  # fmt: skip
+    return [(f"KMS calls: {KMS_OPERATIONS.get(n, n[len('kms_calls_'):])}",
+             _n(counters.get(f"{namespace}/{n}", 0))) for n in names]  # fmt: skip
+
+
+def _calls(counters: Mapping[str, int], namespace: str = "kmsbeam") -> int:
+    prefix = f"{namespace}/kms_calls_"
+    return sum(int(v) for k, v in counters.items() if k.startswith(prefix))
+
+
+def _billed(key_uris: Iterable[str]) -> bool:
+    return any(u.split(":", 1)[0] in BILLED_SCHEMES for u in key_uris)
+
+
+def kms_cost(calls: int, key_uris: Iterable[str], price_per_10k: float | None = None) -> dict[str, Any]:
+    """The estimated KMS cost of ``calls`` calls under ``key_uris``, for machine-readable output:
+    ``{"kms_calls", "billed", "price_per_10k", "currency", "price_date", "estimated_cost"}``
+    (``billed`` false and the cost 0 when no key is an Alibaba KMS or emulator key)."""
+    price = kms_price_per_10k(price_per_10k)
+    billed = _billed(key_uris)
+    return {"kms_calls": calls, "billed": billed, "price_per_10k": price,
+            "currency": KMS_PRICE_CURRENCY, "price_date": KMS_PRICE_DATE,
+            "estimated_cost": calls * price / 10_000 if billed else 0.0}  # fmt: skip
+
+
+def _money(amount: float) -> str:
+    if amount and amount < 0.01:
+        return f"{KMS_PRICE_CURRENCY} {amount:.6f}"
+    return f"{KMS_PRICE_CURRENCY} {amount:,.2f}"
+
+
+def kms_cost_row(counters: Mapping[str, int], key_uris: Iterable[str],
+                 price_per_10k: float | None = None) -> tuple[str, str]:  # fmt: skip
+    """The ``KMS cost (estimate)`` row: every ``kms_calls_*`` counter times the price."""
+    uris = list(key_uris)
+    cost = kms_cost(_calls(counters), uris, price_per_10k)
+    if not cost["billed"]:
+        schemes = ", ".join(sorted({u.split(":", 1)[0] + ":" for u in uris}))
+        return ("KMS cost (estimate)", f"none ({schemes} keys make no billed KMS calls)")
+    return ("KMS cost (estimate)",
+            f"{_money(cost['estimated_cost'])}  ({cost['kms_calls']:,} "
+            f"call{'' if cost['kms_calls'] == 1 else 's'} x "
+            f"{_money(cost['price_per_10k'])} per 10,000, price of {KMS_PRICE_DATE}; estimate)")  # fmt: skip
+
+
+def kms_budget_rows(counters: Mapping[str, int], kms_qps: float | None,
+                    namespace: str = "kmsbeam") -> list[tuple[str, str]]:  # fmt: skip
+    """The ``KMS budget waits`` row when a budget was set or calls waited (else none)."""
+    waits = counters.get(f"{namespace}/kms_budget_waits", 0)
+    if kms_qps is None and not waits:
+        return []
+    ms = counters.get(f"{namespace}/kms_budget_wait_ms", 0)
+    limit = f"--kms-qps {kms_qps:g} per worker" if kms_qps is not None else "a KMS call budget"
+    return [("KMS budget waits", f"{waits:,} calls waited {ms:,} ms in all ({limit})")]
+
+
+def job_key_uris(plan: Any) -> list[str]:
+    """Every key URI a job's manifest names (the key, and the footer and column keys)."""
+    m = plan.manifest
+    uris = [m.key, getattr(m, "footer_key", None) or m.key, *(getattr(m, "column_keys", None) or {}).values()]
+    return list(dict.fromkeys(u for u in uris if u))
+
+
 def summary_table(result: JobResult) -> str:
     """The end-of-job table (plain text, one row per line)."""
     plan = result.plan
@@ -76,8 +195,9 @@ def summary_table(result: JobResult) -> str:
         ("records out", _n(result.records_out)),
         (f"values {verb}", _n(result.count(f"values_{verb}"))),
         ("data keys generated", _n(result.count("data_keys_generated"))),
-        ("KMS calls: GenerateDataKey", _n(result.count("kms_calls_generate_data_key"))),
-        ("KMS calls: Decrypt", _n(result.count("kms_calls_decrypt"))),
+        *kms_call_rows(result.counters),
+        kms_cost_row(result.counters, job_key_uris(plan), plan.spec.kms_price_per_10k),
+        *kms_budget_rows(result.counters, plan.spec.kms_qps),
         ("dead letters", _n(result.dead_letters)
          + (f"  ({plan.dead_dir})" if result.dead_letters else "")),
         ("bytes in", _bytes(result.bytes_in)),

@@ -3,6 +3,10 @@
 Each DoFn holds only strings and small dataclasses; the key source, data keys and ciphers are
 built on the worker in ``setup()`` and never pickled. Data keys live for one bundle at most
 (``start_bundle``/``finish_bundle`` reset them), within the caps of the data-key policy.
+
+The KMS call budget travels the same way: a ``KmsBudget`` (``kms_qps``) carried by the DoFn is
+installed in the worker process in ``setup()`` and uninstalled in ``teardown()``
+(``kmsbeam.budget``); waits on it are reported as ``kms_budget_waits``/``kms_budget_wait_ms``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from kmsbeam import (
     failure_reason,
     open_key_source,
 )
+from kmsbeam.budget import KmsBudget, install_kms_budget, kms_budget, uninstall_kms_budget
 from kmsbeam.transforms._metrics import Counters
 from kmsbeam.transforms._rows import from_row, is_row, to_row
 
@@ -37,11 +42,21 @@ class CryptoDoFn(beam.DoFn):
         options: keyword arguments for the engine (fields, context, bind, keep, ...).
         label: the transform's name, used in dead letters.
         dead_letters: emit failures to the DEAD_LETTER output instead of failing.
+        kms_qps: the KMS call budget of each worker process (calls/s, or a ``KmsBudget``);
+            ``None``: unlimited. Installed in ``setup()``, uninstalled in ``teardown()``.
     """
 
     def __init__(
-        self, op: str, key_uri: str, options: Mapping[str, Any], label: str, dead_letters: bool
+        self,
+        op: str,
+        key_uri: str,
+        options: Mapping[str, Any],
+        label: str,
+        dead_letters: bool,
+        kms_qps: float | KmsBudget | None = None,
     ) -> None:
+        self._budget = kms_budget(kms_qps)
+        self._budget_installed = False
         self._op = op
         self._key_uri = key_uri
         self._options = dict(options)
@@ -55,7 +70,21 @@ class CryptoDoFn(beam.DoFn):
 
     def setup(self) -> None:
         self._counters = Counters()
+        self._install_budget()
         self._open()
+
+    def _install_budget(self) -> None:
+        """Put this DoFn's KMS call budget in force in the worker process (once)."""
+        budget = getattr(self, "_budget", None)  # DoFns pickled before kms_qps existed: none
+        if budget is not None and not getattr(self, "_budget_installed", False):
+            install_kms_budget(budget)
+            self._budget_installed = True
+
+    def teardown(self) -> None:
+        if getattr(self, "_budget_installed", False):
+            assert self._budget is not None
+            uninstall_kms_budget(self._budget)
+            self._budget_installed = False
 
     def _open(self) -> None:
         """Build the engine; a key source that cannot be opened fails records, not the job.
@@ -107,6 +136,7 @@ class CryptoDoFn(beam.DoFn):
         counters = self._counters
         assert counters is not None
         counters.records.inc(self._records)
+        counters.report_budget()
         if self._engine is not None:
             counters.values(self._op, self._engine.values - self._values_before)
             self._values_before = self._engine.values
@@ -167,6 +197,8 @@ class BatchCryptoDoFn(CryptoDoFn):
             results: list[Any] = [self._failure] * len(records)
         else:
             results = self._run_batch(records)
+            if self._counters is not None:  # subclasses may not report in finish_bundle
+                self._counters.report_budget()
         for result, record, row in zip(results, records, rows):
             if isinstance(result, KmsBeamError):
                 yield from self._fail(record if row is None else row, result)

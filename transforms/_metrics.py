@@ -10,6 +10,8 @@ data_keys_generated           data keys generated (one GenerateDataKey each)
 kms_calls_generate_data_key   calls to the key source to generate a data key
 kms_calls_decrypt             calls to the key source to unwrap a data key (cache misses)
 dead_letters                  elements sent to the dead-letter output
+kms_budget_waits              remote KMS calls that waited for the KMS call budget
+kms_budget_wait_ms            milliseconds those calls waited (``kms_qps``: throttling)
 ============================  ==============================================================
 
 Counters carry counts only: never a key, a value or a context.
@@ -18,6 +20,8 @@ Counters carry counts only: never a key, a value or a context.
 from __future__ import annotations
 
 from apache_beam.metrics import Metrics
+
+from kmsbeam.budget import take_waits
 
 NAMESPACE = "kmsbeam"
 
@@ -34,6 +38,16 @@ class Counters:
         self.generate_calls = c("kms_calls_generate_data_key")
         self.decrypt_calls = c("kms_calls_decrypt")
         self.dead_letters = c("dead_letters")
+        self.budget_waits = c("kms_budget_waits")
+        self.budget_wait_ms = c("kms_budget_wait_ms")
+
+    def report_budget(self) -> None:
+        """Add the waits on this process's KMS call budget since the last report (any DoFn of
+        the process may report them: each wait is counted once)."""
+        waits, seconds = take_waits()
+        if waits:
+            self.budget_waits.inc(waits)
+            self.budget_wait_ms.inc(max(1, round(seconds * 1000)))
 
     def generated(self) -> None:
         self.keys.inc()

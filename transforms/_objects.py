@@ -21,6 +21,8 @@ Caveats:
   file that fails is deleted. A retried bundle rewrites its objects with new data keys.
 - Decryption authenticates each chunk before writing it, but a destination that fails half
   way has already received the chunks before the bad one (then it is deleted).
+- ``kms_qps`` caps the remote KMS calls of each worker process (``kmsbeam.budget``): the
+  fleet makes up to workers x ``kms_qps`` calls/s.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from kmsbeam import check_context, failure_reason, parse_key_uri
+from kmsbeam.budget import KmsBudget, install_kms_budget, kms_budget, uninstall_kms_budget
 from kmsbeam.objects import DEFAULT_CHUNK_SIZE, ObjectReader, ObjectWriter
 from kmsbeam.oss import OssConfig, oss_client
 from kmsbeam.transforms._dofns import DEAD_LETTER
@@ -136,14 +139,25 @@ def _discard(dst: str) -> None:
 
 class _ObjectFn(beam.DoFn):
     def __init__(self, op: str, key: str | None, dest: str, base: str | None,
-                 options: dict[str, Any], transform: str) -> None:  # fmt: skip
+                 options: dict[str, Any], transform: str,
+                 budget: KmsBudget | None = None) -> None:  # fmt: skip
         self._op, self._key, self._dest, self._base = op, key, dest, base
         self._options, self._transform = options, transform
+        self._budget = budget
 
     def setup(self) -> None:
         from kmsbeam.transforms._metrics import Counters
 
         self._counters = Counters()
+        if self._budget is not None:
+            install_kms_budget(self._budget)
+
+    def teardown(self) -> None:
+        if self._budget is not None:
+            uninstall_kms_budget(self._budget)
+
+    def finish_bundle(self) -> None:
+        self._counters.report_budget()
 
     def process(self, element: Any) -> Any:
         src = element.path if hasattr(element, "path") else str(element)
@@ -174,8 +188,9 @@ class _Objects(beam.PTransform):
 
     def __init__(self, key: str | None, destination: str, *, base: str | None = None,
                  context: Mapping[str, str] | None = None, oss: OssConfig | None = None,
-                 **extra: Any) -> None:  # fmt: skip
+                 kms_qps: float | None = None, **extra: Any) -> None:  # fmt: skip
         super().__init__()
+        self._budget = kms_budget(kms_qps)
         if key is not None:
             parse_key_uri(key)
         if not isinstance(destination, str) or not destination:
@@ -191,7 +206,8 @@ class _Objects(beam.PTransform):
         return self
 
     def expand(self, pcoll: Any) -> Any:
-        fn = _ObjectFn(self._op, self._key, self._dest, self._base, self._options, type(self).__name__)
+        fn = _ObjectFn(self._op, self._key, self._dest, self._base, self._options, type(self).__name__,
+                       self._budget)  # fmt: skip
         outputs = pcoll | "Apply" >> beam.ParDo(fn).with_outputs(DEAD_LETTER, main="objects")
         if self._dead_letters:
             return outputs.objects, outputs[DEAD_LETTER]
@@ -199,9 +215,11 @@ class _Objects(beam.PTransform):
         return outputs.objects
 
     def display_data(self) -> dict[str, Any]:
-        shown = {"key": self._key or "(from each object)", "destination": self._dest}
+        shown: dict[str, Any] = {"key": self._key or "(from each object)", "destination": self._dest}
         if self._options.get("chunk_size"):
             shown["chunk_size"] = self._options["chunk_size"]
+        if self._budget is not None:
+            shown["kms_qps"] = self._budget.qps
         return shown
 
 
@@ -219,16 +237,18 @@ class EncryptObjects(_Objects):
         context: encryption context (stored in each header; not secret).
         chunk_size: plaintext bytes per chunk (default 1 MiB).
         oss: ``OssConfig`` for ``oss://`` ends (default: from the worker's environment).
+        kms_qps: remote KMS calls per second allowed to each worker process (``None``: no limit).
     """
 
     _op = "encrypt"
 
     def __init__(self, key: str, destination: str, *, base: str | None = None,
                  context: Mapping[str, str] | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                 oss: OssConfig | None = None) -> None:  # fmt: skip
+                 oss: OssConfig | None = None, kms_qps: float | None = None) -> None:  # fmt: skip
         if not isinstance(key, str):
             raise TypeError("key is a key URI string such as 'local:alias/export'")
-        super().__init__(key, destination, base=base, context=context, oss=oss, chunk_size=chunk_size)
+        super().__init__(key, destination, base=base, context=context, oss=oss, kms_qps=kms_qps,
+                         chunk_size=chunk_size)  # fmt: skip
 
 
 class DecryptObjects(_Objects):
@@ -238,11 +258,12 @@ class DecryptObjects(_Objects):
         destination: output directory or prefix.
         key: key URI to unwrap with (default: the one each object names; see the caveat in
             ``kmsbeam.objects.ObjectReader``).
-        base, context, oss: as for ``EncryptObjects`` (context default: each header's).
+        base, context, oss, kms_qps: as for ``EncryptObjects`` (context default: each header's).
     """
 
     _op = "decrypt"
 
     def __init__(self, destination: str, *, key: str | None = None, base: str | None = None,
-                 context: Mapping[str, str] | None = None, oss: OssConfig | None = None) -> None:  # fmt: skip
-        super().__init__(key, destination, base=base, context=context, oss=oss)
+                 context: Mapping[str, str] | None = None, oss: OssConfig | None = None,
+                 kms_qps: float | None = None) -> None:  # fmt: skip
+        super().__init__(key, destination, base=base, context=context, oss=oss, kms_qps=kms_qps)

@@ -43,6 +43,7 @@ from kmsbeam.parquet import (
     take_pending_calls,
 )
 from kmsbeam.transforms._dofns import DEAD_LETTER
+from kmsbeam.budget import KmsBudget, install_kms_budget, kms_budget, uninstall_kms_budget
 from kmsbeam.transforms._metrics import Counters
 
 __all__ = ["ReadEncryptedParquet", "WriteEncryptedParquet"]
@@ -58,6 +59,7 @@ def report_kms_calls(counters: Counters) -> None:
         counters.generate_calls.inc(calls.generate)
     if calls.decrypt:
         counters.decrypt_calls.inc(calls.decrypt)
+    counters.report_budget()
 
 
 def create_local_aliases(uris: Iterable[str]) -> None:
@@ -79,10 +81,12 @@ class _PmeSink(parquetio._ParquetSink):
     """Beam's Parquet sink writing PME-encrypted files (one set of file keys per file)."""
 
     def __init__(self, prefix: str, schema: pa.Schema, encryption: PmeEncryption, codec: str,
-                 suffix: str, num_shards: int, template: str | None) -> None:  # fmt: skip
+                 suffix: str, num_shards: int, template: str | None,
+                 budget: KmsBudget | None = None) -> None:  # fmt: skip
         super().__init__(prefix, schema, codec, False, True, suffix, num_shards, template,
                          "application/x-parquet", None)  # fmt: skip
         self._encryption = encryption
+        self._budget = budget  # installed from open() to close() of each file (on the worker)
         self._columns = sum(len(v) for v in encryption.column_map(schema).values())
         self._counters: Counters | None = None
 
@@ -92,11 +96,19 @@ class _PmeSink(parquetio._ParquetSink):
         return self._counters
 
     def open(self, temp_path: str) -> _Open:
-        props = self._encryption.properties(self._schema, temp_path)
-        report_kms_calls(self._count())
-        handle = filebasedsink.FileBasedSink.open(self, temp_path)
-        writer = pq.ParquetWriter(handle, self._schema, compression=self._codec,
-                                  use_compliant_nested_type=True, encryption_properties=props)  # fmt: skip
+        budget = getattr(self, "_budget", None)
+        if budget is not None:
+            install_kms_budget(budget)
+        try:
+            props = self._encryption.properties(self._schema, temp_path)
+            report_kms_calls(self._count())
+            handle = filebasedsink.FileBasedSink.open(self, temp_path)
+            writer = pq.ParquetWriter(handle, self._schema, compression=self._codec,
+                                      use_compliant_nested_type=True, encryption_properties=props)  # fmt: skip
+        except BaseException:
+            if budget is not None:
+                uninstall_kms_budget(budget)
+            raise
         return _Open(writer, handle)
 
     def write_record(self, opened: _Open, table: pa.Table) -> None:
@@ -108,9 +120,14 @@ class _PmeSink(parquetio._ParquetSink):
         counters.encrypted.inc(table.num_rows * self._columns)
 
     def close(self, opened: _Open) -> None:
-        opened.writer.close()
-        opened.handle.close()
-        report_kms_calls(self._count())
+        try:
+            opened.writer.close()
+            opened.handle.close()
+            report_kms_calls(self._count())
+        finally:
+            budget = getattr(self, "_budget", None)
+            if budget is not None:
+                uninstall_kms_budget(budget)
 
     def _check_state_for_finalize_write(
         self, writer_results: Any, num_shards: int, window: Any = None
@@ -190,6 +207,8 @@ class WriteEncryptedParquet(beam.PTransform):
         codec: Parquet compression (default snappy).
         num_shards, shard_name_template, file_name_suffix: as for Beam's ``WriteToParquet``.
         record_batch_size, row_group_buffer_size: how dict records are gathered into tables.
+        kms_qps: remote KMS calls per second allowed to each worker process while it writes a
+            file (``None``: no limit; ``kmsbeam.budget``).
 
     Returns the PCollection of written file names.
     """
@@ -202,8 +221,9 @@ class WriteEncryptedParquet(beam.PTransform):
                  file_name_suffix: str = ".parquet", num_shards: int = 0,
                  shard_name_template: str | None = None, record_batch_size: int = 1000,
                  row_group_buffer_size: int = 64 * 1024 * 1024,
-                 label: str | None = None) -> None:  # fmt: skip
+                 label: str | None = None, kms_qps: float | None = None) -> None:  # fmt: skip
         super().__init__(label)
+        budget = kms_budget(kms_qps)
         if not isinstance(schema, pa.Schema):
             raise TypeError("schema is a pyarrow.Schema")
         self._encryption = PmeEncryption(
@@ -214,7 +234,7 @@ class WriteEncryptedParquet(beam.PTransform):
         self._encryption.column_map(schema)  # unknown columns fail now, not on a worker
         self._schema = schema
         self._sink = _PmeSink(file_path_prefix, schema, self._encryption, codec,
-                              file_name_suffix, num_shards, shard_name_template)  # fmt: skip
+                              file_name_suffix, num_shards, shard_name_template, budget)  # fmt: skip
         self._batching = (record_batch_size, row_group_buffer_size)
 
     def expand(self, pcoll: Any) -> Any:
@@ -252,13 +272,21 @@ def _open(path: str, decryption: PmeDecryption | None) -> tuple[pq.ParquetFile, 
 class _FileFn(beam.DoFn):
     """Shared by the reader's two steps: dead letters and the KMS-call counters."""
 
-    def __init__(self, decryption: PmeDecryption | None, label: str, dead_letters: bool) -> None:
+    def __init__(self, decryption: PmeDecryption | None, label: str, dead_letters: bool,
+                 budget: KmsBudget | None = None) -> None:  # fmt: skip
         self._decryption = decryption
         self._label = label
         self._dead_letters = dead_letters
+        self._budget = budget
 
     def setup(self) -> None:
         self._counters = Counters()
+        if self._budget is not None:
+            install_kms_budget(self._budget)
+
+    def teardown(self) -> None:
+        if self._budget is not None:
+            uninstall_kms_budget(self._budget)
 
     def _fail(self, where: dict[str, Any], exc: KmsBeamError) -> Iterator[Any]:
         report_kms_calls(self._counters)
@@ -287,8 +315,9 @@ class _RowGroups(_FileFn):
 
 class _ReadRowGroup(_FileFn):
     def __init__(self, decryption: PmeDecryption | None, label: str, dead_letters: bool,
-                 columns: list[str] | None, as_tables: bool, batch_size: int) -> None:  # fmt: skip
-        super().__init__(decryption, label, dead_letters)
+                 columns: list[str] | None, as_tables: bool, batch_size: int,
+                 budget: KmsBudget | None = None) -> None:  # fmt: skip
+        super().__init__(decryption, label, dead_letters, budget)
         self._columns = columns
         self._as_tables = as_tables
         self._batch_size = batch_size
@@ -328,6 +357,8 @@ class ReadEncryptedParquet(beam.PTransform):
         columns: read only these columns (default all).
         as_tables: emit one ``pyarrow.Table`` per row group instead of dicts.
         batch_size: rows per decoded batch.
+        kms_qps: remote KMS calls per second allowed to each worker process (``None``: no
+            limit; ``kmsbeam.budget``).
 
     ``.with_dead_letters()`` returns ``(records, dead_letters)``: a file or row group that
     cannot be read (not Parquet, truncated, wrong or missing key, disabled key, tampered)
@@ -338,8 +369,9 @@ class ReadEncryptedParquet(beam.PTransform):
                  context: Mapping[str, str] | None = None, key_map: Mapping[str, str] | None = None,
                  columns: Iterable[str] | None = None, as_tables: bool = False,
                  batch_size: int = 65536, cache_lifetime_seconds: float = 600.0,
-                 label: str | None = None) -> None:  # fmt: skip
+                 label: str | None = None, kms_qps: float | None = None) -> None:  # fmt: skip
         super().__init__(label)
+        self._budget = kms_budget(kms_qps)
         keys = (keys,) if isinstance(keys, str) else tuple(keys)
         self._decryption = (PmeDecryption(keys, context or {}, key_map or {}, cache_lifetime_seconds)
                             if keys or key_map else None)  # fmt: skip
@@ -355,8 +387,9 @@ class ReadEncryptedParquet(beam.PTransform):
 
     def expand(self, pbegin: Any) -> Any:
         common = (self._decryption, self.label, self._dead_letters)
-        groups = _RowGroups(*common)
-        reader = _ReadRowGroup(*common, self._columns, self._as_tables, self._batch_size)
+        groups = _RowGroups(*common, self._budget)
+        reader = _ReadRowGroup(*common, self._columns, self._as_tables, self._batch_size,
+                               self._budget)  # fmt: skip
         files = (pbegin | "Pattern" >> beam.Create([self._pattern]) | "Match" >> fileio.MatchAll()
                  | "RowGroups" >> beam.ParDo(groups).with_outputs(DEAD_LETTER, main="groups"))  # fmt: skip
         read = (files.groups | "Reshuffle" >> beam.Reshuffle()

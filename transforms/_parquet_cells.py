@@ -36,6 +36,7 @@ from kmsbeam import (
 from kmsbeam.parquet import CellDecryptor, CellEncryptor
 from kmsbeam.parquet import cells_schema as _cells_schema
 from kmsbeam.transforms._dofns import DEAD_LETTER
+from kmsbeam.budget import KmsBudget, install_kms_budget, kms_budget, uninstall_kms_budget
 from kmsbeam.transforms._metrics import Counters
 from kmsbeam.transforms._parquet import create_local_aliases
 
@@ -65,18 +66,29 @@ def cells_schema(schema: pa.Schema, columns: Iterable[str] | str, key: str,
 
 class _CellsFn(beam.DoFn):
     def __init__(
-        self, encrypt: bool, key: str, options: dict[str, Any], label: str, dead_letters: bool
+        self, encrypt: bool, key: str, options: dict[str, Any], label: str, dead_letters: bool,
+        budget: KmsBudget | None = None,
     ) -> None:
         self._encrypt = encrypt
         self._key = key
         self._options = options
         self._label = label
         self._dead_letters = dead_letters
+        self._budget = budget
 
     def setup(self) -> None:
         self._counters = Counters()
         self._engine: Any = None
         self._failure: KmsBeamError | None = None
+        if self._budget is not None:
+            install_kms_budget(self._budget)
+
+    def teardown(self) -> None:
+        if self._budget is not None:
+            uninstall_kms_budget(self._budget)
+
+    def finish_bundle(self) -> None:
+        self._counters.report_budget()
 
     def _build(self) -> None:
         try:
@@ -138,8 +150,10 @@ class _CellsFn(beam.DoFn):
 class _Cells(beam.PTransform):
     _encrypt = True
 
-    def __init__(self, key: str, options: dict[str, Any], label: str | None) -> None:
+    def __init__(self, key: str, options: dict[str, Any], label: str | None,
+                 kms_qps: float | None = None) -> None:  # fmt: skip
         super().__init__(label)
+        self._budget = kms_budget(kms_qps)
         if not isinstance(key, str):
             raise TypeError("key is a key URI string such as 'local:alias/pii'")
         parse_key_uri(key)
@@ -156,7 +170,8 @@ class _Cells(beam.PTransform):
     def expand(self, pcoll: Any) -> Any:
         if self._encrypt:
             create_local_aliases([self._key])
-        fn = _CellsFn(self._encrypt, self._key, self._options, self.label, self._dead_letters)
+        fn = _CellsFn(self._encrypt, self._key, self._options, self.label, self._dead_letters,
+                      self._budget)  # fmt: skip
         out = pcoll | "Apply" >> beam.ParDo(fn).with_outputs(DEAD_LETTER, main="tables")
         return (out.tables, out[DEAD_LETTER]) if self._dead_letters else out.tables
 
@@ -175,16 +190,19 @@ class EncryptCells(_Cells):
         context: encryption context; give the same one to ``DecryptCells``.
         bind: cleartext columns identifying the row, bound into every cell's AAD.
         policy: ``DataKeyPolicy`` caps. encrypt_none: encrypt nulls too.
+        kms_qps: remote KMS calls per second allowed to each worker process (``None``: no
+            limit; ``kmsbeam.budget``).
     """
 
     def __init__(self, columns: Iterable[str] | str, key: str, *, context: Mapping[str, str] | None = None,
                  bind: Iterable[str] | str = (), policy: DataKeyPolicy | None = None,
-                 encrypt_none: bool = False, label: str | None = None) -> None:  # fmt: skip
+                 encrypt_none: bool = False, label: str | None = None,
+                 kms_qps: float | None = None) -> None:  # fmt: skip
         names, bound = _names(columns), _names(bind)
         _check_paths(names, bound)
         options = {"columns": names, "context": context, "bind": bound,
                    "policy": policy or DataKeyPolicy(), "encrypt_none": encrypt_none}  # fmt: skip
-        super().__init__(key, options, label)
+        super().__init__(key, options, label, kms_qps)
 
 
 class DecryptCells(_Cells):
@@ -195,14 +213,16 @@ class DecryptCells(_Cells):
         columns: default: every column the table's ``kmsbeam.cells`` metadata lists.
         context, bind: as given to ``EncryptCells``.
         schema: the original schema, for tables that lost their ``kmsbeam.cells`` metadata.
+        kms_qps: as for ``EncryptCells``.
     """
 
     _encrypt = False
 
     def __init__(self, key: str, columns: Iterable[str] | str | None = None, *,
                  context: Mapping[str, str] | None = None, bind: Iterable[str] | str = (),
-                 schema: pa.Schema | None = None, label: str | None = None) -> None:  # fmt: skip
+                 schema: pa.Schema | None = None, label: str | None = None,
+                 kms_qps: float | None = None) -> None:  # fmt: skip
         options = {"columns": _names(columns) or None, "context": context, "bind": _names(bind),
                    "schema": schema}  # fmt: skip
-        super().__init__(key, options, label)
+        super().__init__(key, options, label, kms_qps)
 

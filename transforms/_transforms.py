@@ -23,6 +23,10 @@ Caveats:
   driver), never by workers.
 - ``local:`` keys live in one machine's keystore: use them with the DirectRunner or the
   PortableRunner on that machine, not on a remote cluster.
+- ``kms_qps`` caps the remote KMS calls (``alibaba-kms://``, ``kms-emulator://``; retries
+  count) of each worker process, not of the job: the fleet makes up to workers x ``kms_qps``
+  calls/s. It travels with the DoFn and is installed on the worker in ``setup()``
+  (``kmsbeam.budget``); time spent waiting shows in the ``kms_budget_wait_ms`` counter.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import apache_beam as beam
 _LOG = logging.getLogger(__name__)
 
 from kmsbeam import DataKeyPolicy, check_context, open_key_source, parse_key_uri, parse_paths
+from kmsbeam.budget import kms_budget
 from kmsbeam.records import DEFAULT_PAYLOAD_FIELD
 from kmsbeam.transforms._dofns import DEAD_LETTER, BatchCryptoDoFn, CryptoDoFn
 
@@ -47,8 +52,15 @@ __all__ = ["DEAD_LETTER", "DecryptFields", "DecryptRecords", "EncryptFields", "E
 class _Crypto(beam.PTransform):
     _op = ""
 
-    def __init__(self, key: str, options: dict[str, Any], label: str | None = None) -> None:
+    def __init__(
+        self,
+        key: str,
+        options: dict[str, Any],
+        label: str | None = None,
+        kms_qps: float | None = None,
+    ) -> None:
         super().__init__(label)
+        self._budget = kms_budget(kms_qps)
         if not isinstance(key, str):
             raise TypeError("key is a key URI string such as 'local:alias/pii'")
         parse_key_uri(key)
@@ -77,9 +89,9 @@ class _Crypto(beam.PTransform):
             pcoll = pcoll | "Batch" >> beam.BatchElements(
                 min_batch_size=BATCH_SIZE, max_batch_size=BATCH_SIZE
             )
-            dofn: CryptoDoFn = BatchCryptoDoFn(*args)
+            dofn: CryptoDoFn = BatchCryptoDoFn(*args, kms_qps=self._budget)
         else:
-            dofn = CryptoDoFn(*args)
+            dofn = CryptoDoFn(*args, kms_qps=self._budget)
         outputs = pcoll | "Apply" >> beam.ParDo(dofn).with_outputs(DEAD_LETTER, main="records")
         if self._dead_letters:
             return outputs.records, outputs[DEAD_LETTER]
@@ -87,6 +99,9 @@ class _Crypto(beam.PTransform):
 
     def display_data(self) -> dict[str, Any]:
         shown: dict[str, Any] = {"key": self._key}
+        if self._budget is not None:
+            shown["kms_qps"] = self._budget.qps
+            shown["kms_burst"] = self._budget.burst
         for name, value in self._options.items():
             if name == "context":
                 shown["context_keys"] = ",".join(sorted(value))
@@ -117,6 +132,8 @@ class EncryptFields(_Crypto):
         policy: ``DataKeyPolicy`` caps (default one data key per bundle, 1M records, 1 GiB,
             1 hour).
         encrypt_none: encrypt ``None`` too (by default ``None`` stays ``None``).
+        kms_qps: remote KMS calls per second allowed to each worker process (``None``: no
+            limit); see the module caveats. The same argument exists on every transform here.
     """
 
     _op = "encrypt_fields"
@@ -132,6 +149,7 @@ class EncryptFields(_Crypto):
         policy: DataKeyPolicy | None = None,
         encrypt_none: bool = False,
         label: str | None = None,
+        kms_qps: float | None = None,
     ) -> None:
         names = _names(fields)
         if encoding not in ("text", "bytes"):
@@ -140,7 +158,7 @@ class EncryptFields(_Crypto):
             key,
             {"fields": names, "context": context, "bind": _names(bind), "encoding": encoding,
              "policy": policy or DataKeyPolicy(), "encrypt_none": encrypt_none},
-            label,
+            label, kms_qps,
         )  # fmt: skip
 
 
@@ -157,9 +175,11 @@ class DecryptFields(_Crypto):
         context: Mapping[str, str] | None = None,
         bind: Iterable[str] | str = (),
         label: str | None = None,
+        kms_qps: float | None = None,
     ) -> None:
         super().__init__(
-            key, {"fields": _names(fields), "context": context, "bind": _names(bind)}, label
+            key, {"fields": _names(fields), "context": context, "bind": _names(bind)}, label,
+            kms_qps,
         )
 
 
@@ -181,12 +201,13 @@ class EncryptRecords(_Crypto):
         encoding: str = "text",
         policy: DataKeyPolicy | None = None,
         label: str | None = None,
+        kms_qps: float | None = None,
     ) -> None:
         super().__init__(
             key,
             {"keep": _names(keep), "payload_field": payload_field, "context": context,
              "encoding": encoding, "policy": policy or DataKeyPolicy()},
-            label,
+            label, kms_qps,
         )  # fmt: skip
 
 
@@ -203,9 +224,11 @@ class DecryptRecords(_Crypto):
         payload_field: str = DEFAULT_PAYLOAD_FIELD,
         context: Mapping[str, str] | None = None,
         label: str | None = None,
+        kms_qps: float | None = None,
     ) -> None:
         super().__init__(
             key,
             {"keep": _names(keep), "payload_field": payload_field, "context": context},
             label,
+            kms_qps,
         )

@@ -20,7 +20,9 @@ describe_key           ``DescribeKey`` and ``ListAliasesByKeyId``
 
 The encryption context is sent as a JSON object (the SDK takes a dict) and is bound by the
 KMS as AAD; an empty context is not sent. Credentials: see ``kmsbeam.alikms._credentials``;
-retries: ``kmsbeam.alikms._retry``; errors: ``kmsbeam.alikms._errors``.
+retries: ``kmsbeam.alikms._retry``; errors: ``kmsbeam.alikms._errors``. Every attempt of every
+call (retries included) first takes a token of the process's KMS call budget, when one is
+installed (``kmsbeam.budget``).
 
 Caveats:
 - Opening a source makes no call: a missing key or alias, a denied permission or an
@@ -42,6 +44,7 @@ from typing import Any
 from kmsbeam.alikms._client import Endpoint, SdkClient, endpoint_for, sdk_module, shared_client
 from kmsbeam.alikms._errors import classify, with_request_id
 from kmsbeam.alikms._retry import GaveUp, Retrier, RetryPolicy, Transient
+from kmsbeam.budget import acquire_kms_call
 from kmsbeam.errors import (
     AccessDeniedError,
     AuthenticationError,
@@ -239,10 +242,15 @@ class AlibabaKmsKeySource:
         return client
 
     def _call(self, action: str, key: str, call: Callable[[Any], Any]) -> Any:
-        """One KMS action under the retry policy; returns the response body."""
+        """One KMS action under the retry policy; returns the response body.
+
+        Every attempt (retries too) first takes a token of the process's KMS call budget
+        (``kmsbeam.budget``), blocking while it is spent; without a budget it returns at once.
+        """
         where = self._endpoint.where
 
         def attempt() -> Any:
+            acquire_kms_call()
             try:
                 response = call(self._sdk().sdk)
             except KmsBeamError:
