@@ -190,6 +190,10 @@ class LocalKeySource:
         result = self._engine.re_encrypt(self._blob(wrapped), self._key, context, destination)
         return bytes([KIND_LOCAL]) + result.ciphertext_blob
 
+    def key_versions(self) -> tuple[str, ...]:
+        """Every version id of this key, oldest first."""
+        return tuple(v.key_version_id for v in self._engine.list_key_versions(self._key))
+
     def describe_key(self) -> KeyInfo:
         meta = self._engine.describe_key(self._key)
         aliases = tuple(a.alias_name for a in self._engine.list_aliases_by_key_id(meta.key_id))

@@ -20,8 +20,11 @@ kind  version name read from the blob                            the target's, f
 ====  =========================================================  ===========================
 
 A value whose version equals the target's current version is skipped; a second run over
-rotated data therefore makes no data-key call. (It still makes one ``DescribeKey`` per run
-for a KMS target, to learn the primary version, which automatic rotation changes.)
+rotated data therefore makes no data-key call. (Learning the current version is one
+``DescribeKey`` per run for a KMS target, since automatic rotation changes it; a caller that
+already knows it passes ``target_version`` and makes no call at all.) Data keys an earlier,
+interrupted run moved come from its journal (``known``, ``kmsbeam.rotation_journal``) without
+a call, and ``on_moved`` journals each new rewrap.
 
 Every rewrapped key is checked before it is used: it is unwrapped once through the data-key
 cache (one extra call per data key, which also warms the cache for later reads) and its DEK
@@ -36,9 +39,6 @@ a rewrap: ``ConfigurationError`` says to re-encrypt instead.
 
 from __future__ import annotations
 
-import os
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -60,16 +60,19 @@ from kmsbeam.keysource import (
     check_context,
 )
 from kmsbeam.paths import FieldPath, parse_paths
+from kmsbeam.rewrap_memo import RewrapMemo, shared_memo
 
 __all__ = [
     "ALREADY",
     "FILTERED",
+    "RESUMED",
     "REWRAPPED",
     "RewrapMemo",
     "Rewrapper",
     "pkcs11_kek_name",
     "record_paths",
     "shared_memo",
+    "source_key_versions",
     "target_key_version",
     "wrapped_key_version",
 ]
@@ -77,7 +80,9 @@ __all__ = [
 REWRAPPED = "rewrapped"  # the header was replaced
 ALREADY = "already"  # the key is under the target's current version: left as it is
 FILTERED = "filtered"  # not under one of the versions asked for: left as it is
+RESUMED = "resumed"  # rewrapped with the new key a journal recorded (no call)
 
+_MOVED = (REWRAPPED, RESUMED)
 _VERSION_ID = 36  # KeyVersionId, ASCII, at the start of an engine / Alibaba blob
 _DUMMY_BODY = 21  # counter, one ciphertext byte and the tag: the shortest body parse() takes
 
@@ -126,82 +131,21 @@ def target_key_version(source: KeySource) -> str:
     return info.primary_version
 
 
-class _Flight:
-    __slots__ = ("done", "error", "result")
+def source_key_versions(source: KeySource) -> tuple[str, ...]:
+    """Every version name a data key wrapped under ``source``'s key can carry, for filters such
+    as ``kmsbeam rotate --only-key``: all versions of a KMS key (``ListKeyVersions``), the KEK
+    of a PKCS#11 source.
 
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.result: tuple[bytes, str] | None = None
-        self.error: BaseException | None = None
-
-
-class RewrapMemo:
-    """Value headers already handled (old header -> new header and status), LRU, thread-safe.
-
-    Concurrent misses for one header coalesce: the first caller runs the rewrap, the others
-    wait for its result (or its error; errors are not remembered). Share one per target, context
-    and filter in a process (``shared_memo``) so a worker makes one call per data key.
-    Headers hold wrapped keys and commitments only: no key material.
+    Raises:
+        ConfigurationError: the source cannot list its versions.
     """
-
-    def __init__(self, max_entries: int = 65536) -> None:
-        self._max = max_entries
-        self._lock = threading.Lock()
-        self._done: OrderedDict[bytes, tuple[bytes, str]] = OrderedDict()
-        self._flights: dict[bytes, _Flight] = {}
-
-    def __len__(self) -> int:
-        return len(self._done)
-
-    def get(self, header: bytes, run: Callable[[], tuple[bytes, str]]) -> tuple[bytes, str]:
-        """The remembered result for ``header``, else ``run()``'s (once for all callers)."""
-        with self._lock:
-            done = self._done.get(header)
-            if done is not None:
-                self._done.move_to_end(header)
-                return done
-            flight = self._flights.get(header)
-            leader = flight is None
-            if flight is None:
-                flight = self._flights[header] = _Flight()
-        if not leader:
-            flight.done.wait()
-            if flight.error is not None:
-                raise flight.error
-            assert flight.result is not None
-            return flight.result
-        try:
-            flight.result = result = run()
-            with self._lock:
-                self._done[header] = result
-                while len(self._done) > self._max:
-                    self._done.popitem(last=False)
-            return result
-        except BaseException as exc:
-            flight.error = exc
-            raise
-        finally:
-            with self._lock:
-                self._flights.pop(header, None)
-            flight.done.set()
-
-
-_memos: dict[tuple[Any, ...], RewrapMemo] = {}
-_memos_lock = threading.Lock()
-_memos_pid = [os.getpid()]
-
-
-def shared_memo(*key: Any) -> RewrapMemo:
-    """The process-wide memo for ``key`` (e.g. target URI, context, filter); a fresh one in a
-    forked child."""
-    with _memos_lock:
-        if _memos_pid[0] != os.getpid():
-            _memos.clear()
-            _memos_pid[0] = os.getpid()
-        memo = _memos.get(key)
-        if memo is None:
-            memo = _memos[key] = RewrapMemo()
-        return memo
+    own = getattr(source, "kek_version_name", None)
+    if callable(own):
+        return (str(own()),)
+    listing = getattr(source, "key_versions", None)
+    if not callable(listing):
+        raise ConfigurationError(f"the key source of {source.uri} cannot list its key versions")
+    return tuple(str(v) for v in listing())
 
 
 class Rewrapper:
@@ -223,6 +167,10 @@ class Rewrapper:
         memo: the headers already handled (default: this object's own; see ``shared_memo``,
             whose key must include the target version).
         target_version: the target's version if already known (``target_key_version``).
+        known: data keys moved by an earlier run (``kmsbeam.rotation_journal.read_journal``:
+            K -> new wrapped key under ``target_version``); used without a call (``RESUMED``).
+        on_moved: called after each rewrap call with ``(K, old version, new version, new
+            wrapped key)``, e.g. ``JournalWriter.moved``; a failure there fails the value.
 
     Raises (construction): nothing; the target is described at the first value, or by
     ``check_target()`` up front (recommended: a disabled or unknown key then fails before
@@ -241,6 +189,8 @@ class Rewrapper:
         on_verify: Callable[[], None] | None = None,
         memo: RewrapMemo | None = None,
         target_version: str | None = None,
+        known: Mapping[bytes, bytes] | None = None,
+        on_moved: Callable[[bytes, str, str, bytes], None] | None = None,
     ) -> None:
         self._source = to_source
         self._context = check_context(context)
@@ -252,8 +202,10 @@ class Rewrapper:
         self._memo = memo if memo is not None else RewrapMemo()
         self._texts: dict[str, tuple[str, str]] = {}  # text header -> (text to write, status)
         self._target = target_version
+        self._known = dict(known or {})
+        self._on_moved = on_moved
         self.calls = 0
-        self.counts = {REWRAPPED: 0, ALREADY: 0, FILTERED: 0}
+        self.counts = {REWRAPPED: 0, ALREADY: 0, FILTERED: 0, RESUMED: 0}
 
     def __repr__(self) -> str:
         return f"Rewrapper(to={self._source.uri!r}, headers={len(self._memo)})"
@@ -281,6 +233,9 @@ class Rewrapper:
             return header, ALREADY
         if self._only is not None and version not in self._only:
             return header, FILTERED
+        journaled = self._known.get(parsed.commitment)
+        if journaled is not None:
+            return self._reheader(header, fmt, journaled), RESUMED
         if self._on_call is not None:
             self._on_call()
         self.calls += 1
@@ -292,9 +247,15 @@ class Rewrapper:
             )  # fmt: skip
             if cipher.commitment != parsed.commitment:
                 raise AuthenticationError()
-        new = reheader(header + bytes(_DUMMY_BODY), fmt, new_wrapped)
+        if self._on_moved is not None:
+            self._on_moved(parsed.commitment, version, wrapped_key_version(new_wrapped), new_wrapped)
+        return self._reheader(header, fmt, new_wrapped), REWRAPPED
+
+    @staticmethod
+    def _reheader(header: bytes, fmt: int, wrapped: bytes) -> bytes:
+        new = reheader(header + bytes(_DUMMY_BODY), fmt, wrapped)
         assert isinstance(new, bytes)
-        return new[:-_DUMMY_BODY], REWRAPPED
+        return new[:-_DUMMY_BODY]
 
     # -- values and records ---------------------------------------------------------------
     def rewrap_value(self, value: bytes | str, fmt: int = FIELD_V1) -> bytes | str:
@@ -315,14 +276,14 @@ class Rewrapper:
                 if len(self._texts) < 65536:
                     self._texts[prefix] = hit
             self.counts[hit[1]] += 1
-            return hit[0] + value[head:] if hit[1] == REWRAPPED else value
+            return hit[0] + value[head:] if hit[1] in _MOVED else value
         if not isinstance(value, (bytes, bytearray, memoryview)):
             raise MalformedValueError()
         data = bytes(value)
         header = parse(data, fmt).header
         new, status = self.new_header(header, fmt)
         self.counts[status] += 1
-        return new + data[len(header) :] if status == REWRAPPED else value
+        return new + data[len(header) :] if status in _MOVED else value
 
     def rewrap_record(
         self, record: Mapping[str, Any], paths: Sequence[FieldPath], fmt: int = FIELD_V1

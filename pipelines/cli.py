@@ -9,7 +9,7 @@
     kmsbeam encrypt events.parquet OUT --columns ssn,card --parquet-mode pme|cells [--key URI]
     kmsbeam inspect OUT/part-00000-of-00001.parquet  # how Parquet files are protected
     kmsbeam emulator serve --port 9800 --data DIR --access-key AK:SECRET[:POLICYFILE] ...
-    kmsbeam rotate OUTPUT ROTATED [--to-key URI] [--reencrypt] [--dry-run] [--verify]
+    kmsbeam rotate OUTPUT ROTATED [--to-key URI] [--reencrypt] [--dry-run] [--verify] [--only-key URI]
 
 Exit codes: 0 the job ran (dead letters included), 1 a kmsbeam error while running, 2 a user
 mistake (one ``kmsbeam: error: ...`` line, never a traceback). Set ``KMSBEAM_DEBUG=1`` to see

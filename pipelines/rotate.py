@@ -24,9 +24,15 @@ OUTPUT gets the data, ``_kmsbeam.json`` (the input's manifest with ``key`` = the
 
 Data keys are named by their commitment K (public: it is in every value header), never by
 key material. Supported inputs: datasets in ``fields`` and ``record`` mode (JSONL, CSV,
-Parquet). A crashed run is resumed by running it again with ``--overwrite``: values already
-rewrapped by the crashed run are not in the input, so the work is redone (the output only
-appears complete once ``_kmsbeam_rotation.json`` is written).
+Parquet); cells and PME datasets have their own modules (``rotate_cells``, ``rotate_pme``,
+``rotate_pme_rewrite``), OSS exports ``rotate_oss``.
+
+Resuming: each rewrap is journaled in ``OUTPUT/_kmsbeam_rotation.journal/`` as it happens
+(``kmsbeam.rotation_journal``). If a run dies, running the same command again finds the journal
+without a rotation manifest, replaces the partial output, and takes the data keys the journal
+lists from it without a KMS call. ``--trust-manifest`` takes the target's version from the
+input's rotation manifest (no ``DescribeKey``; see ``rotate_state``). ``--only-key URI`` keeps
+data keys under any version of that source key.
 """
 
 from __future__ import annotations
@@ -36,7 +42,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -45,16 +50,24 @@ import apache_beam as beam
 from kmsbeam.pipelines import _fns, formats, jobs
 from kmsbeam.pipelines.manifest import MANIFEST_NAME, Manifest
 from kmsbeam.pipelines.plan import JobSpec, Plan, dead_dir_for, prepare_output
+from kmsbeam.pipelines.rotate_state import (
+    JOURNAL_NAME,
+    ROTATION_NAME,
+    finished_at,
+    read_rotation,
+    recorded_target,
+)
+from kmsbeam.pipelines.rotate_verify import verify_output
+from kmsbeam.pipelines.summary import kms_cost, kms_cost_row
 from kmsbeam.transforms import ReencryptFields, ReencryptRecords, RewrapDataKeys
 
 import kmsbeam
 from kmsbeam import ConfigurationError, parse_key_uri
 from kmsbeam.envelope import parse
-from kmsbeam.rotation import Rewrapper, record_paths, wrapped_key_version
+from kmsbeam.rotation import Rewrapper, record_paths, source_key_versions, wrapped_key_version
 
 __all__ = ["ROTATION_NAME", "run_rotate"]
 
-ROTATION_NAME = "_kmsbeam_rotation.json"
 _KINDS = {"local": 1, "kms-emulator": 2, "alibaba-kms": 2, "pkcs11": 3}
 _TMP = "_rotation_keys"
 
@@ -73,9 +86,6 @@ def _plan(args: argparse.Namespace, beam_args: list[str]) -> tuple[Plan, Manifes
     if args.output is None:
         raise ConfigurationError("name the OUTPUT directory (or --in-place for PME datasets "
                                  "with external key material)")  # fmt: skip
-    if manifest.mode == "pme":
-        raise ConfigurationError("a PME dataset is rotated with --in-place (external key "
-                                 "material: the key files are rewritten, the data is not)")  # fmt: skip
     if manifest.mode not in ("fields", "record"):
         raise ConfigurationError(f"rotating --parquet-mode {manifest.mode} datasets is not "
                                  "supported yet; use --mode fields or record datasets")  # fmt: skip
@@ -122,7 +132,8 @@ def _head(value: Any, fmt: int) -> tuple[str, str]:
     return parsed.commitment.hex(), wrapped_key_version(parsed.wrapped)
 
 
-def _build(p: beam.Pipeline, plan: Plan, m: Manifest, to_key: str, args: argparse.Namespace) -> None:
+def _build(p: beam.Pipeline, plan: Plan, m: Manifest, to_key: str, version: str,
+           args: argparse.Namespace) -> None:  # fmt: skip
     paths, fmt = record_paths(m.mode, m.fields, m.payload_field)
     records, parse_dead = formats.read_records(p, m.format, plan.pattern, plan.in_columns)
     nested = [f for f in m.fields + m.bind if "." in f] if m.mode == "fields" else []
@@ -130,13 +141,17 @@ def _build(p: beam.Pipeline, plan: Plan, m: Manifest, to_key: str, args: argpars
         records = records | "FillNullStructs" >> beam.Map(_fns.fill_null_parents, nested)
     if args.reencrypt:
         step: Any = (ReencryptFields(m.fields, m.key, to_key, context=m.context, bind=m.bind,
-                                     encoding=m.encoding) if m.mode == "fields" else
+                                     encoding=m.encoding, kms_qps=args.kms_qps)
+                     if m.mode == "fields" else
                      ReencryptRecords(m.key, to_key, keep=m.keep, payload_field=m.payload_field,
-                                      context=m.context, encoding=m.encoding))  # fmt: skip
+                                      context=m.context, encoding=m.encoding,
+                                      kms_qps=args.kms_qps))  # fmt: skip
     else:
         step = RewrapDataKeys(m.fields, to_key, mode=m.mode, context=m.context,
                               payload_field=m.payload_field, only_versions=args.only_version,
-                              check_target=False)  # fmt: skip
+                              check_target=False, target_version=version,
+                              journal=str((plan.out_dir / JOURNAL_NAME).absolute()),
+                              kms_qps=args.kms_qps)  # fmt: skip
     good, dead = records | "Rotate" >> step.with_dead_letters()
     tmp = str((plan.out_dir / _TMP).absolute())
     for name, pcoll in (("in", records), ("out", good)):
@@ -205,21 +220,30 @@ def _table(title: str, rows: list[tuple[str, str]]) -> str:
     return "\n".join([title] + [f"  {n:<{width}}  {v}" for n, v in rows])
 
 
-def _verify(out_dir: Path, beam_args: list[str]) -> tuple[int, int]:
-    """Decrypt all of OUTPUT into a scratch directory: (records decrypted, dead letters)."""
-    from kmsbeam.pipelines.plan import plan_decrypt
-
-    scratch = Path(tempfile.mkdtemp(prefix="kmsbeam-verify-"))
-    try:
-        spec = JobSpec("decrypt", str(out_dir), str(scratch / "plain"), beam_args=beam_args)
-        result = jobs.run_plan(plan_decrypt(spec))
-        return result.records_out, result.dead_letters
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
 def run_rotate(args: argparse.Namespace, beam_args: list[str]) -> int:
     """The ``rotate`` command; returns the exit code."""
+    from kmsbeam.budget import install_kms_budget, uninstall_kms_budget
+
+    qps = getattr(args, "kms_qps", None)
+    if qps is None:
+        return _run(args, beam_args)
+    install_kms_budget(qps)  # this process's own calls (describe, in-process rotations)
+    try:
+        return _run(args, beam_args)
+    finally:
+        uninstall_kms_budget(qps)
+
+
+def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
+    if args.only_key:  # filters by source key become filters by every version of it
+        if args.reencrypt:
+            raise ConfigurationError("--only-key filters a rewrap; --reencrypt re-encrypts everything")
+        versions = list(args.only_version or [])
+        for uri in args.only_key:
+            versions.extend(source_key_versions(kmsbeam.open_key_source(uri, create=False)))
+        args.only_version = versions
+    if args.only_version and args.reencrypt:
+        raise ConfigurationError("--only-version filters a rewrap; --reencrypt re-encrypts everything")
     if args.in_place:
         if args.output is not None:
             raise ConfigurationError("--in-place rewrites INPUT; give no OUTPUT")
@@ -233,29 +257,43 @@ def run_rotate(args: argparse.Namespace, beam_args: list[str]) -> int:
     if args.input.startswith("oss://"):
         raise ConfigurationError("an OSS export is rotated with --in-place (object metadata only)")
     first = _manifest(Path(args.input))
+    if first.mode == "pme" and args.output is not None:
+        from kmsbeam.pipelines.rotate_pme_rewrite import rotate_pme_rewrite
+
+        return rotate_pme_rewrite(args, first, _table)
     if first.mode == "cells":
-        if args.output is None or args.reencrypt or args.verify:
+        if args.output is None or args.reencrypt:
             raise ConfigurationError("a --parquet-mode cells dataset is rotated into an OUTPUT "
-                                     "directory by rewrap (no --reencrypt or --verify yet)")  # fmt: skip
+                                     "directory by rewrap (no --reencrypt yet)")  # fmt: skip
         from kmsbeam.pipelines.rotate_cells import rotate_cells
 
         return rotate_cells(args, first, _table)
     plan, m, to_key = _plan(args, beam_args)
     jobs.pipeline_options(beam_args)
-    target = kmsbeam.open_key_source(to_key, create=False)
-    version = Rewrapper(target).check_target()  # a disabled or unknown key stops us here
+    recorded = recorded_target(read_rotation(Path(args.input)), to_key) if args.trust_manifest else None
+    if recorded is not None:  # the same rotation again: no KMS call at all
+        version, resolved = recorded, f"{ROTATION_NAME} of the input"
+    else:  # a disabled or unknown key stops us here
+        version = Rewrapper(kmsbeam.open_key_source(to_key, create=False)).check_target()
+        resolved = "DescribeKey" if parse_key_uri(to_key).scheme != "pkcs11" else "the token"
     if args.dry_run:
         return _dry_run(plan, m, to_key, version, args)
-    prepare_output(plan.out_dir, plan.dead_dir, args.overwrite, plan.files)
-    for stale in (plan.out_dir / ROTATION_NAME, plan.out_dir / _TMP):
+    journal = plan.out_dir / JOURNAL_NAME
+    resuming = journal.is_dir() and not (plan.out_dir / ROTATION_NAME).exists()
+    prepare_output(plan.out_dir, plan.dead_dir, args.overwrite or resuming, plan.files)
+    stale_paths = [plan.out_dir / ROTATION_NAME, plan.out_dir / _TMP]
+    for stale in stale_paths + ([] if resuming and not args.reencrypt else [journal]):
         if stale.is_dir():
             shutil.rmtree(stale)
         elif stale.exists():
             stale.unlink()
+    if resuming and not args.quiet:
+        print(f"kmsbeam: resuming an unfinished rotation into {plan.out_dir} (data keys its "
+              "journal lists are not rewrapped again)", file=sys.stderr)  # fmt: skip
     options, runner = jobs.pipeline_options(beam_args)
     started = time.monotonic()
     p = beam.Pipeline(runner=runner, options=options)
-    _build(p, plan, m, to_key, args)
+    _build(p, plan, m, to_key, version, args)
     try:
         result = p.run()
         result.wait_until_finish()
@@ -282,7 +320,8 @@ def run_rotate(args: argparse.Namespace, beam_args: list[str]) -> int:
     counts = {"records": c("records_read", "kmsbeam.pipelines"),
               "records_written": c("records_written", "kmsbeam.pipelines"),
               "values_rewrapped": c("values_rewrapped"), "values_skipped": c("values_skipped"),
-              "values_filtered": c("values_filtered"), "values_reencrypted": c("values_encrypted"),
+              "values_filtered": c("values_filtered"), "values_resumed": c("values_resumed"),
+              "values_reencrypted": c("values_encrypted"),
               "dead_letters": c("dead_letters_written", "kmsbeam.pipelines"),
               "kms_calls_rewrap": c("kms_calls_rewrap"), "kms_calls_decrypt": c("kms_calls_decrypt"),
               "kms_calls_generate_data_key": c("kms_calls_generate_data_key")}  # fmt: skip
@@ -292,30 +331,39 @@ def run_rotate(args: argparse.Namespace, beam_args: list[str]) -> int:
                 "source_key": m.key, "target_key": to_key, "target_version": version,
                 "source_versions": sources, "data_keys_moved": len(moved),
                 "data_keys_new": len(set(after) - set(before)), "data_keys": moved,
+                "target_version_from": resolved, "resumed": resuming,
                 "counts": counts, "elapsed_seconds": round(elapsed, 3)}  # fmt: skip
     verified = None
-    if args.verify:
-        verified = _verify(plan.out_dir, beam_args)
-        rotation["verify"] = {"records_decrypted": verified[0], "dead_letters": verified[1]}
+    if args.verify or args.verify_sample is not None:
+        verified = verify_output(plan.out_dir, m, beam_args, args.verify_sample)
+        rotation["verify"] = verified
+    calls = sum(v for k, v in counts.items() if k.startswith("kms_calls_"))
+    rotation["kms_cost"] = kms_cost(calls, [m.key, to_key], args.kms_price_per_10k)
+    rotation["finished_at"] = finished_at()
     (plan.out_dir / ROTATION_NAME).write_text(json.dumps(rotation, indent=2) + "\n", encoding="utf-8")
+    shutil.rmtree(journal, ignore_errors=True)  # the manifest now says what moved
     if not args.quiet:
         rows = [("records", f"{counts['records']:,}"),
                 ("values rewrapped", f"{counts['values_rewrapped']:,}"),
                 ("values already rotated", f"{counts['values_skipped']:,}"),
+                ("values rewrapped from the journal", f"{counts['values_resumed']:,}"),
                 ("values re-encrypted", f"{counts['values_reencrypted']:,}"),
                 ("data keys moved", f"{len(moved):,}"),
                 ("KMS calls: ReEncrypt", f"{counts['kms_calls_rewrap']:,}"),
                 ("KMS calls: Decrypt", f"{counts['kms_calls_decrypt']:,}"),
                 ("KMS calls: GenerateDataKey", f"{counts['kms_calls_generate_data_key']:,}"),
+                kms_cost_row(counters, [m.key, to_key], args.kms_price_per_10k),
                 ("dead letters", f"{counts['dead_letters']:,}"),
                 ("elapsed", f"{elapsed:.1f} s")]  # fmt: skip
         if verified is not None:
-            rows.append(("verified (decrypted)", f"{verified[0]:,} records, {verified[1]:,} failed"))
+            rows.append(("verified (decrypted)", f"{verified['records_decrypted']:,} of "
+                         f"{verified['records_sampled']:,} records sampled, "
+                         f"{verified['dead_letters']:,} failed"))  # fmt: skip
         print(_table(f"kmsbeam rotate: {plan.spec.input} -> {plan.out_dir} (key {to_key}, "
-                     f"version {version})", rows))  # fmt: skip
+                     f"version {version}, from {resolved})", rows))  # fmt: skip
     if counts["dead_letters"]:
         print(f"kmsbeam: warning: {counts['dead_letters']:,} records went to the dead letters in "
               f"{plan.dead_dir} (each line has the reason)", file=sys.stderr)  # fmt: skip
-    if verified is not None and verified[1]:
+    if verified is not None and verified["dead_letters"]:
         return 1
     return 0

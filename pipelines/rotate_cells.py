@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from kmsbeam.pipelines._parquet import leaf_paths
 from kmsbeam.pipelines.manifest import Manifest
+from kmsbeam.pipelines.rotate_state import (
+    JOURNAL_NAME,
+    ROTATION_NAME,
+    finished_at,
+    read_rotation,
+    recorded_target,
+)
+from kmsbeam.pipelines.rotate_verify import verify_output
 
 import kmsbeam
 from kmsbeam import KmsBeamError, failure_reason
 from kmsbeam.envelope import FIELD_V1, parse
 from kmsbeam.parquet._arrow import column_at, replace_at  # kmsbeam.parquet internals: cell columns by path
-from kmsbeam.rotation import ALREADY, FILTERED, REWRAPPED, Rewrapper, wrapped_key_version
+from kmsbeam.rotation import ALREADY, FILTERED, RESUMED, REWRAPPED, Rewrapper, wrapped_key_version
+from kmsbeam.rotation_journal import JournalWriter, read_journal
 
 __all__ = ["rotate_cells"]
 
@@ -64,14 +74,19 @@ def _rewrap_table(table: pa.Table, m: Manifest, rw: Rewrapper, to_key: str, name
 def rotate_cells(args: argparse.Namespace, m: Manifest, table: Any) -> int:
     """Rotate a cells dataset from ``args.input`` into ``args.output``; the exit code."""
     from kmsbeam.pipelines.plan import prepare_output
-    from kmsbeam.pipelines.rotate import ROTATION_NAME
 
     src, out = Path(args.input), Path(args.output)
     files = sorted(src.glob("part-*.parquet"))
     to_key = args.to_key or m.key
     target = kmsbeam.open_key_source(to_key)
-    rw = Rewrapper(target, context=m.context, only_versions=args.only_version)
-    version = rw.check_target()
+    recorded = recorded_target(read_rotation(src), to_key) if args.trust_manifest else None
+    version = recorded or Rewrapper(target).check_target()
+    journal = out / JOURNAL_NAME
+    resuming = journal.is_dir() and not (out / ROTATION_NAME).exists()
+    if not resuming:
+        shutil.rmtree(journal, ignore_errors=True)
+    rw = Rewrapper(target, context=m.context, only_versions=args.only_version, target_version=version,
+                   known=read_journal(journal, version), on_moved=JournalWriter(journal).moved)  # fmt: skip
     if args.dry_run:
         heads: dict[bytes, str] = {}
         for f in files:
@@ -87,7 +102,8 @@ def rotate_cells(args: argparse.Namespace, m: Manifest, table: Any) -> int:
                      ("data keys to move", f"{todo:,}"), ("KMS calls: ReEncrypt", f"{todo:,}"),
                      ("KMS calls: Decrypt", f"{todo:,}")]))  # fmt: skip
         return 0
-    prepare_output(out, out / "_dead_letters", args.overwrite, [str(f) for f in files])
+    prepare_output(out, out / "_dead_letters", args.overwrite or resuming, [str(f) for f in files])
+    (out / ROTATION_NAME).unlink(missing_ok=True)
     started = time.monotonic()
     failures: list[dict[str, Any]] = []
     records = 0
@@ -102,13 +118,20 @@ def rotate_cells(args: argparse.Namespace, m: Manifest, table: Any) -> int:
     Manifest(**{**m.__dict__, "key": to_key, "kmsbeam_version": kmsbeam.__version__}).write(out)
     counts = {"records": records, "values_rewrapped": rw.counts[REWRAPPED],
               "values_skipped": rw.counts[ALREADY], "values_filtered": rw.counts[FILTERED],
-              "failed": len(failures), "kms_calls_rewrap": rw.calls}  # fmt: skip
-    rotation = {"kmsbeam_rotation": 1, "method": "rewrap-cells", "source_key": m.key,
-                "target_key": to_key, "target_version": version, "counts": counts,
-                "failures": failures, "elapsed_seconds": round(elapsed, 3)}  # fmt: skip
+              "values_resumed": rw.counts[RESUMED], "failed": len(failures),
+              "kms_calls_rewrap": rw.calls}  # fmt: skip
+    rotation: dict[str, Any] = {
+        "kmsbeam_rotation": 1, "method": "rewrap-cells", "source_key": m.key,
+        "target_key": to_key, "target_version": version, "resumed": resuming, "counts": counts,
+        "failures": failures, "elapsed_seconds": round(elapsed, 3)}  # fmt: skip
+    if args.verify or args.verify_sample is not None:
+        rotation["verify"] = verify_output(out, m, [], args.verify_sample)
+        counts["verify_failed"] = rotation["verify"]["dead_letters"]
+    rotation["finished_at"] = finished_at()
     (out / ROTATION_NAME).write_text(json.dumps(rotation, indent=2) + "\n", encoding="utf-8")
+    shutil.rmtree(journal, ignore_errors=True)
     if not args.quiet:
         print(table(f"kmsbeam rotate: {src} -> {out} (cells, key {to_key}, version {version})",
                     [(k.replace("_", " "), f"{v:,}") for k, v in counts.items()]
                     + [("elapsed", f"{elapsed:.1f} s")]))  # fmt: skip
-    return 1 if failures else 0
+    return 1 if failures or counts.get("verify_failed") else 0

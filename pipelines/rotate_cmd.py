@@ -26,8 +26,21 @@ def add_rotate_parser(sub: Any) -> None:
                      help="new data keys, data decrypted and encrypted again (DEK compromise)")
     cmd.add_argument("--only-version", action="append", metavar="VERSION",
                      help="rewrap only data keys under this master key version (repeatable)")
+    cmd.add_argument("--only-key", action="append", metavar="URI",
+                     help="rewrap only data keys under any version of this source key, e.g. the "
+                     "old CMK's key id URI (repeatable; combines with --only-version)")
     cmd.add_argument("--dry-run", action="store_true",
                      help="count data keys and KMS calls; change nothing")
     cmd.add_argument("--verify", action="store_true", help="decrypt all of OUTPUT afterwards")
+    cmd.add_argument("--verify-sample", type=float, metavar="F",
+                     help="decrypt an evenly spread fraction F (0 < F <= 1) of OUTPUT's records "
+                     "afterwards, e.g. 0.01")
+    cmd.add_argument("--trust-manifest", action="store_true",
+                     help="take the target's version from the input's rotation manifest (same "
+                     "--to-key) instead of asking the key source: no KMS call when nothing "
+                     "needs to move, but a key rotated since is missed")
     cmd.add_argument("--overwrite", action="store_true", help="replace kmsbeam output in OUTPUT")
     cmd.add_argument("--quiet", "-q", action="store_true", help="no summary table")
+    from kmsbeam.pipelines.cli import add_kms_budget_arguments
+
+    add_kms_budget_arguments(cmd)

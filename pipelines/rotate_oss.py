@@ -8,7 +8,11 @@ and one copy request; no object byte passes through the client. The object's sto
 keeps the old wrapped key, which readers ignore once the metadata names another one.
 
 Objects whose metadata already names the target's current key version are skipped, so a
-second run makes no data-key call; a run stopped half-way is resumed by running it again.
+second run makes no data-key call (with ``--trust-manifest``, which takes the target's version
+from the export's rotation manifest, no KMS call at all); a run stopped half-way is resumed by
+running it again: each object's metadata is its own journal. ``--verify`` (or
+``--verify-sample F``) then reads and decrypts every (or a sample of the) object(s), discarding
+the plaintext, and reports the bytes it had to download for that.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from kmsbeam import (
     failure_reason,
 )
 from kmsbeam.envelope import from_text, key_commitment, to_text
+from kmsbeam.pipelines.rotate_state import ROTATION_NAME, finished_at, recorded_target, sample_indices
 from kmsbeam.rotation import Rewrapper, wrapped_key_version
 
 __all__ = ["rotate_export_in_place"]
@@ -42,13 +47,15 @@ def rotate_export_in_place(args: argparse.Namespace, table: Any) -> int:
     manifest = read_manifest(location)
     if manifest is None:
         raise ConfigurationError(f"{location} holds no kmsbeam export manifest ({EXPORT_MANIFEST})")
-    if args.reencrypt or args.only_version or args.verify:
-        raise ConfigurationError("--reencrypt, --only-version and --verify do not combine with an "
+    if args.reencrypt or args.only_version:
+        raise ConfigurationError("--reencrypt and --only-version/--only-key do not combine with an "
                                  "in-place export rotation")  # fmt: skip
     to_key = args.to_key or manifest.key
     target = kmsbeam.open_key_source(to_key)
-    version = Rewrapper(target).check_target()  # a disabled or unknown key stops us here
     client = oss_client()
+    version = recorded_target(_previous(client, location), to_key) if args.trust_manifest else None
+    if version is None:
+        version = Rewrapper(target).check_target()  # a disabled or unknown key stops us here
     counts = {"objects": 0, "rewrapped": 0, "skipped": 0, "kms_calls_rewrap": 0, "copy_requests": 0}
     started = time.monotonic()
     moved: list[dict[str, str]] = []
@@ -71,25 +78,73 @@ def rotate_export_in_place(args: argparse.Namespace, table: Any) -> int:
             moved.append({"object": entry["name"], "from": done, "to": version})
     counts["failed"] = len(failures)
     elapsed = time.monotonic() - started
+    verified = None
+    if (args.verify or args.verify_sample is not None) and not args.dry_run:
+        verified = _verify(client, location, manifest, args.verify_sample)
     if not args.dry_run:
         manifest.key = to_key
         client.put(_join(location, EXPORT_MANIFEST), manifest.to_json().encode("utf-8"))
         rotation = {"kmsbeam_rotation": 1, "method": "oss-metadata", "target_key": to_key,
                     "target_version": version, "data_keys": moved, "failures": failures,
                     "counts": counts,
-                    "object_bytes_transferred": 0, "elapsed_seconds": round(elapsed, 3)}  # fmt: skip
-        client.put(_join(location, "_kmsbeam_rotation.json"),
+                    "object_bytes_transferred": 0, "elapsed_seconds": round(elapsed, 3),
+                    "finished_at": finished_at()}  # fmt: skip
+        if verified is not None:
+            rotation["verify"] = verified
+        client.put(_join(location, ROTATION_NAME),
                    (json.dumps(rotation, indent=2) + "\n").encode("utf-8"))  # fmt: skip
     if not args.quiet:
         title = f"kmsbeam rotate --in-place{' --dry-run' if args.dry_run else ''}: {location}"
         print(table(title, [(k.replace("_", " "), f"{v:,}") for k, v in counts.items()]
-                    + [("object bytes transferred", "0"), ("elapsed", f"{elapsed:.1f} s")]))  # fmt: skip
+                    + [("object bytes transferred", "0"), ("elapsed", f"{elapsed:.1f} s")]
+                    + ([] if verified is None else [
+                        ("verified (decrypted)", f"{verified['objects_decrypted']:,} of "
+                         f"{verified['objects_sampled']:,} objects, {verified['failed']:,} failed"),
+                        ("bytes read to verify", f"{verified['bytes_read']:,}")])))  # fmt: skip
     if failures:
         print(f"kmsbeam: warning: {len(failures):,} objects could not be rotated (listed with the "
               f"reason in {_join(location, '_kmsbeam_rotation.json')}); run again when fixed",
               file=sys.stderr)  # fmt: skip
         return 1
-    return 0
+    return 1 if verified is not None and verified["failed"] else 0
+
+
+def _previous(client: Any, location: str) -> dict[str, Any] | None:
+    """The export's rotation manifest, or None."""
+    from kmsbeam.pipelines.export import _join
+
+    try:
+        data = json.loads(client.get(_join(location, ROTATION_NAME)).decode("utf-8"))
+    except (KmsBeamError, OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _verify(client: Any, location: str, manifest: Any, fraction: float | None) -> dict[str, Any]:
+    """Decrypt every object (or an evenly spread ``fraction`` of them), discarding the output."""
+    from kmsbeam.objects import ObjectReader
+    from kmsbeam.pipelines.export import _join
+
+    if fraction is not None and not 0 < fraction <= 1:
+        raise ConfigurationError("--verify-sample takes a fraction of the objects: 0 < F <= 1")
+    names = [entry["name"] for entry in manifest.objects]
+    picked = [names[i] for i in sample_indices(len(names), fraction or 1.0)] if names else []
+    result = {"objects_sampled": len(picked), "objects_decrypted": 0, "failed": 0, "bytes_read": 0}
+    buf = bytearray(1 << 20)
+    for name in picked:
+        url = _join(location, name)
+        try:
+            info = client.head(url)
+            raw = client.open_read(url, size=info.size)
+            with ObjectReader(raw, manifest.key, context=manifest.context,
+                              metadata=info.metadata or {}, where=url) as reader:  # fmt: skip
+                while reader.readinto(buf):
+                    pass
+            result["objects_decrypted"] += 1
+            result["bytes_read"] += info.size
+        except KmsBeamError:
+            result["failed"] += 1
+    return result
 
 
 def _rotate_object(client: Any, url: str, target: Any, to_key: str, version: str, dry_run: bool) -> str | None:

@@ -25,10 +25,13 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from kmsbeam import DataKeyPolicy, check_context, open_key_source, parse_key_uri, parse_paths
+from kmsbeam.budget import kms_budget
 from kmsbeam.records import DEFAULT_PAYLOAD_FIELD
+from kmsbeam.rotation_journal import journal_writer, read_journal
 from kmsbeam.rotation import (
     ALREADY,
     FILTERED,
+    RESUMED,
     REWRAPPED,
     Rewrapper,
     record_paths,
@@ -47,7 +50,8 @@ from kmsbeam.transforms._transforms import (
 
 __all__ = ["ReencryptFields", "ReencryptRecords", "RewrapDataKeys"]
 
-_COUNTERS = {REWRAPPED: "values_rewrapped", ALREADY: "values_skipped", FILTERED: "values_filtered"}
+_COUNTERS = {REWRAPPED: "values_rewrapped", ALREADY: "values_skipped",
+             FILTERED: "values_filtered", RESUMED: "values_resumed"}  # fmt: skip
 
 
 class _RewrapDoFn(BatchCryptoDoFn):
@@ -57,14 +61,19 @@ class _RewrapDoFn(BatchCryptoDoFn):
         o = self._options
         source = open_key_source(self._key_uri)
         paths, fmt = record_paths(o["mode"], o["fields"], o["payload_field"])
-        version = target_key_version(source)  # in the memo's key: a new version, new work
+        # The driver's answer when it gave one (no DescribeKey per worker), else ask now.
+        version = o.get("target_version") or target_key_version(source)
         memo = shared_memo(self._key_uri, tuple(sorted(o["context"].items())),
-                           o["only_versions"], o["verify"], version)  # fmt: skip
+                           o["only_versions"], o["verify"], version, o.get("journal"))  # fmt: skip
         calls = Metrics.counter(NAMESPACE, "kms_calls_rewrap")
         assert self._counters is not None
+        journal = o.get("journal")
+        known = read_journal(journal, version) if journal else None
+        on_moved = journal_writer(journal).moved if journal else None
         rw = Rewrapper(source, context=o["context"], only_versions=o["only_versions"],
                        verify=o["verify"], memo=memo, target_version=version, on_call=calls.inc,
-                       on_verify=self._counters.unwrap_call)  # fmt: skip
+                       on_verify=self._counters.unwrap_call, known=known,
+                       on_moved=on_moved)  # fmt: skip
         self._engine = rw
         self._run = lambda record: rw.rewrap_record(record, paths, fmt)
         self._run_batch = lambda records: rw.rewrap_batch(records, paths, fmt)
@@ -103,9 +112,18 @@ class RewrapDataKeys(beam.PTransform):
         verify: check each new wrapped key's commitment before using it (default on).
         check_target: describe the target on the driver first; a disabled or unknown key
             fails the pipeline before it runs.
+        target_version: the target's current version when already known (workers then make
+            no ``DescribeKey`` call; with ``check_target`` the driver's answer is used).
+        journal: a directory for the rotation journal (``kmsbeam.rotation_journal``), which
+            every worker can reach (a local path on local runners). Data keys it already
+            lists are rewrapped without a call; each new rewrap is appended before use, so a
+            pipeline run again after a crash does not repeat the calls.
+        kms_qps: at most this many remote KMS calls per second per worker process
+            (``kmsbeam.budget``).
 
     Metrics: ``kms_calls_rewrap``, ``kms_calls_decrypt`` (the checks), ``values_rewrapped``,
-    ``values_skipped`` (already under the target), ``values_filtered``, ``dead_letters``.
+    ``values_resumed`` (from the journal), ``values_skipped`` (already under the target),
+    ``values_filtered``, ``dead_letters``.
     """
 
     def __init__(
@@ -119,6 +137,9 @@ class RewrapDataKeys(beam.PTransform):
         only_versions: Iterable[str] | None = None,
         verify: bool = True,
         check_target: bool = True,
+        target_version: str | None = None,
+        journal: str | None = None,
+        kms_qps: float | None = None,
         label: str | None = None,
     ) -> None:
         super().__init__(label)
@@ -134,8 +155,10 @@ class RewrapDataKeys(beam.PTransform):
             "mode": mode, "fields": names, "payload_field": payload_field,
             "context": check_context(context),
             "only_versions": None if only_versions is None else tuple(sorted(only_versions)),
-            "verify": bool(verify)}  # fmt: skip
+            "verify": bool(verify), "target_version": target_version,
+            "journal": None if journal is None else str(journal)}  # fmt: skip
         self._check_target = check_target
+        self._kms_qps = kms_budget(kms_qps)
         self._dead_letters = False
 
     def with_dead_letters(self) -> RewrapDataKeys:
@@ -145,11 +168,13 @@ class RewrapDataKeys(beam.PTransform):
 
     def expand(self, pcoll: Any) -> Any:
         if self._check_target:
-            Rewrapper(open_key_source(self._to_key)).check_target()
+            described = Rewrapper(open_key_source(self._to_key)).check_target()
+            self._options["target_version"] = self._options["target_version"] or described
         batches = pcoll | "Batch" >> beam.BatchElements(
             min_batch_size=BATCH_SIZE, max_batch_size=BATCH_SIZE
         )
-        dofn = _RewrapDoFn("rewrap", self._to_key, self._options, self.label, self._dead_letters)
+        dofn = _RewrapDoFn("rewrap", self._to_key, self._options, self.label, self._dead_letters,
+                           self._kms_qps)  # fmt: skip
         outputs = batches | "Rewrap" >> beam.ParDo(dofn).with_outputs(DEAD_LETTER, main="records")
         if self._dead_letters:
             return outputs.records, outputs[DEAD_LETTER]
@@ -217,13 +242,15 @@ class ReencryptFields(_Reencrypt):
         bind: Iterable[str] | str = (),
         encoding: str = "text",
         policy: DataKeyPolicy | None = None,
+        kms_qps: float | None = None,
         label: str | None = None,
     ) -> None:
         names = tuple(p.name for p in parse_paths(fields))
         ctx = context if new_context is None else new_context
         super().__init__(
-            DecryptFields(names, from_key, context=context, bind=bind),
-            EncryptFields(names, to_key, context=ctx, bind=bind, encoding=encoding, policy=policy),
+            DecryptFields(names, from_key, context=context, bind=bind, kms_qps=kms_qps),
+            EncryptFields(names, to_key, context=ctx, bind=bind, encoding=encoding, policy=policy,
+                          kms_qps=kms_qps),
             names, None, label,
         )  # fmt: skip
 
@@ -242,11 +269,13 @@ class ReencryptRecords(_Reencrypt):
         new_context: Mapping[str, str] | None = None,
         encoding: str = "text",
         policy: DataKeyPolicy | None = None,
+        kms_qps: float | None = None,
         label: str | None = None,
     ) -> None:
         ctx = context if new_context is None else new_context
-        dec = DecryptRecords(from_key, keep=keep, payload_field=payload_field, context=context)
+        dec = DecryptRecords(from_key, keep=keep, payload_field=payload_field, context=context,
+                             kms_qps=kms_qps)  # fmt: skip
         enc = EncryptRecords(to_key, keep=keep, payload_field=payload_field, context=ctx,
-                             encoding=encoding, policy=policy)  # fmt: skip
+                             encoding=encoding, policy=policy, kms_qps=kms_qps)  # fmt: skip
         kept = tuple(keep.split(",") if isinstance(keep, str) else keep)
         super().__init__(dec, enc, (), tuple(k.strip() for k in kept if k.strip()), label)

@@ -234,6 +234,21 @@ class AlibabaKmsKeySource:
             created=str(meta.creation_date or ""),
         )
 
+    def key_versions(self) -> tuple[str, ...]:
+        """Every version id of this key (``ListKeyVersions``, all pages), oldest first."""
+        models = _models()
+        key_id = self.describe_key().key_id
+        versions: list[str] = []
+        page = 1
+        while True:
+            request = models.ListKeyVersionsRequest(key_id=key_id, page_number=page, page_size=100)
+            body = self._call("ListKeyVersions", self._key, lambda c: c.list_key_versions(request))
+            rows = body.key_versions.key_version if body.key_versions and body.key_versions.key_version else []
+            versions.extend(str(v.key_version_id) for v in rows if v.key_version_id)
+            if not rows or len(versions) >= int(body.total_count or 0):
+                return tuple(versions)
+            page += 1
+
     # -- plumbing -----------------------------------------------------------------------------
     def _sdk(self) -> SdkClient:
         client = self._client

@@ -74,3 +74,29 @@ def test_objects_that_cannot_be_rewrapped_are_counted_and_listed(
         rotation = json.loads(oss_client().get(dest + "_kmsbeam_rotation.json"))
         assert rotation["counts"]["failed"] == 2 and rotation["counts"]["rewrapped"] == 0
         assert all(f["reason"].startswith("key disabled") for f in rotation["failures"])
+
+
+def test_trusting_the_manifest_and_verifying_a_sample(oss_server: LoopbackOssServer, bucket: str, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    src = tmp_path / "src"
+    src.mkdir()
+    for n in range(4):
+        (src / f"part-{n}.jsonl").write_bytes(b'{"id": %d}\n' % n * 500)
+    with emulator_key(tmp_path / "kms", monkeypatch, "alias/export", same_account=True) as (kms, key):
+        dest = f"oss://{bucket}/exports/trust/"
+        assert main(["export", str(src) + "/", dest, "--key", key]) == 0
+        kms.engine.update_alias("alias/export", kms.engine.create_key("CMK-B").key_id)
+        assert main(["rotate", dest, "--in-place"]) == 0
+
+        def audited() -> int:
+            return len(kms.audit.path.read_text().splitlines())
+
+        client = oss_client()
+        seen = audited()
+        assert main(["rotate", dest, "--in-place", "--trust-manifest"]) == 0
+        assert audited() == seen  # the target's version from the rotation manifest: no KMS call
+        assert json.loads(client.get(dest + "_kmsbeam_rotation.json"))["counts"]["skipped"] == 4
+        assert main(["rotate", dest, "--in-place", "--verify-sample", "0.5"]) == 0
+        verify = json.loads(client.get(dest + "_kmsbeam_rotation.json"))["verify"]
+        assert verify["objects_sampled"] == verify["objects_decrypted"] == 2 and verify["failed"] == 0
+        assert verify["bytes_read"] > 0

@@ -108,8 +108,13 @@ def test_rotate_after_a_manual_and_an_automatic_rotation(
     start = calls(emulator)  # a second run: everything is under the target already
     r = cli("rotate", rot, rot2)
     assert r.code == 0, r.err
-    assert data_calls(start, calls(emulator)) == {}
+    assert set(calls(emulator) - start) <= {"DescribeKey", "ListAliasesByKeyId"}  # the target only
     assert encrypted_values(rot2, kind, columns) == after
+    start = calls(emulator)  # trusting the rotation manifest: no KMS call at all
+    r = cli("rotate", rot, tmp_path / "rot2b", "--trust-manifest")
+    assert r.code == 0 and "from _kmsbeam_rotation.json" in r.out, r.err
+    assert calls(emulator) == start
+    assert encrypted_values(tmp_path / "rot2b", kind, columns) == after
 
     engine.create_key_version("alias/pii")  # automatic rotation: a new version of CMK-B
     start = calls(emulator)
@@ -117,7 +122,8 @@ def test_rotate_after_a_manual_and_an_automatic_rotation(
     assert r.code == 0, r.err
     assert data_calls(start, calls(emulator))["ReEncrypt"] == len(keys)
     assert json.loads((rot3 / "_kmsbeam_rotation.json").read_text())["verify"] == {
-        "records_decrypted": len(before), "dead_letters": 0}  # fmt: skip
+        "records_sampled": len(before), "records_decrypted": len(before), "dead_letters": 0,
+        "sample_fraction": 1.0}  # fmt: skip
 
 
 def test_dry_run_counts_and_changes_nothing(cli: Any, customers: Path, tmp_path: Path, emulator: Any) -> None:
@@ -181,11 +187,12 @@ def test_reencrypt_and_version_filter(cli: Any, customers: Path, tmp_path: Path,
     assert r.code == 0, r.err
     assert data_calls(start, calls(emulator)) == {}
     assert encrypted_values(tmp_path / "none", "jsonl", ["ssn"]) == encrypted_values(enc, "jsonl", ["ssn"])
-    r = cli("rotate", enc, tmp_path / "new", "--reencrypt", "--verify")
+    r = cli("rotate", enc, tmp_path / "new", "--reencrypt", "--verify-sample", "0.1")
     assert r.code == 0, r.err
     rotation = json.loads((tmp_path / "new" / "_kmsbeam_rotation.json").read_text())
     assert rotation["method"] == "reencrypt" and rotation["counts"]["values_reencrypted"] == 1000
-    assert rotation["verify"] == {"records_decrypted": 1000, "dead_letters": 0}
+    assert rotation["verify"] == {"records_sampled": 100, "records_decrypted": 100,
+                                  "dead_letters": 0, "sample_fraction": 0.1}  # fmt: skip
     old, new = encrypted_values(enc, "jsonl", ["ssn"]), encrypted_values(tmp_path / "new", "jsonl", ["ssn"])
     assert all(parse(old[i][0], FIELD_V1).commitment != parse(new[i][0], FIELD_V1).commitment for i in old)
 
@@ -214,8 +221,8 @@ def test_pme_external_key_material_in_place(cli: Any, tmp_path: Path, emulator: 
     assert r.code == 0, r.err
     back = pa.concat_tables(pq.read_table(s) for s in sorted((tmp_path / "plain").glob("part-*")))
     assert sorted(back.to_pylist(), key=lambda x: x["id"]) == _parquet_rows()
-    r = cli("rotate", enc, tmp_path / "out")
-    assert r.code == 2 and "--in-place" in r.err
+    r = cli("rotate", enc, tmp_path / "out")  # out of place: rewritten with new PME keys
+    assert r.code == 0 and "PME rewritten" in r.out, r.err
 
 
 def test_parquet_cells(cli: Any, tmp_path: Path, emulator: Any) -> None:
@@ -252,5 +259,10 @@ def test_parquet_cells(cli: Any, tmp_path: Path, emulator: Any) -> None:
     back = pa.concat_tables(pq.read_table(s) for s in sorted((tmp_path / "plain").glob("part-*")))
     assert sorted(back.to_pylist(), key=lambda x: x["id"]) == _parquet_rows()
     start = calls(emulator)
-    assert cli("rotate", rot, rot2).code == 0
-    assert data_calls(start, calls(emulator)) == {} and cells(rot2) == after
+    assert cli("rotate", rot, rot2, "--verify-sample", "0.5").code == 0
+    assert "ReEncrypt" not in data_calls(start, calls(emulator)) and cells(rot2) == after
+    verify = json.loads((rot2 / "_kmsbeam_rotation.json").read_text())["verify"]
+    assert verify["records_decrypted"] == verify["records_sampled"] == 30 and verify["dead_letters"] == 0
+    start = calls(emulator)
+    assert cli("rotate", rot, tmp_path / "rot3", "--trust-manifest").code == 0
+    assert calls(emulator) == start and cells(tmp_path / "rot3") == after

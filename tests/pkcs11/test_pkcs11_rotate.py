@@ -49,7 +49,8 @@ def test_kek_rotation_rewraps_inside_the_hsm(hsm: Hsm, tmp_path: Path, capsys: p
         assert new.body == parse(old, FIELD_V1).body
         assert wrapped_key_version(new.wrapped) == name_b
     rotation = json.loads((rot / "_kmsbeam_rotation.json").read_text())
-    assert rotation["verify"] == {"records_decrypted": 1000, "dead_letters": 0}
+    assert rotation["verify"] == {"records_sampled": 1000, "records_decrypted": 1000,
+                                  "dead_letters": 0, "sample_fraction": 1.0}  # fmt: skip
     assert json.loads((rot / "_kmsbeam.json").read_text())["key"] == kek_b
     code, out = _run(capsys, "rotate", rot, rot2)  # again: nothing to move, no HSM rewrap
     assert code == 0, out

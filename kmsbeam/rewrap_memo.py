@@ -1,0 +1,94 @@
+"""Coalescing, bounded memos of rewrapped value headers (old header -> new header, status).
+
+A rotation makes one key-source call per distinct data key: values of one data key share a
+header, so the first value's rewrap is remembered and concurrent values wait for it. Headers
+hold wrapped keys and commitments only (no key material), so remembering them is safe.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["RewrapMemo", "shared_memo"]
+
+
+class _Flight:
+    __slots__ = ("done", "error", "result")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: tuple[bytes, str] | None = None
+        self.error: BaseException | None = None
+
+
+class RewrapMemo:
+    """Value headers already handled (old header -> new header and status), LRU, thread-safe.
+
+    Concurrent misses for one header coalesce: the first caller runs the rewrap, the others
+    wait for its result (or its error; errors are not remembered). Share one per target, context
+    and filter in a process (``shared_memo``) so a worker makes one call per data key.
+    Headers hold wrapped keys and commitments only: no key material.
+    """
+
+    def __init__(self, max_entries: int = 65536) -> None:
+        self._max = max_entries
+        self._lock = threading.Lock()
+        self._done: OrderedDict[bytes, tuple[bytes, str]] = OrderedDict()
+        self._flights: dict[bytes, _Flight] = {}
+
+    def __len__(self) -> int:
+        return len(self._done)
+
+    def get(self, header: bytes, run: Callable[[], tuple[bytes, str]]) -> tuple[bytes, str]:
+        """The remembered result for ``header``, else ``run()``'s (once for all callers)."""
+        with self._lock:
+            done = self._done.get(header)
+            if done is not None:
+                self._done.move_to_end(header)
+                return done
+            flight = self._flights.get(header)
+            leader = flight is None
+            if flight is None:
+                flight = self._flights[header] = _Flight()
+        if not leader:
+            flight.done.wait()
+            if flight.error is not None:
+                raise flight.error
+            assert flight.result is not None
+            return flight.result
+        try:
+            flight.result = result = run()
+            with self._lock:
+                self._done[header] = result
+                while len(self._done) > self._max:
+                    self._done.popitem(last=False)
+            return result
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            with self._lock:
+                self._flights.pop(header, None)
+            flight.done.set()
+
+
+_memos: dict[tuple[Any, ...], RewrapMemo] = {}
+_memos_lock = threading.Lock()
+_memos_pid = [os.getpid()]
+
+
+def shared_memo(*key: Any) -> RewrapMemo:
+    """The process-wide memo for ``key`` (e.g. target URI, context, filter); a fresh one in a
+    forked child."""
+    with _memos_lock:
+        if _memos_pid[0] != os.getpid():
+            _memos.clear()
+            _memos_pid[0] = os.getpid()
+        memo = _memos.get(key)
+        if memo is None:
+            memo = _memos[key] = RewrapMemo()
+        return memo

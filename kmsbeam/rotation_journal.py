@@ -1,0 +1,113 @@
+"""The rotation journal: the data keys a rotation has moved, written as it goes, so a run that
+stops half-way (a crash, a killed worker) resumes without asking the key source again.
+
+One JSON line per data key moved, appended and synced to disk as soon as the key source has
+answered (before any value carries the new header)::
+
+    {"from": old version, "k": K-hex, "kmsbeam_journal": 1, "to": new version,
+     "wrapped": base64url(new wrapped key)}
+
+(keys sorted; ``docs/FORMAT.md``, "Rotation journal v1"; lines of another version are skipped).
+
+Each writer (one per worker process) appends to its own file ``DIR/journal-<host>-<pid>-<rand>.jsonl``,
+so workers never share a file; a line torn by a crash is skipped when the journal is read.
+Nothing in it is secret: commitments and wrapped keys are in every value's header anyway.
+
+A journal entry is used only for a value with the same commitment K and only while its
+``to`` version is still the target's current version. It is not checked again against the key
+source: a forged entry cannot give wrong plaintext, because readers check every value's K
+against the data key they unwrap (the value then fails to decrypt, and ``--verify`` says so).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import socket
+import threading
+import uuid
+from pathlib import Path
+
+__all__ = ["JOURNAL_VERSION", "JournalWriter", "journal_writer", "read_journal"]
+
+JOURNAL_VERSION = 1
+
+_PATTERN = "journal-*.jsonl"
+
+
+def read_journal(directory: str | os.PathLike[str], target_version: str) -> dict[bytes, bytes]:
+    """``{K: new wrapped key}`` for every journaled data key moved to ``target_version``.
+
+    A missing directory is an empty journal. Lines that do not parse (a torn last line) or that
+    name another target version are skipped.
+    """
+    moved: dict[bytes, bytes] = {}
+    root = Path(directory)
+    if not root.is_dir():
+        return moved
+    for shard in sorted(root.glob(_PATTERN)):
+        for line in shard.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+                if row["kmsbeam_journal"] != JOURNAL_VERSION or row["to"] != target_version:
+                    continue
+                k = bytes.fromhex(row["k"])
+                wrapped = base64.urlsafe_b64decode(row["wrapped"])
+            except (ValueError, KeyError, TypeError, binascii.Error):
+                continue
+            if len(k) == 16 and wrapped:
+                moved[k] = wrapped
+    return moved
+
+
+class JournalWriter:
+    """Appends journal lines to this process's own file in ``directory`` (thread-safe)."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self._dir = Path(directory)
+        self._lock = threading.Lock()
+        self._path: Path | None = None
+        self.lines = 0
+
+    def __repr__(self) -> str:
+        return f"JournalWriter({str(self._dir)!r}, lines={self.lines})"
+
+    def moved(self, commitment: bytes, old_version: str, new_version: str, wrapped: bytes) -> None:
+        """Record that the data key ``commitment`` now has the wrapped form ``wrapped``."""
+        line = json.dumps({"kmsbeam_journal": JOURNAL_VERSION, "k": commitment.hex(),
+                           "from": old_version, "to": new_version,
+                           "wrapped": base64.urlsafe_b64encode(wrapped).decode("ascii")},
+                          sort_keys=True) + "\n"  # fmt: skip
+        with self._lock:
+            if self._path is None:
+                self._dir.mkdir(parents=True, exist_ok=True)
+                name = f"journal-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+                self._path = self._dir / name
+            fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                os.write(fd, line.encode("utf-8"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self.lines += 1
+
+
+_writers: dict[str, JournalWriter] = {}
+_writers_lock = threading.Lock()
+_writers_pid = [os.getpid()]
+
+
+def journal_writer(directory: str | os.PathLike[str]) -> JournalWriter:
+    """The process-wide writer for ``directory`` (a new file in a forked child)."""
+    key = os.path.abspath(directory)
+    with _writers_lock:
+        if _writers_pid[0] != os.getpid():
+            _writers.clear()
+            _writers_pid[0] = os.getpid()
+        writer = _writers.get(key)
+        if writer is None:
+            writer = _writers[key] = JournalWriter(key)
+        return writer
+
