@@ -128,6 +128,7 @@ class Handler(BaseHTTPRequestHandler):
         bucket, _, key = unquote(raw_path).lstrip("/").partition("/")
         op = self._operation(method, key, params, headers)
         owner.requests[op] += 1
+        owner.bytes_in[op] += len(body)
         fault = owner.take_fault(op)
         if fault is not None and fault[0] == "reset":
             return self._reset()
@@ -145,6 +146,8 @@ class Handler(BaseHTTPRequestHandler):
         except OssFailure as exc:
             status, out, payload = self._error(rid, exc.status, exc.code, str(exc))
         out["x-oss-request-id"] = rid
+        if method != "HEAD":
+            owner.bytes_out[op] += len(payload)
         self._send(method, status, out, payload, cut=fault is not None and fault[0] == "cut")
 
     def _error(self, rid: str, status: int, code: str, message: str) -> _Answer:

@@ -5,7 +5,9 @@ endpoint) and other SDKs use: PutObject, GetObject (ranges), HeadObject, DeleteO
 ListObjects v1 and v2 (prefix, delimiter, paging, URL encoding), multipart uploads (initiate,
 upload part, list parts, complete, abort) and CopyObject (``x-oss-metadata-directive``
 COPY or REPLACE). Every request must carry a valid V1 or V4 signature from a configured
-access key; STS keys also need their token. Objects live in memory.
+access key; STS keys also need their token. Objects live in memory. ``requests``,
+``bytes_in`` and ``bytes_out`` count requests and request/response body bytes by operation
+(``get``, ``put``, ``copy``, ...), for tests and benchmarks.
 
 It is public (``kmsbeam.oss.LoopbackOssServer``) so that users can test their own pipelines
 that read and write ``oss://`` without network or credentials, with the same checks (bad
@@ -79,6 +81,8 @@ class LoopbackOssServer:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self.requests: Counter[str] = Counter()
+        self.bytes_in: Counter[str] = Counter()  # request body bytes, by operation
+        self.bytes_out: Counter[str] = Counter()  # response body bytes, by operation
         for name in buckets:
             self.create_bucket(name)
         self._http = _Http(("127.0.0.1", port), Handler)
