@@ -26,14 +26,15 @@ from kmsbeam import (
     failure_reason,
     open_key_source,
 )
-from kmsbeam.budget import KmsBudget, install_kms_budget, kms_budget, uninstall_kms_budget
+from kmsbeam.budget import KmsBudget, kms_budget
+from kmsbeam.transforms._budgeted import BudgetedDoFn
 from kmsbeam.transforms._metrics import Counters
 from kmsbeam.transforms._rows import from_row, is_row, to_row
 
 DEAD_LETTER = "dead_letter"
 
 
-class CryptoDoFn(beam.DoFn):
+class CryptoDoFn(BudgetedDoFn):
     """Runs one kmsbeam record engine (FieldEncryptor, ...) over dicts or Beam Rows.
 
     Args:
@@ -72,19 +73,6 @@ class CryptoDoFn(beam.DoFn):
         self._counters = Counters()
         self._install_budget()
         self._open()
-
-    def _install_budget(self) -> None:
-        """Put this DoFn's KMS call budget in force in the worker process (once)."""
-        budget = getattr(self, "_budget", None)  # DoFns pickled before kms_qps existed: none
-        if budget is not None and not getattr(self, "_budget_installed", False):
-            install_kms_budget(budget)
-            self._budget_installed = True
-
-    def teardown(self) -> None:
-        if getattr(self, "_budget_installed", False):
-            assert self._budget is not None
-            uninstall_kms_budget(self._budget)
-            self._budget_installed = False
 
     def _open(self) -> None:
         """Build the engine; a key source that cannot be opened fails records, not the job.

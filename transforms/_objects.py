@@ -36,7 +36,8 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from kmsbeam import check_context, failure_reason, parse_key_uri
-from kmsbeam.budget import KmsBudget, install_kms_budget, kms_budget, uninstall_kms_budget
+from kmsbeam.budget import KmsBudget, kms_budget
+from kmsbeam.transforms._budgeted import BudgetedDoFn
 from kmsbeam.objects import DEFAULT_CHUNK_SIZE, ObjectReader, ObjectWriter
 from kmsbeam.oss import OssConfig, oss_client
 from kmsbeam.transforms._dofns import DEAD_LETTER
@@ -137,7 +138,7 @@ def _discard(dst: str) -> None:
             pass
 
 
-class _ObjectFn(beam.DoFn):
+class _ObjectFn(BudgetedDoFn):
     def __init__(self, op: str, key: str | None, dest: str, base: str | None,
                  options: dict[str, Any], transform: str,
                  budget: KmsBudget | None = None) -> None:  # fmt: skip
@@ -149,12 +150,7 @@ class _ObjectFn(beam.DoFn):
         from kmsbeam.transforms._metrics import Counters
 
         self._counters = Counters()
-        if self._budget is not None:
-            install_kms_budget(self._budget)
-
-    def teardown(self) -> None:
-        if self._budget is not None:
-            uninstall_kms_budget(self._budget)
+        self._install_budget()
 
     def finish_bundle(self) -> None:
         self._counters.report_budget()

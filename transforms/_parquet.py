@@ -44,6 +44,7 @@ from kmsbeam.parquet import (
 )
 from kmsbeam.transforms._dofns import DEAD_LETTER
 from kmsbeam.budget import KmsBudget, install_kms_budget, kms_budget, uninstall_kms_budget
+from kmsbeam.transforms._budgeted import BudgetedDoFn
 from kmsbeam.transforms._metrics import Counters
 
 __all__ = ["ReadEncryptedParquet", "WriteEncryptedParquet"]
@@ -269,7 +270,7 @@ def _open(path: str, decryption: PmeDecryption | None) -> tuple[pq.ParquetFile, 
         raise
 
 
-class _FileFn(beam.DoFn):
+class _FileFn(BudgetedDoFn):
     """Shared by the reader's two steps: dead letters and the KMS-call counters."""
 
     def __init__(self, decryption: PmeDecryption | None, label: str, dead_letters: bool,
@@ -281,12 +282,7 @@ class _FileFn(beam.DoFn):
 
     def setup(self) -> None:
         self._counters = Counters()
-        if self._budget is not None:
-            install_kms_budget(self._budget)
-
-    def teardown(self) -> None:
-        if self._budget is not None:
-            uninstall_kms_budget(self._budget)
+        self._install_budget()
 
     def _fail(self, where: dict[str, Any], exc: KmsBeamError) -> Iterator[Any]:
         report_kms_calls(self._counters)

@@ -36,7 +36,8 @@ from kmsbeam import (
 from kmsbeam.parquet import CellDecryptor, CellEncryptor
 from kmsbeam.parquet import cells_schema as _cells_schema
 from kmsbeam.transforms._dofns import DEAD_LETTER
-from kmsbeam.budget import KmsBudget, install_kms_budget, kms_budget, uninstall_kms_budget
+from kmsbeam.budget import KmsBudget, kms_budget
+from kmsbeam.transforms._budgeted import BudgetedDoFn
 from kmsbeam.transforms._metrics import Counters
 from kmsbeam.transforms._parquet import create_local_aliases
 
@@ -64,7 +65,7 @@ def cells_schema(schema: pa.Schema, columns: Iterable[str] | str, key: str,
     return _cells_schema(schema, columns, key, bind)
 
 
-class _CellsFn(beam.DoFn):
+class _CellsFn(BudgetedDoFn):
     def __init__(
         self, encrypt: bool, key: str, options: dict[str, Any], label: str, dead_letters: bool,
         budget: KmsBudget | None = None,
@@ -80,12 +81,7 @@ class _CellsFn(beam.DoFn):
         self._counters = Counters()
         self._engine: Any = None
         self._failure: KmsBeamError | None = None
-        if self._budget is not None:
-            install_kms_budget(self._budget)
-
-    def teardown(self) -> None:
-        if self._budget is not None:
-            uninstall_kms_budget(self._budget)
+        self._install_budget()
 
     def finish_bundle(self) -> None:
         self._counters.report_budget()
