@@ -441,21 +441,24 @@ class Opener:
 
 
     def open_many(
-        self, bodies: Sequence[bytes], name: str, bindings: Iterable[bytes]
+        self, bodies: Sequence[bytes], name: str, bindings: Iterable[bytes] | None = None
     ) -> list[bytes]:
-        """``open`` for many bodies of field ``name`` (``bindings`` one per body), in one
-        AES-GCM ``map``.
+        """``open`` for many bodies of field ``name`` (``bindings`` one per body, or None for
+        values without a binding), in one AES-GCM ``map``.
 
         Raises:
             AuthenticationError: some value does not authenticate (which one is not said).
         """
-        if any(len(b) < 4 + 1 + _TAG for b in bodies):
+        if not bodies:
+            return []
+        if min(map(len, bodies)) < 4 + 1 + _TAG:
             raise MalformedValueError()
         prefix = _name_prefix(self._fmt, name) + self._commitment
-        nonces = [b"\0" * 8 + b[:4] for b in bodies]
+        nonces = [b"\0\0\0\0\0\0\0\0" + b[:4] for b in bodies]
         sealed = [b[4:] for b in bodies]
+        aads: Iterable[bytes] = repeat(prefix) if bindings is None else [prefix + b for b in bindings]
         try:
-            return list(map(self._aead.decrypt, nonces, sealed, [prefix + b for b in bindings]))
+            return list(map(self._aead.decrypt, nonces, sealed, aads))
         except InvalidTag as exc:
             raise AuthenticationError() from exc
 

@@ -9,7 +9,7 @@ header against it instead of parsing and looking it up again.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from itertools import repeat
+from operator import itemgetter
 from typing import Any
 
 from kmsbeam._binding import (
@@ -22,13 +22,15 @@ from kmsbeam._binding import (
     without_none,
 )
 from kmsbeam.cache import DataKeyCache, shared_cache
-from kmsbeam.codec import decode_value
+from kmsbeam.codec import STR_TAG, decode_value
 from kmsbeam.envelope import FIELD_V1, Opener, from_text_many, parse
 from kmsbeam.errors import ConfigurationError, KmsBeamError, MalformedValueError
 from kmsbeam.keysource import KeySource, canonical_context, check_context
 from kmsbeam.paths import parse_paths
 
 __all__ = ["FieldDecryptor"]
+
+_TEXT_ONLY = {STR_TAG[0]}  # the tags of a column holding only str values
 
 
 class FieldDecryptor:
@@ -143,7 +145,7 @@ class FieldDecryptor:
                 these: Sequence[bytes] | None = None
             else:
                 these = bindings if rows is None else [bindings[j] for j in rows]
-            plains = [decode_value(p) for p in self._open_column(name, values, these)]
+            plains = _decode_column(self._open_column(name, values, these))
             targets = outs if rows is None else [outs[j] for j in rows]
             if path is None:
                 for out, plain in zip(targets, plains):
@@ -161,7 +163,7 @@ class FieldDecryptor:
         """The plaintexts of one field's values; one AES-GCM ``map`` per data key."""
         if not values:
             return []
-        binds: Iterable[bytes] = repeat(b"", len(values)) if bindings is None else bindings
+        binds: Iterable[bytes] | None = bindings
         kinds = set(map(type, values))
         if kinds == {str} or kinds == {bytes}:  # the common case: one data key for them all
             first, _ = self._opener(values[0])
@@ -186,7 +188,21 @@ class FieldDecryptor:
             group[2].append(body)
         out: list[bytes] = [b""] * len(values)
         for op, index, bodies in groups.values():
-            binds = repeat(b"", len(bodies)) if bindings is None else [bindings[j] for j in index]
-            for j, plain in zip(index, op.open_many(bodies, name, binds)):
+            these = None if bindings is None else [bindings[j] for j in index]
+            for j, plain in zip(index, op.open_many(bodies, name, these)):
                 out[j] = plain
         return out
+
+
+def _decode_column(opened: list[bytes]) -> list[Any]:
+    """``decode_value`` of each plaintext; a column of text values in one pass (the common case).
+
+    Raises:
+        MalformedValueError: a value does not decode (the caller then goes record by record).
+    """
+    if opened and set(map(itemgetter(0), opened)) == _TEXT_ONLY:
+        try:
+            return [p[1:].decode("utf-8") for p in opened]
+        except UnicodeDecodeError:
+            raise MalformedValueError() from None
+    return [decode_value(p) for p in opened]

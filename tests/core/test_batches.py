@@ -217,3 +217,16 @@ def test_from_text_many_accepts_and_refuses_exactly_what_from_text_does() -> Non
         bad[4] = bad[4][:10] + junk + bad[4][11:]
         with pytest.raises(MalformedValueError):
             from_text_many(bad)
+
+
+def test_decrypt_batch_refuses_a_str_value_that_is_not_utf8_in_its_record_only(source: Any) -> None:
+    records = _records(4)
+    encrypted = FieldEncryptor(["ssn"], source, encoding="bytes").encrypt_batch(records)
+    parsed = parse(encrypted[0]["ssn"], FIELD_V1)
+    dek = source.decrypt_data_key(parsed.wrapped)
+    forged = Sealer(FIELD_V1, dek, parsed.wrapped).seal(b"\x05\xff\xfe", "ssn")  # str tag, bad UTF-8
+    batch = [dict(r) for r in encrypted]
+    batch[2]["ssn"] = forged  # authenticates (same key) but does not decode
+    out = FieldDecryptor(["ssn"], source, cache=DataKeyCache()).decrypt_batch(batch)
+    assert [out[i] for i in (0, 1, 3)] == [records[i] for i in (0, 1, 3)]
+    assert isinstance(out[2], AuthenticationError) and out[2].field == "ssn"  # MalformedValueError
