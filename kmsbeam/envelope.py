@@ -441,21 +441,28 @@ class Opener:
 
 
     def open_many(
-        self, bodies: Sequence[bytes], name: str, bindings: Iterable[bytes] | None = None
+        self,
+        bodies: Sequence[bytes],
+        name: str,
+        bindings: Iterable[bytes] | None = None,
+        *,
+        offset: int = 0,
     ) -> list[bytes]:
         """``open`` for many bodies of field ``name`` (``bindings`` one per body, or None for
-        values without a binding), in one AES-GCM ``map``.
+        values without a binding), in one AES-GCM ``map``. With ``offset``, each body starts
+        that many bytes in (whole values whose header the caller has checked: no copies).
 
         Raises:
             AuthenticationError: some value does not authenticate (which one is not said).
         """
         if not bodies:
             return []
-        if min(map(len, bodies)) < 4 + 1 + _TAG:
+        if min(map(len, bodies)) < offset + 4 + 1 + _TAG:
             raise MalformedValueError()
         prefix = _name_prefix(self._fmt, name) + self._commitment
-        nonces = [b"\0\0\0\0\0\0\0\0" + b[:4] for b in bodies]
-        sealed = [b[4:] for b in bodies]
+        start, end = offset, offset + 4
+        nonces = [b"\0\0\0\0\0\0\0\0" + b[start:end] for b in bodies]
+        sealed = [b[end:] for b in bodies]
         aads: Iterable[bytes] = repeat(prefix) if bindings is None else [prefix + b for b in bindings]
         try:
             return list(map(self._aead.decrypt, nonces, sealed, aads))

@@ -9,6 +9,7 @@ header against it instead of parsing and looking it up again.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
@@ -169,12 +170,11 @@ class FieldDecryptor:
             first, _ = self._opener(values[0])
             head: Any = first.header_text if kinds == {str} else first.header
             n = len(head)
-            if {v[:n] for v in values} == {head}:
+            starts = str.startswith if kinds == {str} else bytes.startswith
+            if all(map(starts, values, repeat(head))):
                 if kinds == {str}:
-                    bodies = from_text_many([v[n:] for v in values])
-                else:
-                    bodies = [v[n:] for v in values]
-                return first.open_many(bodies, name, binds)
+                    return first.open_many(from_text_many([v[n:] for v in values]), name, binds)
+                return first.open_many(values, name, binds, offset=n)
         current: Opener | None = None
         groups: dict[int, tuple[Opener, list[int], list[bytes]]] = {}
         for j, value in enumerate(values):
