@@ -50,6 +50,7 @@ import apache_beam as beam
 from kmsbeam.pipelines import _fns, formats, jobs
 from kmsbeam.pipelines.manifest import MANIFEST_NAME, Manifest
 from kmsbeam.pipelines.plan import JobSpec, Plan, dead_dir_for, prepare_output
+from kmsbeam.pipelines.rotate_report import dry_run, inventory, key_rows, table
 from kmsbeam.pipelines.rotate_state import (
     JOURNAL_NAME,
     ROTATION_NAME,
@@ -63,8 +64,7 @@ from kmsbeam.transforms import ReencryptFields, ReencryptRecords, RewrapDataKeys
 
 import kmsbeam
 from kmsbeam import ConfigurationError, parse_key_uri
-from kmsbeam.envelope import parse
-from kmsbeam.rotation import Rewrapper, record_paths, source_key_versions, wrapped_key_version
+from kmsbeam.rotation import Rewrapper, record_paths, source_key_versions
 
 __all__ = ["ROTATION_NAME", "run_rotate"]
 
@@ -112,26 +112,6 @@ def _plan(args: argparse.Namespace, beam_args: list[str]) -> tuple[Plan, Manifes
     return plan, manifest, to_key
 
 
-def _key_rows(record: Any, paths: Any, fmt: int) -> list[str]:
-    """``{"k": K-hex, "v": version}`` lines for the values of one record (inventory)."""
-    out = []
-    for path in paths:
-        try:
-            value = path.get(record)
-            if value is None:
-                continue
-            k, v = _head(value, fmt)
-            out.append(json.dumps({"k": k, "v": v}, sort_keys=True))
-        except kmsbeam.KmsBeamError:
-            continue
-    return out
-
-
-def _head(value: Any, fmt: int) -> tuple[str, str]:
-    parsed = parse(value, fmt)
-    return parsed.commitment.hex(), wrapped_key_version(parsed.wrapped)
-
-
 def _build(p: beam.Pipeline, plan: Plan, m: Manifest, to_key: str, version: str,
            args: argparse.Namespace) -> None:  # fmt: skip
     paths, fmt = record_paths(m.mode, m.fields, m.payload_field)
@@ -155,7 +135,7 @@ def _build(p: beam.Pipeline, plan: Plan, m: Manifest, to_key: str, version: str,
     good, dead = records | "Rotate" >> step.with_dead_letters()
     tmp = str((plan.out_dir / _TMP).absolute())
     for name, pcoll in (("in", records), ("out", good)):
-        (pcoll | f"Keys_{name}" >> beam.FlatMap(_key_rows, paths, fmt)
+        (pcoll | f"Keys_{name}" >> beam.FlatMap(key_rows, paths, fmt)
          | f"Distinct_{name}" >> beam.Distinct()
          | f"WriteKeys_{name}" >> beam.io.WriteToText(f"{tmp}/{name}", file_name_suffix=".jsonl"))  # fmt: skip
     if m.format == "parquet" and nested:
@@ -167,57 +147,6 @@ def _build(p: beam.Pipeline, plan: Plan, m: Manifest, to_key: str, version: str,
                                         encrypted=encrypted)  # fmt: skip
     letters = [d for d in (parse_dead, dead, format_dead) if d is not None]
     formats.write_dead_letters(letters, str(plan.dead_dir.absolute() / "part"))
-
-
-def _inventory(directory: Path, name: str) -> dict[str, str]:
-    keys: dict[str, str] = {}
-    for shard in sorted(directory.glob(f"{name}-*")):
-        for line in shard.read_text(encoding="utf-8").splitlines():
-            row = json.loads(line)
-            keys[row["k"]] = row["v"]
-    return keys
-
-
-def _dry_run(plan: Plan, m: Manifest, to_key: str, version: str, args: argparse.Namespace) -> int:
-    """Count values, data keys and the calls a rotation would make; write nothing."""
-    paths, fmt = record_paths(m.mode, m.fields, m.payload_field)
-    heads: dict[str, str] = {}
-    values = 0
-    for record in _local_records(plan, m):
-        for line in _key_rows(record, paths, fmt):
-            row = json.loads(line)
-            heads[row["k"]] = row["v"]
-            values += 1
-    only = set(args.only_version) if args.only_version else None
-    todo = [k for k, v in heads.items() if v != version and (only is None or v in only)]
-    rows = [("values", f"{values:,}"), ("data keys", f"{len(heads):,}"),
-            ("data keys to move", f"{len(todo):,}"),
-            ("KMS calls: " + ("GenerateDataKey" if args.reencrypt else "ReEncrypt"),
-             f"{len(todo):,}" if not args.reencrypt else "1 per bundle"),
-            ("KMS calls: Decrypt", f"{len(todo):,}")]  # fmt: skip
-    print(_table(f"kmsbeam rotate --dry-run: {plan.spec.input} -> key {to_key} (version {version})", rows))
-    return 0
-
-
-def _local_records(plan: Plan, m: Manifest) -> Any:
-    import csv
-
-    import pyarrow.parquet as pq
-
-    for name in plan.files:
-        if m.format == "parquet":
-            yield from pq.read_table(name).to_pylist()
-        elif m.format == "csv":
-            with open(name, newline="", encoding="utf-8") as f:
-                yield from csv.DictReader(f)
-        else:
-            with open(name, encoding="utf-8") as f:
-                yield from (json.loads(line) for line in f if line.strip())
-
-
-def _table(title: str, rows: list[tuple[str, str]]) -> str:
-    width = max(len(n) for n, _ in rows)
-    return "\n".join([title] + [f"  {n:<{width}}  {v}" for n, v in rows])
 
 
 def run_rotate(args: argparse.Namespace, beam_args: list[str]) -> int:
@@ -250,24 +179,24 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
         if args.input.startswith("oss://"):
             from kmsbeam.pipelines.rotate_oss import rotate_export_in_place
 
-            return rotate_export_in_place(args, _table)
+            return rotate_export_in_place(args, table)
         from kmsbeam.pipelines.rotate_pme import rotate_pme_in_place
 
-        return rotate_pme_in_place(args, _manifest, _table)
+        return rotate_pme_in_place(args, _manifest, table)
     if args.input.startswith("oss://"):
         raise ConfigurationError("an OSS export is rotated with --in-place (object metadata only)")
     first = _manifest(Path(args.input))
     if first.mode == "pme" and args.output is not None:
         from kmsbeam.pipelines.rotate_pme_rewrite import rotate_pme_rewrite
 
-        return rotate_pme_rewrite(args, first, _table)
+        return rotate_pme_rewrite(args, first, table)
     if first.mode == "cells":
         if args.output is None or args.reencrypt:
             raise ConfigurationError("a --parquet-mode cells dataset is rotated into an OUTPUT "
                                      "directory by rewrap (no --reencrypt yet)")  # fmt: skip
         from kmsbeam.pipelines.rotate_cells import rotate_cells
 
-        return rotate_cells(args, first, _table)
+        return rotate_cells(args, first, table)
     plan, m, to_key = _plan(args, beam_args)
     jobs.pipeline_options(beam_args)
     recorded = recorded_target(read_rotation(Path(args.input)), to_key) if args.trust_manifest else None
@@ -277,7 +206,7 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
         version = Rewrapper(kmsbeam.open_key_source(to_key, create=False)).check_target()
         resolved = "DescribeKey" if parse_key_uri(to_key).scheme != "pkcs11" else "the token"
     if args.dry_run:
-        return _dry_run(plan, m, to_key, version, args)
+        return dry_run(plan, m, to_key, version, args)
     journal = plan.out_dir / JOURNAL_NAME
     resuming = journal.is_dir() and not (plan.out_dir / ROTATION_NAME).exists()
     prepare_output(plan.out_dir, plan.dead_dir, args.overwrite or resuming, plan.files)
@@ -308,7 +237,7 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
     elapsed = time.monotonic() - started
     counters = jobs.counters_of(result)
     c = lambda name, ns="kmsbeam": counters.get(f"{ns}/{name}", 0)  # noqa: E731
-    before, after = _inventory(plan.out_dir / _TMP, "in"), _inventory(plan.out_dir / _TMP, "out")
+    before, after = inventory(plan.out_dir / _TMP, "in"), inventory(plan.out_dir / _TMP, "out")
     shutil.rmtree(plan.out_dir / _TMP, ignore_errors=True)
     if plan.dead_dir.is_dir() and not any(plan.dead_dir.iterdir()):
         plan.dead_dir.rmdir()
@@ -359,7 +288,7 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
             rows.append(("verified (decrypted)", f"{verified['records_decrypted']:,} of "
                          f"{verified['records_sampled']:,} records sampled, "
                          f"{verified['dead_letters']:,} failed"))  # fmt: skip
-        print(_table(f"kmsbeam rotate: {plan.spec.input} -> {plan.out_dir} (key {to_key}, "
+        print(table(f"kmsbeam rotate: {plan.spec.input} -> {plan.out_dir} (key {to_key}, "
                      f"version {version}, from {resolved})", rows))  # fmt: skip
     if counts["dead_letters"]:
         print(f"kmsbeam: warning: {counts['dead_letters']:,} records went to the dead letters in "
