@@ -208,10 +208,11 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
     if args.dry_run:
         return dry_run(plan, m, to_key, version, args)
     journal = plan.out_dir / JOURNAL_NAME
-    resuming = journal.is_dir() and not (plan.out_dir / ROTATION_NAME).exists()
-    prepare_output(plan.out_dir, plan.dead_dir, args.overwrite or resuming, plan.files)
+    unfinished = journal.is_dir() and not (plan.out_dir / ROTATION_NAME).exists()
+    resuming = unfinished and not args.reencrypt  # re-encryption makes new keys: no journal
+    prepare_output(plan.out_dir, plan.dead_dir, args.overwrite or unfinished, plan.files)
     stale_paths = [plan.out_dir / ROTATION_NAME, plan.out_dir / _TMP]
-    for stale in stale_paths + ([] if resuming and not args.reencrypt else [journal]):
+    for stale in stale_paths + ([] if resuming else [journal]):
         if stale.is_dir():
             shutil.rmtree(stale)
         elif stale.exists():

@@ -35,7 +35,7 @@ def rotate_pme_rewrite(args: argparse.Namespace, m: Manifest, table: Any) -> int
     """Rewrite every part file of the PME dataset ``args.input`` into ``args.output``."""
     import pyarrow.parquet as pq
 
-    from kmsbeam.parquet import PmeDecryption, PmeEncryption
+    from kmsbeam.parquet import PmeDecryption, PmeEncryption, key_material_path
 
     if args.reencrypt or args.only_version or args.trust_manifest:
         raise ConfigurationError("a PME dataset is rotated by rewriting it with new PME keys: "
@@ -71,6 +71,7 @@ def rotate_pme_rewrite(args: argparse.Namespace, m: Manifest, table: Any) -> int
             failures.append({"file": f.name, "reason": failure_reason(exc) if isinstance(
                 exc, KmsBeamError) else type(exc).__name__})  # fmt: skip
             target.unlink(missing_ok=True)
+            key_material_path(target).unlink(missing_ok=True)
     elapsed = time.monotonic() - started
     Manifest(**{**m.__dict__, "key": new_key(m.key), "footer_key": encryption.footer_key,
                 "column_keys": dict(encryption.column_keys),
