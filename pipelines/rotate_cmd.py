@@ -3,6 +3,7 @@ loads; the job itself is in ``kmsbeam.pipelines.rotate``)."""
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 __all__ = ["add_rotate_parser"]
@@ -32,7 +33,7 @@ def add_rotate_parser(sub: Any) -> None:
     cmd.add_argument("--dry-run", action="store_true",
                      help="count data keys and KMS calls; change nothing")
     cmd.add_argument("--verify", action="store_true", help="decrypt all of OUTPUT afterwards")
-    cmd.add_argument("--verify-sample", type=float, metavar="F",
+    cmd.add_argument("--verify-sample", type=_fraction, metavar="F",
                      help="decrypt an evenly spread fraction F (0 < F <= 1) of OUTPUT's records "
                      "afterwards, e.g. 0.01")
     cmd.add_argument("--trust-manifest", action="store_true",
@@ -44,3 +45,14 @@ def add_rotate_parser(sub: Any) -> None:
     from kmsbeam.pipelines.cli import add_kms_budget_arguments
 
     add_kms_budget_arguments(cmd)
+
+
+def _fraction(text: str) -> float:
+    """``--verify-sample``: a fraction 0 < F <= 1, checked before anything runs."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a fraction 0 < F <= 1, e.g. 0.01") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError("expected a fraction 0 < F <= 1, e.g. 0.01")
+    return value

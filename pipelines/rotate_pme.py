@@ -17,12 +17,11 @@ from typing import Any
 
 import kmsbeam
 from kmsbeam import ConfigurationError, KmsBeamError
-from kmsbeam.pipelines.rotate_state import finished_at, read_rotation
+from kmsbeam.pipelines.rotate_state import ROTATION_NAME, finished_at, read_rotation
 from kmsbeam.rotation import Rewrapper
 
 __all__ = ["rotate_pme_in_place"]
 
-ROTATION_NAME = "_kmsbeam_rotation.json"
 
 
 def _material_versions(path: Path) -> dict[str, str] | None:
@@ -121,8 +120,6 @@ def _verify(files: list[Path], uris: list[str], context: Any, fraction: float | 
     from kmsbeam.parquet import PmeDecryption
     from kmsbeam.pipelines.rotate_state import sample_indices
 
-    if fraction is not None and not 0 < fraction <= 1:
-        raise ConfigurationError("--verify-sample takes a fraction of the files: 0 < F <= 1")
     picked = [files[i] for i in sample_indices(len(files), fraction or 1.0)]
     out = {"files_sampled": len(picked), "files_read": 0, "rows_read": 0, "failed": 0}
     decryption = PmeDecryption(uris, context)

@@ -129,3 +129,10 @@ def test_only_key_rewraps_the_data_keys_of_one_source_key(cli: Any, customers: P
     assert counts["values_rewrapped"] == 1000 and counts["values_filtered"] == 1000
     r = cli("rotate", a, tmp_path / "x", "--only-key", key, "--reencrypt")
     assert r.code == 2 and "--only-key" in r.err
+
+
+def test_a_bad_verify_sample_is_refused_before_anything_runs(cli: Any, tmp_path: Path) -> None:
+    for bad in ("0", "1.5", "-0.1", "half"):
+        r = cli("rotate", tmp_path / "in", tmp_path / "out", "--verify-sample", bad)
+        assert r.code == 2 and "0 < F <= 1" in r.err
+    assert not (tmp_path / "out").exists()
