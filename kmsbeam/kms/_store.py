@@ -8,7 +8,8 @@ errors are mapped to kmsbeam errors here and never carry key material.
 
 Caveats: the file holds master key material (and the RSA private keys of unexpired BYOK
 import tokens) in the clear, protected only by its mode (0600) and its directory's (0700).
-It is meant for development and tests, not production keys.
+It is meant for development and tests, not production keys. Opening refuses what ssh would
+(symlinks, foreign owners, group/world-writable files and directories: ``_private_files``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from kmsbeam._private_files import check_private_dir, check_private_file, make_private_dir
 from kmsbeam.errors import (
     ConfigurationError,
     FormatError,
@@ -130,10 +132,12 @@ class KeyStore:
         return self._conn
 
     def _open(self) -> sqlite3.Connection:
-        if not self._path.exists():
+        self._check_permissions()
+        if not os.path.lexists(self._path):
             if not self._create:
                 raise ConfigurationError(f"there is no kmsbeam keystore at {self._path}")
             self._create_file()
+            self._check_permissions()  # another process may have linked its file first
         conn = sqlite3.connect(
             self._path.as_uri() + "?mode=rw",
             uri=True,
@@ -157,9 +161,6 @@ class KeyStore:
         Nobody ever sees a half-initialised file, and of several processes creating it at
         once exactly one wins (``os.link`` fails if the name exists); the rest use its file.
         """
-        if not self._directory.is_dir():
-            self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            os.chmod(self._directory, 0o700)  # mkdir's mode is subject to the umask
         tmp = self._directory / f".{KEYSTORE_FILENAME}.{os.getpid()}.{secrets.token_hex(6)}"
         os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
         try:
@@ -179,6 +180,17 @@ class KeyStore:
         finally:
             for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
                 leftover.unlink(missing_ok=True)
+
+    def _check_permissions(self) -> None:
+        """What ssh would refuse (``kmsbeam._private_files``): a symlinked, foreign, or
+        group/world-writable directory or file; a readable file of ours is narrowed to 0600.
+        A missing directory is created 0700 (each level) when ``create`` is set."""
+        if self._create and not os.path.lexists(self._directory):
+            make_private_dir(self._directory, "the keystore directory")
+        if os.path.lexists(self._directory) or self._create:
+            check_private_dir(self._directory, "the keystore directory")
+        for name in (self._path, Path(f"{self._path}-wal"), Path(f"{self._path}-shm")):
+            check_private_file(name, "the keystore")
 
     def _check_header(self, conn: sqlite3.Connection) -> None:
         """Refuse foreign or newer files; migrate an older kmsbeam keystore in place."""

@@ -13,7 +13,8 @@ id            the KEK id (CKA_ID), percent-encoded bytes as in RFC 7512 (``%01%a
 slot-id       optional: the slot number, when several tokens share a label
 module-path   required: absolute path of the PKCS#11 module (``libsofthsm2.so``, vendor lib)
 pin-source    required: ``env:VAR`` (an environment variable) or ``file:/abs/path`` (a file
-              whose first line is the PIN). The PIN itself never goes in a URI: ``pin-value``
+              whose first line is the PIN, mode 0600 or 0400, owned by the user or root:
+              group or others must not read it). The PIN itself never goes in a URI: ``pin-value``
               is refused, and nothing here ever holds or prints a PIN.
 ============  ==============================================================================
 """
@@ -25,6 +26,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote, unquote_to_bytes
 
+from kmsbeam._private_files import check_secret_file
 from kmsbeam.errors import ConfigurationError
 from kmsbeam.uri import KeyUri, parse_key_uri
 
@@ -68,7 +70,9 @@ class PinSource:
 
         Raises:
             ConfigurationError: the variable is unset or empty, or the file is missing,
-                unreadable or empty (the message names the source, never its content).
+                unreadable or empty, or group or others may read or write it, or it is owned
+                by someone other than the user or root (the message names the source, never
+                its content).
         """
         if self.kind == "env":
             pin = os.environ.get(self.where)
@@ -80,6 +84,7 @@ class PinSource:
         else:
             try:
                 with open(self.where, encoding="utf-8") as f:
+                    check_secret_file(f.fileno(), self.where, "the PIN file")
                     pin = f.readline().rstrip("\r\n")
             except FileNotFoundError:
                 raise ConfigurationError(

@@ -81,6 +81,7 @@ def test_pin_from_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="does not exist"):
         source.read()
     path.write_text("s3cret\nignored second line\n")
+    path.chmod(0o600)  # a PIN file group or others may read is refused (test_keystore_permissions)
     assert source.read() == "s3cret"
     path.write_text("\n")
     with pytest.raises(ConfigurationError, match="is empty") as info:

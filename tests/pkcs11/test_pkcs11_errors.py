@@ -46,6 +46,7 @@ def test_a_wrong_pin_once_the_process_is_logged_in(kek: str, monkeypatch: pytest
 def test_the_pin_from_a_file(hsm: Hsm, kek: str, tmp_path: Path) -> None:
     pin_file = tmp_path / "pin"
     pin_file.write_text(PIN + "\n")
+    pin_file.chmod(0o600)  # group- or world-readable PIN files are refused
     src = Pkcs11KeySource(kek.replace(f"env:{PIN_ENV}", f"file:{pin_file}"))
     key = src.generate_data_key()
     assert src.decrypt_data_key(key.wrapped) == key.plaintext
