@@ -1,192 +1,398 @@
-"""A small HTTP/1.1 server for the emulator: one thread per connection, keep-alive.
+"""A small HTTP/1.1 server for the emulator: one I/O thread, a bounded worker pool, deadlines.
 
-``http.server.BaseHTTPRequestHandler`` parses headers with the ``email`` package, which cost
-more CPU than the whole KMS call; this reads just what the KMS API needs: a request line,
-header lines and a ``Content-Length`` body (no chunked bodies, no header folding). Each
-response is written with one ``send`` and ``TCP_NODELAY``, so loopback clients never wait on
-delayed ACKs. Malformed HTTP gets an Alibaba JSON error and the connection is closed.
+One thread owns every socket: it accepts, reads request heads and bodies without blocking
+(``_http_parse``), writes what a response could not send at once, enforces deadlines and
+closes connections. Complete requests go to a fixed pool of ``workers`` threads that run the
+service and send the answer. So a slow or idle client costs one file descriptor and its
+buffer, never a thread, and no lock is ever held across a socket operation.
 
-Stopping (``close_connections``) shuts every open connection down and waits for the calls in
-flight, so nothing runs against the keystore after the server closed it.
+Bounds (``Limits``):
+
+- at most ``max_connections`` open connections; past it the connection that has waited
+  longest for a request is closed (or, if every one is being served, the newcomer gets
+  503 ``ServiceUnavailableTemporary`` and is closed);
+- ``workers`` threads serve calls; a connection has at most one call in flight;
+- a request must arrive whole within ``request_timeout`` seconds of its first byte (of the
+  connection, for a first request), and its response must be taken within as long;
+- an idle keep-alive connection is closed after ``idle_timeout`` seconds.
+
+Malformed HTTP gets an Alibaba JSON error and the connection is closed. ``stop`` closes
+every connection, cancels queued calls and waits for the calls in flight, so nothing runs
+against the keystore after the server closed it.
 """
 
 from __future__ import annotations
 
 import http
-import io
 import logging
+import selectors
 import socket
-import socketserver
 import threading
+import time
 import uuid
-from typing import Any, cast
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from kmsbeam.emulator._errors import ApiError, error_body
+from kmsbeam.emulator._http_parse import BadRequest, Head, parse_head
 from kmsbeam.emulator._service import Request, Response, Service
+from kmsbeam.errors import ConfigurationError
 
-__all__ = ["HTTPServer"]
+__all__ = ["HTTPServer", "Limits"]
 
-MAX_LINE = 65536
-MAX_HEADERS = 100
-MAX_BODY = 1 << 20
 JSON = ("Content-Type", "application/json;charset=utf-8")
+SWEEP_SECONDS = 0.25  # how often deadlines are checked
 _log = logging.getLogger("kmsbeam.emulator")
 
 
-class _BadRequest(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+@dataclass(frozen=True)
+class Limits:
+    """Connection, thread and time bounds of the emulator's HTTP server."""
+
+    max_connections: int = 1024
+    workers: int = 16
+    request_timeout: float = 10.0
+    idle_timeout: float = 120.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.workers <= 1024:
+            raise ConfigurationError("the emulator's workers are 1 to 1024 threads")
+        if not 2 * self.workers <= self.max_connections <= 1_000_000:
+            raise ConfigurationError("max_connections is at least twice the number of workers")
+        if not 0 < self.request_timeout <= 3600 or not 0 < self.idle_timeout <= 86400:
+            raise ConfigurationError("the emulator's timeouts are positive seconds")
 
 
-class _Handler(socketserver.StreamRequestHandler):
-    timeout = 120  # an idle keep-alive connection is closed after this many seconds
-    disable_nagle_algorithm = True
-    server: HTTPServer
-
-    def handle(self) -> None:
-        while not self.server.closing:
-            try:
-                parsed = self._read()
-            except _BadRequest as exc:
-                error = ApiError("InvalidParameter", str(exc), status=exc.status)
-                body = error_body(error, str(uuid.uuid4()).upper(), "kms.aliyuncs.com")
-                self._write(Response(error.status, [JSON], body), keep_alive=False)
-                return
-            except OSError:  # timeout, reset, or shut down by stop()
-                return
-            if parsed is None:
-                return
-            request, keep_alive = parsed
-            response = self.server.service.handle(request)
-            if response is None:  # an injected dropped connection
-                try:
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                return
-            self._write(response, keep_alive=keep_alive and not self.server.closing)
-            if not keep_alive:
-                return
-
-    def _read(self) -> tuple[Request, bool] | None:
-        first = self.rfile.readline(MAX_LINE + 1)
-        if first in (b"\r\n", b"\n"):  # tolerated before a request line (RFC 9112 2.2)
-            first = self.rfile.readline(MAX_LINE + 1)
-        if not first:
-            return None
-        if len(first) > MAX_LINE:
-            raise _BadRequest(414, "the request line is longer than 64 KiB")
-        parts = first.decode("latin-1").rstrip("\r\n").split(" ")
-        if len(parts) != 3 or parts[2] not in ("HTTP/1.1", "HTTP/1.0"):
-            raise _BadRequest(400, "the request line is not METHOD TARGET HTTP/1.1")
-        method, target, version = parts
-        headers: dict[str, list[str]] = {}
-        for line in self._header_lines():
-            name, colon, value = line.partition(":")
-            if not colon or not name or name[-1] in " \t" or name[0] in " \t":
-                raise _BadRequest(400, "a header line is malformed")
-            headers.setdefault(name.lower(), []).append(value.strip())
-        tokens = {t.strip().lower() for v in headers.get("connection", ()) for t in v.split(",")}
-        keep_alive = "close" not in tokens if version == "HTTP/1.1" else "keep-alive" in tokens
-        if "transfer-encoding" in headers:
-            raise _BadRequest(400, "chunked bodies are not supported; send a Content-Length")
-        lengths = headers.get("content-length", ["0"])
-        if len(lengths) != 1 or not lengths[0].isdecimal() or int(lengths[0]) > MAX_BODY:
-            raise _BadRequest(400, "the body needs one Content-Length of at most 1 MiB")
-        if headers.get("expect", [""])[0].lower() == "100-continue":
-            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        length = int(lengths[0])
-        body = self.rfile.read(length) if length else b""
-        if len(body) != length:
-            return None  # the client went away mid-body
-        return Request(method, target, headers, body, self.client_address[0]), keep_alive
-
-    def _header_lines(self) -> list[str]:
-        """The header lines after the request line, without their line ends."""
-        rfile = cast(io.BufferedReader, self.rfile)  # buffered: StreamRequestHandler.rbufsize -1
-        buffered = rfile.peek(MAX_LINE)
-        if buffered.startswith(b"\r\n"):  # no headers at all
-            self.rfile.read(2)
-            return []
-        end = buffered.find(b"\r\n\r\n")
-        if end < 0:  # the head is not buffered whole: read it line by line
-            return self._header_lines_one_by_one()
-        text = self.rfile.read(end + 4)[:end].decode("latin-1")
-        bare = text.replace("\r\n", "")
-        if "\r" in bare or "\n" in bare:
-            raise _BadRequest(400, "a header line is malformed")
-        lines = text.split("\r\n")
-        if len(lines) > MAX_HEADERS:
-            raise _BadRequest(431, f"a request has at most {MAX_HEADERS} headers")
-        return lines
-
-    def _header_lines_one_by_one(self) -> list[str]:
-        lines: list[str] = []
-        for _ in range(MAX_HEADERS + 1):
-            raw = self.rfile.readline(MAX_LINE + 1)
-            if raw in (b"\r\n", b"\n", b""):
-                return lines
-            if len(raw) > MAX_LINE:
-                raise _BadRequest(431, "a header line is longer than 64 KiB")
-            lines.append(raw.decode("latin-1").rstrip("\r\n"))
-        raise _BadRequest(431, f"a request has at most {MAX_HEADERS} headers")
-
-    def _write(self, response: Response, *, keep_alive: bool) -> None:
-        phrase = http.HTTPStatus(response.status).phrase
-        lines = [f"HTTP/1.1 {response.status} {phrase}", "Server: kmsbeam-emulator",
-                 f"Content-Length: {len(response.body)}"]  # fmt: skip
-        lines += [f"{name}: {value}" for name, value in response.headers]
-        if not keep_alive:
-            lines.append("Connection: close")
-        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + response.body
-        try:
-            self.wfile.write(data)
-        except OSError:
-            pass  # the client is gone; the call is audited all the same
+def _response_bytes(response: Response, keep_alive: bool) -> bytes:
+    phrase = http.HTTPStatus(response.status).phrase
+    lines = [f"HTTP/1.1 {response.status} {phrase}", "Server: kmsbeam-emulator",
+             f"Content-Length: {len(response.body)}"]  # fmt: skip
+    lines += [f"{name}: {value}" for name, value in response.headers]
+    if not keep_alive:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + response.body
 
 
-class HTTPServer(socketserver.ThreadingTCPServer):
-    """Serves ``service`` on ``address``; tracks connections so ``close_connections`` works."""
+def _error_bytes(code: str, status: int, message: str) -> bytes:
+    error = ApiError(code, message, status=status)
+    body = error_body(error, str(uuid.uuid4()).upper(), "kms.aliyuncs.com")
+    return _response_bytes(Response(status, [JSON], body), keep_alive=False)
 
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], service: Service) -> None:
+class _Conn:
+    """One connection's state; touched by the I/O thread, or by one worker while BUSY."""
+
+    __slots__ = ("sock", "peer", "buffer", "out", "head", "state", "deadline", "waiting_since",
+                 "keep_alive", "served")  # fmt: skip
+
+    def __init__(self, sock: socket.socket, peer: str, now: float, timeout: float) -> None:
+        self.sock, self.peer = sock, peer
+        self.buffer = bytearray()
+        self.out = b""
+        self.head: Head | None = None
+        self.state = "reading"  # reading -> busy -> (writing ->) reading | closed
+        self.deadline = now + timeout
+        self.waiting_since = now
+        self.keep_alive = False
+        self.served = 0
+
+
+class HTTPServer:
+    """Serves ``service`` on ``address`` within ``limits``; ``serve`` runs the I/O loop."""
+
+    def __init__(self, address: tuple[str, int], service: Service, limits: Limits) -> None:
         self.service = service
+        self.limits = limits
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self._listener = socket.create_server(address, family=family, backlog=128)
+        self._listener.setblocking(False)
+        self.server_address: tuple[str, int] = self._listener.getsockname()[:2]
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._pool = ThreadPoolExecutor(limits.workers, thread_name_prefix="kms-emulator-worker")
+        self._conns: dict[socket.socket, _Conn] = {}
+        self._done: deque[tuple[_Conn, bool]] = deque()  # (conn, keep it) from workers
+        self._lock = threading.Lock()  # guards _done, _loop_over, _in_flight; no I/O under it
+        self._idle = threading.Condition(self._lock)
+        self._loop_over = False
+        self._in_flight = 0
         self.closing = False
-        self._open: set[Any] = set()
-        self._idle = threading.Condition()
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        super().__init__(address, _Handler)
+        self._selector = selectors.DefaultSelector()
 
-    def process_request(self, request: Any, client_address: Any) -> None:
+    @property
+    def open_connections(self) -> int:
+        with self._lock:
+            return len(self._conns)
+
+    def wait_for_connections(self, at_most: int, timeout: float) -> bool:
+        """Wait until at most ``at_most`` connections are open (for tests and tools)."""
         with self._idle:
-            if self.closing:
-                self.shutdown_request(request)
+            return self._idle.wait_for(lambda: len(self._conns) <= at_most, timeout)
+
+    # -- the I/O thread ------------------------------------------------------------------
+    def serve(self) -> None:
+        """Run the I/O loop until ``stop``."""
+        sel = self._selector
+        sel.register(self._listener, selectors.EVENT_READ, "accept")
+        sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        next_sweep = time.monotonic() + SWEEP_SECONDS
+        try:
+            while not self.closing:
+                for key, events in sel.select(SWEEP_SECONDS):
+                    if isinstance(key.data, _Conn) and key.data.state in ("closed", "busy"):
+                        continue  # closed earlier in this round (its descriptor may be reused)
+                    if key.data == "accept":
+                        self._accept()
+                    elif key.data == "wake":
+                        self._drain_wake()
+                    elif events & selectors.EVENT_WRITE:
+                        self._write_more(key.data)
+                    else:
+                        self._read(key.data)
+                self._take_done()
+                now = time.monotonic()
+                if now >= next_sweep:
+                    self._sweep(now)
+                    next_sweep = now + SWEEP_SECONDS
+        finally:
+            self._close_all()
+
+    def _accept(self) -> None:
+        for _ in range(64):
+            try:
+                sock, address = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
                 return
-            self._open.add(request)
-        super().process_request(request, client_address)
+            except OSError as exc:  # out of descriptors: the next round tries again
+                _log.warning("the emulator could not accept a connection: %s", exc.strerror)
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if len(self._conns) >= self.limits.max_connections and not self._evict():
+                _send_and_close(sock, _error_bytes("ServiceUnavailableTemporary", 503,
+                                                   "too many connections; retry later"))  # fmt: skip
+                continue
+            now = time.monotonic()
+            conn = _Conn(sock, str(address[0]), now, self.limits.request_timeout)
+            with self._lock:
+                self._conns[sock] = conn
+            self._selector.register(sock, selectors.EVENT_READ, conn)
 
-    def shutdown_request(self, request: Any) -> None:
-        super().shutdown_request(request)
+    def _evict(self) -> bool:
+        """Close the connection that has waited longest for a request; ``False`` if none."""
+        waiting = [c for c in self._conns.values() if c.state != "busy"]
+        if not waiting:
+            return False
+        self._close(min(waiting, key=lambda c: c.waiting_since))
+        return True
+
+    def _read(self, conn: _Conn) -> None:
+        try:
+            data = conn.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close(conn)
+            return
+        if not conn.buffer and conn.head is None and conn.served:  # a new request starts
+            conn.deadline = time.monotonic() + self.limits.request_timeout
+        conn.buffer += data
+        self._advance(conn)
+
+    def _advance(self, conn: _Conn) -> None:
+        """Parse what is buffered; hand a complete request to a worker."""
+        try:
+            if conn.head is None:
+                parsed = parse_head(conn.buffer)
+                if parsed is None:
+                    return
+                conn.head, used = parsed
+                del conn.buffer[:used]
+                if conn.head.expect_continue and len(conn.buffer) < conn.head.length:
+                    conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+            head = conn.head
+            if len(conn.buffer) < head.length:
+                return
+        except BadRequest as exc:
+            self._start_write(conn, _error_bytes("InvalidParameter", exc.status, str(exc)), False)
+            return
+        except OSError:
+            self._close(conn)
+            return
+        body = bytes(conn.buffer[: head.length])
+        del conn.buffer[: head.length]
+        conn.head = None
+        conn.keep_alive = head.keep_alive
+        conn.state = "busy"
+        self._selector.unregister(conn.sock)
+        request = Request(head.method, head.target, head.headers, body, conn.peer)
+        with self._lock:
+            self._in_flight += 1
+        try:
+            self._pool.submit(self._work, conn, request)
+        except RuntimeError:  # the pool is shut down: the server is stopping
+            self._finished(conn, False)
+
+    def _start_write(self, conn: _Conn, data: bytes, keep: bool) -> None:
+        conn.keep_alive = keep
+        conn.out = data
+        conn.state = "writing"
+        conn.deadline = time.monotonic() + self.limits.request_timeout
+        self._selector.modify(conn.sock, selectors.EVENT_WRITE, conn)
+        self._write_more(conn)
+
+    def _write_more(self, conn: _Conn) -> None:
+        try:
+            sent = conn.sock.send(conn.out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(conn)
+            return
+        conn.out = conn.out[sent:]
+        if not conn.out:
+            self._resume(conn)
+
+    def _resume(self, conn: _Conn) -> None:
+        """After a response: wait for the next request, or close."""
+        if not conn.keep_alive or self.closing:
+            self._close(conn)
+            return
+        conn.state = "reading"
+        conn.served += 1
+        now = time.monotonic()
+        conn.waiting_since = now
+        conn.deadline = now + self.limits.idle_timeout
+        self._selector.modify(conn.sock, selectors.EVENT_READ, conn)
+        if conn.buffer:  # a pipelined request already arrived
+            conn.deadline = now + self.limits.request_timeout
+            self._advance(conn)
+
+    def _take_done(self) -> None:
+        while True:
+            with self._lock:
+                if not self._done:
+                    return
+                conn, keep = self._done.popleft()
+            if not keep:
+                self._close(conn)
+            elif conn.out:  # the worker could not send it all at once
+                conn.state = "writing"
+                conn.deadline = time.monotonic() + self.limits.request_timeout
+                self._selector.register(conn.sock, selectors.EVENT_WRITE, conn)
+            else:
+                conn.state = "reading"
+                self._selector.register(conn.sock, selectors.EVENT_READ, conn)
+                self._resume(conn)
+
+    def _sweep(self, now: float) -> None:
+        for conn in [c for c in self._conns.values() if c.state != "busy" and c.deadline <= now]:
+            self._close(conn)
+
+    def _close(self, conn: _Conn) -> None:
+        if conn.state != "busy":
+            try:
+                self._selector.unregister(conn.sock)
+            except (KeyError, ValueError):
+                pass
+        conn.state = "closed"
+        _shut(conn.sock)
         with self._idle:
-            self._open.discard(request)
+            self._conns.pop(conn.sock, None)
             self._idle.notify_all()
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        _log.warning("a connection from %s failed", client_address[0], exc_info=True)
-
-    def close_connections(self, timeout: float) -> bool:
-        """Shut every open connection down; wait up to ``timeout`` s for calls in flight."""
-        with self._idle:
-            self.closing = True
-            connections = list(self._open)
-        for connection in connections:
-            try:
-                connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
                 pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    def _close_all(self) -> None:
         with self._idle:
-            return self._idle.wait_for(lambda: not self._open, timeout)
+            self._loop_over = True
+            finished = list(self._done)
+            self._done.clear()
+            self._idle.notify_all()
+        for conn, _ in finished:
+            self._close(conn)
+        for conn in [c for c in list(self._conns.values()) if c.state != "busy"]:
+            self._close(conn)
+        self._selector.close()
+
+    # -- worker threads ------------------------------------------------------------------
+    def _work(self, conn: _Conn, request: Request) -> None:
+        keep = False  # False: the I/O thread closes the connection
+        try:
+            response = None if self.closing else self.service.handle(request)
+            if response is not None:  # None: stopping, or an injected dropped connection
+                conn.keep_alive = conn.keep_alive and not self.closing
+                data = _response_bytes(response, conn.keep_alive)
+                try:
+                    sent = conn.sock.send(data)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                conn.out = data[sent:]  # the I/O thread writes the rest
+                keep = True
+        except OSError:
+            pass  # the client is gone; the call is audited all the same
+        except Exception:
+            _log.warning("a connection from %s failed", conn.peer, exc_info=True)
+        self._finished(conn, keep)
+
+    def _finished(self, conn: _Conn, keep: bool) -> None:
+        with self._idle:
+            self._in_flight -= 1
+            self._idle.notify_all()
+            if not self._loop_over:
+                self._done.append((conn, keep))
+                conn = None  # type: ignore[assignment]
+        if conn is not None:  # the loop is gone: close it here
+            _shut(conn.sock)
+            with self._idle:
+                self._conns.pop(conn.sock, None)
+                self._idle.notify_all()
+            return
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass  # the wake-up pipe is full: the loop is awake anyway
+
+    # -- stopping -------------------------------------------------------------------------
+    def stop(self, timeout: float) -> bool:
+        """Stop serving: close connections, answer nothing more, wait ``timeout`` s for the
+        calls in flight; ``True`` if none is left."""
+        self.closing = True
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass
+        self._pool.shutdown(wait=False)  # queued calls return at once (closing)
+        with self._idle:
+            drained = self._idle.wait_for(lambda: self._loop_over and not self._in_flight,
+                                          timeout)  # fmt: skip
+        return drained
+
+    def server_close(self) -> None:
+        for sock in (self._listener, self._wake_r, self._wake_w):
+            sock.close()
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
+
+
+def _send_and_close(sock: socket.socket, data: bytes) -> None:
+    try:
+        sock.send(data)
+    except OSError:
+        pass
+    _shut(sock)

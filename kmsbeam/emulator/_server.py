@@ -19,7 +19,7 @@ from typing import Any
 
 from kmsbeam.emulator._audit import AuditLog
 from kmsbeam.emulator._faults import FaultInjector, Faults
-from kmsbeam.emulator._http import HTTPServer
+from kmsbeam.emulator._http import HTTPServer, Limits
 from kmsbeam.emulator._service import Service
 from kmsbeam.emulator._signature import AccessKey, Authenticator
 from kmsbeam.errors import ConfigurationError
@@ -70,6 +70,10 @@ class EmulatorServer:
             ``None`` never.
         clock: seconds since the epoch, for signature windows and the engine; for tests.
         max_nonces: signature nonces remembered at most (see ``_signature``).
+        max_connections, workers, request_timeout, idle_timeout: the HTTP server's bounds
+            (see ``_http``): open connections (past it the one waiting longest is closed),
+            threads serving calls, seconds for a request to arrive whole (and its response
+            to be taken), seconds an idle keep-alive connection is kept.
 
     Use it as a context manager, or ``start()`` / ``stop()``.
     """
@@ -88,12 +92,17 @@ class EmulatorServer:
         rotation_check_seconds: float | None = 60.0,
         clock: Callable[[], float] = time.time,
         max_nonces: int = 1_000_000,
+        max_connections: int = 1024,
+        workers: int = 16,
+        request_timeout: float = 10.0,
+        idle_timeout: float = 120.0,
     ) -> None:
         if not isinstance(port, int) or not 0 <= port <= 65535:
             raise ConfigurationError("the port is a number from 0 to 65535")
         if not isinstance(host, str) or not host:
             raise ConfigurationError("the host is an IP address or name to bind")
         self._keys = _access_keys(access_keys)
+        self._limits = Limits(max_connections, workers, request_timeout, idle_timeout)
         self.host, self._port = host, port
         self.region = region
         self.data_dir = Path(data_dir).expanduser().absolute()
@@ -142,12 +151,11 @@ class EmulatorServer:
         if self._http is not None or self._stopped.is_set():
             raise RuntimeError("an EmulatorServer starts once; create a new one to restart")
         try:
-            self._http = HTTPServer((self.host, self._port), self._service)
+            self._http = HTTPServer((self.host, self._port), self._service, self._limits)
         except OSError as exc:
             raise ConfigurationError(f"cannot listen on {self.host}:{self._port}: "
                                      f"{exc.strerror or exc}") from None  # fmt: skip
-        serve = threading.Thread(target=self._http.serve_forever, args=(0.05,),
-                                 name="kms-emulator", daemon=True)  # fmt: skip
+        serve = threading.Thread(target=self._http.serve, name="kms-emulator", daemon=True)
         self._threads = [serve]
         if self._rotation_seconds is not None:
             self._threads.append(threading.Thread(target=self._rotate, name="kms-emulator-rotation",
@@ -162,8 +170,7 @@ class EmulatorServer:
             return
         self._stopped.set()
         if self._http is not None:
-            self._http.shutdown()
-            self._http.close_connections(timeout)
+            self._http.stop(timeout)
             self._http.server_close()
         for thread in self._threads:
             thread.join(timeout)

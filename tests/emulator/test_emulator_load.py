@@ -1,0 +1,132 @@
+"""The emulator under slow and idle clients: bounded threads and connections, deadlines.
+
+Hundreds of loopback connections are held open (silent, a partial head, a head dribbled a
+byte at a time, a partial body) while an official SDK client calls the emulator; the SDK
+client must be answered within a liveness bound, the emulator's threads stay within their
+bound, and the slow connections are closed by the server's deadlines.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+from alibabacloud_kms20160120 import models
+
+from kmsbeam.emulator import EmulatorServer
+from tests.emulator.conftest import client_for
+
+LIVENESS_SECONDS = 10.0
+AK, SECRET = "load", "load-secret-91"
+HELD = 100  # connections of each kind of slow client (400 in all)
+WORKERS = 8
+
+
+def _threads() -> int:
+    """Every thread of this process (the emulator serves from it)."""
+    return threading.active_count()
+
+
+def _connect(endpoint: str, stack: ExitStack) -> socket.socket:
+    host, port = endpoint.rsplit(":", 1)
+    sock = stack.enter_context(socket.create_connection((host, int(port)), timeout=LIVENESS_SECONDS))
+    return sock
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    """True once the server closed this connection (EOF or reset), waiting at most the bound."""
+    sock.settimeout(LIVENESS_SECONDS)
+    try:
+        while sock.recv(4096):
+            pass
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False
+    return True
+
+
+@pytest.fixture()
+def loaded(tmp_path: Path) -> Iterator[EmulatorServer]:
+    with EmulatorServer(tmp_path, {AK: SECRET}, rotation_check_seconds=None, workers=WORKERS,
+                        request_timeout=2.0, idle_timeout=2.0) as srv:  # fmt: skip
+        yield srv
+
+
+def test_slow_clients_do_not_starve_an_sdk_client(loaded: EmulatorServer) -> None:
+    before = _threads()
+    stop_dribbling = threading.Event()
+    with ExitStack() as stack:
+        silent = [_connect(loaded.endpoint, stack) for _ in range(HELD)]
+        partial = [_connect(loaded.endpoint, stack) for _ in range(HELD)]
+        for sock in partial:
+            sock.sendall(b"POST /?Action=ListKeys HTTP/1.1\r\nHost: x\r\n")
+        bodies = [_connect(loaded.endpoint, stack) for _ in range(HELD)]
+        for sock in bodies:
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+        dribbled = [_connect(loaded.endpoint, stack) for _ in range(HELD)]
+
+        def dribble() -> None:  # one byte per connection per round, until the server closes
+            line = b"POST /?Action=ListKeys HTTP/1.1\r\nx-slow: " + b"a" * 10_000
+            for i in range(len(line)):
+                for sock in dribbled:
+                    try:
+                        sock.send(line[i : i + 1])
+                    except OSError:
+                        pass
+                if stop_dribbling.wait(0.05):
+                    return
+
+        dribbler = threading.Thread(target=dribble, daemon=True)
+        dribbler.start()
+        try:
+            assert loaded._http is not None  # noqa: SLF001
+            assert loaded._http.open_connections >= 3 * HELD  # noqa: SLF001 - they are held
+            start = time.monotonic()
+            client = client_for(loaded.endpoint, AK, SECRET)
+            key = client.create_key(models.CreateKeyRequest()).body.key_metadata.key_id
+            dk = client.generate_data_key(models.GenerateDataKeyRequest(key_id=key)).body
+            assert dk.plaintext and time.monotonic() - start < LIVENESS_SECONDS
+            assert _threads() - before <= WORKERS + 1  # the pool and the dribbler, no more
+            # every kind of slow client is closed by the request deadline, not held forever
+            for group in (silent, partial, bodies, dribbled):
+                assert all(_closed_by_server(sock) for sock in group)
+        finally:
+            stop_dribbling.set()
+            dribbler.join(LIVENESS_SECONDS)
+    assert loaded._http.wait_for_connections(0, LIVENESS_SECONDS)  # noqa: SLF001
+    assert _threads() <= before + WORKERS  # the pool stays within its bound
+    assert client_for(loaded.endpoint, AK, SECRET).list_keys(models.ListKeysRequest()).body.total_count == 1
+
+
+def test_past_the_connection_cap_the_longest_waiting_is_closed(tmp_path: Path) -> None:
+    with EmulatorServer(tmp_path, {AK: SECRET}, rotation_check_seconds=None, workers=4,
+                        max_connections=20) as srv, ExitStack() as stack:  # fmt: skip
+        held = [_connect(srv.endpoint, stack) for _ in range(20)]
+        assert srv._http is not None and srv._http.wait_for_connections(20, LIVENESS_SECONDS)  # noqa: SLF001
+        start = time.monotonic()
+        assert client_for(srv.endpoint, AK, SECRET).list_keys(models.ListKeysRequest()).body.request_id
+        assert time.monotonic() - start < LIVENESS_SECONDS
+        assert _closed_by_server(held[0])  # the oldest idle connection made room
+        assert srv._http.open_connections <= 20  # noqa: SLF001
+
+
+def test_an_idle_keep_alive_connection_is_closed(loaded: EmulatorServer) -> None:
+    import http.client
+
+    from tests.emulator.conftest import signed_headers
+
+    host, port = loaded.endpoint.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=LIVENESS_SECONDS)
+    try:
+        conn.request("POST", "/?", body=b"", headers=signed_headers(loaded.endpoint, "ListKeys", {},
+                                                                     ak=AK, secret=SECRET))  # fmt: skip
+        assert conn.getresponse().read()
+        assert conn.sock is not None and _closed_by_server(conn.sock)
+    finally:
+        conn.close()
