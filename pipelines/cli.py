@@ -8,7 +8,7 @@
     kmsbeam keys create|list|describe|alias|rotate|disable|enable ...
     kmsbeam encrypt events.parquet OUT --columns ssn,card --parquet-mode pme|cells [--key URI]
     kmsbeam inspect OUT/part-00000-of-00001.parquet  # how Parquet files are protected
-    kmsbeam emulator serve --port 9800 --data DIR --access-key AK:SECRET[:POLICYFILE] ...
+    kmsbeam emulator serve --port 9800 --data DIR --access-key-file FILE  # AK:SECRET[:POLICY]
     kmsbeam rotate OUTPUT ROTATED [--to-key URI] [--reencrypt] [--dry-run] [--verify] [--only-key URI]
 
 Exit codes: 0 the job ran (dead letters included), 1 a kmsbeam error while running, 2 a user

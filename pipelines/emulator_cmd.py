@@ -2,22 +2,25 @@
 
 ::
 
-    kmsbeam emulator serve --port 9800 --data ./kms-data --access-key dev:devsecret
-    kmsbeam emulator serve --data ./kms-data --access-key ingest:s1:ingest-policy.json \\
-        --access-key admin:s2 --throttle-rate 0.05 --seed 7
+    KMSBEAM_EMULATOR_ACCESS_KEYS=dev:devsecret kmsbeam emulator serve --port 9800 --data DIR
+    kmsbeam emulator serve --data ./kms-data --access-key-file keys.txt --throttle-rate 0.05
 
-Access keys come from ``--access-key AK:SECRET[:POLICYFILE]`` (repeatable), ``--config
-FILE`` (JSON, below), or, if neither is given, the ``KMSBEAM_EMULATOR_ACCESS_KEYS``
-environment variable (entries in the ``--access-key`` form separated by spaces). The
-command line is visible to other local users: use the file (mode 0600) or the variable for
-anything but throwaway secrets. AK and SECRET cannot contain ``:``. The config file::
+Access keys come from ``--access-key-file FILE`` (repeatable; one ``AK:SECRET[:POLICYFILE]``
+per line, ``#`` comments, POLICYFILE relative to FILE), ``--config FILE`` (JSON, below) or,
+if neither is given, the ``KMSBEAM_EMULATOR_ACCESS_KEYS`` environment variable (entries
+``AK:SECRET[:POLICYFILE]`` separated by spaces). A file holding secrets is refused, as ssh
+refuses a private key, unless it is a regular file owned by the caller and closed to group
+and others (``chmod 600 FILE``). ``--access-key AK:SECRET[:POLICYFILE]`` still works but is
+deprecated and warns: the command line is visible to every local user (``ps``, ``/proc``).
+AK and SECRET cannot contain ``:``. The config file::
 
     {"access_keys": [
       {"id": "ingest", "secret_env": "INGEST_SECRET", "policy_file": "ingest-policy.json"},
       {"id": "admin", "secret": "s2"},
       {"id": "STS.tmp", "secret": "s3", "security_token": "tok", "policy": {"Statement": []}}]}
 
-(``policy_file`` is relative to the config file). The one line printed names the endpoint;
+(``policy_file`` is relative to the config file; with an inline ``secret`` the file's mode is
+checked like an access key file's). The one line printed names the endpoint;
 secrets are never printed. Ctrl-C (or SIGTERM) stops the server cleanly.
 """
 
@@ -28,6 +31,7 @@ import ipaddress
 import json
 import os
 import signal
+import stat
 import sys
 import threading
 from pathlib import Path
@@ -83,8 +87,10 @@ def add_emulator_parser(sub: argparse._SubParsersAction) -> None:
     add("--port", type=_port, default=9800, help="port (default 9800; 0 = any free port)")
     add("--host", default="127.0.0.1",
         help="address to bind (default 127.0.0.1; 0.0.0.0 only inside a container)")  # fmt: skip
+    add("--access-key-file", action="append", metavar="FILE",
+        help="access keys, one AK:SECRET[:POLICYFILE] per line; mode 0600 (repeatable)")
     add("--access-key", action="append", metavar="AK:SECRET[:POLICYFILE]",
-        help="an access key, optionally with a RAM-style policy file (repeatable)")  # fmt: skip
+        help="deprecated: puts the secret on the command line; use --access-key-file")  # fmt: skip
     add("--config", metavar="FILE", help="JSON file of access keys (see the module docs)")
     add("--region", default="cn-hangzhou", help="region in ARNs (default cn-hangzhou)")
     add("--audit-log", metavar="PATH", help="audit log (default DIR/audit.jsonl)")
@@ -124,16 +130,63 @@ def _from_spec(spec: str, where: str) -> AccessKey:
     return AccessKey(parts[0], parts[1], policy=policy)
 
 
-def _from_config(path: str) -> list[AccessKey]:
+def _read(path: str, what: str) -> tuple[str, os.stat_result]:
+    """The text of a file and the status of what was opened (not of a later path lookup)."""
     try:
-        document = json.loads(Path(path).read_text(encoding="utf-8"))
+        with open(path, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            data = handle.read(1 << 20)
     except OSError as exc:
-        raise ConfigurationError(f"cannot read the config file {path}: {exc.strerror}") from None
+        raise ConfigurationError(f"cannot read the {what} {path}: {exc.strerror}") from None
+    try:
+        return data.decode("utf-8"), info
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"the {what} {path} is not UTF-8 text") from None
+
+
+def _check_private(path: str, what: str, info: os.stat_result) -> None:
+    """Refuse a file holding secrets unless only its owner (the caller) can read or write
+    it, as ssh refuses a loose private key."""
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigurationError(f"the {what} {path} is not a regular file")
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        raise ConfigurationError(f"the {what} {path} is owned by another user; it holds "
+                                 "secrets: use a file you own with mode 0600")  # fmt: skip
+    if info.st_mode & 0o077:
+        raise ConfigurationError(f"the {what} {path} can be read or written by other users "
+                                 f"(mode {stat.S_IMODE(info.st_mode):04o}); run chmod 600 {path}")
+
+
+def _from_key_file(path: str) -> list[AccessKey]:
+    """``AK:SECRET[:POLICYFILE]`` per line; POLICYFILE relative to the file."""
+    keys = []
+    text, info = _read(path, "access key file")
+    _check_private(path, "access key file", info)
+    for line in text.splitlines():
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        ak, _, rest = entry.partition(":")
+        secret, _, policy = rest.partition(":")
+        if policy:
+            entry = f"{ak}:{secret}:{Path(path).parent / policy}"
+        keys.append(_from_spec(entry, f"the access key file {path}"))
+    if not keys:
+        raise ConfigurationError(f"the access key file {path} names no access key")
+    return keys
+
+
+def _from_config(path: str) -> list[AccessKey]:
+    text, info = _read(path, "config file")
+    try:
+        document = json.loads(text)
     except ValueError:
         raise ConfigurationError(f"the config file {path} is not valid JSON") from None
     entries = document.get("access_keys") if isinstance(document, dict) else None
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise ConfigurationError(f'the config file {path} needs {{"access_keys": [...]}}')
+    if any("secret" in entry or "security_token" in entry for entry in entries):
+        _check_private(path, "config file", info)  # inline secrets: the file must be private
     keys = []
     for entry in entries:
         unknown = set(entry) - _KEY_FIELDS
@@ -156,14 +209,20 @@ def _from_config(path: str) -> list[AccessKey]:
 
 def _access_keys(args: argparse.Namespace) -> list[AccessKey]:
     keys = [_from_spec(s, "--access-key") for s in args.access_key or []]
+    if keys:
+        print("kmsbeam: warning: --access-key puts a secret on the command line, where every "
+              "local user can read it (ps, /proc); it is deprecated: use --access-key-file FILE "
+              f"(mode 0600) or {ENV_ACCESS_KEYS}", file=sys.stderr)  # fmt: skip
+    for path in args.access_key_file or []:
+        keys += _from_key_file(path)
     if args.config:
         keys += _from_config(args.config)
     if not keys and os.environ.get(ENV_ACCESS_KEYS, "").strip():
         keys = [_from_spec(s, ENV_ACCESS_KEYS) for s in os.environ[ENV_ACCESS_KEYS].split()]
     if not keys:
         raise ConfigurationError(
-            f"give at least one access key: --access-key AK:SECRET, --config FILE or "
-            f"{ENV_ACCESS_KEYS}"
+            f"give at least one access key: --access-key-file FILE, --config FILE or "
+            f"{ENV_ACCESS_KEYS}=AK:SECRET"
         )
     return keys
 

@@ -10,8 +10,9 @@ SQLite keystore as ``local:``::
         client = Client(server.sdk_config())          # or Config(endpoint=server.endpoint,
         ...                                           #   protocol="http", access_key_id=...)
 
-From the shell: ``kmsbeam emulator serve --port 9800 --data DIR --access-key AK:SECRET``
-(``kmsbeam.pipelines.emulator_cmd``); in a container: ``docker/emulator/Dockerfile``. In
+From the shell: ``kmsbeam emulator serve --port 9800 --data DIR --access-key-file FILE``
+(lines ``AK:SECRET[:POLICYFILE]``, mode 0600; or ``KMSBEAM_EMULATOR_ACCESS_KEYS``; see
+``kmsbeam.pipelines.emulator_cmd``); in a container: ``docker/emulator/Dockerfile``. In
 pytest, ``-p kmsbeam.emulator.pytest_plugin`` gives a session fixture ``kms_emulator``.
 Policies: ``Policy`` (``_policy``); audit records: ``_audit``; faults: ``Faults``.
 

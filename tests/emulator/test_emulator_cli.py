@@ -21,11 +21,17 @@ from tests.emulator.conftest import client_for, sdk_error
 SECRET = "s3cr3t-never-printed"
 
 
+def _key_file(path: Path, text: str = f"dev:{SECRET}\n", mode: int = 0o600) -> str:
+    path.write_text(text)
+    path.chmod(mode)
+    return str(path)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_serve_prints_the_endpoint_and_stops_cleanly(tmp_path: Path, sig: int) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "kmsbeam.pipelines", "emulator", "serve", "--port", "0",
-         "--data", str(tmp_path / "kms"), "--access-key", f"dev:{SECRET}"],
+         "--data", str(tmp_path / "kms"), "--access-key-file", _key_file(tmp_path / "keys")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -42,7 +48,7 @@ def test_serve_prints_the_endpoint_and_stops_cleanly(tmp_path: Path, sig: int) -
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0, err
-    assert SECRET not in line + out + err and "Traceback" not in err
+    assert SECRET not in line + out + err and "Traceback" not in err and not err.strip()
     assert (tmp_path / "kms" / "keystore.db").exists() and (tmp_path / "kms" / "audit.jsonl").exists()
 
 
@@ -67,6 +73,7 @@ def test_config_file_with_policies_env_secrets_and_faults(tmp_path: Path, monkey
         {"id": "admin", "secret_env": "ADMIN_SECRET"},
         {"id": "ingest", "secret": "i", "policy_file": "ingest.json"},
         {"id": "STS.x", "secret": "t", "security_token": "tok"}]}))  # fmt: skip
+    config.chmod(0o600)  # it holds secrets
     endpoint, stop, thread = _serve_in_thread(["--data", str(tmp_path / "d"), "--config", str(config),
                                                "--region", "cn-shanghai"])  # fmt: skip
     try:
@@ -84,10 +91,11 @@ def test_config_file_with_policies_env_secrets_and_faults(tmp_path: Path, monkey
 
 
 def test_fault_options_reach_the_server(tmp_path: Path) -> None:
-    endpoint, stop, thread = _serve_in_thread(["--data", str(tmp_path), "--access-key", f"a:{SECRET}",
-                                               "--throttle-rate", "1", "--seed", "1"])  # fmt: skip
+    endpoint, stop, thread = _serve_in_thread(["--data", str(tmp_path / "d"), "--access-key-file",
+                                               _key_file(tmp_path / "k"), "--throttle-rate", "1",
+                                               "--seed", "1"])  # fmt: skip
     try:
-        err = sdk_error(lambda: client_for(endpoint, "a", SECRET).list_keys(models.ListKeysRequest()))
+        err = sdk_error(lambda: client_for(endpoint, "dev", SECRET).list_keys(models.ListKeysRequest()))
         assert (err.code, err.status_code) == ("Rejected.Throttling", 429)
     finally:
         stop.set()
@@ -108,11 +116,16 @@ def test_access_keys_from_the_environment(tmp_path: Path, monkeypatch: pytest.Mo
     ([], "at least one access key"),
     (["--access-key", SECRET], "AK:SECRET"),
     (["--access-key", f"dev:{SECRET}:missing-policy.json"], "policy file"),
-    (["--access-key", f"dev:{SECRET}", "--acess-key", f"x:{SECRET}"], "unrecognized argument --acess-key"),
-    (["--access-key", f"dev:{SECRET}", f"stray:{SECRET}"], "positional"),
-    (["--access-key", f"dev:{SECRET}", "--throttle-rate", "2"], "fraction"),
-    (["--access-key", f"dev:{SECRET}", "--throttle-rate", "0.7", "--drop-rate", "0.7"], "add up"),
-    (["--access-key", f"dev:{SECRET}", "--config", "nope.json"], "config file"),
+    (["--access-key-file", "keys", "--acess-key", f"x:{SECRET}"], "unrecognized argument --acess-key"),
+    (["--access-key-file", "keys", f"stray:{SECRET}"], "positional"),
+    (["--access-key-file", "keys", "--throttle-rate", "2"], "fraction"),
+    (["--access-key-file", "keys", "--throttle-rate", "0.7", "--drop-rate", "0.7"], "add up"),
+    (["--access-key-file", "keys", "--config", "nope.json"], "config file"),
+    (["--access-key-file", "loose"], "chmod 600 loose"),
+    (["--access-key-file", "empty"], "names no access key"),
+    (["--access-key-file", "nope"], "cannot read the access key file"),
+    (["--access-key-file", "bad-line"], "AK:SECRET"),
+    (["--config", "loose-config.json"], "chmod 600 loose-config.json"),
 ])  # fmt: skip
 def test_user_mistakes_are_one_line_without_secrets(
     tmp_path: Path, argv: list[str], words: str, capsys: pytest.CaptureFixture[str],
@@ -120,6 +133,12 @@ def test_user_mistakes_are_one_line_without_secrets(
 ) -> None:  # fmt: skip
     monkeypatch.delenv("KMSBEAM_EMULATOR_ACCESS_KEYS", raising=False)
     monkeypatch.chdir(tmp_path)
+    _key_file(tmp_path / "keys")
+    _key_file(tmp_path / "loose", mode=0o644)
+    _key_file(tmp_path / "empty", "# nothing but a comment\n\n")
+    _key_file(tmp_path / "bad-line", f"{SECRET}\n")
+    _key_file(tmp_path / "loose-config.json", json.dumps({"access_keys": [{"id": "a", "secret": SECRET}]}),
+              mode=0o640)  # fmt: skip
     code = main(["emulator", "serve", "--port", "0", "--data", str(tmp_path / "d"), *argv])
     out, err = capsys.readouterr()
     assert code == 2 and words in err, err
@@ -133,6 +152,7 @@ def test_bad_config_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
                              ({"access_keys": [{"id": "a", "secret": SECRET, "colour": 1}]}, "colour"),
                              ({"access_keys": [{"id": "a", "secret_env": "NOT_SET_ANYWHERE"}]}, "NOT_SET")):  # fmt: skip
         config.write_text(json.dumps(document))
+        config.chmod(0o600)
         code = main(["emulator", "serve", "--data", str(tmp_path / "d"), "--config", str(config)])
         err = capsys.readouterr().err
         assert code == 2 and words in err and SECRET not in err, err
@@ -141,3 +161,34 @@ def test_bad_config_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 def test_only_loopback_hosts_pass_without_a_warning() -> None:
     assert _loopback("127.0.0.1") and _loopback("::1") and _loopback("localhost")
     assert not _loopback("0.0.0.0") and not _loopback("10.0.0.5") and not _loopback("kms.example")
+
+
+def test_a_key_file_with_comments_and_a_relative_policy(tmp_path: Path) -> None:
+    (tmp_path / "ingest.json").write_text(json.dumps({"Statement": [
+        {"Effect": "Allow", "Action": "kms:GenerateDataKey", "Resource": "*"}]}))  # fmt: skip
+    keys = _key_file(tmp_path / "keys.txt", f"# the emulator's keys\nadmin:{SECRET}\n\n  ingest:i2:ingest.json\n")
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"access_keys": [{"id": "env", "secret_env": "HOME"}]}))
+    config.chmod(0o644)  # no secret inside: its mode does not matter
+    endpoint, stop, thread = _serve_in_thread(["--data", str(tmp_path / "d"), "--access-key-file", keys,
+                                               "--config", str(config)])  # fmt: skip
+    try:
+        key = client_for(endpoint, "admin", SECRET).create_key(models.CreateKeyRequest()).body.key_metadata.key_id
+        ingest = client_for(endpoint, "ingest", "i2")
+        assert ingest.generate_data_key(models.GenerateDataKeyRequest(key_id=key)).body.plaintext
+        assert sdk_error(lambda: ingest.list_keys(models.ListKeysRequest())).code == "Forbidden.NoPermission"
+    finally:
+        stop.set()
+        thread.join(30)
+
+
+def test_a_secret_on_the_command_line_warns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    endpoint, stop, thread = _serve_in_thread(["--data", str(tmp_path), "--access-key", f"a:{SECRET}"])
+    try:
+        assert client_for(endpoint, "a", SECRET).list_keys(models.ListKeysRequest()).body.request_id
+    finally:
+        stop.set()
+        thread.join(30)
+    err = capsys.readouterr().err
+    assert "warning: --access-key puts a secret on the command line" in err and "deprecated" in err
+    assert "--access-key-file" in err and SECRET not in err
