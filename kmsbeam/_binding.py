@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from kmsbeam.codec import encode_value
+from kmsbeam.codec import CodecError, encode_value
 from kmsbeam.errors import ConfigurationError, KmsBeamError, RecordError
 from kmsbeam.paths import FieldPath
 
 __all__ = [
-    "MISSING", "NONE", "binding_for", "check_bind", "column_of", "copies", "outcome", "plan_of",
-    "without_none",
+    "MISSING", "NONE", "binding_for", "check_bind", "column_of", "copies", "encoded", "outcome",
+    "plan_of", "without_none",
 ]  # fmt: skip
 
 MISSING = object()
@@ -26,7 +26,24 @@ def binding_for(record: Mapping[str, Any], bind: tuple[FieldPath, ...]) -> bytes
     try:
         return encode_value(values)
     except TypeError as exc:
-        raise RecordError(f"wrong type: a bind field holds a type with no encoding ({exc})") from exc
+        raise RecordError(f"wrong type: a bind field holds a type with no encoding ({exc})") from None
+    except CodecError as exc:
+        raise RecordError(f"{exc.kind} (bind fields): {exc.rule}") from None
+
+
+def encoded(value: Any, name: str) -> bytes:
+    """``encode_value(value)`` for field ``name``; a value it refuses is a fresh per-record
+    error naming the field, never the value.
+
+    Raises:
+        RecordError: no encoding for the type (``wrong type``), or over a codec limit.
+    """
+    try:
+        return encode_value(value)
+    except TypeError as exc:
+        raise RecordError(f"wrong type: field {name}: {exc}") from None
+    except CodecError as exc:
+        raise exc.for_field(name) from None
 
 
 def check_bind(fields: tuple[FieldPath, ...], bind: tuple[FieldPath, ...]) -> None:

@@ -23,7 +23,7 @@ from kmsbeam._binding import (
     without_none,
 )
 from kmsbeam.cache import DataKeyCache, shared_cache
-from kmsbeam.codec import STR_TAG, decode_value
+from kmsbeam.codec import STR_TAG, CodecError, decode_value
 from kmsbeam.envelope import FIELD_V1, Opener, from_text_many, parse
 from kmsbeam.errors import ConfigurationError, KmsBeamError, MalformedValueError
 from kmsbeam.keysource import KeySource, canonical_context, check_context
@@ -75,6 +75,8 @@ class FieldDecryptor:
             AuthenticationError: tampered, moved, wrong key or context (MalformedValueError:
                 not a kmsbeam value at all).
             KeySourceError: the key source refused (disabled key, access denied, down).
+            CodecError: the value authenticated but its plaintext breaks the value codec's
+                limits or rules (too deep, too large, not canonical): a ``RecordError``.
         """
         opener, body = self._opener(value)
         return decode_value(opener.open(body, name, binding))
@@ -116,6 +118,8 @@ class FieldDecryptor:
                 continue
             try:
                 plain = self.decrypt_value(value, path.name, binding)
+            except CodecError as exc:  # authentic, but not a value: this record's failure
+                raise exc.for_field(path.name) from None
             except KmsBeamError as exc:
                 exc.field = path.name
                 raise
@@ -198,7 +202,8 @@ def _decode_column(opened: list[bytes]) -> list[Any]:
     """``decode_value`` of each plaintext; a column of text values in one pass (the common case).
 
     Raises:
-        MalformedValueError: a value does not decode (the caller then goes record by record).
+        MalformedValueError, CodecError: a value does not decode (the caller then goes record
+            by record, to say which).
     """
     if opened and set(map(itemgetter(0), opened)) == _TEXT_ONLY:
         try:

@@ -21,11 +21,12 @@ from kmsbeam._binding import (
     check_bind,
     column_of,
     copies,
+    encoded,
     outcome,
     plan_of,
     without_none,
 )
-from kmsbeam.codec import STR_TAG, encode_value
+from kmsbeam.codec import STR_TAG
 from kmsbeam.envelope import FIELD_V1
 from kmsbeam.errors import ConfigurationError, KmsBeamError, RecordError
 from kmsbeam.field_decryptor import FieldDecryptor
@@ -106,12 +107,12 @@ class FieldEncryptor:
             if value is None and not self._encrypt_none:
                 continue
             if type(value) is str:
-                plains.append(STR_TAG + value.encode("utf-8"))
-            else:
                 try:
-                    plains.append(encode_value(value))
-                except TypeError as exc:
-                    raise RecordError(f"wrong type: field {name}: {exc}") from exc
+                    plains.append(STR_TAG + value.encode("utf-8"))
+                except UnicodeEncodeError:  # a lone surrogate: the codec's error, per record
+                    plains.append(encoded(value, name))
+            else:
+                plains.append(encoded(value, name))
             names.append(name)
             if path is not None:
                 nested.append(path)
@@ -163,13 +164,13 @@ class FieldEncryptor:
             rows: list[int] | None = None
             if not self._encrypt_none:
                 rows, values = without_none(values)
-            if set(map(type, values)) <= {str}:
-                plains = [STR_TAG + v.encode("utf-8") for v in values]
-            else:
-                try:
-                    plains = [encode_value(v) for v in values]
-                except TypeError as exc:
-                    raise RecordError(f"wrong type: field {name}: {exc}") from exc
+            try:
+                if set(map(type, values)) <= {str}:
+                    plains = [STR_TAG + v.encode("utf-8") for v in values]
+                else:
+                    plains = [encoded(v, name) for v in values]
+            except UnicodeEncodeError:  # a lone surrogate: record by record, to say which
+                raise RecordError("invalid text") from None
             columns.append((name, path, rows, plains))
             count += len(plains)
         keys = self.keys

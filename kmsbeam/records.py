@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from kmsbeam.cache import DataKeyCache, shared_cache
-from kmsbeam.codec import KEPT, decode_value, encode_value
+from kmsbeam.codec import KEPT, CodecError, decode_value, encode_value
 from kmsbeam.envelope import RECORD_V1, open_value, parse
 from kmsbeam.errors import AuthenticationError, ConfigurationError, KmsBeamError, RecordError
 from kmsbeam.keysource import KeySource, canonical_context, check_context
@@ -46,7 +46,9 @@ def _binding(record: Mapping[str, Any], keep: tuple[str, ...]) -> bytes:
     except KeyError as exc:
         raise RecordError(f"missing field: {exc.args[0]}") from exc
     except TypeError as exc:
-        raise RecordError(f"wrong type: a kept field holds a type with no encoding ({exc})") from exc
+        raise RecordError(f"wrong type: a kept field holds a type with no encoding ({exc})") from None
+    except CodecError as exc:
+        raise RecordError(f"{exc.kind} (kept fields): {exc.rule}") from None
 
 
 class _Config:
@@ -95,18 +97,22 @@ class RecordEncryptor(_Config):
         """Return ``{kept fields..., payload_field: encrypted}``.
 
         Raises:
-            RecordError: a kept field is missing, a value has no encoding, or the record
-                already has a field named like the payload field.
+            RecordError: a kept field is missing, a value has no encoding or breaks a codec
+                limit, or the record already has a field named like the payload field.
         """
         if self.payload_field in record:
             raise RecordError(f"record already has a field named {self.payload_field}")
         binding = _binding(record, self.keep)
         keep = self.keep
         payload = {k: (KEPT if k in keep else v) for k, v in record.items()}
+        if any(v is KEPT for k, v in payload.items() if k not in keep):
+            raise RecordError("wrong type: values of type _Kept cannot be encrypted")
         try:
-            plaintext = encode_value(payload)
+            plaintext = encode_value(payload, kept=True)
         except TypeError as exc:
-            raise RecordError(f"wrong type: {exc}") from exc
+            raise RecordError(f"wrong type: {exc}") from None
+        except CodecError as exc:
+            raise exc.for_field(self.payload_field) from None
         sealer = self.keys.sealer(1)
         seal = sealer.seal_text if self._text else sealer.seal
         out = {k: v for k, v in record.items() if k in keep}
@@ -141,7 +147,8 @@ class RecordDecryptor(_Config):
         """Return the original record, in its original field order.
 
         Raises:
-            RecordError: the payload field or a kept field is missing.
+            RecordError: the payload field or a kept field is missing, or the payload
+                authenticated but breaks the value codec's limits or rules.
             AuthenticationError: tampered, moved, wrong key, context or kept values.
         """
         if self.payload_field not in record:
@@ -153,7 +160,9 @@ class RecordDecryptor(_Config):
                 self._source, parsed.wrapped, self._context,
                 context_key=self._context_key, on_call=self._on_call,
             )  # fmt: skip
-            payload = decode_value(open_value(parsed, key, self.payload_field, binding))
+            payload = decode_value(open_value(parsed, key, self.payload_field, binding), kept=True)
+        except CodecError as exc:  # authentic, but not a record: this record's failure
+            raise exc.for_field(self.payload_field) from None
         except KmsBeamError as exc:
             exc.field = self.payload_field
             raise

@@ -229,4 +229,6 @@ def test_decrypt_batch_refuses_a_str_value_that_is_not_utf8_in_its_record_only(s
     batch[2]["ssn"] = forged  # authenticates (same key) but does not decode
     out = FieldDecryptor(["ssn"], source, cache=DataKeyCache()).decrypt_batch(batch)
     assert [out[i] for i in (0, 1, 3)] == [records[i] for i in (0, 1, 3)]
-    assert isinstance(out[2], AuthenticationError) and out[2].field == "ssn"  # MalformedValueError
+    # authentic, so not an authentication error: the codec's per-record error, naming the field
+    assert isinstance(out[2], RecordError) and not isinstance(out[2], AuthenticationError)
+    assert str(out[2]) == "invalid value encoding (field ssn): text is not UTF-8"

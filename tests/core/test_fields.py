@@ -175,3 +175,95 @@ def test_rewrapped_values_decrypt_and_swapped_keys_fail(source: Any) -> None:
     with pytest.raises(AuthenticationError) as info:
         dec.decrypt_value(swapped, "ssn")
     assert str(info.value) == str(AuthenticationError())
+
+
+# ---- authentic values the codec refuses: one record's failure, never the batch's ----------
+
+
+def _forge(source: Any, encrypted: dict[str, Any], name: str, plaintext: bytes) -> bytes:
+    """A value sealed with the real data key of ``encrypted[name]``: it authenticates."""
+    from kmsbeam.envelope import FIELD_V1, Sealer, parse
+
+    parsed = parse(encrypted[name], FIELD_V1)
+    dek = source.decrypt_data_key(parsed.wrapped)
+    return Sealer(FIELD_V1, dek, parsed.wrapped).seal(plaintext, name)
+
+
+def _deep_list(depth: int) -> bytes:
+    from kmsbeam.codec import write_varint
+
+    enc = b"\x00"
+    for _ in range(depth):
+        enc = b"\x0a\x01" + write_varint(len(enc)) + enc
+    return enc
+
+
+@pytest.mark.parametrize(
+    ("plaintext", "reason"),
+    [
+        (_deep_list(2_000), "value too deep (field ssn): lists and maps nest at most 64 levels"),
+        (b"\x03" + b"\x7f" * 1_000_000, "value too large (field ssn): an int holds at most 1024 bytes"),
+        (b"\x09" + b"9" * 1_000_000, "value too large (field ssn): a decimal has at most 1024 characters"),
+        (b"\x09" + b"1E+999999999999999999", "value too large (field ssn): a decimal's exponent is from -6176 to 6111"),
+        (b"\x0c", "invalid value encoding (field ssn): the kept marker is only a value of a record payload's top-level map"),
+        (b"\x0b\x02\x01a\x01\x00\x01a\x01\x00", "invalid value encoding (field ssn): a map key appears twice"),
+    ],
+    ids=["deep-list", "1MB-int", "huge-decimal", "decimal-exponent", "kept-tag", "duplicate-key"],
+)  # fmt: skip
+def test_authentic_value_the_codec_refuses_fails_its_record_only(
+    source: Any, plaintext: bytes, reason: str
+) -> None:
+    from kmsbeam import failure_reason
+
+    records = [{"id": i, "ssn": f"900-00-{i:04d}"} for i in range(4)]
+    encrypted = FieldEncryptor(["ssn"], source, encoding="bytes").encrypt_batch(records)
+    batch = [dict(r) for r in encrypted]
+    batch[2]["ssn"] = _forge(source, encrypted[2], "ssn", plaintext)
+    dec = FieldDecryptor(["ssn"], source, cache=DataKeyCache())
+    out = dec.decrypt_batch(batch)
+    assert [out[i] for i in (0, 1, 3)] == [records[i] for i in (0, 1, 3)]
+    assert isinstance(out[2], RecordError) and not isinstance(out[2], AuthenticationError)
+    assert failure_reason(out[2]) == reason
+    with pytest.raises(RecordError) as info:
+        dec.decrypt(batch[2])
+    assert str(info.value) == reason and info.value.__cause__ is None
+
+
+def _nest(depth: int) -> Any:
+    value: Any = "x"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (_nest(65), "value too deep (field ssn): lists and maps nest at most 64 levels"),
+        (_nest(5_000), "value too deep (field ssn): lists and maps nest at most 64 levels"),
+        (10**3000, "value too large (field ssn): an int holds at most 1024 bytes"),
+        (Decimal("1E+7000"), "value too large (field ssn): a decimal has at most 1024 characters and an exponent from -6176 to 6111"),
+        ("lone \udc80 surrogate", "invalid text (field ssn): a string holds a lone surrogate, not Unicode text"),
+    ],
+    ids=["65-deep", "5000-deep", "big-int", "big-decimal", "surrogate"],
+)  # fmt: skip
+@pytest.mark.parametrize("batch", [False, True])
+def test_encrypt_refuses_what_the_decoder_would_refuse_per_record(
+    source: Any, value: Any, reason: str, batch: bool
+) -> None:
+    records: list[dict[str, Any]] = [{"id": i, "ssn": f"900-00-{i:04d}"} for i in range(4)]
+    records[1] = {"id": 1, "ssn": value}
+    enc = FieldEncryptor(["ssn"], source)
+    if batch:
+        out = enc.encrypt_batch(records)
+    else:
+        out = []
+        for r in records:
+            try:
+                out.append(enc.encrypt(r))
+            except RecordError as exc:
+                out.append(exc)
+    assert isinstance(out[1], RecordError) and str(out[1]) == reason
+    assert out[1].__cause__ is None
+    dec = FieldDecryptor(["ssn"], source)
+    assert [dec.decrypt(out[i]) for i in (0, 2, 3)] == [records[i] for i in (0, 2, 3)]

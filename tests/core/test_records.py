@@ -45,3 +45,60 @@ def test_record_errors_and_configuration(source: Any) -> None:
     for kwargs in ({"keep": ["a.b"]}, {"keep": ["a", "a"]}, {"keep": ["p"], "payload_field": "p"}):
         with pytest.raises(ConfigurationError):
             RecordEncryptor(source, **kwargs)
+
+
+def _forge_record(source: Any, encrypted: dict[str, Any], plaintext: bytes, binding: bytes) -> bytes:
+    """A payload sealed with the real data key of ``encrypted``: it authenticates."""
+    from kmsbeam.envelope import RECORD_V1, Sealer, parse
+
+    parsed = parse(encrypted["kmsbeam_record"], RECORD_V1)
+    dek = source.decrypt_data_key(parsed.wrapped)
+    return Sealer(RECORD_V1, dek, parsed.wrapped).seal(plaintext, "kmsbeam_record", binding)
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        ("0b0202696401" "0c" "016106" + "0b010162010c",
+         "invalid value encoding (field kmsbeam_record): the kept marker is only a value of a record payload's top-level map"),
+        ("0a00", "invalid value encoding (field kmsbeam_record): a record payload is a map"),
+        ("0b0202696401" "0c" "0161" "8208" "03" + "7f" * 1025,
+         "value too large (field kmsbeam_record): an int holds at most 1024 bytes"),
+        ("0b0202696401" "0c" "02696401" "0c",
+         "invalid value encoding (field kmsbeam_record): a map key appears twice"),
+    ],
+    ids=["nested-kept", "not-a-map", "big-int", "duplicate-key"],
+)  # fmt: skip
+def test_authentic_payload_the_codec_refuses_fails_its_record_only(
+    source: Any, payload: str, reason: str
+) -> None:
+    from kmsbeam.codec import encode_value
+
+    enc = RecordEncryptor(source, keep=["id"], encoding="bytes")
+    good = enc.encrypt({"id": 7, "a": 1})
+    forged = {"id": 7, "kmsbeam_record": _forge_record(source, good, bytes.fromhex(payload),
+                                                        encode_value({"id": 7}))}  # fmt: skip
+    dec = RecordDecryptor(source, keep=["id"], cache=DataKeyCache())
+    with pytest.raises(RecordError) as info:
+        dec.decrypt(forged)
+    assert str(info.value) == reason and not isinstance(info.value, AuthenticationError)
+    assert dec.decrypt(good) == {"id": 7, "a": 1}
+
+
+def test_encrypt_refuses_records_the_decoder_would_refuse(source: Any) -> None:
+    from kmsbeam.codec import KEPT
+
+    deep: Any = 1
+    for _ in range(63):
+        deep = [deep]
+    enc = RecordEncryptor(source, keep=["id"])
+    back = RecordDecryptor(source, keep=["id"]).decrypt(enc.encrypt({"id": 1, "d": deep}))
+    assert back == {"id": 1, "d": deep}  # the record map is level 1: 63 more fit
+    with pytest.raises(RecordError, match=r"^value too deep \(field kmsbeam_record\): lists"):
+        enc.encrypt({"id": 1, "d": [deep]})
+    with pytest.raises(RecordError, match=r"^value too deep \(kept fields\)"):
+        enc.encrypt({"id": [deep], "d": 1})
+    with pytest.raises(RecordError, match="wrong type"):
+        enc.encrypt({"id": 1, "d": KEPT})  # the marker as a value of a field that is not kept
+    with pytest.raises(RecordError, match="wrong type"):
+        enc.encrypt({"id": 1, "d": [KEPT]})

@@ -103,7 +103,7 @@ def record_vectors() -> dict[str, Any]:
         counter = sealer.count
         binding = encode_value({k: record[k] for k in sorted(keep)}) if keep else b""
         payload = {k: (KEPT if k in keep else v) for k, v in record.items()}
-        plaintext = encode_value(payload)
+        plaintext = encode_value(payload, kept=True)
         sealed = sealer.seal(plaintext, "kmsbeam_record", binding)
         out.append({
             "dek_hex": DEK.hex(), "commitment_hex": key_commitment(DEK).hex(),
