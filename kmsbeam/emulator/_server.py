@@ -20,6 +20,7 @@ from typing import Any
 from kmsbeam.emulator._audit import AuditLog
 from kmsbeam.emulator._faults import FaultInjector, Faults
 from kmsbeam.emulator._http import HTTPServer, Limits
+from kmsbeam.emulator._nonces import NONCES_FILENAME
 from kmsbeam.emulator._service import Service
 from kmsbeam.emulator._signature import AccessKey, Authenticator
 from kmsbeam.errors import ConfigurationError
@@ -55,7 +56,8 @@ class EmulatorServer:
     Any program using the official SDK works unmodified with ``Config(endpoint=
     server.endpoint, protocol="http", access_key_id=..., access_key_secret=...)`` (see
     ``sdk_config``). Keys live in ``data_dir/keystore.db``, the same SQLite keystore as
-    ``local:``, so they survive restarts; every call is appended to the audit log.
+    ``local:``, so they survive restarts, as does the replay window of signature nonces
+(``data_dir/nonces.log``); every call is appended to the audit log.
 
     Args:
         data_dir: the keystore directory (created with mode 0700 if missing).
@@ -115,8 +117,14 @@ class EmulatorServer:
         except BaseException:
             store.close()
             raise
-        self._service = Service(self.engine, Authenticator(self._keys, clock=clock,
-                                max_nonces=max_nonces), audit=self.audit, clock=clock)  # fmt: skip
+        try:
+            authenticator = Authenticator(self._keys, clock=clock, max_nonces=max_nonces,
+                                          nonce_file=self.data_dir / NONCES_FILENAME)  # fmt: skip
+        except BaseException:
+            self.audit.close()
+            store.close()
+            raise
+        self._service = Service(self.engine, authenticator, audit=self.audit, clock=clock)
         self.faults = faults
         self._http: HTTPServer | None = None
         self._threads: list[threading.Thread] = []
@@ -174,6 +182,7 @@ class EmulatorServer:
             self._http.server_close()
         for thread in self._threads:
             thread.join(timeout)
+        self._service.authenticator.close()
         self.audit.close()
         self.engine.store.close()
 

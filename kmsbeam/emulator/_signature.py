@@ -13,24 +13,24 @@ the signed headers the protocol needs (``IncompleteSignature``), a known access 
 (``InvalidAccessKeyId.NotFound``), the body hash and the signature
 (``SignatureDoesNotMatch``), the STS token of a temporary key (``InvalidSecurityToken.*``),
 ``x-acs-date`` within 15 minutes of the server clock (``IllegalTimestamp``) and a signature
-nonce never seen in that window (``SignatureNonceUsed``). Nonces are remembered only until
-their request's date leaves the window, so memory is bounded by the request rate; past
+nonce never seen in that window (``SignatureNonceUsed``). Nonces are remembered until their
+request's date leaves the window, across restarts when a file is given (``_nonces``); past
 ``max_nonces`` live entries new requests are throttled rather than nonces forgotten.
 """
 
 from __future__ import annotations
 
 import hashlib
-import heapq
 import hmac
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from kmsbeam.emulator._errors import ApiError
+from kmsbeam.emulator._nonces import NonceCache
 from kmsbeam.emulator._policy import Policy
 from kmsbeam.errors import ConfigurationError
 
@@ -130,39 +130,6 @@ def _parse_authorization(headers: Headers) -> tuple[str, list[str], str]:
     return fields["Credential"], fields["SignedHeaders"].split(";"), fields["Signature"]
 
 
-class _NonceCache:
-    """Nonces seen per access key, each kept until its request's date leaves the window."""
-
-    def __init__(self, max_entries: int) -> None:
-        self._max = max_entries
-        self._expiry: dict[str, float] = {}
-        self._heap: list[tuple[float, str]] = []
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._expiry)
-
-    def add(self, entry: str, expires: float, now: float) -> bool:
-        """Remember ``entry`` until ``expires``; ``False`` if it is already remembered."""
-        with self._lock:
-            heap, expiry = self._heap, self._expiry
-            while heap and heap[0][0] <= now:
-                _, old = heapq.heappop(heap)
-                if expiry.get(old, now + 1) <= now:
-                    del expiry[old]
-            if entry in expiry:
-                return False
-            if len(expiry) >= self._max:
-                raise ApiError(
-                    "Rejected.Throttling",
-                    "too many requests in the signature window; retry later",
-                    retry_after_ms=1000,
-                )
-            expiry[entry] = expires
-            heapq.heappush(heap, (expires, entry))
-            return True
-
-
 class Authenticator:
     """Verifies signed requests against a fixed set of access keys (thread-safe)."""
 
@@ -172,10 +139,15 @@ class Authenticator:
         *,
         clock: Callable[[], float] = time.time,
         max_nonces: int = 1_000_000,
+        nonce_file: Path | None = None,
     ) -> None:
+        """``nonce_file`` keeps the replay window across restarts (``_nonces``)."""
         self._keys = dict(keys)
         self._clock = clock
-        self._nonces = _NonceCache(max_nonces)
+        self._nonces = NonceCache(max_nonces, nonce_file, clock())
+
+    def close(self) -> None:
+        self._nonces.close()
 
     @property
     def remembered_nonces(self) -> int:
