@@ -27,6 +27,7 @@ from kmsbeam.policy import DataKeyPolicy
 from kmsbeam.reasons import failure_reason
 from kmsbeam.records import RecordDecryptor, RecordEncryptor
 from kmsbeam.sources import keystore_home, open_key_source
+from kmsbeam.trust import TrustedKeySources, UntrustedKeySourceError
 from kmsbeam.uri import DEFAULT_KEY_URI, KeyUri, parse_key_uri
 
 __version__ = "0.1.0"
@@ -55,6 +56,8 @@ __all__ = [
     "RecordDecryptor",
     "RecordEncryptor",
     "RecordError",
+    "TrustedKeySources",
+    "UntrustedKeySourceError",
     "__version__",
     "canonical_context",
     "check_context",

@@ -150,7 +150,8 @@ def build_parquet_job(p: Any, plan: Any) -> None:
         keys = list(dict.fromkeys([m.footer_key or m.key, *(m.column_keys or {}).values(), m.key]))
         # a file that cannot be opened (key disabled or missing, truncated) fails the job
         tables = p | "ReadParquet" >> ReadEncryptedParquet(
-            plan.pattern, keys=keys, context=m.context, as_tables=True, kms_qps=qps)  # fmt: skip
+            plan.pattern, keys=keys, context=m.context, as_tables=True, kms_qps=qps,
+            key_map=plan.key_map)  # fmt: skip  (PME ids of manifest URIs -> resolved URIs)
     else:
         tables = p | "ReadParquet" >> beam.io.ReadFromParquetBatched(plan.pattern)
     tables = tables | "CountRead" >> beam.ParDo(_CountRows("records_read"))

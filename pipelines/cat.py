@@ -6,7 +6,9 @@
 
 No Beam: the object streams through ``kmsbeam.objects.ObjectReader`` (memory: two chunks).
 The key and context are, in order: ``--key``/``--context``; the export manifest next to the
-object; the object's own header. Every chunk is authenticated before it is written, so a
+object; the object's own header. A key URI from the manifest or the header is data: only a
+hint resolved against the caller's key sources (``--key``, ``KMSBEAM_KEY_SOURCES``; see
+``kmsbeam.trust``), so an object never makes ``cat`` connect anywhere or load a module. Every chunk is authenticated before it is written, so a
 damaged object stops with the authentication error after the intact chunks before it.
 """
 
@@ -18,6 +20,7 @@ import sys
 from typing import Any, BinaryIO
 
 import kmsbeam
+from kmsbeam.trust import TrustedKeySources
 
 __all__ = ["add_cat_parser", "run_cat"]
 
@@ -26,7 +29,8 @@ def add_cat_parser(sub: Any) -> None:
     text = "decrypt one encrypted object (oss:// or a file) to standard output"
     cat = sub.add_parser("cat", help=text, description=text, allow_abbrev=False)
     cat.add_argument("object", metavar="OBJECT", help="an oss://bucket/key or a local .kmsb file")
-    cat.add_argument("--key", help="key URI (default: the export manifest's, else the object's)")
+    cat.add_argument("--key", help="key URI (default: the export manifest's, else the object's, "
+                     "if it names a source given by KMSBEAM_KEY_SOURCES or a local: key)")  # fmt: skip
     cat.add_argument("--context", action="append", metavar="NAME=VALUE",
                      help="encryption context entry (default: the manifest's or the object's)")  # fmt: skip
     cat.add_argument("--oss-endpoint", help="OSS endpoint (default KMSBEAM_OSS_ENDPOINT)")
@@ -60,7 +64,8 @@ def run_cat(args: argparse.Namespace, context: dict[str, str] | None, out: Binar
     out = out if out is not None else sys.stdout.buffer
     config = OssConfig.from_env(endpoint=args.oss_endpoint)
     manifest = _manifest_near(args.object, config)
-    key = args.key or (manifest.key if manifest else None)
+    trusted = TrustedKeySources.configured(args.key)
+    key = args.key or (trusted.resolve(manifest.key) if manifest else None)
     if context is None and manifest is not None:
         context = manifest.context
     if args.object.startswith("oss://"):
@@ -74,7 +79,8 @@ def run_cat(args: argparse.Namespace, context: dict[str, str] | None, out: Binar
         except OSError as exc:
             raise kmsbeam.ConfigurationError(f"cannot open {args.object}: {exc.strerror}") from None
     try:
-        reader = ObjectReader(raw, key, context=context, metadata=metadata, where=args.object)
+        reader = ObjectReader(raw, key, context=context, metadata=metadata, where=args.object,
+                              key_sources=trusted)  # fmt: skip
     except BaseException:
         raw.close()
         raise

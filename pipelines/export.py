@@ -25,6 +25,7 @@ from typing import Any
 
 import kmsbeam
 from kmsbeam import ConfigurationError, FormatError, KmsBeamError
+from kmsbeam.trust import TrustedKeySources
 
 __all__ = ["EXPORT_MANIFEST", "ExportManifest", "add_export_parser", "is_export", "run_command",
            "run_export", "run_restore"]  # fmt: skip
@@ -284,14 +285,16 @@ def run_restore(args: argparse.Namespace, beam_args: list[str], context: dict[st
         if os.listdir(out) and not args.overwrite:
             raise ConfigurationError(f"{out} is not empty; pass --overwrite to write into it")
     paths = [src + o["name"] for o in manifest.objects]
-    transform = DecryptObjects(out, key=args.key or manifest.key, base=src,
+    # the manifest's key is data: a hint resolved against the caller's key sources
+    key = args.key or TrustedKeySources.configured().resolve(manifest.key)
+    transform = DecryptObjects(out, key=key, base=src,
                                context=context if context is not None else manifest.context, oss=oss,
                                kms_qps=getattr(args, "kms_qps", None))  # fmt: skip
     counters, elapsed = _run(options, runner, lambda p: p | beam.Create(paths) | beam.Reshuffle() | transform)
     total = sum(int(o["bytes"]) for o in manifest.objects)
-    _table(f"kmsbeam decrypt: {src} -> {out} (export, key {args.key or manifest.key})", [
+    _table(f"kmsbeam decrypt: {src} -> {out} (export, key {key})", [
         ("objects", f"{len(paths):,}"),
-        *_kms_rows(counters, args.key or manifest.key, args),
+        *_kms_rows(counters, key, args),
         ("bytes out", f"{total:,} B"),
         ("elapsed", f"{elapsed:.1f} s"),
         ("rate", _rate(total, elapsed)),

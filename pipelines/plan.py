@@ -27,10 +27,11 @@ from kmsbeam import (
     parse_paths,
 )
 from kmsbeam.records import DEFAULT_PAYLOAD_FIELD
+from kmsbeam.trust import TrustedKeySources
 
 __all__ = [
     "JobSpec", "ParquetSpec", "Plan", "dead_dir_for", "parquet_spec", "plan_decrypt", "plan_encrypt",
-    "prepare_output",
+    "prepare_output", "trusted_sources",
 ]  # fmt: skip
 
 DEAD_LETTER_DIR = "_dead_letters"
@@ -86,6 +87,7 @@ class JobSpec:
     parquet: ParquetSpec | None = None
     kms_qps: float | None = None  # KMS calls/s per worker process (kmsbeam.budget); None: no cap
     kms_price_per_10k: float | None = None  # for the summary's cost estimate; None: the default
+    trusted: TrustedKeySources | None = None  # the caller's key sources; None: from key and env
 
 
 @dataclass
@@ -102,6 +104,7 @@ class Plan:
     out_columns: list[str] = field(default_factory=list)
     out_schema: pa.Schema | None = None
     key_created: bool = False
+    key_map: dict[str, str] = field(default_factory=dict)  # PME: master key id -> resolved URI
 
     @property
     def format(self) -> str:
@@ -203,6 +206,17 @@ def plan_encrypt(spec: JobSpec, notice: Callable[[str], None]) -> Plan:
         )
         plan.key_created = True
     return plan
+
+
+def trusted_sources(spec: JobSpec) -> TrustedKeySources:
+    """The key sources the caller configured for this job: ``--key``, the Parquet key options
+    and ``KMSBEAM_KEY_SOURCES`` (``kmsbeam.trust``). A key URI in a manifest only resolves
+    against these."""
+    if spec.trusted is not None:
+        return spec.trusted.with_uris(spec.key)
+    pq = spec.parquet
+    extra = [pq.footer_key, *pq.column_keys.values()] if pq is not None else []
+    return TrustedKeySources.configured(spec.key, *extra)
 
 
 def _plan_parquet_encrypt(spec: JobSpec, pq_spec: ParquetSpec, notice: Callable[[str], None]) -> Plan:
@@ -360,9 +374,11 @@ def plan_decrypt(spec: JobSpec) -> Plan:
                             format=fmt, encoding=formats.ENCODINGS[fmt], bind=_fields(spec.bind),
                             keep=list(spec.keep or []), context=dict(spec.context or {}))  # fmt: skip
     elif manifest.mode in ("pme", "cells"):
-        return _plan_parquet_decrypt(spec, files, pattern, manifest)
+        return _plan_parquet_decrypt(spec, files, pattern, manifest, trusted_sources(spec))
     else:
         still = _merge(spec, manifest)
+        if not spec.key:  # the manifest's key is data: a hint resolved against the caller's
+            manifest.key = trusted_sources(spec).resolve(manifest.key)
     parse_key_uri(manifest.key)
     check_context(manifest.context)
     plan = Plan(spec, files, pattern, manifest, Path(spec.output), Path())
@@ -380,8 +396,15 @@ def plan_decrypt(spec: JobSpec) -> Plan:
 
 
 
-def _plan_parquet_decrypt(spec: JobSpec, files: list[str], pattern: str, m: Manifest) -> Plan:
-    """``plan_decrypt`` for a dataset written with ``--parquet-mode``: the whole dataset."""
+def _plan_parquet_decrypt(spec: JobSpec, files: list[str], pattern: str, m: Manifest,
+                          trusted: TrustedKeySources) -> Plan:  # fmt: skip
+    """``plan_decrypt`` for a dataset written with ``--parquet-mode``: the whole dataset.
+
+    Every key URI of the manifest is a hint resolved against ``trusted``; PME files name their
+    master keys by a hash of the URI they were written with, so ``plan.key_map`` maps those
+    ids to the resolved URIs."""
+    from kmsbeam.parquet import master_key_id
+
     if spec.fields or spec.mode or spec.keep or spec.parquet is not None:
         raise ConfigurationError(
             f"the dataset was written with --parquet-mode {m.mode}; decrypt it as a whole "
@@ -389,12 +412,18 @@ def _plan_parquet_decrypt(spec: JobSpec, files: list[str], pattern: str, m: Mani
         )
     if spec.bind is not None and _fields(spec.bind) != m.bind:
         raise ConfigurationError(f"--bind must match the manifest ({', '.join(m.bind) or 'none'})")
-    if spec.key:
-        m.key = spec.key
+    written = [m.key, m.footer_key or m.key, *(m.column_keys or {}).values()]
+    resolved = trusted.resolve_all(u for u in written if u != spec.key)
+    resolved.update({spec.key: spec.key} if spec.key else {})
+    key_map = {master_key_id(h): r for h, r in resolved.items() if h != r}
+    m.key = spec.key or resolved[m.key]
+    m.footer_key = resolved[m.footer_key] if m.footer_key else None
+    m.column_keys = {c: resolved[u] for c, u in (m.column_keys or {}).items()} or m.column_keys
     if spec.context is not None:
         m.context = dict(spec.context)
     check_context(m.context)
-    plan = Plan(spec, files, pattern, m, Path(spec.output), Path(), out_schema=m.schema())
+    plan = Plan(spec, files, pattern, m, Path(spec.output), Path(), out_schema=m.schema(),
+                key_map=key_map)  # fmt: skip
     plan.dead_dir = dead_dir_for(spec, plan.out_dir)
     prepare_output(plan.out_dir, plan.dead_dir, spec.overwrite, files)
     for uri in dict.fromkeys([m.key, m.footer_key or m.key, *(m.column_keys or {}).values()]):

@@ -65,11 +65,19 @@ from kmsbeam.transforms import ReencryptFields, ReencryptRecords, RewrapDataKeys
 import kmsbeam
 from kmsbeam import ConfigurationError, parse_key_uri
 from kmsbeam.rotation import Rewrapper, record_paths, source_key_versions
+from kmsbeam.trust import TrustedKeySources
 
-__all__ = ["ROTATION_NAME", "run_rotate"]
+__all__ = ["ROTATION_NAME", "run_rotate", "trusted_sources"]
 
 _KINDS = {"local": 1, "kms-emulator": 2, "alibaba-kms": 2, "pkcs11": 3}
 _TMP = "_rotation_keys"
+
+
+def trusted_sources(args: argparse.Namespace) -> TrustedKeySources:
+    """The caller's key sources: ``--to-key``, ``--only-key`` and ``KMSBEAM_KEY_SOURCES``.
+    Key URIs in the dataset's manifests are hints resolved against these (``kmsbeam.trust``)."""
+    return TrustedKeySources.configured(getattr(args, "to_key", None),
+                                        *(getattr(args, "only_key", None) or []))  # fmt: skip
 
 
 def _manifest(src: Path) -> Manifest:
@@ -92,8 +100,11 @@ def _plan(args: argparse.Namespace, beam_args: list[str]) -> tuple[Plan, Manifes
     files = sorted(str(p) for p in src.glob("part-*"))
     if not files:
         raise ConfigurationError(f"{src} has no part-* data files")
-    to_key = args.to_key or manifest.key
+    trusted = trusted_sources(args)
+    to_key = args.to_key or trusted.resolve(manifest.key)
     parse_key_uri(to_key)
+    if args.reencrypt:  # the source key is opened only to re-encrypt (a rewrap asks the target)
+        manifest.key = trusted.resolve(manifest.key)
     old, new = _KINDS[parse_key_uri(manifest.key).scheme], _KINDS[parse_key_uri(to_key).scheme]
     if old != new and not args.reencrypt:
         raise ConfigurationError(f"{to_key} is another kind of key source than {manifest.key}: "
@@ -265,7 +276,8 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
                 "counts": counts, "elapsed_seconds": round(elapsed, 3)}  # fmt: skip
     verified = None
     if args.verify or args.verify_sample is not None:
-        verified = verify_output(plan.out_dir, m, beam_args, args.verify_sample)
+        verified = verify_output(plan.out_dir, m, beam_args, args.verify_sample,
+                                 trusted=trusted_sources(args).with_uris(to_key))  # fmt: skip
         rotation["verify"] = verified
     calls = sum(v for k, v in counts.items() if k.startswith("kms_calls_"))
     rotation["kms_cost"] = kms_cost(calls, [m.key, to_key], args.kms_price_per_10k)

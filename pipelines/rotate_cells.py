@@ -77,7 +77,10 @@ def rotate_cells(args: argparse.Namespace, m: Manifest, table: Any) -> int:
 
     src, out = Path(args.input), Path(args.output)
     files = sorted(src.glob("part-*.parquet"))
-    to_key = args.to_key or m.key
+    from kmsbeam.pipelines.rotate import trusted_sources
+
+    trusted = trusted_sources(args)
+    to_key = args.to_key or trusted.resolve(m.key)  # the manifest's key is a hint only
     target = kmsbeam.open_key_source(to_key)
     recorded = recorded_target(read_rotation(src), to_key) if args.trust_manifest else None
     version = recorded or Rewrapper(target).check_target()
@@ -125,7 +128,8 @@ def rotate_cells(args: argparse.Namespace, m: Manifest, table: Any) -> int:
         "target_key": to_key, "target_version": version, "resumed": resuming, "counts": counts,
         "failures": failures, "elapsed_seconds": round(elapsed, 3)}  # fmt: skip
     if args.verify or args.verify_sample is not None:
-        rotation["verify"] = verify_output(out, m, [], args.verify_sample)
+        rotation["verify"] = verify_output(out, m, [], args.verify_sample,
+                                           trusted=trusted.with_uris(to_key))  # fmt: skip
         counts["verify_failed"] = rotation["verify"]["dead_letters"]
     rotation["finished_at"] = finished_at()
     (out / ROTATION_NAME).write_text(json.dumps(rotation, indent=2) + "\n", encoding="utf-8")

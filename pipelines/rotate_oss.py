@@ -50,7 +50,10 @@ def rotate_export_in_place(args: argparse.Namespace, table: Any) -> int:
     if args.reencrypt or args.only_version:
         raise ConfigurationError("--reencrypt and --only-version/--only-key do not combine with an "
                                  "in-place export rotation")  # fmt: skip
-    to_key = args.to_key or manifest.key
+    from kmsbeam.pipelines.rotate import trusted_sources
+
+    # the export manifest's key is data: a hint resolved against the caller's key sources
+    to_key = args.to_key or trusted_sources(args).resolve(manifest.key)
     target = kmsbeam.open_key_source(to_key)
     client = oss_client()
     version = recorded_target(_previous(client, location), to_key) if args.trust_manifest else None
@@ -80,7 +83,7 @@ def rotate_export_in_place(args: argparse.Namespace, table: Any) -> int:
     elapsed = time.monotonic() - started
     verified = None
     if (args.verify or args.verify_sample is not None) and not args.dry_run:
-        verified = _verify(client, location, manifest, args.verify_sample)
+        verified = _verify(client, location, manifest, args.verify_sample, to_key)
     if not args.dry_run:
         manifest.key = to_key
         client.put(_join(location, EXPORT_MANIFEST), manifest.to_json().encode("utf-8"))
@@ -120,7 +123,8 @@ def _previous(client: Any, location: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _verify(client: Any, location: str, manifest: Any, fraction: float | None) -> dict[str, Any]:
+def _verify(client: Any, location: str, manifest: Any, fraction: float | None,
+            key: str) -> dict[str, Any]:  # fmt: skip
     """Decrypt every object (or an evenly spread ``fraction`` of them), discarding the output."""
     from kmsbeam.objects import ObjectReader
     from kmsbeam.pipelines.export import _join
@@ -134,7 +138,7 @@ def _verify(client: Any, location: str, manifest: Any, fraction: float | None) -
         try:
             info = client.head(url)
             raw = client.open_read(url, size=info.size)
-            with ObjectReader(raw, manifest.key, context=manifest.context,
+            with ObjectReader(raw, key, context=manifest.context,
                               metadata=info.metadata or {}, where=url) as reader:  # fmt: skip
                 while reader.readinto(buf):
                     pass

@@ -56,21 +56,29 @@ def rotate_pme_in_place(args: argparse.Namespace, read_manifest: Any, table: Any
     if m.mode != "pme" or m.key_material != "external":
         raise ConfigurationError("--in-place rotates PME datasets written with "
                                  "--external-key-material; give an OUTPUT directory instead")  # fmt: skip
-    uris = list(dict.fromkeys([m.footer_key or m.key, *(m.column_keys or {}).values()]))
-    if args.to_key and args.to_key not in uris:
+    from kmsbeam.parquet import master_key_id
+    from kmsbeam.pipelines.rotate import trusted_sources
+
+    written = list(dict.fromkeys([m.footer_key or m.key, *(m.column_keys or {}).values()]))
+    if args.to_key and args.to_key not in written:
         raise ConfigurationError("PME names its master keys by their URIs: rotate the keys "
                                  "behind them (move the alias, or a new key version), then "
                                  "run --in-place without --to-key")  # fmt: skip
     if args.reencrypt or args.only_version:
         raise ConfigurationError("--reencrypt and --only-version/--only-key do not combine with --in-place")
+    # the manifest's URIs are hints: open the caller's sources; PME ids stay the written ones
+    resolved = trusted_sources(args).resolve_all(written)
+    uris = list(dict.fromkeys(resolved.values()))
+    key_map = {master_key_id(h): r for h, r in resolved.items() if h != r}
     previous = read_rotation(src) if args.trust_manifest else None
     recorded = previous.get("target_versions") if previous else None
     versions: dict[str, str] = {}
-    for uri in uris:
-        if isinstance(recorded, dict) and isinstance(recorded.get(uri), str):
-            versions[uri] = recorded[uri]
+    for hint, uri in resolved.items():
+        if isinstance(recorded, dict) and isinstance(recorded.get(hint), str):
+            versions[hint] = recorded[hint]
         else:
-            versions[uri] = Rewrapper(kmsbeam.open_key_source(uri)).check_target()
+            versions[hint] = Rewrapper(kmsbeam.open_key_source(uri)).check_target()
+        versions[uri] = versions[hint]  # key texts name the URI they were sealed with
     files = sorted(f for f in src.glob("part-*") if key_material_path(f).is_file())
     if not files:
         raise ConfigurationError(f"{src} has no part-* files with external key material")
@@ -81,14 +89,14 @@ def rotate_pme_in_place(args: argparse.Namespace, read_manifest: Any, table: Any
                       ("master keys", f"{len(uris):,}")]))  # fmt: skip
         return 0
     started = time.monotonic()
-    decryption = PmeDecryption(uris, m.context)
+    decryption = PmeDecryption(uris, m.context, key_map)
     for f in todo:
         rotate_key_material(str(f), decryption)
     elapsed = time.monotonic() - started
-    verified = _verify(files, uris, m.context, args.verify_sample) if (
+    verified = _verify(files, decryption, args.verify_sample) if (
         args.verify or args.verify_sample is not None) else None  # fmt: skip
     rotation = {"kmsbeam_rotation": 1, "method": "pme-key-material", "source_key": m.key,
-                "target_key": m.key, "target_versions": versions,
+                "target_key": m.key, "target_versions": {h: versions[h] for h in resolved},
                 "counts": {"files": len(files), "files_rotated": len(todo),
                            "files_skipped": len(files) - len(todo)},
                 "elapsed_seconds": round(elapsed, 3), "finished_at": finished_at()}  # fmt: skip
@@ -113,16 +121,14 @@ def _current(found: dict[str, str] | None, versions: dict[str, str]) -> bool:
     return all(versions.get(uri) == version for uri, version in found.items())
 
 
-def _verify(files: list[Path], uris: list[str], context: Any, fraction: float | None) -> dict[str, Any]:
+def _verify(files: list[Path], decryption: Any, fraction: float | None) -> dict[str, Any]:
     """Read (decrypt) every file, or an evenly spread fraction of them, and count rows."""
     import pyarrow.parquet as pq
 
-    from kmsbeam.parquet import PmeDecryption
     from kmsbeam.pipelines.rotate_state import sample_indices
 
     picked = [files[i] for i in sample_indices(len(files), fraction or 1.0)]
     out = {"files_sampled": len(picked), "files_read": 0, "rows_read": 0, "failed": 0}
-    decryption = PmeDecryption(uris, context)
     for f in picked:
         try:
             table_ = pq.read_table(f, decryption_properties=decryption.properties(str(f)))

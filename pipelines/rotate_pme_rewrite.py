@@ -44,8 +44,17 @@ def rotate_pme_rewrite(args: argparse.Namespace, m: Manifest, table: Any) -> int
     files = sorted(p for p in src.glob("part-*") if p.is_file() and p.suffix == ".parquet")
     if not files:
         raise ConfigurationError(f"{src} has no part-*.parquet files")
-    old_uris = list(dict.fromkeys([m.footer_key or m.key, *(m.column_keys or {}).values()]))
-    new_key = lambda uri: args.to_key or uri  # noqa: E731  (one target for every master key)
+    from kmsbeam.parquet import master_key_id
+    from kmsbeam.pipelines.rotate import trusted_sources
+
+    # the manifest's URIs are hints: the caller's sources open them (PME ids stay the written)
+    resolved = trusted_sources(args).resolve_all([m.footer_key or m.key, *(m.column_keys or {}).values()])
+    old_uris = list(dict.fromkeys(resolved.values()))
+    key_map = {master_key_id(h): r for h, r in resolved.items() if h != r}
+
+    def new_key(uri: str) -> str:  # one target for every master key, else the resolved one
+        return str(args.to_key or resolved.get(uri, uri))
+
     encryption = PmeEncryption(
         footer_key=new_key(m.footer_key or m.key),
         column_keys={c: new_key(u) for c, u in (m.column_keys or {}).items()},
@@ -60,7 +69,7 @@ def rotate_pme_rewrite(args: argparse.Namespace, m: Manifest, table: Any) -> int
         return 0
     prepare_output(out, out / "_dead_letters", args.overwrite, [str(f) for f in files])
     (out / ROTATION_NAME).unlink(missing_ok=True)
-    decryption = PmeDecryption(old_uris, m.context)
+    decryption = PmeDecryption(old_uris, m.context, key_map)
     started = time.monotonic()
     rows_done, failures = 0, []
     for f in files:

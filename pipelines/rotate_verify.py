@@ -15,12 +15,16 @@ from kmsbeam.pipelines.manifest import MANIFEST_NAME, Manifest
 from kmsbeam.pipelines.plan import JobSpec, plan_decrypt
 from kmsbeam.pipelines.rotate_state import sample_indices
 
+from kmsbeam.trust import TrustedKeySources
+
 
 __all__ = ["verify_output"]
 
 
-def verify_output(out_dir: Path, m: Manifest, beam_args: list[str], fraction: float | None) -> dict[str, Any]:
-    """Decrypt all of ``out_dir`` (``fraction`` None) or a sample of its records.
+def verify_output(out_dir: Path, m: Manifest, beam_args: list[str], fraction: float | None,
+                  trusted: TrustedKeySources | None = None) -> dict[str, Any]:  # fmt: skip
+    """Decrypt all of ``out_dir`` (``fraction`` None) or a sample of its records; the output's
+    key URIs resolve against ``trusted`` (the rotation's own key sources).
 
     Returns ``{"records_sampled", "records_decrypted", "dead_letters", "sample_fraction"}``.
     """
@@ -31,7 +35,8 @@ def verify_output(out_dir: Path, m: Manifest, beam_args: list[str], fraction: fl
             source = scratch / "sample"
             sampled = _write_sample(out_dir, source, m.format, fraction)
             shutil.copy(out_dir / MANIFEST_NAME, source / MANIFEST_NAME)
-        spec = JobSpec("decrypt", str(source), str(scratch / "plain"), beam_args=beam_args)
+        spec = JobSpec("decrypt", str(source), str(scratch / "plain"), beam_args=beam_args,
+                       trusted=trusted)  # fmt: skip
         result = jobs.run_plan(plan_decrypt(spec))
         return {"records_sampled": result.records_in if sampled is None else sampled,
                 "records_decrypted": result.records_out, "dead_letters": result.dead_letters,

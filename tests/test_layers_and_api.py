@@ -35,7 +35,7 @@ PUBLIC = {
     "DataKeyCache", "DataKeyPolicy", "FieldDecryptor", "FieldEncryptor", "FieldPath", "FormatError",
     "KeyDisabledError", "KeyInfo", "KeyNotFoundError", "KeySource", "KeySourceError",
     "KeySourceUnavailableError", "KeyUri", "KmsBeamError", "MalformedValueError", "RecordDecryptor",
-    "RecordEncryptor", "RecordError", "__version__", "canonical_context", "check_context",
+    "RecordEncryptor", "RecordError", "TrustedKeySources", "UntrustedKeySourceError", "__version__", "canonical_context", "check_context",
     "decode_value", "encode_value", "failure_reason", "keystore_home", "open_key_source",
     "parse_key_uri", "parse_paths", "shared_cache",
 }  # fmt: skip

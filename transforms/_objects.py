@@ -28,7 +28,7 @@ Caveats:
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -43,6 +43,7 @@ from kmsbeam.oss import OssConfig, oss_client
 from kmsbeam.transforms._dofns import DEAD_LETTER
 from kmsbeam.transforms._ossfs import OssOptions  # noqa: F401  (registers oss://)
 
+from kmsbeam.trust import TrustedKeySources
 __all__ = ["SUFFIX", "DecryptObjects", "EncryptObjects", "decrypt_object", "encrypt_object",
            "open_encrypted"]  # fmt: skip
 
@@ -95,7 +96,7 @@ def encrypt_object(src: str, dst: str, key: str, *, context: Mapping[str, str] |
 
 
 def open_encrypted(src: str, key: str | None = None, *, context: Mapping[str, str] | None = None,
-                   oss: OssConfig | None = None) -> ObjectReader:  # fmt: skip
+                   oss: OssConfig | None = None, key_sources: Sequence[str] = ()) -> ObjectReader:  # fmt: skip
     """An ``ObjectReader`` over ``src``; for ``oss://`` the object's metadata is required
     and its wrapped key used (a missing metadata is a ``FormatError`` naming the object)."""
     if src.startswith("oss://"):
@@ -106,16 +107,17 @@ def open_encrypted(src: str, key: str | None = None, *, context: Mapping[str, st
     else:
         raw, metadata = FileSystems.open(src, compression_type=_RAW), None
     try:
-        return ObjectReader(raw, key, context=context, metadata=metadata, where=src)
+        return ObjectReader(raw, key, context=context, metadata=metadata, where=src,
+                            key_sources=key_sources)  # fmt: skip  (used when key is None)
     except BaseException:
         raw.close()
         raise
 
 
 def decrypt_object(src: str, dst: str, key: str | None = None, *, context: Mapping[str, str] | None = None,
-                   oss: OssConfig | None = None) -> dict[str, Any]:  # fmt: skip
+                   oss: OssConfig | None = None, key_sources: Sequence[str] = ()) -> dict[str, Any]:  # fmt: skip
     """Decrypt one object ``src`` into ``dst``; a failure leaves no ``dst`` behind."""
-    with open_encrypted(src, key, context=context, oss=oss) as reader:
+    with open_encrypted(src, key, context=context, oss=oss, key_sources=key_sources) as reader:
         if dst.startswith("oss://"):
             out = oss_client(oss).open_write(dst)
         else:
@@ -252,8 +254,10 @@ class DecryptObjects(_Objects):
 
     Args:
         destination: output directory or prefix.
-        key: key URI to unwrap with (default: the one each object names; see the caveat in
-            ``kmsbeam.objects.ObjectReader``).
+        key: key URI to unwrap with (default: the one each object names, a hint resolved
+            against ``key_sources``; see ``kmsbeam.trust``).
+        key_sources: the caller's key URIs that objects' hints may resolve to (added to the
+            worker's ``KMSBEAM_KEY_SOURCES``); used only without ``key``.
         base, context, oss, kms_qps: as for ``EncryptObjects`` (context default: each header's).
     """
 
@@ -261,5 +265,6 @@ class DecryptObjects(_Objects):
 
     def __init__(self, destination: str, *, key: str | None = None, base: str | None = None,
                  context: Mapping[str, str] | None = None, oss: OssConfig | None = None,
-                 kms_qps: float | None = None) -> None:  # fmt: skip
-        super().__init__(key, destination, base=base, context=context, oss=oss, kms_qps=kms_qps)
+                 kms_qps: float | None = None, key_sources: Sequence[str] = ()) -> None:  # fmt: skip
+        super().__init__(key, destination, base=base, context=context, oss=oss, kms_qps=kms_qps,
+                         key_sources=tuple(TrustedKeySources(tuple(key_sources)).uris))  # fmt: skip

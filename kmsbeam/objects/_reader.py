@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping
+from collections.abc import Iterable
 from typing import IO, Any, NoReturn
 
 from cryptography.exceptions import InvalidTag
@@ -26,6 +27,8 @@ from kmsbeam.objects._format import (
     plaintext_size,
 )
 from kmsbeam.objects._writer import resolve_key_source
+from kmsbeam.trust import TrustedKeySources
+from kmsbeam.uri import SCHEMES
 
 __all__ = ["ObjectReader", "read_header"]
 
@@ -61,13 +64,16 @@ def read_header(raw: Any) -> tuple[ObjectHeader, int]:
 
 
 def _unwrap(source: KeySource, header: ObjectHeader, context: dict[str, str], where: str) -> bytes:
-    if header.key_uri and header.key_uri != source.uri:  # maybe the wrong key: say which
+    if header.key_uri and header.key_uri != source.uri:  # maybe the wrong key: say so
         try:
             return source.decrypt_data_key(header.wrapped, context)
         except AuthenticationError:
+            # the header's key URI is data: never repeat it (at most its scheme)
+            scheme = header.key_uri.partition(":")[0]
+            named = f"a {scheme} key" if scheme in SCHEMES else "another key"
             raise ConfigurationError(
-                f"{where} was encrypted under key {header.key_uri or '(unnamed)'}, which "
-                f"{source.uri} cannot unwrap: read it with that key"
+                f"{where} was encrypted under another key ({named}) than {source.uri} can "
+                "unwrap: read it with the key it was written with"
             ) from None
     return source.decrypt_data_key(header.wrapped, context)
 
@@ -77,9 +83,11 @@ class ObjectReader(io.BufferedIOBase):
 
     Args:
         raw: the encrypted bytes, positioned at the start of the object.
-        key: a key URI or ``KeySource`` to unwrap the data key with; None uses the key URI
-            in the header. Caveat: the header is written by whoever wrote the object; read
-            objects from writers you do not trust with an explicit key.
+        key: a key URI or ``KeySource`` to unwrap the data key with; None resolves the key
+            URI in the header against ``key_sources`` (``kmsbeam.trust``): the header is data,
+            so it is only a hint and never makes the reader connect anywhere or load a module.
+        key_sources: the caller's configured key sources (``TrustedKeySources`` or key URIs;
+            default: ``KMSBEAM_KEY_SOURCES``); used only when ``key`` is None.
         context: the encryption context; None uses the one stored in the header.
         metadata: the object's ``x-oss-meta-`` entries when it has them: their wrapped key
             (the current one after a rewrap) is used instead of the header's.
@@ -90,6 +98,7 @@ class ObjectReader(io.BufferedIOBase):
         AuthenticationError: tampered, truncated, extended or reordered data, a wrong
             context; raised as soon as the damaged chunk is reached.
         ConfigurationError: ``key`` cannot unwrap a data key from another key.
+        UntrustedKeySourceError: ``key`` is None and the header names no configured source.
     """
 
     def __init__(
@@ -102,6 +111,7 @@ class ObjectReader(io.BufferedIOBase):
         size: int | None = None,
         where: str = "the object",
         close_raw: bool = True,
+        key_sources: TrustedKeySources | Iterable[str] | None = None,
     ) -> None:
         super().__init__()
         self._raw = raw
@@ -110,7 +120,10 @@ class ObjectReader(io.BufferedIOBase):
         if metadata is not None:
             header = header.from_metadata(metadata, where)
         self.header = header
-        source = resolve_key_source(key if key is not None else header.key_uri)
+        if key is None:
+            source = TrustedKeySources.of(key_sources).open(header.key_uri)
+        else:
+            source = resolve_key_source(key)
         ctx = header.context if context is None else check_context(context)
         dek = _unwrap(source, header, ctx, where)
         header.check_key(dek)

@@ -43,6 +43,7 @@ from kmsbeam.errors import ConfigurationError
 from kmsbeam.keysource import KeySource, canonical_context, check_context
 from kmsbeam.parquet._keytext import master_key_id, parse_key_text, seal_key_text
 from kmsbeam.sources import keystore_home, open_key_source
+from kmsbeam.uri import SCHEMES
 
 __all__ = [
     "KeySourceKmsClient",
@@ -159,12 +160,16 @@ class KeySourceKmsClient(pe.KmsClient):  # type: ignore[misc]
         return f"KeySourceKmsClient(keys={sorted(self._keys.values())!r})"
 
     def _uri(self, key_id: str, written_as: str | None = None) -> str:
+        """The configured key URI of a master key id. A key text's own URI (``written_as``)
+        is data: it is never opened and never repeated (at most its scheme)."""
         uri = self._keys.get(key_id)
         if uri is None:
-            hint = f" (written with key {written_as})" if written_as else ""
+            scheme = (written_as or "").partition(":")[0]
+            hint = f" (a {scheme} key)" if scheme in SCHEMES else ""
             raise ConfigurationError(
                 f"the Parquet master key {key_id}{hint} is not among the keys given to the "
-                "reader; add its key URI"
+                "reader; add its key URI (--key, --column-key, --footer-key or "
+                "KMSBEAM_KEY_SOURCES)"
             )
         return uri
 

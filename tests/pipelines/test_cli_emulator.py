@@ -27,7 +27,7 @@ def test_encrypt_and_decrypt_through_the_emulator(cli, customers: Path, tmp_path
     assert r.code == 0, r.err + r.out
     assert json.loads((enc / "_kmsbeam.json").read_text())["key"] == key
     assert "etl-secret" not in r.out + r.err
-    r = cli("decrypt", enc, plain)
+    r = cli("decrypt", enc, plain, "--key", key)  # the caller names the source (not the data)
     assert r.code == 0, r.err + r.out
     original = sorted(customers.read_text().splitlines())
     assert sorted(json.dumps(json.loads(x)) for x in shard_lines(plain)) == sorted(

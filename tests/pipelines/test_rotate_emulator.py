@@ -31,6 +31,8 @@ def emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[n
     monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "etl-secret")
     with EmulatorServer(tmp_path / "kms", {"etl": "etl-secret"}) as server:
         server.engine.create_alias("alias/pii", server.engine.create_key("CMK-A").key_id)
+        # the caller's configuration: manifests naming this emulator resolve to it
+        monkeypatch.setenv("KMSBEAM_KEY_SOURCES", f"kms-emulator://{server.endpoint}/alias/pii")
         yield server
 
 

@@ -28,6 +28,8 @@ def test_keys_create_then_encrypt_and_decrypt(hsm: Hsm, tmp_path: Path, capsys: 
     assert code == 0, out
     assert PIN not in out and PIN not in (enc / "_kmsbeam.json").read_text()
     code, out = _run(capsys, "decrypt", enc, plain)
+    assert code == 2 and "KMSBEAM_KEY_SOURCES" in out, out  # data never picks the module
+    code, out = _run(capsys, "decrypt", enc, plain, "--key", uri)
     assert code == 0, out
     lines = [json.loads(x) for f in sorted(plain.glob("part-*")) for x in f.read_text().splitlines()]
     original = [json.loads(x) for x in CUSTOMERS.read_text().splitlines()]

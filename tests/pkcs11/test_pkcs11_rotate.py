@@ -52,7 +52,7 @@ def test_kek_rotation_rewraps_inside_the_hsm(hsm: Hsm, tmp_path: Path, capsys: p
     assert rotation["verify"] == {"records_sampled": 1000, "records_decrypted": 1000,
                                   "dead_letters": 0, "sample_fraction": 1.0}  # fmt: skip
     assert json.loads((rot / "_kmsbeam.json").read_text())["key"] == kek_b
-    code, out = _run(capsys, "rotate", rot, rot2)  # again: nothing to move, no HSM rewrap
+    code, out = _run(capsys, "rotate", rot, rot2, "--to-key", kek_b)  # again: no HSM rewrap
     assert code == 0, out
     assert target.counts["rewrap"] - rewraps == len(deks)  # type: ignore[attr-defined]
     assert _values(rot2) == after
