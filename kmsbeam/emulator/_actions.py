@@ -83,7 +83,7 @@ def create_key(call: Call) -> dict[str, Any]:
     rotate = p.boolean("EnableAutomaticRotation")
     if rotate is not None:
         options["enable_automatic_rotation"] = rotate
-    call.allow_account()
+    call.allow_container("key")
     meta = call.engine.create_key(p.text("Description", "") or "", tags=tags or None, **options)
     call.note(meta.key_id, meta.primary_key_version)
     return {"KeyMetadata": key_metadata(call, meta)}
@@ -104,7 +104,7 @@ def list_keys(call: Call) -> dict[str, Any]:
         if key not in (*_FILTER_FIELDS, "CreatorType") or not isinstance(values, list):
             raise invalid('Filters must be JSON like [{"Key": "KeyState", "Values": ["Enabled"]}]')
         wanted[key] = {str(v) for v in values}
-    call.allow_account()
+    call.allow_container("key")
     creator_ok = "User" in wanted.pop("CreatorType", {"User"})
     keys = [
         k for k in call.engine.list_keys()
@@ -123,9 +123,22 @@ def _state_change(method: str) -> Callable[[Call], dict[str, Any]]:
 
 
 def schedule_key_deletion(call: Call) -> dict[str, Any]:
-    days = call.params.integer("PendingWindowInDays", 7, 366)
+    days = call.params.integer("PendingWindowInDays", 7, 30)
     meta = call.engine.schedule_key_deletion(_key(call), days or 0)
     call.note(meta.key_id)
+    return {}
+
+
+def update_key_description(call: Call) -> dict[str, Any]:
+    description = call.params.required("Description")
+    meta = call.engine.update_key_description(_key(call), description)
+    call.note(meta.key_id)
+    return {}
+
+
+def delete_key_material(call: Call) -> dict[str, Any]:
+    key = _key(call)
+    call.engine.delete_key_material(key)
     return {}
 
 
@@ -157,25 +170,37 @@ def describe_key_version(call: Call) -> dict[str, Any]:
 
 
 # -- aliases ------------------------------------------------------------------------------
-def _alias_change(method: str) -> Callable[[Call], dict[str, Any]]:
-    def handler(call: Call) -> dict[str, Any]:
-        alias_name = call.params.required("AliasName")
-        call.allow_alias(alias_name)
-        getattr(call.engine, method)(alias_name, _key(call))
-        return {}
+# RAM (2019 guide): CreateAlias needs the alias and the key; UpdateAlias the alias, the key
+# it points at now and the new key; DeleteAlias the alias and the key it points at.
+def _alias_and_its_key(call: Call) -> str:
+    alias_name = call.params.required("AliasName")
+    call.allow_alias(alias_name)
+    current = call.alias_target(alias_name)
+    if current is not None:
+        call.allow_key_id(current)
+    return alias_name
 
-    return handler
+
+def create_alias(call: Call) -> dict[str, Any]:
+    alias_name = call.params.required("AliasName")
+    call.allow_alias(alias_name)
+    call.engine.create_alias(alias_name, _key(call))
+    return {}
+
+
+def update_alias(call: Call) -> dict[str, Any]:
+    alias_name = _alias_and_its_key(call)
+    call.engine.update_alias(alias_name, _key(call))
+    return {}
 
 
 def delete_alias(call: Call) -> dict[str, Any]:
-    alias_name = call.params.required("AliasName")
-    call.allow_alias(alias_name)
-    call.engine.delete_alias(alias_name)
+    call.engine.delete_alias(_alias_and_its_key(call))
     return {}
 
 
 def list_aliases(call: Call) -> dict[str, Any]:
-    call.allow_account()
+    call.allow_container("alias")
     return _page(call, call.engine.list_aliases(), "Aliases", "Alias", _alias)
 
 
@@ -230,8 +255,10 @@ ACTIONS: dict[str, Action] = {
     "CreateKeyVersion": _action(create_key_version, "KeyId"),
     "ListKeyVersions": _action(list_key_versions, "KeyId", PAGE),
     "DescribeKeyVersion": _action(describe_key_version, "KeyId KeyVersionId"),
-    "CreateAlias": _action(_alias_change("create_alias"), "AliasName KeyId"),
-    "UpdateAlias": _action(_alias_change("update_alias"), "AliasName KeyId"),
+    "UpdateKeyDescription": _action(update_key_description, "KeyId Description"),
+    "DeleteKeyMaterial": _action(delete_key_material, "KeyId"),
+    "CreateAlias": _action(create_alias, "AliasName KeyId"),
+    "UpdateAlias": _action(update_alias, "AliasName KeyId"),
     "DeleteAlias": _action(delete_alias, "AliasName"),
     "ListAliases": _action(list_aliases, "", PAGE),
     "ListAliasesByKeyId": _action(list_aliases_by_key_id, "KeyId", PAGE),

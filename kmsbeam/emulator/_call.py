@@ -1,11 +1,12 @@
 """One API call being served: its parameters, caller, authorization and audit facts.
 
-Every action handler authorizes each resource it touches (``allow_account``, ``allow_key``,
+Every action handler authorizes each resource it touches (``allow_container``, ``allow_key``,
 ``allow_alias``, ``allow_blob``) before it asks the engine for anything; the service
 refuses to answer a handler that returns without having authorized (``InternalFailure``),
 so a new action cannot forget its policy check.
 
-Resources are Alibaba ARNs (``acs:kms:REGION:ACCOUNT:key/ID``, ``...:alias/NAME``). A key
+Resources are Alibaba ARNs (``acs:kms:REGION:ACCOUNT:key/ID``, ``...:alias/NAME``, and the
+containers ``...:key`` and ``...:alias`` for CreateKey, ListKeys and ListAliases). A key
 named by an alias is authorized against both the key's ARN and the alias ARN (a statement
 matching either applies). A key that does not exist is authorized against the ARN its name
 spells, so a caller without permission learns nothing about which keys exist.
@@ -13,6 +14,7 @@ spells, so a caller without permission learns nothing about which keys exist.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,8 +41,10 @@ class Call:
         params: Params,
         access_key: AccessKey,
         source_ip: str,
+        now: float | None = None,
     ) -> None:
         self.engine = engine
+        self.now = time.time() if now is None else now
         self.action = action
         self.params = params
         self.access_key = access_key
@@ -61,9 +65,10 @@ class Call:
     def _arn(self, resource: str) -> str:
         return f"acs:kms:{self.engine.region}:{self.engine.account}:{resource}"
 
-    def allow_account(self) -> None:
-        """Authorize an account-level action (CreateKey, ListKeys, ListAliases)."""
-        self._decide([self._arn("*")])
+    def allow_container(self, kind: str) -> None:
+        """Authorize an action on the ``key`` container (CreateKey, ListKeys) or the
+        ``alias`` container (ListAliases)."""
+        self._decide([self._arn(kind)])
 
     def allow_alias(self, alias_name: str) -> None:
         """Authorize an action on an alias itself (CreateAlias, UpdateAlias, DeleteAlias)."""
@@ -108,6 +113,11 @@ class Call:
             raise invalid_ciphertext()
         self.allow_key_id(key_id)
 
+    def alias_target(self, alias_name: str) -> str | None:
+        """The key id an existing alias points at, or ``None``."""
+        with self.engine.store.read() as tx:
+            return tx.get_alias(alias_name)
+
     def key_of_blob(self, blob: bytes) -> str | None:
         """The key whose version the blob names (not authenticated), or ``None``."""
         if len(blob) < MIN_BLOB_LEN:
@@ -146,6 +156,8 @@ class _Facts:
             return self._call.source_ip
         if name == "acs:SecureTransport":
             return "false"
+        if name == "acs:CurrentTime":
+            return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._call.now))
         if name.startswith("kms:tag/"):
             if self._tags is None:
                 self._tags = (

@@ -10,12 +10,17 @@ A policy document is JSON like Alibaba Cloud RAM's::
 
 - ``Action``: ``kms:NAME`` patterns (case-insensitive; ``*`` and ``?`` wildcards).
 - ``Resource``: ARN patterns (case-sensitive; wildcards): ``acs:kms:REGION:ACCOUNT:key/ID``,
-  ``acs:kms:REGION:ACCOUNT:alias/NAME``; account-level calls (CreateKey, ListKeys,
-  ListAliases) act on ``acs:kms:REGION:ACCOUNT:*``.
+  ``acs:kms:REGION:ACCOUNT:alias/NAME``, and the containers ``acs:kms:REGION:ACCOUNT:key``
+  (CreateKey, ListKeys) and ``acs:kms:REGION:ACCOUNT:alias`` (ListAliases). As in Alibaba's
+  RAM guide (2019), CreateAlias needs the alias and the key, UpdateAlias the alias, its
+  current key and the new key, DeleteAlias the alias and its key.
 - ``Condition``: ``{OPERATOR: {KEY: value or [values]}}``; operators StringEquals,
   StringNotEquals, StringEqualsIgnoreCase, StringNotEqualsIgnoreCase, StringLike,
-  StringNotLike, IpAddress, NotIpAddress, Bool; keys ``kms:tag/TAGKEY`` (the key's tag),
-  ``acs:SourceIp`` and ``acs:SecureTransport`` (always ``false``: the emulator speaks HTTP).
+  StringNotLike, IpAddress, NotIpAddress, Bool, DateEquals, DateNotEquals, DateLessThan,
+  DateLessThanEquals, DateGreaterThan, DateGreaterThanEquals (ISO 8601 values such as
+  ``2026-12-31T23:59:59Z`` or ``...+08:00``; no offset means UTC); keys ``kms:tag/TAGKEY``
+  (the key's tag), ``acs:SourceIp``, ``acs:SecureTransport`` (always ``false``: the emulator
+  speaks HTTP) and ``acs:CurrentTime`` (the server's clock when the call is served).
   Operators and keys are ANDed, the values of one key ORed; a negated operator is true when
   the key has no value (an untagged key), the others false.
 
@@ -29,6 +34,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +42,33 @@ from kmsbeam.errors import ConfigurationError
 
 __all__ = ["Policy"]
 
+_DATES: dict[str, Callable[[float, float], bool]] = {
+    "DateEquals": lambda a, b: a == b, "DateNotEquals": lambda a, b: a == b,
+    "DateLessThan": lambda a, b: a < b, "DateLessThanEquals": lambda a, b: a <= b,
+    "DateGreaterThan": lambda a, b: a > b, "DateGreaterThanEquals": lambda a, b: a >= b,
+}  # fmt: skip
 _OPERATORS = {
     "StringEquals", "StringNotEquals", "StringEqualsIgnoreCase", "StringNotEqualsIgnoreCase",
-    "StringLike", "StringNotLike", "IpAddress", "NotIpAddress", "Bool",
+    "StringLike", "StringNotLike", "IpAddress", "NotIpAddress", "Bool", *_DATES,
 }  # fmt: skip
-_NEGATED = {"StringNotEquals", "StringNotEqualsIgnoreCase", "StringNotLike", "NotIpAddress"}
-_FIXED_KEYS = {"acs:sourceip": "acs:SourceIp", "acs:securetransport": "acs:SecureTransport"}
+_NEGATED = {"StringNotEquals", "StringNotEqualsIgnoreCase", "StringNotLike", "NotIpAddress",
+            "DateNotEquals"}  # fmt: skip
+_FIXED_KEYS = {"acs:sourceip": "acs:SourceIp", "acs:securetransport": "acs:SecureTransport",
+               "acs:currenttime": "acs:CurrentTime"}  # fmt: skip
 _STATEMENT_FIELDS = {"Sid", "Effect", "Action", "Resource", "Condition"}
 
 Facts = Callable[[str], str | None]  # condition key (canonical spelling) -> value
+
+
+def date_seconds(text: str) -> float | None:
+    """Seconds since the epoch of an ISO 8601 date or time (UTC unless it has an offset)."""
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp()
 
 
 def _glob(pattern: str, *, ignore_case: bool) -> re.Pattern[str]:
@@ -72,6 +96,13 @@ class _Condition:
                 raise ConfigurationError(f"{operator} takes IP addresses or CIDRs") from exc
         if operator in ("StringLike", "StringNotLike"):
             self.globs = [_glob(v, ignore_case=False) for v in values]
+        if operator in _DATES:
+            dates = [date_seconds(v) for v in values]
+            if any(d is None for d in dates):
+                raise ConfigurationError(
+                    f"{operator} takes ISO 8601 times like 2026-12-31T23:59:59Z"
+                )
+            self.dates = [d for d in dates if d is not None]
 
     def holds(self, facts: Facts) -> bool:
         value = facts(self.key)
@@ -86,6 +117,9 @@ class _Condition:
             hit = any(g.fullmatch(value) for g in self.globs)
         elif op == "Bool":
             hit = value.lower() in {v.lower() for v in self.values}
+        elif op in _DATES:
+            when = date_seconds(value)
+            hit = when is not None and any(_DATES[op](when, d) for d in self.dates)
         else:
             try:
                 address = ipaddress.ip_address(value)
@@ -122,8 +156,8 @@ def _condition_key(key: Any) -> str:
         if key.lower() in _FIXED_KEYS:
             return _FIXED_KEYS[key.lower()]
     raise ConfigurationError(
-        f"policy condition key {key!r} is not supported; use kms:tag/TAGKEY, acs:SourceIp or "
-        "acs:SecureTransport"
+        f"policy condition key {key!r} is not supported; use kms:tag/TAGKEY, acs:SourceIp, "
+        "acs:SecureTransport or acs:CurrentTime"
     )
 
 

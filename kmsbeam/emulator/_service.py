@@ -110,7 +110,7 @@ class Service:
                 return None
             name, spec = self._action(request, path, action)
             call = Call(self.engine, name, Params(values, spec.allowed, spec.required),
-                        key, request.source_ip)  # fmt: skip
+                        key, request.source_ip, self._clock())  # fmt: skip
             result = spec.handler(call)
             if not call.authorized:
                 raise RuntimeError(f"the {name} handler did not authorize the call")

@@ -88,8 +88,8 @@ class KeyOps(EngineCore):
         """Mark a key PendingDeletion; it is deleted for good when ``delete_date`` passes."""
         if isinstance(pending_window_days, bool) or not isinstance(pending_window_days, int):
             raise TypeError("pending_window_days is an int")
-        if not 7 <= pending_window_days <= 366:
-            raise bad("PendingWindowInDays must be between 7 and 366")
+        if not 7 <= pending_window_days <= 30:
+            raise bad("PendingWindowInDays must be between 7 and 30")
         when = iso(self._clock() + pending_window_days * 86400)
         allowed = {"Enabled", "Disabled", "PendingImport"}
         return self._set_state(key, "PendingDeletion", allowed, delete_date=when)

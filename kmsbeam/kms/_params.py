@@ -30,7 +30,7 @@ __all__ = [
     "unsupported",
 ]
 
-_ALIAS = re.compile(r"^alias/[A-Za-z0-9:/_\-]{1,255}$")
+_ALIAS = re.compile(r"^alias/[A-Za-z0-9/_\-]{1,255}$")
 _INTERVAL = re.compile(r"^(\d{1,12})([dhms])$")
 _UNIT = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 MIN_ROTATION, MAX_ROTATION = 7 * 86400, 365 * 86400
@@ -57,11 +57,11 @@ def unsupported(message: str) -> ConfigurationError:
 
 
 def check_alias(alias_name: str) -> None:
-    """``alias/NAME``: 1-255 of ``A-Z a-z 0-9 : / _ -``; ``alias/acs`` is reserved."""
+    """``alias/NAME``: 1-255 of ``A-Z a-z 0-9 / _ -`` (Alibaba's rule); ``alias/acs`` is reserved."""
     if not isinstance(alias_name, str):
         raise TypeError("an alias name is a str")
     if not _ALIAS.match(alias_name) or alias_name.startswith("alias/acs"):
-        raise bad("an alias is alias/NAME (1-255 of A-Z a-z 0-9 : / _ -; not alias/acs...)")
+        raise bad("an alias is alias/NAME (1-255 of A-Z a-z 0-9 / _ -; not alias/acs...)")
 
 
 def check_description(description: str) -> None:

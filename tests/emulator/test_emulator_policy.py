@@ -112,7 +112,8 @@ def test_every_action_is_authorized(tmp_path: Path) -> None:
                   "DestinationKeyId": key_id, "PendingWindowInDays": "7", "KeyVersionId": "v",
                   "EnableAutomaticRotation": "false", "Tags": '[{"TagKey":"a","TagValue":"b"}]',
                   "TagKeys": '["a"]', "WrappingAlgorithm": "RSAES_OAEP_SHA_256",
-                  "WrappingKeySpec": "RSA_2048", "EncryptedKeyMaterial": "AAAA", "ImportToken": "t"}  # fmt: skip
+                  "WrappingKeySpec": "RSA_2048", "EncryptedKeyMaterial": "AAAA", "ImportToken": "t",
+                  "Description": "d"}  # fmt: skip
         from tests.emulator.conftest import call_raw
 
         for name, action in ACTIONS.items():
