@@ -6,6 +6,11 @@ key source: the first caller unwraps, the others wait for its result (or its err
 
 Entries hold a ``KeyCipher`` (cipher and key commitment), never the DEK bytes; the cache never
 pickles.
+
+A failed unwrap is remembered too (``kmsbeam.failures``): for ``failure_ttl_seconds`` (10 s by
+default) the same wrapped key and context fail at once with a fresh copy of the error, without a
+call, so a denied or disabled key costs one call per data key per worker process, not one per
+record. Waiters on a failed miss get fresh copies as well: no exception object is ever shared.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from typing import NoReturn
 
 
 from kmsbeam.envelope import KeyCipher
+from kmsbeam.errors import KeySourceError, KmsBeamError
+from kmsbeam.failures import FailureMemory, copy_error, failure_ttl
 from kmsbeam.keysource import KeySource, canonical_context
 
 __all__ = ["DataKeyCache", "shared_cache"]
@@ -32,7 +39,7 @@ class _Flight:
     def __init__(self) -> None:
         self.done = threading.Event()
         self.cipher: KeyCipher | None = None
-        self.error: BaseException | None = None
+        self.error: KmsBeamError | None = None  # a template: waiters raise copies of it
         self.expires = 0.0
 
 
@@ -43,6 +50,8 @@ class DataKeyCache:
         max_entries: how many distinct data keys to keep (least recently used go first).
         ttl_seconds: how long an unwrapped data key may be reused before unwrapping again.
         clock: monotonic seconds, injectable for tests.
+        failure_ttl_seconds: how long a failed unwrap is remembered (default
+            ``$KMSBEAM_FAILURE_TTL_SECONDS``, else 10 s; 0: not remembered).
     """
 
     def __init__(
@@ -51,6 +60,7 @@ class DataKeyCache:
         ttl_seconds: float = 300.0,
         *,
         clock: Callable[[], float] = time.monotonic,
+        failure_ttl_seconds: float | None = None,
     ) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
@@ -62,6 +72,8 @@ class DataKeyCache:
         self._lock = threading.Lock()
         self._entries: OrderedDict[_Key, tuple[float, KeyCipher]] = OrderedDict()
         self._flights: dict[_Key, _Flight] = {}
+        ttl = failure_ttl() if failure_ttl_seconds is None else failure_ttl_seconds
+        self.failures = FailureMemory(ttl, max(max_entries, 16), clock=clock)
         self.hits = 0
         self.misses = 0
 
@@ -76,8 +88,10 @@ class DataKeyCache:
         raise TypeError("a DataKeyCache holds data keys and never pickles")
 
     def clear(self) -> None:
+        """Forget every data key and every remembered failure."""
         with self._lock:
             self._entries.clear()
+        self.failures.clear()
 
     def cipher(
         self,
@@ -112,11 +126,13 @@ class DataKeyCache:
         ``context_key`` is ``canonical_context(context)`` precomputed by a hot caller.
 
         Raises:
-            whatever ``source.decrypt_data_key`` raises; waiters on the same miss get it too.
+            whatever ``source.decrypt_data_key`` raises (a fresh copy for every caller; the same
+            failure again, without a call, while it is remembered).
         """
         ctx = canonical_context(context) if context_key is None else context_key
         key = (source.uri, wrapped, ctx)
         now = self._clock()
+        remembered: KmsBeamError | None = None
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None and entry[0] > now:
@@ -126,14 +142,20 @@ class DataKeyCache:
             flight = self._flights.get(key)
             leader = flight is None
             if flight is None:
-                flight = self._flights[key] = _Flight()
-                self.misses += 1
+                remembered = self.failures.recall(key)
+                if remembered is None:
+                    flight = self._flights[key] = _Flight()
+                    self.misses += 1
+        if remembered is not None:
+            raise remembered
+        assert flight is not None
         if not leader:
             flight.done.wait()
             if flight.error is not None:
-                raise flight.error
+                raise copy_error(flight.error)
             assert flight.cipher is not None
             return flight.cipher, flight.expires
+        failed: KmsBeamError | None = None
         try:
             if on_call is not None:
                 on_call()
@@ -145,14 +167,18 @@ class DataKeyCache:
                 self._entries.move_to_end(key)
                 while len(self._entries) > self.max_entries:
                     self._entries.popitem(last=False)
-            return cipher, expires
+        except KmsBeamError as exc:
+            failed = flight.error = self.failures.remember(key, exc)
         except BaseException as exc:
-            flight.error = exc
+            flight.error = KeySourceError(f"unwrapping a data key failed ({type(exc).__name__})")
             raise
         finally:
             with self._lock:
                 self._flights.pop(key, None)
             flight.done.set()
+        if failed is not None:  # raised outside the handler: no chain to the original error
+            raise failed
+        return cipher, expires
 
 
 _shared: tuple[int, DataKeyCache] | None = None

@@ -11,8 +11,9 @@ Caps are checked before each record, so a key may exceed ``max_bytes`` by one re
 limits that no setting can lift: 2**32 values per key (the envelope's counter nonce) and 2**40
 plaintext bytes per key (well inside AES-GCM's limits).
 
-After a key source fails, the failure is remembered until the next ``reset()`` (the next
-bundle) so a broken key does not turn into one failing KMS call per record.
+After GenerateDataKey fails, the failure is remembered per (key URI, context) in the worker
+process for a short time (``kmsbeam.failures``: 10 s by default), so a broken key does not turn
+into one failing KMS call per record or per bundle; each raise is a fresh, detail-free error.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from dataclasses import dataclass
 
 from kmsbeam.envelope import MAX_VALUES_PER_KEY, Sealer
 from kmsbeam.errors import KmsBeamError
-from kmsbeam.keysource import KeySource, check_context
+from kmsbeam.failures import FailureMemory, shared_failures
+from kmsbeam.keysource import KeySource, canonical_context, check_context
 
 __all__ = ["DataKeyPolicy", "DataKeys"]
 
@@ -59,6 +61,11 @@ class DataKeys:
         policy: the caps.
         clock: monotonic seconds, injectable for tests.
         on_generate: called once after every successful GenerateDataKey (for metrics).
+        failures: where failed GenerateDataKey calls are remembered (default: the process-wide
+            ``shared_failures()``).
+
+    Attributes:
+        calls: GenerateDataKey calls made (failed ones included); ``failed_calls`` of them failed.
     """
 
     def __init__(
@@ -70,6 +77,7 @@ class DataKeys:
         *,
         clock: Callable[[], float] = time.monotonic,
         on_generate: Callable[[], None] | None = None,
+        failures: FailureMemory | None = None,
     ) -> None:
         self._source = source
         self._fmt = fmt
@@ -78,22 +86,26 @@ class DataKeys:
         self._clock = clock
         self._on_generate = on_generate
         self._sealer: Sealer | None = None
-        self._failure: KmsBeamError | None = None
+        self._failures = failures if failures is not None else shared_failures()
+        # the home tells two local keystores apart (their URIs may be the same)
+        home = str(getattr(source, "home", ""))
+        self._failure_key = (source.uri, home, canonical_context(self._context))
         self._records = 0
         self._born = 0.0
         self.bytes = 0
         self.generated = 0
+        self.calls = 0
+        self.failed_calls = 0
 
     def reset(self) -> None:
-        """Forget the current data key and any remembered failure (a bundle boundary)."""
+        """Forget the current data key (a bundle boundary)."""
         self._sealer = None
-        self._failure = None
 
     def sealer(self, values: int = 1, records: int = 1) -> Sealer:
         """The sealer for the next ``records`` records, which will seal ``values`` values.
 
         Raises:
-            KmsBeamError: the key source failed (now, or earlier in this bundle).
+            KmsBeamError: the key source failed (now, or recently: a fresh error each time).
         """
         s = self._sealer
         p = self._policy
@@ -117,14 +129,19 @@ class DataKeys:
         return max(1, min(wanted, left))
 
     def _new_sealer(self) -> Sealer:
-        if self._failure is not None:
-            raise self._failure
         self._sealer = None
+        remembered = self._failures.recall(self._failure_key)
+        if remembered is not None:
+            raise remembered
+        self.calls += 1
+        failed: KmsBeamError | None = None
         try:
             key = self._source.generate_data_key(self._context)
         except KmsBeamError as exc:
-            self._failure = exc
-            raise
+            failed = self._failures.remember(self._failure_key, exc)
+        if failed is not None:  # raised outside the handler: no chain to the original error
+            self.failed_calls += 1
+            raise failed
         sealer = Sealer(self._fmt, key.plaintext, key.wrapped)
         del key
         self._sealer = sealer

@@ -14,6 +14,8 @@ to 1. ``multi_threading`` is refused: it loses records after a shuffle.
 
 from __future__ import annotations
 
+import re
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,9 +39,18 @@ from kmsbeam.transforms import (
     EncryptRecords,
 )
 
-from kmsbeam import ConfigurationError, DataKeyPolicy
+from kmsbeam import ConfigurationError, DataKeyPolicy, KmsBeamError
+from kmsbeam import errors as _errors
+from kmsbeam.failures import fresh_error
 
-__all__ = ["JobResult", "build_pipeline", "counters_of", "pipeline_options", "run_plan"]
+__all__ = ["JobResult", "build_pipeline", "counters_of", "job_failure", "pipeline_options", "run_plan"]
+
+# The errors a DoFn raises for a key-source failure (kmsbeam.reasons.job_error): their message
+# is one sentence built from the job's configuration, never from a record.
+_JOB_ERRORS = ("KeySourceError", "KeySourceUnavailableError", "AccessDeniedError",
+               "KeyNotFoundError", "KeyDisabledError", "ConfigurationError")  # fmt: skip
+_ERROR_LINE = re.compile(r"^kmsbeam\.errors\.(\w+): (.+)$", re.M)
+_WHILE = re.compile(r"( \[while running '[^']*'\])+$")
 
 _DIRECT = (None, "DirectRunner", "FnApiRunner", "SwitchingDirectRunner")
 
@@ -174,6 +185,42 @@ def counters_of(result: Any) -> dict[str, int]:
     return totals
 
 
+def job_failure(exc: BaseException) -> KmsBeamError | None:
+    """The one-sentence key-source error that failed a pipeline, or ``None`` when ``exc`` is
+    something else.
+
+    In-process runners re-raise the DoFn's error itself (with Beam's ``[while running ...]``
+    suffix, dropped here); worker processes send its traceback as text inside a RuntimeError,
+    whose last ``kmsbeam.errors.<Class>: <sentence>`` line names it. A job that failed while
+    running exits 1, so the classes the CLI reads as usage mistakes (exit 2: configuration,
+    key not found or disabled) come back as a plain ``KeySourceError`` with the same sentence.
+    """
+    if isinstance(exc, KmsBeamError):
+        if type(exc).__name__ not in _JOB_ERRORS:
+            return None
+        cls: type[KmsBeamError] = type(exc)
+        message, code = str(exc), exc.code
+    else:
+        found = [m for m in _ERROR_LINE.finditer(str(exc)) if m.group(1) in _JOB_ERRORS]
+        if not found:
+            return None
+        cls, message, code = getattr(_errors, found[-1].group(1)), found[-1].group(2).strip(), None
+    if issubclass(cls, (ConfigurationError, _errors.KeyNotFoundError)):
+        cls = _errors.KeySourceError
+    return fresh_error(cls, _WHILE.sub("", message), code)
+
+
+def _discard_temporaries(plan: Plan) -> None:
+    """After a failed job: Beam's temporary shard directories (partial output, possibly
+    cleartext on decrypt) go, and so does a dead-letter directory left empty."""
+    for directory in (plan.dead_dir, plan.out_dir):
+        if directory.is_dir():
+            for temp in directory.glob("beam-temp-*"):
+                shutil.rmtree(temp, ignore_errors=True)
+    if plan.dead_dir.is_dir() and not any(plan.dead_dir.iterdir()):
+        plan.dead_dir.rmdir()
+
+
 def _size(paths: list[Path] | list[str]) -> int:
     return sum(Path(p).stat().st_size for p in paths if Path(p).is_file())
 
@@ -186,8 +233,17 @@ def run_plan(plan: Plan, on_start: Callable[[], None] | None = None) -> JobResul
     build_pipeline(p, plan)
     if on_start:
         on_start()
-    result = p.run()
-    result.wait_until_finish()
+    failed: KmsBeamError | None = None
+    try:
+        result = p.run()
+        result.wait_until_finish()
+    except Exception as exc:
+        failed = job_failure(exc)
+        if failed is None:
+            raise
+    if failed is not None:  # one sentence, raised outside the handler: no traceback text
+        _discard_temporaries(plan)
+        raise failed
     elapsed = time.monotonic() - started
     if plan.spec.action == "encrypt":
         plan.manifest.write(plan.out_dir)

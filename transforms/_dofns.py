@@ -4,6 +4,11 @@ Each DoFn holds only strings and small dataclasses; the key source, data keys an
 built on the worker in ``setup()`` and never pickled. Data keys live for one bundle at most
 (``start_bundle``/``finish_bundle`` reset them), within the caps of the data-key policy.
 
+Dead letters are for bad records only (``kmsbeam.reasons.fails_job``): a key-source failure
+(unreachable, denied, the key disabled, a source that cannot be opened) raises out of the DoFn
+as one fresh sentence (``job_error``), so the bundle fails, the runner retries it, and past its
+retries the job fails; good records are never dead-lettered.
+
 The KMS call budget travels the same way: a ``KmsBudget`` (``kms_qps``) carried by the DoFn is
 installed in the worker process in ``setup()`` and uninstalled in ``teardown()``
 (``kmsbeam.budget``); waits on it are reported as ``kms_budget_waits``/``kms_budget_wait_ms``.
@@ -26,8 +31,10 @@ from kmsbeam import (
     failure_reason,
     open_key_source,
 )
+from kmsbeam.reasons import fails_job, job_error
 from kmsbeam.budget import KmsBudget, kms_budget
 from kmsbeam.transforms._budgeted import BudgetedDoFn
+from kmsbeam.transforms._key_versions import key_use, report_key_versions
 from kmsbeam.transforms._metrics import Counters
 from kmsbeam.transforms._rows import from_row, is_row, to_row
 
@@ -64,7 +71,6 @@ class CryptoDoFn(BudgetedDoFn):
         self._label = label
         self._dead_letters = dead_letters
         self._engine: Any = None
-        self._failure: KmsBeamError | None = None
         self._counters: Counters | None = None
         self._records = 0
         self._values_before = 0
@@ -74,16 +80,38 @@ class CryptoDoFn(BudgetedDoFn):
         self._install_budget()
         self._open()
 
-    def _open(self) -> None:
-        """Build the engine; a key source that cannot be opened fails records, not the job.
+    @property
+    def _kind(self) -> str:
+        """``encrypt``, ``decrypt`` or ``rewrap``: which failures are the job's (``fails_job``)."""
+        return "encrypt" if self._op.startswith("encrypt") else (
+            "rewrap" if self._op == "rewrap" else "decrypt")  # fmt: skip
 
-        (Opening is retried at the next bundle; meanwhile each record gets the reason.)
-        """
+    def _open(self) -> None:
+        """Build the engine; a key source that cannot be opened fails the bundle (one sentence),
+        never the records: the runner retries the bundle, then fails the job."""
+        failed: KmsBeamError | None = None
         try:
             self._build()
-            self._failure = None
         except KmsBeamError as exc:
-            self._failure = exc
+            self._engine = None
+            failed = job_error(self._label, exc)
+        if failed is not None:  # raised outside the handler: no chain
+            raise failed
+
+    def _stop(self, exc: KmsBeamError) -> KmsBeamError:
+        """The error that fails the bundle for a key-source failure (counted calls reported)."""
+        self._report_calls()
+        return job_error(self._label, exc)
+
+    def _report_calls(self) -> None:
+        """Add the failed GenerateDataKey calls made since the last report (successful ones
+        are counted by ``on_generate``), so every operation counts its failed calls."""
+        keys = getattr(self._engine, "keys", None)
+        failed = getattr(keys, "failed_calls", 0)
+        before = getattr(self, "_failed_before", 0)
+        if failed > before and self._counters is not None:
+            self._counters.generate_calls.inc(failed - before)
+        self._failed_before = failed
 
     def _build(self) -> None:
         counters = self._counters
@@ -95,6 +123,7 @@ class CryptoDoFn(BudgetedDoFn):
             opts["on_generate"] = counters.generated
         else:
             opts["on_call"] = counters.unwrap_call
+            self._key_use = opts["cache"] = key_use(opts)  # require_keys; versions used
         if self._op == "encrypt_fields":
             self._engine = FieldEncryptor(opts.pop("fields"), source, **opts)
         elif self._op == "decrypt_fields":
@@ -125,6 +154,8 @@ class CryptoDoFn(BudgetedDoFn):
         assert counters is not None
         counters.records.inc(self._records)
         counters.report_budget()
+        report_key_versions(getattr(self, "_key_use", None))
+        self._report_calls()
         if self._engine is not None:
             counters.values(self._op, self._engine.values - self._values_before)
             self._values_before = self._engine.values
@@ -132,9 +163,8 @@ class CryptoDoFn(BudgetedDoFn):
 
     def process(self, element: Any) -> Iterator[Any]:
         self._records += 1
+        failed: Exception | None = None
         try:
-            if self._failure is not None:
-                raise self._failure
             if type(element) is dict or isinstance(element, Mapping):
                 result: Any = self._run(element)
             elif is_row(element):
@@ -142,15 +172,20 @@ class CryptoDoFn(BudgetedDoFn):
             else:
                 raise TypeError(f"records must be dicts or beam.Row, not {type(element).__name__}")
         except (KmsBeamError, TypeError) as exc:
-            yield from self._fail(element, exc)
+            failed = exc
+        if failed is not None:  # handled outside the except block: no chain to the record
+            yield from self._fail(element, failed)
             return
         yield result
 
     def _fail(self, element: Any, exc: Exception) -> Iterator[Any]:
-        """The dead letter for ``element`` (or, without dead letters, the pipeline's end)."""
+        """The dead letter for ``element`` (or, without dead letters, the pipeline's end); a
+        key-source failure raises instead (``fails_job``): it is not the record's."""
+        if isinstance(exc, KmsBeamError) and fails_job(exc, self._kind):
+            raise self._stop(exc)
         reason = failure_reason(exc)
         if not self._dead_letters:
-            raise KmsBeamError(f"{self._label}: {reason}") from None
+            raise KmsBeamError(f"{self._label}: {reason}")
         counters = self._counters
         assert counters is not None
         counters.dead_letters.inc()
@@ -181,12 +216,13 @@ class BatchCryptoDoFn(CryptoDoFn):
                 )
         if not records:
             return
-        if self._failure is not None:
-            results: list[Any] = [self._failure] * len(records)
-        else:
-            results = self._run_batch(records)
-            if self._counters is not None:  # subclasses may not report in finish_bundle
-                self._counters.report_budget()
+        results: list[Any] = self._run_batch(records)
+        if self._counters is not None:  # subclasses may not report in finish_bundle
+            self._counters.report_budget()
+        kind = self._kind
+        for result in results:  # a key-source failure fails the bundle before any dead letter
+            if isinstance(result, KmsBeamError) and fails_job(result, kind):
+                raise self._stop(result)
         for result, record, row in zip(results, records, rows):
             if isinstance(result, KmsBeamError):
                 yield from self._fail(record if row is None else row, result)

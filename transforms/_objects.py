@@ -21,6 +21,9 @@ Caveats:
   file that fails is deleted. A retried bundle rewrites its objects with new data keys.
 - Decryption authenticates each chunk before writing it, but a destination that fails half
   way has already received the chunks before the bad one (then it is deleted).
+- A bad object (unreadable, not an encrypted object, tampered) is a dead letter; a key-source
+  failure (unreachable, denied, key disabled, a source that cannot be opened) is not: it fails
+  the bundle (the runner retries it) and then the job, with one sentence.
 - ``kms_qps`` caps the remote KMS calls of each worker process (``kmsbeam.budget``): the
   fleet makes up to workers x ``kms_qps`` calls/s.
 """
@@ -35,15 +38,16 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from kmsbeam import check_context, failure_reason, parse_key_uri
+from kmsbeam import ConfigurationError, KeySourceError, check_context, failure_reason, parse_key_uri
+from kmsbeam.reasons import fails_job, job_error
 from kmsbeam.budget import KmsBudget, kms_budget
 from kmsbeam.transforms._budgeted import BudgetedDoFn
 from kmsbeam.objects import DEFAULT_CHUNK_SIZE, ObjectReader, ObjectWriter
+from kmsbeam.trust import TrustedKeySources
 from kmsbeam.oss import OssConfig, oss_client
 from kmsbeam.transforms._dofns import DEAD_LETTER
 from kmsbeam.transforms._ossfs import OssOptions  # noqa: F401  (registers oss://)
 
-from kmsbeam.trust import TrustedKeySources
 __all__ = ["SUFFIX", "DecryptObjects", "EncryptObjects", "decrypt_object", "encrypt_object",
            "open_encrypted"]  # fmt: skip
 
@@ -174,9 +178,18 @@ class _ObjectFn(BudgetedDoFn):
                 self._counters.decrypt_calls.inc()
                 self._counters.decrypted.inc()
         except Exception as exc:
+            failed: Exception | None = exc
+        else:
+            failed = None
+        if isinstance(failed, (KeySourceError, ConfigurationError)) and fails_job(failed, self._op):
+            if isinstance(failed, KeySourceError):  # the call failed: count it as made
+                calls = self._counters.generate_calls if self._op == "encrypt" else self._counters.decrypt_calls
+                calls.inc()
+            raise job_error(self._transform, failed)  # the key source's failure, not the object's
+        if failed is not None:
             self._counters.dead_letters.inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, {
-                "transform": self._transform, "reason": failure_reason(exc), "record": src})  # fmt: skip
+                "transform": self._transform, "reason": failure_reason(failed), "record": src})  # fmt: skip
             return
         yield result
 

@@ -33,7 +33,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
-from kmsbeam import FormatError, KmsBeamError, failure_reason, open_key_source
+from kmsbeam import ConfigurationError, FormatError, KmsBeamError, failure_reason, open_key_source
+from kmsbeam.reasons import fails_job, job_error
 from kmsbeam.parquet import (
     PmeDecryption,
     PmeEncryption,
@@ -286,9 +287,11 @@ class _FileFn(BudgetedDoFn):
 
     def _fail(self, where: dict[str, Any], exc: KmsBeamError) -> Iterator[Any]:
         report_kms_calls(self._counters)
+        if not isinstance(exc, (FormatError, ConfigurationError)) and fails_job(exc, "decrypt"):
+            raise job_error(self._label, exc)  # the key source's failure, not the file's
         reason = f"unreadable file: {exc}" if isinstance(exc, FormatError) else failure_reason(exc)
         if not self._dead_letters:
-            raise KmsBeamError(f"{self._label}: {where['file']}: {reason}") from None
+            raise KmsBeamError(f"{self._label}: {where['file']}: {reason}")
         self._counters.dead_letters.inc()
         yield pvalue.TaggedOutput(DEAD_LETTER, {"transform": self._label, "reason": reason, "record": where})
 
@@ -296,13 +299,16 @@ class _FileFn(BudgetedDoFn):
 class _RowGroups(_FileFn):
     def process(self, meta: Any) -> Iterator[Any]:
         path = meta.path
+        failed: KmsBeamError | None = None
         try:
             pf, handle = _open(path, self._decryption)
             groups = pf.metadata.num_row_groups  # row-group counts only: never column chunks
             if handle is not None:
                 handle.close()
         except KmsBeamError as exc:
-            yield from self._fail({"file": path}, exc)
+            failed = exc
+        if failed is not None:  # outside the handler: no chain
+            yield from self._fail({"file": path}, failed)
             return
         report_kms_calls(self._counters)
         for index in range(groups):
@@ -321,15 +327,18 @@ class _ReadRowGroup(_FileFn):
     def process(self, element: tuple[str, int]) -> Iterator[Any]:
         path, index = element
         handle = None
+        failed: KmsBeamError | None = None
         try:
             pf, handle = _open(path, self._decryption)
             batches = list(iter_row_group(pf, index, path, self._columns, self._batch_size))
         except KmsBeamError as exc:
-            yield from self._fail({"file": path, "row_group": index}, exc)
-            return
+            failed = exc
         finally:
             if handle is not None:
                 handle.close()
+        if failed is not None:  # outside the handler: no chain
+            yield from self._fail({"file": path, "row_group": index}, failed)
+            return
         report_kms_calls(self._counters)
         rows = sum(b.num_rows for b in batches)
         self._counters.records.inc(rows)

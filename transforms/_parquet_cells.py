@@ -8,9 +8,10 @@ output schema is ``cells_schema``), or turn cells into any other format: each ce
 field value v1 that ``DecryptFields`` also decrypts.
 
 Caveats:
-- Dead letters are rows (dicts): on the encrypt side every row of a table whose data key
-  could not be generated, in cleartext; on the decrypt side each row with a cell that does
-  not authenticate. count in = rows out + dead letters.
+- Dead letters are rows (dicts): on the decrypt side each row with a cell that does not
+  authenticate (or whose data key the key source does not have). count in = rows out + dead
+  letters. A key-source failure (no data key, access denied, key disabled, source down) is
+  never a dead letter: it fails the bundle (the runner retries it) and then the job.
 - One data key per bundle (and per ``DataKeyPolicy`` caps), as for ``EncryptFields``.
 """
 
@@ -34,6 +35,7 @@ from kmsbeam import (
     parse_paths,
 )
 from kmsbeam.parquet import CellDecryptor, CellEncryptor
+from kmsbeam.reasons import fails_job, job_error
 from kmsbeam.parquet import cells_schema as _cells_schema
 from kmsbeam.transforms._dofns import DEAD_LETTER
 from kmsbeam.budget import KmsBudget, kms_budget
@@ -80,13 +82,15 @@ class _CellsFn(BudgetedDoFn):
     def setup(self) -> None:
         self._counters = Counters()
         self._engine: Any = None
-        self._failure: KmsBeamError | None = None
         self._install_budget()
 
     def finish_bundle(self) -> None:
         self._counters.report_budget()
+        self._report_calls()
 
     def _build(self) -> None:
+        """Build the engine; a source that cannot be opened fails the bundle, not the rows."""
+        failed: KmsBeamError | None = None
         try:
             source = open_key_source(self._key)
             opts = dict(self._options)
@@ -98,9 +102,11 @@ class _CellsFn(BudgetedDoFn):
                 self._engine = CellDecryptor(
                     opts.pop("columns"), source, on_call=self._counters.unwrap_call, **opts
                 )
-            self._failure = None
         except KmsBeamError as exc:
-            self._failure = exc
+            self._engine = None
+            failed = job_error(self._label, exc)
+        if failed is not None:  # raised outside the handler: no chain
+            raise failed
 
     def start_bundle(self) -> None:
         if self._engine is None:
@@ -108,10 +114,21 @@ class _CellsFn(BudgetedDoFn):
         elif self._encrypt:
             self._engine.reset()
 
+    def _report_calls(self) -> None:
+        """Count failed GenerateDataKey calls too (successful ones: ``on_generate``)."""
+        failed = getattr(getattr(self._engine, "keys", None), "failed_calls", 0)
+        before = getattr(self, "_failed_before", 0)
+        if failed > before:
+            self._counters.generate_calls.inc(failed - before)
+        self._failed_before = failed
+
     def _dead(self, rows: list[dict[str, Any]], exc: KmsBeamError) -> Iterator[Any]:
+        if fails_job(exc, "encrypt" if self._encrypt else "decrypt"):
+            self._report_calls()
+            raise job_error(self._label, exc)  # the key source's failure, not the rows'
         reason = failure_reason(exc)
         if not self._dead_letters:
-            raise KmsBeamError(f"{self._label}: {reason}") from None
+            raise KmsBeamError(f"{self._label}: {reason}")
         self._counters.dead_letters.inc(len(rows))
         for row in rows:
             letter = {"transform": self._label, "reason": reason, "record": row}
@@ -123,20 +140,25 @@ class _CellsFn(BudgetedDoFn):
         if not isinstance(table, pa.Table):
             raise TypeError(f"{self._label} takes pyarrow.Table elements, not {type(table).__name__}")
         self._counters.records.inc(table.num_rows)
-        before = self._engine.values if self._engine is not None else 0
+        if self._engine is None:
+            self._build()
+        before = self._engine.values
+        whole: KmsBeamError | None = None
         try:
-            if self._failure is not None:
-                raise self._failure
             if self._encrypt:
                 out, failed = self._engine.encrypt_table(table), []
             else:
                 out, failed = self._engine.decrypt_table(table)
         except KmsBeamError as exc:
-            yield from self._dead(table.to_pylist(), exc)
-            return
+            whole = exc
         finally:
-            if self._engine is not None:
-                self._counters.values("encrypt" if self._encrypt else "decrypt", self._engine.values - before)
+            self._counters.values("encrypt" if self._encrypt else "decrypt", self._engine.values - before)
+        if whole is not None:  # handled outside the except block: no chain to the table
+            yield from self._dead(table.to_pylist(), whole)
+            return
+        for _, error in failed:  # a key-source failure fails the bundle before any dead letter
+            if fails_job(error, "decrypt"):
+                yield from self._dead([], error)
         for index, error in failed:
             yield from self._dead(table.slice(index, 1).to_pylist(), error)
         if out.num_rows:

@@ -40,24 +40,38 @@ def test_dead_letter_option_and_json_safe_records(cli, tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    # a column named like the payload field: every record is a bad record (a dead letter)
     table = pa.table({"id": [1, 2], "blob": [b"\x00\x01", b"\x02"],
-                      "day": [dt.date(2024, 1, 2), dt.date(2024, 1, 3)]})  # fmt: skip
+                      "day": [dt.date(2024, 1, 2), dt.date(2024, 1, 3)],
+                      "kmsbeam_record": ["x", "y"]})  # fmt: skip
     source = tmp_path / "in.parquet"
     pq.write_table(table, source)
     dead = tmp_path / "dead"
-    # encrypt once (creates alias/other), disable the key: then every record fails
     r = cli("encrypt", source, tmp_path / "enc", "--mode", "record", "--keep", "id",
             "--key", "local:alias/other", "--dead-letter", dead)
-    assert r.code == 0
-    cli("keys", "disable", "alias/other")
-    r = cli("encrypt", source, tmp_path / "enc2", "--mode", "record", "--keep", "id",
-            "--key", "local:alias/other", "--dead-letter", dead, "--overwrite")
     assert r.code == 0, r.err
     letters = [json.loads(line) for line in shard_lines(dead)]
     assert len(letters) == 2
-    assert all(d["reason"].startswith("key disabled") for d in letters)
+    assert all(d["reason"] == "record already has a field named kmsbeam_record" for d in letters)
     assert {d["record"]["blob"] for d in letters} == {"AAE=", "Ag=="}  # base64 text
     assert {d["record"]["day"] for d in letters} == {"2024-01-02", "2024-01-03"}
+
+
+def test_a_disabled_key_fails_the_job_and_dead_letters_nothing(cli, customers: Path, tmp_path: Path) -> None:
+    """Dead letters are for bad records: a disabled key is the key source saying no (exit 1,
+    one sentence), on encrypt and on decrypt, and no record is written anywhere."""
+    enc = tmp_path / "enc"
+    assert cli("encrypt", customers, enc, "--fields", "ssn", "--key", "local:alias/other").code == 0
+    cli("keys", "disable", "alias/other")
+    for argv in (("encrypt", customers, tmp_path / "enc2", "--fields", "ssn"),
+                 ("decrypt", enc, tmp_path / "plain")):  # fmt: skip
+        r = cli(*argv, "--key", "local:alias/other")
+        assert r.code == 1, r.err
+        lines = r.err.strip().splitlines()
+        assert len(lines) == 1 and "key disabled" in lines[0] and "Traceback" not in r.err, r.err
+        out = Path(argv[2])
+        assert not list(out.glob("part-*")) and not (out / "_dead_letters").exists()
+        assert not (out / "_kmsbeam.json").exists() or argv[0] == "decrypt"
 
 
 def test_wrong_context_on_decrypt_dead_letters_every_record(cli, customers: Path, tmp_path: Path) -> None:
