@@ -91,8 +91,13 @@ def copies(
 
 
 def outcome(run: Callable[[Mapping[str, Any]], Any], record: Mapping[str, Any]) -> Any:
-    """``run(record)``, or the kmsbeam error it raised (a batch's per-record fallback)."""
+    """``run(record)``, or the kmsbeam error it raised (a batch's per-record fallback).
+
+    The error is cut from the batch's own failure (``__context__``, whose traceback holds the
+    whole batch's records): it reaches this record's frames only."""
     try:
         return run(record)
     except KmsBeamError as exc:
+        exc.__context__ = None
+        exc.__suppress_context__ = True
         return exc

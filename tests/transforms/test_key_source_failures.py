@@ -15,7 +15,14 @@ import apache_beam as beam
 import pyarrow as pa
 import pytest
 
-from kmsbeam import FieldEncryptor, KeyDisabledError, KeyNotFoundError, RecordEncryptor, shared_cache
+from kmsbeam import (
+    AccessDeniedError,
+    FieldEncryptor,
+    KeyDisabledError,
+    KeyNotFoundError,
+    RecordEncryptor,
+    shared_cache,
+)
 from kmsbeam.kms import KeyStore, KmsEngine
 from kmsbeam.local import LocalKeySource
 from kmsbeam.parquet import CellEncryptor
@@ -144,3 +151,53 @@ def test_objects_with_a_disabled_key_fail_the_job_and_a_missing_file_is_a_dead_l
                                [str(tmp_path / "enc" / "a.txt.kmsb")], KeyDisabledError, "key disabled")
     assert not (tmp_path / "plain" / "a.txt").exists()
 
+
+
+# -- failed calls are remembered: one per data key per worker (emulator audit log) --------------
+WRITER, READER = ("writer", "writer-secret-51aa"), ("reader", "reader-secret-07bc")
+
+
+def _deny(action: str) -> dict[str, Any]:
+    return {"Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*"},
+                          {"Effect": "Deny", "Action": f"kms:{action}", "Resource": "*"}]}  # fmt: skip
+
+
+def _as(monkeypatch: pytest.MonkeyPatch, who: tuple[str, str]) -> None:
+    from kmsbeam.alikms import clear_clients
+    from kmsbeam.sources import clear_key_source_cache
+
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", who[0])
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", who[1])
+    monkeypatch.delenv("ALIBABA_CLOUD_SECURITY_TOKEN", raising=False)
+    clear_clients()
+    clear_key_source_cache()
+    shared_cache().clear()
+
+
+@pytest.mark.parametrize("denied", ["Decrypt", "ReEncrypt"])
+def test_a_denied_unwrap_or_rewrap_is_one_call_per_data_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             denied: str) -> None:  # fmt: skip
+    import json
+
+    from kmsbeam import open_key_source
+    from kmsbeam.emulator import AccessKey, EmulatorServer
+
+    keys = [AccessKey(*WRITER), AccessKey(*READER, policy=_deny(denied))]
+    with EmulatorServer(tmp_path / "kms", keys, rotation_check_seconds=None) as server:
+        server.engine.ensure_alias("alias/pii")
+        key = f"kms-emulator://{server.endpoint}/alias/pii"
+        _as(monkeypatch, WRITER)
+        enc = FieldEncryptor(["ssn", "email"], open_key_source(key), context=CTX)
+        encrypted = [enc.encrypt(r) for r in records(1000)]  # one data key
+        if denied == "ReEncrypt":
+            server.engine.update_alias("alias/pii", server.engine.create_key("B").key_id)
+        _as(monkeypatch, READER)
+        make = (lambda: DecryptFields(["ssn", "email"], key, context=CTX)) if denied == "Decrypt" else (
+            lambda: RewrapDataKeys(["ssn", "email"], key, context=CTX))  # fmt: skip
+        fails_with_no_dead_letters(make(), encrypted, AccessDeniedError, "access denied")
+        fails_with_no_dead_letters(make(), encrypted, AccessDeniedError, "access denied")  # remembered
+        events = [json.loads(x) for x in server.audit.path.read_text().splitlines()]
+    described = ("DescribeKey", "ListAliasesByKeyId")  # the rewrap target, checked on the driver
+    by_reader = [(e["eventName"], e["outcome"]) for e in events
+                 if e["userIdentity"]["accessKeyId"] == READER[0] and e["eventName"] not in described]  # fmt: skip
+    assert by_reader == [(denied, "error")]  # 1,000 records, two runs: one call in all
