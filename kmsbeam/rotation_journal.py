@@ -30,9 +30,19 @@ import threading
 import uuid
 from pathlib import Path
 
-__all__ = ["JOURNAL_VERSION", "JournalWriter", "journal_writer", "read_journal"]
+__all__ = [
+    "JOURNAL_VERSION",
+    "JournalWriter",
+    "journal_line",
+    "journal_writer",
+    "parse_journal_line",
+    "read_journal",
+]
 
 JOURNAL_VERSION = 1
+#: longer lines are skipped unread: a real line is a few hundred bytes (a wrapped key is at
+#: most 65535 bytes, 87,384 characters of base64)
+MAX_LINE = 1 << 17
 
 _PATTERN = "journal-*.jsonl"
 
@@ -49,17 +59,39 @@ def read_journal(directory: str | os.PathLike[str], target_version: str) -> dict
         return moved
     for shard in sorted(root.glob(_PATTERN)):
         for line in shard.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                row = json.loads(line)
-                if row["kmsbeam_journal"] != JOURNAL_VERSION or row["to"] != target_version:
-                    continue
-                k = bytes.fromhex(row["k"])
-                wrapped = base64.urlsafe_b64decode(row["wrapped"])
-            except (ValueError, KeyError, TypeError, binascii.Error):
-                continue
-            if len(k) == 16 and wrapped:
-                moved[k] = wrapped
+            entry = parse_journal_line(line, target_version)
+            if entry is not None:
+                moved[entry[0]] = entry[1]
     return moved
+
+
+def parse_journal_line(line: str, target_version: str) -> tuple[bytes, bytes] | None:
+    """``(K, new wrapped key)`` of one journal line moved to ``target_version``, else None.
+
+    Never raises: a line that does not parse (torn, hostile, nested past any limit), of
+    another version or target, or whose K is not 16 bytes is None, as the format says.
+    """
+    if len(line) > MAX_LINE:
+        return None
+    try:
+        row = json.loads(line)
+        if row["kmsbeam_journal"] != JOURNAL_VERSION or row["to"] != target_version:
+            return None
+        k = bytes.fromhex(row["k"])
+        wrapped = base64.urlsafe_b64decode(row["wrapped"])
+    except (ValueError, KeyError, TypeError, binascii.Error, RecursionError):
+        return None  # RecursionError: JSON nested deeper than the interpreter's stack
+    if len(k) != 16 or not wrapped:
+        return None
+    return k, wrapped
+
+
+def journal_line(commitment: bytes, old_version: str, new_version: str, wrapped: bytes) -> str:
+    """The journal line recording that data key ``commitment`` is now wrapped as ``wrapped``."""
+    return json.dumps({"kmsbeam_journal": JOURNAL_VERSION, "k": commitment.hex(),
+                       "from": old_version, "to": new_version,
+                       "wrapped": base64.urlsafe_b64encode(wrapped).decode("ascii")},
+                      sort_keys=True) + "\n"  # fmt: skip
 
 
 class JournalWriter:
@@ -76,10 +108,7 @@ class JournalWriter:
 
     def moved(self, commitment: bytes, old_version: str, new_version: str, wrapped: bytes) -> None:
         """Record that the data key ``commitment`` now has the wrapped form ``wrapped``."""
-        line = json.dumps({"kmsbeam_journal": JOURNAL_VERSION, "k": commitment.hex(),
-                           "from": old_version, "to": new_version,
-                           "wrapped": base64.urlsafe_b64encode(wrapped).decode("ascii")},
-                          sort_keys=True) + "\n"  # fmt: skip
+        line = journal_line(commitment, old_version, new_version, wrapped)
         with self._lock:
             if self._path is None:
                 self._dir.mkdir(parents=True, exist_ok=True)

@@ -143,7 +143,7 @@ def _parse_pkcs11(uri: str, rest: str) -> KeyUri:
     for name in attrs:
         if name not in {"token", "object", "id", "slot-id"}:
             raise ConfigurationError(f"unknown attribute {name!r} in a pkcs11 key URI")
-    if "token" not in attrs or not ({"object", "id"} & attrs.keys()):
+    if not attrs.get("token") or not (attrs.get("object") or attrs.get("id")) or "" in attrs.values():
         raise ConfigurationError("pkcs11 key URIs need token=LABEL and object=LABEL (or id=)")
     params = tuple(sorted(attrs.items())) + _query(query, "pkcs11")
     return KeyUri("pkcs11", attrs["token"], attrs.get("object", attrs.get("id", "")), params, uri)

@@ -26,7 +26,6 @@ metadata) and leaves every chunk byte identical; K in the preamble binds the DEK
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
 import json
 import os
@@ -37,7 +36,7 @@ from dataclasses import dataclass, replace
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from kmsbeam.envelope import key_commitment
+from kmsbeam.envelope import from_text, key_commitment
 from kmsbeam.errors import AuthenticationError, FormatError, MalformedValueError
 from kmsbeam.keysource import canonical_context
 
@@ -88,10 +87,10 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError) as exc:
-        raise MalformedValueError() from exc
+    """The bytes of a metadata value in text form (canonical spelling only, like values)."""
+    if not isinstance(text, str):
+        raise MalformedValueError()
+    return from_text(text)
 
 
 @dataclass(frozen=True)
@@ -190,7 +189,7 @@ class ObjectHeader:
             header = cls(size, object_id, commitment, parts[0].decode("utf-8"), context, parts[2])
             if canonical_context(context) != parts[1]:
                 raise ValueError("not canonical")
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, RecursionError) as exc:  # deep JSON: RecursionError
             raise MalformedValueError() from exc
         return header
 
@@ -216,6 +215,7 @@ class ObjectHeader:
         Raises:
             FormatError: the metadata has no kmsbeam entries (``where`` names the object).
             AuthenticationError: the metadata belongs to another object or another DEK.
+            MalformedValueError: an entry is not in text form, or the wrapped key is empty.
         """
         meta = {k.lower(): v for k, v in meta.items()}
         if meta.get("kmsbeam-format") != "object-v1" or "kmsbeam-wrapped-key" not in meta:
@@ -227,8 +227,10 @@ class ObjectHeader:
         same &= hmac.compare_digest(_unb64(meta.get("kmsbeam-commitment", "")), self.commitment)
         if not same:
             raise AuthenticationError()
-        return self.with_wrapped(_unb64(meta["kmsbeam-wrapped-key"]),
-                                 meta.get("kmsbeam-key", self.key_uri))  # fmt: skip
+        wrapped, key_uri = _unb64(meta["kmsbeam-wrapped-key"]), meta.get("kmsbeam-key", self.key_uri)
+        if not wrapped or not isinstance(key_uri, str):
+            raise MalformedValueError()
+        return self.with_wrapped(wrapped, key_uri)
 
     def __repr__(self) -> str:
         return (f"ObjectHeader(chunk_size={self.chunk_size}, object_id={self.object_id.hex()}, "

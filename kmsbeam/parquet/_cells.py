@@ -67,17 +67,26 @@ def cells_metadata(schema: pa.Schema) -> dict[str, Any] | None:
     """The ``kmsbeam.cells`` entry of a schema, or None.
 
     Raises:
-        FormatError: the entry is there but is not a version this kmsbeam reads.
+        FormatError: the entry is there but is not a version this kmsbeam reads, or its
+            fields have the wrong types.
     """
     raw = (schema.metadata or {}).get(CELLS_KEY)
     if raw is None:
         return None
     try:
         meta = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested past the stack
         raise FormatError("the kmsbeam.cells schema metadata is not JSON") from exc
     if not isinstance(meta, dict) or meta.get("kmsbeam_cells") != CELLS_VERSION:
         raise FormatError(f"the kmsbeam.cells schema metadata is not version {CELLS_VERSION}")
+    names = [meta.get("columns", []), meta.get("bind", [])]
+    if not all(isinstance(n, list) and all(isinstance(x, str) for x in n) for n in names) or not all(
+        isinstance(meta.get(k, ""), str) for k in ("format", "key", "arrow_schema")
+    ):
+        raise FormatError(
+            "the kmsbeam.cells schema metadata is malformed: columns and bind must be lists of "
+            "names, format, key and arrow_schema strings"
+        )
     return meta
 
 
@@ -88,9 +97,15 @@ def original_schema(schema: pa.Schema) -> pa.Schema | None:
 
 
 def original_from(meta: Mapping[str, Any]) -> pa.Schema:
+    """The original Arrow schema recorded in ``kmsbeam.cells`` metadata.
+
+    Raises:
+        FormatError: there is none, or it does not read as an Arrow IPC schema.
+    """
     try:
-        return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(meta["arrow_schema"])))
-    except (KeyError, ValueError, TypeError, pa.ArrowException) as exc:
+        return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(meta["arrow_schema"], validate=True)))
+    except (KeyError, ValueError, TypeError, OSError, pa.ArrowException) as exc:
+        # OSError: pyarrow reports a damaged IPC message ("Invalid flatbuffers message") so
         raise FormatError("the kmsbeam.cells metadata holds no readable Arrow schema") from exc
 
 

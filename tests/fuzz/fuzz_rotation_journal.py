@@ -1,0 +1,15 @@
+"""atheris harness: rotation_journal (``targets.TARGETS["rotation_journal"]``; see ``fuzzmain``)."""
+
+from __future__ import annotations
+
+import fuzzmain
+
+NAME = "rotation_journal"
+
+
+def TestOneInput(data: bytes) -> None:  # noqa: N802 (the name libFuzzer harnesses use)
+    fuzzmain.target(NAME).check(data)
+
+
+if __name__ == "__main__":
+    fuzzmain.run(NAME)
