@@ -1,4 +1,4 @@
-"""The small Beam functions of the jobs: parse, format, count, dead letters.
+"""The small Beam functions of the jobs: format, count, dead letters (reading: ``_read``).
 
 They live in an importable module (not ``__main__``) so multi_processing and portable
 workers can unpickle them. Each holds only strings and lists.
@@ -12,6 +12,7 @@ import csv
 import datetime as dt
 import io
 import json
+import re
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from typing import Any
@@ -23,11 +24,25 @@ from kmsbeam.transforms import DEAD_LETTER
 
 #: counters of the jobs themselves (the transforms count in the ``kmsbeam`` namespace)
 NAMESPACE = "kmsbeam.pipelines"
+#: the largest JSONL line or CSV row (UTF-8 bytes) a job reads or writes
+MAX_RECORD_BYTES = 16 * 2**20
+_SURROGATE = re.compile("[\ud800-\udfff]")
+TOO_LARGE = f"record too large: a line or row holds at most {MAX_RECORD_BYTES} bytes"
+
+
+def _over_limit(line: str) -> bool:
+    return len(line) * 4 > MAX_RECORD_BYTES and len(line.encode("utf-8", "surrogatepass")) > MAX_RECORD_BYTES
 
 
 def dumps(record: Any) -> str:
-    """The compact JSON line style of kmsbeam (key order kept, UTF-8 as is)."""
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    """The compact JSON line style of kmsbeam (key order kept, UTF-8 as is). Values JSON has
+    no type for (bytes, dates, decimals, decrypted from values another writer encrypted) are
+    written as dead letters write them: base64 or ISO text, decimal text. A lone surrogate
+    (from a ``\\udXXX`` escape in the input) stays an escape: it has no UTF-8 form."""
+    line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+    if _SURROGATE.search(line):
+        line = json.dumps(record, separators=(",", ":"), default=_json_default)
+    return line
 
 
 def _json_default(value: Any) -> Any:
@@ -44,7 +59,7 @@ def _json_default(value: Any) -> Any:
 
 def dead_letter_line(letter: Any) -> str:
     """A dead letter as one JSON line: bytes become base64 text, dates ISO text."""
-    return json.dumps(letter, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+    return dumps(letter)
 
 
 def _dead(transform: str, reason: str, record: Any) -> pvalue.TaggedOutput:
@@ -52,60 +67,24 @@ def _dead(transform: str, reason: str, record: Any) -> pvalue.TaggedOutput:
                                              "record": record})  # fmt: skip
 
 
-class ParseJsonLines(beam.DoFn):
-    """One JSON object per line; blank lines are skipped, anything else is a dead letter."""
-
-    def setup(self) -> None:
-        self._read = Metrics.counter(NAMESPACE, "records_read")
-
-    def process(self, line: str) -> Iterator[Any]:
-        if not line.strip():
-            return
-        self._read.inc()
-        try:
-            record = json.loads(line)
-        except ValueError:
-            yield _dead("ParseJSON", "not valid JSON", line)
-            return
-        if not isinstance(record, dict):
-            yield _dead("ParseJSON", "not a JSON object", line)
-            return
-        yield record
-
-
 def csv_line(values: Sequence[Any]) -> str:
     """One CSV row as text, quoted by the csv module as needed (no line terminator)."""
     out = io.StringIO()
-    csv.writer(out, lineterminator="").writerow(values)
-    return out.getvalue()
+    csv.writer(out, lineterminator="\r\n").writerow(values)  # "\r" and "\n" in a field: quoted
+    return out.getvalue()[:-2]
 
 
-class ParseCsvLines(beam.DoFn):
-    """One CSV row per line (header already skipped) into a dict of strings.
+class FormatJsonl(beam.DoFn):
+    """A dict record as one JSON line; a line over ``MAX_RECORD_BYTES`` is a dead letter (its
+    record is ``{"bytes": N}``: a job's reader would refuse the line, and the dead letter holds
+    no data)."""
 
-    Multi-line quoted fields are not supported: each physical line is one row.
-    """
-
-    def __init__(self, columns: Sequence[str]) -> None:
-        self._columns = list(columns)
-
-    def setup(self) -> None:
-        self._read = Metrics.counter(NAMESPACE, "records_read")
-
-    def process(self, line: str) -> Iterator[Any]:
-        if not line.strip():
+    def process(self, record: Any) -> Iterator[Any]:
+        line = dumps(record)
+        if _over_limit(line):
+            yield _dead("FormatJSONL", TOO_LARGE, {"bytes": len(line.encode("utf-8", "surrogatepass"))})
             return
-        self._read.inc()
-        try:
-            row = next(csv.reader([line], strict=True))
-        except (csv.Error, StopIteration):
-            yield _dead("ParseCSV", "not a valid CSV row", line)
-            return
-        if len(row) != len(self._columns):
-            reason = f"the row has {len(row)} columns, the header has {len(self._columns)}"
-            yield _dead("ParseCSV", reason, line)
-            return
-        yield dict(zip(self._columns, row))
+        yield line
 
 
 class FormatCsv(beam.DoFn):
@@ -120,7 +99,11 @@ class FormatCsv(beam.DoFn):
         if missing or extra:
             yield _dead("FormatCSV", "the record does not match the CSV header", record)
             return
-        yield csv_line(["" if record[c] is None else record[c] for c in self._columns])
+        line = csv_line(["" if record[c] is None else record[c] for c in self._columns])
+        if _over_limit(line):
+            yield _dead("FormatCSV", TOO_LARGE, {"bytes": len(line.encode("utf-8", "surrogatepass"))})
+            return
+        yield line
 
 
 class Count(beam.DoFn):

@@ -8,8 +8,11 @@ csv      .csv                          dict of strings per row (header required)
 parquet  .parquet                      ``ReadFromParquet`` dicts; exact Arrow types  bytes
 ======== ============================= ============================================ ==========
 
-Caveats: CSV rows are parsed one physical line at a time, so quoted fields that span lines
-are not supported. Parquet timestamps with nanosecond precision are not supported (Python's
+JSONL and CSV are read by ``_read`` (not Beam's ``ReadFromText``): linear in line length, a
+bad line or row (not UTF-8, not JSON, nested too deep, over ``_read.MAX_RECORD_BYTES``) is a
+dead letter, and a quoted CSV field may span lines.
+
+Caveats: a CSV file is read by one worker (JSONL files are split into ranges). Parquet timestamps with nanosecond precision are not supported (Python's
 datetime holds microseconds).
 """
 
@@ -25,7 +28,8 @@ from typing import Any
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
-from kmsbeam.pipelines import _fns
+from apache_beam.io import fileio
+from kmsbeam.pipelines import _fns, _read
 from kmsbeam.pipelines._parquet import WriteParquet
 from kmsbeam.transforms import DEAD_LETTER
 
@@ -79,10 +83,12 @@ def csv_header(files: Sequence[str]) -> list[str]:
     """The header row shared by all the CSV files."""
     header: list[str] | None = None
     for name in files:
-        with open(name, encoding="utf-8-sig", newline="") as f:
-            row = next(csv.reader(f), None)
+        with open(name, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+            row = next(csv.reader(f), None)  # (rows after it may hold bytes that are not UTF-8)
         if not row:
             raise ConfigurationError(f"{name} has no CSV header row; add one naming the columns")
+        if any(map(_read.ESCAPED.search, row)):
+            raise ConfigurationError(f"the CSV header of {name} is not UTF-8 text; fix its first line")
         if header is not None and row != header:
             raise ConfigurationError(f"{name} has another CSV header than {files[0]}")
         header = row
@@ -166,14 +172,15 @@ def read_records(p: Any, fmt: str, pattern: str, columns: Sequence[str] = ()) ->
         records = (p | "ReadParquet" >> beam.io.ReadFromParquet(pattern)
                    | "CountRead" >> beam.ParDo(_fns.Count("records_read")))  # fmt: skip
         return records, None
-    if fmt == "csv":
-        lines = p | "ReadCSV" >> beam.io.ReadFromText(pattern, skip_header_lines=1)
-        parsed = lines | "ParseCSV" >> beam.ParDo(_fns.ParseCsvLines(columns)).with_outputs(
-            DEAD_LETTER, main="records")
-    else:
-        lines = p | "ReadJSONL" >> beam.io.ReadFromText(pattern)
-        parsed = lines | "ParseJSONL" >> beam.ParDo(_fns.ParseJsonLines()).with_outputs(
-            DEAD_LETTER, main="records")
+    files = p | "MatchInput" >> fileio.MatchFiles(pattern)
+    if fmt == "csv":  # whole files: a quoted field may span lines
+        parsed = (files | "SpreadCSV" >> beam.Reshuffle()
+                  | "ReadCSV" >> beam.ParDo(_read.ReadCsvFiles(list(columns))).with_outputs(
+                      DEAD_LETTER, main="records"))  # fmt: skip
+    else:  # byte ranges of RANGE_BYTES: a large file is read by many workers
+        parsed = (files | "SplitJSONL" >> beam.FlatMap(_read.ranges) | "SpreadJSONL" >> beam.Reshuffle()
+                  | "ReadJSONL" >> beam.ParDo(_read.ReadJsonlRanges()).with_outputs(
+                      DEAD_LETTER, main="records"))  # fmt: skip
     return parsed.records, parsed[DEAD_LETTER]
 
 
@@ -186,7 +193,8 @@ def write_records(
     schema: pa.Schema | None = None,
     encrypted: Sequence[str] = (),
 ) -> Any:
-    """Write ``part-SSSSS-of-NNNNN.<ext>`` shards; returns dead letters (CSV) or None.
+    """Write ``part-SSSSS-of-NNNNN.<ext>`` shards; returns dead letters (JSONL, CSV: a record
+    that does not fit the format or ``_fns.MAX_RECORD_BYTES``) or None (Parquet).
 
     ``encrypted``: the (dotted) fields holding encrypted values, which Parquet stores with
     DELTA_BYTE_ARRAY (see ``_parquet``).
@@ -200,7 +208,9 @@ def write_records(
             DEAD_LETTER, main="lines")
         out, dead = formatted.lines, formatted[DEAD_LETTER]
     else:
-        out = records | "FormatJSONL" >> beam.Map(_fns.dumps)
+        formatted = records | "FormatJSONL" >> beam.ParDo(_fns.FormatJsonl()).with_outputs(
+            DEAD_LETTER, main="lines")
+        out, dead = formatted.lines, formatted[DEAD_LETTER]
     counted = out | "CountWritten" >> beam.ParDo(_fns.Count("records_written"))
     if fmt == "parquet":
         assert schema is not None

@@ -1,0 +1,49 @@
+"""The JSONL/CSV line reader: byte ranges cover every line exactly once, in linear time."""
+
+from __future__ import annotations
+
+import io
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kmsbeam.pipelines._read import read_lines
+
+
+def _reference(data: bytes, limit: int | None) -> list[tuple[int, bytes | None]]:
+    out: list[tuple[int, bytes | None]] = []
+    offset = 0
+    pieces = data.split(b"\n")
+    if pieces and pieces[-1] == b"":
+        pieces.pop()
+    for piece in pieces:
+        line = piece[:-1] if piece.endswith(b"\r") else piece
+        out.append((offset, None if limit is not None and len(piece) > limit else line))
+        offset += len(piece) + 1
+    return out
+
+
+def _ranged(data: bytes, size: int, limit: int | None) -> list[tuple[int, bytes | None]]:
+    out: list[tuple[int, bytes | None]] = []
+    for start in range(0, max(len(data), 1), size):
+        end = -1 if start + size >= len(data) else start + size
+        out += read_lines(io.BytesIO(data), start, end, limit)
+    return out
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    data=st.lists(st.sampled_from([b"a", b"bc", b"\n", b"\r", b"\r\n", b"\xff"]), max_size=60).map(b"".join),
+    size=st.integers(1, 40),
+    limit=st.none() | st.integers(0, 8),
+)  # fmt: skip
+def test_ranges_read_every_line_once(data: bytes, size: int, limit: int | None) -> None:
+    assert _ranged(data, size, limit) == _reference(data, limit)
+
+
+def test_over_long_lines_are_not_held_and_ends_can_be_kept() -> None:
+    data = b"short\r\n" + b"x" * (3 << 20) + b"\nlast"
+    lines = list(read_lines(io.BytesIO(data), limit=1 << 20))
+    assert lines == [(0, b"short"), (7, None), (7 + (3 << 20) + 1, b"last")]
+    kept = list(read_lines(io.BytesIO(b"a\r\nb\n\nc"), keep_ends=True))
+    assert [line for _, line in kept] == [b"a\r\n", b"b\n", b"\n", b"c"]
