@@ -47,3 +47,24 @@ def test_over_long_lines_are_not_held_and_ends_can_be_kept() -> None:
     assert lines == [(0, b"short"), (7, None), (7 + (3 << 20) + 1, b"last")]
     kept = list(read_lines(io.BytesIO(b"a\r\nb\n\nc"), keep_ends=True))
     assert [line for _, line in kept] == [b"a\r\n", b"b\n", b"\n", b"c"]
+
+
+def test_ranges_cover_a_file_and_a_compressed_file_is_one_range(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from apache_beam.io.filesystem import FileMetadata
+    from apache_beam.io.filesystems import FileSystems
+
+    from kmsbeam.pipelines._read import ranges
+
+    lines = [f'{{"id": {i}, "pad": "{"x" * (i % 7)}"}}'.encode() for i in range(200)]
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    size = path.stat().st_size
+    parts = list(ranges(FileMetadata(str(path), size), size=100))
+    assert parts[0] == (str(path), 0, 100) and parts[-1][2] == -1 and len(parts) == -(-size // 100)
+    got = []
+    for name, start, end in parts:
+        with FileSystems.open(name) as f:
+            got += [line for _, line in read_lines(f, start, end, 1 << 20)]
+    assert got == lines
+    assert list(ranges(FileMetadata(str(tmp_path / "in.jsonl.gz"), 10**9), size=100)) == [
+        (str(tmp_path / "in.jsonl.gz"), 0, -1)]
