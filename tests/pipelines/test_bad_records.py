@@ -40,6 +40,7 @@ def test_jsonl_bad_lines_are_dead_letters_and_the_rest_round_trips(cli, tmp_path
     lines = [json.dumps(r, ensure_ascii=False).encode() for r in good]
     bad = [
         b'{"id": 50, "ssn": "\xff\xfe"}',  # not UTF-8
+        _nested_json(MAX_DEPTH).encode(),  # 65 levels with the record: one past the limit
         _nested_json(500).encode(),  # parses, but deeper than the codec's limit
         _nested_json(5_000).encode(),  # json.loads itself raises RecursionError
         b'{"id": 51, "ssn": ' + b"9" * 5_000 + b"}",  # an int over Python's int<->str limit
@@ -53,11 +54,11 @@ def test_jsonl_bad_lines_are_dead_letters_and_the_rest_round_trips(cli, tmp_path
     r = cli("encrypt", source, enc, "--fields", "ssn", "--key", KEY)
     assert r.code in (0, 3), r.err  # 3: dead letters over the budget (if one is configured)
     assert "Traceback" not in r.err
-    assert _counts(r.out) == (12, 7, 5)
+    assert _counts(r.out) == (13, 7, 6)
     reasons = sorted(d["reason"] for d in _letters(enc))
     too_deep = f"JSON nested too deep: objects and arrays nest at most {MAX_DEPTH} levels"
     assert reasons == sorted([
-        "not valid UTF-8", too_deep, too_deep, "not valid JSON",
+        "not valid UTF-8", too_deep, too_deep, too_deep, "not valid JSON",
         "not valid Unicode: a \\u escape names a lone surrogate",
     ])  # fmt: skip
     utf8 = next(d for d in _letters(enc) if d["reason"] == "not valid UTF-8")
@@ -82,14 +83,19 @@ def test_csv_quoted_newlines_are_one_record_and_bad_rows_are_dead_letters(cli, t
     text = _csv_text(rows)
     assert text.count("\n") > 7  # quoted newlines: more lines than rows
     source = tmp_path / "in.csv"
-    source.write_bytes(text.encode() + b"7,\xff\xfe,bad utf-8\r\n" + b"8,too,many,columns\r\n")
+    source.write_bytes(text.encode() + b"7,\xff\xfe,bad utf-8\r\n" + b"8,too,many,columns\r\n"
+                       + b'9,"x"y,bad quote\r\n' + b'10,"unterminated\r\n')
     enc = tmp_path / "enc"
     r = cli("encrypt", source, enc, "--fields", "ssn,address", "--key", KEY)
     assert r.code in (0, 3), r.err
     assert "Traceback" not in r.err
-    assert _counts(r.out) == (8, 6, 2)
-    assert sorted(d["reason"] for d in _letters(enc)) == [
-        "not valid UTF-8", "the row has 4 columns, the header has 3"]
+    assert _counts(r.out) == (10, 6, 4)
+    letters = _letters(enc)
+    assert sorted(d["reason"] for d in letters) == [
+        "not a valid CSV row", "not a valid CSV row", "not valid UTF-8",
+        "the row has 4 columns, the header has 3"]  # fmt: skip
+    bad_rows = sorted(d["record"]["line"] for d in letters if d["reason"] == "not a valid CSV row")
+    assert bad_rows == [text.count("\n") + 3, text.count("\n") + 4]  # physical line numbers
     dec = tmp_path / "dec"
     r = cli("decrypt", enc, dec, "--key", KEY)
     assert r.code == 0, r.err
@@ -165,7 +171,7 @@ def test_decrypt_of_authentic_values_the_codec_refuses(cli, tmp_path: Path) -> N
 @pytest.mark.parametrize("mode", ["fields", "record"])
 def test_deep_but_allowed_json_round_trips(cli, tmp_path: Path, mode: str) -> None:
     deepest: Any = 1
-    for _ in range(MAX_DEPTH - 2):  # the record is level 1, the field's list level 2
+    for _ in range(MAX_DEPTH - 1):  # the record is level 1: JSON and codec both at the limit
         deepest = [deepest]
     record = {"id": 1, "ssn": deepest}
     source = tmp_path / "in.jsonl"
@@ -176,3 +182,10 @@ def test_deep_but_allowed_json_round_trips(cli, tmp_path: Path, mode: str) -> No
     r = cli("decrypt", enc, dec, "--key", KEY)
     assert r.code == 0, r.err
     assert [json.loads(x) for x in shard_lines(dec)] == [record]
+
+
+def test_a_csv_header_that_is_not_utf8_is_a_usage_error(cli, tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_bytes(b"id,s\xffn\n1,2\n")
+    r = cli("encrypt", source, tmp_path / "enc", "--fields", "id", "--key", KEY)
+    assert r.code == 2 and "is not UTF-8 text" in r.err and "Traceback" not in r.err
