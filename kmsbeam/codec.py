@@ -309,36 +309,53 @@ def _decode_decimal(buf: bytes, pos: int, end: int) -> Decimal:
     return value
 
 
+def _empty(value: Any) -> Callable[[bytes, int, int], Any]:
+    def dec(buf: bytes, pos: int, end: int) -> Any:
+        if pos != end:
+            raise _invalid("a None, bool or kept marker has a payload")
+        return value
+
+    return dec
+
+
+def _float(buf: bytes, pos: int, end: int) -> float:
+    if end - pos != 8:
+        raise _invalid("a float is not 8 bytes")
+    return float(_FLOAT.unpack_from(buf, pos)[0])
+
+
+_LEAVES: dict[int, Callable[[bytes, int, int], Any]] = {
+    0x00: _empty(None),
+    0x01: _empty(False),
+    0x02: _empty(True),
+    0x03: _decode_int,
+    0x04: _float,
+    0x05: _utf8,
+    0x06: lambda buf, pos, end: buf[pos:end],
+    0x07: lambda buf, pos, end: _canonical(
+        _dt.date.fromisoformat, _dt.date.isoformat, "date", buf, pos, end),
+    0x08: lambda buf, pos, end: _canonical(
+        _dt.datetime.fromisoformat, _dt.datetime.isoformat, "datetime", buf, pos, end),
+    0x09: _decode_decimal,
+}  # fmt: skip
+
+
 def _decode(buf: bytes, pos: int, end: int, depth: int, kept: bool) -> Any:
     """The value encoded in ``buf[pos:end]``, inside ``depth`` lists and maps; ``kept``: the
     kept marker is allowed here (a value of a record payload's top-level map)."""
     if pos >= end:
         raise _invalid("an encoding is empty")
     tag = buf[pos]
+    leaf = _LEAVES.get(tag)
+    if leaf is not None:
+        return leaf(buf, pos + 1, end)
     pos += 1
-    if tag == 0x05:
-        return _utf8(buf, pos, end)
-    if tag <= 0x02 or tag == 0x0C:
+    if tag == 0x0C:
         if pos != end:
             raise _invalid("a None, bool or kept marker has a payload")
-        if tag == 0x0C and not kept:
+        if not kept:
             raise _invalid("the kept marker is only a value of a record payload's top-level map")
-        return (None, False, True)[tag] if tag <= 0x02 else KEPT
-    if tag == 0x03:
-        return _decode_int(buf, pos, end)
-    if tag == 0x04:
-        if end - pos != 8:
-            raise _invalid("a float is not 8 bytes")
-        return float(_FLOAT.unpack_from(buf, pos)[0])
-    if tag == 0x06:
-        return buf[pos:end]
-    if tag == 0x07:
-        return _canonical(_dt.date.fromisoformat, _dt.date.isoformat, "date", buf, pos, end)
-    if tag == 0x08:
-        return _canonical(_dt.datetime.fromisoformat, _dt.datetime.isoformat, "datetime",
-                          buf, pos, end)  # fmt: skip
-    if tag == 0x09:
-        return _decode_decimal(buf, pos, end)
+        return KEPT
     if tag not in (0x0A, 0x0B):
         raise _invalid("unknown tag")
     if depth >= MAX_DEPTH:
