@@ -103,14 +103,17 @@ def run_keys(args: argparse.Namespace, out: TextIO) -> int:
     if cmd == "create":
         alias = _alias(args.alias) if args.alias else None
         engine = _engine(create=True)
-        if alias and any(a.alias_name == alias for a in engine.list_aliases()):
-            raise ConfigurationError(
-                f"the alias {alias} already exists; pick another name or repoint it with "
-                f"`kmsbeam keys alias {alias} KEYID`"
-            )
-        meta = engine.create_key(args.description)
         if alias:
-            engine.create_alias(alias, meta.key_id)
+            # The key and its alias in one write transaction: of two creates racing for one
+            # alias, the loser creates nothing (no orphan key without an alias).
+            meta, created = engine.get_or_create_alias(alias, args.description)
+            if not created:
+                raise ConfigurationError(
+                    f"the alias {alias} already exists; pick another name or repoint it with "
+                    f"`kmsbeam keys alias {alias} KEYID`"
+                )
+        else:
+            meta = engine.create_key(args.description)
         print(f"created key {meta.key_id}" + (f" with alias {alias}" if alias else "")
               + f" in {keystore_home()}", file=out)  # fmt: skip
     elif cmd == "list":

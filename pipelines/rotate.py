@@ -161,17 +161,19 @@ def _build(p: beam.Pipeline, plan: Plan, m: Manifest, to_key: str, version: str,
 
 
 def run_rotate(args: argparse.Namespace, beam_args: list[str]) -> int:
-    """The ``rotate`` command; returns the exit code."""
+    """The ``rotate`` command; returns the exit code. One rotation per target (``rotate_lock``)."""
     from kmsbeam.budget import install_kms_budget, uninstall_kms_budget
+    from kmsbeam.pipelines.rotate_lock import rotation_lock
 
     qps = getattr(args, "kms_qps", None)
-    if qps is None:
-        return _run(args, beam_args)
-    install_kms_budget(qps)  # this process's own calls (describe, in-process rotations)
-    try:
-        return _run(args, beam_args)
-    finally:
-        uninstall_kms_budget(qps)
+    with rotation_lock(args):  # released on return, on errors and on Ctrl-C
+        if qps is None:
+            return _run(args, beam_args)
+        install_kms_budget(qps)  # this process's own calls (describe, in-process rotations)
+        try:
+            return _run(args, beam_args)
+        finally:
+            uninstall_kms_budget(qps)
 
 
 def _run(args: argparse.Namespace, beam_args: list[str]) -> int:

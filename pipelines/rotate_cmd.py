@@ -41,6 +41,10 @@ def add_rotate_parser(sub: Any) -> None:
                      "--to-key) instead of asking the key source: no KMS call when nothing "
                      "needs to move, but a key rotated since is missed")
     cmd.add_argument("--overwrite", action="store_true", help="replace kmsbeam output in OUTPUT")
+    cmd.add_argument("--break-lock", action="store_true",
+                     help="take over the lock of a rotation of the same OUTPUT that died (its pid "
+                     "is gone from this host, or the lock is older than "
+                     "KMSBEAM_ROTATION_LOCK_STALE_HOURS, default 24)")  # fmt: skip
     cmd.add_argument("--quiet", "-q", action="store_true", help="no summary table")
     from kmsbeam.pipelines.cli import add_kms_budget_arguments
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kmsbeam.oss._config import OssConfig, credentials_provider, parse_oss_url
-from kmsbeam.oss._errors import map_error, with_retries
+from kmsbeam.oss._errors import OssError, map_error, with_retries
 
 __all__ = ["ObjectInfo", "OssClient", "oss_client"]
 
@@ -133,10 +133,24 @@ class OssClient:
             headers["x-oss-metadata-directive"] = "REPLACE"
         self.call(dest, "copy", lambda b, k: b.copy_object(src_bucket, src_key, k, headers=headers))
 
-    def put(self, url: str, data: bytes, metadata: Mapping[str, str] | None = None) -> None:
-        """One PutObject (small objects; use ``open_write`` for anything large)."""
+    def put(
+        self, url: str, data: bytes, metadata: Mapping[str, str] | None = None, *, overwrite: bool = True
+    ) -> None:
+        """One PutObject (small objects; use ``open_write`` for anything large).
+
+        ``overwrite=False`` creates the object only if it is absent (``x-oss-forbid-overwrite:
+        true``, atomic on the server): an existing object raises ``FileExistsError``. After a
+        retried request that raise may mean the first attempt created it: read it to know.
+        """
         headers = {META + k: v for k, v in (metadata or {}).items()}
-        self.call(url, "put", lambda b, k: b.put_object(k, data, headers=headers))
+        if not overwrite:
+            headers["x-oss-forbid-overwrite"] = "true"
+        try:
+            self.call(url, "put", lambda b, k: b.put_object(k, data, headers=headers))
+        except OssError as exc:
+            if not overwrite and exc.code == "FileAlreadyExists":
+                raise FileExistsError(f"the OSS object {url} already exists") from exc
+            raise
 
     def get(self, url: str) -> bytes:
         """The whole object in memory (small objects; use ``open_read`` for anything large)."""

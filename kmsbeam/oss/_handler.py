@@ -187,8 +187,26 @@ class Handler(BaseHTTPRequestHandler):
 
     def _op_put(self, store: Any, bucket: str, key: str, params: Any, headers: dict[str, str], body: bytes) -> _Answer:
         self._check_md5(headers, body)
-        obj = store.put(bucket, key, body, _meta(headers), headers.get("content-type", ""))
+        if headers.get("x-oss-forbid-overwrite", "").lower() == "true":
+            obj = self._put_if_absent(store, bucket, key, body, _meta(headers), headers.get("content-type", ""))
+        else:
+            obj = store.put(bucket, key, body, _meta(headers), headers.get("content-type", ""))
         return 200, {"ETag": f'"{obj.etag}"', "x-oss-hash-crc64ecma": str(obj.crc)}, b""
+
+    @staticmethod
+    def _put_if_absent(store: Any, bucket: str, key: str, body: bytes, meta: dict[str, str],
+                       content_type: str) -> StoredObject:  # fmt: skip
+        """PutObject with ``x-oss-forbid-overwrite: true``: 409 ``FileAlreadyExists`` if the key
+        exists, checked and stored under the store's lock (atomic, as OSS does it)."""
+        obj = StoredObject(body, meta, content_type or "application/octet-stream",
+                           hashlib.md5(body).hexdigest().upper(), crc64(body), time.time())  # fmt: skip
+        with store.lock:
+            objects = store.bucket(bucket)
+            if key in objects:
+                raise OssFailure(409, "FileAlreadyExists",
+                                 "The object you specified already exists and can not be overwritten.")  # fmt: skip
+            objects[key] = obj
+        return obj
 
     @staticmethod
     def _check_md5(headers: dict[str, str], body: bytes) -> None:

@@ -34,7 +34,8 @@ def test_in_place_rotation_moves_no_object_bytes(oss_server: LoopbackOssServer, 
         before = oss_server.requests.copy()
         assert main(["rotate", dest, "--in-place"]) == 0
         made = oss_server.requests - before
-        assert made["copy"] == 3 and made["put"] == 2  # 3 metadata copies; the two manifests
+        assert made["copy"] == 3 and made["put"] == 3  # 3 metadata copies; two manifests, the lock
+        assert made["delete"] == 1  # the rotation lock, released
         assert made["get"] <= 2 and not made["upload_part"]  # reading the export manifest only
         engine.disable_key(cmk_a)
         engine.schedule_key_deletion(cmk_a, 7)
