@@ -252,18 +252,28 @@ class RotationLock:
             except FileExistsError:
                 return False
             return True
-        os.makedirs(os.path.dirname(self.location), exist_ok=True)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        parent = os.path.dirname(self.location)
         try:
+            if not os.path.isdir(parent):
+                os.makedirs(parent)
             fd = os.open(self.location, flags, 0o644)
         except FileExistsError:
+            if not os.path.isdir(parent):
+                raise self._cannot(parent, "a file is in the way") from None
             return False
+        except OSError as exc:
+            raise self._cannot(parent, exc.strerror or type(exc).__name__) from None
         try:
             os.write(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
         return True
+
+    def _cannot(self, parent: str, why: str) -> ConfigurationError:
+        return ConfigurationError(f"cannot create the rotation lock {self.location} ({why}); "
+                                  f"make {parent} a writable directory or choose another OUTPUT")  # fmt: skip
 
     def _read(self) -> LockOwner | None:
         """The owner of the lock object, or None if there is none."""

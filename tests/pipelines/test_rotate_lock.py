@@ -200,3 +200,12 @@ def test_the_staleness_setting_is_checked(tmp_path: Path, monkeypatch: pytest.Mo
         RotationLock(str(tmp_path / "out"))
     monkeypatch.setenv("KMSBEAM_ROTATION_LOCK_STALE_HOURS", "0.5")
     assert RotationLock(str(tmp_path / "out")).stale_after == 1800
+
+
+def test_a_lock_that_cannot_be_created_is_one_sentence(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigurationError) as info:
+        RotationLock(str(tmp_path / "file" / "out")).acquire()
+    assert str(info.value) == (f"cannot create the rotation lock {tmp_path}/file/out.kmsbeam-rotation.lock "
+                               f"(a file is in the way); make {tmp_path}/file a writable directory or "
+                               "choose another OUTPUT")  # fmt: skip
