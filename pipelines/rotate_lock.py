@@ -33,9 +33,10 @@ import argparse
 import contextlib
 import json
 import os
-import sys
+import re
 import secrets
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -48,6 +49,7 @@ from kmsbeam import ConfigurationError
 __all__ = ["LOCK_NAME", "LockOwner", "RotationLock", "lock_location", "rotation_lock"]
 
 LOCK_NAME = "_kmsbeam_rotation.lock"
+_HOST = re.compile(r"[A-Za-z0-9_.-]{1,253}")
 LOCAL_SUFFIX = ".kmsbeam-rotation.lock"
 STALE_HOURS_ENV = "KMSBEAM_ROTATION_LOCK_STALE_HOURS"
 DEFAULT_STALE_HOURS = 24.0
@@ -70,9 +72,13 @@ class LockOwner:
         """The owner in a lock object; an unreadable one (a crash mid-write) is nobody's."""
         try:
             doc = json.loads(data)
-            return cls(str(doc["host"]), int(doc["pid"]), float(doc["since"]), str(doc["token"]))
-        except (ValueError, KeyError, TypeError):
+            owner = cls(str(doc["host"]), int(doc["pid"]), float(doc["since"]), str(doc["token"]))
+            datetime.fromtimestamp(owner.since, timezone.utc)
+        except (ValueError, KeyError, TypeError, OverflowError, OSError):
             return cls("an unknown host", 0, fallback_since, "")
+        if not _HOST.fullmatch(owner.host):  # shown in messages: a host name, nothing else
+            return cls("an unknown host", owner.pid, owner.since, owner.token)
+        return owner
 
     def since_text(self) -> str:
         return datetime.fromtimestamp(self.since, timezone.utc).isoformat(timespec="seconds")

@@ -209,3 +209,16 @@ def test_a_lock_that_cannot_be_created_is_one_sentence(tmp_path: Path) -> None:
     assert str(info.value) == (f"cannot create the rotation lock {tmp_path}/file/out.kmsbeam-rotation.lock "
                                f"(a file is in the way); make {tmp_path}/file a writable directory or "
                                "choose another OUTPUT")  # fmt: skip
+
+
+def test_a_lock_names_only_a_host_name_from_its_contents(tmp_path: Path) -> None:
+    target = str(tmp_path / "out")
+    Path(lock_location(target)).write_text('{"host": "evil.example/?x=1 visit http://a", "pid": 7, '
+                                           '"since": 1.0e30, "token": "t"}')  # fmt: skip
+    with pytest.raises(ConfigurationError) as info:
+        RotationLock(target).acquire()
+    assert "evil" not in str(info.value) and "an unknown host" in str(info.value)
+    Path(lock_location(target)).write_text('{"host": "evil.example/?x=1", "pid": 7, "since": 5.0, "token": "t"}')
+    with pytest.raises(ConfigurationError) as info:
+        RotationLock(target).acquire()
+    assert "evil" not in str(info.value) and "(pid 7 on an unknown host since 1970-01-01T00:00:05+00:00)" in str(info.value)
