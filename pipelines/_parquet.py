@@ -166,7 +166,7 @@ def build_parquet_job(p: Any, plan: Any) -> None:
     elif m.mode == "cells":
         tables, dead = tables | "DecryptCells" >> DecryptCells(
             m.key, m.fields, context=m.context, bind=m.bind, schema=original,
-            kms_qps=qps).with_dead_letters()  # fmt: skip
+            kms_qps=qps, require_keys=plan.require_keys).with_dead_letters()  # fmt: skip
     tables = tables | "CountWritten" >> beam.ParDo(_CountRows("records_written"))
     if m.mode == "pme" and encrypting:
         tables | "WriteParquet" >> WriteEncryptedParquet(

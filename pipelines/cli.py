@@ -29,7 +29,7 @@ from typing import Any, NoReturn
 import kmsbeam
 from kmsbeam import ConfigurationError, FormatError, KeyNotFoundError, KmsBeamError
 
-__all__ = ["add_kms_budget_arguments", "main"]
+__all__ = ["add_kms_budget_arguments", "add_require_key_argument", "main"]
 
 USAGE_ERRORS = (ConfigurationError, FormatError, KeyNotFoundError)
 
@@ -109,6 +109,14 @@ def add_kms_budget_arguments(parser: Any) -> None:
                        "$KMSBEAM_KMS_PRICE_PER_10K, else USD 0.03)")  # fmt: skip
 
 
+def add_require_key_argument(parser: Any) -> None:
+    """``--require-key KEYID[,KEYID]``: strict decryption (``kmsbeam.strict``)."""
+    parser.add_argument("--require-key", type=_names, action="extend", metavar="KEYID[,KEYID]",
+                        help="strict mode: refuse values wrapped under any other master key "
+                        "(key URIs, or key ids/aliases of the job's key source); refused "
+                        "values go to the dead letters as 'key not allowed'")  # fmt: skip
+
+
 def _job_parser(sub: Any, name: str, text: str) -> None:
     job = sub.add_parser(name, help=text, description=text, allow_abbrev=False,
                          epilog="Other options are passed to Beam's PipelineOptions, e.g. "
@@ -123,6 +131,8 @@ def _job_parser(sub: Any, name: str, text: str) -> None:
     job.add_argument("--keep", type=_names, help="record mode: fields kept in cleartext")
     job.add_argument("--bind", type=_names, help="fields mode: record-identity fields in the AAD")
     job.add_argument("--key", help=f"key URI (default {kmsbeam.DEFAULT_KEY_URI})")
+    if name == "decrypt":
+        add_require_key_argument(job)
     job.add_argument("--context", action="append", metavar="NAME=VALUE",
                      help="encryption context entry (repeatable)")
     job.add_argument("--dead-letter", metavar="DIR",
@@ -202,7 +212,8 @@ def _run_job(args: argparse.Namespace, beam_args: list[str]) -> int:
                    context=_context(args.context), dead_letter=args.dead_letter,
                    max_records_per_key=args.max_records_per_key, overwrite=args.overwrite,
                    beam_args=beam_args, kms_qps=args.kms_qps,
-                   kms_price_per_10k=summary.kms_price_per_10k(args.kms_price_per_10k))  # fmt: skip
+                   kms_price_per_10k=summary.kms_price_per_10k(args.kms_price_per_10k),
+                   require_keys=getattr(args, "require_key", None))  # fmt: skip
     spec.parquet = parquet_spec(args)
     jobs.pipeline_options(beam_args)  # option mistakes surface before any key is created
     if spec.action == "encrypt":

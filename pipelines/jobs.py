@@ -143,13 +143,14 @@ def _transform(plan: Plan) -> Any:
         return EncryptFields(m.fields, m.key, context=m.context, bind=m.bind,
                              encoding=m.encoding, policy=policy, kms_qps=qps)  # fmt: skip
     if m.mode == "fields":
-        return DecryptFields(m.fields, m.key, context=m.context, bind=m.bind, kms_qps=qps)
+        return DecryptFields(m.fields, m.key, context=m.context, bind=m.bind, kms_qps=qps,
+                             require_keys=plan.require_keys)  # fmt: skip
     if encrypting:
         return EncryptRecords(m.key, keep=m.keep, payload_field=m.payload_field,
                               context=m.context, encoding=m.encoding, policy=policy,
                               kms_qps=qps)  # fmt: skip
     return DecryptRecords(m.key, keep=m.keep, payload_field=m.payload_field, context=m.context,
-                          kms_qps=qps)  # fmt: skip
+                          kms_qps=qps, require_keys=plan.require_keys)  # fmt: skip
 
 
 def build_pipeline(p: beam.Pipeline, plan: Plan) -> None:

@@ -76,8 +76,22 @@ _TMP = "_rotation_keys"
 def trusted_sources(args: argparse.Namespace) -> TrustedKeySources:
     """The caller's key sources: ``--to-key``, ``--only-key`` and ``KMSBEAM_KEY_SOURCES``.
     Key URIs in the dataset's manifests are hints resolved against these (``kmsbeam.trust``)."""
+    required = [u for u in getattr(args, "require_key", None) or [] if ":" in u.split("/", 1)[0]]
     return TrustedKeySources.configured(getattr(args, "to_key", None),
-                                        *(getattr(args, "only_key", None) or []))  # fmt: skip
+                                        *(getattr(args, "only_key", None) or []), *required)  # fmt: skip
+
+
+def required_keys(args: argparse.Namespace, to_key: str) -> tuple[str, ...]:
+    """``--require-key`` as key URIs (bare key ids in the target's key source, which must hold
+    the data keys to rewrap them), their versions learnt now."""
+    from kmsbeam.strict import KeyRequirement, qualify_key
+
+    items = getattr(args, "require_key", None)
+    if not items:
+        return ()
+    requirement = KeyRequirement([qualify_key(item, to_key) for item in items])
+    requirement.versions()  # an unknown key fails before anything is written
+    return requirement.keys
 
 
 def _manifest(src: Path) -> Manifest:
@@ -120,6 +134,7 @@ def _plan(args: argparse.Namespace, beam_args: list[str]) -> tuple[Plan, Manifes
         plan.out_schema = (formats.encrypted_schema(schema, manifest.fields) if manifest.mode == "fields"
                            else formats.record_schema(schema, manifest.keep, manifest.payload_field))  # fmt: skip
     plan.dead_dir = dead_dir_for(spec, plan.out_dir)
+    plan.require_keys = required_keys(args, to_key)
     return plan, manifest, to_key
 
 
@@ -132,17 +147,18 @@ def _build(p: beam.Pipeline, plan: Plan, m: Manifest, to_key: str, version: str,
         records = records | "FillNullStructs" >> beam.Map(_fns.fill_null_parents, nested)
     if args.reencrypt:
         step: Any = (ReencryptFields(m.fields, m.key, to_key, context=m.context, bind=m.bind,
-                                     encoding=m.encoding, kms_qps=args.kms_qps)
+                                     encoding=m.encoding, kms_qps=args.kms_qps,
+                                     require_keys=plan.require_keys)
                      if m.mode == "fields" else
                      ReencryptRecords(m.key, to_key, keep=m.keep, payload_field=m.payload_field,
                                       context=m.context, encoding=m.encoding,
-                                      kms_qps=args.kms_qps))  # fmt: skip
+                                      kms_qps=args.kms_qps, require_keys=plan.require_keys))  # fmt: skip
     else:
         step = RewrapDataKeys(m.fields, to_key, mode=m.mode, context=m.context,
                               payload_field=m.payload_field, only_versions=args.only_version,
                               check_target=False, target_version=version,
                               journal=str((plan.out_dir / JOURNAL_NAME).absolute()),
-                              kms_qps=args.kms_qps)  # fmt: skip
+                              kms_qps=args.kms_qps, require_keys=plan.require_keys)  # fmt: skip
     good, dead = records | "Rotate" >> step.with_dead_letters()
     tmp = str((plan.out_dir / _TMP).absolute())
     for name, pcoll in (("in", records), ("out", good)):
@@ -186,6 +202,9 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
         args.only_version = versions
     if args.only_version and args.reencrypt:
         raise ConfigurationError("--only-version filters a rewrap; --reencrypt re-encrypts everything")
+    if getattr(args, "require_key", None) and (args.in_place or args.input.startswith("oss://")):
+        raise ConfigurationError("--require-key applies to field, record and cells datasets "
+                                 "rotated into an OUTPUT directory")  # fmt: skip
     if args.in_place:
         if args.output is not None:
             raise ConfigurationError("--in-place rewrites INPUT; give no OUTPUT")
@@ -201,6 +220,10 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
     first = _manifest(Path(args.input))
     if first.mode == "pme" and args.output is not None:
         from kmsbeam.pipelines.rotate_pme_rewrite import rotate_pme_rewrite
+
+        if getattr(args, "require_key", None):
+            raise ConfigurationError("--require-key applies to field, record and cells datasets; "
+                                     "a PME dataset opens only with the keys it names")  # fmt: skip
 
         return rotate_pme_rewrite(args, first, table)
     if first.mode == "cells":
@@ -275,6 +298,7 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
                 "source_versions": sources, "data_keys_moved": len(moved),
                 "data_keys_new": len(set(after) - set(before)), "data_keys": moved,
                 "target_version_from": resolved, "resumed": resuming,
+                "required_keys": list(plan.require_keys),
                 "counts": counts, "elapsed_seconds": round(elapsed, 3)}  # fmt: skip
     verified = None
     if args.verify or args.verify_sample is not None:

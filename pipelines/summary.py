@@ -184,6 +184,34 @@ def job_key_uris(plan: Any) -> list[str]:
     return list(dict.fromkeys(u for u in uris if u))
 
 
+def master_key_rows(counters: Mapping[str, int], key: str,
+                    required: Iterable[str] = ()) -> list[tuple[str, str]]:  # fmt: skip
+    """``required keys`` (strict mode) and ``master keys used``: each master key version that
+    unwrapped a data key (``kmsbeam.key_versions`` metrics, exact over workers), named by the
+    required key, or the job's key, it belongs to -- or "another master key" when it is
+    neither (a ``local:`` or KMS source unwraps any key it holds)."""
+    from kmsbeam.strict import KeyRequirement
+    from kmsbeam.transforms._key_versions import versions_used
+
+    from kmsbeam import KmsBeamError
+
+    used = versions_used(counters)
+    keys = list(required)
+    rows = [("required keys", ", ".join(keys))] if keys else []
+    if not used:
+        return rows
+    try:
+        owners = KeyRequirement(keys or [key]).versions()
+    except KmsBeamError:  # e.g. no permission to list the key's versions
+        owners = {}
+    named = []
+    for version in used:
+        owner = next((u for u, vs in owners.items() if version in vs), None)
+        unknown = "another master key" if owners else "a master key"
+        named.append(f"{owner or unknown} (version {version})")
+    return rows + [("master keys used", "; ".join(named))]
+
+
 def summary_table(result: JobResult) -> str:
     """The end-of-job table (plain text, one row per line)."""
     plan = result.plan
@@ -198,6 +226,7 @@ def summary_table(result: JobResult) -> str:
         *kms_call_rows(result.counters),
         kms_cost_row(result.counters, job_key_uris(plan), plan.spec.kms_price_per_10k),
         *kms_budget_rows(result.counters, plan.spec.kms_qps),
+        *master_key_rows(result.counters, m.key, getattr(plan, "require_keys", ())),
         ("dead letters", _n(result.dead_letters)
          + (f"  ({plan.dead_dir})" if result.dead_letters else "")),
         ("bytes in", _bytes(result.bytes_in)),

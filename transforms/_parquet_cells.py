@@ -41,6 +41,8 @@ from kmsbeam.transforms._dofns import DEAD_LETTER
 from kmsbeam.budget import KmsBudget, kms_budget
 from kmsbeam.transforms._budgeted import BudgetedDoFn
 from kmsbeam.transforms._metrics import Counters
+from kmsbeam.transforms._key_versions import key_use, report_key_versions
+from kmsbeam.strict import KeyRequirement
 from kmsbeam.transforms._parquet import create_local_aliases
 
 __all__ = ["DecryptCells", "EncryptCells", "cells_schema"]
@@ -87,6 +89,7 @@ class _CellsFn(BudgetedDoFn):
     def finish_bundle(self) -> None:
         self._counters.report_budget()
         self._report_calls()
+        report_key_versions(getattr(self, "_key_use", None))
 
     def _build(self) -> None:
         """Build the engine; a source that cannot be opened fails the bundle, not the rows."""
@@ -99,6 +102,7 @@ class _CellsFn(BudgetedDoFn):
                     opts.pop("columns"), source, on_generate=self._counters.generated, **opts
                 )
             else:
+                self._key_use = opts["cache"] = key_use(opts)  # require_keys; versions used
                 self._engine = CellDecryptor(
                     opts.pop("columns"), source, on_call=self._counters.unwrap_call, **opts
                 )
@@ -239,8 +243,11 @@ class DecryptCells(_Cells):
     def __init__(self, key: str, columns: Iterable[str] | str | None = None, *,
                  context: Mapping[str, str] | None = None, bind: Iterable[str] | str = (),
                  schema: pa.Schema | None = None, label: str | None = None,
-                 kms_qps: float | None = None) -> None:  # fmt: skip
+                 kms_qps: float | None = None, require_keys: Iterable[str] = ()) -> None:  # fmt: skip
         options = {"columns": _names(columns) or None, "context": context, "bind": _names(bind),
                    "schema": schema}  # fmt: skip
+        if require_keys:  # strict mode (kmsbeam.strict): other master keys are dead letters
+            keys = (require_keys,) if isinstance(require_keys, str) else tuple(require_keys)
+            options["require_keys"] = KeyRequirement(keys).keys
         super().__init__(key, options, label, kms_qps)
 

@@ -28,6 +28,7 @@ from kmsbeam import DataKeyPolicy, check_context, open_key_source, parse_key_uri
 from kmsbeam.budget import kms_budget
 from kmsbeam.records import DEFAULT_PAYLOAD_FIELD
 from kmsbeam.rotation_journal import journal_writer, read_journal
+from kmsbeam.strict import KeyRequirement, RequiredRewrapSource, strict_rewrap
 from kmsbeam.rotation import (
     ALREADY,
     FILTERED,
@@ -59,12 +60,16 @@ class _RewrapDoFn(BatchCryptoDoFn):
 
     def _build(self) -> None:
         o = self._options
-        source = open_key_source(self._key_uri)
+        source: Any = open_key_source(self._key_uri)
+        required = o.get("require_keys") or ()
+        if required:  # strict mode: values under other master keys are refused, no call made
+            source = RequiredRewrapSource(source, KeyRequirement(required))
         paths, fmt = record_paths(o["mode"], o["fields"], o["payload_field"])
         # The driver's answer when it gave one (no DescribeKey per worker), else ask now.
         version = o.get("target_version") or target_key_version(source)
         memo = shared_memo(self._key_uri, tuple(sorted(o["context"].items())),
-                           o["only_versions"], o["verify"], version, o.get("journal"))  # fmt: skip
+                           o["only_versions"], o["verify"], version, o.get("journal"),
+                           tuple(required))  # fmt: skip  (a strict memo is its own)
         calls = Metrics.counter(NAMESPACE, "kms_calls_rewrap")
         assert self._counters is not None
         journal = o.get("journal")
@@ -77,6 +82,8 @@ class _RewrapDoFn(BatchCryptoDoFn):
         self._engine = rw
         self._run = lambda record: rw.rewrap_record(record, paths, fmt)
         self._run_batch = lambda records: rw.rewrap_batch(records, paths, fmt)
+        if required:  # strict: every value is checked before the Rewrapper counts a call
+            self._run, self._run_batch = strict_rewrap(rw, KeyRequirement(required), paths, fmt, version)
 
     def start_bundle(self) -> None:
         if self._engine is None:
@@ -141,6 +148,7 @@ class RewrapDataKeys(beam.PTransform):
         journal: str | None = None,
         kms_qps: float | None = None,
         label: str | None = None,
+        require_keys: Iterable[str] = (),
     ) -> None:
         super().__init__(label)
         if not isinstance(to_key, str) or not to_key:
@@ -156,7 +164,8 @@ class RewrapDataKeys(beam.PTransform):
             "context": check_context(context),
             "only_versions": None if only_versions is None else tuple(sorted(only_versions)),
             "verify": bool(verify), "target_version": target_version,
-            "journal": None if journal is None else str(journal)}  # fmt: skip
+            "journal": None if journal is None else str(journal),
+            "require_keys": KeyRequirement(require_keys).keys if require_keys else ()}  # fmt: skip
         self._check_target = check_target
         self._kms_qps = kms_budget(kms_qps)
         self._dead_letters = False
@@ -244,11 +253,13 @@ class ReencryptFields(_Reencrypt):
         policy: DataKeyPolicy | None = None,
         kms_qps: float | None = None,
         label: str | None = None,
+        require_keys: Iterable[str] = (),
     ) -> None:
         names = tuple(p.name for p in parse_paths(fields))
         ctx = context if new_context is None else new_context
         super().__init__(
-            DecryptFields(names, from_key, context=context, bind=bind, kms_qps=kms_qps),
+            DecryptFields(names, from_key, context=context, bind=bind, kms_qps=kms_qps,
+                          require_keys=require_keys),
             EncryptFields(names, to_key, context=ctx, bind=bind, encoding=encoding, policy=policy,
                           kms_qps=kms_qps),
             names, None, label,
@@ -271,10 +282,11 @@ class ReencryptRecords(_Reencrypt):
         policy: DataKeyPolicy | None = None,
         kms_qps: float | None = None,
         label: str | None = None,
+        require_keys: Iterable[str] = (),
     ) -> None:
         ctx = context if new_context is None else new_context
         dec = DecryptRecords(from_key, keep=keep, payload_field=payload_field, context=context,
-                             kms_qps=kms_qps)  # fmt: skip
+                             kms_qps=kms_qps, require_keys=require_keys)  # fmt: skip
         enc = EncryptRecords(to_key, keep=keep, payload_field=payload_field, context=ctx,
                              encoding=encoding, policy=policy, kms_qps=kms_qps)  # fmt: skip
         kept = tuple(keep.split(",") if isinstance(keep, str) else keep)

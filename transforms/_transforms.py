@@ -42,6 +42,7 @@ _LOG = logging.getLogger(__name__)
 from kmsbeam import DataKeyPolicy, check_context, open_key_source, parse_key_uri, parse_paths
 from kmsbeam.budget import kms_budget
 from kmsbeam.records import DEFAULT_PAYLOAD_FIELD
+from kmsbeam.strict import KeyRequirement
 from kmsbeam.transforms._dofns import DEAD_LETTER, BatchCryptoDoFn, CryptoDoFn
 
 BATCH_SIZE = 512  # records per engine call in EncryptFields and DecryptFields
@@ -120,6 +121,14 @@ def _names(value: Iterable[str] | str) -> tuple[str, ...]:
     return tuple(p.name for p in parse_paths(value)) if value else ()
 
 
+def _required(keys: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """``require_keys=`` (strict mode, ``kmsbeam.strict``): key URIs, checked here; values
+    wrapped under any other master key become dead letters ("key not allowed")."""
+    if isinstance(keys, str):
+        keys = (keys,)
+    return {"require_keys": KeyRequirement(keys).keys} if keys else {}
+
+
 class EncryptFields(_Crypto):
     """Encrypt chosen fields (dotted paths) of dict records or Beam Rows.
 
@@ -176,11 +185,13 @@ class DecryptFields(_Crypto):
         bind: Iterable[str] | str = (),
         label: str | None = None,
         kms_qps: float | None = None,
+        require_keys: Iterable[str] = (),
     ) -> None:
         super().__init__(
-            key, {"fields": _names(fields), "context": context, "bind": _names(bind)}, label,
+            key, {"fields": _names(fields), "context": context, "bind": _names(bind),
+                  **_required(require_keys)}, label,
             kms_qps,
-        )
+        )  # fmt: skip
 
 
 class EncryptRecords(_Crypto):
@@ -225,10 +236,12 @@ class DecryptRecords(_Crypto):
         context: Mapping[str, str] | None = None,
         label: str | None = None,
         kms_qps: float | None = None,
+        require_keys: Iterable[str] = (),
     ) -> None:
         super().__init__(
             key,
-            {"keep": _names(keep), "payload_field": payload_field, "context": context},
+            {"keep": _names(keep), "payload_field": payload_field, "context": context,
+             **_required(require_keys)},  # fmt: skip
             label,
             kms_qps,
         )
