@@ -34,6 +34,9 @@ def add_cat_parser(sub: Any) -> None:
     cat.add_argument("--context", action="append", metavar="NAME=VALUE",
                      help="encryption context entry (default: the manifest's or the object's)")  # fmt: skip
     cat.add_argument("--oss-endpoint", help="OSS endpoint (default KMSBEAM_OSS_ENDPOINT)")
+    from kmsbeam.pipelines.cli import add_require_key_argument
+
+    add_require_key_argument(cat)
 
 
 def _manifest_near(path: str, config: Any) -> Any:
@@ -64,7 +67,8 @@ def run_cat(args: argparse.Namespace, context: dict[str, str] | None, out: Binar
     out = out if out is not None else sys.stdout.buffer
     config = OssConfig.from_env(endpoint=args.oss_endpoint)
     manifest = _manifest_near(args.object, config)
-    trusted = TrustedKeySources.configured(args.key)
+    required = getattr(args, "require_key", None) or []
+    trusted = TrustedKeySources.configured(args.key, *[u for u in required if ":" in u.split("/", 1)[0]])
     key = args.key or (trusted.resolve(manifest.key) if manifest else None)
     if context is None and manifest is not None:
         context = manifest.context
@@ -80,7 +84,7 @@ def run_cat(args: argparse.Namespace, context: dict[str, str] | None, out: Binar
             raise kmsbeam.ConfigurationError(f"cannot open {args.object}: {exc.strerror}") from None
     try:
         reader = ObjectReader(raw, key, context=context, metadata=metadata, where=args.object,
-                              key_sources=trusted)  # fmt: skip
+                              key_sources=trusted, require_keys=required)  # fmt: skip
     except BaseException:
         raw.close()
         raise

@@ -286,8 +286,10 @@ def run_restore(args: argparse.Namespace, beam_args: list[str], context: dict[st
             raise ConfigurationError(f"{out} is not empty; pass --overwrite to write into it")
     paths = [src + o["name"] for o in manifest.objects]
     # the manifest's key is data: a hint resolved against the caller's key sources
-    key = args.key or TrustedKeySources.configured().resolve(manifest.key)
-    transform = DecryptObjects(out, key=key, base=src,
+    required = getattr(args, "require_key", None) or []
+    key = args.key or TrustedKeySources.configured(
+        *[u for u in required if ":" in u.split("/", 1)[0]]).resolve(manifest.key)
+    transform = DecryptObjects(out, key=key, base=src, require_keys=required,
                                context=context if context is not None else manifest.context, oss=oss,
                                kms_qps=getattr(args, "kms_qps", None))  # fmt: skip
     counters, elapsed = _run(options, runner, lambda p: p | beam.Create(paths) | beam.Reshuffle() | transform)

@@ -88,6 +88,9 @@ class JobSpec:
     kms_qps: float | None = None  # KMS calls/s per worker process (kmsbeam.budget); None: no cap
     kms_price_per_10k: float | None = None  # for the summary's cost estimate; None: the default
     trusted: TrustedKeySources | None = None  # the caller's key sources; None: from key and env
+    require_keys: list[str] | None = None  # --require-key items (strict decryption)
+    key_cache_ttl: float | None = None  # seconds an unwrapped data key is reused; None: 60
+    data_key_max_age: float | None = None  # seconds one data key encrypts; None: 300
 
 
 @dataclass
@@ -105,6 +108,7 @@ class Plan:
     out_schema: pa.Schema | None = None
     key_created: bool = False
     key_map: dict[str, str] = field(default_factory=dict)  # PME: master key id -> resolved URI
+    require_keys: tuple[str, ...] = ()  # strict decryption: the required key URIs
 
     @property
     def format(self) -> str:
@@ -212,11 +216,24 @@ def trusted_sources(spec: JobSpec) -> TrustedKeySources:
     """The key sources the caller configured for this job: ``--key``, the Parquet key options
     and ``KMSBEAM_KEY_SOURCES`` (``kmsbeam.trust``). A key URI in a manifest only resolves
     against these."""
+    required = [u for u in spec.require_keys or [] if ":" in u.split("/", 1)[0]]  # URIs
     if spec.trusted is not None:
-        return spec.trusted.with_uris(spec.key)
+        return spec.trusted.with_uris(spec.key, *required)
     pq = spec.parquet
     extra = [pq.footer_key, *pq.column_keys.values()] if pq is not None else []
-    return TrustedKeySources.configured(spec.key, *extra)
+    return TrustedKeySources.configured(spec.key, *extra, *required)
+
+
+def required_keys(spec: JobSpec, key: str) -> tuple[str, ...]:
+    """``--require-key`` as key URIs (bare key ids in the source of ``key``), their versions
+    learnt now: an unknown key fails before the job starts."""
+    from kmsbeam.strict import KeyRequirement, qualify_key
+
+    if not spec.require_keys:
+        return ()
+    requirement = KeyRequirement([qualify_key(item, key) for item in spec.require_keys])
+    requirement.versions()
+    return requirement.keys
 
 
 def _plan_parquet_encrypt(spec: JobSpec, pq_spec: ParquetSpec, notice: Callable[[str], None]) -> Plan:
@@ -392,6 +409,7 @@ def plan_decrypt(spec: JobSpec) -> Plan:
     plan.dead_dir = dead_dir_for(spec, plan.out_dir)
     prepare_output(plan.out_dir, plan.dead_dir, spec.overwrite, files)
     kmsbeam.open_key_source(manifest.key, create=False)
+    plan.require_keys = required_keys(spec, manifest.key)
     return plan
 
 
@@ -429,6 +447,10 @@ def _plan_parquet_decrypt(spec: JobSpec, files: list[str], pattern: str, m: Mani
     for uri in dict.fromkeys([m.key, m.footer_key or m.key, *(m.column_keys or {}).values()]):
         parse_key_uri(uri)
         kmsbeam.open_key_source(uri, create=False)
+    if spec.require_keys and m.mode == "pme":
+        raise ConfigurationError("--require-key is for field, record and cells datasets; a PME "
+                                 "dataset opens only with the keys it names")  # fmt: skip
+    plan.require_keys = required_keys(spec, m.key)
     return plan
 
 

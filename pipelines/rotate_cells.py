@@ -46,7 +46,7 @@ _META = b"kmsbeam.cells"
 
 
 def _rewrap_table(table: pa.Table, m: Manifest, rw: Rewrapper, to_key: str, name: str,
-                  failures: list[dict[str, Any]]) -> pa.Table:  # fmt: skip
+                  failures: list[dict[str, Any]], check: Any = None) -> pa.Table:  # fmt: skip
     for column in m.fields:
         values = column_at(table, column).to_pylist()
         out: list[Any] = []
@@ -55,6 +55,8 @@ def _rewrap_table(table: pa.Table, m: Manifest, rw: Rewrapper, to_key: str, name
                 out.append(None)
                 continue
             try:
+                if check is not None:  # strict: refused before the Rewrapper counts a call
+                    check(value)
                 out.append(rw.rewrap_value(value, FIELD_V1))
             except KmsBeamError as exc:
                 exc.field = column
@@ -88,6 +90,15 @@ def rotate_cells(args: argparse.Namespace, m: Manifest, table: Any) -> int:
     resuming = journal.is_dir() and not (out / ROTATION_NAME).exists()
     if not resuming:
         shutil.rmtree(journal, ignore_errors=True)
+    from kmsbeam.pipelines.rotate import required_keys
+    from kmsbeam.strict import KeyRequirement, RequiredRewrapSource
+
+    required = required_keys(args, to_key)
+    check = None
+    if required:  # strict: cells under other master keys are refused (listed), no call made
+        requirement = KeyRequirement(required)
+        target = RequiredRewrapSource(target, requirement)
+        check = lambda v: requirement.check_value(v, FIELD_V1, also=version)  # noqa: E731
     rw = Rewrapper(target, context=m.context, only_versions=args.only_version, target_version=version,
                    known=read_journal(journal, version), on_moved=JournalWriter(journal).moved)  # fmt: skip
     if args.dry_run:
@@ -111,7 +122,7 @@ def rotate_cells(args: argparse.Namespace, m: Manifest, table: Any) -> int:
     failures: list[dict[str, Any]] = []
     records = 0
     for f in files:
-        t = _rewrap_table(pq.read_table(f), m, rw, to_key, f.name, failures)
+        t = _rewrap_table(pq.read_table(f), m, rw, to_key, f.name, failures, check)
         records += t.num_rows
         encodings = {c: "DELTA_BYTE_ARRAY" for c in m.fields}
         plain = [c for c in leaf_paths(t.schema) if c not in encodings]
@@ -126,6 +137,7 @@ def rotate_cells(args: argparse.Namespace, m: Manifest, table: Any) -> int:
     rotation: dict[str, Any] = {
         "kmsbeam_rotation": 1, "method": "rewrap-cells", "source_key": m.key,
         "target_key": to_key, "target_version": version, "resumed": resuming, "counts": counts,
+        "required_keys": list(required),
         "failures": failures, "elapsed_seconds": round(elapsed, 3)}  # fmt: skip
     if args.verify or args.verify_sample is not None:
         rotation["verify"] = verify_output(out, m, [], args.verify_sample,

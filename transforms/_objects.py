@@ -100,7 +100,8 @@ def encrypt_object(src: str, dst: str, key: str, *, context: Mapping[str, str] |
 
 
 def open_encrypted(src: str, key: str | None = None, *, context: Mapping[str, str] | None = None,
-                   oss: OssConfig | None = None, key_sources: Sequence[str] = ()) -> ObjectReader:  # fmt: skip
+                   oss: OssConfig | None = None, key_sources: Sequence[str] = (),
+                   require_keys: Sequence[str] = ()) -> ObjectReader:  # fmt: skip
     """An ``ObjectReader`` over ``src``; for ``oss://`` the object's metadata is required
     and its wrapped key used (a missing metadata is a ``FormatError`` naming the object)."""
     if src.startswith("oss://"):
@@ -112,16 +113,18 @@ def open_encrypted(src: str, key: str | None = None, *, context: Mapping[str, st
         raw, metadata = FileSystems.open(src, compression_type=_RAW), None
     try:
         return ObjectReader(raw, key, context=context, metadata=metadata, where=src,
-                            key_sources=key_sources)  # fmt: skip  (used when key is None)
+                            key_sources=key_sources, require_keys=require_keys)  # fmt: skip
     except BaseException:
         raw.close()
         raise
 
 
 def decrypt_object(src: str, dst: str, key: str | None = None, *, context: Mapping[str, str] | None = None,
-                   oss: OssConfig | None = None, key_sources: Sequence[str] = ()) -> dict[str, Any]:  # fmt: skip
+                   oss: OssConfig | None = None, key_sources: Sequence[str] = (),
+                   require_keys: Sequence[str] = ()) -> dict[str, Any]:  # fmt: skip
     """Decrypt one object ``src`` into ``dst``; a failure leaves no ``dst`` behind."""
-    with open_encrypted(src, key, context=context, oss=oss, key_sources=key_sources) as reader:
+    with open_encrypted(src, key, context=context, oss=oss, key_sources=key_sources,
+                        require_keys=require_keys) as reader:  # fmt: skip
         if dst.startswith("oss://"):
             out = oss_client(oss).open_write(dst)
         else:
@@ -271,6 +274,8 @@ class DecryptObjects(_Objects):
             against ``key_sources``; see ``kmsbeam.trust``).
         key_sources: the caller's key URIs that objects' hints may resolve to (added to the
             worker's ``KMSBEAM_KEY_SOURCES``); used only without ``key``.
+        require_keys: strict mode (``kmsbeam.strict``): objects whose data key is wrapped
+            under any other master key are refused ("key not allowed") before any call.
         base, context, oss, kms_qps: as for ``EncryptObjects`` (context default: each header's).
     """
 
@@ -278,6 +283,8 @@ class DecryptObjects(_Objects):
 
     def __init__(self, destination: str, *, key: str | None = None, base: str | None = None,
                  context: Mapping[str, str] | None = None, oss: OssConfig | None = None,
-                 kms_qps: float | None = None, key_sources: Sequence[str] = ()) -> None:  # fmt: skip
+                 kms_qps: float | None = None, key_sources: Sequence[str] = (),
+                 require_keys: Sequence[str] = ()) -> None:  # fmt: skip
         super().__init__(key, destination, base=base, context=context, oss=oss, kms_qps=kms_qps,
-                         key_sources=tuple(TrustedKeySources(tuple(key_sources)).uris))  # fmt: skip
+                         key_sources=tuple(TrustedKeySources(tuple(key_sources)).uris),
+                         require_keys=tuple(require_keys))  # fmt: skip

@@ -88,6 +88,9 @@ class ObjectReader(io.BufferedIOBase):
             so it is only a hint and never makes the reader connect anywhere or load a module.
         key_sources: the caller's configured key sources (``TrustedKeySources`` or key URIs;
             default: ``KMSBEAM_KEY_SOURCES``); used only when ``key`` is None.
+        require_keys: strict mode (``kmsbeam.strict``): key URIs, or bare key ids of the
+            reader's key source; a data key wrapped under any other master key raises
+            ``KeyNotAllowedError`` before any key-source call.
         context: the encryption context; None uses the one stored in the header.
         metadata: the object's ``x-oss-meta-`` entries when it has them: their wrapped key
             (the current one after a rewrap) is used instead of the header's.
@@ -112,6 +115,7 @@ class ObjectReader(io.BufferedIOBase):
         where: str = "the object",
         close_raw: bool = True,
         key_sources: TrustedKeySources | Iterable[str] | None = None,
+        require_keys: Iterable[str] = (),
     ) -> None:
         super().__init__()
         self._raw = raw
@@ -125,6 +129,11 @@ class ObjectReader(io.BufferedIOBase):
         else:
             source = resolve_key_source(key)
         ctx = header.context if context is None else check_context(context)
+        if require_keys:
+            from kmsbeam.strict import KeyRequirement, qualify_key
+
+            items = (require_keys,) if isinstance(require_keys, str) else tuple(require_keys)
+            KeyRequirement([qualify_key(k, source.uri) for k in items]).check(header.wrapped)
         dek = _unwrap(source, header, ctx, where)
         header.check_key(dek)
         self._aead = AESGCM(chunk_key(dek, header.object_id))
