@@ -95,3 +95,23 @@ def test_cat_and_rotate_refuse_other_master_keys(cli, customers: Path, tmp_path:
     assert r.code == 0, r.err
     rotation = json.loads((tmp_path / "r2" / "_kmsbeam_rotation.json").read_text())
     assert rotation["counts"]["dead_letters"] == 0 and rotation["required_keys"] == ["local:alias/b"]
+
+
+def test_parquet_cells_refuse_other_master_keys(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"id": list(range(50)), "ssn": [f"s{i}" for i in range(50)]}), src)
+    enc = tmp_path / "enc"
+    r = cli("encrypt", src, enc, "--columns", "ssn", "--parquet-mode", "cells", "--key", "local:alias/b")
+    assert r.code == 0, r.err
+    open_key_source("local:alias/a", create=True)
+    r = cli("decrypt", enc, tmp_path / "p1", "--key", "local:alias/a", "--require-key", "alias/a")
+    assert r.code == 0, r.err
+    assert table_value(r.out, "KMS calls: Decrypt") == "0"
+    letters = [json.loads(x) for x in shard_lines(tmp_path / "p1" / "_dead_letters")]
+    assert len(letters) == 50 and all(x["reason"].startswith("key not allowed") for x in letters)
+    r = cli("decrypt", enc, tmp_path / "p2", "--require-key", "local:alias/b")
+    assert r.code == 0, r.err
+    assert table_value(r.out, "master keys used") == f"local:alias/b (version {_version('local:alias/b')})"
