@@ -59,8 +59,16 @@ def dry_run(plan: Plan, m: Manifest, to_key: str, version: str, args: argparse.N
             heads[row["k"]] = row["v"]
             values += 1
     only = set(args.only_version) if args.only_version else None
-    todo = [k for k, v in heads.items() if v != version and (only is None or v in only)]
+    refused: set[str] = set()
+    if plan.require_keys:  # strict: data keys under other master keys are not moved
+        from kmsbeam.strict import KeyRequirement
+
+        allowed = KeyRequirement(plan.require_keys).allowed() | {version}
+        refused = {k for k, v in heads.items() if v not in allowed}
+    todo = [k for k, v in heads.items() if v != version and (only is None or v in only)
+            and k not in refused]  # fmt: skip
     rows = [("values", f"{values:,}"), ("data keys", f"{len(heads):,}"),
+            *([("data keys not allowed (--require-key)", f"{len(refused):,}")] if plan.require_keys else []),
             ("data keys to move", f"{len(todo):,}"),
             ("KMS calls: " + ("GenerateDataKey" if args.reencrypt else "ReEncrypt"),
              f"{len(todo):,}" if not args.reencrypt else "1 per bundle"),

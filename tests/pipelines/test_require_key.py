@@ -91,6 +91,11 @@ def test_cat_and_rotate_refuse_other_master_keys(cli, customers: Path, tmp_path:
     assert table_value(r.out, "KMS calls: ReEncrypt") == "0"
     letters = [json.loads(x) for x in shard_lines(tmp_path / "r1" / "_dead_letters")]
     assert len(letters) == n and all(x["reason"].startswith("key not allowed") for x in letters)
+    r = cli("rotate", enc, tmp_path / "dry", "--to-key", "local:alias/c", "--require-key", "alias/a",
+            "--dry-run")  # fmt: skip
+    assert r.code == 0, r.err
+    assert table_value(r.out, "data keys to move") == "0"
+    assert table_value(r.out, "data keys not allowed (--require-key)") == table_value(r.out, "data keys")
     r = cli("rotate", enc, tmp_path / "r2", "--to-key", "local:alias/c", "--require-key", "alias/b")
     assert r.code == 0, r.err
     rotation = json.loads((tmp_path / "r2" / "_kmsbeam_rotation.json").read_text())
