@@ -212,3 +212,31 @@ def test_a_hint_matching_a_configured_emulator_works(cli, customers: Path, tmp_p
         ObjectReader(raw)
     with obj.open("rb") as raw, ObjectReader(raw, key_sources=[key]) as reader:
         assert reader.read() == b"rows\n"
+
+
+def test_every_flipped_byte_of_a_header_uri_is_one_uniform_error(
+    tmp_path: Path, listener: tuple[int, list[int]]
+) -> None:
+    """The reviewer's experiment: flip each byte of the key URI in an object header."""
+    port, accepted = listener
+    uri = f"kms-emulator://127.0.0.1:{port}/alias/pii"
+    obj = _tampered_object(tmp_path, uri)
+    data = obj.read_bytes()
+    start = data.index(uri.encode())
+    messages = set()
+    for i in range(len(uri)):
+        for flip in (0x01, 0x20):
+            tampered = bytearray(data)
+            tampered[start + i] ^= flip
+            text = bytes(tampered[start : start + len(uri)]).decode("latin-1")
+            try:
+                ObjectReader(io.BytesIO(bytes(tampered)))
+            except UntrustedKeySourceError as exc:
+                assert text not in str(exc) and str(port) not in str(exc)
+                messages.add(str(exc))
+            except Exception as exc:  # not UTF-8, or no longer a header: the opaque error
+                assert text not in str(exc) and str(port) not in str(exc)
+            else:
+                raise AssertionError(f"byte {i} flipped was accepted")
+    assert accepted == []
+    assert len(messages) <= 2  # "a kms-emulator key source" or "a key source" (another scheme)
