@@ -53,11 +53,14 @@ def as_text(data: bytes) -> str:
 
 # -- tamper mutations -------------------------------------------------------------------------
 INTERESTING = (0x00, 0x01, 0x02, 0x03, 0x0F, 0x10, 0x7F, 0x80, 0xFE, 0xFF)
+#: openers that nest when repeated (JSON arrays and objects, Thrift lists of structs)
+NEST_TOKENS = (b"[", b'{"k":', b'{"k":[', b"\x19\x1c", b"\x1c")
 
 
 def mutate(seed: bytes, ops: Sequence[tuple[Any, ...]]) -> bytes:
     """``seed`` after ``ops``: flip a bit, set a byte, truncate, extend, insert, delete, copy a
-    span over another, repeat one byte thousands of times (nesting and length bombs).
+    span over another, repeat a short span or a nesting token thousands of times (length
+    and nesting bombs).
     Positions are taken modulo the current length, so any op applies."""
     data = bytearray(seed)
     for op in ops:
@@ -80,9 +83,12 @@ def mutate(seed: bytes, ops: Sequence[tuple[Any, ...]]) -> bytes:
         elif kind == "copy" and n:
             src, dst, size = a % n, b % n, 1 + (a ^ b) % 24
             data[dst : dst + size] = data[src : src + size]
-        elif kind == "repeat" and n:
+        elif kind == "nest":  # b: which token, 1000..8000 times; at the start one time in 4
+            pos = 0 if a % 4 == 0 else a % (n + 1)
+            data[pos:pos] = NEST_TOKENS[b % len(NEST_TOKENS)] * (1000 * (1 + b // 8 % 8))
+        elif kind == "repeat" and n:  # b: span of 1..8 bytes, 1000..8000 times
             pos = a % n
-            data[pos:pos] = data[pos : pos + 1] * (1000 * (1 + b % 8))
+            data[pos:pos] = data[pos : pos + 1 + b // 8 % 8] * (1000 * (1 + b % 8))
     return bytes(data)
 
 

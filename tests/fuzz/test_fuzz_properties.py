@@ -40,7 +40,8 @@ OPS = st.one_of(
     st.tuples(st.just("insert"), POS, st.binary(min_size=1, max_size=16)),
     st.tuples(st.just("delete"), POS, st.integers(0, 15)),
     st.tuples(st.just("copy"), POS, POS),
-    st.tuples(st.just("repeat"), POS, st.integers(0, 7)),
+    st.tuples(st.just("repeat"), POS, st.integers(0, 63)),
+    st.tuples(st.just("nest"), POS, st.integers(0, 63)),
 )
 
 
