@@ -29,7 +29,8 @@ from kmsbeam.pipelines import _fns
 
 from kmsbeam import DataKeyPolicy
 
-__all__ = ["CODEC", "WriteParquet", "WriteParquetTables", "build_parquet_job", "leaf_paths"]
+__all__ = ["CODEC", "FitParquet", "WriteParquet", "WriteParquetTables", "build_parquet_job",
+           "leaf_paths"]  # fmt: skip
 
 CODEC = "snappy"
 _ENCRYPTED_ENCODING = "DELTA_BYTE_ARRAY"
@@ -116,6 +117,63 @@ def _is_binary(schema: pa.Schema | pa.StructType, path: str) -> bool:
     if rest:
         return pa.types.is_struct(field_type) and _is_binary(field_type, rest)
     return bool(pa.types.is_binary(field_type) or pa.types.is_large_binary(field_type))
+
+
+class FitParquet(beam.DoFn):
+    """Records that fit the Parquet schema pass; one that does not is a dead letter, not the
+    end of the write (a value that authenticated can still hold another type than its column).
+
+    Checked in batches of ``BATCH`` records (one Arrow conversion each), record by record only
+    when a batch fails. A dead letter shows only the ``shown`` (cleartext) fields: the others
+    were just decrypted.
+    """
+
+    BATCH = 1000
+
+    def __init__(self, schema: pa.Schema, shown: Sequence[str]) -> None:
+        self._schema = schema
+        self._shown = list(shown)
+        self._batch: list[Any] = []
+
+    def start_bundle(self) -> None:
+        self._batch = []
+
+    def process(self, record: Any) -> Iterator[Any]:
+        self._batch.append(record)
+        if len(self._batch) >= self.BATCH:
+            yield from self._flush()
+
+    def finish_bundle(self) -> Iterator[Any]:
+        from apache_beam.transforms.window import GlobalWindow
+        from apache_beam.utils.timestamp import MIN_TIMESTAMP
+        from apache_beam.utils.windowed_value import WindowedValue
+
+        for out in self._flush():
+            if isinstance(out, beam.pvalue.TaggedOutput):
+                yield beam.pvalue.TaggedOutput(
+                    out.tag, WindowedValue(out.value, MIN_TIMESTAMP, [GlobalWindow()]))
+            else:
+                yield WindowedValue(out, MIN_TIMESTAMP, [GlobalWindow()])
+
+    def _fits(self, records: list[Any]) -> bool:
+        try:
+            pa.Table.from_pylist(records, schema=self._schema)
+        except (pa.ArrowException, TypeError, ValueError, OverflowError):
+            return False
+        return True
+
+    def _flush(self) -> Iterator[Any]:
+        batch, self._batch = self._batch, []
+        if not batch or self._fits(batch):
+            yield from batch
+            return
+        for record in batch:
+            if self._fits([record]):
+                yield record
+            else:
+                shown = {k: record[k] for k in self._shown if k in record}
+                yield _fns._dead("FormatParquet", "wrong type: a value does not fit its Parquet "
+                                 "column's type", shown)  # fmt: skip
 
 
 class _CountRows(beam.DoFn):

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io import fileio
 from kmsbeam.pipelines import _fns, _read
-from kmsbeam.pipelines._parquet import WriteParquet
+from kmsbeam.pipelines._parquet import FitParquet, WriteParquet
 from kmsbeam.transforms import DEAD_LETTER
 
 from kmsbeam import ConfigurationError, FormatError
@@ -192,16 +192,24 @@ def write_records(
     columns: Sequence[str] = (),
     schema: pa.Schema | None = None,
     encrypted: Sequence[str] = (),
+    fit_shown: Sequence[str] | None = None,
 ) -> Any:
     """Write ``part-SSSSS-of-NNNNN.<ext>`` shards; returns dead letters (JSONL, CSV: a record
     that does not fit the format or ``_fns.MAX_RECORD_BYTES``) or None (Parquet).
 
     ``encrypted``: the (dotted) fields holding encrypted values, which Parquet stores with
-    DELTA_BYTE_ARRAY (see ``_parquet``).
+    DELTA_BYTE_ARRAY (see ``_parquet``). ``fit_shown`` (decrypting to Parquet): records are
+    checked against ``schema`` first, and one that does not fit is a dead letter showing only
+    these fields (``shown_in_dead_letters``).
     """
     suffix = SUFFIX[fmt]
     dead = None
-    if fmt == "parquet":
+    if fmt == "parquet" and fit_shown is not None:
+        assert schema is not None
+        fitted = records | "FitParquet" >> beam.ParDo(FitParquet(schema, fit_shown)).with_outputs(
+            DEAD_LETTER, main="records")
+        out, dead = fitted.records, fitted[DEAD_LETTER]
+    elif fmt == "parquet":
         out = records
     elif fmt == "csv":
         formatted = records | "FormatCSV" >> beam.ParDo(_fns.FormatCsv(columns)).with_outputs(
@@ -221,6 +229,15 @@ def write_records(
     else:
         counted | "WriteJSONL" >> beam.io.WriteToText(prefix, file_name_suffix=suffix)
     return dead
+
+
+def shown_in_dead_letters(manifest: Any, schema: pa.Schema) -> list[str]:
+    """The cleartext fields of decrypted records: the kept fields (record mode), or the columns
+    no encrypted field path starts in (fields mode)."""
+    if manifest.mode != "fields":
+        return list(manifest.keep)
+    hidden = {f.split(".")[0] for f in manifest.fields}
+    return [n for n in schema.names if n not in hidden]
 
 
 def write_dead_letters(letters: Sequence[Any], prefix: str) -> None:

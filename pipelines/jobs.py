@@ -171,8 +171,12 @@ def build_pipeline(p: beam.Pipeline, plan: Plan) -> None:
         crypto_dead = crypto_dead | "RestoreNullStructsDead" >> beam.Map(_fns.restore_null_parents)
     out_prefix = str(plan.out_dir.absolute() / "part")
     encrypted = list(m.fields) if m.mode == "fields" else [m.payload_field]
+    shown = None  # decrypting to Parquet: a value of another type than its column is a dead letter
+    if plan.format == "parquet" and plan.spec.action == "decrypt":
+        shown = formats.shown_in_dead_letters(m, plan.out_schema)
     format_dead = formats.write_records(good, plan.format, out_prefix, columns=plan.out_columns,
-                                        schema=plan.out_schema, encrypted=encrypted)  # fmt: skip
+                                        schema=plan.out_schema, encrypted=encrypted,
+                                        fit_shown=shown)  # fmt: skip
     letters = [d for d in (parse_dead, crypto_dead, format_dead) if d is not None]
     formats.write_dead_letters(letters, str(plan.dead_dir.absolute() / "part"))
 

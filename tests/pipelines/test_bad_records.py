@@ -189,3 +189,29 @@ def test_a_csv_header_that_is_not_utf8_is_a_usage_error(cli, tmp_path: Path) -> 
     source.write_bytes(b"id,s\xffn\n1,2\n")
     r = cli("encrypt", source, tmp_path / "enc", "--fields", "id", "--key", KEY)
     assert r.code == 2 and "is not UTF-8 text" in r.err and "Traceback" not in r.err
+
+
+def test_parquet_decrypt_of_an_authentic_value_of_another_type(cli, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from kmsbeam import open_key_source
+
+    source = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"id": [1, 2, 3], "n": [10, 20, 30], "s": ["a", "b", "c"]}), source)
+    enc, dec = tmp_path / "enc", tmp_path / "dec"
+    assert cli("encrypt", source, enc, "--fields", "n", "--key", KEY).code == 0
+    (shard,) = enc.glob("part-*")
+    rows = pq.read_table(shard).to_pylist()
+    parsed = parse(rows[1]["n"], FIELD_V1)
+    dek = open_key_source(KEY).decrypt_data_key(parsed.wrapped)
+    rows[1]["n"] = Sealer(FIELD_V1, dek, parsed.wrapped).seal(b"\x05not an int", "n")  # a str
+    pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(shard)), shard)
+    r = cli("decrypt", enc, dec, "--key", KEY)
+    assert r.code in (0, 3), r.err
+    assert _counts(r.out) == (3, 2, 1)
+    (letter,) = _letters(dec)
+    assert letter == {"transform": "FormatParquet", "record": {"id": 2, "s": "b"},
+                      "reason": "wrong type: a value does not fit its Parquet column's type"}  # fmt: skip
+    (out,) = dec.glob("part-*")
+    assert pq.read_table(out).to_pylist() == [{"id": 1, "n": 10, "s": "a"}, {"id": 3, "n": 30, "s": "c"}]
