@@ -1,8 +1,14 @@
 """The decrypt-side data-key cache: unwrapped data keys (as ciphers) by wrapped-key bytes.
 
-LRU with a time-to-live, safe to share between threads, one per worker process
-(``shared_cache()``). Concurrent misses for the same wrapped key coalesce into one call to the
-key source: the first caller unwraps, the others wait for its result (or its error).
+LRU with a time-to-live, safe to share between threads, one per worker process and
+time-to-live (``shared_cache(ttl)``). The time-to-live bounds the revocation latency on the
+decrypt side: after DisableKey (or a policy change) a worker keeps decrypting values of a data key
+it already unwrapped for at most that long. Default ``DEFAULT_KEY_CACHE_TTL`` = 60 s: one Decrypt
+per data key per worker per minute is negligible next to a job's records, and a kill switch that
+takes effect within a minute is what an incident needs (the common advice is to cache data keys
+for seconds to minutes, never hours; it was 300 s). Concurrent misses for the same wrapped key
+coalesce into one call to the key source: the first caller unwraps, the others wait for its
+result (or its error).
 
 Entries hold a ``KeyCipher`` (cipher and key commitment), never the DEK bytes; the cache never
 pickles.
@@ -15,6 +21,7 @@ record. Waiters on a failed miss get fresh copies as well: no exception object i
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -28,7 +35,9 @@ from kmsbeam.errors import KeySourceError, KmsBeamError
 from kmsbeam.failures import FailureMemory, copy_error, failure_ttl
 from kmsbeam.keysource import KeySource, canonical_context
 
-__all__ = ["DataKeyCache", "shared_cache"]
+__all__ = ["DEFAULT_KEY_CACHE_TTL", "DataKeyCache", "shared_cache"]
+
+DEFAULT_KEY_CACHE_TTL = 60.0
 
 _Key = tuple[str, bytes, bytes]
 
@@ -57,15 +66,14 @@ class DataKeyCache:
     def __init__(
         self,
         max_entries: int = 1024,
-        ttl_seconds: float = 300.0,
+        ttl_seconds: float = DEFAULT_KEY_CACHE_TTL,
         *,
         clock: Callable[[], float] = time.monotonic,
         failure_ttl_seconds: float | None = None,
     ) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
-        if ttl_seconds <= 0:
-            raise ValueError("ttl_seconds must be positive")
+        check_ttl(ttl_seconds, "ttl_seconds")
         self.max_entries = max_entries
         self.ttl_seconds = ttl_seconds
         self._clock = clock
@@ -181,14 +189,37 @@ class DataKeyCache:
         return cipher, expires
 
 
-_shared: tuple[int, DataKeyCache] | None = None
+_shared: dict[float, DataKeyCache] = {}
+_shared_pid = [os.getpid()]
 _shared_lock = threading.Lock()
 
 
-def shared_cache() -> DataKeyCache:
-    """The process-wide cache (a fresh one in a forked child)."""
-    global _shared
+def shared_cache(ttl_seconds: float | None = None) -> DataKeyCache:
+    """The process-wide cache for a time-to-live (default ``DEFAULT_KEY_CACHE_TTL``); fresh
+    ones in a forked child.
+
+    Raises:
+        ValueError: a time-to-live that is not a positive finite number.
+    """
+    ttl = DEFAULT_KEY_CACHE_TTL if ttl_seconds is None else check_ttl(ttl_seconds)
     with _shared_lock:
-        if _shared is None or _shared[0] != os.getpid():
-            _shared = (os.getpid(), DataKeyCache())
-        return _shared[1]
+        if _shared_pid[0] != os.getpid():
+            _shared.clear()
+            _shared_pid[0] = os.getpid()
+        cache = _shared.get(ttl)
+        if cache is None:
+            cache = _shared[ttl] = DataKeyCache(ttl_seconds=ttl)
+        return cache
+
+
+def check_ttl(seconds: float, what: str = "the data-key cache time-to-live") -> float:
+    """``seconds`` as a float when it is a positive finite number of seconds.
+
+    Raises:
+        ValueError: anything else (bool, NaN, infinity, 0 or less).
+    """
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise ValueError(f"{what} is a number of seconds")
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"{what} must be a positive, finite number of seconds")
+    return float(seconds)

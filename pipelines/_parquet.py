@@ -209,7 +209,7 @@ def build_parquet_job(p: Any, plan: Any) -> None:
         # a file that cannot be opened (key disabled or missing, truncated) fails the job
         tables = p | "ReadParquet" >> ReadEncryptedParquet(
             plan.pattern, keys=keys, context=m.context, as_tables=True, kms_qps=qps,
-            key_map=plan.key_map)  # fmt: skip  (PME ids of manifest URIs -> resolved URIs)
+            key_map=plan.key_map, key_cache_ttl=plan.spec.key_cache_ttl)  # fmt: skip  (PME ids of manifest URIs -> resolved URIs)
     else:
         tables = p | "ReadParquet" >> beam.io.ReadFromParquetBatched(plan.pattern)
     tables = tables | "CountRead" >> beam.ParDo(_CountRows("records_read"))
@@ -219,18 +219,20 @@ def build_parquet_job(p: Any, plan: Any) -> None:
         policy = DataKeyPolicy(max_records=cap) if cap else None
         tables, dead = tables | "EncryptCells" >> EncryptCells(
             m.fields, m.key, context=m.context, bind=m.bind, policy=policy,
-            kms_qps=qps).with_dead_letters()  # fmt: skip
+            kms_qps=qps, data_key_max_age=plan.spec.data_key_max_age).with_dead_letters()  # fmt: skip
         encrypted = list(m.fields)
     elif m.mode == "cells":
         tables, dead = tables | "DecryptCells" >> DecryptCells(
             m.key, m.fields, context=m.context, bind=m.bind, schema=original,
-            kms_qps=qps, require_keys=plan.require_keys).with_dead_letters()  # fmt: skip
+            kms_qps=qps, require_keys=plan.require_keys,
+            key_cache_ttl=plan.spec.key_cache_ttl).with_dead_letters()  # fmt: skip
     tables = tables | "CountWritten" >> beam.ParDo(_CountRows("records_written"))
     if m.mode == "pme" and encrypting:
         tables | "WriteParquet" >> WriteEncryptedParquet(
             prefix, original, column_keys=m.column_keys, footer_key=m.footer_key,
             plaintext_footer=m.plaintext_footer, context=m.context,
-            external_key_material=m.key_material == "external", kms_qps=qps)  # fmt: skip
+            external_key_material=m.key_material == "external", kms_qps=qps,
+            data_key_max_age=plan.spec.data_key_max_age)  # fmt: skip
     else:
         tables | "WriteParquet" >> WriteParquetTables(prefix, plan.out_schema, ".parquet", encrypted)
     if dead is not None:

@@ -107,6 +107,17 @@ def add_kms_budget_arguments(parser: Any) -> None:
     group.add_argument("--kms-price-per-10k", type=_price, metavar="PRICE",
                        help="KMS price per 10,000 calls for the summary's cost estimate (default "
                        "$KMSBEAM_KMS_PRICE_PER_10K, else USD 0.03)")  # fmt: skip
+    add_key_lifetime_arguments(parser)
+
+
+def add_key_lifetime_arguments(parser: Any) -> None:
+    """``--key-cache-ttl`` and ``--data-key-max-age``: the revocation latency (docs/SECURITY.md)."""
+    group = parser.add_argument_group("revocation latency (how soon a disabled key stops the job)")
+    group.add_argument("--key-cache-ttl", type=_positive_number, metavar="SECONDS",
+                       help="reuse an unwrapped data key for at most SECONDS per worker process "
+                       "(default 60)")  # fmt: skip
+    group.add_argument("--data-key-max-age", type=_positive_number, metavar="SECONDS",
+                       help="encrypt under one data key for at most SECONDS (default 300)")
 
 
 def add_require_key_argument(parser: Any) -> None:
@@ -213,7 +224,8 @@ def _run_job(args: argparse.Namespace, beam_args: list[str]) -> int:
                    max_records_per_key=args.max_records_per_key, overwrite=args.overwrite,
                    beam_args=beam_args, kms_qps=args.kms_qps,
                    kms_price_per_10k=summary.kms_price_per_10k(args.kms_price_per_10k),
-                   require_keys=getattr(args, "require_key", None))  # fmt: skip
+                   require_keys=getattr(args, "require_key", None),
+                   key_cache_ttl=args.key_cache_ttl, data_key_max_age=args.data_key_max_age)  # fmt: skip
     spec.parquet = parquet_spec(args)
     jobs.pipeline_options(beam_args)  # option mistakes surface before any key is created
     if spec.action == "encrypt":

@@ -141,16 +141,19 @@ def _transform(plan: Plan) -> Any:
     qps = spec.kms_qps  # travels in the DoFns; installed in each worker process in setup()
     if m.mode == "fields" and encrypting:
         return EncryptFields(m.fields, m.key, context=m.context, bind=m.bind,
-                             encoding=m.encoding, policy=policy, kms_qps=qps)  # fmt: skip
+                             encoding=m.encoding, policy=policy, kms_qps=qps,
+                             data_key_max_age=spec.data_key_max_age)  # fmt: skip
     if m.mode == "fields":
         return DecryptFields(m.fields, m.key, context=m.context, bind=m.bind, kms_qps=qps,
-                             require_keys=plan.require_keys)  # fmt: skip
+                             require_keys=plan.require_keys,
+                             key_cache_ttl=spec.key_cache_ttl)  # fmt: skip
     if encrypting:
         return EncryptRecords(m.key, keep=m.keep, payload_field=m.payload_field,
                               context=m.context, encoding=m.encoding, policy=policy,
-                              kms_qps=qps)  # fmt: skip
+                              kms_qps=qps, data_key_max_age=spec.data_key_max_age)  # fmt: skip
     return DecryptRecords(m.key, keep=m.keep, payload_field=m.payload_field, context=m.context,
-                          kms_qps=qps, require_keys=plan.require_keys)  # fmt: skip
+                          kms_qps=qps, require_keys=plan.require_keys,
+                          key_cache_ttl=spec.key_cache_ttl)  # fmt: skip
 
 
 def build_pipeline(p: beam.Pipeline, plan: Plan) -> None:

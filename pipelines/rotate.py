@@ -145,20 +145,24 @@ def _build(p: beam.Pipeline, plan: Plan, m: Manifest, to_key: str, version: str,
     nested = [f for f in m.fields + m.bind if "." in f] if m.mode == "fields" else []
     if m.format == "parquet" and nested:
         records = records | "FillNullStructs" >> beam.Map(_fns.fill_null_parents, nested)
+    lifetimes = {"key_cache_ttl": getattr(args, "key_cache_ttl", None),  # the revocation latency
+                 "data_key_max_age": getattr(args, "data_key_max_age", None)}  # fmt: skip
     if args.reencrypt:
         step: Any = (ReencryptFields(m.fields, m.key, to_key, context=m.context, bind=m.bind,
                                      encoding=m.encoding, kms_qps=args.kms_qps,
-                                     require_keys=plan.require_keys)
+                                     require_keys=plan.require_keys, **lifetimes)
                      if m.mode == "fields" else
                      ReencryptRecords(m.key, to_key, keep=m.keep, payload_field=m.payload_field,
                                       context=m.context, encoding=m.encoding,
-                                      kms_qps=args.kms_qps, require_keys=plan.require_keys))  # fmt: skip
+                                      kms_qps=args.kms_qps, require_keys=plan.require_keys,
+                                      **lifetimes))  # fmt: skip
     else:
         step = RewrapDataKeys(m.fields, to_key, mode=m.mode, context=m.context,
                               payload_field=m.payload_field, only_versions=args.only_version,
                               check_target=False, target_version=version,
                               journal=str((plan.out_dir / JOURNAL_NAME).absolute()),
-                              kms_qps=args.kms_qps, require_keys=plan.require_keys)  # fmt: skip
+                              kms_qps=args.kms_qps, require_keys=plan.require_keys,
+                              key_cache_ttl=lifetimes["key_cache_ttl"])  # fmt: skip
     good, dead = records | "Rotate" >> step.with_dead_letters()
     tmp = str((plan.out_dir / _TMP).absolute())
     for name, pcoll in (("in", records), ("out", good)):

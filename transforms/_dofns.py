@@ -30,6 +30,7 @@ from kmsbeam import (
     RecordEncryptor,
     failure_reason,
     open_key_source,
+    shared_cache,
 )
 from kmsbeam.reasons import fails_job, job_error
 from kmsbeam.budget import KmsBudget, kms_budget
@@ -74,6 +75,7 @@ class CryptoDoFn(BudgetedDoFn):
         self._counters: Counters | None = None
         self._records = 0
         self._values_before = 0
+        self._failed_before = 0  # failed GenerateDataKey calls already reported
 
     def setup(self) -> None:
         self._counters = Counters()
@@ -108,9 +110,8 @@ class CryptoDoFn(BudgetedDoFn):
         are counted by ``on_generate``), so every operation counts its failed calls."""
         keys = getattr(self._engine, "keys", None)
         failed = getattr(keys, "failed_calls", 0)
-        before = getattr(self, "_failed_before", 0)
-        if failed > before and self._counters is not None:
-            self._counters.generate_calls.inc(failed - before)
+        if failed > self._failed_before and self._counters is not None:
+            self._counters.generate_calls.inc(failed - self._failed_before)
         self._failed_before = failed
 
     def _build(self) -> None:
@@ -119,6 +120,9 @@ class CryptoDoFn(BudgetedDoFn):
         encrypting = self._op.startswith("encrypt")
         source = open_key_source(self._key_uri)  # workers never create keys
         opts = dict(self._options)
+        ttl = opts.pop("cache_ttl", None)  # key_cache_ttl: this process's cache of that TTL
+        if not encrypting:
+            opts["cache"] = shared_cache(ttl)
         if encrypting:
             opts["on_generate"] = counters.generated
         else:

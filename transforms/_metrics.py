@@ -7,14 +7,17 @@ records                       elements seen
 values_encrypted              field values (or whole records) encrypted
 values_decrypted              field values (or whole records) decrypted
 data_keys_generated           data keys generated (one GenerateDataKey each)
-kms_calls_generate_data_key   calls to the key source to generate a data key
-kms_calls_decrypt             calls to the key source to unwrap a data key (cache misses)
+kms_calls_generate_data_key   calls to the key source to generate a data key (failed too)
+kms_calls_decrypt             calls to the key source to unwrap a data key (cache misses;
+                              failed too)
 dead_letters                  elements sent to the dead-letter output
 kms_budget_waits              remote KMS calls that waited for the KMS call budget
 kms_budget_wait_ms            milliseconds those calls waited (``kms_qps``: throttling)
 ============================  ==============================================================
 
-Counters carry counts only: never a key, a value or a context.
+Every ``kms_calls_*`` counter counts the calls made, failed ones included (a failure the worker
+remembers, ``kmsbeam.failures``, makes no call and is not counted). Counters carry counts only:
+never a key, a value or a context.
 """
 
 from __future__ import annotations

@@ -14,7 +14,9 @@ Caveats:
 - With external key material, ``_KEY_MATERIAL_FOR_<file>.json`` is written next to Beam's
   temp file and renamed with it; the path must be one pyarrow's filesystems can write
   (local, HDFS, S3, GCS).
-- PME's plaintext KEKs and DEKs stay in pyarrow's caches for ``cache_lifetime_seconds``.
+- PME's plaintext KEKs and DEKs stay in pyarrow's caches for ``cache_lifetime_seconds``: that
+  is PME's revocation latency. Defaults: 300 s on write (as ``DataKeyPolicy.max_age_seconds``),
+  60 s on read (as the data-key cache); ``data_key_max_age`` / ``key_cache_ttl`` set the same.
 - A retried bundle writes a new temp file with new data keys; Beam discards the old one.
 """
 
@@ -34,6 +36,8 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from kmsbeam import ConfigurationError, FormatError, KmsBeamError, failure_reason, open_key_source
+from kmsbeam.cache import DEFAULT_KEY_CACHE_TTL, check_ttl
+from kmsbeam.policy import DEFAULT_MAX_AGE
 from kmsbeam.reasons import fails_job, job_error
 from kmsbeam.parquet import (
     PmeDecryption,
@@ -211,6 +215,8 @@ class WriteEncryptedParquet(beam.PTransform):
         record_batch_size, row_group_buffer_size: how dict records are gathered into tables.
         kms_qps: remote KMS calls per second allowed to each worker process while it writes a
             file (``None``: no limit; ``kmsbeam.budget``).
+        data_key_max_age: the name other encrypting transforms use for
+            ``cache_lifetime_seconds`` (wins when given).
 
     Returns the PCollection of written file names.
     """
@@ -218,14 +224,17 @@ class WriteEncryptedParquet(beam.PTransform):
     def __init__(self, file_path_prefix: str, schema: pa.Schema, *, column_keys: Mapping[str, str],
                  footer_key: str, plaintext_footer: bool = False, double_wrapping: bool = True,
                  external_key_material: bool = False, context: Mapping[str, str] | None = None,
-                 cache_lifetime_seconds: float = 600.0, data_key_bits: int = 256,
+                 cache_lifetime_seconds: float = DEFAULT_MAX_AGE, data_key_bits: int = 256,
                  algorithm: str = "AES_GCM_V1", codec: str = "snappy",
                  file_name_suffix: str = ".parquet", num_shards: int = 0,
                  shard_name_template: str | None = None, record_batch_size: int = 1000,
                  row_group_buffer_size: int = 64 * 1024 * 1024,
-                 label: str | None = None, kms_qps: float | None = None) -> None:  # fmt: skip
+                 label: str | None = None, kms_qps: float | None = None,
+                 data_key_max_age: float | None = None) -> None:  # fmt: skip
         super().__init__(label)
         budget = kms_budget(kms_qps)
+        if data_key_max_age is not None:
+            cache_lifetime_seconds = check_ttl(data_key_max_age, "the data-key max age")
         if not isinstance(schema, pa.Schema):
             raise TypeError("schema is a pyarrow.Schema")
         self._encryption = PmeEncryption(
@@ -364,6 +373,9 @@ class ReadEncryptedParquet(beam.PTransform):
         batch_size: rows per decoded batch.
         kms_qps: remote KMS calls per second allowed to each worker process (``None``: no
             limit; ``kmsbeam.budget``).
+        cache_lifetime_seconds: how long pyarrow keeps unwrapped keys (default 60 s, the
+            revocation latency); ``key_cache_ttl``, the name other decrypting transforms use,
+            sets the same and wins when given.
 
     ``.with_dead_letters()`` returns ``(records, dead_letters)``: a file or row group that
     cannot be read (not Parquet, truncated, wrong or missing key, disabled key, tampered)
@@ -373,10 +385,13 @@ class ReadEncryptedParquet(beam.PTransform):
     def __init__(self, file_pattern: str, *, keys: Iterable[str] | str = (),
                  context: Mapping[str, str] | None = None, key_map: Mapping[str, str] | None = None,
                  columns: Iterable[str] | None = None, as_tables: bool = False,
-                 batch_size: int = 65536, cache_lifetime_seconds: float = 600.0,
-                 label: str | None = None, kms_qps: float | None = None) -> None:  # fmt: skip
+                 batch_size: int = 65536, cache_lifetime_seconds: float = DEFAULT_KEY_CACHE_TTL,
+                 label: str | None = None, kms_qps: float | None = None,
+                 key_cache_ttl: float | None = None) -> None:  # fmt: skip
         super().__init__(label)
         self._budget = kms_budget(kms_qps)
+        if key_cache_ttl is not None:
+            cache_lifetime_seconds = check_ttl(key_cache_ttl, "the key cache TTL")
         keys = (keys,) if isinstance(keys, str) else tuple(keys)
         self._decryption = (PmeDecryption(keys, context or {}, key_map or {}, cache_lifetime_seconds)
                             if keys or key_map else None)  # fmt: skip

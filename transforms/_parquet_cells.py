@@ -33,7 +33,9 @@ from kmsbeam import (
     open_key_source,
     parse_key_uri,
     parse_paths,
+    shared_cache,
 )
+from kmsbeam.transforms._transforms import cache_ttl, policy_with_age
 from kmsbeam.parquet import CellDecryptor, CellEncryptor
 from kmsbeam.reasons import fails_job, job_error
 from kmsbeam.parquet import cells_schema as _cells_schema
@@ -97,6 +99,9 @@ class _CellsFn(BudgetedDoFn):
         try:
             source = open_key_source(self._key)
             opts = dict(self._options)
+            ttl = opts.pop("cache_ttl", None)  # key_cache_ttl: this process's cache of that TTL
+            if not self._encrypt:
+                opts["cache"] = shared_cache(ttl)
             if self._encrypt:
                 self._engine = CellEncryptor(
                     opts.pop("columns"), source, on_generate=self._counters.generated, **opts
@@ -212,6 +217,8 @@ class EncryptCells(_Cells):
         context: encryption context; give the same one to ``DecryptCells``.
         bind: cleartext columns identifying the row, bound into every cell's AAD.
         policy: ``DataKeyPolicy`` caps. encrypt_none: encrypt nulls too.
+        data_key_max_age: seconds a data key may be used (replaces ``policy.max_age_seconds``;
+            default 300): the revocation latency of encryption.
         kms_qps: remote KMS calls per second allowed to each worker process (``None``: no
             limit; ``kmsbeam.budget``).
     """
@@ -219,11 +226,11 @@ class EncryptCells(_Cells):
     def __init__(self, columns: Iterable[str] | str, key: str, *, context: Mapping[str, str] | None = None,
                  bind: Iterable[str] | str = (), policy: DataKeyPolicy | None = None,
                  encrypt_none: bool = False, label: str | None = None,
-                 kms_qps: float | None = None) -> None:  # fmt: skip
+                 kms_qps: float | None = None, data_key_max_age: float | None = None) -> None:  # fmt: skip
         names, bound = _names(columns), _names(bind)
         _check_paths(names, bound)
         options = {"columns": names, "context": context, "bind": bound,
-                   "policy": policy or DataKeyPolicy(), "encrypt_none": encrypt_none}  # fmt: skip
+                   "policy": policy_with_age(policy, data_key_max_age), "encrypt_none": encrypt_none}  # fmt: skip
         super().__init__(key, options, label, kms_qps)
 
 
@@ -236,6 +243,8 @@ class DecryptCells(_Cells):
         context, bind: as given to ``EncryptCells``.
         schema: the original schema, for tables that lost their ``kmsbeam.cells`` metadata.
         kms_qps: as for ``EncryptCells``.
+        key_cache_ttl: seconds an unwrapped data key is reused in a worker process (default
+            60): the revocation latency of decryption.
     """
 
     _encrypt = False
@@ -243,9 +252,10 @@ class DecryptCells(_Cells):
     def __init__(self, key: str, columns: Iterable[str] | str | None = None, *,
                  context: Mapping[str, str] | None = None, bind: Iterable[str] | str = (),
                  schema: pa.Schema | None = None, label: str | None = None,
-                 kms_qps: float | None = None, require_keys: Iterable[str] = ()) -> None:  # fmt: skip
+                 kms_qps: float | None = None, require_keys: Iterable[str] = (),
+                 key_cache_ttl: float | None = None) -> None:  # fmt: skip
         options = {"columns": _names(columns) or None, "context": context, "bind": _names(bind),
-                   "schema": schema}  # fmt: skip
+                   "schema": schema, **cache_ttl(key_cache_ttl)}  # fmt: skip
         if require_keys:  # strict mode (kmsbeam.strict): other master keys are dead letters
             keys = (require_keys,) if isinstance(require_keys, str) else tuple(require_keys)
             options["require_keys"] = KeyRequirement(keys).keys

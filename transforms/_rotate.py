@@ -24,7 +24,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from kmsbeam import DataKeyPolicy, check_context, open_key_source, parse_key_uri, parse_paths
+from kmsbeam import DataKeyPolicy, check_context, open_key_source, parse_key_uri, parse_paths, shared_cache
 from kmsbeam.budget import kms_budget
 from kmsbeam.records import DEFAULT_PAYLOAD_FIELD
 from kmsbeam.rotation_journal import journal_writer, read_journal
@@ -43,6 +43,7 @@ from kmsbeam.transforms._dofns import DEAD_LETTER, BatchCryptoDoFn
 from kmsbeam.transforms._metrics import NAMESPACE
 from kmsbeam.transforms._transforms import (
     BATCH_SIZE,
+    cache_ttl,
     DecryptFields,
     DecryptRecords,
     EncryptFields,
@@ -76,6 +77,7 @@ class _RewrapDoFn(BatchCryptoDoFn):
         known = read_journal(journal, version) if journal else None
         on_moved = journal_writer(journal).moved if journal else None
         rw = Rewrapper(source, context=o["context"], only_versions=o["only_versions"],
+                       cache=shared_cache(o.get("cache_ttl")),  # key_cache_ttl (the checks)
                        verify=o["verify"], memo=memo, target_version=version, on_call=calls.inc,
                        on_verify=self._counters.unwrap_call, known=known,
                        on_moved=on_moved)  # fmt: skip
@@ -127,6 +129,7 @@ class RewrapDataKeys(beam.PTransform):
             pipeline run again after a crash does not repeat the calls.
         kms_qps: at most this many remote KMS calls per second per worker process
             (``kmsbeam.budget``).
+        key_cache_ttl: seconds each new wrapped key's check unwrap is cached (default 60).
 
     Metrics: ``kms_calls_rewrap``, ``kms_calls_decrypt`` (the checks), ``values_rewrapped``,
     ``values_resumed`` (from the journal), ``values_skipped`` (already under the target),
@@ -149,6 +152,7 @@ class RewrapDataKeys(beam.PTransform):
         kms_qps: float | None = None,
         label: str | None = None,
         require_keys: Iterable[str] = (),
+        key_cache_ttl: float | None = None,
     ) -> None:
         super().__init__(label)
         if not isinstance(to_key, str) or not to_key:
@@ -165,7 +169,8 @@ class RewrapDataKeys(beam.PTransform):
             "only_versions": None if only_versions is None else tuple(sorted(only_versions)),
             "verify": bool(verify), "target_version": target_version,
             "journal": None if journal is None else str(journal),
-            "require_keys": KeyRequirement(require_keys).keys if require_keys else ()}  # fmt: skip
+            "require_keys": KeyRequirement(require_keys).keys if require_keys else (),
+            **cache_ttl(key_cache_ttl)}  # fmt: skip
         self._check_target = check_target
         self._kms_qps = kms_budget(kms_qps)
         self._dead_letters = False
@@ -238,7 +243,8 @@ class _FailOnDead(beam.DoFn):
 
 class ReencryptFields(_Reencrypt):
     """``DecryptFields`` under ``from_key`` then ``EncryptFields`` under ``to_key``: new data
-    keys, new ciphertexts (for a data key suspected compromised). Same options as those."""
+    keys, new ciphertexts (for a data key suspected compromised). Same options as those
+    (``key_cache_ttl`` for the decrypt, ``data_key_max_age`` for the encrypt)."""
 
     def __init__(
         self,
@@ -254,14 +260,16 @@ class ReencryptFields(_Reencrypt):
         kms_qps: float | None = None,
         label: str | None = None,
         require_keys: Iterable[str] = (),
+        key_cache_ttl: float | None = None,
+        data_key_max_age: float | None = None,
     ) -> None:
         names = tuple(p.name for p in parse_paths(fields))
         ctx = context if new_context is None else new_context
         super().__init__(
             DecryptFields(names, from_key, context=context, bind=bind, kms_qps=kms_qps,
-                          require_keys=require_keys),
+                          require_keys=require_keys, key_cache_ttl=key_cache_ttl),
             EncryptFields(names, to_key, context=ctx, bind=bind, encoding=encoding, policy=policy,
-                          kms_qps=kms_qps),
+                          kms_qps=kms_qps, data_key_max_age=data_key_max_age),
             names, None, label,
         )  # fmt: skip
 
@@ -283,11 +291,15 @@ class ReencryptRecords(_Reencrypt):
         kms_qps: float | None = None,
         label: str | None = None,
         require_keys: Iterable[str] = (),
+        key_cache_ttl: float | None = None,
+        data_key_max_age: float | None = None,
     ) -> None:
         ctx = context if new_context is None else new_context
         dec = DecryptRecords(from_key, keep=keep, payload_field=payload_field, context=context,
-                             kms_qps=kms_qps, require_keys=require_keys)  # fmt: skip
+                             kms_qps=kms_qps, require_keys=require_keys,
+                             key_cache_ttl=key_cache_ttl)  # fmt: skip
         enc = EncryptRecords(to_key, keep=keep, payload_field=payload_field, context=ctx,
-                             encoding=encoding, policy=policy, kms_qps=kms_qps)  # fmt: skip
+                             encoding=encoding, policy=policy, kms_qps=kms_qps,
+                             data_key_max_age=data_key_max_age)  # fmt: skip
         kept = tuple(keep.split(",") if isinstance(keep, str) else keep)
         super().__init__(dec, enc, (), tuple(k.strip() for k in kept if k.strip()), label)

@@ -23,6 +23,11 @@ Caveats:
   driver), never by workers.
 - ``local:`` keys live in one machine's keystore: use them with the DirectRunner or the
   PortableRunner on that machine, not on a remote cluster.
+- Revocation latency: after a master key is disabled (or a policy denies the caller), a
+  worker keeps encrypting under the data key it holds for at most ``data_key_max_age``
+  seconds (default 300, ``DataKeyPolicy.max_age_seconds``) and keeps decrypting values of data
+  keys it already unwrapped for at most ``key_cache_ttl`` seconds (default 60); then the next
+  KMS call fails and so does the job. Lower them for a faster kill switch (more KMS calls).
 - ``kms_qps`` caps the remote KMS calls (``alibaba-kms://``, ``kms-emulator://``; retries
   count) of each worker process, not of the job: the fleet makes up to workers x ``kms_qps``
   calls/s. It travels with the DoFn and is installed on the worker in ``setup()``
@@ -39,7 +44,10 @@ import apache_beam as beam
 
 _LOG = logging.getLogger(__name__)
 
+from dataclasses import replace
+
 from kmsbeam import DataKeyPolicy, check_context, open_key_source, parse_key_uri, parse_paths
+from kmsbeam.cache import check_ttl
 from kmsbeam.budget import kms_budget
 from kmsbeam.records import DEFAULT_PAYLOAD_FIELD
 from kmsbeam.strict import KeyRequirement
@@ -106,6 +114,9 @@ class _Crypto(beam.PTransform):
         for name, value in self._options.items():
             if name == "context":
                 shown["context_keys"] = ",".join(sorted(value))
+            elif name == "cache_ttl":
+                if value is not None:
+                    shown["key_cache_ttl"] = value
             elif name == "policy" and value is not None:
                 shown["max_records_per_key"] = value.max_records
                 shown["max_bytes_per_key"] = value.max_bytes
@@ -119,6 +130,20 @@ class _Crypto(beam.PTransform):
 
 def _names(value: Iterable[str] | str) -> tuple[str, ...]:
     return tuple(p.name for p in parse_paths(value)) if value else ()
+
+
+def policy_with_age(policy: DataKeyPolicy | None, data_key_max_age: float | None) -> DataKeyPolicy:
+    """``policy`` (default ``DataKeyPolicy()``) with ``max_age_seconds`` replaced when
+    ``data_key_max_age`` is given (seconds; positive and finite)."""
+    policy = policy or DataKeyPolicy()
+    if data_key_max_age is None:
+        return policy
+    return replace(policy, max_age_seconds=check_ttl(data_key_max_age, "the data-key max age"))
+
+
+def cache_ttl(key_cache_ttl: float | None) -> dict[str, float | None]:
+    """The ``cache_ttl`` option of a decrypting DoFn (``None``: the default 60 s)."""
+    return {"cache_ttl": None if key_cache_ttl is None else check_ttl(key_cache_ttl, "the key cache TTL")}
 
 
 def _required(keys: Iterable[str]) -> dict[str, tuple[str, ...]]:
@@ -139,10 +164,13 @@ class EncryptFields(_Crypto):
         bind: cleartext fields identifying the record, bound into each value's AAD.
         encoding: ``"text"`` (URL-safe base64, for JSON/CSV) or ``"bytes"`` (binary sinks).
         policy: ``DataKeyPolicy`` caps (default one data key per bundle, 1M records, 1 GiB,
-            1 hour).
+            5 minutes).
         encrypt_none: encrypt ``None`` too (by default ``None`` stays ``None``).
         kms_qps: remote KMS calls per second allowed to each worker process (``None``: no
             limit); see the module caveats. The same argument exists on every transform here.
+        data_key_max_age: seconds a data key may be used (replaces ``policy.max_age_seconds``;
+            default 300): the encrypt side's revocation latency. Decrypting transforms take
+            ``key_cache_ttl`` (default 60 s) instead.
     """
 
     _op = "encrypt_fields"
@@ -159,6 +187,7 @@ class EncryptFields(_Crypto):
         encrypt_none: bool = False,
         label: str | None = None,
         kms_qps: float | None = None,
+        data_key_max_age: float | None = None,
     ) -> None:
         names = _names(fields)
         if encoding not in ("text", "bytes"):
@@ -166,13 +195,17 @@ class EncryptFields(_Crypto):
         super().__init__(
             key,
             {"fields": names, "context": context, "bind": _names(bind), "encoding": encoding,
-             "policy": policy or DataKeyPolicy(), "encrypt_none": encrypt_none},
+             "policy": policy_with_age(policy, data_key_max_age), "encrypt_none": encrypt_none},
             label, kms_qps,
         )  # fmt: skip
 
 
 class DecryptFields(_Crypto):
-    """Decrypt fields written by ``EncryptFields`` (same fields, context and bind)."""
+    """Decrypt fields written by ``EncryptFields`` (same fields, context and bind).
+
+    ``key_cache_ttl``: seconds an unwrapped data key is reused in a worker process (default 60):
+    the decrypt side's revocation latency (see the module caveats).
+    """
 
     _op = "decrypt_fields"
 
@@ -186,10 +219,11 @@ class DecryptFields(_Crypto):
         label: str | None = None,
         kms_qps: float | None = None,
         require_keys: Iterable[str] = (),
+        key_cache_ttl: float | None = None,
     ) -> None:
         super().__init__(
             key, {"fields": _names(fields), "context": context, "bind": _names(bind),
-                  **_required(require_keys)}, label,
+                  **_required(require_keys), **cache_ttl(key_cache_ttl)}, label,
             kms_qps,
         )  # fmt: skip
 
@@ -198,6 +232,7 @@ class EncryptRecords(_Crypto):
     """Encrypt each whole record into one value, keeping chosen top-level fields in clear.
 
     The output record is ``{kept fields..., payload_field: encrypted record}``.
+    ``data_key_max_age``: as for ``EncryptFields``.
     """
 
     _op = "encrypt_records"
@@ -213,17 +248,19 @@ class EncryptRecords(_Crypto):
         policy: DataKeyPolicy | None = None,
         label: str | None = None,
         kms_qps: float | None = None,
+        data_key_max_age: float | None = None,
     ) -> None:
         super().__init__(
             key,
             {"keep": _names(keep), "payload_field": payload_field, "context": context,
-             "encoding": encoding, "policy": policy or DataKeyPolicy()},
+             "encoding": encoding, "policy": policy_with_age(policy, data_key_max_age)},
             label, kms_qps,
         )  # fmt: skip
 
 
 class DecryptRecords(_Crypto):
-    """Decrypt records written by ``EncryptRecords`` (same keep, payload field and context)."""
+    """Decrypt records written by ``EncryptRecords`` (same keep, payload field and context).
+    ``key_cache_ttl``: as for ``DecryptFields``."""
 
     _op = "decrypt_records"
 
@@ -237,11 +274,12 @@ class DecryptRecords(_Crypto):
         label: str | None = None,
         kms_qps: float | None = None,
         require_keys: Iterable[str] = (),
+        key_cache_ttl: float | None = None,
     ) -> None:
         super().__init__(
             key,
             {"keep": _names(keep), "payload_field": payload_field, "context": context,
-             **_required(require_keys)},  # fmt: skip
+             **_required(require_keys), **cache_ttl(key_cache_ttl)},  # fmt: skip
             label,
             kms_qps,
         )

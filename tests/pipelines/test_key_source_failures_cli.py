@@ -56,8 +56,9 @@ def test_the_default_retry_budget_survives_the_fault_mix_exactly(cli, tmp_path: 
     n, per_key = 20_000, 200
     source = write_records(tmp_path / "in.jsonl", n)
     # retry_after_ms is the emulator's answer to a throttled call (Alibaba sends its own);
-    # everything on kmsbeam's side is a default.
-    faults = Faults(seed=14, retry_after_ms=20, **FAULT_MIX)  # type: ignore[arg-type]
+    # everything on kmsbeam's side is a default. With this seed the old default of 6 attempts
+    # gave up during the decrypt (exit 1); 20 attempts within 30 s finish exactly.
+    faults = Faults(seed=15, retry_after_ms=20, **FAULT_MIX)  # type: ignore[arg-type]
     with EmulatorServer(tmp_path / "kms", {AK: SECRET}, rotation_check_seconds=None) as server:
         server.engine.ensure_alias("alias/pii")
         key = f"kms-emulator://{server.endpoint}/alias/pii"
@@ -117,3 +118,43 @@ def test_a_kms_that_goes_away_mid_job_fails_it_with_one_sentence(cli, tmp_path: 
     assert not (out / "_kmsbeam.json").exists()
     generated = [e for e in audit(server) if e["eventName"] == "GenerateDataKey"]
     assert 0 < len(generated) < 30  # it ran, then the KMS went away
+
+
+def test_the_revocation_latency_options_reach_the_transforms(cli, customers: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from kmsbeam.pipelines import jobs
+    from kmsbeam.pipelines.plan import JobSpec, plan_decrypt, plan_encrypt
+
+    enc = tmp_path / "enc"
+    r = cli("encrypt", customers, enc, "--fields", "ssn", "--key", "local:alias/pii",
+            "--data-key-max-age", "30", "--key-cache-ttl", "5")  # fmt: skip
+    assert r.code == 0, r.err
+    r = cli("decrypt", enc, tmp_path / "plain", "--key", "local:alias/pii", "--key-cache-ttl", "5")
+    assert r.code == 0, r.err
+    for bad in (("--key-cache-ttl", "0"), ("--data-key-max-age", "-3"), ("--key-cache-ttl", "soon")):
+        r = cli("encrypt", customers, tmp_path / "x", "--fields", "ssn", *bad)
+        assert r.code == 2 and bad[0] in r.err, r.err
+    spec = JobSpec("encrypt", str(customers), str(tmp_path / "e2"), fields=["ssn"], key="local:alias/pii",
+                   data_key_max_age=30.0)  # fmt: skip
+    shown = jobs._transform(plan_encrypt(spec, notice=lambda _: None)).display_data()
+    assert shown["max_key_age_seconds"] == 30.0
+    spec = JobSpec("decrypt", str(enc), str(tmp_path / "p2"), key="local:alias/pii", key_cache_ttl=5.0)
+    assert jobs._transform(plan_decrypt(spec)).display_data()["key_cache_ttl"] == 5.0
+    for command in ("encrypt", "decrypt", "rotate", "export"):
+        r = cli(command, "--help")
+        assert r.code == 0 and "--key-cache-ttl" in r.out and "--data-key-max-age" in r.out, command
+
+
+def test_a_disabled_key_fails_a_multi_processing_job_with_one_sentence(cli, customers: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Worker processes send the failure as traceback text: the CLI still prints one sentence."""
+    enc = tmp_path / "enc"
+    assert cli("encrypt", customers, enc, "--fields", "ssn", "--key", "local:alias/mp").code == 0
+    assert cli("keys", "disable", "alias/mp").code == 0
+    plain = tmp_path / "plain"
+    r = cli("decrypt", enc, plain, "--key", "local:alias/mp",
+            "--direct_running_mode", "multi_processing", "--direct_num_workers", "2")  # fmt: skip
+    assert r.code == 1, r.err
+    lines = [x for x in r.err.strip().splitlines() if x.startswith("kmsbeam:")]
+    assert lines == [lines[0]] and lines[0].startswith("kmsbeam: error: DecryptFields: key disabled"), r.err
+    assert "Traceback" not in r.err and "[while running" not in r.err
+    assert not (plain / "_dead_letters").exists() and not list(plain.glob("part-*"))
+    assert not list(plain.glob("beam-temp-*"))
