@@ -151,9 +151,9 @@ class FitParquet(beam.DoFn):
         for out in self._flush():
             if isinstance(out, beam.pvalue.TaggedOutput):
                 yield beam.pvalue.TaggedOutput(
-                    out.tag, WindowedValue(out.value, MIN_TIMESTAMP, [GlobalWindow()]))
+                    out.tag, WindowedValue(out.value, MIN_TIMESTAMP, (GlobalWindow(),)))
             else:
-                yield WindowedValue(out, MIN_TIMESTAMP, [GlobalWindow()])
+                yield WindowedValue(out, MIN_TIMESTAMP, (GlobalWindow(),))
 
     def _fits(self, records: list[Any]) -> bool:
         try:
