@@ -27,11 +27,19 @@ NAMESPACE = "kmsbeam.pipelines"
 #: the largest JSONL line or CSV row (UTF-8 bytes) a job reads or writes
 MAX_RECORD_BYTES = 16 * 2**20
 _SURROGATE = re.compile("[\ud800-\udfff]")
-TOO_LARGE = f"record too large: a line or row holds at most {MAX_RECORD_BYTES} bytes"
 
 
-def _over_limit(line: str) -> bool:
-    return len(line) * 4 > MAX_RECORD_BYTES and len(line.encode("utf-8", "surrogatepass")) > MAX_RECORD_BYTES
+def too_large(limit: int) -> str:
+    """The dead-letter reason of a line or row over ``limit`` bytes."""
+    return f"record too large: a line or row holds at most {limit} bytes"
+
+
+def _size_over(line: str, limit: int) -> int:
+    """The UTF-8 size of ``line`` when it is over ``limit`` bytes, else 0."""
+    if len(line) * 4 <= limit:
+        return 0
+    size = len(line.encode("utf-8", "surrogatepass"))
+    return size if size > limit else 0
 
 
 def dumps(record: Any) -> str:
@@ -75,14 +83,18 @@ def csv_line(values: Sequence[Any]) -> str:
 
 
 class FormatJsonl(beam.DoFn):
-    """A dict record as one JSON line; a line over ``MAX_RECORD_BYTES`` is a dead letter (its
-    record is ``{"bytes": N}``: a job's reader would refuse the line, and the dead letter holds
-    no data)."""
+    """A dict record as one JSON line; a line over ``max_bytes`` is a dead letter (its record
+    is ``{"bytes": N}``: a job's reader would refuse the line, and the dead letter holds no
+    data)."""
+
+    def __init__(self, max_bytes: int = MAX_RECORD_BYTES) -> None:
+        self._max = max_bytes
 
     def process(self, record: Any) -> Iterator[Any]:
         line = dumps(record)
-        if _over_limit(line):
-            yield _dead("FormatJSONL", TOO_LARGE, {"bytes": len(line.encode("utf-8", "surrogatepass"))})
+        size = _size_over(line, self._max)
+        if size:
+            yield _dead("FormatJSONL", too_large(self._max), {"bytes": size})
             return
         yield line
 
@@ -90,8 +102,9 @@ class FormatJsonl(beam.DoFn):
 class FormatCsv(beam.DoFn):
     """A dict record back into a CSV line in the given column order."""
 
-    def __init__(self, columns: Sequence[str]) -> None:
+    def __init__(self, columns: Sequence[str], max_bytes: int = MAX_RECORD_BYTES) -> None:
         self._columns = list(columns)
+        self._max = max_bytes
 
     def process(self, record: dict[str, Any]) -> Iterator[Any]:
         missing = [c for c in self._columns if c not in record]
@@ -100,8 +113,9 @@ class FormatCsv(beam.DoFn):
             yield _dead("FormatCSV", "the record does not match the CSV header", record)
             return
         line = csv_line(["" if record[c] is None else record[c] for c in self._columns])
-        if _over_limit(line):
-            yield _dead("FormatCSV", TOO_LARGE, {"bytes": len(line.encode("utf-8", "surrogatepass"))})
+        size = _size_over(line, self._max)
+        if size:
+            yield _dead("FormatCSV", too_large(self._max), {"bytes": size})
             return
         yield line
 

@@ -10,7 +10,8 @@ O(n^2 / 8 KiB): minutes for a 50 MB line) and cuts CSV rows at quoted newlines.
   range. Lines end in ``\\n`` (a ``\\r`` before it is dropped).
 - **CSV**: one worker reads a whole file with ``csv.reader``, so a quoted field may span lines
   (files are the unit of parallelism). The header row is skipped.
-- **Limits**: a line (JSONL) or row (CSV) longer than ``MAX_RECORD_BYTES`` is a dead letter
+- **Limits**: a line (JSONL) or row (CSV) longer than ``max_bytes`` (default
+  ``MAX_RECORD_BYTES``, 16 MiB) is a dead letter
   (``record too large``; the record is ``{"file", "offset"|"line"}``, not the data); an
   over-long JSONL line is skipped without being held in memory, a CSV row's lines are held
   while it is parsed. JSON nested deeper than the value codec's ``MAX_DEPTH`` is a dead letter
@@ -30,7 +31,7 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from kmsbeam.pipelines._fns import MAX_RECORD_BYTES, NAMESPACE, TOO_LARGE, _dead, csv_line
+from kmsbeam.pipelines._fns import MAX_RECORD_BYTES, NAMESPACE, _dead, csv_line, too_large
 
 from kmsbeam.codec import MAX_DEPTH
 
@@ -127,16 +128,19 @@ def _shown(line: bytes) -> str:
 class ReadJsonlRanges(beam.DoFn):
     """``(path, start, end)`` -> one dict per JSON line; every bad line a dead letter."""
 
+    def __init__(self, max_bytes: int = MAX_RECORD_BYTES) -> None:
+        self._max = max_bytes
+
     def setup(self) -> None:
         self._read = Metrics.counter(NAMESPACE, "records_read")
 
     def process(self, part: tuple[str, int, int]) -> Iterator[Any]:
         path, start, end = part
         with FileSystems.open(path) as f:
-            for offset, line in read_lines(f, start, end, MAX_RECORD_BYTES):
+            for offset, line in read_lines(f, start, end, self._max):
                 if line is None:
                     self._read.inc()
-                    yield _dead("ReadJSONL", TOO_LARGE, {"file": path, "offset": offset})
+                    yield _dead("ReadJSONL", too_large(self._max), {"file": path, "offset": offset})
                     continue
                 if offset == 0 and line.startswith(b"\xef\xbb\xbf"):
                     line = line[3:]  # a UTF-8 byte order mark
@@ -178,13 +182,14 @@ class ReadCsvFiles(beam.DoFn):
     """A CSV file's ``FileMetadata`` -> one dict of strings per row (header skipped); every
     bad row a dead letter."""
 
-    def __init__(self, columns: list[str]) -> None:
+    def __init__(self, columns: list[str], max_bytes: int = MAX_RECORD_BYTES) -> None:
         self._columns = list(columns)
+        self._max = max_bytes
 
     def setup(self) -> None:
         self._read = Metrics.counter(NAMESPACE, "records_read")
-        if csv.field_size_limit() < MAX_RECORD_BYTES:
-            csv.field_size_limit(MAX_RECORD_BYTES)  # a process-wide setting: raised, never lowered
+        if csv.field_size_limit() < self._max:
+            csv.field_size_limit(self._max)  # a process-wide setting: raised, never lowered
 
     def process(self, meta: Any) -> Iterator[Any]:
         path = meta.path
@@ -218,8 +223,8 @@ class ReadCsvFiles(beam.DoFn):
                 yield from self._row(path, number, row, size[0] - before)
 
     def _row(self, path: str, number: int, row: list[str], size: int) -> Iterator[Any]:
-        if size > MAX_RECORD_BYTES:
-            yield _dead("ParseCSV", TOO_LARGE, {"file": path, "line": number})
+        if size > self._max:
+            yield _dead("ParseCSV", too_large(self._max), {"file": path, "line": number})
         elif any(map(ESCAPED.search, row)):
             yield _dead("ParseCSV", "not valid UTF-8", _csv_line(row))
         elif len(row) != len(self._columns):

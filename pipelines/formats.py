@@ -166,8 +166,12 @@ def check_csv_fields(columns: Sequence[str], names: Sequence[str]) -> None:
             )
 
 
-def read_records(p: Any, fmt: str, pattern: str, columns: Sequence[str] = ()) -> tuple[Any, Any]:
-    """Read records; returns ``(records, dead_letters or None)``. Counts ``records_read``."""
+def read_records(p: Any, fmt: str, pattern: str, columns: Sequence[str] = (),
+                 max_bytes: int = _fns.MAX_RECORD_BYTES) -> tuple[Any, Any]:  # fmt: skip
+    """Read records; returns ``(records, dead_letters or None)``. Counts ``records_read``.
+
+    ``max_bytes``: the largest JSONL line or CSV row; a longer one is a dead letter.
+    """
     if fmt == "parquet":
         records = (p | "ReadParquet" >> beam.io.ReadFromParquet(pattern)
                    | "CountRead" >> beam.ParDo(_fns.Count("records_read")))  # fmt: skip
@@ -175,11 +179,11 @@ def read_records(p: Any, fmt: str, pattern: str, columns: Sequence[str] = ()) ->
     files = p | "MatchInput" >> fileio.MatchFiles(pattern)
     if fmt == "csv":  # whole files: a quoted field may span lines
         parsed = (files | "SpreadCSV" >> beam.Reshuffle()
-                  | "ReadCSV" >> beam.ParDo(_read.ReadCsvFiles(list(columns))).with_outputs(
+                  | "ReadCSV" >> beam.ParDo(_read.ReadCsvFiles(list(columns), max_bytes)).with_outputs(
                       DEAD_LETTER, main="records"))  # fmt: skip
     else:  # byte ranges of RANGE_BYTES: a large file is read by many workers
         parsed = (files | "SplitJSONL" >> beam.FlatMap(_read.ranges) | "SpreadJSONL" >> beam.Reshuffle()
-                  | "ReadJSONL" >> beam.ParDo(_read.ReadJsonlRanges()).with_outputs(
+                  | "ReadJSONL" >> beam.ParDo(_read.ReadJsonlRanges(max_bytes)).with_outputs(
                       DEAD_LETTER, main="records"))  # fmt: skip
     return parsed.records, parsed[DEAD_LETTER]
 
@@ -193,6 +197,7 @@ def write_records(
     schema: pa.Schema | None = None,
     encrypted: Sequence[str] = (),
     fit_shown: Sequence[str] | None = None,
+    max_bytes: int = _fns.MAX_RECORD_BYTES,
 ) -> Any:
     """Write ``part-SSSSS-of-NNNNN.<ext>`` shards; returns dead letters (JSONL, CSV: a record
     that does not fit the format or ``_fns.MAX_RECORD_BYTES``) or None (Parquet).
@@ -200,7 +205,8 @@ def write_records(
     ``encrypted``: the (dotted) fields holding encrypted values, which Parquet stores with
     DELTA_BYTE_ARRAY (see ``_parquet``). ``fit_shown`` (decrypting to Parquet): records are
     checked against ``schema`` first, and one that does not fit is a dead letter showing only
-    these fields (``shown_in_dead_letters``).
+    these fields (``shown_in_dead_letters``). ``max_bytes``: the largest line or row written
+    (a record over it is a dead letter: the reader of the output would refuse it).
     """
     suffix = SUFFIX[fmt]
     dead = None
@@ -212,11 +218,11 @@ def write_records(
     elif fmt == "parquet":
         out = records
     elif fmt == "csv":
-        formatted = records | "FormatCSV" >> beam.ParDo(_fns.FormatCsv(columns)).with_outputs(
+        formatted = records | "FormatCSV" >> beam.ParDo(_fns.FormatCsv(columns, max_bytes)).with_outputs(
             DEAD_LETTER, main="lines")
         out, dead = formatted.lines, formatted[DEAD_LETTER]
     else:
-        formatted = records | "FormatJSONL" >> beam.ParDo(_fns.FormatJsonl()).with_outputs(
+        formatted = records | "FormatJSONL" >> beam.ParDo(_fns.FormatJsonl(max_bytes)).with_outputs(
             DEAD_LETTER, main="lines")
         out, dead = formatted.lines, formatted[DEAD_LETTER]
     counted = out | "CountWritten" >> beam.ParDo(_fns.Count("records_written"))

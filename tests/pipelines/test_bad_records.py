@@ -219,3 +219,28 @@ def test_parquet_decrypt_of_an_authentic_value_of_another_type(cli, tmp_path: Pa
                       "reason": "wrong type: a value does not fit its Parquet column's type"}  # fmt: skip
     (out,) = dec.glob("part-*")
     assert pq.read_table(out).to_pylist() == [{"id": 1, "n": 10, "s": "a"}, {"id": 3, "n": 30, "s": "c"}]
+
+
+def test_the_record_limit_is_a_parameter_of_reading_and_writing(tmp_path: Path) -> None:
+    import apache_beam as beam
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from kmsbeam.pipelines import formats
+    from kmsbeam.pipelines.jobs import pipeline_options
+
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"a": 1}\n{"a": "' + "x" * 200 + '"}\n{"a": "' + "y" * 80 + '"}\n')
+    options, runner = pipeline_options([])
+    with beam.Pipeline(runner=runner, options=options) as p:
+        records, dead = formats.read_records(p, "jsonl", str(path), max_bytes=100)
+        assert_that(records | beam.Map(lambda r: len(r["a"]) if isinstance(r["a"], str) else 0),
+                    equal_to([0, 80]), label="read")  # fmt: skip
+        assert_that(dead | beam.Map(lambda d: (d["reason"], d["record"]["offset"])), equal_to(
+            [("record too large: a line or row holds at most 100 bytes", 9)]), label="dead")
+        # written: {"a":"yyy..."} is 88 bytes, over a 50-byte limit for the output
+        out_dead = formats.write_records(records, "jsonl", str(tmp_path / "out" / "part"),
+                                         max_bytes=50)  # fmt: skip
+        assert_that(out_dead | beam.Map(lambda d: (d["reason"], d["record"])), equal_to(
+            [("record too large: a line or row holds at most 50 bytes", {"bytes": 88})]),
+            label="written")
+    assert [json.loads(x) for x in shard_lines(tmp_path / "out")] == [{"a": 1}]
