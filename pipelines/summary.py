@@ -3,8 +3,8 @@
 The FnApiRunner reports metrics only at the end, so the progress line shows elapsed time.
 Nothing printed here carries a value, a key or a context value: counts, sizes and paths only.
 
-KMS calls are listed by operation (every ``kms_calls_*`` counter), followed by an estimated
-cost: Alibaba Cloud KMS bills cryptographic API calls per 10,000 requests. The price is
+KMS calls are listed by operation (every ``kms_calls_*`` counter: calls made, failed ones
+included, the same way for every operation), followed by an estimated cost: Alibaba Cloud KMS bills cryptographic API calls per 10,000 requests. The price is
 ``KMS_PRICE_PER_10K`` (USD, taken on ``KMS_PRICE_DATE`` from Alibaba Cloud's "Billing of KMS"
 page: basic keys, regions outside the Chinese mainland; USD 0.08 inside it), overridden by
 ``--kms-price-per-10k`` or ``$KMSBEAM_KMS_PRICE_PER_10K``. It is an estimate: retries,

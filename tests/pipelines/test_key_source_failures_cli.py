@@ -158,3 +158,29 @@ def test_a_disabled_key_fails_a_multi_processing_job_with_one_sentence(cli, cust
     assert "Traceback" not in r.err and "[while running" not in r.err
     assert not (plain / "_dead_letters").exists() and not list(plain.glob("part-*"))
     assert not list(plain.glob("beam-temp-*"))
+
+
+@pytest.mark.parametrize("runner", [[], ["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"]],
+                         ids=["in_memory", "multi_processing-2"])  # fmt: skip
+def test_a_denied_decrypt_costs_one_call_per_worker(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+                                                     runner: list[str]) -> None:  # fmt: skip
+    from kmsbeam.emulator import AccessKey
+
+    deny = {"Statement": [{"Effect": "Allow", "Action": "kms:*", "Resource": "*"},
+                          {"Effect": "Deny", "Action": "kms:Decrypt", "Resource": "*"}]}  # fmt: skip
+    source = write_records(tmp_path / "in.jsonl", 1000)
+    keys = [AccessKey(AK, SECRET), AccessKey("reader", "reader-secret-2b9e", policy=deny)]
+    with EmulatorServer(tmp_path / "kms", keys, rotation_check_seconds=None) as server:
+        server.engine.ensure_alias("alias/pii")
+        key = f"kms-emulator://{server.endpoint}/alias/pii"
+        assert cli("encrypt", source, tmp_path / "enc", "--fields", "ssn,email", "--key", key).code == 0
+        monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "reader")
+        monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "reader-secret-2b9e")
+        clear_clients()
+        clear_key_source_cache()
+        r = cli("decrypt", tmp_path / "enc", tmp_path / "plain", "--key", key, *runner)
+        decrypts = [e for e in audit(server) if e["eventName"] == "Decrypt"]
+    assert r.code == 1 and "access denied" in r.err and not (tmp_path / "plain" / "_dead_letters").exists()
+    workers = 2 if runner else 1
+    assert 1 <= len(decrypts) <= workers  # 1,000 records under one data key: one call per worker
+    assert all(e["outcome"] == "error" and e["errorCode"] == "Forbidden.NoPermission" for e in decrypts)
