@@ -97,9 +97,9 @@ class DataKeys:
         self._on_generate = on_generate
         self._sealer: Sealer | None = None
         self._failures = failures if failures is not None else shared_failures()
-        # the home tells two local keystores apart (their URIs may be the same)
-        home = str(getattr(source, "home", ""))
-        self._failure_key = (source.uri, home, canonical_context(self._context))
+        # the source object itself (one per key URI per process, ``open_key_source``): two
+        # keystores or endpoints that share a URI are never confused
+        self._failure_key = (source, canonical_context(self._context))
         self._records = 0
         self._born = 0.0
         self.bytes = 0
