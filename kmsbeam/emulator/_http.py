@@ -1,10 +1,13 @@
 """A small HTTP/1.1 server for the emulator: one I/O thread, a bounded worker pool, deadlines.
 
-One thread owns every socket: it accepts, reads request heads and bodies without blocking
+One thread owns the waiting: it accepts, reads request heads and bodies without blocking
 (``_http_parse``), writes what a response could not send at once, enforces deadlines and
-closes connections. Complete requests go to a fixed pool of ``workers`` threads that run the
-service and send the answer. So a slow or idle client costs one file descriptor and its
-buffer, never a thread, and no lock is ever held across a socket operation.
+closes idle or late connections. A complete request goes to a pool of at most ``workers``
+threads (started as needed); the worker runs the service, sends the answer and hands the
+connection back to the selector. A connection is touched by one thread at a time: the I/O
+thread while it waits, one worker while its call runs. So a slow or idle client costs one
+file descriptor and its buffer, never a thread, and no lock is ever held across a socket
+operation.
 
 Bounds (``Limits``):
 
@@ -30,9 +33,8 @@ import socket
 import threading
 import time
 import uuid
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from queue import SimpleQueue
 
 from kmsbeam.emulator._errors import ApiError, error_body
 from kmsbeam.emulator._http_parse import BadRequest, Head, parse_head
@@ -105,16 +107,18 @@ class HTTPServer:
         self.service = service
         self.limits = limits
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self._listener = socket.create_server(address, family=family, backlog=128)
+        backlog = min(limits.max_connections, 4096)  # the kernel caps it at somaxconn
+        self._listener = socket.create_server(address, family=family, backlog=backlog)
         self._listener.setblocking(False)
         self.server_address: tuple[str, int] = self._listener.getsockname()[:2]
-        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r, self._wake_w = socket.socketpair()  # wakes the I/O thread to stop
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._pool = ThreadPoolExecutor(limits.workers, thread_name_prefix="kms-emulator-worker")
+        self._queue: SimpleQueue[tuple[_Conn, Request] | None] = SimpleQueue()
+        self._workers: list[threading.Thread] = []
+        self._idle_workers = 0
         self._conns: dict[socket.socket, _Conn] = {}
-        self._done: deque[tuple[_Conn, bool]] = deque()  # (conn, keep it) from workers
-        self._lock = threading.Lock()  # guards _done, _loop_over, _in_flight; no I/O under it
+        self._lock = threading.Lock()  # guards _conns, _loop_over, _in_flight; no I/O under it
         self._idle = threading.Condition(self._lock)
         self._loop_over = False
         self._in_flight = 0
@@ -126,10 +130,19 @@ class HTTPServer:
         with self._lock:
             return len(self._conns)
 
+    @property
+    def threads(self) -> int:
+        """Worker threads started so far (at most ``limits.workers``)."""
+        return len(self._workers)
+
     def wait_for_connections(self, at_most: int, timeout: float) -> bool:
         """Wait until at most ``at_most`` connections are open (for tests and tools)."""
         with self._idle:
             return self._idle.wait_for(lambda: len(self._conns) <= at_most, timeout)
+
+    def _snapshot(self) -> list[_Conn]:
+        with self._lock:
+            return list(self._conns.values())
 
     # -- the I/O thread ------------------------------------------------------------------
     def serve(self) -> None:
@@ -141,17 +154,17 @@ class HTTPServer:
         try:
             while not self.closing:
                 for key, events in sel.select(SWEEP_SECONDS):
-                    if isinstance(key.data, _Conn) and key.data.state in ("closed", "busy"):
-                        continue  # closed earlier in this round (its descriptor may be reused)
-                    if key.data == "accept":
+                    data = key.data
+                    if data == "accept":
                         self._accept()
-                    elif key.data == "wake":
-                        self._drain_wake()
+                    elif data == "wake":
+                        continue
+                    elif data.state in ("closed", "busy"):
+                        continue  # changed hands earlier in this round
                     elif events & selectors.EVENT_WRITE:
-                        self._write_more(key.data)
+                        self._write_more(data)
                     else:
-                        self._read(key.data)
-                self._take_done()
+                        self._read(data)
                 now = time.monotonic()
                 if now >= next_sweep:
                     self._sweep(now)
@@ -160,7 +173,7 @@ class HTTPServer:
             self._close_all()
 
     def _accept(self) -> None:
-        for _ in range(64):
+        for _ in range(256):
             try:
                 sock, address = self._listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -174,15 +187,14 @@ class HTTPServer:
                 _send_and_close(sock, _error_bytes("ServiceUnavailableTemporary", 503,
                                                    "too many connections; retry later"))  # fmt: skip
                 continue
-            now = time.monotonic()
-            conn = _Conn(sock, str(address[0]), now, self.limits.request_timeout)
+            conn = _Conn(sock, str(address[0]), time.monotonic(), self.limits.request_timeout)
             with self._lock:
                 self._conns[sock] = conn
             self._selector.register(sock, selectors.EVENT_READ, conn)
 
     def _evict(self) -> bool:
         """Close the connection that has waited longest for a request; ``False`` if none."""
-        waiting = [c for c in self._conns.values() if c.state != "busy"]
+        waiting = [c for c in self._snapshot() if c.state in ("reading", "writing")]
         if not waiting:
             return False
         self._close(min(waiting, key=lambda c: c.waiting_since))
@@ -227,15 +239,20 @@ class HTTPServer:
         del conn.buffer[: head.length]
         conn.head = None
         conn.keep_alive = head.keep_alive
-        conn.state = "busy"
+        if self.closing:
+            self._close(conn)
+            return
         self._selector.unregister(conn.sock)
-        request = Request(head.method, head.target, head.headers, body, conn.peer)
+        conn.state = "busy"  # from here on, only the worker touches it
         with self._lock:
             self._in_flight += 1
-        try:
-            self._pool.submit(self._work, conn, request)
-        except RuntimeError:  # the pool is shut down: the server is stopping
-            self._finished(conn, False)
+            spawn = not self._idle_workers and len(self._workers) < self.limits.workers
+        if spawn:
+            worker = threading.Thread(target=self._work_loop, daemon=True,
+                                      name=f"kms-emulator-worker-{len(self._workers)}")  # fmt: skip
+            self._workers.append(worker)
+            worker.start()
+        self._queue.put((conn, Request(head.method, head.target, head.headers, body, conn.peer)))
 
     def _start_write(self, conn: _Conn, data: bytes, keep: bool) -> None:
         conn.keep_alive = keep
@@ -254,79 +271,63 @@ class HTTPServer:
             self._close(conn)
             return
         conn.out = conn.out[sent:]
-        if not conn.out:
-            self._resume(conn)
-
-    def _resume(self, conn: _Conn) -> None:
-        """After a response: wait for the next request, or close."""
+        if conn.out:
+            return
         if not conn.keep_alive or self.closing:
             self._close(conn)
             return
-        conn.state = "reading"
-        conn.served += 1
-        now = time.monotonic()
-        conn.waiting_since = now
-        conn.deadline = now + self.limits.idle_timeout
+        self._wait_for_request(conn)
         self._selector.modify(conn.sock, selectors.EVENT_READ, conn)
         if conn.buffer:  # a pipelined request already arrived
-            conn.deadline = now + self.limits.request_timeout
             self._advance(conn)
 
-    def _take_done(self) -> None:
-        while True:
-            with self._lock:
-                if not self._done:
-                    return
-                conn, keep = self._done.popleft()
-            if not keep:
-                self._close(conn)
-            elif conn.out:  # the worker could not send it all at once
-                conn.state = "writing"
-                conn.deadline = time.monotonic() + self.limits.request_timeout
-                self._selector.register(conn.sock, selectors.EVENT_WRITE, conn)
-            else:
-                conn.state = "reading"
-                self._selector.register(conn.sock, selectors.EVENT_READ, conn)
-                self._resume(conn)
+    def _wait_for_request(self, conn: _Conn) -> None:
+        now = time.monotonic()
+        conn.state = "reading"
+        conn.served += 1
+        conn.waiting_since = now
+        conn.deadline = now + (self.limits.request_timeout if conn.buffer else self.limits.idle_timeout)
 
     def _sweep(self, now: float) -> None:
-        for conn in [c for c in self._conns.values() if c.state != "busy" and c.deadline <= now]:
-            self._close(conn)
+        for conn in self._snapshot():
+            if conn.state in ("reading", "writing") and conn.deadline <= now:
+                self._close(conn)
 
     def _close(self, conn: _Conn) -> None:
-        if conn.state != "busy":
-            try:
-                self._selector.unregister(conn.sock)
-            except (KeyError, ValueError):
-                pass
+        """Close a connection this thread holds (not one a worker is serving)."""
+        try:
+            self._selector.unregister(conn.sock)
+        except (KeyError, ValueError, RuntimeError):
+            pass  # not registered, or the selector is closed
         conn.state = "closed"
         _shut(conn.sock)
         with self._idle:
             self._conns.pop(conn.sock, None)
             self._idle.notify_all()
 
-    def _drain_wake(self) -> None:
-        try:
-            while self._wake_r.recv(4096):
-                pass
-        except (BlockingIOError, InterruptedError):
-            pass
-
     def _close_all(self) -> None:
         with self._idle:
             self._loop_over = True
-            finished = list(self._done)
-            self._done.clear()
             self._idle.notify_all()
-        for conn, _ in finished:
-            self._close(conn)
-        for conn in [c for c in list(self._conns.values()) if c.state != "busy"]:
-            self._close(conn)
+        for conn in self._snapshot():
+            if conn.state in ("reading", "writing"):
+                self._close(conn)
         self._selector.close()
 
     # -- worker threads ------------------------------------------------------------------
+    def _work_loop(self) -> None:
+        while True:
+            with self._lock:
+                self._idle_workers += 1
+            item = self._queue.get()
+            with self._lock:
+                self._idle_workers -= 1
+            if item is None:
+                return
+            self._work(*item)
+
     def _work(self, conn: _Conn, request: Request) -> None:
-        keep = False  # False: the I/O thread closes the connection
+        keep = False  # False: close the connection
         try:
             response = None if self.closing else self.service.handle(request)
             if response is not None:  # None: stopping, or an injected dropped connection
@@ -337,30 +338,38 @@ class HTTPServer:
                 except (BlockingIOError, InterruptedError):
                     sent = 0
                 conn.out = data[sent:]  # the I/O thread writes the rest
-                keep = True
+                keep = conn.keep_alive or bool(conn.out)
         except OSError:
             pass  # the client is gone; the call is audited all the same
         except Exception:
             _log.warning("a connection from %s failed", conn.peer, exc_info=True)
-        self._finished(conn, keep)
+        self._hand_back(conn, keep)
 
-    def _finished(self, conn: _Conn, keep: bool) -> None:
+    def _hand_back(self, conn: _Conn, keep: bool) -> None:
+        """Give the connection back to the I/O thread's selector, or close it."""
         with self._idle:
             self._in_flight -= 1
-            self._idle.notify_all()
-            if not self._loop_over:
-                self._done.append((conn, keep))
-                conn = None  # type: ignore[assignment]
-        if conn is not None:  # the loop is gone: close it here
-            _shut(conn.sock)
-            with self._idle:
-                self._conns.pop(conn.sock, None)
+            if self.closing:
                 self._idle.notify_all()
-            return
-        try:
-            self._wake_w.send(b"\0")
-        except OSError:
-            pass  # the wake-up pipe is full: the loop is awake anyway
+            keep = keep and not self._loop_over
+        if keep:
+            if conn.out or conn.buffer:  # the I/O thread sends the rest, or reads what
+                conn.state = "writing"   # was pipelined, as soon as the socket is writable
+                conn.deadline = time.monotonic() + self.limits.request_timeout
+                events = selectors.EVENT_WRITE
+            else:
+                self._wait_for_request(conn)
+                events = selectors.EVENT_READ
+            try:  # epoll and the key map are safe to change while the I/O thread selects
+                self._selector.register(conn.sock, events, conn)
+                return  # the I/O thread owns it now: not one more touch here
+            except (KeyError, ValueError, RuntimeError, OSError):
+                pass  # stopped meanwhile (the selector is closed) or closed by stop
+        conn.state = "closed"
+        _shut(conn.sock)
+        with self._idle:
+            self._conns.pop(conn.sock, None)
+            self._idle.notify_all()
 
     # -- stopping -------------------------------------------------------------------------
     def stop(self, timeout: float) -> bool:
@@ -371,10 +380,11 @@ class HTTPServer:
             self._wake_w.send(b"\0")
         except OSError:
             pass
-        self._pool.shutdown(wait=False)  # queued calls return at once (closing)
         with self._idle:
             drained = self._idle.wait_for(lambda: self._loop_over and not self._in_flight,
                                           timeout)  # fmt: skip
+        for _ in self._workers:  # no worker starts once the loop is over
+            self._queue.put(None)
         return drained
 
     def server_close(self) -> None:

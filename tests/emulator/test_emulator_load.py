@@ -130,3 +130,22 @@ def test_an_idle_keep_alive_connection_is_closed(loaded: EmulatorServer) -> None
         assert conn.sock is not None and _closed_by_server(conn.sock)
     finally:
         conn.close()
+
+
+def test_pipelined_requests_are_answered_in_order(loaded: EmulatorServer) -> None:
+    from tests.emulator.conftest import signed_headers
+
+    def request(page_size: str, close: bool) -> bytes:
+        headers = signed_headers(loaded.endpoint, "ListKeys", {"PageSize": page_size}, ak=AK, secret=SECRET)
+        lines = [f"POST /?PageSize={page_size} HTTP/1.1", *(f"{k}: {v}" for k, v in headers.items()),
+                 "Content-Length: 0", *(["Connection: close"] if close else [])]  # fmt: skip
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+    with ExitStack() as stack:
+        sock = _connect(loaded.endpoint, stack)
+        sock.sendall(request("1", False) + request("2", False) + request("3", True))  # one send
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert data.count(b"HTTP/1.1 200 OK") == 3
+    assert data.index(b'"PageSize":1') < data.index(b'"PageSize":2') < data.index(b'"PageSize":3')
