@@ -20,84 +20,28 @@ Bounds (``Limits``):
 - an idle keep-alive connection is closed after ``idle_timeout`` seconds.
 
 Malformed HTTP gets an Alibaba JSON error and the connection is closed. ``stop`` closes
-every connection, cancels queued calls and waits for the calls in flight, so nothing runs
+every connection, answers nothing more and waits for the calls in flight, so nothing runs
 against the keystore after the server closed it.
 """
 
 from __future__ import annotations
 
-import http
 import logging
 import selectors
 import socket
 import threading
 import time
-import uuid
-from dataclasses import dataclass
 from queue import SimpleQueue
 
-from kmsbeam.emulator._errors import ApiError, error_body
-from kmsbeam.emulator._http_parse import BadRequest, Head, parse_head
-from kmsbeam.emulator._service import Request, Response, Service
-from kmsbeam.errors import ConfigurationError
+from kmsbeam.emulator._http_conn import Conn
+from kmsbeam.emulator._http_conn import Limits, error_bytes, response_bytes, send_and_close, shut
+from kmsbeam.emulator._http_parse import BadRequest, parse_head
+from kmsbeam.emulator._service import Request, Service
 
 __all__ = ["HTTPServer", "Limits"]
 
-JSON = ("Content-Type", "application/json;charset=utf-8")
 SWEEP_SECONDS = 0.25  # how often deadlines are checked
 _log = logging.getLogger("kmsbeam.emulator")
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Connection, thread and time bounds of the emulator's HTTP server."""
-
-    max_connections: int = 1024
-    workers: int = 16
-    request_timeout: float = 10.0
-    idle_timeout: float = 120.0
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.workers <= 1024:
-            raise ConfigurationError("the emulator's workers are 1 to 1024 threads")
-        if not 2 * self.workers <= self.max_connections <= 1_000_000:
-            raise ConfigurationError("max_connections is at least twice the number of workers")
-        if not 0 < self.request_timeout <= 3600 or not 0 < self.idle_timeout <= 86400:
-            raise ConfigurationError("the emulator's timeouts are positive seconds")
-
-
-def _response_bytes(response: Response, keep_alive: bool) -> bytes:
-    phrase = http.HTTPStatus(response.status).phrase
-    lines = [f"HTTP/1.1 {response.status} {phrase}", "Server: kmsbeam-emulator",
-             f"Content-Length: {len(response.body)}"]  # fmt: skip
-    lines += [f"{name}: {value}" for name, value in response.headers]
-    if not keep_alive:
-        lines.append("Connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + response.body
-
-
-def _error_bytes(code: str, status: int, message: str) -> bytes:
-    error = ApiError(code, message, status=status)
-    body = error_body(error, str(uuid.uuid4()).upper(), "kms.aliyuncs.com")
-    return _response_bytes(Response(status, [JSON], body), keep_alive=False)
-
-
-class _Conn:
-    """One connection's state; touched by the I/O thread, or by one worker while BUSY."""
-
-    __slots__ = ("sock", "peer", "buffer", "out", "head", "state", "deadline", "waiting_since",
-                 "keep_alive", "served")  # fmt: skip
-
-    def __init__(self, sock: socket.socket, peer: str, now: float, timeout: float) -> None:
-        self.sock, self.peer = sock, peer
-        self.buffer = bytearray()
-        self.out = b""
-        self.head: Head | None = None
-        self.state = "reading"  # reading -> busy -> (writing ->) reading | closed
-        self.deadline = now + timeout
-        self.waiting_since = now
-        self.keep_alive = False
-        self.served = 0
 
 
 class HTTPServer:
@@ -114,10 +58,10 @@ class HTTPServer:
         self._wake_r, self._wake_w = socket.socketpair()  # wakes the I/O thread to stop
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._queue: SimpleQueue[tuple[_Conn, Request] | None] = SimpleQueue()
+        self._queue: SimpleQueue[tuple[Conn, Request] | None] = SimpleQueue()
         self._workers: list[threading.Thread] = []
         self._idle_workers = 0
-        self._conns: dict[socket.socket, _Conn] = {}
+        self._conns: dict[socket.socket, Conn] = {}
         self._lock = threading.Lock()  # guards _conns, _loop_over, _in_flight; no I/O under it
         self._idle = threading.Condition(self._lock)
         self._loop_over = False
@@ -140,7 +84,7 @@ class HTTPServer:
         with self._idle:
             return self._idle.wait_for(lambda: len(self._conns) <= at_most, timeout)
 
-    def _snapshot(self) -> list[_Conn]:
+    def _snapshot(self) -> list[Conn]:
         with self._lock:
             return list(self._conns.values())
 
@@ -184,10 +128,10 @@ class HTTPServer:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if len(self._conns) >= self.limits.max_connections and not self._evict():
-                _send_and_close(sock, _error_bytes("ServiceUnavailableTemporary", 503,
+                send_and_close(sock, error_bytes("ServiceUnavailableTemporary", 503,
                                                    "too many connections; retry later"))  # fmt: skip
                 continue
-            conn = _Conn(sock, str(address[0]), time.monotonic(), self.limits.request_timeout)
+            conn = Conn(sock, str(address[0]), time.monotonic(), self.limits.request_timeout)
             with self._lock:
                 self._conns[sock] = conn
             self._selector.register(sock, selectors.EVENT_READ, conn)
@@ -200,7 +144,7 @@ class HTTPServer:
         self._close(min(waiting, key=lambda c: c.waiting_since))
         return True
 
-    def _read(self, conn: _Conn) -> None:
+    def _read(self, conn: Conn) -> None:
         try:
             data = conn.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
@@ -215,7 +159,7 @@ class HTTPServer:
         conn.buffer += data
         self._advance(conn)
 
-    def _advance(self, conn: _Conn) -> None:
+    def _advance(self, conn: Conn) -> None:
         """Parse what is buffered; hand a complete request to a worker."""
         try:
             if conn.head is None:
@@ -230,7 +174,7 @@ class HTTPServer:
             if len(conn.buffer) < head.length:
                 return
         except BadRequest as exc:
-            self._start_write(conn, _error_bytes("InvalidParameter", exc.status, str(exc)), False)
+            self._start_write(conn, error_bytes("InvalidParameter", exc.status, str(exc)), False)
             return
         except OSError:
             self._close(conn)
@@ -254,7 +198,7 @@ class HTTPServer:
             worker.start()
         self._queue.put((conn, Request(head.method, head.target, head.headers, body, conn.peer)))
 
-    def _start_write(self, conn: _Conn, data: bytes, keep: bool) -> None:
+    def _start_write(self, conn: Conn, data: bytes, keep: bool) -> None:
         conn.keep_alive = keep
         conn.out = data
         conn.state = "writing"
@@ -262,7 +206,7 @@ class HTTPServer:
         self._selector.modify(conn.sock, selectors.EVENT_WRITE, conn)
         self._write_more(conn)
 
-    def _write_more(self, conn: _Conn) -> None:
+    def _write_more(self, conn: Conn) -> None:
         try:
             sent = conn.sock.send(conn.out)
         except (BlockingIOError, InterruptedError):
@@ -281,7 +225,7 @@ class HTTPServer:
         if conn.buffer:  # a pipelined request already arrived
             self._advance(conn)
 
-    def _wait_for_request(self, conn: _Conn) -> None:
+    def _wait_for_request(self, conn: Conn) -> None:
         now = time.monotonic()
         conn.state = "reading"
         conn.served += 1
@@ -293,14 +237,14 @@ class HTTPServer:
             if conn.state in ("reading", "writing") and conn.deadline <= now:
                 self._close(conn)
 
-    def _close(self, conn: _Conn) -> None:
+    def _close(self, conn: Conn) -> None:
         """Close a connection this thread holds (not one a worker is serving)."""
         try:
             self._selector.unregister(conn.sock)
         except (KeyError, ValueError, RuntimeError):
             pass  # not registered, or the selector is closed
         conn.state = "closed"
-        _shut(conn.sock)
+        shut(conn.sock)
         with self._idle:
             self._conns.pop(conn.sock, None)
             self._idle.notify_all()
@@ -326,13 +270,13 @@ class HTTPServer:
                 return
             self._work(*item)
 
-    def _work(self, conn: _Conn, request: Request) -> None:
+    def _work(self, conn: Conn, request: Request) -> None:
         keep = False  # False: close the connection
         try:
             response = None if self.closing else self.service.handle(request)
             if response is not None:  # None: stopping, or an injected dropped connection
                 conn.keep_alive = conn.keep_alive and not self.closing
-                data = _response_bytes(response, conn.keep_alive)
+                data = response_bytes(response, conn.keep_alive)
                 try:
                     sent = conn.sock.send(data)
                 except (BlockingIOError, InterruptedError):
@@ -345,7 +289,7 @@ class HTTPServer:
             _log.warning("a connection from %s failed", conn.peer, exc_info=True)
         self._hand_back(conn, keep)
 
-    def _hand_back(self, conn: _Conn, keep: bool) -> None:
+    def _hand_back(self, conn: Conn, keep: bool) -> None:
         """Give the connection back to the I/O thread's selector, or close it."""
         with self._idle:
             self._in_flight -= 1
@@ -366,7 +310,7 @@ class HTTPServer:
             except (KeyError, ValueError, RuntimeError, OSError):
                 pass  # stopped meanwhile (the selector is closed) or closed by stop
         conn.state = "closed"
-        _shut(conn.sock)
+        shut(conn.sock)
         with self._idle:
             self._conns.pop(conn.sock, None)
             self._idle.notify_all()
@@ -390,19 +334,3 @@ class HTTPServer:
     def server_close(self) -> None:
         for sock in (self._listener, self._wake_r, self._wake_w):
             sock.close()
-
-
-def _shut(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    sock.close()
-
-
-def _send_and_close(sock: socket.socket, data: bytes) -> None:
-    try:
-        sock.send(data)
-    except OSError:
-        pass
-    _shut(sock)
