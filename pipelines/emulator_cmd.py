@@ -102,6 +102,13 @@ def add_emulator_parser(sub: argparse._SubParsersAction) -> None:
     add("--drop-rate", type=_rate, default=0.0, metavar="R",
         help="close the connection of a fraction R of calls without an answer")  # fmt: skip
     add("--seed", type=int, metavar="N", help="make the injected faults reproducible")
+    add("--max-connections", type=int, default=1024, metavar="N",
+        help="open connections at most (default 1024; past it the longest waiting is closed)")
+    add("--workers", type=int, default=16, metavar="N", help="threads serving calls (default 16)")
+    add("--request-timeout", type=float, default=10.0, metavar="S",
+        help="seconds for a request to arrive whole, and its answer to be taken (default 10)")
+    add("--idle-timeout", type=float, default=120.0, metavar="S",
+        help="seconds an idle keep-alive connection is kept (default 120)")  # fmt: skip
 
 
 def _loopback(host: str) -> bool:
@@ -237,7 +244,10 @@ def run_emulator(args: argparse.Namespace, out: TextIO, *, ready: threading.Even
     try:
         server = EmulatorServer(args.data, keys, host=args.host, port=args.port,
                                 region=args.region, audit_log=args.audit_log,
-                                faults=faults if faults.active else None)  # fmt: skip
+                                faults=faults if faults.active else None,
+                                max_connections=args.max_connections, workers=args.workers,
+                                request_timeout=args.request_timeout,
+                                idle_timeout=args.idle_timeout)  # fmt: skip
     except OSError as exc:
         raise ConfigurationError(f"cannot use the data directory or audit log "
                                  f"({exc.strerror or exc}: {exc.filename})") from None  # fmt: skip

@@ -17,7 +17,9 @@ Bounds (``Limits``):
 - ``workers`` threads serve calls; a connection has at most one call in flight;
 - a request must arrive whole within ``request_timeout`` seconds of its first byte (of the
   connection, for a first request), and its response must be taken within as long;
-- an idle keep-alive connection is closed after ``idle_timeout`` seconds.
+- an idle keep-alive connection is closed after ``idle_timeout`` seconds;
+- unfinished requests hold at most ``MAX_BUFFERED`` bytes together (past it the connection
+  holding most is closed).
 
 Malformed HTTP gets an Alibaba JSON error and the connection is closed. ``stop`` closes
 every connection, answers nothing more and waits for the calls in flight, so nothing runs
@@ -41,6 +43,8 @@ from kmsbeam.emulator._service import Request, Service
 __all__ = ["HTTPServer", "Limits"]
 
 SWEEP_SECONDS = 0.25  # how often deadlines are checked
+LARGE_BUFFER = 65536  # a connection buffering more makes the I/O thread check the total
+MAX_BUFFERED = 64 << 20  # bytes of unfinished requests held at most, all connections together
 _log = logging.getLogger("kmsbeam.emulator")
 
 
@@ -157,7 +161,19 @@ class HTTPServer:
         if not conn.buffer and conn.head is None and conn.served:  # a new request starts
             conn.deadline = time.monotonic() + self.limits.request_timeout
         conn.buffer += data
+        if len(conn.buffer) > LARGE_BUFFER and not self._within_memory_budget(conn):
+            return
         self._advance(conn)
+
+    def _within_memory_budget(self, conn: Conn) -> bool:
+        """Past ``MAX_BUFFERED`` bytes of unfinished requests, close the one holding most
+        (slow large bodies cannot exhaust memory); ``False`` if that was ``conn``."""
+        waiting = [c for c in self._snapshot() if c.state == "reading"]
+        if sum(len(c.buffer) for c in waiting) <= MAX_BUFFERED:
+            return True
+        largest = max(waiting, key=lambda c: len(c.buffer))
+        self._close(largest)
+        return largest is not conn
 
     def _advance(self, conn: Conn) -> None:
         """Parse what is buffered; hand a complete request to a worker."""

@@ -93,7 +93,8 @@ def test_config_file_with_policies_env_secrets_and_faults(tmp_path: Path, monkey
 def test_fault_options_reach_the_server(tmp_path: Path) -> None:
     endpoint, stop, thread = _serve_in_thread(["--data", str(tmp_path / "d"), "--access-key-file",
                                                _key_file(tmp_path / "k"), "--throttle-rate", "1",
-                                               "--seed", "1"])  # fmt: skip
+                                               "--seed", "1", "--workers", "2", "--max-connections", "4",
+                                               "--request-timeout", "5", "--idle-timeout", "5"])  # fmt: skip
     try:
         err = sdk_error(lambda: client_for(endpoint, "dev", SECRET).list_keys(models.ListKeysRequest()))
         assert (err.code, err.status_code) == ("Rejected.Throttling", 429)
@@ -126,6 +127,9 @@ def test_access_keys_from_the_environment(tmp_path: Path, monkeypatch: pytest.Mo
     (["--access-key-file", "nope"], "cannot read the access key file"),
     (["--access-key-file", "bad-line"], "AK:SECRET"),
     (["--config", "loose-config.json"], "chmod 600 loose-config.json"),
+    (["--access-key-file", "keys", "--workers", "0"], "workers"),
+    (["--access-key-file", "keys", "--workers", "8", "--max-connections", "10"], "max_connections"),
+    (["--access-key-file", "keys", "--request-timeout", "0"], "timeouts"),
 ])  # fmt: skip
 def test_user_mistakes_are_one_line_without_secrets(
     tmp_path: Path, argv: list[str], words: str, capsys: pytest.CaptureFixture[str],

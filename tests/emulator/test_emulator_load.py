@@ -8,6 +8,7 @@ bound, and the slow connections are closed by the server's deadlines.
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
 import time
@@ -149,3 +150,17 @@ def test_pipelined_requests_are_answered_in_order(loaded: EmulatorServer) -> Non
             data += chunk
     assert data.count(b"HTTP/1.1 200 OK") == 3
     assert data.index(b'"PageSize":1') < data.index(b'"PageSize":2') < data.index(b'"PageSize":3')
+
+
+def test_slow_large_bodies_cannot_exhaust_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import kmsbeam.emulator._http as http_server
+
+    monkeypatch.setattr(http_server, "MAX_BUFFERED", 300_000)  # the budget, made small
+    with EmulatorServer(tmp_path, {AK: SECRET}, rotation_check_seconds=None, request_timeout=60.0) as srv, \
+            ExitStack() as stack:  # fmt: skip
+        senders = [_connect(srv.endpoint, stack) for _ in range(4)]
+        for sock in senders:  # 4 x 100 KB of 1 MiB bodies that never finish
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n" + b"x" * 100_000)
+        readable, _, _ = select.select(senders, [], [], LIVENESS_SECONDS)  # long before 60 s
+        assert len(readable) == 1 and _closed_by_server(readable[0])  # the budget closed one
+        assert client_for(srv.endpoint, AK, SECRET).list_keys(models.ListKeysRequest()).body.request_id
