@@ -83,10 +83,12 @@ class HTTPServer:
         """Worker threads started so far (at most ``limits.workers``)."""
         return len(self._workers)
 
-    def wait_for_connections(self, at_most: int, timeout: float) -> bool:
-        """Wait until at most ``at_most`` connections are open (for tests and tools)."""
+    def wait_for_connections(self, *, at_most: int | None = None, at_least: int | None = None,
+                             timeout: float) -> bool:  # fmt: skip
+        """Wait until at most / at least that many connections are open (for tests, tools)."""
+        low, high = at_least or 0, (1 << 62) if at_most is None else at_most
         with self._idle:
-            return self._idle.wait_for(lambda: len(self._conns) <= at_most, timeout)
+            return self._idle.wait_for(lambda: low <= len(self._conns) <= high, timeout)
 
     def _snapshot(self) -> list[Conn]:
         with self._lock:
@@ -136,8 +138,9 @@ class HTTPServer:
                                                    "too many connections; retry later"))  # fmt: skip
                 continue
             conn = Conn(sock, str(address[0]), time.monotonic(), self.limits.request_timeout)
-            with self._lock:
+            with self._idle:
                 self._conns[sock] = conn
+                self._idle.notify_all()
             self._selector.register(sock, selectors.EVENT_READ, conn)
 
     def _evict(self) -> bool:

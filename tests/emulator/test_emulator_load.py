@@ -24,7 +24,7 @@ from tests.emulator.conftest import client_for
 
 LIVENESS_SECONDS = 10.0
 AK, SECRET = "load", "load-secret-91"
-HELD = 100  # connections of each kind of slow client (400 in all)
+HELD = 150  # connections of each kind of slow client (450 in all)
 WORKERS = 8
 
 
@@ -54,23 +54,49 @@ def _closed_by_server(sock: socket.socket) -> bool:
 
 @pytest.fixture()
 def loaded(tmp_path: Path) -> Iterator[EmulatorServer]:
+    """Deadlines of 2 s: slow clients are closed soon."""
     with EmulatorServer(tmp_path, {AK: SECRET}, rotation_check_seconds=None, workers=WORKERS,
                         request_timeout=2.0, idle_timeout=2.0) as srv:  # fmt: skip
         yield srv
 
 
-def test_slow_clients_do_not_starve_an_sdk_client(loaded: EmulatorServer) -> None:
+def _slow_clients(endpoint: str, stack: ExitStack, n: int) -> dict[str, list[socket.socket]]:
+    """``n`` connections of each kind: silent, a partial head, a partial body."""
+    kinds = {"silent": b"", "partial head": b"POST /?Action=ListKeys HTTP/1.1\r\nHost: x\r\n",
+             "partial body": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{"}  # fmt: skip
+    groups: dict[str, list[socket.socket]] = {}
+    for kind, data in kinds.items():
+        groups[kind] = [_connect(endpoint, stack) for _ in range(n)]
+        for sock in groups[kind] if data else ():
+            sock.sendall(data)
+    return groups
+
+
+def test_slow_clients_do_not_starve_an_sdk_client(tmp_path: Path) -> None:
     before = _threads()
+    with EmulatorServer(tmp_path, {AK: SECRET}, rotation_check_seconds=None, workers=WORKERS,
+                        request_timeout=120.0) as srv, ExitStack() as stack:  # fmt: skip
+        assert srv._http is not None  # noqa: SLF001
+        _slow_clients(srv.endpoint, stack, HELD)
+        assert srv._http.wait_for_connections(at_least=3 * HELD, timeout=LIVENESS_SECONDS)  # noqa: SLF001
+        start = time.monotonic()
+        client = client_for(srv.endpoint, AK, SECRET)
+        key = client.create_key(models.CreateKeyRequest()).body.key_metadata.key_id
+        assert client.generate_data_key(models.GenerateDataKeyRequest(key_id=key)).body.plaintext
+        assert time.monotonic() - start < LIVENESS_SECONDS
+        assert srv._http.open_connections >= 3 * HELD  # noqa: SLF001 - still held meanwhile
+        assert _threads() - before <= WORKERS + 1  # the I/O thread and the pool, no more
+        stack.close()  # the slow clients go away
+        assert srv._http.wait_for_connections(at_most=1, timeout=LIVENESS_SECONDS)  # noqa: SLF001
+        assert _threads() - before <= WORKERS + 1
+        assert client.list_keys(models.ListKeysRequest()).body.total_count == 1
+
+
+def test_slow_clients_are_closed_by_the_request_deadline(loaded: EmulatorServer) -> None:
     stop_dribbling = threading.Event()
     with ExitStack() as stack:
-        silent = [_connect(loaded.endpoint, stack) for _ in range(HELD)]
-        partial = [_connect(loaded.endpoint, stack) for _ in range(HELD)]
-        for sock in partial:
-            sock.sendall(b"POST /?Action=ListKeys HTTP/1.1\r\nHost: x\r\n")
-        bodies = [_connect(loaded.endpoint, stack) for _ in range(HELD)]
-        for sock in bodies:
-            sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
-        dribbled = [_connect(loaded.endpoint, stack) for _ in range(HELD)]
+        groups = _slow_clients(loaded.endpoint, stack, 25)
+        groups["dribbled"] = dribbled = [_connect(loaded.endpoint, stack) for _ in range(25)]
 
         def dribble() -> None:  # one byte per connection per round, until the server closes
             line = b"POST /?Action=ListKeys HTTP/1.1\r\nx-slow: " + b"a" * 10_000
@@ -86,30 +112,20 @@ def test_slow_clients_do_not_starve_an_sdk_client(loaded: EmulatorServer) -> Non
         dribbler = threading.Thread(target=dribble, daemon=True)
         dribbler.start()
         try:
-            assert loaded._http is not None  # noqa: SLF001
-            assert loaded._http.open_connections >= 3 * HELD  # noqa: SLF001 - they are held
-            start = time.monotonic()
-            client = client_for(loaded.endpoint, AK, SECRET)
-            key = client.create_key(models.CreateKeyRequest()).body.key_metadata.key_id
-            dk = client.generate_data_key(models.GenerateDataKeyRequest(key_id=key)).body
-            assert dk.plaintext and time.monotonic() - start < LIVENESS_SECONDS
-            assert _threads() - before <= WORKERS + 1  # the pool and the dribbler, no more
-            # every kind of slow client is closed by the request deadline, not held forever
-            for group in (silent, partial, bodies, dribbled):
-                assert all(_closed_by_server(sock) for sock in group)
+            for kind, group in groups.items():  # activity does not extend the deadline
+                assert all(_closed_by_server(sock) for sock in group), kind
         finally:
             stop_dribbling.set()
             dribbler.join(LIVENESS_SECONDS)
-    assert loaded._http.wait_for_connections(0, LIVENESS_SECONDS)  # noqa: SLF001
-    assert _threads() <= before + WORKERS  # the pool stays within its bound
-    assert client_for(loaded.endpoint, AK, SECRET).list_keys(models.ListKeysRequest()).body.total_count == 1
+    assert loaded._http is not None and loaded._http.wait_for_connections(at_most=0, timeout=LIVENESS_SECONDS)  # noqa: SLF001
 
 
 def test_past_the_connection_cap_the_longest_waiting_is_closed(tmp_path: Path) -> None:
     with EmulatorServer(tmp_path, {AK: SECRET}, rotation_check_seconds=None, workers=4,
                         max_connections=20) as srv, ExitStack() as stack:  # fmt: skip
         held = [_connect(srv.endpoint, stack) for _ in range(20)]
-        assert srv._http is not None and srv._http.wait_for_connections(20, LIVENESS_SECONDS)  # noqa: SLF001
+        assert srv._http is not None  # noqa: SLF001
+        assert srv._http.wait_for_connections(at_least=20, timeout=LIVENESS_SECONDS)  # noqa: SLF001
         start = time.monotonic()
         assert client_for(srv.endpoint, AK, SECRET).list_keys(models.ListKeysRequest()).body.request_id
         assert time.monotonic() - start < LIVENESS_SECONDS
