@@ -30,8 +30,8 @@ class Limits:
     def __post_init__(self) -> None:
         if not 1 <= self.workers <= 1024:
             raise ConfigurationError("the emulator's workers are 1 to 1024 threads")
-        if not 2 * self.workers <= self.max_connections <= 1_000_000:
-            raise ConfigurationError("max_connections is at least twice the number of workers")
+        if not self.workers <= self.max_connections <= 1_000_000:
+            raise ConfigurationError("max_connections is at least the number of workers")
         if not 0 < self.request_timeout <= 3600 or not 0 < self.idle_timeout <= 86400:
             raise ConfigurationError("the emulator's timeouts are positive seconds")
 

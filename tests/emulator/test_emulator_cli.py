@@ -128,7 +128,7 @@ def test_access_keys_from_the_environment(tmp_path: Path, monkeypatch: pytest.Mo
     (["--access-key-file", "bad-line"], "AK:SECRET"),
     (["--config", "loose-config.json"], "chmod 600 loose-config.json"),
     (["--access-key-file", "keys", "--workers", "0"], "workers"),
-    (["--access-key-file", "keys", "--workers", "8", "--max-connections", "10"], "max_connections"),
+    (["--access-key-file", "keys", "--workers", "8", "--max-connections", "7"], "max_connections"),
     (["--access-key-file", "keys", "--request-timeout", "0"], "timeouts"),
 ])  # fmt: skip
 def test_user_mistakes_are_one_line_without_secrets(

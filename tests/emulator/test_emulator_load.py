@@ -180,3 +180,33 @@ def test_slow_large_bodies_cannot_exhaust_memory(tmp_path: Path, monkeypatch: py
         readable, _, _ = select.select(senders, [], [], LIVENESS_SECONDS)  # long before 60 s
         assert len(readable) == 1 and _closed_by_server(readable[0])  # the budget closed one
         assert client_for(srv.endpoint, AK, SECRET).list_keys(models.ListKeysRequest()).body.request_id
+
+
+def test_when_every_connection_is_being_served_a_newcomer_gets_503(tmp_path: Path) -> None:
+    from kmsbeam.emulator import Faults
+
+    arrived, release = threading.Semaphore(0), threading.Event()
+
+    def hold(_: float) -> None:  # the injected latency: a call waits here until released
+        arrived.release()
+        release.wait(LIVENESS_SECONDS)
+
+    with EmulatorServer(tmp_path, {AK: SECRET}, rotation_check_seconds=None, workers=2, max_connections=2,
+                        faults=Faults(latency_ms=1, sleep=hold)) as srv:  # fmt: skip
+        callers = [threading.Thread(target=lambda: client_for(srv.endpoint, AK, SECRET).list_keys(
+            models.ListKeysRequest())) for _ in range(2)]  # fmt: skip
+        for caller in callers:
+            caller.start()
+        try:
+            assert arrived.acquire(timeout=LIVENESS_SECONDS) and arrived.acquire(timeout=LIVENESS_SECONDS)
+            with ExitStack() as stack:  # both connections are in calls: nothing to make room
+                sock = _connect(srv.endpoint, stack)
+                data = b""
+                while chunk := sock.recv(65536):
+                    data += chunk
+            assert data.startswith(b"HTTP/1.1 503 ") and b'"Code":"ServiceUnavailableTemporary"' in data
+        finally:
+            release.set()
+            for caller in callers:
+                caller.join(LIVENESS_SECONDS)
+        assert client_for(srv.endpoint, AK, SECRET).list_keys(models.ListKeysRequest()).body.request_id
