@@ -11,6 +11,13 @@ answered (before any value carries the new header)::
 
 Each writer (one per worker process) appends to its own file ``DIR/journal-<host>-<pid>-<rand>.jsonl``,
 so workers never share a file; a line torn by a crash is skipped when the journal is read.
+
+The journal can live on any filesystem: pass a ``JournalStore`` (``pipelines`` and
+``transforms`` give one over Beam's FileSystems, so ``oss://`` and every registered scheme
+work). Object stores cannot append, so with a store each entry is its own small object
+``DIR/journal-<host>-<pid>-<rand>-<n>.jsonl``, complete once ``create`` returns. Without a
+store the directory is a local one (appended and fsynced as above). This module never
+imports Beam.
 Nothing in it is secret: commitments and wrapped keys are in every value's header anyway.
 
 A journal entry is used only for a value with the same commitment K and only while its
@@ -28,10 +35,13 @@ import os
 import socket
 import threading
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 __all__ = [
     "JOURNAL_VERSION",
+    "JournalStore",
     "JournalWriter",
     "journal_line",
     "journal_writer",
@@ -47,18 +57,42 @@ MAX_LINE = 1 << 17
 _PATTERN = "journal-*.jsonl"
 
 
-def read_journal(directory: str | os.PathLike[str], target_version: str) -> dict[bytes, bytes]:
+class JournalStore(Protocol):
+    """Where a journal lives when it is not a local directory (e.g. Beam's FileSystems).
+
+    Paths are the store's own strings (``oss://b/out/_kmsbeam_rotation.journal/x.jsonl``):
+    the journal joins them with ``/`` and never interprets them.
+    """
+
+    def shards(self, directory: str) -> Sequence[str]:
+        """The paths of the ``journal-*.jsonl`` objects under ``directory`` (none if absent)."""
+
+    def read(self, path: str) -> bytes:
+        """The whole content of one shard."""
+
+    def create(self, path: str, data: bytes) -> None:
+        """Write a new object; it must be durable and complete when this returns."""
+
+
+def read_journal(directory: str | os.PathLike[str], target_version: str,
+                 store: JournalStore | None = None) -> dict[bytes, bytes]:  # fmt: skip
     """``{K: new wrapped key}`` for every journaled data key moved to ``target_version``.
 
     A missing directory is an empty journal. Lines that do not parse (a torn last line) or that
     name another target version are skipped.
     """
     moved: dict[bytes, bytes] = {}
-    root = Path(directory)
-    if not root.is_dir():
-        return moved
-    for shard in sorted(root.glob(_PATTERN)):
-        for line in shard.read_text(encoding="utf-8", errors="replace").splitlines():
+    if store is not None:
+        texts = [store.read(shard).decode("utf-8", errors="replace")
+                 for shard in sorted(store.shards(str(directory)))]  # fmt: skip
+    else:
+        root = Path(directory)
+        if not root.is_dir():
+            return moved
+        texts = [shard.read_text(encoding="utf-8", errors="replace")
+                 for shard in sorted(root.glob(_PATTERN))]  # fmt: skip
+    for text in texts:
+        for line in text.splitlines():
             entry = parse_journal_line(line, target_version)
             if entry is not None:
                 moved[entry[0]] = entry[1]
@@ -95,12 +129,16 @@ def journal_line(commitment: bytes, old_version: str, new_version: str, wrapped:
 
 
 class JournalWriter:
-    """Appends journal lines to this process's own file in ``directory`` (thread-safe)."""
+    """Appends journal lines to this process's own file in ``directory`` (thread-safe); with a
+    ``store``, writes each line as its own new object there instead."""
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(self, directory: str | os.PathLike[str], store: JournalStore | None = None) -> None:
         self._dir = Path(directory)
+        self._remote = str(directory).rstrip("/")
+        self._store = store
         self._lock = threading.Lock()
         self._path: Path | None = None
+        self._stem = ""
         self.lines = 0
 
     def __repr__(self) -> str:
@@ -109,6 +147,14 @@ class JournalWriter:
     def moved(self, commitment: bytes, old_version: str, new_version: str, wrapped: bytes) -> None:
         """Record that the data key ``commitment`` now has the wrapped form ``wrapped``."""
         line = journal_line(commitment, old_version, new_version, wrapped)
+        if self._store is not None:
+            with self._lock:
+                if not self._stem:
+                    self._stem = f"journal-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+                name = f"{self._remote}/{self._stem}-{self.lines:06d}.jsonl"
+                self._store.create(name, line.encode("utf-8"))
+                self.lines += 1
+            return
         with self._lock:
             if self._path is None:
                 self._dir.mkdir(parents=True, exist_ok=True)
@@ -128,15 +174,16 @@ _writers_lock = threading.Lock()
 _writers_pid = [os.getpid()]
 
 
-def journal_writer(directory: str | os.PathLike[str]) -> JournalWriter:
-    """The process-wide writer for ``directory`` (a new file in a forked child)."""
-    key = os.path.abspath(directory)
+def journal_writer(directory: str | os.PathLike[str], store: JournalStore | None = None) -> JournalWriter:
+    """The process-wide writer for ``directory`` (a new file in a forked child). A local
+    directory is made absolute; a store's path (``oss://...``) is kept as it is."""
+    key = str(directory) if store is not None else os.path.abspath(directory)
     with _writers_lock:
         if _writers_pid[0] != os.getpid():
             _writers.clear()
             _writers_pid[0] = os.getpid()
         writer = _writers.get(key)
         if writer is None:
-            writer = _writers[key] = JournalWriter(key)
+            writer = _writers[key] = JournalWriter(key, store)
         return writer
 

@@ -4,12 +4,16 @@
 
     kmsbeam cat oss://bucket/exports/2026-11-23/part-00000.jsonl.kmsb | head
 
-No Beam: the object streams through ``kmsbeam.objects.ObjectReader`` (memory: two chunks).
+No pipeline: the object streams through ``kmsbeam.objects.ObjectReader`` (memory: two chunks).
 The key and context are, in order: ``--key``/``--context``; the export manifest next to the
 object; the object's own header. A key URI from the manifest or the header is data: only a
 hint resolved against the caller's key sources (``--key``, ``KMSBEAM_KEY_SOURCES``; see
 ``kmsbeam.trust``), so an object never makes ``cat`` connect anywhere or load a module. Every chunk is authenticated before it is written, so a
 damaged object stops with the authentication error after the intact chunks before it.
+
+``oss://`` objects are read with the OSS client (``--oss-endpoint``); every other path through
+Beam's FileSystems (a local file, or ``s3://``, ``hdfs://``, ``gs://`` with their extras). A
+``scheme://`` no filesystem handles is one error, never a local file named after it.
 """
 
 from __future__ import annotations
@@ -51,12 +55,15 @@ def _manifest_near(path: str, config: Any) -> Any:
 
             text = oss_client(config).get(location).decode("utf-8")
         else:
-            with open(location, encoding="utf-8") as f:
-                text = f.read()
+            from kmsbeam.pipelines import rotate_fs
+
+            if not rotate_fs.exists(location):
+                return None
+            text = rotate_fs.read_text(location)
         if '"kmsbeam_export"' not in text:
             return None
         return ExportManifest.from_json(text, location)
-    except (OSError, kmsbeam.KmsBeamError):
+    except Exception:  # noqa: BLE001  (optional: Beam wraps IO errors; none is fine)
         return None
 
 
@@ -64,7 +71,10 @@ def run_cat(args: argparse.Namespace, context: dict[str, str] | None, out: Binar
     from kmsbeam.objects import ObjectReader
     from kmsbeam.oss import OssConfig, oss_client
 
+    from kmsbeam.pipelines import rotate_fs
+
     out = out if out is not None else sys.stdout.buffer
+    args.object = rotate_fs.absolute(args.object)  # an unknown scheme:// is refused here
     config = OssConfig.from_env(endpoint=args.oss_endpoint)
     manifest = _manifest_near(args.object, config)
     required = getattr(args, "require_key", None) or []
@@ -77,6 +87,12 @@ def run_cat(args: argparse.Namespace, context: dict[str, str] | None, out: Binar
         info = client.head(args.object)
         raw: Any = client.open_read(args.object, size=info.size)
         metadata = info.metadata or {}
+    elif rotate_fs.is_remote(args.object):
+        from apache_beam.io.filesystems import FileSystems
+
+        if not rotate_fs.exists(args.object):
+            raise kmsbeam.ConfigurationError(f"there is no object {args.object}")
+        raw, metadata = FileSystems.open(args.object, compression_type="uncompressed"), None
     else:
         try:
             raw, metadata = open(args.object, "rb"), None

@@ -92,14 +92,15 @@ def _plain(exc: Exception, path: str) -> KmsBeamError:
 
 
 def is_export(location: str) -> bool:
-    """True for an ``oss://`` location (only exports are read from OSS) or a directory whose
-    ``_kmsbeam.json`` is an export manifest."""
+    """True when ``location`` (a directory or a prefix on any filesystem) holds an export
+    manifest; a dataset manifest (``kmsbeam encrypt``) there is not one."""
     from kmsbeam.pipelines.cli import _quiet_beam_logging
 
     _quiet_beam_logging()
     import kmsbeam.transforms  # noqa: F401  (registers oss://)
+    from kmsbeam.pipelines import rotate_fs
 
-    return location.startswith("oss://") or read_manifest(location) is not None
+    return read_manifest(rotate_fs.absolute(location)) is not None
 
 
 def run_command(args: argparse.Namespace, beam_args: list[str], context: dict[str, str] | None) -> int:
@@ -221,8 +222,12 @@ def run_export(args: argparse.Namespace, beam_args: list[str], context: dict[str
     from kmsbeam.pipelines.summary import kms_price_per_10k
     from kmsbeam.transforms import EncryptObjects
 
+    from kmsbeam.pipelines import rotate_fs
+
     args.kms_price_per_10k = kms_price_per_10k(getattr(args, "kms_price_per_10k", None))
     options, runner, oss = _options(beam_args)
+    # paths as every worker sees them: local ones absolute, an unknown scheme:// refused
+    args.input, args.output = rotate_fs.absolute(args.input), rotate_fs.absolute(args.output)
     dest = args.output if args.output.endswith("/") else args.output + "/"
     if read_manifest(dest) is not None and not args.overwrite:
         raise ConfigurationError(f"{dest} already holds a kmsbeam export; pass --overwrite to replace it")
@@ -273,17 +278,22 @@ def run_restore(args: argparse.Namespace, beam_args: list[str], context: dict[st
     if given:
         raise ConfigurationError(f"{given[0].replace('_', '-')} does not apply to an export; "
                                  "the export manifest says how to decrypt it")  # fmt: skip
+    from kmsbeam.pipelines import rotate_fs
+
     options, runner, oss = _options(beam_args)
+    args.input, args.output = rotate_fs.absolute(args.input), rotate_fs.absolute(args.output)
     src = args.input if args.input.endswith("/") else args.input + "/"
     manifest = read_manifest(src)
     if manifest is None:
         raise ConfigurationError(f"{src} holds no kmsbeam export manifest ({EXPORT_MANIFEST}); "
                                  "use kmsbeam cat for a single object")  # fmt: skip
     out = args.output
-    if not out.startswith("oss://"):
+    if not rotate_fs.is_remote(out):
         os.makedirs(out, exist_ok=True)
         if os.listdir(out) and not args.overwrite:
             raise ConfigurationError(f"{out} is not empty; pass --overwrite to write into it")
+    elif rotate_fs.list_files(out, "**") and not args.overwrite:
+        raise ConfigurationError(f"{out} is not empty; pass --overwrite to write into it")
     paths = [src + o["name"] for o in manifest.objects]
     # the manifest's key is data: a hint resolved against the caller's key sources
     required = getattr(args, "require_key", None) or []

@@ -40,20 +40,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
-from kmsbeam.pipelines import _fns, formats, jobs
+from kmsbeam.pipelines import _fns, formats, jobs, rotate_fs
 from kmsbeam.pipelines.manifest import MANIFEST_NAME, Manifest
-from kmsbeam.pipelines.plan import JobSpec, Plan, dead_dir_for, prepare_output
+from kmsbeam.pipelines.plan import DEAD_LETTER_DIR, JobSpec
+from kmsbeam.pipelines.rotate_lock import LOCK_NAME
 from kmsbeam.pipelines.rotate_report import dry_run, inventory, key_rows, table
 from kmsbeam.pipelines.rotate_state import (
     JOURNAL_NAME,
     ROTATION_NAME,
+    RotationPlan,
     finished_at,
     read_rotation,
     recorded_target,
@@ -94,16 +94,35 @@ def required_keys(args: argparse.Namespace, to_key: str) -> tuple[str, ...]:
     return requirement.keys
 
 
-def _manifest(src: Path) -> Manifest:
-    manifest = Manifest.read(src) if src.is_dir() else None
-    if manifest is None:
+def _manifest_text(src: str) -> str | None:
+    """The text of ``src/_kmsbeam.json`` on any filesystem, or None."""
+    path = rotate_fs.join(src, MANIFEST_NAME)
+    try:
+        return rotate_fs.read_text(path) if rotate_fs.exists(path) else None
+    except Exception as exc:  # Beam wraps IO errors
+        raise ConfigurationError(f"cannot read {path} ({type(exc).__name__})") from None
+
+
+def is_export_input(src: str) -> bool:
+    """True when ``src`` holds an export manifest (``kmsbeam export``), not a dataset's."""
+    text = _manifest_text(rotate_fs.absolute(src))
+    return text is not None and '"kmsbeam_export"' in text
+
+
+def _manifest(src: str) -> Manifest:
+    """The dataset manifest of ``src`` (a local directory or any FileSystems prefix)."""
+    text = _manifest_text(str(src))
+    if text is None:
         raise ConfigurationError(f"{src} is not a directory written by kmsbeam encrypt (no "
                                  f"{MANIFEST_NAME}); rotate the output directory of an encrypt")  # fmt: skip
-    return manifest
+    if '"kmsbeam_export"' in text:
+        raise ConfigurationError(f"{src} holds a kmsbeam export, not a dataset: rotate it with "
+                                 "--in-place (object metadata only)")  # fmt: skip
+    return Manifest.from_json(text, rotate_fs.join(str(src), MANIFEST_NAME))
 
 
-def _plan(args: argparse.Namespace, beam_args: list[str]) -> tuple[Plan, Manifest, str]:
-    src = Path(args.input)
+def _plan(args: argparse.Namespace, beam_args: list[str]) -> tuple[RotationPlan, Manifest, str]:
+    src = args.input
     manifest = _manifest(src)
     if args.output is None:
         raise ConfigurationError("name the OUTPUT directory (or --in-place for PME datasets "
@@ -111,7 +130,7 @@ def _plan(args: argparse.Namespace, beam_args: list[str]) -> tuple[Plan, Manifes
     if manifest.mode not in ("fields", "record"):
         raise ConfigurationError(f"rotating --parquet-mode {manifest.mode} datasets is not "
                                  "supported yet; use --mode fields or record datasets")  # fmt: skip
-    files = sorted(str(p) for p in src.glob("part-*"))
+    files = rotate_fs.list_files(src, "part-*")
     if not files:
         raise ConfigurationError(f"{src} has no part-* data files")
     trusted = trusted_sources(args)
@@ -124,7 +143,9 @@ def _plan(args: argparse.Namespace, beam_args: list[str]) -> tuple[Plan, Manifes
         raise ConfigurationError(f"{to_key} is another kind of key source than {manifest.key}: "
                                  "data keys cannot be rewrapped across kinds; use --reencrypt")  # fmt: skip
     spec = JobSpec("rotate", args.input, args.output, overwrite=args.overwrite, beam_args=beam_args)
-    plan = Plan(spec, files, str(src / "part-*"), manifest, Path(args.output), Path())
+    out = args.output
+    plan = RotationPlan(spec, files, rotate_fs.join(src, "part-*"), manifest, out,
+                        rotate_fs.join(out, DEAD_LETTER_DIR))  # fmt: skip
     if manifest.format == "csv":
         plan.in_columns = formats.csv_header(files)
         plan.out_columns = list(plan.in_columns)
@@ -133,12 +154,11 @@ def _plan(args: argparse.Namespace, beam_args: list[str]) -> tuple[Plan, Manifes
         assert schema is not None
         plan.out_schema = (formats.encrypted_schema(schema, manifest.fields) if manifest.mode == "fields"
                            else formats.record_schema(schema, manifest.keep, manifest.payload_field))  # fmt: skip
-    plan.dead_dir = dead_dir_for(spec, plan.out_dir)
     plan.require_keys = required_keys(args, to_key)
     return plan, manifest, to_key
 
 
-def _build(p: beam.Pipeline, plan: Plan, m: Manifest, to_key: str, version: str,
+def _build(p: beam.Pipeline, plan: RotationPlan, m: Manifest, to_key: str, version: str,
            args: argparse.Namespace) -> None:  # fmt: skip
     paths, fmt = record_paths(m.mode, m.fields, m.payload_field)
     records, parse_dead = formats.read_records(p, m.format, plan.pattern, plan.in_columns)
@@ -160,11 +180,11 @@ def _build(p: beam.Pipeline, plan: Plan, m: Manifest, to_key: str, version: str,
         step = RewrapDataKeys(m.fields, to_key, mode=m.mode, context=m.context,
                               payload_field=m.payload_field, only_versions=args.only_version,
                               check_target=False, target_version=version,
-                              journal=str((plan.out_dir / JOURNAL_NAME).absolute()),
+                              journal=rotate_fs.join(plan.out_dir, JOURNAL_NAME),
                               kms_qps=args.kms_qps, require_keys=plan.require_keys,
                               key_cache_ttl=lifetimes["key_cache_ttl"])  # fmt: skip
     good, dead = records | "Rotate" >> step.with_dead_letters()
-    tmp = str((plan.out_dir / _TMP).absolute())
+    tmp = rotate_fs.join(plan.out_dir, _TMP)
     for name, pcoll in (("in", records), ("out", good)):
         (pcoll | f"Keys_{name}" >> beam.FlatMap(key_rows, paths, fmt)
          | f"Distinct_{name}" >> beam.Distinct()
@@ -173,11 +193,11 @@ def _build(p: beam.Pipeline, plan: Plan, m: Manifest, to_key: str, version: str,
         good = good | "RestoreNullStructs" >> beam.Map(_fns.restore_null_parents)
         dead = dead | "RestoreNullStructsDead" >> beam.Map(_fns.restore_null_parents)
     encrypted = list(m.fields) if m.mode == "fields" else [m.payload_field]
-    format_dead = formats.write_records(good, m.format, str(plan.out_dir.absolute() / "part"),
+    format_dead = formats.write_records(good, m.format, rotate_fs.join(plan.out_dir, "part"),
                                         columns=plan.out_columns, schema=plan.out_schema,
                                         encrypted=encrypted)  # fmt: skip
     letters = [d for d in (parse_dead, dead, format_dead) if d is not None]
-    formats.write_dead_letters(letters, str(plan.dead_dir.absolute() / "part"))
+    formats.write_dead_letters(letters, rotate_fs.join(plan.dead_dir, "part"))
 
 
 def run_rotate(args: argparse.Namespace, beam_args: list[str]) -> int:
@@ -186,6 +206,9 @@ def run_rotate(args: argparse.Namespace, beam_args: list[str]) -> int:
     from kmsbeam.pipelines.rotate_lock import rotation_lock
 
     qps = getattr(args, "kms_qps", None)
+    # every path as the workers must see it: local ones absolute, unknown schemes refused
+    args.input = rotate_fs.absolute(args.input)
+    args.output = None if args.output is None else rotate_fs.absolute(args.output)
     with rotation_lock(args):  # released on return, on errors and on Ctrl-C
         if qps is None:
             return _run(args, beam_args)
@@ -206,22 +229,32 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
         args.only_version = versions
     if args.only_version and args.reencrypt:
         raise ConfigurationError("--only-version filters a rewrap; --reencrypt re-encrypts everything")
-    if getattr(args, "require_key", None) and (args.in_place or args.input.startswith("oss://")):
+    # an oss:// export rotates in place (rotate_oss reads its manifest); otherwise one read tells
+    # an export manifest from a dataset's, wherever it lives
+    export = args.in_place and args.input.startswith("oss://") or is_export_input(args.input)
+    if getattr(args, "require_key", None) and (args.in_place or export):
         raise ConfigurationError("--require-key applies to field, record and cells datasets "
                                  "rotated into an OUTPUT directory")  # fmt: skip
     if args.in_place:
         if args.output is not None:
             raise ConfigurationError("--in-place rewrites INPUT; give no OUTPUT")
-        if args.input.startswith("oss://"):
+        if export and args.input.startswith("oss://"):
             from kmsbeam.pipelines.rotate_oss import rotate_export_in_place
 
             return rotate_export_in_place(args, table)
+        if rotate_fs.is_remote(args.input):
+            raise ConfigurationError("--in-place rotates a local PME dataset or an oss:// export; "
+                                     "rotate other datasets into an OUTPUT directory")  # fmt: skip
         from kmsbeam.pipelines.rotate_pme import rotate_pme_in_place
 
         return rotate_pme_in_place(args, _manifest, table)
-    if args.input.startswith("oss://"):
+    if export:
         raise ConfigurationError("an OSS export is rotated with --in-place (object metadata only)")
-    first = _manifest(Path(args.input))
+    first = _manifest(args.input)
+    remote = rotate_fs.is_remote(args.input) or rotate_fs.is_remote(args.output or "")
+    if first.mode == "pme" and remote:
+        raise ConfigurationError("PME datasets are rotated on local disk for now; copy the "
+                                 "dataset to a local directory, rotate it, and copy it back")  # fmt: skip
     if first.mode == "pme" and args.output is not None:
         from kmsbeam.pipelines.rotate_pme_rewrite import rotate_pme_rewrite
 
@@ -239,7 +272,7 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
         return rotate_cells(args, first, table)
     plan, m, to_key = _plan(args, beam_args)
     jobs.pipeline_options(beam_args)
-    recorded = recorded_target(read_rotation(Path(args.input)), to_key) if args.trust_manifest else None
+    recorded = recorded_target(read_rotation(args.input), to_key) if args.trust_manifest else None
     if recorded is not None:  # the same rotation again: no KMS call at all
         version, resolved = recorded, f"{ROTATION_NAME} of the input"
     else:  # a disabled or unknown key stops us here
@@ -247,16 +280,15 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
         resolved = "DescribeKey" if parse_key_uri(to_key).scheme != "pkcs11" else "the token"
     if args.dry_run:
         return dry_run(plan, m, to_key, version, args)
-    journal = plan.out_dir / JOURNAL_NAME
-    unfinished = journal.is_dir() and not (plan.out_dir / ROTATION_NAME).exists()
+    out = plan.out_dir
+    journal = rotate_fs.join(out, JOURNAL_NAME)
+    unfinished = rotate_fs.is_dir(journal) and not rotate_fs.exists(rotate_fs.join(out, ROTATION_NAME))
     resuming = unfinished and not args.reencrypt  # re-encryption makes new keys: no journal
-    prepare_output(plan.out_dir, plan.dead_dir, args.overwrite or unfinished, plan.files)
-    stale_paths = [plan.out_dir / ROTATION_NAME, plan.out_dir / _TMP]
+    rotate_fs.prepare_output(out, plan.dead_dir, args.overwrite or unfinished, plan.files,
+                             ignore=(LOCK_NAME,))  # fmt: skip
+    stale_paths = [rotate_fs.join(out, ROTATION_NAME), rotate_fs.join(out, _TMP)]
     for stale in stale_paths + ([] if resuming else [journal]):
-        if stale.is_dir():
-            shutil.rmtree(stale)
-        elif stale.exists():
-            stale.unlink()
+        rotate_fs.delete_tree(stale)
     if resuming and not args.quiet:
         print(f"kmsbeam: resuming an unfinished rotation into {plan.out_dir} (data keys its "
               "journal lists are not rewrapped again)", file=sys.stderr)  # fmt: skip
@@ -278,10 +310,11 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
     elapsed = time.monotonic() - started
     counters = jobs.counters_of(result)
     c = lambda name, ns="kmsbeam": counters.get(f"{ns}/{name}", 0)  # noqa: E731
-    before, after = inventory(plan.out_dir / _TMP, "in"), inventory(plan.out_dir / _TMP, "out")
-    shutil.rmtree(plan.out_dir / _TMP, ignore_errors=True)
-    if plan.dead_dir.is_dir() and not any(plan.dead_dir.iterdir()):
-        plan.dead_dir.rmdir()
+    tmp = rotate_fs.join(out, _TMP)
+    before, after = inventory(tmp, "in"), inventory(tmp, "out")
+    rotate_fs.delete_tree(tmp)
+    if not rotate_fs.is_remote(plan.dead_dir) and os.path.isdir(plan.dead_dir) and not os.listdir(plan.dead_dir):
+        os.rmdir(plan.dead_dir)
     moved = [{"commitment": k, "from": v, "to": after[k]} for k, v in sorted(before.items())
              if k in after and after[k] != v]  # fmt: skip
     sources: dict[str, int] = {}
@@ -296,7 +329,7 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
               "kms_calls_rewrap": c("kms_calls_rewrap"), "kms_calls_decrypt": c("kms_calls_decrypt"),
               "kms_calls_generate_data_key": c("kms_calls_generate_data_key")}  # fmt: skip
     new_manifest = Manifest(**{**m.__dict__, "key": to_key, "kmsbeam_version": kmsbeam.__version__})
-    new_manifest.write(plan.out_dir)
+    rotate_fs.write_text(rotate_fs.join(out, MANIFEST_NAME), new_manifest.to_json())
     rotation = {"kmsbeam_rotation": 1, "method": "reencrypt" if args.reencrypt else "rewrap",
                 "source_key": m.key, "target_key": to_key, "target_version": version,
                 "source_versions": sources, "data_keys_moved": len(moved),
@@ -306,14 +339,14 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
                 "counts": counts, "elapsed_seconds": round(elapsed, 3)}  # fmt: skip
     verified = None
     if args.verify or args.verify_sample is not None:
-        verified = verify_output(plan.out_dir, m, beam_args, args.verify_sample,
+        verified = verify_output(out, m, beam_args, args.verify_sample,
                                  trusted=trusted_sources(args).with_uris(to_key))  # fmt: skip
         rotation["verify"] = verified
     calls = sum(v for k, v in counts.items() if k.startswith("kms_calls_"))
     rotation["kms_cost"] = kms_cost(calls, [m.key, to_key], args.kms_price_per_10k)
     rotation["finished_at"] = finished_at()
-    (plan.out_dir / ROTATION_NAME).write_text(json.dumps(rotation, indent=2) + "\n", encoding="utf-8")
-    shutil.rmtree(journal, ignore_errors=True)  # the manifest now says what moved
+    rotate_fs.write_text(rotate_fs.join(out, ROTATION_NAME), json.dumps(rotation, indent=2) + "\n")
+    rotate_fs.delete_tree(journal)  # the manifest now says what moved
     if not args.quiet:
         rows = [("records", f"{counts['records']:,}"),
                 ("values rewrapped", f"{counts['values_rewrapped']:,}"),
@@ -333,9 +366,9 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
                          f"{verified['dead_letters']:,} failed"))  # fmt: skip
         print(table(f"kmsbeam rotate: {plan.spec.input} -> {plan.out_dir} (key {to_key}, "
                      f"version {version}, from {resolved})", rows))  # fmt: skip
-    if counts["dead_letters"]:
-        print(f"kmsbeam: warning: {counts['dead_letters']:,} records went to the dead letters in "
-              f"{plan.dead_dir} (each line has the reason)", file=sys.stderr)  # fmt: skip
     if verified is not None and verified["dead_letters"]:
         return 1
-    return 0
+    from kmsbeam.pipelines.dead_letters import finish  # the budget: exit 0 or 3
+
+    return finish(counts["records"], counts["records_written"], str(plan.dead_dir),
+                  getattr(args, "max_dead_letters", None))  # fmt: skip

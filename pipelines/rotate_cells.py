@@ -14,14 +14,14 @@ column, reason) in the rotation manifest, and the command exits with 1.
 from __future__ import annotations
 
 import argparse
+import io
 import json
-import shutil
 import time
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from kmsbeam.pipelines import rotate_fs
 from kmsbeam.pipelines._parquet import leaf_paths
 from kmsbeam.pipelines.manifest import Manifest
 from kmsbeam.pipelines.rotate_state import (
@@ -39,6 +39,7 @@ from kmsbeam.envelope import FIELD_V1, parse
 from kmsbeam.parquet._arrow import column_at, replace_at  # kmsbeam.parquet internals: cell columns by path
 from kmsbeam.rotation import ALREADY, FILTERED, RESUMED, REWRAPPED, Rewrapper, wrapped_key_version
 from kmsbeam.rotation_journal import JournalWriter, read_journal
+from kmsbeam.transforms._journal_fs import journal_store
 
 __all__ = ["rotate_cells"]
 
@@ -75,10 +76,10 @@ def _rewrap_table(table: pa.Table, m: Manifest, rw: Rewrapper, to_key: str, name
 
 def rotate_cells(args: argparse.Namespace, m: Manifest, table: Any) -> int:
     """Rotate a cells dataset from ``args.input`` into ``args.output``; the exit code."""
-    from kmsbeam.pipelines.plan import prepare_output
+    from kmsbeam.pipelines.rotate_lock import LOCK_NAME
 
-    src, out = Path(args.input), Path(args.output)
-    files = sorted(src.glob("part-*.parquet"))
+    src, out = str(args.input), str(args.output)  # FileSystems paths (oss:// too)
+    files = rotate_fs.list_files(src, "part-*.parquet")
     from kmsbeam.pipelines.rotate import trusted_sources
 
     trusted = trusted_sources(args)
@@ -86,10 +87,11 @@ def rotate_cells(args: argparse.Namespace, m: Manifest, table: Any) -> int:
     target = kmsbeam.open_key_source(to_key)
     recorded = recorded_target(read_rotation(src), to_key) if args.trust_manifest else None
     version = recorded or Rewrapper(target).check_target()
-    journal = out / JOURNAL_NAME
-    resuming = journal.is_dir() and not (out / ROTATION_NAME).exists()
-    if not resuming:
-        shutil.rmtree(journal, ignore_errors=True)
+    journal = rotate_fs.join(out, JOURNAL_NAME)
+    store = journal_store(journal)
+    resuming = rotate_fs.is_dir(journal) and not rotate_fs.exists(rotate_fs.join(out, ROTATION_NAME))
+    if not resuming and not args.dry_run:
+        rotate_fs.delete_tree(journal)
     from kmsbeam.pipelines.rotate import required_keys
     from kmsbeam.strict import KeyRequirement, RequiredRewrapSource
 
@@ -100,11 +102,12 @@ def rotate_cells(args: argparse.Namespace, m: Manifest, table: Any) -> int:
         target = RequiredRewrapSource(target, requirement)
         check = lambda v: requirement.check_value(v, FIELD_V1, also=version)  # noqa: E731
     rw = Rewrapper(target, context=m.context, only_versions=args.only_version, target_version=version,
-                   known=read_journal(journal, version), on_moved=JournalWriter(journal).moved)  # fmt: skip
+                   known=read_journal(journal, version, store),
+                   on_moved=JournalWriter(journal, store).moved)  # fmt: skip
     if args.dry_run:
         heads: dict[bytes, str] = {}
         for f in files:
-            t = pq.read_table(f)
+            t = pq.read_table(io.BytesIO(rotate_fs.read_bytes(f)))
             for column in m.fields:
                 for v in column_at(t, column).to_pylist():
                     if v is not None:
@@ -116,20 +119,26 @@ def rotate_cells(args: argparse.Namespace, m: Manifest, table: Any) -> int:
                      ("data keys to move", f"{todo:,}"), ("KMS calls: ReEncrypt", f"{todo:,}"),
                      ("KMS calls: Decrypt", f"{todo:,}")]))  # fmt: skip
         return 0
-    prepare_output(out, out / "_dead_letters", args.overwrite or resuming, [str(f) for f in files])
-    (out / ROTATION_NAME).unlink(missing_ok=True)
+    rotate_fs.prepare_output(out, rotate_fs.join(out, "_dead_letters"), args.overwrite or resuming,
+                             files, ignore=(LOCK_NAME,))  # fmt: skip
+    rotate_fs.delete_tree(rotate_fs.join(out, ROTATION_NAME))
     started = time.monotonic()
     failures: list[dict[str, Any]] = []
     records = 0
     for f in files:
-        t = _rewrap_table(pq.read_table(f), m, rw, to_key, f.name, failures, check)
+        name = f.rsplit("/", 1)[-1]
+        t = _rewrap_table(pq.read_table(io.BytesIO(rotate_fs.read_bytes(f))), m, rw, to_key, name,
+                          failures, check)  # fmt: skip
         records += t.num_rows
         encodings = {c: "DELTA_BYTE_ARRAY" for c in m.fields}
         plain = [c for c in leaf_paths(t.schema) if c not in encodings]
-        pq.write_table(t, out / f.name, compression="snappy", use_dictionary=plain,
+        sink = io.BytesIO()
+        pq.write_table(t, sink, compression="snappy", use_dictionary=plain,
                        column_encoding=encodings)  # fmt: skip
+        rotate_fs.write_bytes(rotate_fs.join(out, name), sink.getvalue())
     elapsed = time.monotonic() - started
-    Manifest(**{**m.__dict__, "key": to_key, "kmsbeam_version": kmsbeam.__version__}).write(out)
+    rotated = Manifest(**{**m.__dict__, "key": to_key, "kmsbeam_version": kmsbeam.__version__})
+    rotate_fs.write_text(rotate_fs.join(out, "_kmsbeam.json"), rotated.to_json())
     counts = {"records": records, "values_rewrapped": rw.counts[REWRAPPED],
               "values_skipped": rw.counts[ALREADY], "values_filtered": rw.counts[FILTERED],
               "values_resumed": rw.counts[RESUMED], "failed": len(failures),
@@ -144,8 +153,8 @@ def rotate_cells(args: argparse.Namespace, m: Manifest, table: Any) -> int:
                                            trusted=trusted.with_uris(to_key))  # fmt: skip
         counts["verify_failed"] = rotation["verify"]["dead_letters"]
     rotation["finished_at"] = finished_at()
-    (out / ROTATION_NAME).write_text(json.dumps(rotation, indent=2) + "\n", encoding="utf-8")
-    shutil.rmtree(journal, ignore_errors=True)
+    rotate_fs.write_text(rotate_fs.join(out, ROTATION_NAME), json.dumps(rotation, indent=2) + "\n")
+    rotate_fs.delete_tree(journal)
     if not args.quiet:
         print(table(f"kmsbeam rotate: {src} -> {out} (cells, key {to_key}, version {version})",
                     [(k.replace("_", " "), f"{v:,}") for k, v in counts.items()]

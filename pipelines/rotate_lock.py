@@ -12,6 +12,9 @@ local ``DIR``             ``DIR.kmsbeam-rotation.lock`` beside it (``O_CREAT|O_E
                           output directory itself stays exactly kmsbeam's output
 ``oss://bucket/prefix/``  ``oss://bucket/prefix/_kmsbeam_rotation.lock`` (PutObject with
                           ``x-oss-forbid-overwrite: true``: created only if absent)
+other ``scheme://``       ``scheme://.../_kmsbeam_rotation.lock`` through Beam's FileSystems
+                          (``s3://``, ``hdfs://``, ``gs://``): checked, then created; two
+                          rotations starting in the same instant can both take it
 ========================  ===================================================================
 
 The lock holds its owner as JSON: ``{"host", "pid", "since" (epoch seconds), "token"}``; the
@@ -86,7 +89,7 @@ class LockOwner:
 
 def lock_location(target: str) -> str:
     """Where the lock of a rotation writing ``target`` lives (see the module docstring)."""
-    if target.startswith("oss://"):
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", target):  # never pathlib: oss:// -> oss:/
         return (target if target.endswith("/") else target + "/") + LOCK_NAME
     path = Path(target).absolute()
     if not path.name:  # the root directory: the lock goes inside
@@ -159,6 +162,7 @@ class RotationLock:
         self._clock = clock
         self._notice = notice
         self._oss = target.startswith("oss://")
+        self._remote = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", target) is not None and not self._oss
         self.owner: LockOwner | None = None
         self.broke: LockOwner | None = None  # the stale lock this one replaced, if any
 
@@ -258,6 +262,13 @@ class RotationLock:
             except FileExistsError:
                 return False
             return True
+        if self._remote:
+            from kmsbeam.pipelines import rotate_fs
+
+            if rotate_fs.exists(self.location):
+                return False
+            rotate_fs.write_bytes(self.location, data)
+            return True
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         parent = os.path.dirname(self.location)
         try:
@@ -292,6 +303,12 @@ class RotationLock:
                 return LockOwner.parse(client.get(self.location), info.last_modified)
             except FileNotFoundError:
                 return None
+        if self._remote:
+            from kmsbeam.pipelines import rotate_fs
+
+            if not rotate_fs.exists(self.location):
+                return None
+            return LockOwner.parse(rotate_fs.read_bytes(self.location)[:4096], self._now())
         try:
             fd = os.open(self.location, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -306,6 +323,10 @@ class RotationLock:
             from kmsbeam.oss import oss_client
 
             oss_client().delete(self.location)
+        elif self._remote:
+            from kmsbeam.pipelines import rotate_fs
+
+            rotate_fs.delete_tree(self.location)
         else:
             try:
                 os.unlink(self.location)
@@ -314,7 +335,7 @@ class RotationLock:
 
     def _remove(self, stale: LockOwner) -> None:
         """Remove the stale lock judged above, and only it."""
-        if self._oss:
+        if self._oss or self._remote:
             self._delete()
             return
         aside = f"{self.location}.broken-{secrets.token_hex(6)}"

@@ -5,12 +5,13 @@ Nothing here touches key material: K and versions are public parts of each value
 from __future__ import annotations
 
 import argparse
+import io
 import json
-from pathlib import Path
 from typing import Any
 
+from kmsbeam.pipelines import rotate_fs
 from kmsbeam.pipelines.manifest import Manifest
-from kmsbeam.pipelines.plan import Plan
+from kmsbeam.pipelines.rotate_state import RotationPlan
 
 import kmsbeam
 from kmsbeam.envelope import parse
@@ -39,16 +40,17 @@ def _head(value: Any, fmt: int) -> tuple[str, str]:
     return parsed.commitment.hex(), wrapped_key_version(parsed.wrapped)
 
 
-def inventory(directory: Path, name: str) -> dict[str, str]:
+def inventory(directory: str, name: str) -> dict[str, str]:
+    """``{K-hex: version}`` from the ``name-*`` shards in ``directory`` (any filesystem)."""
     keys: dict[str, str] = {}
-    for shard in sorted(directory.glob(f"{name}-*")):
-        for line in shard.read_text(encoding="utf-8").splitlines():
+    for shard in rotate_fs.list_files(directory, f"{name}-*"):
+        for line in rotate_fs.read_text(shard).splitlines():
             row = json.loads(line)
             keys[row["k"]] = row["v"]
     return keys
 
 
-def dry_run(plan: Plan, m: Manifest, to_key: str, version: str, args: argparse.Namespace) -> int:
+def dry_run(plan: RotationPlan, m: Manifest, to_key: str, version: str, args: argparse.Namespace) -> int:
     """Count values, data keys and the calls a rotation would make; write nothing."""
     paths, fmt = record_paths(m.mode, m.fields, m.payload_field)
     heads: dict[str, str] = {}
@@ -77,20 +79,20 @@ def dry_run(plan: Plan, m: Manifest, to_key: str, version: str, args: argparse.N
     return 0
 
 
-def _local_records(plan: Plan, m: Manifest) -> Any:
+def _local_records(plan: RotationPlan, m: Manifest) -> Any:
+    """The records of the dataset, read in this process through Beam's FileSystems."""
     import csv
 
     import pyarrow.parquet as pq
 
     for name in plan.files:
+        data = rotate_fs.read_bytes(name)
         if m.format == "parquet":
-            yield from pq.read_table(name).to_pylist()
+            yield from pq.read_table(io.BytesIO(data)).to_pylist()
         elif m.format == "csv":
-            with open(name, newline="", encoding="utf-8") as f:
-                yield from csv.DictReader(f)
+            yield from csv.DictReader(io.StringIO(data.decode("utf-8"), newline=""))
         else:
-            with open(name, encoding="utf-8") as f:
-                yield from (json.loads(line) for line in f if line.strip())
+            yield from (json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip())
 
 
 def table(title: str, rows: list[tuple[str, str]]) -> str:

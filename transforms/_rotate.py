@@ -28,6 +28,7 @@ from kmsbeam import DataKeyPolicy, check_context, open_key_source, parse_key_uri
 from kmsbeam.budget import kms_budget
 from kmsbeam.records import DEFAULT_PAYLOAD_FIELD
 from kmsbeam.rotation_journal import journal_writer, read_journal
+from kmsbeam.transforms._journal_fs import journal_store
 from kmsbeam.strict import KeyRequirement, RequiredRewrapSource, strict_rewrap
 from kmsbeam.rotation import (
     ALREADY,
@@ -74,8 +75,9 @@ class _RewrapDoFn(BatchCryptoDoFn):
         calls = Metrics.counter(NAMESPACE, "kms_calls_rewrap")
         assert self._counters is not None
         journal = o.get("journal")
-        known = read_journal(journal, version) if journal else None
-        on_moved = journal_writer(journal).moved if journal else None
+        store = journal_store(journal) if journal else None  # oss:// and other schemes
+        known = read_journal(journal, version, store) if journal else None
+        on_moved = journal_writer(journal, store).moved if journal else None
         rw = Rewrapper(source, context=o["context"], only_versions=o["only_versions"],
                        cache=shared_cache(o.get("cache_ttl")),  # key_cache_ttl (the checks)
                        verify=o["verify"], memo=memo, target_version=version, on_call=calls.inc,
