@@ -90,7 +90,7 @@ class Channel:
         self._sock.close()
 
 
-class Tally(beam.DoFn):  # type: ignore[misc]
+class Tally(beam.DoFn):
     """Passes records through, sending how many went by to the launcher's ``Channel``.
 
     Best effort: a datagram that cannot be sent is dropped, never an error of the job."""
@@ -243,9 +243,9 @@ class Reporter:
     def __init__(self, what: str, totals: Totals | None = None, channel: Channel | None = None,
                  stream: TextIO | None = None, every: float = DEFAULT_EVERY,
                  clock: Callable[[], float] = time.monotonic,
-                 uncounted: str = "this runner's workers do not report progress") -> None:  # fmt: skip
+                 uncounted: str | None = None) -> None:  # fmt: skip
         self._what = what
-        self._uncounted = uncounted
+        self._uncounted = uncounted or "this runner's workers do not report progress"
         self._totals = totals or Totals()
         self.channel = channel
         self._stream = stream or sys.stderr
