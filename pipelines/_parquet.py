@@ -199,7 +199,9 @@ def build_parquet_job(p: Any, plan: Any) -> None:
         WriteEncryptedParquet,
     )
 
-    m, prefix = plan.manifest, str(plan.out_dir.absolute() / "part")
+    from kmsbeam.pipelines import paths
+
+    m, prefix = plan.manifest, paths.join(plan.out_dir, "part")
     encrypting = plan.spec.action == "encrypt"
     original = m.schema()
     dead = None
@@ -211,7 +213,9 @@ def build_parquet_job(p: Any, plan: Any) -> None:
             plan.pattern, keys=keys, context=m.context, as_tables=True, kms_qps=qps,
             key_map=plan.key_map, key_cache_ttl=plan.spec.key_cache_ttl)  # fmt: skip  (PME ids of manifest URIs -> resolved URIs)
     else:
-        tables = p | "ReadParquet" >> beam.io.ReadFromParquetBatched(plan.pattern)
+        from kmsbeam.pipelines._read_parquet import ReadParquetTables  # names a damaged file
+
+        tables = p | "ReadParquet" >> ReadParquetTables(plan.pattern)
     tables = tables | "CountRead" >> beam.ParDo(_CountRows("records_read"))
     encrypted: list[str] = []
     if m.mode == "cells" and encrypting:
@@ -238,4 +242,4 @@ def build_parquet_job(p: Any, plan: Any) -> None:
     if dead is not None:
         from kmsbeam.pipelines.formats import write_dead_letters
 
-        write_dead_letters([dead], str(plan.dead_dir.absolute() / "part"))
+        write_dead_letters([dead], paths.join(plan.dead_dir, "part"))

@@ -253,6 +253,16 @@ def _run_job(args: argparse.Namespace, beam_args: list[str]) -> int:
     return 0
 
 
+def _is_export(location: str) -> bool:
+    """``decrypt``'s dispatch: an export (``kmsbeam export``) or a dataset (``kmsbeam encrypt``),
+    by the kind of ``_kmsbeam.json`` at ``location``, on any filesystem."""
+    _quiet_beam_logging()
+    from kmsbeam.pipelines import paths
+    from kmsbeam.pipelines.manifest import manifest_kind
+
+    return manifest_kind(paths.normalize(location, "the input")) == "export"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (the console script exits with it)."""
     parser = build_parser()
@@ -281,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("export", "cat", "decrypt"):  # exports: objects, not datasets
             from kmsbeam.pipelines import export
 
-            if args.command != "decrypt" or export.is_export(args.input):
+            if args.command != "decrypt" or _is_export(args.input):
                 return export.run_command(args, extra, _context(args.context))
         _quiet_beam_logging()
         if args.command == "rotate":

@@ -19,17 +19,16 @@ datetime holds microseconds).
 from __future__ import annotations
 
 import csv
-import glob
+import io
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io import fileio
-from kmsbeam.pipelines import _fns, _read
+from kmsbeam.pipelines import _fns, _read, paths
 from kmsbeam.pipelines._parquet import FitParquet, WriteParquet
 from kmsbeam.transforms import DEAD_LETTER
 
@@ -55,8 +54,9 @@ _EXTENSIONS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": 
 
 
 def match_files(pattern: str) -> list[str]:
-    """The files a path or glob names (sorted), or a ConfigurationError saying what to do."""
-    files = sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
+    """The files a path or glob names (sorted, any filesystem: ``kmsbeam.pipelines.paths``),
+    or a ConfigurationError saying what to do."""
+    files = paths.match(pattern)
     if not files:
         raise ConfigurationError(
             f"no input file matches {pattern}; give an existing file or a glob such as 'data/*.jsonl'"
@@ -70,7 +70,7 @@ def detect_format(files: Sequence[str], explicit: str | None) -> str:
         if explicit not in FORMATS:
             raise ConfigurationError(f"unknown format {explicit!r}: use one of {', '.join(FORMATS)}")
         return explicit
-    found = {_EXTENSIONS.get(Path(f).suffix.lower()) for f in files}
+    found = {_EXTENSIONS.get(os.path.splitext(paths.basename(f))[1].lower()) for f in files}
     if None in found or len(found) != 1:
         raise ConfigurationError(
             "cannot tell the input format from the file extension; name the files .jsonl, .csv "
@@ -83,7 +83,8 @@ def csv_header(files: Sequence[str]) -> list[str]:
     """The header row shared by all the CSV files."""
     header: list[str] | None = None
     for name in files:
-        with open(name, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+        with paths.open_read(name) as raw:
+            f = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
             row = next(csv.reader(f), None)  # (rows after it may hold bytes that are not UTF-8)
         if not row:
             raise ConfigurationError(f"{name} has no CSV header row; add one naming the columns")
@@ -103,9 +104,11 @@ def parquet_schema(files: Sequence[str]) -> pa.Schema:
     schema: pa.Schema | None = None
     for name in files:
         try:
-            current = pq.read_schema(name)
+            with paths.open_read(name) as f:
+                current = pq.read_schema(f)
         except (OSError, pa.ArrowException) as exc:
-            raise FormatError(f"{name} is not a readable Parquet file") from exc
+            raise FormatError(f"{name} is not a readable Parquet file (its footer is damaged, "
+                              "or the file is truncated); replace it or leave it out") from exc  # fmt: skip
         if schema is not None and not current.equals(schema):
             raise ConfigurationError(f"{name} has another Parquet schema than {files[0]}")
         schema = current
@@ -173,7 +176,9 @@ def read_records(p: Any, fmt: str, pattern: str, columns: Sequence[str] = (),
     ``max_bytes``: the largest JSONL line or CSV row; a longer one is a dead letter.
     """
     if fmt == "parquet":
-        records = (p | "ReadParquet" >> beam.io.ReadFromParquet(pattern)
+        from kmsbeam.pipelines._read_parquet import ReadParquetTables, table_rows
+
+        records = (p | "ReadParquet" >> ReadParquetTables(pattern) | "Rows" >> beam.FlatMap(table_rows)
                    | "CountRead" >> beam.ParDo(_fns.Count("records_read")))  # fmt: skip
         return records, None
     files = p | "MatchInput" >> fileio.MatchFiles(pattern)

@@ -5,20 +5,28 @@
     kmsbeam inspect out/part-00000-of-00001.parquet     # a table per file
     kmsbeam inspect out/                                 # every *.parquet file in the directory
     kmsbeam inspect out/ --json                          # one JSON object per file
+    kmsbeam inspect oss://lake/enc/customers/            # any Beam filesystem (oss:// ...)
 
 For each file: the encryption (none, PME with an encrypted or plaintext footer), the footer
 key, and per column how it is protected (plaintext, a PME column or footer key, kmsbeam cells
 or records) and under which master key ids, key URIs and master key versions. It reads footer
 bytes and value headers only (``kmsbeam.parquet.inspect_parquet``): never a key source, never
 a decryption, and never the pyarrow metadata calls that abort on encrypted columns.
+
+Paths are Beam FileSystems paths (``kmsbeam.pipelines.paths``). A remote file is copied, with
+its external key material if any, into a private temporary directory (0700) for the reading
+and deleted right after, whatever happens.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-from collections.abc import Sequence
-from pathlib import Path
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
 from kmsbeam import ConfigurationError
@@ -33,20 +41,45 @@ def add_inspect_parser(sub: Any) -> None:
     cmd.add_argument("--json", action="store_true", help="one JSON object per file")
 
 
-def _files(paths: Sequence[str]) -> list[Path]:
-    out: list[Path] = []
-    for name in paths:
-        p = Path(name)
-        if p.is_dir():
-            found = sorted(f for f in p.glob("*.parquet") if f.is_file())
+def _files(names: Sequence[str]) -> list[str]:
+    from kmsbeam.pipelines import paths
+
+    out: list[str] = []
+    for name in names:
+        p = paths.normalize(name, "the path")
+        if paths.exists(p.rstrip("/")):
+            out.append(p.rstrip("/"))
+        elif paths.is_dir(p):
+            found = paths.match(paths.join(p, "*.parquet"))
             if not found:
                 raise ConfigurationError(f"{p} holds no .parquet files")
             out += found
-        elif p.is_file():
-            out.append(p)
         else:
             raise ConfigurationError(f"{p} does not exist; give Parquet files or directories")
     return out
+
+
+@contextlib.contextmanager
+def _local(path: str) -> Iterator[str]:
+    """``path`` itself when local; else a private temporary copy (with its external key
+    material), deleted on leaving."""
+    from kmsbeam.pipelines import paths
+
+    if not paths.is_remote(path):
+        yield path
+        return
+    temp = tempfile.mkdtemp(prefix="kmsbeam-inspect-")  # 0700
+    try:
+        name = os.path.basename(path) or "file.parquet"
+        material = paths.join(paths.parent(path), f"_KEY_MATERIAL_FOR_{name}.json")
+        for src in (path, material):
+            if src == path or paths.exists(src):
+                fd = os.open(os.path.join(temp, os.path.basename(src)), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as out, paths.open_read(src) as f:
+                    shutil.copyfileobj(f, out, 1 << 20)
+        yield os.path.join(temp, name)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _key(k: Any) -> str:
@@ -92,15 +125,16 @@ def format_report(report: Any) -> str:
     return "\n".join(lines)
 
 
-def _manifest_notes(path: Path) -> list[str]:
+def _manifest_notes(path: str) -> list[str]:
     """What the dataset manifest next to ``path`` says about its column keys (PME files with
     an encrypted footer show no columns otherwise)."""
+    from kmsbeam.pipelines import paths
     from kmsbeam.pipelines.manifest import Manifest
 
     from kmsbeam import FormatError
 
     try:
-        manifest = Manifest.read(path.parent)
+        manifest = Manifest.read(paths.parent(path))
     except FormatError:
         return []
     if manifest is None or manifest.mode != "pme" or not manifest.column_keys:
@@ -119,11 +153,15 @@ def run_inspect(parser: Any, args: argparse.Namespace, extra: Sequence[str], out
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     failed = 0
     for i, path in enumerate(_files(args.paths)):
+        copy = path
         try:
-            report = inspect_parquet(path)
+            with _local(path) as copy:
+                report = inspect_parquet(copy)
+            report.path = path
         except (FormatError, OSError) as exc:
             failed += 1
-            message = str(exc) if isinstance(exc, FormatError) else f"{path}: {exc.strerror}"
+            message = str(exc) if isinstance(exc, FormatError) else f"{path}: {exc.strerror or exc}"
+            message = message.replace(copy, path)  # name the URL, not the temporary copy
             if args.json:
                 print(json.dumps({"path": str(path), "error": message}), file=out)
             else:

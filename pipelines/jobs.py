@@ -30,7 +30,7 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
     WorkerOptions,
 )
-from kmsbeam.pipelines import _fns, formats
+from kmsbeam.pipelines import _fns, formats, paths
 from kmsbeam.pipelines.plan import Plan
 from kmsbeam.transforms import (
     DecryptFields,
@@ -48,7 +48,8 @@ __all__ = ["JobResult", "build_pipeline", "counters_of", "job_failure", "pipelin
 # The errors a DoFn raises for a key-source failure (kmsbeam.reasons.job_error): their message
 # is one sentence built from the job's configuration, never from a record.
 _JOB_ERRORS = ("KeySourceError", "KeySourceUnavailableError", "AccessDeniedError",
-               "KeyNotFoundError", "KeyDisabledError", "ConfigurationError")  # fmt: skip
+               "KeyNotFoundError", "KeyDisabledError", "ConfigurationError",
+               "FormatError")  # fmt: skip  (FormatError: an input file unreadable mid-job)
 _ERROR_LINE = re.compile(r"^kmsbeam\.errors\.(\w+): (.+)$", re.M)
 _WHILE = re.compile(r"( \[while running '[^']*'\])+$")
 
@@ -172,7 +173,7 @@ def build_pipeline(p: beam.Pipeline, plan: Plan) -> None:
     if plan.format == "parquet" and nested:
         good = good | "RestoreNullStructs" >> beam.Map(_fns.restore_null_parents)
         crypto_dead = crypto_dead | "RestoreNullStructsDead" >> beam.Map(_fns.restore_null_parents)
-    out_prefix = str(plan.out_dir.absolute() / "part")
+    out_prefix = paths.join(plan.out_dir, "part")
     encrypted = list(m.fields) if m.mode == "fields" else [m.payload_field]
     shown = None  # decrypting to Parquet: a value of another type than its column is a dead letter
     if plan.format == "parquet" and plan.spec.action == "decrypt":
@@ -181,7 +182,7 @@ def build_pipeline(p: beam.Pipeline, plan: Plan) -> None:
                                         schema=plan.out_schema, encrypted=encrypted,
                                         fit_shown=shown)  # fmt: skip
     letters = [d for d in (parse_dead, crypto_dead, format_dead) if d is not None]
-    formats.write_dead_letters(letters, str(plan.dead_dir.absolute() / "part"))
+    formats.write_dead_letters(letters, paths.join(plan.dead_dir, "part"))
 
 
 def counters_of(result: Any) -> dict[str, int]:
@@ -213,7 +214,9 @@ def job_failure(exc: BaseException) -> KmsBeamError | None:
         if not found:
             return None
         cls, message, code = getattr(_errors, found[-1].group(1)), found[-1].group(2).strip(), None
-    if issubclass(cls, (ConfigurationError, _errors.KeyNotFoundError)):
+    if issubclass(cls, _errors.FormatError):  # the job failed (exit 1), not a usage mistake
+        cls = KmsBeamError
+    elif issubclass(cls, (ConfigurationError, _errors.KeyNotFoundError)):
         cls = _errors.KeySourceError
     return fresh_error(cls, _WHILE.sub("", message), code)
 
@@ -221,16 +224,13 @@ def job_failure(exc: BaseException) -> KmsBeamError | None:
 def _discard_temporaries(plan: Plan) -> None:
     """After a failed job: Beam's temporary shard directories (partial output, possibly
     cleartext on decrypt) go, and so does a dead-letter directory left empty."""
-    for directory in (plan.dead_dir, plan.out_dir):
-        if directory.is_dir():
-            for temp in directory.glob("beam-temp-*"):
-                shutil.rmtree(temp, ignore_errors=True)
-    if plan.dead_dir.is_dir() and not any(plan.dead_dir.iterdir()):
-        plan.dead_dir.rmdir()
+    for directory in dict.fromkeys((plan.dead_dir, plan.out_dir)):
+        paths.remove_temporaries(directory)
+    paths.remove_empty_dir(plan.dead_dir)
 
 
-def _size(paths: list[Path] | list[str]) -> int:
-    return sum(Path(p).stat().st_size for p in paths if Path(p).is_file())
+def _size(files: list[str]) -> int:
+    return sum(paths.size(f) for f in files)
 
 
 def run_plan(plan: Plan, on_start: Callable[[], None] | None = None) -> JobResult:
@@ -255,7 +255,6 @@ def run_plan(plan: Plan, on_start: Callable[[], None] | None = None) -> JobResul
     elapsed = time.monotonic() - started
     if plan.spec.action == "encrypt":
         plan.manifest.write(plan.out_dir)
-    if plan.dead_dir.is_dir() and not any(plan.dead_dir.iterdir()):
-        plan.dead_dir.rmdir()  # Beam leaves the directory behind when there were none
+    paths.remove_empty_dir(plan.dead_dir)  # Beam leaves the directory behind when there were none
     return JobResult(plan, counters_of(result), elapsed, _size(plan.files),
-                     _size(sorted(plan.out_dir.glob("part-*"))))  # fmt: skip
+                     _size(paths.match(paths.join(plan.out_dir, "part-*"))))  # fmt: skip

@@ -15,7 +15,10 @@ protected columns. PME datasets add ``column_keys`` (column -> key URI), ``foote
 ``plaintext_footer`` and ``key_material`` (``"internal"`` or ``"external"``); readers map the
 files' master key ids back to these URIs (``kmsbeam.parquet.master_key_id``).
 
-The manifest holds no key material and no data; the encryption context is not secret.
+The manifest holds no key material and no data; the encryption context is not secret. It is
+read and written through Beam's filesystems (``kmsbeam.pipelines.paths``), so a dataset on
+``oss://`` (or any registered scheme) has its manifest there too. ``manifest_kind`` tells a
+dataset manifest from an export manifest (``kmsbeam export``), both named ``_kmsbeam.json``.
 """
 
 from __future__ import annotations
@@ -23,14 +26,14 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+import os
 from typing import Any
 
 import pyarrow as pa
 
 from kmsbeam import FormatError
 
-__all__ = ["MANIFEST_NAME", "MODES", "Manifest"]
+__all__ = ["MANIFEST_NAME", "MODES", "Manifest", "manifest_kind"]
 
 MANIFEST_NAME = "_kmsbeam.json"
 MODES = ("fields", "record", "pme", "cells")
@@ -74,9 +77,12 @@ class Manifest:
     def to_json(self) -> str:
         return json.dumps({"kmsbeam_dataset": VERSION, **asdict(self)}, indent=2) + "\n"
 
-    def write(self, directory: Path) -> Path:
-        path = directory / MANIFEST_NAME
-        path.write_text(self.to_json(), encoding="utf-8")
+    def write(self, directory: str | os.PathLike[str]) -> str:
+        """Write ``directory/_kmsbeam.json`` (any filesystem); returns its path."""
+        from kmsbeam.pipelines import paths
+
+        path = paths.join(os.fspath(directory), MANIFEST_NAME)
+        paths.write_bytes(path, self.to_json().encode("utf-8"), mime_type="application/json")
         return path
 
     @classmethod
@@ -84,7 +90,8 @@ class Manifest:
         try:
             data: Any = json.loads(text)
         except ValueError as exc:
-            raise FormatError(f"{where} is not valid JSON") from exc
+            raise FormatError(f"{where} is not valid JSON: the dataset manifest is damaged; "
+                              "restore it from a copy of the dataset") from exc  # fmt: skip
         if not isinstance(data, dict) or data.get("kmsbeam_dataset") != VERSION:
             raise FormatError(f"{where} is not a kmsbeam dataset manifest (version {VERSION})")
         data.pop("kmsbeam_dataset")
@@ -100,9 +107,44 @@ class Manifest:
         return manifest
 
     @classmethod
-    def read(cls, directory: Path) -> Manifest | None:
-        """The manifest in ``directory``, or None when there is none."""
-        path = directory / MANIFEST_NAME
-        if not path.is_file():
+    def read(cls, directory: str | os.PathLike[str]) -> Manifest | None:
+        """The manifest in ``directory`` (any filesystem), or None when there is none."""
+        text = _read_text(os.fspath(directory))
+        if text is None:
             return None
-        return cls.from_json(path.read_text(encoding="utf-8"), str(path))
+        from kmsbeam.pipelines import paths
+
+        return cls.from_json(text, paths.join(os.fspath(directory), MANIFEST_NAME))
+
+
+def _read_text(directory: str) -> str | None:
+    """The text of ``directory/_kmsbeam.json``, or None when there is no such file."""
+    from kmsbeam.pipelines import paths
+
+    path = paths.join(directory, MANIFEST_NAME)
+    if not paths.exists(path):
+        return None
+    try:
+        return paths.read_bytes(path).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"{path} is not UTF-8 text: the manifest is damaged; restore it from "
+                          "a copy of the dataset") from exc  # fmt: skip
+
+
+def manifest_kind(location: str) -> str | None:
+    """``"dataset"`` (kmsbeam encrypt), ``"export"`` (kmsbeam export) or None: what the
+    ``_kmsbeam.json`` in ``location`` (a directory or prefix on any filesystem) is. None when
+    there is none or ``location`` is a file or glob; a damaged manifest counts as a dataset's
+    (decrypt then says what is wrong with it)."""
+    from kmsbeam.pipelines import paths
+
+    if any(c in location for c in "*?[") or not paths.is_dir(location):
+        return None
+    text = _read_text(location)
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return "dataset"
+    return "export" if isinstance(data, dict) and "kmsbeam_export" in data else "dataset"

@@ -35,12 +35,21 @@ from kmsbeam import ConfigurationError, KmsBeamError
 
 __all__ = [
     "basename", "delete", "exists", "is_dir", "is_remote", "join", "list_dir", "match",
-    "normalize", "open_read", "parent", "read_bytes", "remove_tree", "scheme", "size", "write_bytes",
+    "normalize", "open_read", "parent", "read_bytes", "remove_empty_dir",
+    "remove_temporaries", "remove_tree", "scheme", "size", "use_options", "write_bytes",
 ]  # fmt: skip
 
 _SCHEME = re.compile(r"^([a-zA-Z][-a-zA-Z0-9+.]*)://")
 _ONE_SLASH = re.compile(r"^([a-zA-Z][-a-zA-Z0-9+.]+):/(?!/)")  # pathlib's mangling of a URL
 _GLOB = re.compile(r"[*?\[]")
+
+
+def use_options(beam_args: list[str]) -> None:
+    """Let the launcher's filesystems see the job's Beam options (``--oss_endpoint`` ...)
+    before the pipeline exists (Beam sets them itself when it builds the pipeline)."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    FileSystems.set_options(PipelineOptions(list(beam_args)))
 
 
 def scheme(path: str) -> str | None:
@@ -131,7 +140,16 @@ def _unwrapped() -> Iterator[None]:
         inner = _inner(exc)
         if inner is exc:
             raise
-        raise inner from None
+        raise _usage(inner) from None
+    except KmsBeamError as exc:
+        raise _usage(exc) from None
+
+
+def _usage(exc: BaseException) -> BaseException:
+    """A missing bucket is a usage mistake (exit 2), like a missing local directory."""
+    if isinstance(exc, KmsBeamError) and getattr(exc, "code", None) == "NoSuchBucket":
+        return ConfigurationError(f"{exc}; create it or correct the name")
+    return exc
 
 
 def match(pattern: str) -> list[str]:
@@ -201,6 +219,24 @@ def remove_tree(directory: str) -> None:
         shutil.rmtree(directory, ignore_errors=True)
         return
     delete(list_dir(directory))
+
+
+def remove_empty_dir(directory: str) -> None:
+    """Remove a local directory that holds nothing (remote prefixes have no directories)."""
+    if not is_remote(directory) and os.path.isdir(directory) and not os.listdir(directory):
+        os.rmdir(directory)
+
+
+def remove_temporaries(directory: str) -> None:
+    """Delete Beam's ``beam-temp-*`` folders (partial output) under ``directory``."""
+    base = _strip(directory) + "/"
+    tops = {f[len(base):].split("/")[0] for f in list_dir(directory) if f.startswith(base)}
+    for name in sorted(t for t in tops if t.startswith("beam-temp-")):
+        remove_tree(join(directory, name))
+    if not is_remote(directory) and os.path.isdir(directory):  # empty local temp folders too
+        for name in os.listdir(directory):
+            if name.startswith("beam-temp-"):
+                shutil.rmtree(join(directory, name), ignore_errors=True)
 
 
 def open_read(path: str) -> Any:

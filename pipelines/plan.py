@@ -7,15 +7,15 @@ match the manifest, an output directory with data in it) is found here and raise
 
 from __future__ import annotations
 
+import fnmatch
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from kmsbeam.pipelines import formats
+from kmsbeam.pipelines import formats, paths
 from kmsbeam.pipelines.manifest import MANIFEST_NAME, Manifest
 
 import kmsbeam
@@ -30,8 +30,8 @@ from kmsbeam.records import DEFAULT_PAYLOAD_FIELD
 from kmsbeam.trust import TrustedKeySources
 
 __all__ = [
-    "JobSpec", "ParquetSpec", "Plan", "dead_dir_for", "parquet_spec", "plan_decrypt", "plan_encrypt",
-    "prepare_output", "trusted_sources",
+    "JobSpec", "ParquetSpec", "Plan", "dead_dir_for", "normalize_spec", "parquet_spec", "plan_decrypt",
+    "plan_encrypt", "prepare_output", "trusted_sources",
 ]  # fmt: skip
 
 DEAD_LETTER_DIR = "_dead_letters"
@@ -101,8 +101,10 @@ class Plan:
     files: list[str]
     pattern: str
     manifest: Manifest
-    out_dir: Path
-    dead_dir: Path
+    # FileSystems paths (str) for encrypt and decrypt; rotate still passes pathlib Paths (Any
+    # until it moves to FileSystems).
+    out_dir: Any
+    dead_dir: Any
     in_columns: list[str] = field(default_factory=list)
     out_columns: list[str] = field(default_factory=list)
     out_schema: pa.Schema | None = None
@@ -124,30 +126,67 @@ def _check_mode(spec: JobSpec, mode: str) -> None:
         raise ConfigurationError("--fields and --bind are for --mode fields, not --mode record")
 
 
-def prepare_output(out_dir: Path, dead_dir: Path, overwrite: bool, inputs: list[str]) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigurationError(f"the output {out_dir} is a file; give a directory path")
-    resolved = out_dir.resolve()
-    if any(Path(f).resolve().parent == resolved for f in inputs):
+_OURS = ("part-*", "_KEY_MATERIAL_FOR_part-*", MANIFEST_NAME, DEAD_LETTER_DIR + "/*", "beam-temp-*")
+
+
+def _same(a: str, b: str) -> bool:
+    return a.rstrip("/") == b.rstrip("/")
+
+
+def prepare_output(out_dir: str | Path, dead_dir: str | Path, overwrite: bool, inputs: list[str]) -> None:
+    """Check that OUTPUT (a directory or a prefix on any filesystem) and the dead-letter
+    directory are empty, or hold only kmsbeam's output and ``overwrite`` is set (that output is
+    then deleted); make a local OUTPUT. Objects that are not kmsbeam's are never deleted."""
+    out, dead = paths.normalize(out_dir, "the output"), paths.normalize(dead_dir, "the dead letters")
+    if paths.exists(out.rstrip("/")):
+        raise ConfigurationError(f"the output {out} is a file; give a directory path")
+    if any(_same(paths.parent(paths.normalize(f)), out) for f in inputs):
         raise ConfigurationError("the output directory holds the input; choose another output")
-    for directory in (out_dir, dead_dir):
-        if directory.is_dir() and any(directory.iterdir()):
-            if not overwrite:
-                raise ConfigurationError(
-                    f"the output directory {directory} already contains files; pass "
-                    "--overwrite to replace kmsbeam's output in it, or choose an empty directory"
-                )
-            for p in [*directory.glob("part-*"), *directory.glob("_KEY_MATERIAL_FOR_part-*")]:
-                p.unlink()
-            if (directory / MANIFEST_NAME).is_file():
-                (directory / MANIFEST_NAME).unlink()
-            if (directory / DEAD_LETTER_DIR).is_dir():
-                shutil.rmtree(directory / DEAD_LETTER_DIR)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    for directory in dict.fromkeys((out, dead)):
+        found = paths.list_dir(directory)
+        if not found:
+            continue
+        if not overwrite:
+            raise ConfigurationError(
+                f"the output directory {directory} already contains files; pass "
+                "--overwrite to replace kmsbeam's output in it, or choose an empty directory"
+            )
+        base = directory.rstrip("/") + "/"
+        ours = [f for f in found if any(fnmatch.fnmatchcase(f[len(base):], p) for p in _OURS)
+                or (_same(directory, dead) and fnmatch.fnmatchcase(f[len(base):], "part-*"))]  # fmt: skip
+        paths.delete(ours)
+        if not paths.is_remote(directory):
+            _remove_empty_dirs(paths.join(directory, DEAD_LETTER_DIR))
+    if not paths.is_remote(out):
+        os.makedirs(out, exist_ok=True)
 
 
-def dead_dir_for(spec: JobSpec, out_dir: Path) -> Path:
-    return Path(spec.dead_letter) if spec.dead_letter else out_dir / DEAD_LETTER_DIR
+def _remove_empty_dirs(directory: str) -> None:
+    for root, _dirs, _files in os.walk(directory, topdown=False):
+        try:
+            os.rmdir(root)
+        except OSError:  # not empty: something that is not kmsbeam's is in it
+            pass
+
+
+def dead_dir_for(spec: JobSpec, out_dir: Any) -> Any:
+    """The dead-letter directory: ``--dead-letter`` or OUTPUT/_dead_letters (a str for a str
+    OUTPUT, a Path for a Path)."""
+    if isinstance(out_dir, Path):
+        return Path(spec.dead_letter) if spec.dead_letter else out_dir / DEAD_LETTER_DIR
+    if spec.dead_letter:
+        return paths.normalize(spec.dead_letter, "--dead-letter").rstrip("/")
+    return paths.join(out_dir, DEAD_LETTER_DIR)
+
+
+def normalize_spec(spec: JobSpec) -> None:
+    """INPUT, OUTPUT and ``--dead-letter`` as FileSystems paths: local ones absolute, URLs of
+    a scheme no registered filesystem handles refused (before anything runs)."""
+    paths.use_options(spec.beam_args)
+    spec.input = paths.normalize(spec.input, "the input")
+    spec.output = paths.normalize(spec.output, "the output").rstrip("/") or "/"
+    if spec.dead_letter:
+        spec.dead_letter = paths.normalize(spec.dead_letter, "--dead-letter")
 
 
 def _fields(names: list[str] | None) -> list[str]:
@@ -159,11 +198,13 @@ def plan_encrypt(spec: JobSpec, notice: Callable[[str], None]) -> Plan:
 
     ``notice`` receives the one-line message when the key was created by this call.
     """
+    normalize_spec(spec)
     if spec.parquet is not None:
         return _plan_parquet_encrypt(spec, spec.parquet, notice)
-    if os.path.isdir(spec.input):
+    if not _glob(spec.input) and paths.is_dir(spec.input):
+        folder = spec.input.rstrip("/")
         raise ConfigurationError(
-            f"{spec.input} is a directory; give a file or a glob such as '{spec.input}/*.jsonl'"
+            f"{folder} is a directory; give a file or a glob such as '{folder}/*.jsonl'"
         )
     files = formats.match_files(spec.input)
     fmt = formats.detect_format(files, spec.format)
@@ -183,7 +224,7 @@ def plan_encrypt(spec: JobSpec, notice: Callable[[str], None]) -> Plan:
                         encoding=formats.ENCODINGS[fmt], bind=bind, keep=keep,
                         payload_field=DEFAULT_PAYLOAD_FIELD, context=dict(context),
                         kmsbeam_version=kmsbeam.__version__)  # fmt: skip
-    plan = Plan(spec, files, spec.input, manifest, Path(spec.output), Path())
+    plan = Plan(spec, files, spec.input, manifest, spec.output, "")
     if fmt == "csv":
         header = formats.csv_header(files)
         named = fields + bind + keep
@@ -256,7 +297,7 @@ def _plan_parquet_encrypt(spec: JobSpec, pq_spec: ParquetSpec, notice: Callable[
                         encoding="bytes", bind=_fields(spec.bind), context=dict(check_context(spec.context)),
                         arrow_schema=Manifest.encode_schema(schema),
                         kmsbeam_version=kmsbeam.__version__)  # fmt: skip
-    plan = Plan(spec, files, spec.input, manifest, Path(spec.output), Path())
+    plan = Plan(spec, files, spec.input, manifest, spec.output, "")
     if pq_spec.mode == "pme":
         if spec.bind:
             raise ConfigurationError("--bind is for --parquet-mode cells (PME has no record identity)")
@@ -316,11 +357,15 @@ def _check_remote_key(key: str, source: kmsbeam.KeySource) -> None:
         raise kmsbeam.KeyDisabledError(f"the key {key} is {info.state}, not Enabled")
 
 
+def _glob(path: str) -> bool:
+    return any(c in path for c in "*?[")
+
+
 def _input_of_dataset(spec: JobSpec) -> tuple[list[str], str, Manifest | None]:
-    path = Path(spec.input)
-    if path.is_dir():
-        pattern = str(path / "part-*")
-        files = formats.match_files(pattern) if any(path.glob("part-*")) else []
+    path = spec.input.rstrip("/") or spec.input
+    if not _glob(path) and paths.is_dir(path):
+        pattern = paths.join(path, "part-*")
+        files = paths.match(pattern)
         if not files:
             raise ConfigurationError(
                 f"{path} has no part-* data files; give a directory written by kmsbeam encrypt, "
@@ -328,7 +373,7 @@ def _input_of_dataset(spec: JobSpec) -> tuple[list[str], str, Manifest | None]:
             )
         return files, pattern, Manifest.read(path)
     files = formats.match_files(spec.input)
-    parents = {Path(f).parent for f in files}
+    parents = {paths.parent(f) for f in files}
     manifest = Manifest.read(parents.pop()) if len(parents) == 1 else None
     return files, spec.input, manifest
 
@@ -365,6 +410,7 @@ def _merge(spec: JobSpec, m: Manifest) -> list[str]:
 
 def plan_decrypt(spec: JobSpec) -> Plan:
     """Check a decrypt job (manifest first, then options), prepare OUTPUT, open the key."""
+    normalize_spec(spec)
     files, pattern, manifest = _input_of_dataset(spec)
     still: list[str] = []
     if manifest is None and spec.parquet is not None:
@@ -398,7 +444,7 @@ def plan_decrypt(spec: JobSpec) -> Plan:
             manifest.key = trusted_sources(spec).resolve(manifest.key)
     parse_key_uri(manifest.key)
     check_context(manifest.context)
-    plan = Plan(spec, files, pattern, manifest, Path(spec.output), Path())
+    plan = Plan(spec, files, pattern, manifest, spec.output, "")
     if manifest.format == "csv":
         plan.in_columns = formats.csv_header(files)
         plan.out_columns = manifest.columns or plan.in_columns
@@ -440,7 +486,7 @@ def _plan_parquet_decrypt(spec: JobSpec, files: list[str], pattern: str, m: Mani
     if spec.context is not None:
         m.context = dict(spec.context)
     check_context(m.context)
-    plan = Plan(spec, files, pattern, m, Path(spec.output), Path(), out_schema=m.schema(),
+    plan = Plan(spec, files, pattern, m, spec.output, "", out_schema=m.schema(),
                 key_map=key_map)  # fmt: skip
     plan.dead_dir = dead_dir_for(spec, plan.out_dir)
     prepare_output(plan.out_dir, plan.dead_dir, spec.overwrite, files)
@@ -464,7 +510,9 @@ def _parquet_manifest(spec: JobSpec, pq_spec: ParquetSpec, files: list[str]) -> 
     if pq_spec.mode == "pme":
         m.column_keys, m.footer_key = dict(pq_spec.column_keys), pq_spec.footer_key or key
         keys = [m.footer_key, *m.column_keys.values(), key]
-        schema = open_parquet(files[0], files[0], PmeDecryption(keys, m.context), files[0]).schema_arrow
+        local = None if paths.is_remote(files[0]) else files[0]  # external key material: local only
+        with paths.open_read(files[0]) as f:
+            schema = open_parquet(f, files[0], PmeDecryption(keys, m.context), local).schema_arrow
     else:
         schema = formats.parquet_schema(files)
         meta = cells_metadata(schema)

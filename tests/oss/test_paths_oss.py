@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kmsbeam.oss import LoopbackOssServer, OssCredentialsError, OssError, clear_clients
+from kmsbeam import ConfigurationError
+from kmsbeam.oss import LoopbackOssServer, OssCredentialsError, clear_clients
 from kmsbeam.pipelines import paths
 
 
@@ -25,8 +26,8 @@ def test_objects_and_prefixes(oss_server: LoopbackOssServer, bucket: str) -> Non
     assert oss_server.objects(bucket) == {}
 
 
-def test_a_missing_bucket_is_an_oss_error(bucket: str) -> None:
-    with pytest.raises(OssError, match="bucket of oss://no-such-bucket/x/ does not exist"):
+def test_a_missing_bucket_is_a_usage_error(bucket: str) -> None:
+    with pytest.raises(ConfigurationError, match="bucket of oss://no-such-bucket/x/ does not exist; create it"):
         paths.list_dir("oss://no-such-bucket/x/")
 
 
