@@ -102,17 +102,18 @@ def test_fields_round_trip_oss_to_oss_and_local(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["local-plain"]  # no ./oss:
 
 
-def test_record_mode_jsonl_and_single_object_input(
-    oss_server: LoopbackOssServer, bucket: str, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_record_mode_and_single_object_input(
+    oss_server: LoopbackOssServer, bucket: str, capsys: pytest.CaptureFixture[str], fmt: str
 ) -> None:
-    put(oss_server, bucket, "raw/x.jsonl", jsonl(RECORDS))
-    code, err = run(capsys, "encrypt", f"oss://{bucket}/raw/x.jsonl", f"oss://{bucket}/enc",
+    put(oss_server, bucket, f"raw/x.{fmt}", (jsonl if fmt == "jsonl" else parquet_bytes)(RECORDS))
+    code, err = run(capsys, "encrypt", f"oss://{bucket}/raw/x.{fmt}", f"oss://{bucket}/enc",
                     "--mode", "record", "--keep", "id", "--key", KEY)  # fmt: skip
     assert code == 0, err
     assert not cleartext_anywhere(shards(oss_server, bucket, "enc/"))
     code, err = run(capsys, "decrypt", f"oss://{bucket}/enc", f"oss://{bucket}/plain")
     assert code == 0, err
-    assert read_back(shards(oss_server, bucket, "plain/"), "jsonl") == RECORDS
+    assert read_back(shards(oss_server, bucket, "plain/"), fmt) == RECORDS
 
 
 @pytest.mark.parametrize("mode", ["pme", "cells"])
@@ -151,7 +152,7 @@ def test_unknown_scheme_is_refused_before_anything(
     code, err = run(capsys, "decrypt", "nosuch://bucket/enc/", "out")
     assert code == 2 and "no filesystem handles nosuch:// paths (the input)" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
-    assert not (Path(os.environ["KMSBEAM_HOME"]) / "keys").exists() or True
+    assert "created key" not in err  # refused before the key was opened
 
 
 def test_missing_bucket(bucket: str, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -244,7 +245,7 @@ def damaged_parquet(records: list[dict[str, Any]]) -> bytes:
 def test_damaged_parquet_in_the_middle_of_a_dataset(
     oss_server: LoopbackOssServer, bucket: str, capsys: pytest.CaptureFixture[str], mode: str
 ) -> None:
-    put(oss_server, bucket, "raw/a.parquet", parquet_bytes(RECORDS[:30]))
+    put(oss_server, bucket, "raw/a.parquet", parquet_bytes(RECORDS * 3))  # a sound file first
     put(oss_server, bucket, "raw/b.parquet", damaged_parquet(RECORDS))
     put(oss_server, bucket, "raw/c.parquet", parquet_bytes(RECORDS[30:]))
     how = ["--fields", "ssn"] if mode == "fields" else ["--columns", "ssn", "--parquet-mode", "cells"]
