@@ -255,3 +255,18 @@ def test_damaged_parquet_in_the_middle_of_a_dataset(
                            "page or its metadata is damaged (OSError); replace it or leave it out of the input")
     assert shards(oss_server, bucket, "enc/") == {}  # no partial output, no manifest
     assert len(shards(oss_server, bucket, "raw/")) == 3  # nothing lost
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_worker_processes_read_and_write_oss(
+    oss_server: LoopbackOssServer, bucket: str, capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:
+    """Workers in other processes find oss:// (matching, reading, writing) by themselves."""
+    put(oss_server, bucket, f"raw/x.{fmt}", (jsonl if fmt == "jsonl" else parquet_bytes)(RECORDS))
+    beam_args = ["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"]
+    code, err = run(capsys, "encrypt", f"oss://{bucket}/raw/*.{fmt}", f"oss://{bucket}/enc/",
+                    "--fields", "ssn", "--key", KEY, *beam_args)  # fmt: skip
+    assert code == 0, err
+    code, err = run(capsys, "decrypt", f"oss://{bucket}/enc/", f"oss://{bucket}/plain/", *beam_args)
+    assert code == 0, err
+    assert read_back(shards(oss_server, bucket, "plain/"), fmt) == RECORDS
