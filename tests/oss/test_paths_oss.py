@@ -36,3 +36,15 @@ def test_refused_credentials(bucket: str, monkeypatch: pytest.MonkeyPatch) -> No
     clear_clients()
     with pytest.raises(OssCredentialsError, match="rejected the credentials"):
         paths.match(f"oss://{bucket}/x/*.jsonl")
+
+
+def test_manifest_kind_on_oss(bucket: str) -> None:
+    from kmsbeam.pipelines.manifest import Manifest, manifest_kind
+
+    Manifest(mode="fields", fields=["ssn"], key="local:alias/k", format="jsonl").write(f"oss://{bucket}/ds/")
+    paths.write_bytes(f"oss://{bucket}/exp/_kmsbeam.json", b'{"kmsbeam_export": 1}')
+    assert manifest_kind(f"oss://{bucket}/ds/") == "dataset" and manifest_kind(f"oss://{bucket}/ds") == "dataset"
+    assert manifest_kind(f"oss://{bucket}/exp/") == "export"
+    assert manifest_kind(f"oss://{bucket}/nothing/") is None
+    read = Manifest.read(f"oss://{bucket}/ds")
+    assert read is not None and read.fields == ["ssn"]

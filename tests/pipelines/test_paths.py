@@ -52,3 +52,21 @@ def test_local_files(tmp_path: Path) -> None:
     assert not os.path.exists(target)
     paths.remove_tree(str(tmp_path / "a"))
     assert not (tmp_path / "a").exists()
+
+
+def test_manifest_kind_tells_datasets_from_exports(tmp_path: Path) -> None:
+    from kmsbeam.pipelines.manifest import MANIFEST_NAME, Manifest, manifest_kind
+
+    dataset, export, empty, broken = (tmp_path / n for n in ("ds", "exp", "empty", "broken"))
+    for d in (dataset, export, empty, broken):
+        d.mkdir()
+    Manifest(mode="fields", fields=["ssn"], key="local:alias/k", format="jsonl").write(str(dataset))
+    (export / MANIFEST_NAME).write_text('{"kmsbeam_export": 1, "key": "local:alias/k"}')
+    (broken / MANIFEST_NAME).write_text('{"kmsbeam_dat')
+    assert manifest_kind(str(dataset)) == "dataset"
+    assert manifest_kind(str(export)) == "export"
+    assert manifest_kind(str(empty)) is None
+    assert manifest_kind(str(broken)) == "dataset"  # decrypt then says what is wrong with it
+    assert manifest_kind(str(dataset / MANIFEST_NAME)) is None and manifest_kind(str(tmp_path / "*")) is None
+    assert Manifest.read(str(dataset)) == Manifest.read(dataset)  # str or Path
+    assert Manifest.read(str(empty)) is None
