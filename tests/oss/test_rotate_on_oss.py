@@ -81,7 +81,10 @@ def test_a_dataset_copied_to_oss_rotates_into_oss(
     _upload(enc, src)
     emulator.engine.update_alias("alias/pii", emulator.engine.create_key("CMK-B").key_id)
 
-    r = cli("rotate", src, dst)
+    r = cli("rotate", src, dst, "--dry-run")
+    assert r.code == 0 and "data keys to move" in r.out, r.err
+    assert not list(oss_client().list(dst))  # a dry run writes nothing, takes no lock
+    r = cli("rotate", src, dst, "--verify")
     assert r.code == 0, r.err
     names = _download(dst, tmp_path / "rot")
     assert "_kmsbeam.json" in names and "_kmsbeam_rotation.json" in names
@@ -92,6 +95,7 @@ def test_a_dataset_copied_to_oss_rotates_into_oss(
                                                    "_dead_letters"))]  # fmt: skip
     rotation = json.loads((tmp_path / "rot" / "_kmsbeam_rotation.json").read_text())
     assert rotation["data_keys_moved"] >= 1 and rotation["counts"]["records"] == 1000
+    assert rotation["verify"]["records_decrypted"] == 1000 and rotation["verify"]["dead_letters"] == 0
     field = "ssn" if mode == "fields" else "kmsbeam_record"
     assert _versions(tmp_path / "rot", field) == {rotation["target_version"]}
     assert _versions(enc, field) != {rotation["target_version"]}
@@ -164,3 +168,41 @@ def test_rotating_a_launcher_relative_path_works_from_the_absolute_path(
     assert r.code == 0, r.err
     assert str(workdir / "rot") in r.out  # the absolute path, as workers see it
     assert sorted(os.listdir(workdir)) == ["enc", "rot"]
+
+
+def test_an_unfinished_rotation_on_oss_resumes_from_its_journal_without_calls(
+    cli: Any, tmp_path: Path, emulator: Any, bucket: str, workdir: Path
+) -> None:
+    key = f"kms-emulator://{emulator.endpoint}/alias/pii"
+    enc = tmp_path / "enc"
+    assert cli("encrypt", EXAMPLES / "customers.jsonl", enc, "--fields", "ssn", "--key", key).code == 0
+    src, dst = f"oss://{bucket}/enc/", f"oss://{bucket}/rot/"
+    _upload(enc, src)
+    emulator.engine.update_alias("alias/pii", emulator.engine.create_key("CMK-B").key_id)
+    assert cli("rotate", src, dst).code == 0
+    rotated = _download(dst, tmp_path / "rot")
+    # the state a run that died after its rewraps leaves: a journal on OSS, no rotation manifest
+    old = {parse(json.loads(x)["ssn"], FIELD_V1).commitment: wrapped_key_version(parse(json.loads(x)["ssn"], FIELD_V1).wrapped)
+           for x in shard_lines(enc)}  # fmt: skip
+    new = {parse(json.loads(x)["ssn"], FIELD_V1).commitment: parse(json.loads(x)["ssn"], FIELD_V1).wrapped
+           for x in shard_lines(tmp_path / "rot")}  # fmt: skip
+    journal = JournalWriter(dst + "_kmsbeam_rotation.journal", BeamJournalStore())
+    for k, wrapped in new.items():
+        journal.moved(k, old[k], wrapped_key_version(wrapped), wrapped)
+    oss_client().delete(dst + "_kmsbeam_rotation.json")
+    before = _rewraps(emulator)
+    r = cli("rotate", src, dst)
+    assert r.code == 0, r.err
+    assert "resuming an unfinished rotation" in r.err
+    assert _rewraps(emulator) == before  # every data key came from the journal on OSS
+    again = _download(dst, tmp_path / "rot2")
+    assert "_kmsbeam_rotation.json" in again and not [n for n in again if "journal" in n]
+    assert sorted(shard_lines(tmp_path / "rot2")) == sorted(shard_lines(tmp_path / "rot"))
+    assert json.loads((tmp_path / "rot2" / "_kmsbeam_rotation.json").read_text())["resumed"] is True
+    assert rotated and os.listdir(workdir) == []
+
+
+def _rewraps(emulator: Any) -> int:
+    lines = emulator.audit.path.read_text().splitlines()
+    return sum(json.loads(line)["eventName"] in ("ReEncrypt", "Decrypt") for line in lines)
+
