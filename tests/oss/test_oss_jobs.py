@@ -270,3 +270,34 @@ def test_worker_processes_read_and_write_oss(
     code, err = run(capsys, "decrypt", f"oss://{bucket}/enc/", f"oss://{bucket}/plain/", *beam_args)
     assert code == 0, err
     assert read_back(shards(oss_server, bucket, "plain/"), fmt) == RECORDS
+
+
+def test_local_input_to_oss_output_writes_nothing_locally(
+    oss_server: LoopbackOssServer, bucket: str, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in.jsonl").write_bytes(jsonl(RECORDS))
+    code, err = run(capsys, "encrypt", "in.jsonl", f"oss://{bucket}/enc/", "--fields", "ssn", "--key", KEY)
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]  # no ./oss:/bucket/enc/
+    assert "enc/_kmsbeam.json" in shards(oss_server, bucket, "enc/")
+    code, err = run(capsys, "decrypt", f"oss://{bucket}/enc/", "plain", "--dead-letter", f"oss://{bucket}/dead/")
+    assert code == 0, err
+    assert read_back({str(p): p.read_bytes() for p in (tmp_path / "plain").iterdir()}, "jsonl") == RECORDS
+    assert shards(oss_server, bucket, "dead/") == {}
+
+
+def test_dead_letters_land_on_oss(
+    oss_server: LoopbackOssServer, bucket: str, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    put(oss_server, bucket, "raw/x.jsonl", jsonl(RECORDS) + b"{not json\n")
+    code, err = run(capsys, "encrypt", f"oss://{bucket}/raw/x.jsonl", f"oss://{bucket}/enc/",
+                    "--fields", "ssn", "--key", KEY)  # fmt: skip
+    assert code in (0, 3), err  # 3 once the dead-letter budget (default 0) is in force
+    dead = shards(oss_server, bucket, "enc/_dead_letters/part-")
+    assert sum(len(v.splitlines()) for v in dead.values()) == 1  # the bad line, on OSS
+    assert len(read_back(shards(oss_server, bucket, "enc/part-"), "jsonl")) == len(RECORDS)  # nothing lost
+    assert list(tmp_path.iterdir()) == []
