@@ -191,7 +191,9 @@ class Authenticator:
         )
         to_sign = f"{ALGORITHM}\n{hashlib.sha256(canonical.encode('utf-8')).hexdigest()}"
         expected = hmac.digest(key.secret.encode("utf-8"), to_sign.encode("utf-8"), "sha256")
-        if not hmac.compare_digest(expected.hex(), signature.lower()):
+        # bytes, not str: compare_digest refuses non-ASCII text (a forged header would be a 500)
+        given = signature.lower().encode("utf-8", "surrogateescape")
+        if not hmac.compare_digest(expected.hex().encode("ascii"), given):
             raise ApiError(
                 "SignatureDoesNotMatch",
                 "the request signature does not match our calculation; server string to sign: "

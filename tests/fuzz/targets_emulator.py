@@ -42,16 +42,12 @@ POLICY = {"Version": "1", "Statement": [
 
 
 def known_finding(headers: Mapping[str, Any]) -> str | None:
-    """A finding reported but not fixed here (the file is another change's), so the fuzzers
-    look past it; ``test_fuzz_regressions.py`` holds its input as a strict xfail.
+    """A finding the fuzzers should look past until it is fixed (none open).
 
-    F1: a non-ASCII ``Signature=`` in ``Authorization`` makes ``hmac.compare_digest`` raise
-    TypeError in ``_signature.Authenticator.authenticate``: InternalFailure instead of
-    SignatureDoesNotMatch.
+    F1 (fixed): a non-ASCII ``Signature=`` in ``Authorization`` made ``hmac.compare_digest``
+    raise TypeError: InternalFailure instead of SignatureDoesNotMatch.
     """
-    for value in headers.get("authorization", ()):
-        if not value.isascii() and "Signature=" in value:
-            return "F1"
+    del headers
     return None
 
 
@@ -235,10 +231,6 @@ class HttpTarget(Target):
                 if not chunk:
                     break
                 received += chunk
-        lines = data.decode("latin-1").lower().split("\n")
-        if any(line.startswith("authorization") and "signature=" in line and not line.isascii()
-               for line in lines):  # fmt: skip
-            return  # F1 (see known_finding)
         _check_http(bytes(received))
         assert not self.trap.records, f"the emulator logged: {self.trap.records}"
 
