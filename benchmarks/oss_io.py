@@ -7,8 +7,9 @@ Each row is one ``kmsbeam`` job run through the public API (``plan_encrypt``/``p
 ``run_plan``, what the CLI runs): its wall time (planning included), the bytes it moved and
 its KMS calls (Beam metrics: every ``kms_calls_*`` counter). Bytes moved on OSS are what the
 loopback server counted (request bodies in, response bodies out, over every operation:
-reads, writes, lists, copies); on local disk they are the input files' size read and the
-output shards' size written. The server (``kmsbeam.oss.LoopbackOssServer``) runs in a child
+reads, writes, lists, copies; a ranged GET counts its whole range even when the reader closes
+it early); on local disk they are the input files' size read and the output shards' size
+written. The server (``kmsbeam.oss.LoopbackOssServer``) runs in a child
 process, as a remote endpoint would: it checks every signature and CRC-64 in Python, on the
 same 2 cores as the job. Records: 3 fields of 16 bytes (``benchmarks.foundation``); key:
 a throwaway ``local:`` keystore. Needs encrypt and decrypt on ``oss://`` paths (issue 15 part
