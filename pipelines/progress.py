@@ -45,6 +45,8 @@ DEFAULT_EVERY = 30.0  # seconds between progress lines off a TTY
 _TTY_EVERY = 1.0
 _POLL = 0.25
 _SAMPLE = 2**20
+_MATCHED = 1000  # files whose size is asked for
+_FOOTERS = 50  # Parquet footers read for the row count
 _LOCAL_RUNNERS = (None, "DirectRunner", "FnApiRunner", "SwitchingDirectRunner")
 
 
@@ -151,13 +153,16 @@ class Totals:
 
 
 def _sizes(files: Sequence[str]) -> int | None:
+    """The files' total size; past ``_MATCHED`` files, extrapolated from the first ones (one
+    listing or HEAD request per file on object stores)."""
     from apache_beam.io.filesystems import FileSystems
 
     try:
-        results = FileSystems.match(list(files))
+        results = FileSystems.match(list(files[:_MATCHED]))
     except Exception:  # noqa: BLE001 - progress never fails a job
         return None
-    return sum(m.size_in_bytes for r in results for m in r.metadata_list)
+    total = sum(m.size_in_bytes for r in results for m in r.metadata_list)
+    return total if len(files) <= _MATCHED else round(total * len(files) / _MATCHED)
 
 
 def _parquet_rows(files: Sequence[str]) -> int | None:
@@ -203,8 +208,8 @@ def estimate_totals(files: Sequence[str], fmt: str) -> Totals:
     if size is None:
         return Totals()
     if fmt == "parquet":
-        rows = _parquet_rows(files) if len(files) <= 200 else None
-        return Totals(size, rows, rows is not None)
+        rows = _parquet_rows(files) if len(files) <= _FOOTERS else None
+        return Totals(size, rows, rows is not None and len(files) <= _MATCHED)
     counted = _text_records(files, size, header=fmt == "csv")
     if counted is None:
         return Totals(size)
