@@ -2,8 +2,8 @@
 
 ::
 
-    kmsbeam: encrypting in.jsonl  412,345 of ~1,000,000 records (41%, ~18.1 of 44.0 MiB)  21,300 records/s  ETA 28 s  19 s
-    kmsbeam: encrypting in.jsonl: 412,345 of ~1,000,000 records (41%, ~18.1 of 44.0 MiB), 21,300 records/s, ETA 28 s, 19 s elapsed
+    kmsbeam: encrypting in.jsonl  412,345 of ~1,000,000 records (41%, ~18.1 MiB of 44.0 MiB)  21,300 records/s  ETA 28 s  19 s elapsed
+    kmsbeam: encrypting in.jsonl: 412,345 of ~1,000,000 records (41%, ~18.1 MiB of 44.0 MiB), 21,300 records/s, ETA 28 s, 19 s elapsed
 
 On a TTY the first line is rewritten in place every second; elsewhere (an Airflow or cron log)
 the second is written as a plain line every ``--progress-every`` seconds (default 30). ``-q``
@@ -293,7 +293,7 @@ class Reporter:
             self._stream.write(f"\rkmsbeam: {self._what}  {self.line(now, sep='  ')}\033[K")
             self._wrote_tty = True
         else:
-            self._stream.write(f"kmsbeam: {self._what}: {self.line(now, sep=', ')} elapsed\n")
+            self._stream.write(f"kmsbeam: {self._what}: {self.line(now, sep=', ')}\n")
         self._stream.flush()
 
     @property
@@ -324,7 +324,7 @@ class Reporter:
             parts.append(f"{rate:,.0f} records/s")
             if t.records and rate > 0:
                 parts.append(f"ETA {_duration(max(t.records - done, 0) / rate)}")
-        parts.append(_duration(elapsed))
+        parts.append(f"{_duration(elapsed)} elapsed")
         return sep.join(parts)
 
     def stop(self) -> None:

@@ -70,7 +70,7 @@ def test_on_a_tty_one_line_rewritten_in_place_and_cleared() -> None:
     channel.records = 5000
     clock.now += 2
     reporter.tick()
-    assert out.getvalue() == "\rkmsbeam: encrypting x  5,000 records  2,500 records/s  2 s\033[K"
+    assert out.getvalue() == "\rkmsbeam: encrypting x  5,000 records  2,500 records/s  2 s elapsed\033[K"
     reporter.stop()
     assert out.getvalue().endswith("\r\033[K")
 
