@@ -181,7 +181,11 @@ def dead_dir_for(spec: JobSpec, out_dir: Any) -> Any:
 
 def normalize_spec(spec: JobSpec) -> None:
     """INPUT, OUTPUT and ``--dead-letter`` as FileSystems paths: local ones absolute, URLs of
-    a scheme no registered filesystem handles refused (before anything runs)."""
+    a scheme no registered filesystem handles refused (before anything runs). Worker
+    processes import ``kmsbeam.transforms`` first (``--beam_plugins``): their first bundle may
+    be Beam's own (a sink's InitializeWrite on ``oss://``), before any kmsbeam DoFn."""
+    if not any(a.split("=")[0] == "--beam_plugins" for a in spec.beam_args):
+        spec.beam_args = [*spec.beam_args, "--beam_plugins=kmsbeam.transforms"]
     paths.use_options(spec.beam_args)
     spec.input = paths.normalize(spec.input, "the input")
     spec.output = paths.normalize(spec.output, "the output").rstrip("/") or "/"
