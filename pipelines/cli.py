@@ -11,9 +11,18 @@
     kmsbeam emulator serve --port 9800 --data DIR --access-key-file FILE  # AK:SECRET[:POLICY]
     kmsbeam rotate OUTPUT ROTATED [--to-key URI] [--reencrypt] [--dry-run] [--verify] [--only-key URI]
 
-Exit codes: 0 the job ran (dead letters included), 1 a kmsbeam error while running, 2 a user
-mistake (one ``kmsbeam: error: ...`` line, never a traceback). Set ``KMSBEAM_DEBUG=1`` to see
-the traceback of an unexpected pipeline failure.
+Exit codes (``kmsbeam.pipelines.dead_letters``; the README has the same table):
+
+==== ==========================================================================================
+0    every record is good (or the dead letters are within ``--max-dead-letters``, default 0)
+1    the job failed (a key-source failure, the KMS away, an unexpected pipeline error)
+2    a usage error, found before anything was written (one ``kmsbeam: error: ...`` line)
+3    the job finished with dead letters over the budget, or every record failed (one sentence)
+130  interrupted (Ctrl-C)
+==== ==========================================================================================
+
+Errors are one line, never a traceback. Set ``KMSBEAM_DEBUG=1`` to see the traceback of an
+unexpected pipeline failure.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import argparse
 import logging
 import math
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -50,6 +60,35 @@ class _Parser(argparse.ArgumentParser):
         if message:
             print(message, file=sys.stderr, end="")
         raise _Exit(status)
+
+    def format_help(self) -> str:
+        """Help text without the reStructuredText markup of docstrings used as descriptions."""
+        return _plain(super().format_help())
+
+    def add_argument(self, *names: Any, **kwargs: Any) -> Any:
+        """``--oss-x`` options are spelt ``--oss_x`` (Beam's spelling); the other is an alias."""
+        return super().add_argument(*[_OSS_ALIAS.sub(_oss_underscores, n) for n in names], **kwargs)
+
+
+_OSS_ALIAS = re.compile(r"^--oss-[a-z-]+(?==|$)")
+
+
+def _oss_underscores(match: re.Match[str]) -> str:
+    return match.group(0)[:2] + match.group(0)[2:].replace("-", "_")
+
+
+def _oss_spelling(argv: Sequence[str]) -> list[str]:
+    """``--oss-endpoint URL`` -> ``--oss_endpoint URL`` (every ``--oss-*`` option): one
+    spelling everywhere, for kmsbeam's parsers and the Beam options passed through."""
+    return [_OSS_ALIAS.sub(_oss_underscores, a) if a.startswith("--oss-") else a for a in argv]
+
+
+_ROLE = re.compile(r":[a-z]+:`~?([^`]+)`")
+
+
+def _plain(text: str) -> str:
+    """``code`` -> code, :func:`name` -> name, **bold** -> bold."""
+    return _ROLE.sub(r"\1", text).replace("``", "").replace("**", "")
 
 
 def _names(text: str) -> list[str]:
@@ -98,8 +137,9 @@ def _price(text: str) -> float:
     return value
 
 
-def add_kms_budget_arguments(parser: Any) -> None:
-    """``--kms-qps`` and ``--kms-price-per-10k`` (encrypt, decrypt, export; rotate may reuse)."""
+def add_kms_budget_arguments(parser: Any, side: str | None = None) -> None:
+    """``--kms-qps`` and ``--kms-price-per-10k`` (encrypt, decrypt, export; rotate may reuse),
+    and the key lifetimes of ``side`` (``encrypt``, ``decrypt``, or None for both)."""
     group = parser.add_argument_group("KMS call budget and cost")
     group.add_argument("--kms-qps", type=_positive_number, metavar="N",
                        help="at most N remote KMS calls per second per worker process (retries "
@@ -107,17 +147,21 @@ def add_kms_budget_arguments(parser: Any) -> None:
     group.add_argument("--kms-price-per-10k", type=_price, metavar="PRICE",
                        help="KMS price per 10,000 calls for the summary's cost estimate (default "
                        "$KMSBEAM_KMS_PRICE_PER_10K, else USD 0.03)")  # fmt: skip
-    add_key_lifetime_arguments(parser)
+    add_key_lifetime_arguments(parser, side)
 
 
-def add_key_lifetime_arguments(parser: Any) -> None:
-    """``--key-cache-ttl`` and ``--data-key-max-age``: the revocation latency (docs/SECURITY.md)."""
+def add_key_lifetime_arguments(parser: Any, side: str | None = None) -> None:
+    """``--key-cache-ttl`` (decrypting) and ``--data-key-max-age`` (encrypting): the revocation
+    latency (docs/SECURITY.md); ``side`` None adds both."""
     group = parser.add_argument_group("revocation latency (how soon a disabled key stops the job)")
-    group.add_argument("--key-cache-ttl", type=_positive_number, metavar="SECONDS",
-                       help="reuse an unwrapped data key for at most SECONDS per worker process "
-                       "(default 60)")  # fmt: skip
-    group.add_argument("--data-key-max-age", type=_positive_number, metavar="SECONDS",
-                       help="encrypt under one data key for at most SECONDS (default 300)")
+    if side != "encrypt":
+        group.add_argument("--key-cache-ttl", type=_positive_number, metavar="SECONDS",
+                           help="reuse an unwrapped data key for at most SECONDS per worker "
+                           "process (default 60)")  # fmt: skip
+    if side != "decrypt":
+        group.add_argument("--data-key-max-age", type=_positive_number, metavar="SECONDS",
+                           help="encrypt under one data key for at most SECONDS (default 300)")
+    parser.set_defaults(key_cache_ttl=None, data_key_max_age=None)
 
 
 def add_require_key_argument(parser: Any) -> None:
@@ -132,46 +176,92 @@ def _job_parser(sub: Any, name: str, text: str) -> None:
     job = sub.add_parser(name, help=text, description=text, allow_abbrev=False,
                          epilog="Other options are passed to Beam's PipelineOptions, e.g. "
                          "--direct_running_mode multi_processing --direct_num_workers 2.")  # fmt: skip
-    job.add_argument("input", metavar="INPUT", help="a file, a glob" + (
-        ", or a directory written by kmsbeam encrypt" if name == "decrypt" else ""))
-    job.add_argument("output", metavar="OUTPUT", help="the output directory")
-    job.add_argument("--format", choices=("jsonl", "csv", "parquet"),
-                     help="input format (default: from the file extension)")
-    job.add_argument("--fields", type=_names, help="fields to encrypt: a,b.c (dotted paths)")
-    job.add_argument("--mode", choices=("fields", "record"), help="fields (default) or record")
-    job.add_argument("--keep", type=_names, help="record mode: fields kept in cleartext")
-    job.add_argument("--bind", type=_names, help="fields mode: record-identity fields in the AAD")
-    job.add_argument("--key", help=f"key URI (default {kmsbeam.DEFAULT_KEY_URI})")
+    h = _DECRYPT_HELP if name == "decrypt" else _ENCRYPT_HELP
+    job.add_argument("input", metavar="INPUT", help=h["input"])
+    job.add_argument("output", metavar="OUTPUT", help=h["output"])
+    job.add_argument("--format", choices=("jsonl", "csv", "parquet"), help=h["format"])
+    job.add_argument("--fields", type=_names, help=h["fields"])
+    job.add_argument("--mode", choices=("fields", "record"), help=h["mode"])
+    job.add_argument("--keep", type=_names, help=h["keep"])
+    job.add_argument("--bind", type=_names, help=h["bind"])
+    job.add_argument("--key", help=h["key"])
     if name == "decrypt":
         add_require_key_argument(job)
-    job.add_argument("--context", action="append", metavar="NAME=VALUE",
-                     help="encryption context entry (repeatable)")
+    job.add_argument("--context", action="append", metavar="NAME=VALUE", help=h["context"])
     job.add_argument("--dead-letter", metavar="DIR",
                      help="dead-letter directory (default OUTPUT/_dead_letters)")
-    job.add_argument("--max-records-per-key", type=_positive, metavar="N",
-                     help="generate a new data key after N records")
+    if name == "encrypt":
+        job.add_argument("--max-records-per-key", type=_positive, metavar="N",
+                         help="generate a new data key after N records")
+    job.set_defaults(max_records_per_key=None, plaintext_footer=False, external_key_material=False)
     job.add_argument("--overwrite", action="store_true",
                      help="replace kmsbeam output already in OUTPUT")
-    job.add_argument("--quiet", "-q", action="store_true", help="no summary table")
-    add_kms_budget_arguments(job)
-    parquet = job.add_argument_group("Parquet column protection (Parquet input)")
-    parquet.add_argument("--parquet-mode", choices=("pme", "cells"),
-                         help="pme: Parquet Modular Encryption; cells: binary kmsbeam field values")
-    parquet.add_argument("--columns", type=_names, help="columns to protect: a,b.c")
-    parquet.add_argument("--column-key", action="append", metavar="COLUMN=URI",
-                         help="pme: the key of one column (repeatable; default --key)")
-    parquet.add_argument("--footer-key", metavar="URI", help="pme: the footer key (default --key)")
+    from kmsbeam.pipelines.dead_letters import add_budget_argument
+
+    add_budget_argument(job)
+    job.add_argument("--quiet", "-q", action="store_true", help="no progress and no summary table")
+    job.add_argument("--progress-every", type=_positive_number, metavar="SECONDS",
+                     help="off a terminal, write a progress line every SECONDS (default 30)")
+    add_kms_budget_arguments(job, name)
+    parquet = job.add_argument_group(h["parquet"])
+    parquet.add_argument("--parquet-mode", choices=("pme", "cells"), help=h["parquet-mode"])
+    parquet.add_argument("--columns", type=_names, help=h["columns"])
+    parquet.add_argument("--column-key", action="append", metavar="COLUMN=URI", help=h["column-key"])
+    parquet.add_argument("--footer-key", metavar="URI", help=h["footer-key"])
+    if name == "decrypt":
+        return
     parquet.add_argument("--plaintext-footer", action="store_true",
-                         help="pme: footer readable without keys (schema, plaintext columns)")
+                         help="pme: a footer readable without keys (the schema, the row counts "
+                         "and the plaintext columns' values; encrypted columns stay unreadable)")  # fmt: skip
     parquet.add_argument("--external-key-material", action="store_true",
                          help="pme: wrapped keys in _KEY_MATERIAL_FOR_<file>.json (rotatable)")
+
+
+_ENCRYPT_HELP = {
+    "input": "a file or a glob (local, or any Beam filesystem such as oss://)",
+    "output": "the output directory (written: part-* shards and the _kmsbeam.json manifest)",
+    "format": "input format (default: from the file extension)",
+    "fields": "fields to encrypt: a,b.c (dotted paths)",
+    "mode": "fields (default) or record",
+    "keep": "record mode: fields kept in cleartext",
+    "bind": "fields mode: record-identity fields bound into each value (its AAD)",
+    "key": f"key URI (default {kmsbeam.DEFAULT_KEY_URI}, created on first use)",
+    "context": "encryption context entry (repeatable); decrypting needs the same",
+    "parquet": "Parquet column protection (Parquet input)",
+    "parquet-mode": "pme: Parquet Modular Encryption; cells: binary kmsbeam field values",
+    "columns": "columns to protect: a,b.c",
+    "column-key": "pme: the key of one column (repeatable; default --key)",
+    "footer-key": "pme: the footer key (default --key)",
+}
+_DECRYPT_HELP = {
+    "input": "a directory written by kmsbeam encrypt (or an export), a file or a glob",
+    "output": "the output directory (written: part-* shards of the original records)",
+    "format": "the dataset's format (default: the manifest's, else from the file extension)",
+    "fields": "decrypt only these of the encrypted fields: a,b.c (default: every field the "
+              "manifest lists; name them when there is no manifest)",
+    "mode": "how the data was encrypted: fields or record (default: the manifest's, else fields)",
+    "keep": "record mode: the fields kept in cleartext (default: the manifest's)",
+    "bind": "fields mode: the record-identity fields bound at encryption (default: the manifest's)",
+    "key": "key URI to decrypt with (default: the manifest's key, if it is one of your "
+           "configured key sources)",
+    "context": "encryption context entry given at encryption (repeatable; default: the "
+               "manifest's)",
+    "parquet": "Parquet files without a manifest (files written elsewhere, or copied alone)",
+    "parquet-mode": "how the columns were protected: pme or cells",
+    "columns": "cells: the encrypted columns (default: from the files' metadata)",
+    "column-key": "pme: the key of one column (repeatable; default --key)",
+    "footer-key": "pme: the footer key (default --key)",
+}  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
     from kmsbeam.pipelines.emulator_cmd import add_emulator_parser
     from kmsbeam.pipelines.keys import add_keys_parser
 
-    parser = _Parser(prog="kmsbeam", allow_abbrev=False,
+    from kmsbeam.pipelines.dead_letters import EXIT_CODES_HELP
+
+    parser = _Parser(prog="kmsbeam", allow_abbrev=False, epilog=EXIT_CODES_HELP,
+                     formatter_class=argparse.RawDescriptionHelpFormatter,
                      description="Envelope encryption of datasets with Apache Beam.")  # fmt: skip
     parser.add_argument("--version", action="version", version=f"kmsbeam {kmsbeam.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -190,6 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
     from kmsbeam.pipelines.rotate_cmd import add_rotate_parser
 
     add_rotate_parser(sub)
+    from kmsbeam.pipelines.dead_letters_cmd import add_dead_letters_parser
+
+    add_dead_letters_parser(sub)
+    from kmsbeam.pipelines.oss_cmd import add_oss_parser
+
+    add_oss_parser(sub)
     return parser
 
 
@@ -214,6 +310,25 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def _progress(args: argparse.Namespace, plan: Any, options: Any, stream: Any = None) -> Any:
+    """The job's progress reporter (``kmsbeam.pipelines.progress``), or None with ``--quiet``."""
+    from apache_beam.options.pipeline_options import PortableOptions, StandardOptions
+    from kmsbeam.pipelines import progress
+    from kmsbeam.pipelines.runners import runner_name
+
+    if args.quiet:
+        return None
+    local = progress.reports_to_launcher(runner_name(options.view_as(StandardOptions).runner),
+                                         options.view_as(PortableOptions).environment_type)  # fmt: skip
+    parquet = plan.manifest.mode in ("pme", "cells")
+    why = "Parquet column jobs are not counted" if parquet else None
+    return progress.Reporter(f"{plan.spec.action}ing {plan.spec.input}",
+                             progress.estimate_totals(plan.files, plan.format),
+                             progress.Channel() if local and not parquet else None,
+                             stream=stream, every=args.progress_every or progress.DEFAULT_EVERY,
+                             uncounted=why)  # fmt: skip
+
+
 def _run_job(args: argparse.Namespace, beam_args: list[str]) -> int:
     from kmsbeam.pipelines import jobs, summary
     from kmsbeam.pipelines.plan import JobSpec, parquet_spec, plan_decrypt, plan_encrypt
@@ -227,14 +342,22 @@ def _run_job(args: argparse.Namespace, beam_args: list[str]) -> int:
                    require_keys=getattr(args, "require_key", None),
                    key_cache_ttl=args.key_cache_ttl, data_key_max_age=args.data_key_max_age)  # fmt: skip
     spec.parquet = parquet_spec(args)
-    jobs.pipeline_options(beam_args)  # option mistakes surface before any key is created
+    options, _ = jobs.pipeline_options(beam_args)  # option mistakes surface before any key is created
+    from kmsbeam.pipelines.cleanup import existing
+
+    existed = existing(args.output, args.dead_letter)  # a failed job removes what it created
     if spec.action == "encrypt":
         plan = plan_encrypt(spec, notice=lambda line: print(line, file=sys.stderr))
     else:
         plan = plan_decrypt(spec)
-    progress = summary.Progress(f"{spec.action}ing {spec.input}")
+    from kmsbeam.pipelines._noise import WorkerNoise, workers_share_stderr
+
+    noise = WorkerNoise().__enter__() if workers_share_stderr(options) else None  # Beam's noise
+    progress = _progress(args, plan, options, noise.stream if noise else None)
     try:
-        result = jobs.run_plan(plan, on_start=progress.start)
+        result = jobs.run_plan(plan, on_start=progress.start if progress else None,
+                               tally=progress.channel.tally() if progress and progress.channel else None,
+                               existed=existed)  # fmt: skip
     except KmsBeamError:
         raise
     except Exception as exc:
@@ -244,13 +367,13 @@ def _run_job(args: argparse.Namespace, beam_args: list[str]) -> int:
         return _fail(f"the pipeline failed ({type(exc).__name__}); rerun with KMSBEAM_DEBUG=1 "
                      "to see the traceback", 1)  # fmt: skip
     finally:
-        progress.stop()
+        if progress:
+            progress.stop()
+        if noise:
+            noise.__exit__()
     if not args.quiet:
         print(summary.summary_table(result))
-    warning = summary.dead_letter_warning(result)
-    if warning:
-        print(warning, file=sys.stderr)
-    return 0
+    return summary.finish(result, args.max_dead_letters)
 
 
 def _is_export(location: str) -> bool:
@@ -267,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (the console script exits with it)."""
     parser = build_parser()
     try:
-        args, extra = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+        args, extra = parser.parse_known_args(_oss_spelling(sys.argv[1:] if argv is None else argv))
         if args.command is None:
             parser.print_help(sys.stderr)
             return 2
@@ -276,6 +399,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             reject_extra(parser, extra)
             return run_emulator(args, sys.stdout)
+        if args.command == "oss":
+            from kmsbeam.pipelines.oss_cmd import run_oss
+
+            if extra:
+                parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            return run_oss(args, sys.stdout)
         if args.command == "inspect":
             from kmsbeam.pipelines.inspect import run_inspect
 
@@ -294,6 +423,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command != "decrypt" or _is_export(args.input):
                 return export.run_command(args, extra, _context(args.context))
         _quiet_beam_logging()
+        if args.command == "dead-letters":
+            from kmsbeam.pipelines.dead_letters_cmd import run_dead_letters
+
+            return run_dead_letters(args, extra)
         if args.command == "rotate":
             from kmsbeam.pipelines.rotate import run_rotate
 
@@ -306,7 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KmsBeamError as exc:
         return _fail(str(exc), 1)
     except KeyboardInterrupt:
-        return _fail("interrupted", 130)
+        return _fail("interrupted; everything the job had written was removed", 130)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ to 1. ``multi_threading`` is refused: it loses records after a shuffle.
 from __future__ import annotations
 
 import re
+from collections import Counter
 import shutil
 import time
 from collections.abc import Callable
@@ -23,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import (
     DirectOptions,
     PipelineOptions,
@@ -32,6 +32,9 @@ from apache_beam.options.pipeline_options import (
 )
 from kmsbeam.pipelines import _fns, formats, paths
 from kmsbeam.pipelines.plan import Plan
+from kmsbeam.pipelines.cleanup import Interrupts, Staging, private_umask
+from kmsbeam.pipelines.sealed import seal as seal_letters
+from kmsbeam.pipelines.dead_letters import count_reasons, write_dead_letter_manifest
 from kmsbeam.transforms import (
     DecryptFields,
     DecryptRecords,
@@ -53,8 +56,6 @@ _JOB_ERRORS = ("KeySourceError", "KeySourceUnavailableError", "AccessDeniedError
 _ERROR_LINE = re.compile(r"^kmsbeam\.errors\.(\w+): (.+)$", re.M)
 _WHILE = re.compile(r"( \[while running '[^']*'\])+$")
 
-_DIRECT = (None, "DirectRunner", "FnApiRunner", "SwitchingDirectRunner")
-
 
 @dataclass
 class JobResult:
@@ -65,6 +66,8 @@ class JobResult:
     elapsed: float = 0.0
     bytes_in: int = 0
     bytes_out: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)  # dead letters by reason (exact)
+    counted_from_output: bool = False  # the runner reported no metrics (kmsbeam.pipelines.runners)
 
     def count(self, name: str, namespace: str = "kmsbeam") -> int:
         return self.counters.get(f"{namespace}/{name}", 0)
@@ -82,39 +85,25 @@ class JobResult:
         return self.count("dead_letters_written", "kmsbeam.pipelines")
 
 
-def _unknown_args(args: list[str]) -> list[str]:
-    """The arguments no Beam PipelineOptions class knows (Beam itself only logs them)."""
-    try:
-        from apache_beam.options.pipeline_options import _BeamArgumentParser
-    except ImportError:  # a future Beam: skip the check rather than fail
-        return []
-    parser = _BeamArgumentParser(allow_abbrev=False)
-    classes = {str(c): c for c in PipelineOptions.__subclasses__()}
-    for cls in classes.values():
-        cls._add_argparse_args(parser)
-    return [a for a in parser.parse_known_args(args)[1] if a.startswith("-")]
-
-
 def pipeline_options(args: list[str]) -> tuple[PipelineOptions, Any]:
-    """Beam options from the arguments the CLI does not know, and the runner to use."""
-    unknown = _unknown_args(args)
+    """Beam options from the arguments the CLI does not know, and the runner to use (the
+    policy, refused runners and options passed through: ``kmsbeam.pipelines.runners``)."""
+    from kmsbeam.pipelines import runners
+
+    options = PipelineOptions(args)
+    runners.check_runner(options)
+    unknown = runners.unknown_options(args, options)
     if unknown:
         raise ConfigurationError(
             f"unknown option {unknown[0]}; see `kmsbeam encrypt --help` (Beam pipeline options "
             "such as --runner or --direct_num_workers are passed through)"
         )
-    options = PipelineOptions(args)
     direct = options.view_as(DirectOptions)
-    if direct.direct_running_mode == "multi_threading":
-        raise ConfigurationError(
-            "direct_running_mode=multi_threading loses records in Beam's FnApiRunner; use "
-            "in_memory (the default) or multi_processing"
-        )
     standard = options.view_as(StandardOptions)
     workers = options.view_as(WorkerOptions)
     if not any(a.split("=")[0] == "--default_sdk_harness_log_level" for a in args):
         workers.default_sdk_harness_log_level = "ERROR"  # keep worker processes quiet
-    if standard.runner in _DIRECT:
+    if runners.is_local(runners.runner_name(standard.runner)):
         direct.direct_running_mode = direct.direct_running_mode or "in_memory"
         direct.direct_num_workers = direct.direct_num_workers or 1
         return options, _fn_api_runner(options)
@@ -157,14 +146,21 @@ def _transform(plan: Plan) -> Any:
                           key_cache_ttl=spec.key_cache_ttl)  # fmt: skip
 
 
-def build_pipeline(p: beam.Pipeline, plan: Plan) -> None:
-    """Add the job's transforms to ``p``."""
+def build_pipeline(p: beam.Pipeline, plan: Plan, tally: Any = None, given: list[Any] | None = None) -> None:
+    """Add the job's transforms to ``p`` (``tally``: a DoFn counting the records read, for the
+    progress line; Parquet column jobs are not counted)."""
     m = plan.manifest
     if m.mode in ("pme", "cells"):  # --parquet-mode: Arrow tables end to end
         from kmsbeam.pipelines._parquet import build_parquet_job
 
         return build_parquet_job(p, plan)
-    records, parse_dead = formats.read_records(p, plan.format, plan.pattern, plan.in_columns)
+    if given is not None:  # kmsbeam dead-letters replay: the records in memory, never on disk
+        records, parse_dead = (p | "Replay" >> beam.Create(given)
+                               | "CountRead" >> beam.ParDo(_fns.Count("records_read"))), None  # fmt: skip
+    else:
+        records, parse_dead = formats.read_records(p, plan.format, plan.pattern, plan.in_columns)
+    if tally is not None:
+        records = records | "Progress" >> beam.ParDo(tally)
     nested = [f for f in m.fields + m.bind if "." in f] if m.mode == "fields" else []
     if plan.format == "parquet" and nested:  # a null struct has null fields, not missing ones
         records = records | "FillNullStructs" >> beam.Map(_fns.fill_null_parents, nested)
@@ -181,17 +177,35 @@ def build_pipeline(p: beam.Pipeline, plan: Plan) -> None:
     format_dead = formats.write_records(good, plan.format, out_prefix, columns=plan.out_columns,
                                         schema=plan.out_schema, encrypted=encrypted,
                                         fit_shown=shown)  # fmt: skip
+    if plan.spec.action == "encrypt":  # every dead letter holds cleartext: sealed (``sealed``)
+        parse_dead, crypto_dead, format_dead = None, None, seal_letters(
+            [d for d in (parse_dead, crypto_dead, format_dead) if d is not None], m.key, m.context)
+    elif format_dead is not None and plan.format == "csv":  # a decrypted record that did not fit
+        format_dead = seal_letters(format_dead, m.key, m.context)  # the header: sealed (the rest:
+        # ciphertext as read, a line's size, or a Parquet record's cleartext fields only)
     letters = [d for d in (parse_dead, crypto_dead, format_dead) if d is not None]
     formats.write_dead_letters(letters, paths.join(plan.dead_dir, "part"))
 
 
 def counters_of(result: Any) -> dict[str, int]:
-    totals: dict[str, int] = {}
-    for c in result.metrics().query(MetricsFilter())["counters"]:
-        value = c.committed if c.committed is not None else c.attempted  # some report attempted only
-        key = f"{c.key.metric.namespace}/{c.key.metric.name}"
-        totals[key] = totals.get(key, 0) + int(value or 0)
-    return totals
+    """Beam counters by ``namespace/name`` (empty when the runner reports no metrics)."""
+    from kmsbeam.pipelines.runners import counters_or_none
+
+    return counters_or_none(result) or {}
+
+
+def _counters(result: Any, plan: Plan) -> tuple[dict[str, int], bool]:
+    """The job's counters, and whether they were counted in the written output instead (a
+    runner that reports no metrics)."""
+    from kmsbeam.pipelines.runners import counters_or_none, output_counts
+
+    counters = counters_or_none(result)
+    if counters is not None:
+        return counters, False
+    try:
+        return output_counts(str(plan.out_dir), str(plan.dead_dir), plan.format), True
+    except Exception:  # noqa: BLE001 - e.g. PME shards with an encrypted footer: no counts
+        return {}, True
 
 
 def job_failure(exc: BaseException) -> KmsBeamError | None:
@@ -221,40 +235,54 @@ def job_failure(exc: BaseException) -> KmsBeamError | None:
     return fresh_error(cls, _WHILE.sub("", message), code)
 
 
-def _discard_temporaries(plan: Plan) -> None:
-    """After a failed job: Beam's temporary shard directories (partial output, possibly
-    cleartext on decrypt) go, and so does a dead-letter directory left empty."""
-    for directory in dict.fromkeys((plan.dead_dir, plan.out_dir)):
-        paths.remove_temporaries(directory)
-    paths.remove_empty_dir(plan.dead_dir)
-
-
 def _size(files: list[str]) -> int:
     return sum(paths.size(f) for f in files)
 
 
-def run_plan(plan: Plan, on_start: Callable[[], None] | None = None) -> JobResult:
-    """Build and run the pipeline; write the manifest after a successful encrypt."""
+def run_plan(plan: Plan, on_start: Callable[[], None] | None = None, tally: Any = None,
+             existed: tuple[bool, bool] = (True, True), given: list[Any] | None = None) -> JobResult:  # fmt: skip
+    """Build and run the pipeline into staging folders (``cleanup``), write the manifest after a
+    successful encrypt, then move the output into place. A failed or interrupted job removes
+    everything it wrote (``existed``: whether OUTPUT and the dead-letter directory were there
+    before the job, so they are removed again when the job created them)."""
     options, runner = pipeline_options(plan.spec.beam_args)
-    started = time.monotonic()
-    p = beam.Pipeline(runner=runner, options=options)
-    build_pipeline(p, plan)
-    if on_start:
-        on_start()
-    failed: KmsBeamError | None = None
+    staging = Staging.begin(plan, existed)
+    interrupts = Interrupts().__enter__()
+    umask = private_umask()  # what the job writes locally: 0600, directories 0700
+    umask.__enter__()
     try:
-        result = p.run()
-        result.wait_until_finish()
-    except Exception as exc:
-        failed = job_failure(exc)
-        if failed is None:
-            raise
-    if failed is not None:  # one sentence, raised outside the handler: no traceback text
-        _discard_temporaries(plan)
-        raise failed
-    elapsed = time.monotonic() - started
-    if plan.spec.action == "encrypt":
-        plan.manifest.write(plan.out_dir)
-    paths.remove_empty_dir(plan.dead_dir)  # Beam leaves the directory behind when there were none
-    return JobResult(plan, counters_of(result), elapsed, _size(plan.files),
-                     _size(paths.match(paths.join(plan.out_dir, "part-*"))))  # fmt: skip
+        started = time.monotonic()
+        p = beam.Pipeline(runner=runner, options=options)
+        build_pipeline(p, plan, tally, given)
+        if on_start:
+            on_start()
+        failed: KmsBeamError | None = None
+        try:
+            result = p.run()
+            result.wait_until_finish()
+        except Exception as exc:
+            failed = job_failure(exc)
+            if failed is None:
+                raise
+        if failed is not None:  # one sentence, raised outside the handler: no traceback text
+            raise failed
+        elapsed = time.monotonic() - started
+        if plan.spec.action == "encrypt":
+            plan.manifest.write(plan.out_dir)
+        counters, counted = _counters(result, plan)
+        reasons = count_reasons(str(plan.dead_dir))
+        if reasons:
+            write_dead_letter_manifest(plan)
+        out_bytes = _size(paths.match(paths.join(plan.out_dir, "part-*")))
+    except BaseException as exc:  # failed, or interrupted (KeyboardInterrupt): nothing stays behind
+        interrupts.__exit__()
+        umask.__exit__(None, None, None)
+        staging.discard()
+        if interrupts.happened and not isinstance(exc, KeyboardInterrupt):
+            raise KeyboardInterrupt from None  # Beam wrapped it: the CLI exits 130
+        raise
+    interrupts.__exit__()
+    umask.__exit__(None, None, None)
+    staging.commit()  # sets local outputs and dead letters 0600 (directories 0700) too
+    return JobResult(plan, counters, elapsed, _size(plan.files), out_bytes, reasons,
+                     counted_from_output=counted)  # fmt: skip

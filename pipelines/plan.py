@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from kmsbeam.pipelines import formats, paths
+from kmsbeam.pipelines import formats, paths, preflight
 from kmsbeam.pipelines.manifest import MANIFEST_NAME, Manifest
 
 import kmsbeam
@@ -133,10 +133,12 @@ def _same(a: str, b: str) -> bool:
     return a.rstrip("/") == b.rstrip("/")
 
 
-def prepare_output(out_dir: str | Path, dead_dir: str | Path, overwrite: bool, inputs: list[str]) -> None:
+def prepare_output(out_dir: str | Path, dead_dir: str | Path, overwrite: bool, inputs: list[str],
+                   keep_old: bool = False) -> None:  # fmt: skip
     """Check that OUTPUT (a directory or a prefix on any filesystem) and the dead-letter
     directory are empty, or hold only kmsbeam's output and ``overwrite`` is set (that output is
-    then deleted); make a local OUTPUT. Objects that are not kmsbeam's are never deleted."""
+    then deleted, unless ``keep_old``: ``jobs.run_plan`` replaces it only once the new output is
+    complete, ``cleanup``); make a local OUTPUT. Objects that are not kmsbeam's are never deleted."""
     out, dead = paths.normalize(out_dir, "the output"), paths.normalize(dead_dir, "the dead letters")
     if paths.exists(out.rstrip("/")):
         raise ConfigurationError(f"the output {out} is a file; give a directory path")
@@ -151,6 +153,8 @@ def prepare_output(out_dir: str | Path, dead_dir: str | Path, overwrite: bool, i
                 f"the output directory {directory} already contains files; pass "
                 "--overwrite to replace kmsbeam's output in it, or choose an empty directory"
             )
+        if keep_old:
+            continue
         base = directory.rstrip("/") + "/"
         ours = [f for f in found if any(fnmatch.fnmatchcase(f[len(base):], p) for p in _OURS)
                 or (_same(directory, dead) and fnmatch.fnmatchcase(f[len(base):], "part-*"))]  # fmt: skip
@@ -244,8 +248,9 @@ def plan_encrypt(spec: JobSpec, notice: Callable[[str], None]) -> Plan:
         formats.encrypted_schema(schema, bind)  # checks that the bind fields exist
         plan.out_schema = (formats.encrypted_schema(schema, fields) if mode == "fields"
                            else formats.record_schema(schema, keep, manifest.payload_field))  # fmt: skip
+    preflight.check(plan)  # --fields against a sample of the input, before OUTPUT is touched
     plan.dead_dir = dead_dir_for(spec, plan.out_dir)
-    prepare_output(plan.out_dir, plan.dead_dir, spec.overwrite, files)
+    prepare_output(plan.out_dir, plan.dead_dir, spec.overwrite, files, keep_old=True)  # run_plan replaces it
     source = _open_for_encrypt(key)
     if getattr(source, "created", False):
         where = getattr(source, "home", kmsbeam.keystore_home())
@@ -320,7 +325,7 @@ def _plan_parquet_encrypt(spec: JobSpec, pq_spec: ParquetSpec, notice: Callable[
         uris = [key]
         plan.out_schema = cells_schema(schema, columns, key, manifest.bind)  # checks the columns
     plan.dead_dir = dead_dir_for(spec, plan.out_dir)
-    prepare_output(plan.out_dir, plan.dead_dir, spec.overwrite, files)
+    prepare_output(plan.out_dir, plan.dead_dir, spec.overwrite, files, keep_old=True)  # run_plan replaces it
     for uri in uris:
         parse_key_uri(uri)
         source = _open_for_encrypt(uri)
@@ -407,6 +412,7 @@ def _merge(spec: JobSpec, m: Manifest) -> list[str]:
         raise ConfigurationError(f"--keep must match the manifest ({', '.join(m.keep) or 'none'})")
     if spec.key:
         m.key = spec.key
+    preflight.check_context(spec.context, m.context)  # a wrong --context: exit 2, not N dead letters
     if spec.context is not None:
         m.context = dict(spec.context)
     return still
@@ -456,8 +462,9 @@ def plan_decrypt(spec: JobSpec) -> Plan:
         schema = manifest.schema()
         assert schema is not None
         plan.out_schema = formats.encrypted_schema(schema, still) if still else schema
+    preflight.check(plan)  # the sample holds kmsbeam values in the fields, before OUTPUT is touched
     plan.dead_dir = dead_dir_for(spec, plan.out_dir)
-    prepare_output(plan.out_dir, plan.dead_dir, spec.overwrite, files)
+    prepare_output(plan.out_dir, plan.dead_dir, spec.overwrite, files, keep_old=True)  # run_plan replaces it
     kmsbeam.open_key_source(manifest.key, create=False)
     plan.require_keys = required_keys(spec, manifest.key)
     return plan
@@ -493,7 +500,7 @@ def _plan_parquet_decrypt(spec: JobSpec, files: list[str], pattern: str, m: Mani
     plan = Plan(spec, files, pattern, m, spec.output, "", out_schema=m.schema(),
                 key_map=key_map)  # fmt: skip
     plan.dead_dir = dead_dir_for(spec, plan.out_dir)
-    prepare_output(plan.out_dir, plan.dead_dir, spec.overwrite, files)
+    prepare_output(plan.out_dir, plan.dead_dir, spec.overwrite, files, keep_old=True)  # run_plan replaces it
     for uri in dict.fromkeys([m.key, m.footer_key or m.key, *(m.column_keys or {}).values()]):
         parse_key_uri(uri)
         kmsbeam.open_key_source(uri, create=False)

@@ -41,6 +41,9 @@ def add_rotate_parser(sub: Any) -> None:
                      "--to-key) instead of asking the key source: no KMS call when nothing "
                      "needs to move, but a key rotated since is missed")
     cmd.add_argument("--overwrite", action="store_true", help="replace kmsbeam output in OUTPUT")
+    from kmsbeam.pipelines.dead_letters import add_budget_argument
+
+    add_budget_argument(cmd)  # dead letters allowed before the exit code is 3
     from kmsbeam.pipelines.cli import add_require_key_argument
 
     add_require_key_argument(cmd)  # strict: values under other master keys are not moved

@@ -19,15 +19,17 @@ import os
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
+from kmsbeam.pipelines.dead_letters import Budget, outcome, reason_rows
 from kmsbeam.pipelines.jobs import JobResult
 
 from kmsbeam import ConfigurationError
 
 __all__ = ["KMS_PRICE_CURRENCY", "KMS_PRICE_DATE", "KMS_PRICE_ENV", "KMS_PRICE_PER_10K", "Progress",
-           "dead_letter_warning", "job_key_uris", "kms_budget_rows", "kms_call_rows", "kms_cost", "kms_cost_row",
+           "dead_letter_warning", "finish", "job_key_uris", "kms_budget_rows", "kms_call_rows", "kms_cost", "kms_cost_row",
            "kms_price_per_10k", "summary_table"]  # fmt: skip
 
 KMS_PRICE_PER_10K = 0.03  # USD per 10,000 API calls (see the module docstring)
@@ -227,22 +229,55 @@ def summary_table(result: JobResult) -> str:
         kms_cost_row(result.counters, job_key_uris(plan), plan.spec.kms_price_per_10k),
         *kms_budget_rows(result.counters, plan.spec.kms_qps),
         *master_key_rows(result.counters, m.key, getattr(plan, "require_keys", ())),
-        ("dead letters", _n(result.dead_letters)
-         + (f"  ({plan.dead_dir})" if result.dead_letters else "")),
+        ("dead letters", _n(_dead(result))
+         + (f"  ({plan.dead_dir})" if _dead(result) else "")),
+        *reason_rows(result.reasons),
         ("bytes in", _bytes(result.bytes_in)),
         ("bytes out", _bytes(result.bytes_out)),
         ("elapsed", f"{result.elapsed:.1f} s"),
         ("rate", f"{rate:,.0f} records/s"),
     ]  # fmt: skip
+    if result.counted_from_output:  # kmsbeam.pipelines.runners
+        rows = _without_metrics(rows)
     title = (f"kmsbeam {plan.spec.action}: {plan.spec.input} -> {plan.out_dir} "
              f"({m.format}, {m.mode} mode, key {m.key})")  # fmt: skip
     width = max(len(name) for name, _ in rows)
     return "\n".join([title] + [f"  {name:<{width}}  {value}" for name, value in rows])
 
 
+_METRIC_ROWS = ("values ", "data keys", "KMS ", "master keys", "required keys")
+
+
+def _without_metrics(rows: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The rows of a job whose runner reported no metrics: counts from the written output."""
+    note = ("counted", "in the written output: the runner reported no metrics "
+            "(values, data keys and KMS calls unknown)")  # fmt: skip
+    return [note] + [r for r in rows if not r[0].startswith(_METRIC_ROWS)]
+
+
+def _dead(result: JobResult) -> int:
+    """Dead letters counted from the written files (exact on every runner), else the counter."""
+    return sum(result.reasons.values()) or result.dead_letters
+
+
 def dead_letter_warning(result: JobResult) -> str | None:
     """One warning line when records went to the dead letters, else None."""
-    if not result.dead_letters:
+    if not _dead(result):
         return None
-    return (f"kmsbeam: warning: {result.dead_letters:,} of {result.records_in:,} records went to "
+    return (f"kmsbeam: warning: {_dead(result):,} of {result.records_in:,} records went to "
             f"the dead letters in {result.plan.dead_dir} (each line has the reason)")  # fmt: skip
+
+
+def finish(result: JobResult, budget: Budget | None = None) -> int:
+    """Print the dead-letter warning or the one-sentence error, and return the exit code
+    (0, or 3 over ``budget``: ``dead_letters.outcome``)."""
+    reasons = result.reasons or Counter({"(reason not counted)": result.dead_letters})
+    verdict = outcome(result.records_in, result.records_out, +reasons, budget or Budget(),
+                      str(result.plan.dead_dir))  # fmt: skip
+    if verdict.message:
+        print(f"kmsbeam: error: {verdict.message}", file=sys.stderr)
+    else:
+        warning = dead_letter_warning(result)
+        if warning:
+            print(warning, file=sys.stderr)
+    return verdict.code

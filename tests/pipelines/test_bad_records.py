@@ -23,7 +23,10 @@ KEY = "local:alias/bad-records"
 
 
 def _letters(directory: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in shard_lines(directory / "_dead_letters")]
+    """The dead letters, encrypt-side ones unsealed (they are sealed under the job's key)."""
+    from kmsbeam.pipelines.sealed import unseal
+
+    return unseal([json.loads(line) for line in shard_lines(directory / "_dead_letters")], KEY, {})
 
 
 def _counts(out: str) -> tuple[int, int, int]:

@@ -18,14 +18,18 @@ def test_records_that_fail_go_to_dead_letters(cli, tmp_path: Path) -> None:
     source.write_text("\n".join(lines) + "\n", encoding="utf-8")
     enc = tmp_path / "enc"
     r = cli("encrypt", source, enc, "--fields", "ssn")
-    assert r.code == 0
+    assert r.code == 3  # dead letters over the default budget (0)
     assert table_value(r.out, "records in") == "20"
     assert table_value(r.out, "records out") == "18"
     assert table_value(r.out, "dead letters").startswith("2")
     assert str(enc / "_dead_letters") in table_value(r.out, "dead letters")
-    warnings = [line for line in r.err.splitlines() if "warning" in line]
-    assert len(warnings) == 1 and "2 of 20 records" in warnings[0]
-    letters = [json.loads(line) for line in shard_lines(enc / "_dead_letters")]
+    errors = [line for line in r.err.splitlines() if line.startswith("kmsbeam: error: ")]
+    assert len(errors) == 1 and "2 of 20 records" in errors[0]
+    from kmsbeam.pipelines.sealed import unseal  # encrypt-side dead letters are sealed
+
+    sealed = [json.loads(line) for line in shard_lines(enc / "_dead_letters")]
+    assert all("record" not in d and "sealed" in d for d in sealed)
+    letters = unseal(sealed, "local:alias/kmsbeam-default", {})
     by_reason = {d["reason"]: d for d in letters}
     assert set(by_reason) == {"missing field: ssn", "not valid JSON"}
     assert by_reason["missing field: ssn"]["record"] == {"id": 3}
@@ -49,8 +53,10 @@ def test_dead_letter_option_and_json_safe_records(cli, tmp_path: Path) -> None:
     dead = tmp_path / "dead"
     r = cli("encrypt", source, tmp_path / "enc", "--mode", "record", "--keep", "id",
             "--key", "local:alias/other", "--dead-letter", dead)
-    assert r.code == 0, r.err
-    letters = [json.loads(line) for line in shard_lines(dead)]
+    assert r.code == 3 and "every record (2) went to the dead letters" in r.err, r.err
+    from kmsbeam.pipelines.sealed import unseal  # encrypt-side dead letters are sealed
+
+    letters = unseal([json.loads(line) for line in shard_lines(dead)], "local:alias/other", {})
     assert len(letters) == 2
     assert all(d["reason"] == "record already has a field named kmsbeam_record" for d in letters)
     assert {d["record"]["blob"] for d in letters} == {"AAE=", "Ag=="}  # base64 text
@@ -78,7 +84,11 @@ def test_wrong_context_on_decrypt_dead_letters_every_record(cli, customers: Path
     enc = tmp_path / "enc"
     assert cli("encrypt", customers, enc, "--fields", "ssn", "--context", "dataset=a").code == 0
     r = cli("decrypt", enc, tmp_path / "plain", "--context", "dataset=b")
-    assert r.code == 0
+    assert r.code == 2 and "--context differs" in r.err  # the manifest's context: checked first
+    assert not (tmp_path / "plain").exists()
+    (enc / "_kmsbeam.json").unlink()  # without a manifest, every record is a dead letter (exit 3)
+    r = cli("decrypt", enc / "part-*", tmp_path / "plain", "--fields", "ssn", "--context", "dataset=b")
+    assert r.code == 3 and "every record (1,000)" in r.err, r.err
     assert "Traceback" not in r.err
     assert table_value(r.out, "records out") == "0"
     letters = [json.loads(line) for line in shard_lines(tmp_path / "plain" / "_dead_letters")]

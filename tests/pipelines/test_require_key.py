@@ -34,7 +34,7 @@ def test_decrypt_names_the_key_actually_used_and_strict_mode_refuses_others(
     assert used == f"another master key (version {_version('local:alias/b')})"
     # strict: every record refused before any Decrypt call
     r = cli("decrypt", enc_b, tmp_path / "p2", "--key", "local:alias/a", "--require-key", "alias/a")
-    assert r.code == 0, r.err  # dead letters are reported by the warning and the table
+    assert r.code == 3, r.err  # every record is a dead letter: the table and one sentence
     assert table_value(r.out, "KMS calls: Decrypt") == "0"
     assert table_value(r.out, "required keys") == "local:alias/a"
     letters = [json.loads(x) for x in shard_lines(tmp_path / "p2" / "_dead_letters")]
@@ -55,7 +55,7 @@ def test_a_mixed_dataset_on_two_worker_processes(cli, customers: Path, tmp_path:
     plain = tmp_path / "plain"
     r = cli("decrypt", enc_a, plain, "--require-key", "local:alias/a",
             "--direct_running_mode", "multi_processing", "--direct_num_workers", "2")  # fmt: skip
-    assert r.code == 0, r.err
+    assert r.code == 3 and f"{n:,} of {2 * n:,} records" in r.err, r.err  # over the budget (0)
     assert len(shard_lines(plain)) == n and len(shard_lines(plain / "_dead_letters")) == n
     assert table_value(r.out, "master keys used") == f"local:alias/a (version {_version('local:alias/a')})"
     r = cli("decrypt", enc_a, tmp_path / "all", "--direct_running_mode", "multi_processing",
@@ -87,7 +87,7 @@ def test_cat_and_rotate_refuse_other_master_keys(cli, customers: Path, tmp_path:
     open_key_source("local:alias/c", create=True)
     n = len(customers.read_text().splitlines())
     r = cli("rotate", enc, tmp_path / "r1", "--to-key", "local:alias/c", "--require-key", "alias/a")
-    assert r.code == 0, r.err
+    assert r.code == 3 and "every record" in r.err, r.err
     assert table_value(r.out, "KMS calls: ReEncrypt") == "0"
     letters = [json.loads(x) for x in shard_lines(tmp_path / "r1" / "_dead_letters")]
     assert len(letters) == n and all(x["reason"].startswith("key not allowed") for x in letters)
@@ -113,7 +113,7 @@ def test_parquet_cells_refuse_other_master_keys(cli, tmp_path: Path) -> None:  #
     assert r.code == 0, r.err
     open_key_source("local:alias/a", create=True)
     r = cli("decrypt", enc, tmp_path / "p1", "--key", "local:alias/a", "--require-key", "alias/a")
-    assert r.code == 0, r.err
+    assert r.code == 3, r.err  # every record is a dead letter
     assert table_value(r.out, "KMS calls: Decrypt") == "0"
     letters = [json.loads(x) for x in shard_lines(tmp_path / "p1" / "_dead_letters")]
     assert len(letters) == 50 and all(x["reason"].startswith("key not allowed") for x in letters)

@@ -1,0 +1,176 @@
+"""Checks made before a job's pipeline starts, on a sample of its input (exit 2, nothing written).
+
+A mistake that would send every record to the dead letters is found here, in one sentence:
+
+- ``encrypt --fields``/``--bind`` naming a field that none of the first ``SAMPLE`` records has
+  (JSONL; CSV headers and Parquet schemas are checked whole by ``plan``);
+- ``decrypt`` of fields or records that hold no kmsbeam values in the sample (a dataset that
+  was never encrypted, or ``--fields`` naming cleartext fields); the value headers are parsed,
+  no KMS call is made;
+- ``decrypt --context`` that differs from the context the dataset's manifest recorded (the
+  manifest holds the context in clear, so the check compares entries; the message names the
+  entries that differ, never a value).
+
+Key-source problems are not found here by calling the KMS (that would add billed calls and
+change the KMS call counts a job reports): the plan opens the key (``DescribeKey`` on encrypt),
+and a key-source failure during the job fails it (exit 1) with nothing left behind
+(``cleanup``). A wrong ``--context`` or key on a dataset without a manifest sends every record
+to the dead letters, and the job exits 3 saying so (``dead_letters.outcome``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from kmsbeam import ConfigurationError, FieldPath, KmsBeamError
+
+__all__ = ["SAMPLE", "check", "check_context", "sample_records"]
+
+#: how many records of the input are sampled
+SAMPLE = 100
+_MISSING = object()
+
+
+def check_context(given: Mapping[str, str] | None, recorded: Mapping[str, str]) -> None:
+    """``decrypt --context``: it must be the context the manifest recorded (or be left out)."""
+    if given is None or dict(given) == dict(recorded):
+        return
+    differ = sorted(set(given) ^ set(recorded) | {k for k in given if k in recorded and given[k] != recorded[k]})
+    raise ConfigurationError(
+        f"--context differs from the context the dataset was encrypted with (per its manifest) "
+        f"in {', '.join(repr(k) for k in differ)}; leave --context out to use the manifest's"
+    )
+
+
+def _lines(path: str) -> Iterator[bytes]:
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(path) as f:
+        yield from f
+
+
+def _jsonl(path: str) -> Iterator[Any]:
+    for raw in _lines(path):
+        try:
+            record = json.loads(raw)
+        except (ValueError, RecursionError):  # a bad line is a dead letter in the job
+            continue
+        if isinstance(record, dict):
+            yield record
+
+
+def _csv(path: str) -> Iterator[Any]:
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(path) as f:
+        text = io.TextIOWrapper(f, encoding="utf-8-sig", errors="replace", newline="")
+        yield from csv.DictReader(text)
+
+
+def _parquet(path: str, n: int) -> Iterator[Any]:
+    import pyarrow.parquet as pq
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(path) as f:
+        data = f.read()  # ParquetFile needs a seekable file; read_records reads it whole too
+    reader = pq.ParquetFile(io.BytesIO(data))
+    for batch in reader.iter_batches(batch_size=n):
+        yield from batch.to_pylist()
+        return
+
+
+def sample_records(files: Sequence[str], fmt: str, n: int = SAMPLE) -> list[Any]:
+    """The first ``n`` records of ``files`` (in order), as the job's readers give them."""
+    out: list[Any] = []
+    for path in files:
+        rows = _jsonl(path) if fmt == "jsonl" else _csv(path) if fmt == "csv" else _parquet(path, n)
+        for record in rows:
+            out.append(record)
+            if len(out) >= n:
+                return out
+    return out
+
+
+def _get(record: Any, path: FieldPath) -> Any:
+    node = record
+    for part in path.parts:
+        if not isinstance(node, Mapping):
+            return _MISSING
+        node = node.get(part, _MISSING)
+        if node is _MISSING:
+            return _MISSING
+    return node
+
+
+def _present(records: Sequence[Any], name: str) -> bool:
+    path = FieldPath(name)
+    return any(_get(r, path) is not _MISSING for r in records)
+
+
+def _shown(records: Sequence[Any]) -> str:
+    names = sorted({k for r in records if isinstance(r, Mapping) for k in r})
+    more = f", ... ({len(names)} in all)" if len(names) > 12 else ""
+    return ", ".join(names[:12]) + more
+
+
+def _is_kmsbeam(value: Any, fmt: int) -> bool:
+    from kmsbeam.envelope import parse
+
+    try:
+        parse(value, fmt)
+    except (KmsBeamError, TypeError, ValueError):
+        return False
+    return True
+
+
+def _check_encrypted(plan: Any, records: Sequence[Any]) -> None:
+    from kmsbeam.envelope import FIELD_V1, RECORD_V1
+
+    m = plan.manifest
+    names = list(m.fields) if m.mode == "fields" else [m.payload_field]
+    fmt = FIELD_V1 if m.mode == "fields" else RECORD_V1
+    values = [v for name in names for r in records
+              if (v := _get(r, FieldPath(name))) is not _MISSING and v is not None]  # fmt: skip
+    if values and not any(_is_kmsbeam(v, fmt) for v in values):
+        raise ConfigurationError(
+            f"the fields {', '.join(names)} of the first {len(records):,} records of {plan.spec.input} hold no "
+            "kmsbeam encrypted values: this input was not written by kmsbeam encrypt (or these "
+            "fields were not encrypted); decrypt the directory kmsbeam encrypt wrote"
+        )
+
+
+def check(plan: Any) -> None:
+    """Check a field or record job (``plan.Plan``) against a sample of its input.
+
+    Raises:
+        ConfigurationError: one sentence saying what to fix (the CLI exits 2).
+    """
+    m = plan.manifest
+    if m.mode not in ("fields", "record"):
+        return
+    records = sample_records(plan.files, m.format)
+    if not records:
+        return
+    if plan.spec.action == "encrypt":
+        if m.format != "jsonl":  # CSV headers and Parquet schemas are checked whole by plan
+            return
+        for name in [*m.fields, *m.bind]:
+            if not _present(records, name):
+                flag = "--fields" if name in m.fields else "--bind"
+                raise ConfigurationError(
+                    f"none of the first {len(records):,} records of {plan.spec.input} has the field "
+                    f"{name!r}; check {flag} (the records have {_shown(records)})"
+                )
+        return
+    names = list(m.fields) + list(m.bind) if m.mode == "fields" else [m.payload_field]
+    for name in names:
+        if not _present(records, name):
+            raise ConfigurationError(
+                f"none of the first {len(records):,} records of {plan.spec.input} has the field "
+                f"{name!r} (the records have {_shown(records)}); name the encrypted fields with --fields"
+            )
+    _check_encrypted(plan, records)
