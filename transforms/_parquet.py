@@ -274,7 +274,8 @@ def _open(path: str, decryption: PmeDecryption | None) -> tuple[pq.ParquetFile, 
         return open_parquet(path, path, decryption, path), None
     handle = FileSystems.open(path)
     try:
-        return open_parquet(handle, path, decryption, path), handle
+        # no local path: key material must be inside the file (external material is local-only)
+        return open_parquet(handle, path, decryption, None), handle
     except BaseException:
         handle.close()
         raise

@@ -134,9 +134,6 @@ def test_parquet_modes_and_inspect_on_oss(
     else:
         ssn = [c for c in reports[0]["columns"] if c["path"] == "ssn"][0]
         assert ssn["protection"] != "plaintext" and ssn["data_keys"] >= 1
-    if mode == "pme":
-        pytest.xfail("transforms/_parquet.py _open hands pyarrow the oss:// URL as the key "
-                     "material path (ArrowInvalid): PME datasets cannot be read from OSS yet")
     code, err = run(capsys, "decrypt", f"oss://{bucket}/enc/", f"oss://{bucket}/plain/")
     assert code == 0, err
     assert read_back(shards(oss_server, bucket, "plain/"), "parquet") == RECORDS
