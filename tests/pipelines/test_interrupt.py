@@ -88,3 +88,19 @@ def test_sigint_during_overwrite_keeps_the_previous_output(encrypted: tuple[Path
     assert _tree(out) == before  # the old output: not deleted before the new one is complete
     assert not list(out.glob(".kmsbeam-staging-*")) and not list(out.rglob("beam-temp-*"))
     assert all((p.stat().st_mode & 0o777) == 0o600 for p in out.rglob("*") if p.is_file())
+
+
+def test_a_failed_overwrite_keeps_the_previous_output(cli, customers: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A job that fails (a disabled key: exit 1) removes what it wrote, staging included, and
+    the previous output of ``--overwrite`` stays as it was."""
+    enc, plain = tmp_path / "enc", tmp_path / "plain"
+    assert cli("encrypt", customers, enc, "--fields", "ssn", "--key", "local:alias/gone").code == 0
+    mp = ["--direct_running_mode", "multi_processing", "--direct_num_workers", "1"]
+    assert cli("decrypt", enc, plain, "--key", "local:alias/gone", *mp).code == 0  # no data key cached here
+    before = _tree(plain)
+    assert cli("keys", "disable", "alias/gone").code == 0
+    r = cli("decrypt", enc, plain, "--key", "local:alias/gone", "--overwrite")
+    assert r.code == 1 and "key disabled" in r.err, r.err
+    assert _tree(plain) == before and not list(plain.glob(".kmsbeam-staging-*"))
+    r = cli("decrypt", enc, tmp_path / "new", "--key", "local:alias/gone")
+    assert r.code == 1 and not (tmp_path / "new").exists(), r.err
