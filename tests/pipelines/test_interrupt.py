@@ -58,13 +58,16 @@ def _interrupt_mid_write(home: Path, enc: Path, out: Path, *extra: str) -> subpr
 
 
 @pytest.mark.slow
-def test_sigint_mid_write_leaves_output_as_it_was(encrypted: tuple[Path, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("runner", [[], ["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"]],
+                         ids=["in_memory", "multi_processing-2"])  # fmt: skip
+def test_sigint_mid_write_leaves_output_as_it_was(encrypted: tuple[Path, Path], tmp_path: Path,
+                                                  runner: list[str]) -> None:  # fmt: skip
     enc, home = encrypted
     out = tmp_path / "plain"
     out.mkdir()
     (out / "keep.txt").write_text("not kmsbeam's")
     before = _tree(out)
-    done = _interrupt_mid_write(home, enc, out, "--overwrite")
+    done = _interrupt_mid_write(home, enc, out, "--overwrite", *runner)
     assert done.returncode == 130, done.stderr
     lines = done.stderr.strip().splitlines()
     assert lines == ["kmsbeam: error: interrupted; everything the job had written was removed"], done.stderr
