@@ -46,6 +46,7 @@ from typing import Any
 
 import apache_beam as beam
 from kmsbeam.pipelines import _fns, formats, jobs, rotate_fs
+from kmsbeam.pipelines import paths as job_paths
 from kmsbeam.pipelines.manifest import MANIFEST_NAME, Manifest
 from kmsbeam.pipelines.plan import DEAD_LETTER_DIR, JobSpec
 from kmsbeam.pipelines.rotate_lock import LOCK_NAME
@@ -206,6 +207,9 @@ def run_rotate(args: argparse.Namespace, beam_args: list[str]) -> int:
     from kmsbeam.pipelines.rotate_lock import rotation_lock
 
     qps = getattr(args, "kms_qps", None)
+    if not any(a.split("=")[0] == "--beam_plugins" for a in beam_args):  # oss:// in every worker
+        beam_args = [*beam_args, "--beam_plugins=kmsbeam.transforms"]
+    job_paths.use_options(beam_args)  # the launcher's filesystems see --oss_endpoint ...
     # every path as the workers must see it: local ones absolute, unknown schemes refused
     args.input = rotate_fs.absolute(args.input)
     args.output = None if args.output is None else rotate_fs.absolute(args.output)
