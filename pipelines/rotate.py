@@ -246,6 +246,9 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
             from kmsbeam.pipelines.rotate_oss import rotate_export_in_place
 
             return rotate_export_in_place(args, table)
+        if export:
+            raise ConfigurationError("only exports on oss:// rotate in place (their wrapped keys "
+                                     "are object metadata); export this one again under the new key")  # fmt: skip
         if rotate_fs.is_remote(args.input):
             raise ConfigurationError("--in-place rotates a local PME dataset or an oss:// export; "
                                      "rotate other datasets into an OUTPUT directory")  # fmt: skip
@@ -253,7 +256,8 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
 
         return rotate_pme_in_place(args, _manifest, table)
     if export:
-        raise ConfigurationError("an OSS export is rotated with --in-place (object metadata only)")
+        raise ConfigurationError("an export is rotated in place, not into an OUTPUT: pass "
+                                 "--in-place (oss:// exports; object metadata only)")  # fmt: skip
     first = _manifest(args.input)
     remote = rotate_fs.is_remote(args.input) or rotate_fs.is_remote(args.output or "")
     if first.mode == "pme" and remote:

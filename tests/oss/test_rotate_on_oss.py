@@ -206,3 +206,15 @@ def _rewraps(emulator: Any) -> int:
     lines = emulator.audit.path.read_text().splitlines()
     return sum(json.loads(line)["eventName"] in ("ReEncrypt", "Decrypt") for line in lines)
 
+
+
+def test_a_local_export_is_not_taken_for_a_dataset(cli: Any, tmp_path: Path, workdir: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.jsonl").write_bytes(b'{"id": 1}\n')
+    assert cli("export", src, tmp_path / "exp", "-q").code == 0
+    r = cli("rotate", tmp_path / "exp", "--in-place")
+    assert r.code == 2 and "only exports on oss:// rotate in place" in r.err
+    r = cli("rotate", tmp_path / "exp", tmp_path / "rot")
+    assert r.code == 2 and "an export is rotated in place, not into an OUTPUT" in r.err
+    assert not (tmp_path / "rot").exists() and os.listdir(workdir) == []
