@@ -46,7 +46,9 @@ def rotate_export_in_place(args: argparse.Namespace, table: Any) -> int:
     location = args.input if args.input.endswith("/") else args.input + "/"
     manifest = read_manifest(location)
     if manifest is None:
-        raise ConfigurationError(f"{location} holds no kmsbeam export manifest ({EXPORT_MANIFEST})")
+        raise ConfigurationError(f"{location} holds no kmsbeam export manifest ({EXPORT_MANIFEST}); "
+                                 "only exports rotate in place on oss:// (a dataset is rotated "
+                                 "into an OUTPUT; PME datasets on local disk)")  # fmt: skip
     if args.reencrypt or args.only_version:
         raise ConfigurationError("--reencrypt and --only-version/--only-key do not combine with an "
                                  "in-place export rotation")  # fmt: skip

@@ -218,3 +218,19 @@ def test_a_local_export_is_not_taken_for_a_dataset(cli: Any, tmp_path: Path, wor
     r = cli("rotate", tmp_path / "exp", tmp_path / "rot")
     assert r.code == 2 and "an export is rotated in place, not into an OUTPUT" in r.err
     assert not (tmp_path / "rot").exists() and os.listdir(workdir) == []
+
+
+def test_a_pme_dataset_on_oss_is_refused_in_one_sentence(
+    cli: Any, tmp_path: Path, bucket: str, workdir: Path
+) -> None:
+    source = tmp_path / "in.parquet"
+    pq.write_table(pa.Table.from_pylist(_parquet_rows(), schema=SCHEMA), source)
+    enc = tmp_path / "enc"
+    assert cli("encrypt", source, enc, "--parquet-mode", "pme", "--columns", "ssn").code == 0
+    _upload(enc, f"oss://{bucket}/pme/")
+    for argv in (["rotate", f"oss://{bucket}/pme/", f"oss://{bucket}/pme-rot/"],
+                 ["rotate", f"oss://{bucket}/pme/", "--in-place"]):  # fmt: skip
+        r = cli(*argv)
+        assert r.code == 2 and r.err.count("\n") == 1, r.err
+        assert "local" in r.err
+    assert not list(oss_client().list(f"oss://{bucket}/pme-rot/")) and os.listdir(workdir) == []
