@@ -139,12 +139,22 @@ class Staging:
             if moves:
                 FileSystems.rename([s for s, _ in moves], [d for _, d in moves])
             self._remove_staging()
+            self._remove_stale()
             if not paths.is_remote(self.out):
                 local_dead = self.dead if os.path.isdir(self.dead) else None
                 if local_dead and not os.listdir(local_dead) and not self.existed[1]:
                     os.rmdir(local_dead)
                 private_files(self.out, *([self.dead] if os.path.isdir(self.dead) else []))
             self._restore()
+
+    def _remove_stale(self) -> None:
+        """Staging folders of earlier runs that were killed (SIGKILL, a power cut): kmsbeam's own
+        partial output, plaintext on decrypt. OUTPUT held them, so this run had ``--overwrite``."""
+        for directory in dict.fromkeys((self.out, self.dead)):
+            base = directory + "/"
+            stale = {f[len(base):].split("/")[0] for f in paths.list_dir(directory) if f.startswith(base)}
+            for name in sorted(n for n in stale if n.startswith(STAGING)):
+                paths.remove_tree(paths.join(directory, name))
 
     def _remove_staging(self) -> None:
         paths.remove_tree(self.stage_out)

@@ -107,3 +107,16 @@ def test_a_failed_overwrite_keeps_the_previous_output(cli, customers: Path, tmp_
     assert _tree(plain) == before and not list(plain.glob(".kmsbeam-staging-*"))
     r = cli("decrypt", enc, tmp_path / "new", "--key", "local:alias/gone")
     assert r.code == 1 and not (tmp_path / "new").exists(), r.err
+
+
+def test_overwrite_removes_the_staging_folder_of_a_killed_run(cli, customers: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    enc, plain = tmp_path / "enc", tmp_path / "plain"
+    assert cli("encrypt", customers, enc, "--fields", "ssn").code == 0
+    stale = plain / ".kmsbeam-staging-0123456789ab" / "beam-temp-part-x"
+    stale.mkdir(parents=True)
+    (stale / "shard.jsonl").write_text('{"ssn": "930-55-5208"}\n')  # what a SIGKILL leaves
+    r = cli("decrypt", enc, plain)
+    assert r.code == 2 and "--overwrite" in r.err and stale.exists()
+    r = cli("decrypt", enc, plain, "--overwrite")
+    assert r.code == 0, r.err
+    assert not list(plain.glob(".kmsbeam-staging-*")) and list(plain.glob("part-*"))
