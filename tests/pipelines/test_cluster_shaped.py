@@ -75,14 +75,17 @@ def test_jobs_on_oss_with_workers_elsewhere(mode: str, kms: tuple[Any, str], buc
 
     engine = server.engine
     engine.update_alias("alias/pii", engine.create_key("CMK-B").key_id)
-    _ok(kmsbeam(dirs, mode, "rotate", f"{lake}/enc/", f"{lake}/rot/"))
+    _ok(kmsbeam(dirs, mode, "rotate", f"{lake}/enc/", f"{lake}/rot/", "--verify"))  # scratch on OSS
     dirs.check_clean()
     rotation = json.loads(client.get(f"{lake}/rot/_kmsbeam_rotation.json"))
     assert rotation["data_keys_moved"] >= 1 and rotation["counts"]["records"] == 1000
+    assert rotation["verify"]["records_decrypted"] == 1000 and rotation["verify"]["dead_letters"] == 0
     target = rotation["target_version"]  # CMK-B's current version, and every value's now
     assert {_version(json.loads(r)["ssn"]) for r in records(f"{lake}/rot/")} == {target}
     assert target not in {_version(json.loads(r)["ssn"]) for r in encrypted}
-    assert not [n for n in objects(f"{lake}/rot/") if "journal" in n or "_rotation_keys" in n or n.endswith(".lock")]
+    left = [n for n in objects(f"{lake}/rot/") if "journal" in n or "_rotation_keys" in n
+            or "_kmsbeam_verify" in n or n.endswith(".lock")]  # fmt: skip
+    assert not left
     _ok(kmsbeam(dirs, mode, "decrypt", f"{lake}/rot/", f"{lake}/plain-rot/"))
     dirs.check_clean()
     assert records(f"{lake}/plain-rot/") == canonical(raw.decode())
