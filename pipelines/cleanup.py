@@ -33,7 +33,8 @@ from typing import Any
 
 from kmsbeam.pipelines import paths
 
-__all__ = ["STAGING", "Interrupts", "Staging", "existing", "private_files", "private_umask", "sigint_ignored"]
+__all__ = ["STAGING", "Interrupts", "Staging", "existing", "private_files", "private_umask", "remove_created",
+           "sigint_ignored"]
 
 STAGING = ".kmsbeam-staging-"
 #: what a previous kmsbeam job left in OUTPUT (replaced by ``--overwrite`` at commit)
@@ -212,3 +213,12 @@ class Interrupts:
     def __exit__(self, *exc: object) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
+
+
+def remove_created(output: str, dead_letter: str | None, existed: tuple[bool, bool]) -> None:
+    """After a plan that failed: the empty output and dead-letter directories it created go."""
+    out = paths.normalize(output, "the output").rstrip("/")
+    dead = paths.normalize(dead_letter, "--dead-letter").rstrip("/") if dead_letter else None
+    for directory, was in ((dead, existed[1]), (out, existed[0])):
+        if directory and not was:
+            paths.remove_empty_dir(directory)

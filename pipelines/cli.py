@@ -343,13 +343,17 @@ def _run_job(args: argparse.Namespace, beam_args: list[str]) -> int:
                    key_cache_ttl=args.key_cache_ttl, data_key_max_age=args.data_key_max_age)  # fmt: skip
     spec.parquet = parquet_spec(args)
     options, _ = jobs.pipeline_options(beam_args)  # option mistakes surface before any key is created
-    from kmsbeam.pipelines.cleanup import existing
+    from kmsbeam.pipelines.cleanup import existing, remove_created
 
     existed = existing(args.output, args.dead_letter)  # a failed job removes what it created
-    if spec.action == "encrypt":
-        plan = plan_encrypt(spec, notice=lambda line: print(line, file=sys.stderr))
-    else:
-        plan = plan_decrypt(spec)
+    try:
+        if spec.action == "encrypt":
+            plan = plan_encrypt(spec, notice=lambda line: print(line, file=sys.stderr))
+        else:
+            plan = plan_decrypt(spec)
+    except BaseException:
+        remove_created(args.output, args.dead_letter, existed)  # OUTPUT as it was before
+        raise
     from kmsbeam.pipelines._noise import WorkerNoise, workers_share_stderr
 
     noise = WorkerNoise().__enter__() if workers_share_stderr(options) else None  # Beam's noise

@@ -360,7 +360,8 @@ def _check_remote_key(key: str, source: kmsbeam.KeySource) -> None:
     an ingestion role may only generate data keys) is left to find out during the job."""
     try:
         info = source.describe_key()
-    except kmsbeam.AccessDeniedError:
+    except kmsbeam.AccessDeniedError as exc:
+        preflight.check_credentials(key, exc)  # unknown credentials: exit 2; no permission: the job
         return
     if info.state != "Enabled":
         raise kmsbeam.KeyDisabledError(f"the key {key} is {info.state}, not Enabled")

@@ -28,7 +28,7 @@ from typing import Any
 
 from kmsbeam import ConfigurationError, FieldPath, KmsBeamError
 
-__all__ = ["SAMPLE", "check", "check_context", "sample_records"]
+__all__ = ["SAMPLE", "check", "check_context", "check_credentials", "sample_records"]
 
 #: how many records of the input are sampled
 SAMPLE = 100
@@ -44,6 +44,23 @@ def check_context(given: Mapping[str, str] | None, recorded: Mapping[str, str]) 
         f"--context differs from the context the dataset was encrypted with (per its manifest) "
         f"in {', '.join(repr(k) for k in differ)}; leave --context out to use the manifest's"
     )
+
+
+_BAD_CREDENTIALS = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "IncompleteSignature",
+                    "InvalidSecurityToken", "InvalidCredentials")  # fmt: skip
+
+
+def check_credentials(key: str, exc: KmsBeamError) -> None:
+    """A key source's refusal while the plan describes the key: credentials it does not know
+    (an unknown access key, a wrong secret, none found) are the caller's mistake, exit 2; a
+    missing permission (least privilege: ``Forbidden.NoPermission`` to describe) is not, and
+    the job finds out whether it may generate data keys."""
+    code = str(getattr(exc, "code", None) or "")
+    if code.startswith(_BAD_CREDENTIALS) or "credentials were found" in str(exc):
+        raise ConfigurationError(
+            f"the key source of {key} refused the credentials ({code or 'none found'}); check "
+            "ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET (or your credential profile)"
+        )
 
 
 def _lines(path: str) -> Iterator[bytes]:

@@ -137,3 +137,27 @@ def test_rotate_applies_the_budget(cli, customers: Path, tmp_path: Path, budget:
     r = cli("rotate", enc, tmp_path / "rot", "--to-key", "local:alias/next", "--max-dead-letters", budget, "-q")
     assert r.code == code, r.err
     assert ("1 of 1,000 records" in r.err) and ("malformed value" in r.err), r.err
+
+
+def test_unknown_kms_credentials_are_a_usage_error_before_anything_is_written(  # type: ignore[no-untyped-def]
+    cli, customers: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kmsbeam.alikms import clear_clients
+    from kmsbeam.emulator import EmulatorServer
+    from kmsbeam.sources import clear_key_source_cache
+
+    with EmulatorServer(tmp_path / "kms", {"etl": "etl-secret"}) as server:
+        server.engine.create_alias("alias/pii", server.engine.create_key("pii").key_id)
+        key = f"kms-emulator://{server.endpoint}/alias/pii"
+        for ak, secret in (("nobody", "etl-secret"), ("etl", "wrong-secret")):
+            monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", ak)
+            monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", secret)
+            clear_clients()
+            clear_key_source_cache()
+            r = cli("encrypt", customers, tmp_path / "enc", "--fields", "ssn", "--key", key)
+            assert r.code == 2, r.err
+            line = _one_error(r.err)
+            assert "refused the credentials" in line and secret not in line, line
+            assert not (tmp_path / "enc").exists()  # not even an empty OUTPUT
+        actions = [json.loads(x)["eventName"] for x in server.audit.path.read_text().splitlines()]
+        assert "GenerateDataKey" not in actions  # refused at DescribeKey, before the pipeline
