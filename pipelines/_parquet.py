@@ -242,4 +242,8 @@ def build_parquet_job(p: Any, plan: Any) -> None:
     if dead is not None:
         from kmsbeam.pipelines.formats import write_dead_letters
 
+        if encrypting:  # never cleartext on disk: sealed under the job's key, reason in clear
+            from kmsbeam.pipelines.sealed import seal
+
+            dead = seal(dead, m.key, m.context)
         write_dead_letters([dead], paths.join(plan.dead_dir, "part"))

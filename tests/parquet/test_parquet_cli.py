@@ -171,3 +171,20 @@ def test_many_input_files_cost_one_wrap_per_master_key(cli: Any, keys: dict[str,
     assert r.code == 0, r.err
     assert table_value(r.out, "KMS calls: Decrypt") == "3"
     assert output(tmp_path / "plain").num_rows == 1500
+
+
+def test_cells_encrypt_dead_letters_are_sealed(cli: Any, keys: dict[str, str], tmp_path: Path) -> None:
+    deep: Any = "cleartext-marker"
+    for _ in range(70):  # past the value codec's nesting limit (64): a record's failure
+        deep = [deep]
+    pq.write_table(pa.table({"id": [1, 2], "deep": [deep, deep], "ssn": ["123-45-6789", "987-65-4321"]}),
+                   tmp_path / "deep.parquet")  # fmt: skip
+    r = cli("encrypt", tmp_path / "deep.parquet", tmp_path / "enc", "--columns", "ssn,deep",
+            "--key", keys["pii"], "--parquet-mode", "cells")  # fmt: skip
+    assert r.code == 3, r.err
+    files = list((tmp_path / "enc" / "_dead_letters").glob("part-*"))
+    letters = [json.loads(line) for p in files for line in p.read_text().splitlines()]
+    assert len(letters) == 2 and all(d["kmsbeam_dead_letter"] == 1 and "sealed" in d for d in letters)
+    assert all(d["reason"].startswith("value too deep") for d in letters)
+    raw = b"".join(p.read_bytes() for p in files)
+    assert b"cleartext-marker" not in raw and b"123-45-6789" not in raw
