@@ -172,6 +172,7 @@ def run(n: int, per_key: int, log: Any = sys.stderr, objects: int = 20) -> list[
             engine = server.engine
             engine.create_alias("alias/bench", engine.create_key("CMK-A").key_id)
             key = f"kms-emulator://{server.endpoint}/alias/bench"
+            os.environ["KMSBEAM_KEY_SOURCES"] = key  # the caller's key source (data only names it)
             src = work / "encrypted.jsonl"
             t0 = time.perf_counter()
             enc = FieldEncryptor(list(FIELDS), open_key_source(key), context=CONTEXT,
