@@ -123,7 +123,8 @@ def _replay(args: argparse.Namespace, beam_args: list[str]) -> int:
     from kmsbeam.pipelines import jobs, paths, summary
     from kmsbeam.pipelines.cleanup import existing
     from kmsbeam.pipelines.manifest import Manifest
-    from kmsbeam.pipelines.plan import JobSpec, Plan, dead_dir_for, prepare_output
+    from kmsbeam.pipelines.output_dir import prepare_output
+    from kmsbeam.pipelines.plan import JobSpec, Plan, dead_dir_for
     from kmsbeam.pipelines.sealed import unseal
 
     job = _job(args.dir)

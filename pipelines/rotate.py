@@ -48,7 +48,8 @@ import apache_beam as beam
 from kmsbeam.pipelines import _fns, formats, jobs, rotate_fs
 from kmsbeam.pipelines import paths as job_paths
 from kmsbeam.pipelines.manifest import MANIFEST_NAME, Manifest
-from kmsbeam.pipelines.plan import DEAD_LETTER_DIR, JobSpec
+from kmsbeam.pipelines.output_dir import DEAD_LETTER_DIR
+from kmsbeam.pipelines.plan import JobSpec
 from kmsbeam.pipelines.rotate_lock import LOCK_NAME
 from kmsbeam.pipelines.rotate_report import dry_run, inventory, key_rows, table
 from kmsbeam.pipelines.rotate_state import (

@@ -59,7 +59,7 @@ def prepare_output(out_dir: str, dead_dir: str, overwrite: bool, inputs: list[st
     holds the input; refuse one with files in it unless ``overwrite`` (then remove kmsbeam's
     own output there). ``ignore`` names entries that do not count (the OSS rotation lock)."""
     from kmsbeam.pipelines.manifest import MANIFEST_NAME
-    from kmsbeam.pipelines.plan import DEAD_LETTER_DIR
+    from kmsbeam.pipelines.output_dir import DEAD_LETTER_DIR
 
     if not is_remote(out_dir) and os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ConfigurationError(f"the output {out_dir} is a file; give a directory path")

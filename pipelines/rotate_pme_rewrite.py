@@ -24,7 +24,7 @@ from typing import Any
 import kmsbeam
 from kmsbeam import ConfigurationError, KmsBeamError, failure_reason
 from kmsbeam.pipelines.manifest import Manifest
-from kmsbeam.pipelines.plan import prepare_output
+from kmsbeam.pipelines.output_dir import prepare_output
 from kmsbeam.pipelines.rotate_state import ROTATION_NAME, finished_at
 from kmsbeam.rotation import Rewrapper
 
