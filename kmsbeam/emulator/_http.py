@@ -65,6 +65,7 @@ class HTTPServer:
         self._queue: SimpleQueue[tuple[Conn, Request] | None] = SimpleQueue()
         self._workers: list[threading.Thread] = []
         self._idle_workers = 0
+        self._pending = 0  # calls queued and not yet taken by a worker
         self._conns: dict[socket.socket, Conn] = {}
         self._lock = threading.Lock()  # guards _conns, _loop_over, _in_flight; no I/O under it
         self._idle = threading.Condition(self._lock)
@@ -209,7 +210,10 @@ class HTTPServer:
         conn.state = "busy"  # from here on, only the worker touches it
         with self._lock:
             self._in_flight += 1
-            spawn = not self._idle_workers and len(self._workers) < self.limits.workers
+            self._pending += 1
+            # each idle worker takes one queued call: start one more while calls outnumber them
+            # (an idle worker may be about to take a call queued before this one)
+            spawn = self._pending > self._idle_workers and len(self._workers) < self.limits.workers
         if spawn:
             worker = threading.Thread(target=self._work_loop, daemon=True,
                                       name=f"kms-emulator-worker-{len(self._workers)}")  # fmt: skip
@@ -285,6 +289,8 @@ class HTTPServer:
             item = self._queue.get()
             with self._lock:
                 self._idle_workers -= 1
+                if item is not None:
+                    self._pending -= 1
             if item is None:
                 return
             self._work(*item)
