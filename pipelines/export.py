@@ -117,13 +117,19 @@ def run_command(args: argparse.Namespace, beam_args: list[str], context: dict[st
             from kmsbeam.pipelines.cli import _quiet_beam_logging
 
             _quiet_beam_logging()
-            return run_export(args, beam_args, context)
+            from kmsbeam.pipelines.progress import elapsed_progress
+
+            with elapsed_progress(f"exporting {args.input}", args.quiet, args.progress_every,
+                                  "an export counts its objects at the end"):  # fmt: skip
+                return run_export(args, beam_args, context)
         return run_restore(args, beam_args, context)
     except FileNotFoundError as exc:
         raise ConfigurationError(str(exc)) from None
 
 
 def add_export_parser(sub: Any) -> None:
+    from kmsbeam.pipelines.cli import _positive_number as _positive_seconds
+
     text = "encrypt files into objects (oss:// or any Beam path), one data key per object"
     job = sub.add_parser("export", help=text, description=text, allow_abbrev=False,
                          epilog="Other options go to Beam, e.g. --oss_endpoint URL, --runner.")  # fmt: skip
@@ -135,7 +141,9 @@ def add_export_parser(sub: Any) -> None:
     job.add_argument("--chunk-size", type=int, default=1 << 20, metavar="BYTES",
                      help="plaintext bytes per chunk (default 1 MiB)")  # fmt: skip
     job.add_argument("--overwrite", action="store_true", help="replace an export already in DEST")
-    job.add_argument("--quiet", "-q", action="store_true", help="no summary table")
+    job.add_argument("--quiet", "-q", action="store_true", help="no progress and no summary table")
+    job.add_argument("--progress-every", type=_positive_seconds, metavar="SECONDS",
+                     help="off a terminal, write a progress line every SECONDS (default 30)")
     from kmsbeam.pipelines.cli import add_kms_budget_arguments
 
     add_kms_budget_arguments(job)

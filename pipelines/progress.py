@@ -33,13 +33,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TextIO
 
 import apache_beam as beam
 
-__all__ = ["DEFAULT_EVERY", "Channel", "Reporter", "Tally", "Totals", "estimate_totals",
-           "reports_to_launcher"]  # fmt: skip
+__all__ = ["DEFAULT_EVERY", "Channel", "Reporter", "Tally", "Totals", "elapsed_progress",
+           "estimate_totals", "reports_to_launcher"]  # fmt: skip
 
 DEFAULT_EVERY = 30.0  # seconds between progress lines off a TTY
 _TTY_EVERY = 1.0
@@ -338,3 +339,19 @@ class Reporter:
         if self._wrote_tty:
             self._stream.write("\r\033[K")
             self._stream.flush()
+
+
+@contextmanager
+def elapsed_progress(what: str, quiet: bool, every: float | None, why: str) -> Iterator[None]:
+    """Elapsed time while a job without a record count runs (rotate, export): the same TTY
+    line or log line every ``every`` seconds as a counted job, saying ``why`` it is not counted."""
+    if quiet:
+        yield
+        return
+    reporter = Reporter(what, every=every or DEFAULT_EVERY, uncounted=why)
+    reporter.start()
+    try:
+        yield
+    finally:
+        reporter.stop()
+

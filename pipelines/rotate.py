@@ -214,7 +214,12 @@ def run_rotate(args: argparse.Namespace, beam_args: list[str]) -> int:
     # every path as the workers must see it: local ones absolute, unknown schemes refused
     args.input = rotate_fs.absolute(args.input)
     args.output = None if args.output is None else rotate_fs.absolute(args.output)
-    with rotation_lock(args):  # released on return, on errors and on Ctrl-C
+    from kmsbeam.pipelines.progress import elapsed_progress
+
+    what = f"rotating {args.input}"
+    why = "a rotation counts its values at the end"
+    with rotation_lock(args), elapsed_progress(what, args.quiet or args.dry_run,
+                                               getattr(args, "progress_every", None), why):  # fmt: skip
         if qps is None:
             return _run(args, beam_args)
         install_kms_budget(qps)  # this process's own calls (describe, in-process rotations)

@@ -10,6 +10,8 @@ __all__ = ["add_rotate_parser"]
 
 
 def add_rotate_parser(sub: Any) -> None:
+    from kmsbeam.pipelines.cli import _positive_number as _positive_seconds
+
     text = "move a dataset written by kmsbeam encrypt to a new master key (rewrap data keys)"
     cmd = sub.add_parser("rotate", help=text, description=text, allow_abbrev=False,
                          epilog="Other options are passed to Beam's PipelineOptions.")  # fmt: skip
@@ -51,7 +53,9 @@ def add_rotate_parser(sub: Any) -> None:
                      help="take over the lock of a rotation of the same OUTPUT that died (its pid "
                      "is gone from this host, or the lock is older than "
                      "KMSBEAM_ROTATION_LOCK_STALE_HOURS, default 24)")  # fmt: skip
-    cmd.add_argument("--quiet", "-q", action="store_true", help="no summary table")
+    cmd.add_argument("--quiet", "-q", action="store_true", help="no progress and no summary table")
+    cmd.add_argument("--progress-every", type=_positive_seconds, metavar="SECONDS",
+                     help="off a terminal, write a progress line every SECONDS (default 30)")
     from kmsbeam.pipelines.cli import add_kms_budget_arguments
 
     add_kms_budget_arguments(cmd)

@@ -52,3 +52,19 @@ def test_multi_processing_workers_add_no_beam_noise_to_stderr(tmp_path: Path, km
     # only the key notice: the workers' "apitools not found" and "Logging handler created." are gone
     assert [line for line in r.stderr.splitlines() if "created key" not in line] == []
     assert "records out" in r.stdout
+
+
+def test_rotate_and_export_show_elapsed_progress(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Jobs that count at the end (rotate, export) still write a line a log can read."""
+    assert cli("encrypt", EXAMPLES / "customers.jsonl", tmp_path / "enc", "--fields", "ssn", "-q",
+               "--key", "local:alias/p1").code == 0  # fmt: skip
+    assert cli("keys", "create", "--alias", "p2").code == 0
+    r = cli("rotate", tmp_path / "enc", tmp_path / "rot", "--to-key", "local:alias/p2", "--progress-every", "0.001")
+    assert r.code == 0, r.err
+    assert f"kmsbeam: rotating {tmp_path / 'enc'}: " in r.err and "a rotation counts its values at the end" in r.err
+    r = cli("export", EXAMPLES / "customers.jsonl", tmp_path / "exp", "--progress-every", "0.001")
+    assert r.code == 0 and "kmsbeam: exporting " in r.err and "counts its objects at the end" in r.err, r.err
+    r = cli("rotate", tmp_path / "enc", tmp_path / "rot2", "--to-key", "local:alias/p2", "-q",
+            "--progress-every", "0.001")  # fmt: skip
+    assert r.code == 0 and "rotating" not in r.err, r.err
+    assert cli("rotate", tmp_path / "enc", tmp_path / "x", "--progress-every", "-1").code == 2
