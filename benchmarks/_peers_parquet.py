@@ -5,9 +5,9 @@ One generated table (``benchmarks.parquet.make_table``: ``id``, ``name``, ``amou
 file per write, best of ``repeat`` with the three writes interleaved so machine drift hits all.
 "values" are the protected cells (rows x 3), also for the plain write, so the rates compare.
 
-- PME: pyarrow's Parquet Modular Encryption (``kmsbeam.parquet.PmeEncryption`` supplies the
+- PME: pyarrow's Parquet Modular Encryption (``kmsbeam.formats.parquet.PmeEncryption`` supplies the
   ``KmsClient``: one master key for the three columns and the plaintext footer, double
-  wrapping). Key-source calls from ``kmsbeam.parquet.kms_call_totals`` for the first file
+  wrapping). Key-source calls from ``kmsbeam.formats.parquet.kms_call_totals`` for the first file
   after the KEK caches are cleared (later files in the process reuse the KEK: 0 calls).
 - cells: ``CellEncryptor.encrypt_table`` then a write with DELTA_BYTE_ARRAY on the cell
   columns (as ``kmsbeam encrypt --parquet-mode cells`` writes them); calls counted on the key
@@ -33,7 +33,7 @@ PII = ("ssn", "email", "card")
 
 def parquet_rows(key: str, table: pa.Table, work: Path, repeat: int, say: Callable[[str], None]) -> list[PeerRow]:
     from kmsbeam import open_key_source
-    from kmsbeam.parquet import CellEncryptor, PmeEncryption, crypto_factory, kms_call_totals
+    from kmsbeam.formats.parquet import CellEncryptor, PmeEncryption, crypto_factory, kms_call_totals
 
     n: int = table.num_rows
     values = n * len(PII)

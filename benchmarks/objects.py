@@ -54,7 +54,7 @@ def measure_crypto(mib: int, repeat: int) -> list[Row]:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     from kmsbeam import open_key_source
-    from kmsbeam.objects import ObjectReader, ObjectWriter
+    from kmsbeam.formats.objects import ObjectReader, ObjectWriter
 
     source = open_key_source("local:alias/bench-objects", create=True)
     block = os.urandom(MIB)

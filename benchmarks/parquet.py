@@ -62,7 +62,7 @@ def _best(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
 
 
 def _pme(rows: int, repeat: int, work: Path, table: pa.Table, out: list[Row], say: Callable[[str], None]) -> None:
-    from kmsbeam.parquet import (PmeDecryption, PmeEncryption, crypto_factory, inspect_parquet,
+    from kmsbeam.formats.parquet import (PmeDecryption, PmeEncryption, crypto_factory, inspect_parquet,
                                  kms_call_totals)  # fmt: skip
 
     enc = PmeEncryption(KEYS["foot"], {"ssn": KEYS["pii"], "email": KEYS["pii"], "card": KEYS["pci"]},
@@ -121,7 +121,7 @@ def _pme(rows: int, repeat: int, work: Path, table: pa.Table, out: list[Row], sa
 
 def _cells(rows: int, repeat: int, work: Path, table: pa.Table, out: list[Row], say: Callable[[str], None]) -> None:
     from kmsbeam import FieldDecryptor, FieldEncryptor, open_key_source
-    from kmsbeam.parquet import CellDecryptor, CellEncryptor
+    from kmsbeam.formats.parquet import CellDecryptor, CellEncryptor
 
     source = open_key_source(KEYS["pii"])
     n_values = rows * len(PII)

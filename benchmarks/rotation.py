@@ -100,7 +100,7 @@ def _pipeline(transform: Any, src: Path, out: Path) -> tuple[float, dict[str, in
 
 
 def _bodies_unchanged(src: Path, out: Path) -> bool:
-    from kmsbeam.envelope import FIELD_V1, parse
+    from kmsbeam.formats.envelope import FIELD_V1, parse
 
     before = {r["id"]: r for chunk in _chunks(src) for r in chunk}
     n = 0
@@ -159,7 +159,7 @@ def _oss_in_place(server: Any, key: str, src: Path, work: Path, objects: int, lo
 def run(n: int, per_key: int, log: Any = sys.stderr, objects: int = 20) -> list[Row]:
     from kmsbeam import DataKeyCache, DataKeyPolicy, FieldDecryptor, FieldEncryptor, open_key_source
     from kmsbeam.emulator import EmulatorServer
-    from kmsbeam.rotation import Rewrapper, record_paths
+    from kmsbeam.rotation.rewrap import Rewrapper, record_paths
     from kmsbeam.transforms import ReencryptFields, RewrapDataKeys
 
     work = Path(tempfile.mkdtemp(prefix="kmsbeam-bench-rotation-"))

@@ -5,8 +5,8 @@ keys. The Beam transforms live in ``kmsbeam.transforms``, runnable jobs and the 
 ``kmsbeam.pipelines``.
 """
 
-from kmsbeam.cache import DataKeyCache, shared_cache
-from kmsbeam.codec import decode_value, encode_value
+from kmsbeam.keys.cache import DataKeyCache, shared_cache
+from kmsbeam.formats.codec import decode_value, encode_value
 from kmsbeam.errors import (
     AccessDeniedError,
     AuthenticationError,
@@ -20,15 +20,15 @@ from kmsbeam.errors import (
     MalformedValueError,
     RecordError,
 )
-from kmsbeam.fields import FieldDecryptor, FieldEncryptor
-from kmsbeam.keysource import DataKey, KeyInfo, KeySource, canonical_context, check_context
-from kmsbeam.paths import FieldPath, parse_paths
-from kmsbeam.policy import DataKeyPolicy
+from kmsbeam.formats.fields import FieldDecryptor, FieldEncryptor
+from kmsbeam.keys.source import DataKey, KeyInfo, KeySource, canonical_context, check_context
+from kmsbeam.formats.paths import FieldPath, parse_paths
+from kmsbeam.keys.policy import DataKeyPolicy
 from kmsbeam.reasons import failure_reason
-from kmsbeam.records import RecordDecryptor, RecordEncryptor
-from kmsbeam.sources import keystore_home, open_key_source
-from kmsbeam.trust import TrustedKeySources, UntrustedKeySourceError
-from kmsbeam.uri import DEFAULT_KEY_URI, KeyUri, parse_key_uri
+from kmsbeam.formats.records import RecordDecryptor, RecordEncryptor
+from kmsbeam.keys.registry import keystore_home, open_key_source
+from kmsbeam.keys.trust import TrustedKeySources, UntrustedKeySourceError
+from kmsbeam.keys.uri import DEFAULT_KEY_URI, KeyUri, parse_key_uri
 
 __version__ = "0.1.0"
 

@@ -205,7 +205,7 @@ def build_parquet_job(p: Any, plan: Any) -> None:
     encrypting = plan.spec.action == "encrypt"
     original = m.schema()
     dead = None
-    qps = plan.spec.kms_qps  # the KMS call budget of each worker process (kmsbeam.budget)
+    qps = plan.spec.kms_qps  # the KMS call budget of each worker process (kmsbeam.keys.budget)
     if m.mode == "pme" and not encrypting:
         keys = list(dict.fromkeys([m.footer_key or m.key, *(m.column_keys or {}).values(), m.key]))
         # a file that cannot be opened (key disabled or missing, truncated) fails the job

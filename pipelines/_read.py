@@ -33,7 +33,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from kmsbeam.pipelines._fns import MAX_RECORD_BYTES, NAMESPACE, _dead, csv_line, too_large
 
-from kmsbeam.codec import MAX_DEPTH
+from kmsbeam.formats.codec import MAX_DEPTH
 
 __all__ = ["MAX_RECORD_BYTES", "RANGE_BYTES", "ReadCsvFiles", "ReadJsonlRanges", "ranges",
            "read_lines"]  # fmt: skip

@@ -4,11 +4,11 @@
 
     kmsbeam cat oss://bucket/exports/2026-11-23/part-00000.jsonl.kmsb | head
 
-No pipeline: the object streams through ``kmsbeam.objects.ObjectReader`` (memory: two chunks).
+No pipeline: the object streams through ``kmsbeam.formats.objects.ObjectReader`` (memory: two chunks).
 The key and context are, in order: ``--key``/``--context``; the export manifest next to the
 object; the object's own header. A key URI from the manifest or the header is data: only a
 hint resolved against the caller's key sources (``--key``, ``KMSBEAM_KEY_SOURCES``; see
-``kmsbeam.trust``), so an object never makes ``cat`` connect anywhere or load a module. Every chunk is authenticated before it is written, so a
+``kmsbeam.keys.trust``), so an object never makes ``cat`` connect anywhere or load a module. Every chunk is authenticated before it is written, so a
 damaged object stops with the authentication error after the intact chunks before it.
 
 ``oss://`` objects are read with the OSS client (``--oss-endpoint``); every other path through
@@ -24,7 +24,7 @@ import sys
 from typing import Any, BinaryIO
 
 import kmsbeam
-from kmsbeam.trust import TrustedKeySources
+from kmsbeam.keys.trust import TrustedKeySources
 
 __all__ = ["add_cat_parser", "run_cat"]
 
@@ -55,7 +55,7 @@ def _manifest_near(path: str, config: Any) -> Any:
 
             text = oss_client(config).get(location).decode("utf-8")
         else:
-            from kmsbeam.pipelines import rotate_fs
+            from kmsbeam.pipelines.rotate import fs as rotate_fs
 
             if not rotate_fs.exists(location):
                 return None
@@ -68,10 +68,10 @@ def _manifest_near(path: str, config: Any) -> Any:
 
 
 def run_cat(args: argparse.Namespace, context: dict[str, str] | None, out: BinaryIO | None = None) -> int:
-    from kmsbeam.objects import ObjectReader
+    from kmsbeam.formats.objects import ObjectReader
     from kmsbeam.oss import OssConfig, oss_client
 
-    from kmsbeam.pipelines import rotate_fs
+    from kmsbeam.pipelines.rotate import fs as rotate_fs
 
     out = out if out is not None else sys.stdout.buffer
     args.object = rotate_fs.absolute(args.object)  # an unknown scheme:// is refused here

@@ -4,7 +4,7 @@
 
     kmsbeam encrypt INPUT OUTPUT --fields ssn,email [--key URI] [--context k=v] [beam options]
     kmsbeam decrypt OUTPUT PLAIN                   # options come from OUTPUT/_kmsbeam.json
-    kmsbeam encrypt|decrypt|export ... --kms-qps 50   # KMS calls/s per worker (kmsbeam.budget)
+    kmsbeam encrypt|decrypt|export ... --kms-qps 50   # KMS calls/s per worker (kmsbeam.keys.budget)
     kmsbeam keys create|list|describe|alias|rotate|disable|enable ...
     kmsbeam encrypt events.parquet OUT --columns ssn,card --parquet-mode pme|cells [--key URI]
     kmsbeam inspect OUT/part-00000-of-00001.parquet  # how Parquet files are protected
@@ -165,7 +165,7 @@ def add_key_lifetime_arguments(parser: Any, side: str | None = None) -> None:
 
 
 def add_require_key_argument(parser: Any) -> None:
-    """``--require-key KEYID[,KEYID]``: strict decryption (``kmsbeam.strict``)."""
+    """``--require-key KEYID[,KEYID]``: strict decryption (``kmsbeam.keys.strict``)."""
     parser.add_argument("--require-key", type=_names, action="extend", metavar="KEYID[,KEYID]",
                         help="strict mode: refuse values wrapped under any other master key "
                         "(key URIs, or key ids/aliases of the job's key source); refused "
@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_export_parser(sub)
     add_cat_parser(sub)
-    from kmsbeam.pipelines.rotate_cmd import add_rotate_parser
+    from kmsbeam.pipelines.rotate.cmd import add_rotate_parser
 
     add_rotate_parser(sub)
     from kmsbeam.pipelines.dead_letters_cmd import add_dead_letters_parser
@@ -432,7 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_dead_letters(args, extra)
         if args.command == "rotate":
-            from kmsbeam.pipelines.rotate import run_rotate
+            from kmsbeam.pipelines.rotate.job import run_rotate
 
             return run_rotate(args, extra)
         return _run_job(args, extra)

@@ -25,7 +25,7 @@ from collections import Counter
 from typing import Any, TextIO
 
 from kmsbeam import ConfigurationError, FormatError
-from kmsbeam.trust import TrustedKeySources
+from kmsbeam.keys.trust import TrustedKeySources
 
 __all__ = ["add_dead_letters_parser", "run_dead_letters"]
 

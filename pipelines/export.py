@@ -25,7 +25,7 @@ from typing import Any
 
 import kmsbeam
 from kmsbeam import ConfigurationError, FormatError, KmsBeamError
-from kmsbeam.trust import TrustedKeySources
+from kmsbeam.keys.trust import TrustedKeySources
 
 __all__ = ["EXPORT_MANIFEST", "ExportManifest", "add_export_parser", "is_export", "run_command",
            "run_export", "run_restore"]  # fmt: skip
@@ -98,7 +98,7 @@ def is_export(location: str) -> bool:
 
     _quiet_beam_logging()
     import kmsbeam.transforms  # noqa: F401  (registers oss://)
-    from kmsbeam.pipelines import rotate_fs
+    from kmsbeam.pipelines.rotate import fs as rotate_fs
 
     return read_manifest(rotate_fs.absolute(location)) is not None
 
@@ -230,7 +230,7 @@ def run_export(args: argparse.Namespace, beam_args: list[str], context: dict[str
     from kmsbeam.pipelines.summary import kms_price_per_10k
     from kmsbeam.transforms import EncryptObjects
 
-    from kmsbeam.pipelines import rotate_fs
+    from kmsbeam.pipelines.rotate import fs as rotate_fs
 
     args.kms_price_per_10k = kms_price_per_10k(getattr(args, "kms_price_per_10k", None))
     options, runner, oss = _options(beam_args)
@@ -286,7 +286,7 @@ def run_restore(args: argparse.Namespace, beam_args: list[str], context: dict[st
     if given:
         raise ConfigurationError(f"{given[0].replace('_', '-')} does not apply to an export; "
                                  "the export manifest says how to decrypt it")  # fmt: skip
-    from kmsbeam.pipelines import rotate_fs
+    from kmsbeam.pipelines.rotate import fs as rotate_fs
 
     options, runner, oss = _options(beam_args)
     args.input, args.output = rotate_fs.absolute(args.input), rotate_fs.absolute(args.output)

@@ -10,7 +10,7 @@
 For each file: the encryption (none, PME with an encrypted or plaintext footer), the footer
 key, and per column how it is protected (plaintext, a PME column or footer key, kmsbeam cells
 or records) and under which master key ids, key URIs and master key versions. It reads footer
-bytes and value headers only (``kmsbeam.parquet.inspect_parquet``): never a key source, never
+bytes and value headers only (``kmsbeam.formats.parquet.inspect_parquet``): never a key source, never
 a decryption, and never the pyarrow metadata calls that abort on encrypted columns.
 
 Paths are Beam FileSystems paths (``kmsbeam.pipelines.paths``). A remote file is copied, with
@@ -145,7 +145,7 @@ def _manifest_notes(path: str) -> list[str]:
 
 def run_inspect(parser: Any, args: argparse.Namespace, extra: Sequence[str], out: TextIO) -> int:
     """Inspect each file; 0 when every file was read, 1 when some were not Parquet."""
-    from kmsbeam.parquet import inspect_parquet
+    from kmsbeam.formats.parquet import inspect_parquet
 
     from kmsbeam import FormatError
 

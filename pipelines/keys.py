@@ -11,7 +11,7 @@ from typing import TextIO
 
 from kmsbeam import ConfigurationError, keystore_home, parse_key_uri
 from kmsbeam.kms import KEYSTORE_FILENAME, KmsEngine
-from kmsbeam.local import shared_engine
+from kmsbeam.keys.local import shared_engine
 
 __all__ = ["add_keys_parser", "run_keys"]
 

@@ -13,7 +13,7 @@ input's ``pyarrow.Schema.serialize()`` (Parquet only), so decryption restores th
 Parquet modes (``--parquet-mode``): ``mode`` is ``"pme"`` or ``"cells"`` and ``fields`` the
 protected columns. PME datasets add ``column_keys`` (column -> key URI), ``footer_key``,
 ``plaintext_footer`` and ``key_material`` (``"internal"`` or ``"external"``); readers map the
-files' master key ids back to these URIs (``kmsbeam.parquet.master_key_id``).
+files' master key ids back to these URIs (``kmsbeam.formats.parquet.master_key_id``).
 
 The manifest holds no key material and no data; the encryption context is not secret. It is
 read and written through Beam's filesystems (``kmsbeam.pipelines.paths``), so a dataset on

@@ -25,8 +25,8 @@ from kmsbeam import (
     parse_key_uri,
     parse_paths,
 )
-from kmsbeam.records import DEFAULT_PAYLOAD_FIELD
-from kmsbeam.trust import TrustedKeySources
+from kmsbeam.formats.records import DEFAULT_PAYLOAD_FIELD
+from kmsbeam.keys.trust import TrustedKeySources
 
 __all__ = [
     "JobSpec", "ParquetSpec", "Plan", "dead_dir_for", "normalize_spec", "parquet_spec", "plan_decrypt",
@@ -83,7 +83,7 @@ class JobSpec:
     overwrite: bool = False
     beam_args: list[str] = field(default_factory=list)
     parquet: ParquetSpec | None = None
-    kms_qps: float | None = None  # KMS calls/s per worker process (kmsbeam.budget); None: no cap
+    kms_qps: float | None = None  # KMS calls/s per worker process (kmsbeam.keys.budget); None: no cap
     kms_price_per_10k: float | None = None  # for the summary's cost estimate; None: the default
     trusted: TrustedKeySources | None = None  # the caller's key sources; None: from key and env
     require_keys: list[str] | None = None  # --require-key items (strict decryption)
@@ -215,7 +215,7 @@ def plan_encrypt(spec: JobSpec, notice: Callable[[str], None]) -> Plan:
 
 def trusted_sources(spec: JobSpec) -> TrustedKeySources:
     """The key sources the caller configured for this job: ``--key``, the Parquet key options
-    and ``KMSBEAM_KEY_SOURCES`` (``kmsbeam.trust``). A key URI in a manifest only resolves
+    and ``KMSBEAM_KEY_SOURCES`` (``kmsbeam.keys.trust``). A key URI in a manifest only resolves
     against these."""
     required = [u for u in spec.require_keys or [] if ":" in u.split("/", 1)[0]]  # URIs
     if spec.trusted is not None:
@@ -228,7 +228,7 @@ def trusted_sources(spec: JobSpec) -> TrustedKeySources:
 def required_keys(spec: JobSpec, key: str) -> tuple[str, ...]:
     """``--require-key`` as key URIs (bare key ids in the source of ``key``), their versions
     learnt now: an unknown key fails before the job starts."""
-    from kmsbeam.strict import KeyRequirement, qualify_key
+    from kmsbeam.keys.strict import KeyRequirement, qualify_key
 
     if not spec.require_keys:
         return ()
@@ -239,7 +239,7 @@ def required_keys(spec: JobSpec, key: str) -> tuple[str, ...]:
 
 def _plan_parquet_encrypt(spec: JobSpec, pq_spec: ParquetSpec, notice: Callable[[str], None]) -> Plan:
     """``plan_encrypt`` for ``--parquet-mode pme|cells``."""
-    from kmsbeam.parquet import PmeEncryption, cells_schema
+    from kmsbeam.formats.parquet import PmeEncryption, cells_schema
 
     if pq_spec.mode not in ("pme", "cells"):
         raise ConfigurationError(f"unknown --parquet-mode {pq_spec.mode!r}: use pme or cells")
@@ -296,7 +296,7 @@ def _open_for_encrypt(key: str) -> object:
     created the key. The transforms then reuse the cached source as usual.
     """
     if parse_key_uri(key).scheme == "local":
-        from kmsbeam.local import LocalKeySource
+        from kmsbeam.keys.local import LocalKeySource
 
         return LocalKeySource(key, home=kmsbeam.keystore_home(), create=True)
     source = kmsbeam.open_key_source(key, create=True)
@@ -430,7 +430,7 @@ def _plan_parquet_decrypt(spec: JobSpec, files: list[str], pattern: str, m: Mani
     Every key URI of the manifest is a hint resolved against ``trusted``; PME files name their
     master keys by a hash of the URI they were written with, so ``plan.key_map`` maps those
     ids to the resolved URIs."""
-    from kmsbeam.parquet import master_key_id
+    from kmsbeam.formats.parquet import master_key_id
 
     if spec.fields or spec.mode or spec.keep or spec.parquet is not None:
         raise ConfigurationError(
@@ -465,7 +465,7 @@ def _plan_parquet_decrypt(spec: JobSpec, files: list[str], pattern: str, m: Mani
 
 def _parquet_manifest(spec: JobSpec, pq_spec: ParquetSpec, files: list[str]) -> Manifest:
     """A manifest for Parquet files that have none (written elsewhere, or copied alone)."""
-    from kmsbeam.parquet import PmeDecryption, cells_metadata, open_parquet, original_schema
+    from kmsbeam.formats.parquet import PmeDecryption, cells_metadata, open_parquet, original_schema
 
     key = spec.key or DEFAULT_KEY_URI
     m = Manifest(mode=pq_spec.mode, fields=pq_spec.columns, key=key, format="parquet",

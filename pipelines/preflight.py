@@ -135,7 +135,7 @@ def _shown(records: Sequence[Any]) -> str:
 
 
 def _is_kmsbeam(value: Any, fmt: int) -> bool:
-    from kmsbeam.envelope import parse
+    from kmsbeam.formats.envelope import parse
 
     try:
         parse(value, fmt)
@@ -145,7 +145,7 @@ def _is_kmsbeam(value: Any, fmt: int) -> bool:
 
 
 def _check_encrypted(plan: Any, records: Sequence[Any]) -> None:
-    from kmsbeam.envelope import FIELD_V1, RECORD_V1
+    from kmsbeam.formats.envelope import FIELD_V1, RECORD_V1
 
     m = plan.manifest
     names = list(m.fields) if m.mode == "fields" else [m.payload_field]

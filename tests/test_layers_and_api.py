@@ -27,7 +27,7 @@ def test_core_never_imports_apache_beam() -> None:
 def test_transforms_never_name_a_concrete_key_source() -> None:
     for path in (ROOT / "transforms").rglob("*.py"):
         text = path.read_text()
-        assert "LocalKeySource" not in text and "kmsbeam.local" not in text, path
+        assert "LocalKeySource" not in text and "kmsbeam.keys.local" not in text, path
 
 
 PUBLIC = {
@@ -59,3 +59,47 @@ def test_error_tree() -> None:
     assert issubclass(e.ConfigurationError, ValueError)
     assert e.KeySourceUnavailableError.retryable and not e.AccessDeniedError.retryable
     assert str(e.AuthenticationError()) == str(e.AuthenticationError(code="X"))
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = list(rel.parts)
+    if parts[0] in ("transforms", "pipelines"):
+        parts.insert(0, "kmsbeam")
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _private_owner(dotted: str) -> str | None:
+    """Who may import ``dotted``: the package of a private module (``a.b._c``: ``a.b``),
+    the module of a private name (``a.b.c._name``: ``a.b.c``); None if it is public."""
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        if part.startswith("_") and not (part.startswith("__") and part.endswith("__")):
+            prefix = ".".join(parts[:i])
+            return prefix
+    return None
+
+
+def test_no_module_imports_another_packages_private_modules_or_names() -> None:
+    """``a.b._c`` belongs to package ``a.b`` (and its subpackages), ``a.b.c._name`` to
+    module ``a.b.c``: what two packages share is public."""
+    bad = []
+    for top in ("kmsbeam", "transforms", "pipelines"):
+        for path in (ROOT / top).rglob("*.py"):
+            importer = _module_name(path)
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Import):
+                    targets = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    targets = [f"{node.module}.{a.name}" for a in node.names]
+                else:
+                    continue
+                for target in targets:
+                    if not target.startswith("kmsbeam."):
+                        continue
+                    owner = _private_owner(target)
+                    if owner is not None and not (importer + ".").startswith(owner + "."):
+                        bad.append(f"{importer} imports {target}")
+    assert not bad, "\n".join(sorted(bad))

@@ -1,10 +1,10 @@
-"""The DoFn base that puts a KMS call budget in force in its worker process (``kmsbeam.budget``)."""
+"""The DoFn base that puts a KMS call budget in force in its worker process (``kmsbeam.keys.budget``)."""
 
 from __future__ import annotations
 
 import apache_beam as beam
 
-from kmsbeam.budget import KmsBudget, install_kms_budget, uninstall_kms_budget
+from kmsbeam.keys.budget import KmsBudget, install_kms_budget, uninstall_kms_budget
 
 __all__ = ["BudgetedDoFn"]
 

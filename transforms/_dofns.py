@@ -11,7 +11,7 @@ retries the job fails; good records are never dead-lettered.
 
 The KMS call budget travels the same way: a ``KmsBudget`` (``kms_qps``) carried by the DoFn is
 installed in the worker process in ``setup()`` and uninstalled in ``teardown()``
-(``kmsbeam.budget``); waits on it are reported as ``kms_budget_waits``/``kms_budget_wait_ms``.
+(``kmsbeam.keys.budget``); waits on it are reported as ``kms_budget_waits``/``kms_budget_wait_ms``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from kmsbeam import (
     shared_cache,
 )
 from kmsbeam.reasons import fails_job, job_error
-from kmsbeam.budget import KmsBudget, kms_budget
+from kmsbeam.keys.budget import KmsBudget, kms_budget
 from kmsbeam.transforms._budgeted import BudgetedDoFn
 from kmsbeam.transforms._key_versions import key_use, report_key_versions
 from kmsbeam.transforms._metrics import Counters

@@ -1,4 +1,4 @@
-"""The rotation journal (``kmsbeam.rotation_journal``) on Beam's FileSystems: a
+"""The rotation journal (``kmsbeam.rotation.journal``) on Beam's FileSystems: a
 ``JournalStore`` for any registered scheme (``oss://`` and the rest). Local directories keep
 the journal's own append-and-fsync files (``journal_store`` gives None for them)."""
 

@@ -1,4 +1,4 @@
-"""The master key versions that unwrapped data keys, as Beam metrics (``kmsbeam.strict``).
+"""The master key versions that unwrapped data keys, as Beam metrics (``kmsbeam.keys.strict``).
 
 Each decrypting DoFn reports, at the end of every bundle, one counter per version its
 ``KeyUse`` saw unwrap a data key: namespace ``kmsbeam.key_versions``, name = the version
@@ -15,7 +15,7 @@ from typing import Any
 
 from apache_beam.metrics import Metrics
 
-from kmsbeam.strict import KeyRequirement, KeyUse
+from kmsbeam.keys.strict import KeyRequirement, KeyUse
 
 __all__ = ["NAMESPACE", "key_use", "report_key_versions", "versions_used"]
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from apache_beam.metrics import Metrics
 
-from kmsbeam.budget import take_waits
+from kmsbeam.keys.budget import take_waits
 
 NAMESPACE = "kmsbeam"
 

@@ -24,7 +24,7 @@ Caveats:
 - A bad object (unreadable, not an encrypted object, tampered) is a dead letter; a key-source
   failure (unreachable, denied, key disabled, a source that cannot be opened) is not: it fails
   the bundle (the runner retries it) and then the job, with one sentence.
-- ``kms_qps`` caps the remote KMS calls of each worker process (``kmsbeam.budget``): the
+- ``kms_qps`` caps the remote KMS calls of each worker process (``kmsbeam.keys.budget``): the
   fleet makes up to workers x ``kms_qps`` calls/s.
 """
 
@@ -40,10 +40,10 @@ from apache_beam.io.filesystems import FileSystems
 
 from kmsbeam import ConfigurationError, KeySourceError, check_context, failure_reason, parse_key_uri
 from kmsbeam.reasons import fails_job, job_error
-from kmsbeam.budget import KmsBudget, kms_budget
+from kmsbeam.keys.budget import KmsBudget, kms_budget
 from kmsbeam.transforms._budgeted import BudgetedDoFn
-from kmsbeam.objects import DEFAULT_CHUNK_SIZE, ObjectReader, ObjectWriter
-from kmsbeam.trust import TrustedKeySources
+from kmsbeam.formats.objects import DEFAULT_CHUNK_SIZE, ObjectReader, ObjectWriter
+from kmsbeam.keys.trust import TrustedKeySources
 from kmsbeam.oss import OssConfig, oss_client
 from kmsbeam.transforms._dofns import DEAD_LETTER
 from kmsbeam.transforms._ossfs import OssOptions  # noqa: F401  (registers oss://)
@@ -271,10 +271,10 @@ class DecryptObjects(_Objects):
     Args:
         destination: output directory or prefix.
         key: key URI to unwrap with (default: the one each object names, a hint resolved
-            against ``key_sources``; see ``kmsbeam.trust``).
+            against ``key_sources``; see ``kmsbeam.keys.trust``).
         key_sources: the caller's key URIs that objects' hints may resolve to (added to the
             worker's ``KMSBEAM_KEY_SOURCES``); used only without ``key``.
-        require_keys: strict mode (``kmsbeam.strict``): objects whose data key is wrapped
+        require_keys: strict mode (``kmsbeam.keys.strict``): objects whose data key is wrapped
             under any other master key are refused ("key not allowed") before any call.
         base, context, oss, kms_qps: as for ``EncryptObjects`` (context default: each header's).
     """

@@ -2,7 +2,7 @@
 
 Beam's own Parquet IO takes no encryption properties, so the writer is Beam's Parquet sink
 with an ``open()`` that builds fresh ``FileEncryptionProperties`` per file from the worker
-process's one ``CryptoFactory`` (``kmsbeam.parquet``); sharding, temp files and the final
+process's one ``CryptoFactory`` (``kmsbeam.formats.parquet``); sharding, temp files and the final
 ``PREFIX-SSSSS-of-NNNNN.parquet`` names are Beam's. The reader matches files, lists their row
 groups, reshuffles them, and reads each row group in batches with the reader's keys, never
 touching column chunk metadata (which can abort the process for an encrypted column).
@@ -36,10 +36,10 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from kmsbeam import ConfigurationError, FormatError, KmsBeamError, failure_reason, open_key_source
-from kmsbeam.cache import DEFAULT_KEY_CACHE_TTL, check_ttl
-from kmsbeam.policy import DEFAULT_MAX_AGE
+from kmsbeam.keys.cache import DEFAULT_KEY_CACHE_TTL, check_ttl
+from kmsbeam.keys.policy import DEFAULT_MAX_AGE
 from kmsbeam.reasons import fails_job, job_error
-from kmsbeam.parquet import (
+from kmsbeam.formats.parquet import (
     PmeDecryption,
     PmeEncryption,
     iter_row_group,
@@ -48,7 +48,7 @@ from kmsbeam.parquet import (
     take_pending_calls,
 )
 from kmsbeam.transforms._dofns import DEAD_LETTER
-from kmsbeam.budget import KmsBudget, install_kms_budget, kms_budget, uninstall_kms_budget
+from kmsbeam.keys.budget import KmsBudget, install_kms_budget, kms_budget, uninstall_kms_budget
 from kmsbeam.transforms._budgeted import BudgetedDoFn
 from kmsbeam.transforms._metrics import Counters
 
@@ -209,12 +209,12 @@ class WriteEncryptedParquet(beam.PTransform):
             column stands for all its leaves.
         footer_key: key URI of the footer key.
         plaintext_footer, double_wrapping, external_key_material, context,
-        cache_lifetime_seconds, data_key_bits, algorithm: see ``kmsbeam.parquet.PmeEncryption``.
+        cache_lifetime_seconds, data_key_bits, algorithm: see ``kmsbeam.formats.parquet.PmeEncryption``.
         codec: Parquet compression (default snappy).
         num_shards, shard_name_template, file_name_suffix: as for Beam's ``WriteToParquet``.
         record_batch_size, row_group_buffer_size: how dict records are gathered into tables.
         kms_qps: remote KMS calls per second allowed to each worker process while it writes a
-            file (``None``: no limit; ``kmsbeam.budget``).
+            file (``None``: no limit; ``kmsbeam.keys.budget``).
         data_key_max_age: the name other encrypting transforms use for
             ``cache_lifetime_seconds`` (wins when given).
 
@@ -373,7 +373,7 @@ class ReadEncryptedParquet(beam.PTransform):
         as_tables: emit one ``pyarrow.Table`` per row group instead of dicts.
         batch_size: rows per decoded batch.
         kms_qps: remote KMS calls per second allowed to each worker process (``None``: no
-            limit; ``kmsbeam.budget``).
+            limit; ``kmsbeam.keys.budget``).
         cache_lifetime_seconds: how long pyarrow keeps unwrapped keys (default 60 s, the
             revocation latency); ``key_cache_ttl``, the name other decrypting transforms use,
             sets the same and wins when given.

@@ -2,7 +2,7 @@
 
 The elements are ``pyarrow.Table`` (or ``RecordBatch``) batches, as ``ReadFromParquetBatched``
 and ``ReadEncryptedParquet(as_tables=True)`` give them: each table is encrypted column by
-column with one AES-GCM pass per column (``kmsbeam.parquet.CellEncryptor``), with no
+column with one AES-GCM pass per column (``kmsbeam.formats.parquet.CellEncryptor``), with no
 conversion to and from per-row dicts. Write the result with ``WriteToParquetBatched`` (the
 output schema is ``cells_schema``), or turn cells into any other format: each cell is a
 field value v1 that ``DecryptFields`` also decrypts.
@@ -36,15 +36,15 @@ from kmsbeam import (
     shared_cache,
 )
 from kmsbeam.transforms._transforms import cache_ttl, policy_with_age
-from kmsbeam.parquet import CellDecryptor, CellEncryptor
+from kmsbeam.formats.parquet import CellDecryptor, CellEncryptor
 from kmsbeam.reasons import fails_job, job_error
-from kmsbeam.parquet import cells_schema as _cells_schema
+from kmsbeam.formats.parquet import cells_schema as _cells_schema
 from kmsbeam.transforms._dofns import DEAD_LETTER
-from kmsbeam.budget import KmsBudget, kms_budget
+from kmsbeam.keys.budget import KmsBudget, kms_budget
 from kmsbeam.transforms._budgeted import BudgetedDoFn
 from kmsbeam.transforms._metrics import Counters
 from kmsbeam.transforms._key_versions import key_use, report_key_versions
-from kmsbeam.strict import KeyRequirement
+from kmsbeam.keys.strict import KeyRequirement
 from kmsbeam.transforms._parquet import create_local_aliases
 
 __all__ = ["DecryptCells", "EncryptCells", "cells_schema"]
@@ -220,7 +220,7 @@ class EncryptCells(_Cells):
         data_key_max_age: seconds a data key may be used (replaces ``policy.max_age_seconds``;
             default 300): the revocation latency of encryption.
         kms_qps: remote KMS calls per second allowed to each worker process (``None``: no
-            limit; ``kmsbeam.budget``).
+            limit; ``kmsbeam.keys.budget``).
     """
 
     def __init__(self, columns: Iterable[str] | str, key: str, *, context: Mapping[str, str] | None = None,
@@ -256,7 +256,7 @@ class DecryptCells(_Cells):
                  key_cache_ttl: float | None = None) -> None:  # fmt: skip
         options = {"columns": _names(columns) or None, "context": context, "bind": _names(bind),
                    "schema": schema, **cache_ttl(key_cache_ttl)}  # fmt: skip
-        if require_keys:  # strict mode (kmsbeam.strict): other master keys are dead letters
+        if require_keys:  # strict mode (kmsbeam.keys.strict): other master keys are dead letters
             keys = (require_keys,) if isinstance(require_keys, str) else tuple(require_keys)
             options["require_keys"] = KeyRequirement(keys).keys
         super().__init__(key, options, label, kms_qps)

@@ -2,7 +2,7 @@
 
 ``RewrapDataKeys`` replaces the header of each field or record value (its wrapped data key)
 and leaves the encrypted bytes after it identical; one key-source call per distinct data key
-per worker process (``kmsbeam.rotation``). ``ReencryptFields`` and ``ReencryptRecords``
+per worker process (``kmsbeam.rotation.rewrap``). ``ReencryptFields`` and ``ReencryptRecords``
 decrypt and encrypt again under new data keys, for when a data key itself may be compromised.
 
 Caveats:
@@ -25,12 +25,12 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from kmsbeam import DataKeyPolicy, check_context, open_key_source, parse_key_uri, parse_paths, shared_cache
-from kmsbeam.budget import kms_budget
-from kmsbeam.records import DEFAULT_PAYLOAD_FIELD
-from kmsbeam.rotation_journal import journal_writer, read_journal
+from kmsbeam.keys.budget import kms_budget
+from kmsbeam.formats.records import DEFAULT_PAYLOAD_FIELD
+from kmsbeam.rotation.journal import journal_writer, read_journal
 from kmsbeam.transforms._journal_fs import journal_store
-from kmsbeam.strict import KeyRequirement, RequiredRewrapSource, strict_rewrap
-from kmsbeam.rotation import (
+from kmsbeam.keys.strict import KeyRequirement, RequiredRewrapSource, strict_rewrap
+from kmsbeam.rotation.rewrap import (
     ALREADY,
     FILTERED,
     RESUMED,
@@ -119,18 +119,18 @@ class RewrapDataKeys(beam.PTransform):
         context: the encryption context the data keys were generated with.
         payload_field: the record payload field (``mode="record"``).
         only_versions: rewrap only data keys under these master key versions
-            (``kmsbeam.rotation.wrapped_key_version`` names); the others pass unchanged.
+            (``kmsbeam.rotation.rewrap.wrapped_key_version`` names); the others pass unchanged.
         verify: check each new wrapped key's commitment before using it (default on).
         check_target: describe the target on the driver first; a disabled or unknown key
             fails the pipeline before it runs.
         target_version: the target's current version when already known (workers then make
             no ``DescribeKey`` call; with ``check_target`` the driver's answer is used).
-        journal: a directory for the rotation journal (``kmsbeam.rotation_journal``), which
+        journal: a directory for the rotation journal (``kmsbeam.rotation.journal``), which
             every worker can reach (a local path on local runners). Data keys it already
             lists are rewrapped without a call; each new rewrap is appended before use, so a
             pipeline run again after a crash does not repeat the calls.
         kms_qps: at most this many remote KMS calls per second per worker process
-            (``kmsbeam.budget``).
+            (``kmsbeam.keys.budget``).
         key_cache_ttl: seconds each new wrapped key's check unwrap is cached (default 60).
 
     Metrics: ``kms_calls_rewrap``, ``kms_calls_decrypt`` (the checks), ``values_rewrapped``,

@@ -31,7 +31,7 @@ Caveats:
 - ``kms_qps`` caps the remote KMS calls (``alibaba-kms://``, ``kms-emulator://``; retries
   count) of each worker process, not of the job: the fleet makes up to workers x ``kms_qps``
   calls/s. It travels with the DoFn and is installed on the worker in ``setup()``
-  (``kmsbeam.budget``); time spent waiting shows in the ``kms_budget_wait_ms`` counter.
+  (``kmsbeam.keys.budget``); time spent waiting shows in the ``kms_budget_wait_ms`` counter.
 """
 
 from __future__ import annotations
@@ -47,10 +47,10 @@ _LOG = logging.getLogger(__name__)
 from dataclasses import replace
 
 from kmsbeam import DataKeyPolicy, check_context, open_key_source, parse_key_uri, parse_paths
-from kmsbeam.cache import check_ttl
-from kmsbeam.budget import kms_budget
-from kmsbeam.records import DEFAULT_PAYLOAD_FIELD
-from kmsbeam.strict import KeyRequirement
+from kmsbeam.keys.cache import check_ttl
+from kmsbeam.keys.budget import kms_budget
+from kmsbeam.formats.records import DEFAULT_PAYLOAD_FIELD
+from kmsbeam.keys.strict import KeyRequirement
 from kmsbeam.transforms._dofns import DEAD_LETTER, BatchCryptoDoFn, CryptoDoFn
 
 BATCH_SIZE = 512  # records per engine call in EncryptFields and DecryptFields
@@ -147,7 +147,7 @@ def cache_ttl(key_cache_ttl: float | None) -> dict[str, float | None]:
 
 
 def _required(keys: Iterable[str]) -> dict[str, tuple[str, ...]]:
-    """``require_keys=`` (strict mode, ``kmsbeam.strict``): key URIs, checked here; values
+    """``require_keys=`` (strict mode, ``kmsbeam.keys.strict``): key URIs, checked here; values
     wrapped under any other master key become dead letters ("key not allowed")."""
     if isinstance(keys, str):
         keys = (keys,)

@@ -1,6 +1,6 @@
 """The Alibaba Cloud KMS key source (alibaba-kms:// and kms-emulator://) over the official SDK.
 
-``AlibabaKmsKeySource`` implements ``kmsbeam.keysource.KeySource`` with GenerateDataKey,
+``AlibabaKmsKeySource`` implements ``kmsbeam.keys.source.KeySource`` with GenerateDataKey,
 Decrypt, ReEncrypt and DescribeKey; ``kmsbeam.open_key_source`` returns one for both schemes.
 Credentials come from the Alibaba credential chain (``ALIBABA_CLOUD_ACCESS_KEY_ID`` /
 ``_SECRET`` / ``ALIBABA_CLOUD_SECURITY_TOKEN``, then OIDC, CLI profile, credentials file, ECS

@@ -34,7 +34,7 @@ from typing import Any, NoReturn
 
 from kmsbeam.alikms._credentials import sdk_credentials
 from kmsbeam.errors import ConfigurationError
-from kmsbeam.uri import KeyUri
+from kmsbeam.keys.uri import KeyUri
 
 __all__ = ["Endpoint", "SdkClient", "clear_clients", "endpoint_for", "sdk_module", "shared_client"]
 

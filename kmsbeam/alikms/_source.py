@@ -22,7 +22,7 @@ The encryption context is sent as a JSON object (the SDK takes a dict) and is bo
 KMS as AAD; an empty context is not sent. Credentials: see ``kmsbeam.alikms._credentials``;
 retries: ``kmsbeam.alikms._retry``; errors: ``kmsbeam.alikms._errors``. Every attempt of every
 call (retries included) first takes a token of the process's KMS call budget, when one is
-installed (``kmsbeam.budget``).
+installed (``kmsbeam.keys.budget``).
 
 Caveats:
 - Opening a source makes no call: a missing key or alias, a denied permission or an
@@ -44,7 +44,7 @@ from typing import Any
 from kmsbeam.alikms._client import Endpoint, SdkClient, endpoint_for, sdk_module, shared_client
 from kmsbeam.alikms._errors import classify, with_request_id
 from kmsbeam.alikms._retry import GaveUp, Retrier, RetryPolicy, Transient
-from kmsbeam.budget import acquire_kms_call
+from kmsbeam.keys.budget import acquire_kms_call
 from kmsbeam.errors import (
     AccessDeniedError,
     AuthenticationError,
@@ -53,8 +53,8 @@ from kmsbeam.errors import (
     KeySourceUnavailableError,
     KmsBeamError,
 )
-from kmsbeam.keysource import KIND_ALIBABA_KMS, DataKey, KeyInfo, check_context
-from kmsbeam.uri import KeyUri, parse_key_uri
+from kmsbeam.keys.source import KIND_ALIBABA_KMS, DataKey, KeyInfo, check_context
+from kmsbeam.keys.uri import KeyUri, parse_key_uri
 
 __all__ = ["AlibabaKmsKeySource"]
 
@@ -260,7 +260,7 @@ class AlibabaKmsKeySource:
         """One KMS action under the retry policy; returns the response body.
 
         Every attempt (retries too) first takes a token of the process's KMS call budget
-        (``kmsbeam.budget``), blocking while it is spent; without a budget it returns at once.
+        (``kmsbeam.keys.budget``), blocking while it is spent; without a budget it returns at once.
         """
         where = self._endpoint.where
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable, Mapping
 
 from kmsbeam.errors import ConfigurationError
-from kmsbeam.keysource import canonical_context
+from kmsbeam.keys.source import canonical_context
 
 __all__ = [
     "MAX_TAGS",

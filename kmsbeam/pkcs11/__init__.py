@@ -4,7 +4,7 @@
 
     pkcs11:token=etl;object=kek-2026?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=env:KMSBEAM_PKCS11_PIN
 
-``Pkcs11KeySource`` implements ``kmsbeam.keysource.KeySource`` over any PKCS#11 module: the
+``Pkcs11KeySource`` implements ``kmsbeam.keys.source.KeySource`` over any PKCS#11 module: the
 HSM generates a 32-byte seed per data key, derives the DEK and a context tag from it with
 CKM_SHA256_HMAC, and wraps the seed under the KEK with CKM_AES_KEY_WRAP (RFC 3394). The
 wrapped-key layout is in ``kmsbeam.pkcs11._blob``; the URI attributes in

@@ -25,7 +25,7 @@ unwrapped (the HSM computes both derivations below with CKM_SHA256_HMAC). With
     T   = HKDF-Expand(S, b"kmsbeam.pkcs11.v1/context/" || C, 16)
         = HMAC-SHA256(S, b"kmsbeam.pkcs11.v1/context/" || C || 0x01)[:16]
 
-where ``C = kmsbeam.keysource.canonical_context(context)`` (sorted-key compact UTF-8 JSON,
+where ``C = kmsbeam.keys.source.canonical_context(context)`` (sorted-key compact UTF-8 JSON,
 ``{}`` when empty). Unwrapping checks ``T`` before deriving the DEK: the wrong context is
 an ``AuthenticationError`` at ``decrypt_data_key``, not later. The DEK does not depend on
 the context, so a rewrap may change the context (a new ``T``) while data stays readable.

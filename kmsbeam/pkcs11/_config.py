@@ -28,7 +28,7 @@ from urllib.parse import quote, unquote_to_bytes
 
 from kmsbeam._private_files import check_secret_file
 from kmsbeam.errors import ConfigurationError
-from kmsbeam.uri import KeyUri, parse_key_uri
+from kmsbeam.keys.uri import KeyUri, parse_key_uri
 
 __all__ = ["PinSource", "Pkcs11Config"]
 

@@ -37,13 +37,13 @@ import pkcs11.exceptions as px
 from pkcs11 import Attribute, KeyType
 
 from kmsbeam.errors import ConfigurationError, KeyNotFoundError, KeySourceError, KmsBeamError
-from kmsbeam.keysource import KIND_PKCS11, DataKey, KeyInfo, canonical_context
+from kmsbeam.keys.source import KIND_PKCS11, DataKey, KeyInfo, canonical_context
 from kmsbeam.pkcs11 import _ops as ops
 from kmsbeam.pkcs11._blob import Blob, BlobError, derive_on_host
 from kmsbeam.pkcs11._config import Pkcs11Config
 from kmsbeam.pkcs11._errors import hsm_error, invalid
 from kmsbeam.pkcs11._session import TokenSession, attach, call_counts
-from kmsbeam.uri import KeyUri
+from kmsbeam.keys.uri import KeyUri
 
 __all__ = ["Pkcs11KeySource", "create_kek", "open_pkcs11_source"]
 
@@ -96,7 +96,7 @@ class Pkcs11KeySource:
 
     def kek_version_name(self) -> str:
         """``TOKEN/KEK-LABEL/KEK-ID-HEX``: what this source's wrapped keys name (rotation's
-        "already under the target" check, ``kmsbeam.rotation``)."""
+        "already under the target" check, ``kmsbeam.rotation.rewrap``)."""
         return f"{self._config.token}/{self._label}/{self._id.hex()}"
 
     def __repr__(self) -> str:

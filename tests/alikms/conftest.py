@@ -13,7 +13,7 @@ import pytest
 
 from kmsbeam.alikms import AlibabaKmsKeySource, RetryPolicy, clear_clients
 from kmsbeam.emulator import AccessKey, EmulatorServer
-from kmsbeam.sources import clear_key_source_cache
+from kmsbeam.keys.registry import clear_key_source_cache
 
 ADMIN = ("kmsbeam-admin", "admin-secret-never-printed-5f1d")
 NO_DECRYPT = ("no-decrypt", "no-decrypt-secret-c0de")

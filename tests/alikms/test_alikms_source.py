@@ -11,8 +11,8 @@ import pytest
 from kmsbeam import AuthenticationError, ConfigurationError, KeyNotFoundError, open_key_source
 from kmsbeam.alikms import AlibabaKmsKeySource, RetryPolicy
 from kmsbeam.emulator import EmulatorServer
-from kmsbeam.keysource import KIND_ALIBABA_KMS, KIND_LOCAL, KeySource
-from kmsbeam.local import LocalKeySource
+from kmsbeam.keys.source import KIND_ALIBABA_KMS, KIND_LOCAL, KeySource
+from kmsbeam.keys.local import LocalKeySource
 from tests.alikms.conftest import key_uri, make_source
 
 CTX = {"dataset": "customers", "tenant": "t1"}

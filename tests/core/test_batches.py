@@ -16,9 +16,9 @@ from kmsbeam import (
     FieldEncryptor,
     RecordError,
 )
-from kmsbeam.codec import encode_value
-from kmsbeam.envelope import FIELD_V1, KeyCipher, Opener, Sealer, parse, to_text
-from kmsbeam.keysource import DataKey
+from kmsbeam.formats.codec import encode_value
+from kmsbeam.formats.envelope import FIELD_V1, KeyCipher, Opener, Sealer, parse, to_text
+from kmsbeam.keys.source import DataKey
 
 
 def _records(n: int) -> list[dict[str, Any]]:
@@ -119,7 +119,7 @@ def test_batches_keep_the_records_cap_exactly(source: Any, cap: int, batch: int,
 
 
 def test_a_failing_key_source_fails_each_record_of_the_batch(source: Any) -> None:
-    from kmsbeam.local import shared_engine
+    from kmsbeam.keys.local import shared_engine
 
     enc = FieldEncryptor(["ssn"], source)
     shared_engine(source.home).disable_key(source.key_id)
@@ -191,7 +191,7 @@ def test_decrypt_batch_matches_decrypt_across_keys_and_errors(source: Any, encod
 
 
 def test_from_text_many_accepts_and_refuses_exactly_what_from_text_does() -> None:
-    from kmsbeam.envelope import from_text, from_text_many
+    from kmsbeam.formats.envelope import from_text, from_text_many
     from kmsbeam.errors import MalformedValueError
 
     for size in range(0, 40):

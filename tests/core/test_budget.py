@@ -1,4 +1,4 @@
-"""The KMS call budget (kmsbeam.budget): token-bucket rate and burst on an injected clock, the
+"""The KMS call budget (kmsbeam.keys.budget): token-bucket rate and burst on an injected clock, the
 process registry, fork safety, the remote key sources drawing from it (retries too), and
 coalesced unwraps of one data key."""
 
@@ -15,8 +15,8 @@ import pytest
 
 from kmsbeam import ConfigurationError, FieldDecryptor, FieldEncryptor, KeySourceUnavailableError
 from kmsbeam import DataKeyCache, DataKeyPolicy
-import kmsbeam.budget as budget
-from kmsbeam.budget import (
+import kmsbeam.keys.budget as budget
+from kmsbeam.keys.budget import (
     KmsBudget,
     TokenBucket,
     acquire_kms_call,

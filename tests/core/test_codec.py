@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from kmsbeam import MalformedValueError, RecordError, decode_value, encode_value
-from kmsbeam.codec import KEPT, MAX_DEPTH, CodecError, read_varint, write_varint
+from kmsbeam.formats.codec import KEPT, MAX_DEPTH, CodecError, read_varint, write_varint
 from tests.core.test_vectors import untyped
 
 VALUES: list[Any] = [

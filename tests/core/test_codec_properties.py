@@ -13,7 +13,7 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from kmsbeam.codec import KEPT, MAX_DECIMAL_CHARS, MAX_DEPTH, CodecError, decode_value, encode_value
+from kmsbeam.formats.codec import KEPT, MAX_DECIMAL_CHARS, MAX_DEPTH, CodecError, decode_value, encode_value
 
 _INT_BOUND = 2**8191
 _zones = st.builds(

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from kmsbeam import DataKeyCache, FieldDecryptor, FieldEncryptor, KeyDisabledError, KmsBeamError
-from kmsbeam.envelope import FIELD_V1
+from kmsbeam.formats.envelope import FIELD_V1
 from kmsbeam.failures import FailureMemory, failure_ttl, shared_failures
 from kmsbeam.kms import KeyStore, KmsEngine
-from kmsbeam.policy import DataKeys
-from kmsbeam.rewrap_memo import RewrapMemo
+from kmsbeam.keys.policy import DataKeys
+from kmsbeam.rotation.memo import RewrapMemo
 
 
 class Clock:

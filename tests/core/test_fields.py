@@ -19,8 +19,8 @@ from kmsbeam import (
     RecordError,
     open_key_source,
 )
-from kmsbeam.envelope import from_text, to_text
-from kmsbeam.local import shared_engine
+from kmsbeam.formats.envelope import from_text, to_text
+from kmsbeam.keys.local import shared_engine
 
 RECORD: dict[str, Any] = {
     "id": 42,
@@ -76,8 +76,8 @@ def test_flipping_any_bit_of_any_byte_fails_authentication(source: Any) -> None:
 
 
 def dec_binding(record: dict[str, Any]) -> bytes:
-    from kmsbeam.fields import binding_for
-    from kmsbeam.paths import parse_paths
+    from kmsbeam.formats.fields import binding_for
+    from kmsbeam.formats.paths import parse_paths
 
     return binding_for(record, parse_paths(["id"]))
 
@@ -161,7 +161,7 @@ def test_configuration_is_checked_up_front(source: Any) -> None:
 
 
 def test_rewrapped_values_decrypt_and_swapped_keys_fail(source: Any) -> None:
-    from kmsbeam.envelope import FIELD_V1, parse, reheader
+    from kmsbeam.formats.envelope import FIELD_V1, parse, reheader
 
     a = FieldEncryptor(["ssn"], source).encrypt(RECORD)["ssn"]
     b = FieldEncryptor(["ssn"], source).encrypt(RECORD)["ssn"]  # another data key
@@ -182,7 +182,7 @@ def test_rewrapped_values_decrypt_and_swapped_keys_fail(source: Any) -> None:
 
 def _forge(source: Any, encrypted: dict[str, Any], name: str, plaintext: bytes) -> bytes:
     """A value sealed with the real data key of ``encrypted[name]``: it authenticates."""
-    from kmsbeam.envelope import FIELD_V1, Sealer, parse
+    from kmsbeam.formats.envelope import FIELD_V1, Sealer, parse
 
     parsed = parse(encrypted[name], FIELD_V1)
     dek = source.decrypt_data_key(parsed.wrapped)
@@ -190,7 +190,7 @@ def _forge(source: Any, encrypted: dict[str, Any], name: str, plaintext: bytes) 
 
 
 def _deep_list(depth: int) -> bytes:
-    from kmsbeam.codec import write_varint
+    from kmsbeam.formats.codec import write_varint
 
     enc = b"\x00"
     for _ in range(depth):

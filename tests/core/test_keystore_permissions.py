@@ -17,7 +17,7 @@ import pytest
 from kmsbeam.emulator import EmulatorServer
 from kmsbeam.errors import ConfigurationError
 from kmsbeam.kms import KEYSTORE_FILENAME, KeyStore
-from kmsbeam.local import LocalKeySource
+from kmsbeam.keys.local import LocalKeySource
 from kmsbeam.pipelines.cli import main
 from kmsbeam.pkcs11 import PinSource
 
@@ -164,7 +164,7 @@ def test_every_created_level_is_0700_under_umask_000(tmp_path: Path) -> None:
     home = tmp_path / "a" / "b" / "home"
     code = (
         "import os, sys; from pathlib import Path; os.umask(0);"
-        "from kmsbeam.local import LocalKeySource;"
+        "from kmsbeam.keys.local import LocalKeySource;"
         "LocalKeySource('local:alias/pii', home=Path(sys.argv[1]), create=True)"
     )
     subprocess.run([sys.executable, "-c", code, str(home)], check=True, timeout=60)

@@ -16,10 +16,10 @@ from kmsbeam.errors import (
     KeyDisabledError,
     KeyNotFoundError,
 )
-from kmsbeam.keysource import KIND_LOCAL, DataKey, KeySource
+from kmsbeam.keys.source import KIND_LOCAL, DataKey, KeySource
 from kmsbeam.kms import KEYSTORE_FILENAME, KeyStore, KmsEngine
-from kmsbeam.local import LocalKeySource
-from kmsbeam.sources import keystore_home, open_key_source
+from kmsbeam.keys.local import LocalKeySource
+from kmsbeam.keys.registry import keystore_home, open_key_source
 
 CTX = {"dataset": "crm", "field": "email"}
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from kmsbeam import DataKeyCache, DataKeyPolicy, FieldEncryptor, KeySourceError
-from kmsbeam.envelope import FIELD_V1
-from kmsbeam.policy import DataKeys
+from kmsbeam.formats.envelope import FIELD_V1
+from kmsbeam.keys.policy import DataKeys
 
 
 class Clock:
@@ -111,7 +111,7 @@ def test_concurrent_misses_coalesce_into_one_call(source: Any) -> None:
 
 
 def test_a_failing_key_source_is_not_called_once_per_record(source: Any) -> None:
-    from kmsbeam.local import shared_engine
+    from kmsbeam.keys.local import shared_engine
 
     shared_engine(source.home).disable_key(source.key_id)
     calls = []

@@ -49,7 +49,7 @@ def test_record_errors_and_configuration(source: Any) -> None:
 
 def _forge_record(source: Any, encrypted: dict[str, Any], plaintext: bytes, binding: bytes) -> bytes:
     """A payload sealed with the real data key of ``encrypted``: it authenticates."""
-    from kmsbeam.envelope import RECORD_V1, Sealer, parse
+    from kmsbeam.formats.envelope import RECORD_V1, Sealer, parse
 
     parsed = parse(encrypted["kmsbeam_record"], RECORD_V1)
     dek = source.decrypt_data_key(parsed.wrapped)
@@ -72,7 +72,7 @@ def _forge_record(source: Any, encrypted: dict[str, Any], plaintext: bytes, bind
 def test_authentic_payload_the_codec_refuses_fails_its_record_only(
     source: Any, payload: str, reason: str
 ) -> None:
-    from kmsbeam.codec import encode_value
+    from kmsbeam.formats.codec import encode_value
 
     enc = RecordEncryptor(source, keep=["id"], encoding="bytes")
     good = enc.encrypt({"id": 7, "a": 1})
@@ -86,7 +86,7 @@ def test_authentic_payload_the_codec_refuses_fails_its_record_only(
 
 
 def test_encrypt_refuses_records_the_decoder_would_refuse(source: Any) -> None:
-    from kmsbeam.codec import KEPT
+    from kmsbeam.formats.codec import KEPT
 
     deep: Any = 1
     for _ in range(63):

@@ -19,11 +19,11 @@ from kmsbeam import (
     KeyDisabledError,
     shared_cache,
 )
-from kmsbeam.cache import DEFAULT_KEY_CACHE_TTL
-from kmsbeam.envelope import FIELD_V1
+from kmsbeam.keys.cache import DEFAULT_KEY_CACHE_TTL
+from kmsbeam.formats.envelope import FIELD_V1
 from kmsbeam.failures import FailureMemory
 from kmsbeam.kms import KeyStore, KmsEngine
-from kmsbeam.policy import DEFAULT_MAX_AGE, DataKeys
+from kmsbeam.keys.policy import DEFAULT_MAX_AGE, DataKeys
 from kmsbeam.transforms import DecryptCells, DecryptFields, EncryptFields, EncryptRecords, RewrapDataKeys
 
 

@@ -1,4 +1,4 @@
-"""``kmsbeam.rotation.Rewrapper`` on real local keystores: rewrap headers, keep bodies."""
+"""``kmsbeam.rotation.rewrap.Rewrapper`` on real local keystores: rewrap headers, keep bodies."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from kmsbeam import DataKeyCache, DataKeyPolicy, FieldDecryptor, FieldEncryptor
-from kmsbeam.envelope import FIELD_V1, RECORD_V1, parse
+from kmsbeam.formats.envelope import FIELD_V1, RECORD_V1, parse
 from kmsbeam.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -17,9 +17,9 @@ from kmsbeam.errors import (
     MalformedValueError,
 )
 from kmsbeam.kms import KeyStore, KmsEngine
-from kmsbeam.local import LocalKeySource
-from kmsbeam.records import RecordDecryptor, RecordEncryptor
-from kmsbeam.rotation import (
+from kmsbeam.keys.local import LocalKeySource
+from kmsbeam.formats.records import RecordDecryptor, RecordEncryptor
+from kmsbeam.rotation.rewrap import (
     ALREADY,
     FILTERED,
     RESUMED,
@@ -163,7 +163,7 @@ def test_no_key_material_in_repr(old: LocalKeySource) -> None:
 def test_concurrent_values_of_one_data_key_coalesce_into_one_call(old: LocalKeySource) -> None:
     import threading
 
-    from kmsbeam.rotation import RewrapMemo
+    from kmsbeam.rotation.rewrap import RewrapMemo
 
     encrypted = _encrypt(old)
     new = _move_alias(old)

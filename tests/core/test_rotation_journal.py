@@ -1,4 +1,4 @@
-"""The rotation journal (``kmsbeam.rotation_journal``) and ``Rewrapper`` resuming from it."""
+"""The rotation journal (``kmsbeam.rotation.journal``) and ``Rewrapper`` resuming from it."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from kmsbeam import DataKeyCache, DataKeyPolicy, FieldDecryptor, FieldEncryptor
-from kmsbeam.envelope import FIELD_V1, parse
+from kmsbeam.formats.envelope import FIELD_V1, parse
 from kmsbeam.kms import KeyStore, KmsEngine
-from kmsbeam.local import LocalKeySource
-from kmsbeam.rotation import RESUMED, REWRAPPED, Rewrapper, record_paths, wrapped_key_version
-from kmsbeam.rotation_journal import JournalWriter, journal_writer, read_journal
+from kmsbeam.keys.local import LocalKeySource
+from kmsbeam.rotation.rewrap import RESUMED, REWRAPPED, Rewrapper, record_paths, wrapped_key_version
+from kmsbeam.rotation.journal import JournalWriter, journal_writer, read_journal
 
 CTX = {"dataset": "crm"}
 RECORDS = [{"id": i, "ssn": f"123-45-{i:04d}"} for i in range(12)]

@@ -1,4 +1,4 @@
-"""Strict decryption (``kmsbeam.strict``): other master keys are refused before any call."""
+"""Strict decryption (``kmsbeam.keys.strict``): other master keys are refused before any call."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from kmsbeam import DataKeyCache, FieldDecryptor, FieldEncryptor, RecordDecryptor, RecordEncryptor, failure_reason, open_key_source
-from kmsbeam.rotation import source_key_versions
-from kmsbeam.strict import KeyNotAllowedError, KeyRequirement, KeyUse, qualify_key
+from kmsbeam.rotation.rewrap import source_key_versions
+from kmsbeam.keys.strict import KeyNotAllowedError, KeyRequirement, KeyUse, qualify_key
 
 
 def _encrypted(uri: str, n: int = 3) -> list[dict[str, Any]]:

@@ -14,8 +14,8 @@ import hmac
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from kmsbeam.codec import KEPT, decode_value, encode_value
-from kmsbeam.envelope import (
+from kmsbeam.formats.codec import KEPT, decode_value, encode_value
+from kmsbeam.formats.envelope import (
     FIELD_V1,
     RECORD_V1,
     KeyCipher,

@@ -14,9 +14,9 @@ from fuzzlib import Target, as_text, attempt
 from kmsbeam.alikms import AlibabaKmsKeySource
 from kmsbeam.errors import AuthenticationError, KeySourceError, MalformedValueError
 from kmsbeam.kms import _blob as engine_blob
-from kmsbeam.local import LocalKeySource
+from kmsbeam.keys.local import LocalKeySource
 from kmsbeam.pkcs11._blob import Blob, BlobError
-from kmsbeam.rotation import wrapped_key_version
+from kmsbeam.rotation.rewrap import wrapped_key_version
 
 VECTORS = Path(__file__).resolve().parents[1] / "pkcs11" / "vectors.json"
 CONTEXTS = ({}, {"dataset": "d"}, {"column": "ssn", "table": "customers"})

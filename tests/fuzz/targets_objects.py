@@ -10,10 +10,10 @@ from typing import Any
 from fuzzlib import Target, as_text, attempt
 
 from kmsbeam.errors import AuthenticationError, ConfigurationError, FormatError, KeySourceError
-from kmsbeam.local import LocalKeySource
-from kmsbeam.objects import ObjectReader, ObjectWriter
-from kmsbeam.objects._format import ObjectHeader, plaintext_size
-from kmsbeam.objects._reader import read_header
+from kmsbeam.keys.local import LocalKeySource
+from kmsbeam.formats.objects import ObjectReader, ObjectWriter
+from kmsbeam.formats.objects._format import ObjectHeader, plaintext_size
+from kmsbeam.formats.objects._reader import read_header
 
 #: what an object reader documents: tampering is AuthenticationError (MalformedValueError:
 #: not an object at all); a header naming another key is ConfigurationError; the key source's

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from fuzzlib import Target, as_text, attempt
 
-from kmsbeam.codec import encode_value
-from kmsbeam.envelope import (
+from kmsbeam.formats.codec import encode_value
+from kmsbeam.formats.envelope import (
     FIELD_V1,
     RECORD_V1,
     KeyCipher,
@@ -28,11 +28,11 @@ from kmsbeam.envelope import (
 )
 from kmsbeam.errors import AuthenticationError, ConfigurationError, FormatError, MalformedValueError
 from kmsbeam.kms import _blob as engine_blob
-from kmsbeam.parquet._cells import CELLS_KEY, cells_metadata, cells_schema, original_from, original_schema
-from kmsbeam.parquet._keytext import KEY_TEXT_V1, master_key_id, parse_key_text, seal_key_text
-from kmsbeam.parquet._thrift import read_struct
-from kmsbeam.rotation_journal import journal_line, parse_journal_line
-from kmsbeam.uri import SCHEMES, parse_key_uri
+from kmsbeam.formats.parquet._cells import CELLS_KEY, cells_metadata, cells_schema, original_from, original_schema
+from kmsbeam.formats.parquet._keytext import KEY_TEXT_V1, master_key_id, parse_key_text, seal_key_text
+from kmsbeam.formats.parquet._thrift import read_struct
+from kmsbeam.rotation.journal import journal_line, parse_journal_line
+from kmsbeam.keys.uri import SCHEMES, parse_key_uri
 
 MALFORMED = (MalformedValueError,)
 AUTH = (AuthenticationError,)  # MalformedValueError is one too

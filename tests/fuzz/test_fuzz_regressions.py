@@ -14,10 +14,10 @@ import pytest
 from targets_emulator import ServiceTarget
 
 from kmsbeam.errors import ConfigurationError, FormatError, MalformedValueError
-from kmsbeam.objects._format import ObjectHeader
-from kmsbeam.parquet._cells import CELLS_KEY, cells_metadata, cells_schema, original_from
-from kmsbeam.rotation_journal import parse_journal_line, read_journal
-from kmsbeam.uri import parse_key_uri
+from kmsbeam.formats.objects._format import ObjectHeader
+from kmsbeam.formats.parquet._cells import CELLS_KEY, cells_metadata, cells_schema, original_from
+from kmsbeam.rotation.journal import parse_journal_line, read_journal
+from kmsbeam.keys.uri import parse_key_uri
 
 DEEP = 5000  # past the interpreter's recursion limit (1000)
 

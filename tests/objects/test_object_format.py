@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from kmsbeam import ConfigurationError, open_key_source
-from kmsbeam.keysource import DataKey
-from kmsbeam.objects import ObjectHeader, ObjectReader, ObjectWriter, ciphertext_size, read_header
+from kmsbeam.keys.source import DataKey
+from kmsbeam.formats.objects import ObjectHeader, ObjectReader, ObjectWriter, ciphertext_size, read_header
 
 VECTORS = json.loads((Path(__file__).parent / "object_v1.json").read_text(encoding="utf-8"))["vectors"]
 

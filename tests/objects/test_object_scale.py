@@ -17,7 +17,7 @@ import pytest
 SCRIPT = textwrap.dedent("""
     import json, os, struct, sys, threading, time
     from kmsbeam import open_key_source
-    from kmsbeam.objects import ObjectReader, ObjectWriter
+    from kmsbeam.formats.objects import ObjectReader, ObjectWriter
 
     total_mib = int(sys.argv[1])
     source = open_key_source("local:alias/scale", create=True)

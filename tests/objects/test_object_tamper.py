@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from kmsbeam import AuthenticationError, FormatError
-from kmsbeam.objects import ObjectReader, ObjectWriter
+from kmsbeam.formats.objects import ObjectReader, ObjectWriter
 
 CHUNK = 32
 
@@ -115,7 +115,7 @@ def test_wrong_context_fails(source: Any, obj: Any) -> None:
 
 def test_metadata_of_another_object_fails_and_missing_metadata_is_clear(source: Any, obj: Any) -> None:
     data, blob, hsize = obj
-    from kmsbeam.objects import read_header
+    from kmsbeam.formats.objects import read_header
 
     other_blob, _ = seal(source, b"other")
     other_meta = read_header(io.BytesIO(other_blob))[0].metadata()

@@ -14,7 +14,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
 
 from kmsbeam import open_key_source
-from kmsbeam.objects import ObjectReader, read_header
+from kmsbeam.formats.objects import ObjectReader, read_header
 from kmsbeam.oss import LoopbackOssServer, oss_client
 from kmsbeam.pipelines.cli import main
 from kmsbeam.pipelines.jobs import _fn_api_runner

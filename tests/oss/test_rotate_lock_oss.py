@@ -9,7 +9,7 @@ from typing import Any
 import oss2
 import pytest
 from kmsbeam.pipelines.cli import main
-from kmsbeam.pipelines.rotate_lock import RotationLock
+from kmsbeam.pipelines.rotate.lock import RotationLock
 
 from kmsbeam import ConfigurationError
 from kmsbeam.oss import LoopbackOssServer, oss_client

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from kmsbeam import ConfigurationError, DataKeyPolicy, FieldDecryptor, KeySource, open_key_source
-from kmsbeam.envelope import FIELD_V1, parse, to_text
-from kmsbeam.parquet import CELLS_KEY, CellDecryptor, CellEncryptor, cells_metadata, original_schema
+from kmsbeam.formats.envelope import FIELD_V1, parse, to_text
+from kmsbeam.formats.parquet import CELLS_KEY, CellDecryptor, CellEncryptor, cells_metadata, original_schema
 from tests.parquet.conftest import events
 
 UTC = dt.timezone.utc
@@ -178,7 +178,7 @@ def test_record_batches_and_sliced_chunked_tables(pii: KeySource) -> None:
 
 
 def test_large_tables_are_worked_through_in_slices(pii: KeySource) -> None:
-    from kmsbeam.parquet._cells import SLICE_ROWS
+    from kmsbeam.formats.parquet._cells import SLICE_ROWS
 
     n = SLICE_ROWS + 5000
     table = pa.table({"id": range(n), "ssn": [f"{i:09d}" if i % 3 else None for i in range(n)]})

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from kmsbeam.local import shared_engine
-from kmsbeam.parquet import crypto_factory, master_key_id
+from kmsbeam.keys.local import shared_engine
+from kmsbeam.formats.parquet import crypto_factory, master_key_id
 from tests.parquet.conftest import events, table_value
 
 

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from kmsbeam.parquet import crypto_factory
+from kmsbeam.formats.parquet import crypto_factory
 from tests.parquet.conftest import events
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "emulator"))

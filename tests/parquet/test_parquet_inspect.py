@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from kmsbeam import FormatError, open_key_source
-from kmsbeam.local import shared_engine
-from kmsbeam.parquet import CellEncryptor, PmeEncryption, crypto_factory, inspect_parquet, master_key_id
-from kmsbeam.parquet._thrift import read_struct
+from kmsbeam.keys.local import shared_engine
+from kmsbeam.formats.parquet import CellEncryptor, PmeEncryption, crypto_factory, inspect_parquet, master_key_id
+from kmsbeam.formats.parquet._thrift import read_struct
 from tests.parquet.conftest import cli_subprocess, events
 
 

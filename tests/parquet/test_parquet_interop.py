@@ -20,7 +20,7 @@ import pyarrow.parquet.encryption as pe
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from kmsbeam import open_key_source
-from kmsbeam.parquet import PmeDecryption, PmeEncryption, iter_row_group, open_parquet
+from kmsbeam.formats.parquet import PmeDecryption, PmeEncryption, iter_row_group, open_parquet
 from tests.parquet.conftest import events
 
 LABEL = b"kmsbeam.pme-key.v1"

@@ -14,9 +14,9 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from kmsbeam import AuthenticationError, MalformedValueError
-from kmsbeam.envelope import to_text
-from kmsbeam.parquet import master_key_id, parse_key_text
-from kmsbeam.parquet._keytext import seal_key_text
+from kmsbeam.formats.envelope import to_text
+from kmsbeam.formats.parquet import master_key_id, parse_key_text
+from kmsbeam.formats.parquet._keytext import seal_key_text
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "pme_key_v1.json").read_text())["vectors"]
 

@@ -18,8 +18,8 @@ from kmsbeam import (
     KeyDisabledError,
     open_key_source,
 )
-from kmsbeam.local import shared_engine
-from kmsbeam.parquet import (
+from kmsbeam.keys.local import shared_engine
+from kmsbeam.formats.parquet import (
     PmeDecryption,
     PmeEncryption,
     crypto_factory,
@@ -227,7 +227,7 @@ def test_no_process_abort_on_encrypted_column_metadata(keys: dict[str, str], tmp
 
 
 def _factory_is_new(queue: object) -> None:
-    from kmsbeam.parquet import _client
+    from kmsbeam.formats.parquet import _client
 
     inherited = _client._state.factory  # held, so a new factory cannot reuse its address
     queue.put(inherited is not None and crypto_factory() is not inherited)  # type: ignore[attr-defined]

@@ -15,8 +15,8 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
 from kmsbeam import shared_cache
-from kmsbeam.local import shared_engine
-from kmsbeam.parquet import crypto_factory, inspect_parquet, take_pending_calls
+from kmsbeam.keys.local import shared_engine
+from kmsbeam.formats.parquet import crypto_factory, inspect_parquet, take_pending_calls
 from kmsbeam.pipelines.jobs import _fn_api_runner as fn_api_runner
 from kmsbeam.transforms import (
     DecryptCells,
@@ -187,7 +187,7 @@ def test_cells_on_arrow_tables(keys: dict[str, str], tmp_path: Path) -> None:
 
 def test_cells_dead_letters(keys: dict[str, str], tmp_path: Path) -> None:
     from kmsbeam import open_key_source
-    from kmsbeam.parquet import CellEncryptor
+    from kmsbeam.formats.parquet import CellEncryptor
 
     enc = CellEncryptor(["ssn"], open_key_source(keys["pii"])).encrypt_table(events(10))
     ssn = enc.column("ssn").to_pylist()

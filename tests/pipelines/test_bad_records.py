@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from kmsbeam.codec import MAX_DEPTH, write_varint
-from kmsbeam.envelope import FIELD_V1, Sealer, from_text, parse, to_text
+from kmsbeam.formats.codec import MAX_DEPTH, write_varint
+from kmsbeam.formats.envelope import FIELD_V1, Sealer, from_text, parse, to_text
 from kmsbeam.pipelines._fns import MAX_RECORD_BYTES
 from tests.pipelines.conftest import shard_lines, table_value
 

@@ -23,8 +23,8 @@ import pyarrow.parquet as pq
 import pytest
 from kmsbeam.oss import oss_client
 
-from kmsbeam.envelope import FIELD_V1, parse
-from kmsbeam.rotation import wrapped_key_version
+from kmsbeam.formats.envelope import FIELD_V1, parse
+from kmsbeam.rotation.rewrap import wrapped_key_version
 
 from tests.oss.conftest import bucket, oss_server  # noqa: F401  (fixtures)
 from tests.pipelines.cluster_helpers import MODES, Dirs, canonical, kmsbeam, objects, records

@@ -144,7 +144,7 @@ def test_unknown_kms_credentials_are_a_usage_error_before_anything_is_written(  
 ) -> None:
     from kmsbeam.alikms import clear_clients
     from kmsbeam.emulator import EmulatorServer
-    from kmsbeam.sources import clear_key_source_cache
+    from kmsbeam.keys.registry import clear_key_source_cache
 
     with EmulatorServer(tmp_path / "kms", {"etl": "etl-secret"}) as server:
         server.engine.create_alias("alias/pii", server.engine.create_key("pii").key_id)

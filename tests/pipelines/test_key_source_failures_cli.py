@@ -19,7 +19,7 @@ import pytest
 from kmsbeam.alikms import clear_clients
 from kmsbeam.alikms._retry import ENV_VARS
 from kmsbeam.emulator import EmulatorServer, Faults
-from kmsbeam.sources import clear_key_source_cache
+from kmsbeam.keys.registry import clear_key_source_cache
 from tests.pipelines.conftest import shard_lines, table_value
 
 AK, SECRET = "etl", "etl-secret-7d1f"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kmsbeam.budget import active_kms_budget, clear_kms_budgets
+from kmsbeam.keys.budget import active_kms_budget, clear_kms_budgets
 from kmsbeam.pipelines import summary
 from tests.emulator.emulator_key import emulator_key
 from tests.pipelines.conftest import table_value

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from kmsbeam import open_key_source
-from kmsbeam.rotation import source_key_versions
+from kmsbeam.rotation.rewrap import source_key_versions
 from tests.pipelines.conftest import shard_lines, table_value
 
 
@@ -69,7 +69,7 @@ def test_a_mixed_dataset_on_two_worker_processes(cli, customers: Path, tmp_path:
 def test_cat_and_rotate_refuse_other_master_keys(cli, customers: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     import io
 
-    from kmsbeam.objects import ObjectWriter
+    from kmsbeam.formats.objects import ObjectWriter
 
     buf = io.BytesIO()
     with ObjectWriter(buf, open_key_source("local:alias/b", create=True), close_raw=False) as w:

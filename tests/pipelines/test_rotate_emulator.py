@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from kmsbeam.emulator import EmulatorServer
 
-from kmsbeam.envelope import FIELD_V1, RECORD_V1, parse
+from kmsbeam.formats.envelope import FIELD_V1, RECORD_V1, parse
 from tests.pipelines.conftest import shard_lines
 from tests.pipelines.test_roundtrip import SCHEMA, _parquet_rows
 

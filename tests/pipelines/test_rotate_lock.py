@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kmsbeam.pipelines.rotate_lock import LockOwner, RotationLock, lock_location
+from kmsbeam.pipelines.rotate.lock import LockOwner, RotationLock, lock_location
 
 from kmsbeam import ConfigurationError
 
 HOLD = (
     "import sys\n"
-    "from kmsbeam.pipelines.rotate_lock import RotationLock\n"
+    "from kmsbeam.pipelines.rotate.lock import RotationLock\n"
     "lock = RotationLock(sys.argv[1])\n"
     "lock.acquire()\n"
     "print('locked', flush=True)\n"

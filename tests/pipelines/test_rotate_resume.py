@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import kmsbeam
-from kmsbeam.envelope import FIELD_V1, parse
-from kmsbeam.rotation import Rewrapper, record_paths
-from kmsbeam.rotation_journal import JournalWriter
+from kmsbeam.formats.envelope import FIELD_V1, parse
+from kmsbeam.rotation.rewrap import Rewrapper, record_paths
+from kmsbeam.rotation.journal import JournalWriter
 from tests.pipelines.test_rotate_emulator import calls, data_calls, emulator, encrypted_values  # noqa: F401
 from tests.pipelines.test_roundtrip import SCHEMA, _parquet_rows
 

@@ -21,8 +21,8 @@ import pytest
 from kmsbeam.emulator import EmulatorServer
 
 from kmsbeam import ConfigurationError, open_key_source
-from kmsbeam.objects import ObjectReader, ObjectWriter, read_header
-from kmsbeam.trust import KEY_SOURCES_ENV, UntrustedKeySourceError
+from kmsbeam.formats.objects import ObjectReader, ObjectWriter, read_header
+from kmsbeam.keys.trust import KEY_SOURCES_ENV, UntrustedKeySourceError
 from tests.pipelines.conftest import shard_lines
 from tests.pipelines.untrusted_helpers import build_marker_module, evil_uri
 

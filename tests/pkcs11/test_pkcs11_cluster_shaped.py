@@ -14,7 +14,7 @@ import pytest
 from kmsbeam.oss import oss_client
 from pkcs11_helpers import Hsm
 
-from kmsbeam.envelope import FIELD_V1, parse
+from kmsbeam.formats.envelope import FIELD_V1, parse
 from tests.oss.conftest import bucket, oss_server  # noqa: F401  (fixtures)
 from tests.pipelines.cluster_helpers import Dirs, canonical, kmsbeam, records
 

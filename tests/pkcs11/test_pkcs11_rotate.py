@@ -10,8 +10,8 @@ from kmsbeam.pipelines.cli import main
 from pkcs11_helpers import PIN, Hsm
 
 from kmsbeam import open_key_source
-from kmsbeam.envelope import FIELD_V1, parse
-from kmsbeam.rotation import wrapped_key_version
+from kmsbeam.formats.envelope import FIELD_V1, parse
+from kmsbeam.rotation.rewrap import wrapped_key_version
 
 CUSTOMERS = Path(__file__).resolve().parents[2] / "examples" / "customers.jsonl"
 

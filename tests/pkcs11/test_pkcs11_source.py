@@ -9,7 +9,7 @@ import pytest
 from pkcs11_helpers import PIN, PIN_B, Hsm
 
 from kmsbeam import AuthenticationError, ConfigurationError, KeyNotFoundError, parse_key_uri
-from kmsbeam.keysource import KIND_PKCS11, KeySource
+from kmsbeam.keys.source import KIND_PKCS11, KeySource
 from kmsbeam.pkcs11 import Pkcs11KeySource, create_kek, hsm_call_counts, open_pkcs11_source
 from kmsbeam.pkcs11._blob import Blob
 

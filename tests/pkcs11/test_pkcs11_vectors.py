@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.keywrap import aes_key_unwrap, aes_key_wrap
 from pkcs11_helpers import Hsm
 
 from kmsbeam import AuthenticationError, canonical_context
-from kmsbeam.keysource import KIND_PKCS11
+from kmsbeam.keys.source import KIND_PKCS11
 from kmsbeam.pkcs11 import Pkcs11KeySource
 from kmsbeam.pkcs11._blob import Blob
 

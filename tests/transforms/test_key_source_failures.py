@@ -24,8 +24,8 @@ from kmsbeam import (
     shared_cache,
 )
 from kmsbeam.kms import KeyStore, KmsEngine
-from kmsbeam.local import LocalKeySource
-from kmsbeam.parquet import CellEncryptor
+from kmsbeam.keys.local import LocalKeySource
+from kmsbeam.formats.parquet import CellEncryptor
 from kmsbeam.transforms import (
     DecryptCells,
     DecryptFields,
@@ -164,7 +164,7 @@ def _deny(action: str) -> dict[str, Any]:
 
 def _as(monkeypatch: pytest.MonkeyPatch, who: tuple[str, str]) -> None:
     from kmsbeam.alikms import clear_clients
-    from kmsbeam.sources import clear_key_source_cache
+    from kmsbeam.keys.registry import clear_key_source_cache
 
     monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", who[0])
     monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", who[1])

@@ -20,7 +20,7 @@ from kmsbeam import DataKeyPolicy
 from kmsbeam.alikms import clear_clients
 from kmsbeam.emulator import EmulatorServer, Faults
 from kmsbeam.pipelines.jobs import _fn_api_runner as fn_api_runner
-from kmsbeam.sources import clear_key_source_cache
+from kmsbeam.keys.registry import clear_key_source_cache
 from kmsbeam.transforms import DecryptFields, EncryptFields
 
 AK, SECRET = "pipeline", "pipeline-secret-4c4c"

@@ -9,10 +9,10 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
 from kmsbeam import DataKeyCache, DataKeyPolicy, FieldDecryptor, FieldEncryptor, KmsBeamError
-from kmsbeam.envelope import FIELD_V1, RECORD_V1, parse
+from kmsbeam.formats.envelope import FIELD_V1, RECORD_V1, parse
 from kmsbeam.kms import KeyStore, KmsEngine
-from kmsbeam.local import LocalKeySource
-from kmsbeam.records import RecordDecryptor, RecordEncryptor
+from kmsbeam.keys.local import LocalKeySource
+from kmsbeam.formats.records import RecordDecryptor, RecordEncryptor
 from kmsbeam.transforms import ReencryptFields, ReencryptRecords, RewrapDataKeys
 from tests.transforms.test_transforms import Pipeline, counters
 

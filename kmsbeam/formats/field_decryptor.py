@@ -1,0 +1,213 @@
+"""Field-level decryption of dict records (no Beam): the engine under DecryptFields.
+
+The reader's side of ``kmsbeam.formats.fields``: puts each field's original value back, with its
+type. Values of one data key share their header, so the decryptor remembers the last data
+key (an ``Opener``, for as long as the cache's time-to-live allows) and checks each value's
+header against it instead of parsing and looking it up again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import repeat
+from operator import itemgetter
+from typing import Any
+
+from kmsbeam.formats._binding import (
+    binding_for,
+    check_bind,
+    column_of,
+    copies,
+    outcome,
+    plan_of,
+    without_none,
+)
+from kmsbeam.keys.cache import DataKeyCache, shared_cache
+from kmsbeam.formats.codec import STR_TAG, CodecError, decode_value
+from kmsbeam.formats.envelope import FIELD_V1, Opener, from_text_many, parse
+from kmsbeam.errors import ConfigurationError, KmsBeamError, MalformedValueError
+from kmsbeam.keys.source import KeySource, canonical_context, check_context
+from kmsbeam.formats.paths import parse_paths
+
+__all__ = ["FieldDecryptor"]
+
+_TEXT_ONLY = {STR_TAG[0]}  # the tags of a column holding only str values
+
+
+class FieldDecryptor:
+    """Decrypts fields written by ``FieldEncryptor``. Thread-safe when the cache is.
+
+    Args:
+        fields, context, bind: as given to the encryptor.
+        source: a key source of the kind that wrapped the data keys.
+        cache: the data-key cache (default: the process-wide one).
+        on_call: called for each call made to the key source (metrics).
+    """
+
+    def __init__(
+        self,
+        fields: Iterable[str] | str,
+        source: KeySource,
+        *,
+        context: Mapping[str, str] | None = None,
+        bind: Iterable[str] | str = (),
+        cache: DataKeyCache | None = None,
+        on_call: Callable[[], None] | None = None,
+    ) -> None:
+        self.fields = parse_paths(fields)
+        if not self.fields:
+            raise ConfigurationError("name at least one field to decrypt")
+        self.bind = parse_paths(bind, "bind fields")
+        check_bind(self.fields, self.bind)
+        self._source = source
+        self._context = check_context(context)
+        self._context_key = canonical_context(self._context)
+        self._cache = cache if cache is not None else shared_cache()
+        self._on_call = on_call
+        self._memo: tuple[Opener, float] | None = None
+        self._plan = plan_of(self.fields)
+        self.values = 0
+
+    def decrypt_value(self, value: bytes | str, name: str, binding: bytes = b"") -> Any:
+        """Decrypt one field value encrypted for field path ``name``.
+
+        Raises:
+            AuthenticationError: tampered, moved, wrong key or context (MalformedValueError:
+                not a kmsbeam value at all).
+            KeySourceError: the key source refused (disabled key, access denied, down).
+            CodecError: the value authenticated but its plaintext breaks the value codec's
+                limits or rules (too deep, too large, not canonical): a ``RecordError``.
+        """
+        opener, body = self._opener(value)
+        return decode_value(opener.open(body, name, binding))
+
+    def _opener(self, value: object) -> tuple[Opener, bytes]:
+        """The opener of ``value``'s data key and its body: the last one when the header
+        matches (and the cache would still hold the key), else parsed and looked up."""
+        memo = self._memo  # (opener, expiry)
+        if memo is not None and self._cache.now() < memo[1]:
+            body = memo[0].body_of(value)
+            if body is not None:
+                return memo[0], body
+        if not isinstance(value, (str, bytes, bytearray, memoryview)):
+            raise MalformedValueError()
+        parsed = parse(value, FIELD_V1)
+        cipher, expires = self._cache.entry(
+            self._source,
+            parsed.wrapped,
+            self._context,
+            context_key=self._context_key,
+            on_call=self._on_call,
+        )
+        opener = Opener(parsed.fmt, parsed.header, cipher)
+        self._memo = (opener, expires)
+        return opener, parsed.body
+
+    def decrypt(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Return a copy of ``record`` with the fields decrypted (``None`` stays ``None``).
+
+        Raises:
+            RecordError: a field is missing. Otherwise as ``decrypt_value``; the failing field
+                is in the exception's ``field`` attribute.
+        """
+        binding = binding_for(record, self.bind)
+        out = dict(record)
+        for path in self.fields:
+            value = path.get(record)
+            if value is None:
+                continue
+            try:
+                plain = self.decrypt_value(value, path.name, binding)
+            except CodecError as exc:  # authentic, but not a value: this record's failure
+                raise exc.for_field(path.name) from None
+            except KmsBeamError as exc:
+                exc.field = path.name
+                raise
+            if len(path.parts) == 1:
+                out[path.name] = plain
+            else:
+                path.set(out, plain)
+            self.values += 1
+        return out
+
+    def decrypt_batch(self, records: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """``decrypt`` for many records at once, field by field: the same output, faster.
+
+        Returns one entry per record, in order: the decrypted copy, or the ``KmsBeamError``
+        that ``decrypt`` would have raised for it (a batch never fails as a whole).
+        """
+        try:
+            return self._decrypt_chunk(records)
+        except KmsBeamError:  # some record is bad: record by record, to say which
+            return [outcome(self.decrypt, r) for r in records]
+
+    def _decrypt_chunk(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        outs, bindings = copies(records, self.bind)
+        count = 0
+        for name, path in self._plan:
+            rows, values = without_none(column_of(outs, name, path))
+            if bindings is None:
+                these: Sequence[bytes] | None = None
+            else:
+                these = bindings if rows is None else [bindings[j] for j in rows]
+            plains = _decode_column(self._open_column(name, values, these))
+            targets = outs if rows is None else [outs[j] for j in rows]
+            if path is None:
+                for out, plain in zip(targets, plains):
+                    out[name] = plain
+            else:
+                for out, plain in zip(targets, plains):
+                    path.set(out, plain)
+            count += len(plains)
+        self.values += count
+        return outs
+
+    def _open_column(
+        self, name: str, values: list[Any], bindings: Sequence[bytes] | None
+    ) -> list[bytes]:
+        """The plaintexts of one field's values; one AES-GCM ``map`` per data key."""
+        if not values:
+            return []
+        binds: Iterable[bytes] | None = bindings
+        kinds = set(map(type, values))
+        if kinds == {str} or kinds == {bytes}:  # the common case: one data key for them all
+            first, _ = self._opener(values[0])
+            head: Any = first.header_text if kinds == {str} else first.header
+            n = len(head)
+            starts = str.startswith if kinds == {str} else bytes.startswith
+            if all(map(starts, values, repeat(head))):
+                if kinds == {str}:
+                    return first.open_many(from_text_many([v[n:] for v in values]), name, binds)
+                return first.open_many(values, name, binds, offset=n)
+        current: Opener | None = None
+        groups: dict[int, tuple[Opener, list[int], list[bytes]]] = {}
+        for j, value in enumerate(values):
+            body = current.body_of(value) if current is not None else None
+            if current is None or body is None:
+                current, body = self._opener(value)
+            group = groups.get(id(current))
+            if group is None:
+                group = groups[id(current)] = (current, [], [])
+            group[1].append(j)
+            group[2].append(body)
+        out: list[bytes] = [b""] * len(values)
+        for op, index, bodies in groups.values():
+            these = None if bindings is None else [bindings[j] for j in index]
+            for j, plain in zip(index, op.open_many(bodies, name, these)):
+                out[j] = plain
+        return out
+
+
+def _decode_column(opened: list[bytes]) -> list[Any]:
+    """``decode_value`` of each plaintext; a column of text values in one pass (the common case).
+
+    Raises:
+        MalformedValueError, CodecError: a value does not decode (the caller then goes record
+            by record, to say which).
+    """
+    if opened and set(map(itemgetter(0), opened)) == _TEXT_ONLY:
+        try:
+            return [p[1:].decode("utf-8") for p in opened]
+        except UnicodeDecodeError:
+            raise MalformedValueError() from None
+    return [decode_value(p) for p in opened]
