@@ -1,0 +1,144 @@
+"""``kmsbeam.process``: one object per process, made once under concurrency, fresh in a forked
+child (never the parent's), the parent's untouched; and no other module handles fork itself."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+
+from kmsbeam import process
+
+class Thing:
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def in_child(check: Callable[[], bool]) -> bool:
+    """Run ``check`` in a forked child; its answer (an exception is ``False``)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: only os._exit, never return into pytest
+        ok = False
+        try:
+            ok = check()
+        finally:
+            os.write(write, b"1" if ok else b"0")
+            os._exit(0)
+    os.close(write)
+    answer = os.read(read, 1)
+    os.waitpid(pid, 0)
+    os.close(read)
+    return answer == b"1"
+
+
+def test_one_object_per_name_and_key() -> None:
+    a = process.shared("test.thing", "a", Thing)
+    assert process.shared("test.thing", "a", Thing) is a
+    assert process.shared("test.thing", "b", Thing) is not a
+    assert process.shared("test.other", "a", Thing) is not a
+    assert {id(t) for t in process.objects("test.thing")} >= {id(a)}
+    process.discard("test.thing")
+    process.discard("test.other")
+    assert process.objects("test.thing") == []
+
+
+def test_a_forked_child_makes_its_own_and_the_parent_keeps_its_own() -> None:
+    parent = process.shared("test.fork", "k", Thing)
+    slot: process.Slot[Thing] = process.Slot(Thing)
+    held = slot.get()
+
+    def child() -> bool:
+        mine = process.shared("test.fork", "k", Thing)
+        own = slot.get()
+        return (
+            mine is not parent and mine.pid == os.getpid() and process.shared("test.fork", "k", Thing) is mine
+            and own is not held and own.pid == os.getpid() and slot.get() is own
+            and not parent.closed and not held.closed  # the parent's objects are never closed there
+            and process.objects("test.fork") == [mine]
+        )  # fmt: skip
+
+    assert in_child(child)
+    assert process.shared("test.fork", "k", Thing) is parent and slot.get() is held
+    assert not parent.closed and not held.closed
+    process.discard("test.fork")
+
+
+def test_fork_holds_the_fork_locks_so_no_call_is_half_done_in_the_child() -> None:
+    class Guarded(Thing):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lock = threading.Lock()
+
+    guarded = process.shared("test.guarded", "", Guarded, fork_lock=lambda g: g.lock)
+    # the child's copy of the lock was taken by fork (it belongs to the abandoned object)
+    assert in_child(lambda: guarded.lock.locked() and process.shared("test.guarded", "", Guarded) is not guarded)
+    assert not guarded.lock.locked()  # released in the parent
+    process.discard("test.guarded")
+
+
+def test_factories_run_once_per_process_under_concurrency() -> None:
+    calls: list[int] = []
+    entered, gate = threading.Event(), threading.Event()
+
+    def factory() -> Thing:
+        calls.append(1)
+        entered.set()
+        gate.wait(10)  # hold the others at the door until the first is inside
+        return Thing()
+
+    start = threading.Barrier(9)
+    got: list[Thing] = []
+
+    def worker() -> None:
+        start.wait(10)
+        got.append(process.shared("test.once", "k", factory))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    start.wait(10)
+    assert entered.wait(10)
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert len(calls) == 1 and len(got) == 8 and all(t is got[0] for t in got)
+    process.discard("test.once")
+
+
+def test_a_failing_factory_makes_nothing_and_the_next_call_tries_again() -> None:
+    def broken() -> Thing:
+        raise RuntimeError("no")
+
+    try:
+        process.shared("test.retry", "k", broken)
+    except RuntimeError:
+        pass
+    assert process.objects("test.retry") == []
+    assert isinstance(process.shared("test.retry", "k", Thing), Thing)
+    process.discard("test.retry")
+
+
+def test_discard_closes_and_forgets() -> None:
+    first = process.shared("test.close", "k", Thing, close=Thing.close)
+    kept = process.shared("test.close", "other", Thing, close=Thing.close)
+    process.discard("test.close", "k")
+    assert first.closed and not kept.closed
+    assert process.shared("test.close", "k", Thing) is not first
+    process.discard("test.close")
+    assert kept.closed
+
+
+def test_shared_objects_are_closed_at_exit() -> None:
+    script = (
+        "from kmsbeam import process\n"
+        "process.shared('t', 1, object, close=lambda o: print('closed', flush=True))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout == "closed\n"
