@@ -23,6 +23,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 
+from kmsbeam import process
 from kmsbeam.errors import ConfigurationError, KeySourceError, KmsBeamError
 
 __all__ = ["DEFAULT_FAILURE_TTL", "FAILURE_TTL_ENV", "FailureMemory", "fresh_error", "shared_failures"]
@@ -132,15 +133,7 @@ class FailureMemory:
             self._kept.clear()
 
 
-_shared: tuple[int, FailureMemory] | None = None
-_shared_lock = threading.Lock()
-
-
 def shared_failures() -> FailureMemory:
-    """The process-wide memory of GenerateDataKey failures (a fresh one in a forked child),
-    remembering for ``failure_ttl()`` seconds."""
-    global _shared
-    with _shared_lock:
-        if _shared is None or _shared[0] != os.getpid():
-            _shared = (os.getpid(), FailureMemory(failure_ttl()))
-        return _shared[1]
+    """The process-wide memory of GenerateDataKey failures (``kmsbeam.process``: a fresh one
+    in a forked child), remembering for ``failure_ttl()`` seconds."""
+    return process.shared("failures", None, lambda: FailureMemory(failure_ttl()))

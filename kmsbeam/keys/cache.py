@@ -22,7 +22,6 @@ record. Waiters on a failed miss get fresh copies as well: no exception object i
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -30,6 +29,7 @@ from collections.abc import Callable, Mapping
 from typing import NoReturn
 
 
+from kmsbeam import process
 from kmsbeam.formats.envelope import KeyCipher
 from kmsbeam.errors import KeySourceError, KmsBeamError
 from kmsbeam.failures import FailureMemory, copy_error, failure_ttl
@@ -189,27 +189,15 @@ class DataKeyCache:
         return cipher, expires
 
 
-_shared: dict[float, DataKeyCache] = {}
-_shared_pid = [os.getpid()]
-_shared_lock = threading.Lock()
-
-
 def shared_cache(ttl_seconds: float | None = None) -> DataKeyCache:
-    """The process-wide cache for a time-to-live (default ``DEFAULT_KEY_CACHE_TTL``); fresh
-    ones in a forked child.
+    """The process-wide cache for a time-to-live (default ``DEFAULT_KEY_CACHE_TTL``);
+    ``kmsbeam.process``: fresh ones in a forked child, which never sees its parent's keys.
 
     Raises:
         ValueError: a time-to-live that is not a positive finite number.
     """
     ttl = DEFAULT_KEY_CACHE_TTL if ttl_seconds is None else check_ttl(ttl_seconds)
-    with _shared_lock:
-        if _shared_pid[0] != os.getpid():
-            _shared.clear()
-            _shared_pid[0] = os.getpid()
-        cache = _shared.get(ttl)
-        if cache is None:
-            cache = _shared[ttl] = DataKeyCache(ttl_seconds=ttl)
-        return cache
+    return process.shared("keys.cache", ttl, lambda: DataKeyCache(ttl_seconds=ttl))
 
 
 def check_ttl(seconds: float, what: str = "the data-key cache time-to-live") -> float:

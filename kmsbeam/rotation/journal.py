@@ -39,6 +39,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+from kmsbeam import process
+
 __all__ = [
     "JOURNAL_VERSION",
     "JournalStore",
@@ -169,21 +171,9 @@ class JournalWriter:
             self.lines += 1
 
 
-_writers: dict[str, JournalWriter] = {}
-_writers_lock = threading.Lock()
-_writers_pid = [os.getpid()]
-
-
 def journal_writer(directory: str | os.PathLike[str], store: JournalStore | None = None) -> JournalWriter:
-    """The process-wide writer for ``directory`` (a new file in a forked child). A local
-    directory is made absolute; a store's path (``oss://...``) is kept as it is."""
+    """The process-wide writer for ``directory`` (``kmsbeam.process``: a new file in a forked
+    child). A local directory is made absolute; a store's path (``oss://...``) is kept as it is."""
     key = str(directory) if store is not None else os.path.abspath(directory)
-    with _writers_lock:
-        if _writers_pid[0] != os.getpid():
-            _writers.clear()
-            _writers_pid[0] = os.getpid()
-        writer = _writers.get(key)
-        if writer is None:
-            writer = _writers[key] = JournalWriter(key, store)
-        return writer
+    return process.shared("rotation.journal", key, lambda: JournalWriter(key, store))
 

@@ -11,13 +11,13 @@ ReEncrypt (and Decrypt) call each.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from kmsbeam import process
 from kmsbeam.errors import KeySourceError, KmsBeamError
 from kmsbeam.failures import FailureMemory, copy_error, failure_ttl
 
@@ -104,19 +104,7 @@ class RewrapMemo:
         return result
 
 
-_memos: dict[tuple[Any, ...], RewrapMemo] = {}
-_memos_lock = threading.Lock()
-_memos_pid = [os.getpid()]
-
-
 def shared_memo(*key: Any) -> RewrapMemo:
-    """The process-wide memo for ``key`` (e.g. target URI, context, filter); a fresh one in a
-    forked child."""
-    with _memos_lock:
-        if _memos_pid[0] != os.getpid():
-            _memos.clear()
-            _memos_pid[0] = os.getpid()
-        memo = _memos.get(key)
-        if memo is None:
-            memo = _memos[key] = RewrapMemo()
-        return memo
+    """The process-wide memo for ``key`` (e.g. target URI, context, filter);
+    ``kmsbeam.process``: a fresh one in a forked child."""
+    return process.shared("rotation.memo", key, RewrapMemo)
