@@ -1,7 +1,9 @@
 """The Alibaba Cloud KMS key source (alibaba-kms:// and kms-emulator://) over the official SDK.
 
 ``AlibabaKmsKeySource`` implements ``kmsbeam.keys.source.KeySource`` with GenerateDataKey,
-Decrypt, ReEncrypt and DescribeKey; ``kmsbeam.open_key_source`` returns one for both schemes.
+Decrypt, ReEncrypt, DescribeKey and ListKeyVersions; ``kmsbeam.open_key_source`` returns one
+for both schemes (``open_alikms_source``); ``wrapped_key_version`` names the key version of a
+wrapped key of kind 0x02 without a call.
 Credentials come from the Alibaba credential chain (``ALIBABA_CLOUD_ACCESS_KEY_ID`` /
 ``_SECRET`` / ``ALIBABA_CLOUD_SECURITY_TOKEN``, then OIDC, CLI profile, credentials file, ECS
 RAM role), never from the key URI. Retries are bounded by ``RetryPolicy`` (defaults from the
@@ -14,6 +16,14 @@ from __future__ import annotations
 from kmsbeam.alikms._client import Endpoint, clear_clients
 from kmsbeam.alikms._retry import ENV_VARS as RETRY_ENV_VARS
 from kmsbeam.alikms._retry import RetryPolicy
-from kmsbeam.alikms._source import AlibabaKmsKeySource
+from kmsbeam.alikms._source import AlibabaKmsKeySource, open_alikms_source, wrapped_key_version
 
-__all__ = ["RETRY_ENV_VARS", "AlibabaKmsKeySource", "Endpoint", "RetryPolicy", "clear_clients"]
+__all__ = [
+    "RETRY_ENV_VARS",
+    "AlibabaKmsKeySource",
+    "Endpoint",
+    "RetryPolicy",
+    "clear_clients",
+    "open_alikms_source",
+    "wrapped_key_version",
+]

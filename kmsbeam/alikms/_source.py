@@ -5,9 +5,10 @@ Both ``alibaba-kms://REGION/KEY`` and ``kms-emulator://HOST:PORT/KEY`` speak KMS
 
     wrapped key = KIND_ALIBABA_KMS (0x02) || CiphertextBlob, base64-decoded (raw bytes)
 
-The blob has the engine's layout (``docs/FORMAT.md``): a 36-byte key version id, IV, AES-GCM
-ciphertext of the base64 text of the DEK, tag; 108 bytes for a 32-byte DEK. Decrypt needs no
-key id: the blob names its key version.
+The blob has the engine's layout (``docs/FORMAT.md``, ``kmsbeam.kms``): a 36-byte key version
+id, IV, AES-GCM ciphertext of the base64 text of the DEK, tag; 108 bytes for a 32-byte DEK.
+Decrypt needs no key id: the blob names its key version, which ``wrapped_key_version`` reads
+without a call (rotation's version names).
 
 =====================  ===================================================================
 KeySource method       KMS action
@@ -16,6 +17,8 @@ generate_data_key      ``GenerateDataKey`` (KeySpec AES_256, NumberOfBytes 32)
 decrypt_data_key       ``Decrypt``
 rewrap                 ``ReEncrypt`` to this source's key (server side: the DEK never leaves)
 describe_key           ``DescribeKey`` and ``ListAliasesByKeyId``
+current_version        ``DescribeKey`` (the primary version; automatic rotation changes it)
+key_versions           ``DescribeKey`` and ``ListKeyVersions`` (every page)
 =====================  ===================================================================
 
 The encryption context is sent as a JSON object (the SDK takes a dict) and is bound by the
@@ -52,11 +55,13 @@ from kmsbeam.errors import (
     KeySourceError,
     KeySourceUnavailableError,
     KmsBeamError,
+    MalformedValueError,
 )
-from kmsbeam.keys.source import KIND_ALIBABA_KMS, DataKey, KeyInfo, check_context
+from kmsbeam.keys.source import KIND_ALIBABA_KMS, DataKey, KeyInfo, check_context, enabled_primary_version
 from kmsbeam.keys.uri import KeyUri, parse_key_uri
+from kmsbeam.kms import blob_key_version
 
-__all__ = ["AlibabaKmsKeySource"]
+__all__ = ["AlibabaKmsKeySource", "open_alikms_source", "wrapped_key_version"]
 
 DEK_BYTES = 32
 
@@ -67,6 +72,25 @@ def _models() -> Any:
 
 def _invalid() -> AuthenticationError:
     return AuthenticationError(code="InvalidCiphertext")
+
+
+def wrapped_key_version(wrapped: bytes) -> str:
+    """The key version id a wrapped key of kind 0x02 names (the blob's first 36 bytes), read
+    without a call.
+
+    Raises:
+        MalformedValueError: not a wrapped key of kind 0x02, or too short to name a version.
+    """
+    if bytes(wrapped[:1]) != bytes((KIND_ALIBABA_KMS,)):
+        raise MalformedValueError()
+    return blob_key_version(bytes(wrapped[1:]))
+
+
+def open_alikms_source(uri: KeyUri, *, create: bool = False) -> AlibabaKmsKeySource:
+    """The source for a parsed ``alibaba-kms://`` or ``kms-emulator://`` URI (what
+    ``kmsbeam.open_key_source`` calls). ``create`` is ignored: kmsbeam never creates keys or
+    aliases in a KMS, so a missing one is a ``KeyNotFoundError`` at the first call."""
+    return AlibabaKmsKeySource(uri)
 
 
 class AlibabaKmsKeySource:
@@ -207,11 +231,7 @@ class AlibabaKmsKeySource:
     def describe_key(self) -> KeyInfo:
         """``DescribeKey``; the aliases too if the caller may list them (else the URI's)."""
         models = _models()
-        describe = models.DescribeKeyRequest(key_id=self._key)
-        body = self._call("DescribeKey", self._key, lambda c: c.describe_key(describe))
-        meta = body.key_metadata
-        if meta is None or not meta.key_id:
-            raise self._malformed("DescribeKey", body, "no key metadata")
+        meta = self._key_metadata()
         try:
             listed = self._call(
                 "ListAliasesByKeyId",
@@ -234,10 +254,19 @@ class AlibabaKmsKeySource:
             created=str(meta.creation_date or ""),
         )
 
+    def wrapped_key_version(self, wrapped: bytes) -> str:
+        """The key version id ``wrapped`` names (any key of this KMS); no call."""
+        return wrapped_key_version(wrapped)
+
+    def current_version(self) -> str:
+        """The key's primary version id, if it is Enabled: one ``DescribeKey``."""
+        meta = self._key_metadata()
+        return enabled_primary_version(self._uri, str(meta.key_state or ""), str(meta.primary_key_version or ""))
+
     def key_versions(self) -> tuple[str, ...]:
         """Every version id of this key (``ListKeyVersions``, all pages), oldest first."""
         models = _models()
-        key_id = self.describe_key().key_id
+        key_id = str(self._key_metadata().key_id)
         versions: list[str] = []
         page = 1
         while True:
@@ -250,6 +279,15 @@ class AlibabaKmsKeySource:
             page += 1
 
     # -- plumbing -----------------------------------------------------------------------------
+    def _key_metadata(self) -> Any:
+        """One ``DescribeKey``: the SDK's key metadata (with a key id)."""
+        describe = _models().DescribeKeyRequest(key_id=self._key)
+        body = self._call("DescribeKey", self._key, lambda c: c.describe_key(describe))
+        meta = body.key_metadata
+        if meta is None or not meta.key_id:
+            raise self._malformed("DescribeKey", body, "no key metadata")
+        return meta
+
     def _sdk(self) -> SdkClient:
         client = self._client
         if client.pid != os.getpid():  # a forked child builds its own

@@ -3,6 +3,8 @@
 The KMS engine runs in-process over ``keystore.db`` in the keystore home. Wrapped keys are
 ``KIND_LOCAL || CiphertextBlob`` (see ``kmsbeam.kms.KmsEngine`` for the blob); the blob holds
 the base64 text of the data key, as Alibaba Cloud KMS does, but callers only see raw bytes.
+A wrapped key names its master key version by the blob's first 36 bytes, the KeyVersionId
+(``wrapped_key_version``; ``kmsbeam.kms.blob_key_version``).
 
 Caveats: the keystore is a file on one machine. A pipeline whose workers run elsewhere must
 ship the keystore to them or use a KMS; a worker never creates keys on its own (unpickled and
@@ -19,25 +21,13 @@ import weakref
 from collections.abc import Mapping
 from pathlib import Path
 
-from kmsbeam.errors import AuthenticationError, ConfigurationError, KeyNotFoundError
-from kmsbeam.keys.source import KIND_LOCAL, DataKey, KeyInfo
-from kmsbeam.kms import KEYSTORE_FILENAME, KeyMetadata, KeyStore, KmsEngine
+from kmsbeam import process
+from kmsbeam.errors import AuthenticationError, ConfigurationError, KeyNotFoundError, MalformedValueError
+from kmsbeam.keys.source import KIND_LOCAL, DataKey, KeyInfo, enabled_primary_version
+from kmsbeam.kms import KEYSTORE_FILENAME, KeyMetadata, KeyStore, KmsEngine, blob_key_version
 from kmsbeam.keys.uri import KeyUri, parse_key_uri
 
-__all__ = ["LocalKeySource", "keystore_home", "shared_engine"]
-
-_engines: weakref.WeakValueDictionary[str, KmsEngine] = weakref.WeakValueDictionary()
-_engines_lock = threading.Lock()
-
-
-def _forget_engines() -> None:
-    global _engines_lock
-    _engines.clear()
-    _engines_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_engines)
-
+__all__ = ["LocalKeySource", "keystore_home", "shared_engine", "wrapped_key_version"]
 
 def keystore_home() -> Path:
     """The default keystore directory: ``$KMSBEAM_HOME``, else ``~/.kmsbeam``."""
@@ -46,23 +36,43 @@ def keystore_home() -> Path:
 
 
 def shared_engine(home: Path, *, create: bool = False) -> KmsEngine:
-    """This process's engine for the keystore in ``home`` (one SQLite connection each).
+    """This process's engine for the keystore in ``home`` (one SQLite connection each; a
+    forked child opens its own: ``kmsbeam.process``).
 
     Raises:
         KeyNotFoundError: there is no keystore in ``home`` and ``create`` is false.
     """
     home = Path(home).expanduser().absolute()
-    with _engines_lock:
-        engine = _engines.get(str(home))
+    engines = process.shared("keys.local.engines", None, _Engines)
+    with engines.lock:
+        engine = engines.by_home.get(str(home))
         if engine is None:
             if not create and not (home / KEYSTORE_FILENAME).exists():
                 raise KeyNotFoundError(
                     f"there is no kmsbeam keystore at {home / KEYSTORE_FILENAME}; create a key "
                     "with `kmsbeam keys create --alias NAME` or set KMSBEAM_HOME"
                 )
-            engine = KmsEngine(KeyStore(home, create=create))
-            _engines[str(home)] = engine
+            engine = engines.by_home[str(home)] = KmsEngine(KeyStore(home, create=create))
         return engine
+
+
+class _Engines:
+    """This process's engines by home, while a source uses them (then reopened, re-checked)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_home: weakref.WeakValueDictionary[str, KmsEngine] = weakref.WeakValueDictionary()
+
+
+def wrapped_key_version(wrapped: bytes) -> str:
+    """The key version id a ``local:`` wrapped key names, read without a call.
+
+    Raises:
+        MalformedValueError: not a wrapped key of kind 0x01, or too short to name a version.
+    """
+    if bytes(wrapped[:1]) != bytes((KIND_LOCAL,)):
+        raise MalformedValueError()
+    return blob_key_version(bytes(wrapped[1:]))
 
 
 def _invalid() -> AuthenticationError:
@@ -189,6 +199,15 @@ class LocalKeySource:
         destination = context if new_context is None else new_context
         result = self._engine.re_encrypt(self._blob(wrapped), self._key, context, destination)
         return bytes([KIND_LOCAL]) + result.ciphertext_blob
+
+    def wrapped_key_version(self, wrapped: bytes) -> str:
+        """The key version id ``wrapped`` names (any key of the keystore); no engine call."""
+        return wrapped_key_version(wrapped)
+
+    def current_version(self) -> str:
+        """The key's primary version id, if it is Enabled (``KeySource.current_version``)."""
+        meta = self._lookup()
+        return enabled_primary_version(self._uri, meta.key_state, meta.primary_key_version)
 
     def key_versions(self) -> tuple[str, ...]:
         """Every version id of this key, oldest first."""

@@ -11,6 +11,21 @@ encrypts locally with the DEK and stores only the *wrapped key*, which is self-d
     kind 0x02  Alibaba Cloud KMS protocol: kmsbeam emulator or Alibaba Cloud KMS
     kind 0x03  PKCS#11 HSM
 
+Every wrapped key names the master key *version* that wrapped it; the source of its kind reads
+that name without unwrapping anything (``KeySource.wrapped_key_version``), and rotation
+compares it with ``current_version()`` to skip keys already under the target:
+
+====  ==========================================================  =========================
+kind  version name read from the blob (``wrapped_key_version``)    ``current_version()``
+====  ==========================================================  =========================
+0x01  KeyVersionId, the blob's first 36 bytes (``kmsbeam.kms``)     the key's primary version
+0x02  (the same layout: emulator, Alibaba Cloud KMS)                (one ``DescribeKey``)
+0x03  ``TOKEN/KEK-LABEL/KEK-ID-HEX`` from the PKCS#11 blob          the source's own KEK
+====  ==========================================================  =========================
+
+Each layout lives in its source's package; ``kmsbeam.keys.registry.wrapped_key_version``
+reads a wrapped key of any registered kind without a source.
+
 Security rules every implementation keeps:
 - The encryption context (a flat ``str -> str`` map) is bound as AAD by the source; the
   same context must be given to unwrap.
@@ -28,7 +43,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NoReturn, Protocol, runtime_checkable
 
-from kmsbeam.errors import ConfigurationError
+from kmsbeam.errors import ConfigurationError, KeyDisabledError
 
 __all__ = [
     "KIND_ALIBABA_KMS",
@@ -40,6 +55,7 @@ __all__ = [
     "KeySource",
     "canonical_context",
     "check_context",
+    "enabled_primary_version",
 ]
 
 KIND_LOCAL = 0x01
@@ -161,3 +177,70 @@ class KeySource(Protocol):
     def describe_key(self) -> KeyInfo:
         """Describe the master key this source was opened for."""
         ...
+
+    @property
+    def created(self) -> bool:
+        """Whether opening this source created its master key (an ``open_key_source(...,
+        create=True)`` of a ``local:alias/`` that did not exist yet): the caller prints a
+        notice. ``False`` for every source that never creates keys."""
+        ...
+
+    def wrapped_key_version(self, wrapped: bytes) -> str:
+        """The name of the master key version that wrapped ``wrapped`` (kind byte included),
+        read from the blob without unwrapping and without a call (see the module docstring).
+
+        Args:
+            wrapped: a wrapped key of this source's kind, possibly under another master key.
+
+        Returns:
+            The version name, comparable with ``current_version()`` and ``key_versions()``.
+
+        Raises:
+            MalformedValueError: not a wrapped key of this kind, or a blob it cannot parse.
+        """
+        ...
+
+    def current_version(self) -> str:
+        """The master key version new wraps of this source name now.
+
+        A KMS key's primary version changes with automatic rotation, so a KMS source asks
+        each time (one ``DescribeKey``, nothing else): a caller that needs it repeatedly keeps
+        the answer (``Rewrapper.check_target``). A PKCS#11 source names its own KEK (no call).
+
+        Returns:
+            The version name ``wrapped_key_version`` gives keys wrapped by this source now.
+
+        Raises:
+            KeyDisabledError: the key is not Enabled. KeyNotFoundError: it does not exist.
+            ConfigurationError: the key source names no primary version.
+            KeySourceError: as the call raises it (unavailable, access denied).
+        """
+        ...
+
+    def key_versions(self) -> tuple[str, ...]:
+        """Every version name a data key wrapped under this master key can carry, for filters
+        such as ``kmsbeam rotate --only-key``: all versions of a KMS key (oldest first), the
+        KEK itself for PKCS#11.
+
+        Returns:
+            Version names as ``wrapped_key_version`` gives them.
+
+        Raises:
+            KeyNotFoundError, KeySourceError: as the listing call raises them.
+        """
+        ...
+
+
+def enabled_primary_version(uri: str, state: str, primary_version: str) -> str:
+    """``current_version()`` of a KMS key from its DescribeKey answer (state and primary
+    version): the primary version, if the key may wrap now.
+
+    Raises:
+        KeyDisabledError: ``state`` is not ``Enabled``.
+        ConfigurationError: there is no primary version.
+    """
+    if state != "Enabled":
+        raise KeyDisabledError(f"the key {uri} is {state}, not Enabled")
+    if not primary_version:
+        raise ConfigurationError(f"the key source of {uri} names no primary key version")
+    return primary_version

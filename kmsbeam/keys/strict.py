@@ -247,7 +247,7 @@ class RequiredRewrapSource:
     def __repr__(self) -> str:
         return f"RequiredRewrapSource({self._source.uri!r}, {self.requirement!r})"
 
-    def __getattr__(self, name: str) -> object:  # kek_version_name, key_versions, counts ...
+    def __getattr__(self, name: str) -> object:  # counts, stats ...
         return getattr(self._source, name)
 
     @property
@@ -271,6 +271,19 @@ class RequiredRewrapSource:
 
     def describe_key(self) -> KeyInfo:
         return self._source.describe_key()
+
+    @property
+    def created(self) -> bool:
+        return self._source.created
+
+    def wrapped_key_version(self, wrapped: bytes) -> str:
+        return self._source.wrapped_key_version(wrapped)
+
+    def current_version(self) -> str:
+        return self._source.current_version()
+
+    def key_versions(self) -> tuple[str, ...]:
+        return self._source.key_versions()
 
 
 def strict_rewrap(

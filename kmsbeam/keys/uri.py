@@ -17,24 +17,26 @@ carries something that looks like a secret is refused without echoing it.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote
 
 from kmsbeam.errors import ConfigurationError
 
-__all__ = ["DEFAULT_KEY_URI", "KeyUri", "parse_key_uri"]
+__all__ = ["DEFAULT_KEY_URI", "KeyUri", "add_scheme", "parse_key_uri"]
 
 #: the zero-setup default of the CLI: an embedded-keystore key created on first use
 DEFAULT_KEY_URI = "local:alias/kmsbeam-default"
 
-SCHEMES = ("local", "kms-emulator", "alibaba-kms", "pkcs11")
+SCHEMES = ("local", "kms-emulator", "alibaba-kms", "pkcs11")  # the built-in ones
+_SCHEME_NAME = re.compile(r"^[a-z][a-z0-9\-]{0,31}$")
 _KEY_NAME = re.compile(r"^(alias/[A-Za-z0-9_/\-]{1,255}|[A-Za-z0-9][A-Za-z0-9\-]{0,127})$")
 _SECRET_NAMES = ("secret", "password", "passwd", "pin-value", "pin", "access-key", "access_key")
-_QUERY_KEYS = {
+_QUERY_KEYS: dict[str, set[str]] = {  # every scheme parse_key_uri takes: its query parameters
+    "local": set(),
     "kms-emulator": {"region"},
     "alibaba-kms": {"endpoint", "ca"},
     "pkcs11": {"module-path", "pin-source", "slot-id"},
-    "local": set(),
 }
 
 
@@ -69,6 +71,19 @@ class KeyUri:
         return self.raw or self.key
 
 
+def add_scheme(scheme: str, params: Iterable[str] = ()) -> None:
+    """Parse ``scheme`` URIs from now on, as ``SCHEME://LOCATION/KEY?PARAMS`` with the query
+    parameters ``params`` (``kmsbeam.keys.registry.register_scheme`` calls this; a known
+    scheme keeps its syntax).
+
+    Raises:
+        ConfigurationError: not a scheme name (lowercase letters, digits, ``-``).
+    """
+    if not isinstance(scheme, str) or not _SCHEME_NAME.match(scheme):
+        raise ConfigurationError("a key URI scheme is lowercase letters, digits and '-'")
+    _QUERY_KEYS.setdefault(scheme, set(params))  # secret-looking names are refused when parsing
+
+
 def _refuse_secrets(uri: str) -> None:
     names = re.findall(r"[?&;:]([A-Za-z0-9_\-]+)=", uri)
     secret_named = any(n.lower() in _SECRET_NAMES or "secret" in n.lower() for n in names)
@@ -98,9 +113,9 @@ def parse_key_uri(uri: str) -> KeyUri:
         raise ConfigurationError("a key URI must be a non-empty string such as local:alias/pii")
     _refuse_secrets(uri)
     scheme, sep, rest = uri.partition(":")
-    if not sep or scheme not in SCHEMES:
+    if not sep or scheme not in _QUERY_KEYS:
         raise ConfigurationError(
-            f"unknown key URI scheme {scheme!r}: use one of " + ", ".join(f"{s}:" for s in SCHEMES)
+            f"unknown key URI scheme {scheme!r}: use one of " + ", ".join(f"{s}:" for s in _QUERY_KEYS)
         )
     if scheme == "local":
         if rest.startswith("//") or "?" in rest:

@@ -8,6 +8,7 @@ versions, aliases and crypto, the engine does BYOK (``get_parameters_for_import`
 
 from __future__ import annotations
 
+from kmsbeam.kms._blob import key_version as blob_key_version
 from kmsbeam.kms._engine import KmsEngine
 from kmsbeam.kms._store import KEYSTORE_FILENAME, KeyStore
 from kmsbeam.kms._types import (
@@ -31,4 +32,5 @@ __all__ = [
     "KeyStore",
     "KeyVersion",
     "KmsEngine",
+    "blob_key_version",
 ]

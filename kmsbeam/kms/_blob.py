@@ -6,7 +6,8 @@
     AAD  = key_version_id (36 ASCII bytes) || canonical_context(encryption context)
 
 Every failure to open a blob raises the same ``AuthenticationError`` (code ``InvalidCiphertext``)
-so that a failure never says which part was wrong.
+so that a failure never says which part was wrong. ``key_version`` names a blob's version for
+the key sources of kinds 0x01 (``local:``) and 0x02 (emulator, Alibaba Cloud KMS).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from kmsbeam.errors import AuthenticationError
+from kmsbeam.errors import AuthenticationError, MalformedValueError
 
 __all__ = [
     "IV_LEN",
@@ -22,6 +23,7 @@ __all__ = [
     "TAG_LEN",
     "VERSION_ID_LEN",
     "invalid_ciphertext",
+    "key_version",
     "open_blob",
     "seal",
     "split",
@@ -67,6 +69,17 @@ def split(blob: bytes) -> str:
         return blob[:VERSION_ID_LEN].decode("ascii")
     except UnicodeDecodeError:
         raise invalid_ciphertext() from None
+
+
+def key_version(blob: bytes) -> str:
+    """The key version id a blob names, read without opening it (rotation's version names).
+
+    Raises:
+        MalformedValueError: no more than the 36 bytes of a version id, or not ASCII.
+    """
+    if len(blob) <= VERSION_ID_LEN or not blob[:VERSION_ID_LEN].isascii():
+        raise MalformedValueError()
+    return blob[:VERSION_ID_LEN].decode("ascii")
 
 
 def open_blob(blob: bytes, material: bytes, context: bytes) -> bytes:

@@ -12,6 +12,7 @@ wrapped-key layout is in ``kmsbeam.pkcs11._blob``; the URI attributes in
 ``kmsbeam.pkcs11._session``; error mapping in ``kmsbeam.pkcs11._errors``.
 
 - ``open_pkcs11_source(parsed_uri)``: what ``kmsbeam.open_key_source`` calls for ``pkcs11:``.
+- ``wrapped_key_version(wrapped)``: the ``TOKEN/KEK-LABEL/KEK-ID-HEX`` a wrapped key names.
 - ``create_kek(uri)``: create the KEK (``kmsbeam keys create --key pkcs11:...``).
 - ``hsm_call_counts()``: PKCS#11 operations made by this process, by function name.
 """
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 from kmsbeam.pkcs11._config import PinSource, Pkcs11Config
 from kmsbeam.pkcs11._session import call_counts as hsm_call_counts
-from kmsbeam.pkcs11._source import Pkcs11KeySource, create_kek, open_pkcs11_source
+from kmsbeam.pkcs11._source import Pkcs11KeySource, create_kek, open_pkcs11_source, wrapped_key_version
 
 __all__ = [
     "PinSource",
@@ -29,4 +30,5 @@ __all__ = [
     "create_kek",
     "hsm_call_counts",
     "open_pkcs11_source",
+    "wrapped_key_version",
 ]

@@ -33,6 +33,9 @@ the context, so a rewrap may change the context (a new ``T``) while data stays r
 Header integrity: the token, KEK label/id and mechanism are not covered by ``T``; they only
 select the unwrapping key, and any change selects a key (or mechanism) under which RFC 3394's
 integrity check fails. The envelope's AAD covers the whole wrapped key in every value.
+
+The *version name* of a wrapped key (rotation's "already under the target" check) is its KEK:
+``TOKEN/KEK-LABEL/KEK-ID-HEX`` (``version_name``, ``Blob.version``).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ __all__ = [
     "context_message",
     "dek_message",
     "derive_on_host",
+    "version_name",
 ]
 
 VERSION = 0x01
@@ -83,6 +87,11 @@ def derive_on_host(seed: bytes, canonical_context: bytes) -> tuple[bytes, bytes]
     return dek, tag[:TAG_BYTES]
 
 
+def version_name(token: str, kek_label: str, kek_id: bytes) -> str:
+    """The version name of a KEK: ``TOKEN/KEK-LABEL/KEK-ID-HEX``."""
+    return f"{token}/{kek_label}/{kek_id.hex()}"
+
+
 @dataclass(frozen=True)
 class Blob:
     """A parsed v1 blob (no kind byte)."""
@@ -93,6 +102,11 @@ class Blob:
     wrapped_seed: bytes
     tag: bytes
     mechanism: int = MECH_AES_KEY_WRAP
+
+    @property
+    def version(self) -> str:
+        """The version name of the KEK that wrapped this blob (``version_name``)."""
+        return version_name(self.token, self.kek_label, self.kek_id)
 
     def encode(self) -> bytes:
         token = self.token.encode("utf-8")

@@ -12,6 +12,8 @@ decrypt_data_key       C_UnwrapKey (into the same kind of session object), 2x C_
 rewrap                 C_UnwrapKey, C_Sign (old tag), [C_Sign (new tag)], C_WrapKey under
                        this source's KEK, C_DestroyObject: S never leaves the HSM
 describe_key           C_FindObjects (cached) and C_GetAttributeValue
+current_version,       none: the version name of this source's KEK, ``TOKEN/KEK-LABEL/
+key_versions           KEK-ID-HEX`` (``wrapped_key_version`` reads the same name from a blob)
 =====================  ===================================================================
 
 Choice: the HSM generates S (not ``os.urandom`` + import), so neither the KEK nor S is ever
@@ -36,16 +38,16 @@ from typing import Any, TypeVar
 import pkcs11.exceptions as px
 from pkcs11 import Attribute, KeyType
 
-from kmsbeam.errors import ConfigurationError, KeyNotFoundError, KeySourceError, KmsBeamError
+from kmsbeam.errors import ConfigurationError, KeyNotFoundError, KeySourceError, KmsBeamError, MalformedValueError
 from kmsbeam.keys.source import KIND_PKCS11, DataKey, KeyInfo, canonical_context
 from kmsbeam.pkcs11 import _ops as ops
-from kmsbeam.pkcs11._blob import Blob, BlobError, derive_on_host
+from kmsbeam.pkcs11._blob import Blob, BlobError, derive_on_host, version_name
 from kmsbeam.pkcs11._config import Pkcs11Config
 from kmsbeam.pkcs11._errors import hsm_error, invalid
 from kmsbeam.pkcs11._session import TokenSession, attach, call_counts
 from kmsbeam.keys.uri import KeyUri
 
-__all__ = ["Pkcs11KeySource", "create_kek", "open_pkcs11_source"]
+__all__ = ["Pkcs11KeySource", "create_kek", "open_pkcs11_source", "wrapped_key_version"]
 
 T = TypeVar("T")
 _REFUSED = {"KeyUnextractable", "KeyNotWrappable", "TemplateInconsistent", "AttributeSensitive"}
@@ -94,10 +96,17 @@ class Pkcs11KeySource:
     def config(self) -> Pkcs11Config:
         return self._config
 
-    def kek_version_name(self) -> str:
-        """``TOKEN/KEK-LABEL/KEK-ID-HEX``: what this source's wrapped keys name (rotation's
-        "already under the target" check, ``kmsbeam.rotation.rewrap``)."""
-        return f"{self._config.token}/{self._label}/{self._id.hex()}"
+    def current_version(self) -> str:
+        """``TOKEN/KEK-LABEL/KEK-ID-HEX``: the KEK this source wraps with (no call)."""
+        return version_name(self._config.token, self._label, self._id)
+
+    def key_versions(self) -> tuple[str, ...]:
+        """This source's KEK only: a KEK has no versions (``current_version``)."""
+        return (self.current_version(),)
+
+    def wrapped_key_version(self, wrapped: bytes) -> str:
+        """The KEK a wrapped key names, of any token (``wrapped_key_version``); no call."""
+        return wrapped_key_version(wrapped)
 
     def __repr__(self) -> str:
         return f"Pkcs11KeySource({self._config.uri!r})"
@@ -326,8 +335,27 @@ def create_kek(uri: str | KeyUri) -> KeyInfo:
 
 
 def open_pkcs11_source(uri: KeyUri, *, create: bool = False) -> Pkcs11KeySource:
-    """The key source for a parsed ``pkcs11:`` URI (what ``kmsbeam.open_key_source`` calls)."""
-    return Pkcs11KeySource(uri, create=create)
+    """The key source for a parsed ``pkcs11:`` URI (what ``kmsbeam.open_key_source`` calls).
+
+    ``create`` is ignored: a source opened by URI never creates a KEK (a mistyped label must
+    not mint a new one); ``create_kek`` (``kmsbeam keys create --key pkcs11:...``) does.
+    """
+    return Pkcs11KeySource(uri)
+
+
+def wrapped_key_version(wrapped: bytes) -> str:
+    """The version name of the KEK a wrapped key of kind 0x03 names (``TOKEN/KEK-LABEL/
+    KEK-ID-HEX``), read from the blob without the HSM.
+
+    Raises:
+        MalformedValueError: not a wrapped key of kind 0x03, or not a v1 blob.
+    """
+    if bytes(wrapped[:1]) != bytes((KIND_PKCS11,)):
+        raise MalformedValueError()
+    try:
+        return Blob.decode(bytes(wrapped[1:])).version
+    except BlobError:
+        raise MalformedValueError() from None
 
 
 def _reopen(uri: str) -> Pkcs11KeySource:

@@ -8,21 +8,13 @@ value::
     value = header(fmt, L, wrapped key, K, P) || body      -> new header || the same body
 
 How a wrapped key is found to be under the target already (idempotency, no call made):
-every wrapped key names the master key *version* that wrapped it, and ``wrapped_key_version``
-reads that name without unwrapping anything:
-
-====  =========================================================  ===========================
-kind  version name read from the blob                            the target's, from
-====  =========================================================  ===========================
-0x01  KeyVersionId, the blob's first 36 bytes                    ``describe_key()``'s
-0x02  (the same layout: emulator, Alibaba Cloud KMS)             ``primary_version``
-0x03  ``TOKEN/KEK-LABEL/KEK-ID-HEX`` from the PKCS#11 blob       the source's own KEK
-====  =========================================================  ===========================
-
-A value whose version equals the target's current version is skipped; a second run over
-rotated data therefore makes no data-key call. (Learning the current version is one
-``DescribeKey`` per run for a KMS target, since automatic rotation changes it; a caller that
-already knows it passes ``target_version`` and makes no call at all.) Data keys an earlier,
+every wrapped key names the master key *version* that wrapped it, and the target source reads
+that name without unwrapping anything (``KeySource.wrapped_key_version``; the name of each
+kind is in ``kmsbeam.keys.source``). A value whose version equals the target's
+``current_version()`` is skipped; a second run over rotated data therefore makes no data-key
+call. (Learning the current version is one ``DescribeKey`` per run for a KMS target, since
+automatic rotation changes it; a caller that already knows it passes ``target_version`` and
+makes no call at all.) Data keys an earlier,
 interrupted run moved come from its journal (``known``, ``kmsbeam.rotation.journal``) without
 a call, and ``on_moved`` journals each new rewrap.
 
@@ -47,18 +39,11 @@ from kmsbeam.formats.envelope import FIELD_V1, RECORD_V1, from_text, parse, rehe
 from kmsbeam.errors import (
     AuthenticationError,
     ConfigurationError,
-    KeyDisabledError,
     KmsBeamError,
     MalformedValueError,
 )
-from kmsbeam.keys.source import (
-    KIND_ALIBABA_KMS,
-    KIND_LOCAL,
-    KIND_PKCS11,
-    KeySource,
-    canonical_context,
-    check_context,
-)
+from kmsbeam.keys.registry import wrapped_key_version
+from kmsbeam.keys.source import KeySource, canonical_context, check_context
 from kmsbeam.formats.paths import FieldPath, parse_paths
 from kmsbeam.rotation.memo import RewrapMemo, shared_memo
 
@@ -69,7 +54,6 @@ __all__ = [
     "REWRAPPED",
     "RewrapMemo",
     "Rewrapper",
-    "pkcs11_kek_name",
     "record_paths",
     "shared_memo",
     "source_key_versions",
@@ -83,69 +67,18 @@ FILTERED = "filtered"  # not under one of the versions asked for: left as it is
 RESUMED = "resumed"  # rewrapped with the new key a journal recorded (no call)
 
 _MOVED = (REWRAPPED, RESUMED)
-_VERSION_ID = 36  # KeyVersionId, ASCII, at the start of an engine / Alibaba blob
 _DUMMY_BODY = 21  # counter, one ciphertext byte and the tag: the shortest body parse() takes
 
 
-def pkcs11_kek_name(token: str, label: str, kek_id: bytes) -> str:
-    """The version name of a PKCS#11 KEK: ``TOKEN/LABEL/ID-HEX``."""
-    return f"{token}/{label}/{kek_id.hex()}"
-
-
-def wrapped_key_version(wrapped: bytes) -> str:
-    """The master key version a wrapped key names (see the module docstring); no call made.
-
-    Raises:
-        MalformedValueError: not a wrapped key of a known kind.
-    """
-    if len(wrapped) > 1 + _VERSION_ID and wrapped[0] in (KIND_LOCAL, KIND_ALIBABA_KMS):
-        try:
-            return wrapped[1 : 1 + _VERSION_ID].decode("ascii")
-        except UnicodeDecodeError:
-            raise MalformedValueError() from None
-    if wrapped[:1] == bytes((KIND_PKCS11,)):
-        from kmsbeam.pkcs11._blob import Blob, BlobError  # no PKCS#11 library needed
-
-        try:
-            blob = Blob.decode(wrapped[1:])
-        except BlobError:
-            raise MalformedValueError() from None
-        return pkcs11_kek_name(blob.token, blob.kek_label, blob.kek_id)
-    raise MalformedValueError()
-
-
 def target_key_version(source: KeySource) -> str:
-    """The version new wraps of ``source`` name; fails unless the key is usable.
-
-    Raises:
-        KeyDisabledError: the key is not Enabled. KeyNotFoundError: it does not exist.
-    """
-    own = getattr(source, "kek_version_name", None)
-    if callable(own):  # PKCS#11: the KEK this source wraps with
-        return str(own())
-    info = source.describe_key()
-    if info.state != "Enabled":
-        raise KeyDisabledError(f"the target key {source.uri} is {info.state}, not Enabled")
-    if not info.primary_version:
-        raise ConfigurationError(f"the key source of {source.uri} names no primary key version")
-    return info.primary_version
+    """``source.current_version()`` (``KeySource.current_version``)."""
+    return source.current_version()
 
 
 def source_key_versions(source: KeySource) -> tuple[str, ...]:
-    """Every version name a data key wrapped under ``source``'s key can carry, for filters such
-    as ``kmsbeam rotate --only-key``: all versions of a KMS key (``ListKeyVersions``), the KEK
-    of a PKCS#11 source.
-
-    Raises:
-        ConfigurationError: the source cannot list its versions.
-    """
-    own = getattr(source, "kek_version_name", None)
-    if callable(own):
-        return (str(own()),)
-    listing = getattr(source, "key_versions", None)
-    if not callable(listing):
-        raise ConfigurationError(f"the key source of {source.uri} cannot list its key versions")
-    return tuple(str(v) for v in listing())
+    """``source.key_versions()`` (``KeySource.key_versions``), for filters such as
+    ``kmsbeam rotate --only-key``."""
+    return source.key_versions()
 
 
 class Rewrapper:
@@ -159,14 +92,14 @@ class Rewrapper:
         to_source: the target key source (it must be able to rewrap the old keys: see the
             module docstring).
         context: the encryption context the data keys were generated with (kept).
-        only_versions: rewrap only keys under these versions (``wrapped_key_version``
+        only_versions: rewrap only keys under these versions (``KeySource.wrapped_key_version``
             names); others are left as they are (``FILTERED``).
         verify: unwrap each new key once and check its commitment before using it.
         cache: the data-key cache used for that check (default: the process-wide one).
         on_call: called once per rewrap call; ``on_verify`` once per verifying unwrap call.
         memo: the headers already handled (default: this object's own; see ``shared_memo``,
             whose key must include the target version).
-        target_version: the target's version if already known (``target_key_version``).
+        target_version: the target's version if already known (``current_version()``).
         known: data keys moved by an earlier run (``kmsbeam.rotation.journal.read_journal``:
             K -> new wrapped key under ``target_version``); used without a call (``RESUMED``).
         on_moved: called after each rewrap call with ``(K, old version, new version, new
@@ -213,7 +146,7 @@ class Rewrapper:
     def check_target(self) -> str:
         """Describe the target now (its version name); a disabled or unknown key raises."""
         if self._target is None:
-            self._target = target_key_version(self._source)
+            self._target = self._source.current_version()
         return self._target
 
     # -- one header ---------------------------------------------------------------------
@@ -223,12 +156,13 @@ class Rewrapper:
 
     def _rewrap_header(self, header: bytes, fmt: int) -> tuple[bytes, str]:
         parsed = parse(header + bytes(_DUMMY_BODY), fmt)  # a header and a minimal dummy body
-        version = wrapped_key_version(parsed.wrapped)
         if parsed.wrapped[0] != self._source.kind:
+            wrapped_key_version(parsed.wrapped)  # a key of no known kind: MalformedValueError
             raise ConfigurationError(
                 f"a data key of kind {parsed.wrapped[0]:#04x} cannot be rewrapped to "
                 f"{self._source.uri} (another kind of key source): re-encrypt instead"
             )
+        version = self._source.wrapped_key_version(parsed.wrapped)
         if version == self.check_target():
             return header, ALREADY
         if self._only is not None and version not in self._only:
@@ -248,7 +182,8 @@ class Rewrapper:
             if cipher.commitment != parsed.commitment:
                 raise AuthenticationError()
         if self._on_moved is not None:
-            self._on_moved(parsed.commitment, version, wrapped_key_version(new_wrapped), new_wrapped)
+            new_version = self._source.wrapped_key_version(new_wrapped)
+            self._on_moved(parsed.commitment, version, new_version, new_wrapped)
         return self._reheader(header, fmt, new_wrapped), REWRAPPED
 
     @staticmethod

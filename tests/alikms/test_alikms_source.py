@@ -8,11 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from kmsbeam import AuthenticationError, ConfigurationError, KeyNotFoundError, open_key_source
+from kmsbeam import (
+    AuthenticationError,
+    ConfigurationError,
+    KeyDisabledError,
+    KeyNotFoundError,
+    MalformedValueError,
+    open_key_source,
+)
 from kmsbeam.alikms import AlibabaKmsKeySource, RetryPolicy
 from kmsbeam.emulator import EmulatorServer
 from kmsbeam.keys.source import KIND_ALIBABA_KMS, KIND_LOCAL, KeySource
 from kmsbeam.keys.local import LocalKeySource
+from kmsbeam.keys.registry import wrapped_key_version
 from tests.alikms.conftest import key_uri, make_source
 
 CTX = {"dataset": "customers", "tenant": "t1"}
@@ -180,5 +188,31 @@ def test_public_names_are_pinned() -> None:
     import kmsbeam.alikms
 
     assert set(kmsbeam.alikms.__all__) == {
-        "RETRY_ENV_VARS", "AlibabaKmsKeySource", "Endpoint", "RetryPolicy", "clear_clients"}  # fmt: skip
+        "RETRY_ENV_VARS", "AlibabaKmsKeySource", "Endpoint", "RetryPolicy", "clear_clients",
+        "open_alikms_source", "wrapped_key_version"}  # fmt: skip
     assert all(hasattr(kmsbeam.alikms, name) for name in kmsbeam.alikms.__all__)
+
+
+def test_versions_are_read_from_blobs_and_one_describe_key(server: EmulatorServer) -> None:
+    source = open_key_source(key_uri(server))
+    assert source.created is False
+    attempts = source.stats()["attempts"]  # type: ignore[attr-defined]
+    first = source.current_version()
+    assert source.stats()["attempts"] - attempts == 1  # type: ignore[attr-defined]  # DescribeKey only
+    assert first == server.engine.describe_key("alias/pii").primary_key_version
+    data_key = source.generate_data_key(CTX)
+    attempts = source.stats()["attempts"]  # type: ignore[attr-defined]
+    assert source.wrapped_key_version(data_key.wrapped) == first == data_key.key_version
+    assert wrapped_key_version(data_key.wrapped) == first
+    assert source.stats()["attempts"] == attempts  # type: ignore[attr-defined]  # no call
+    server.engine.create_key_version("alias/pii")  # a rotation: a new primary version
+    second = source.current_version()
+    assert second != first and source.key_versions() == (first, second)
+    assert source.wrapped_key_version(source.rewrap(data_key.wrapped, CTX)) == second
+    assert source.wrapped_key_version(data_key.wrapped) == first
+    for bad in (b"", data_key.wrapped[:37], bytes([KIND_LOCAL]) + data_key.wrapped[1:]):
+        with pytest.raises(MalformedValueError):
+            source.wrapped_key_version(bad)
+    server.engine.disable_key("alias/pii")
+    with pytest.raises(KeyDisabledError):
+        source.current_version()

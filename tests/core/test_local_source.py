@@ -15,11 +15,12 @@ from kmsbeam.errors import (
     ConfigurationError,
     KeyDisabledError,
     KeyNotFoundError,
+    MalformedValueError,
 )
 from kmsbeam.keys.source import KIND_LOCAL, DataKey, KeySource
 from kmsbeam.kms import KEYSTORE_FILENAME, KeyStore, KmsEngine
 from kmsbeam.keys.local import LocalKeySource
-from kmsbeam.keys.registry import keystore_home, open_key_source
+from kmsbeam.keys.registry import keystore_home, open_key_source, wrapped_key_version
 
 CTX = {"dataset": "crm", "field": "email"}
 
@@ -121,6 +122,24 @@ def test_decrypts_any_key_of_the_keystore_and_rewraps(pii: LocalKeySource) -> No
         pii.decrypt_data_key(dk.wrapped, CTX)
     with pytest.raises(KeyDisabledError):
         other.generate_data_key(CTX)
+
+
+def test_versions_are_read_from_blobs(pii: LocalKeySource) -> None:
+    engine = KmsEngine(KeyStore(pii.home))
+    first = pii.current_version()
+    key = pii.generate_data_key(CTX)
+    assert pii.wrapped_key_version(key.wrapped) == first == key.key_version == wrapped_key_version(key.wrapped)
+    engine.create_key_version("alias/pii")  # a rotation: a new primary version
+    second = pii.current_version()
+    assert second != first and pii.key_versions() == (first, second)
+    assert pii.wrapped_key_version(pii.rewrap(key.wrapped, CTX)) == second
+    assert pii.wrapped_key_version(key.wrapped) == first
+    for bad in (b"", key.wrapped[:37], b"\x02" + key.wrapped[1:], b"\x01" + bytes(range(128, 228))):
+        with pytest.raises(MalformedValueError):
+            pii.wrapped_key_version(bad)
+    engine.disable_key("alias/pii")
+    with pytest.raises(KeyDisabledError):
+        pii.current_version()
 
 
 def test_describe_key(pii: LocalKeySource) -> None:

@@ -100,5 +100,5 @@ def test_the_public_names_are_pinned() -> None:
     import kmsbeam.pkcs11 as p
 
     assert set(p.__all__) == {"PinSource", "Pkcs11Config", "Pkcs11KeySource", "create_kek",
-                              "hsm_call_counts", "open_pkcs11_source"}  # fmt: skip
+                              "hsm_call_counts", "open_pkcs11_source", "wrapped_key_version"}  # fmt: skip
     assert all(hasattr(p, name) for name in p.__all__)

@@ -11,7 +11,6 @@ from pkcs11_helpers import PIN, Hsm
 
 from kmsbeam import open_key_source
 from kmsbeam.formats.envelope import FIELD_V1, parse
-from kmsbeam.rotation.rewrap import wrapped_key_version
 
 CUSTOMERS = Path(__file__).resolve().parents[2] / "examples" / "customers.jsonl"
 
@@ -43,11 +42,11 @@ def test_kek_rotation_rewraps_inside_the_hsm(hsm: Hsm, tmp_path: Path, capsys: p
     assert PIN not in out
     assert target.counts["rewrap"] - rewraps == len(deks) == 4  # type: ignore[attr-defined]
     after = _values(rot)
-    name_b = target.kek_version_name()  # type: ignore[attr-defined]
+    name_b = target.current_version()
     for rid, old in before.items():
         new = parse(after[rid], FIELD_V1)
         assert new.body == parse(old, FIELD_V1).body
-        assert wrapped_key_version(new.wrapped) == name_b
+        assert target.wrapped_key_version(new.wrapped) == name_b
     rotation = json.loads((rot / "_kmsbeam_rotation.json").read_text())
     assert rotation["verify"] == {"records_sampled": 1000, "records_decrypted": 1000,
                                   "dead_letters": 0, "sample_fraction": 1.0}  # fmt: skip

@@ -8,7 +8,8 @@ import pickle
 import pytest
 from pkcs11_helpers import PIN, PIN_B, Hsm
 
-from kmsbeam import AuthenticationError, ConfigurationError, KeyNotFoundError, parse_key_uri
+from kmsbeam import AuthenticationError, ConfigurationError, KeyNotFoundError, MalformedValueError, parse_key_uri
+from kmsbeam.keys.registry import wrapped_key_version
 from kmsbeam.keys.source import KIND_PKCS11, KeySource
 from kmsbeam.pkcs11 import Pkcs11KeySource, create_kek, hsm_call_counts, open_pkcs11_source
 from kmsbeam.pkcs11._blob import Blob
@@ -177,3 +178,20 @@ def test_create_on_open_makes_the_kek_once(hsm: Hsm) -> None:
     key = first.generate_data_key()
     assert second.decrypt_data_key(key.wrapped) == key.plaintext
     assert first.stats()["generate_data_key"] == 1 and second.stats()["decrypt_data_key"] == 1
+
+
+def test_versions_name_the_kek_from_the_blob(hsm: Hsm, kek: str) -> None:
+    src = source(kek)
+    name = src.current_version()
+    token, label, id_hex = name.split("/")
+    assert (token, label, len(bytes.fromhex(id_hex))) == ("etl", parse_key_uri(kek).key, 8)
+    assert src.key_versions() == (name,) and src.created is False
+    key = src.generate_data_key(CTX)
+    assert src.wrapped_key_version(key.wrapped) == name == wrapped_key_version(key.wrapped)
+    other = source(hsm.new_kek())
+    assert other.current_version() != name
+    assert other.wrapped_key_version(key.wrapped) == name  # any KEK's keys, no HSM call
+    assert other.wrapped_key_version(other.rewrap(key.wrapped, CTX)) == other.current_version()
+    for bad in (b"", key.wrapped[:-1], bytes([0x01]) + key.wrapped[1:]):
+        with pytest.raises(MalformedValueError):
+            src.wrapped_key_version(bad)
