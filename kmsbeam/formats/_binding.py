@@ -1,34 +1,51 @@
-"""Record identity for the AAD (bind fields) and the checks shared by the field engines."""
+"""What the engines of dict records and cells share: their paths and kept fields checked
+once (``check_paths``, ``kept_names``), the record identity bound into the AAD
+(``binding_for``, ``bindings_of``), and the batch helpers of the field engines."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from kmsbeam.formats.codec import CodecError, encode_value
 from kmsbeam.errors import ConfigurationError, KmsBeamError, RecordError
-from kmsbeam.formats.paths import FieldPath
+from kmsbeam.formats.paths import FieldPath, parse_paths
 
 __all__ = [
-    "MISSING", "NONE", "binding_for", "check_bind", "column_of", "copies", "encoded", "outcome",
-    "plan_of", "without_none",
+    "MISSING", "NONE", "binding_for", "bindings_of", "check_paths", "column_of", "copies",
+    "encoded", "kept_names", "outcome", "plan_of", "without_none",
 ]  # fmt: skip
 
 MISSING = object()
 NONE = type(None)
 
 
-def binding_for(record: Mapping[str, Any], bind: tuple[FieldPath, ...]) -> bytes:
-    """The record-identity bytes for the AAD: the codec encoding of the bound fields, sorted."""
+def binding_for(record: Mapping[str, Any], bind: Sequence[FieldPath], what: str = "bind fields") -> bytes:
+    """The record-identity bytes for the AAD: the codec encoding of the bound fields, sorted
+    by name (``docs/FORMAT.md``, "Binding"); empty when nothing is bound.
+
+    Raises:
+        RecordError: a bound field is missing, holds a type with no encoding, or breaks a
+            codec limit.
+    """
     if not bind:
         return b""
-    values = {p.name: p.get(record) for p in sorted(bind, key=lambda p: p.name)}
+    return _identity({p.name: p.get(record) for p in sorted(bind, key=lambda p: p.name)}, what)
+
+
+def bindings_of(names: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[bytes]:
+    """``binding_for`` of many rows given as the values of the bound fields ``names`` (sorted
+    by name), one sequence per row: the column-wise form (Arrow tables)."""
+    return [_identity(dict(zip(names, row)), "bind fields") for row in rows]
+
+
+def _identity(values: dict[str, Any], what: str) -> bytes:
     try:
         return encode_value(values)
     except TypeError as exc:
-        raise RecordError(f"wrong type: a bind field holds a type with no encoding ({exc})") from None
+        raise RecordError(f"wrong type: a {what[:-1]} holds a type with no encoding ({exc})") from None
     except CodecError as exc:
-        raise RecordError(f"{exc.kind} (bind fields): {exc.rule}") from None
+        raise RecordError(f"{exc.kind} ({what}): {exc.rule}") from None
 
 
 def encoded(value: Any, name: str) -> bytes:
@@ -46,11 +63,47 @@ def encoded(value: Any, name: str) -> bytes:
         raise exc.for_field(name) from None
 
 
-def check_bind(fields: tuple[FieldPath, ...], bind: tuple[FieldPath, ...]) -> None:
-    for b in bind:
-        for f in fields:
+def check_paths(
+    fields: Iterable[str] | str, bind: Iterable[str] | str = (), what: str = "fields",
+    *, required: bool = True,
+) -> tuple[tuple[FieldPath, ...], tuple[FieldPath, ...]]:  # fmt: skip
+    """The encrypted paths and the bind fields, parsed and checked (the one check every
+    engine and format of fields and cells makes).
+
+    Raises:
+        ConfigurationError: no path named (when ``required``), overlapping paths, or a bind
+            field that is also encrypted.
+    """
+    paths, bound = parse_paths(fields, what), parse_paths(bind, "bind fields")
+    if required and not paths:
+        raise ConfigurationError(f"name at least one {what.rstrip('s')}")
+    for b in bound:
+        for f in paths:
             if b.overlaps(f):
                 raise ConfigurationError(f"bind field {b.name!r} cannot also be encrypted")
+    return paths, bound
+
+
+def kept_names(keep: Iterable[str] | str, payload_field: str) -> tuple[str, ...]:
+    """The kept (cleartext, bound) fields of a record format, checked with its payload field.
+
+    Raises:
+        ConfigurationError: a kept field is not a top-level name or is named twice, or the
+            payload field is empty or also kept.
+    """
+    if isinstance(keep, str):
+        keep = [k.strip() for k in keep.split(",") if k.strip()]
+    names = tuple(keep)
+    for n in names:
+        if not isinstance(n, str) or not n or "." in n:
+            raise ConfigurationError(f"kept fields are top-level field names, not {n!r}")
+    if len(set(names)) != len(names):
+        raise ConfigurationError("a kept field is named twice")
+    if not payload_field or not isinstance(payload_field, str):
+        raise ConfigurationError("payload_field must be a non-empty field name")
+    if payload_field in names:
+        raise ConfigurationError("the payload field cannot also be a kept field")
+    return names
 
 
 def plan_of(fields: tuple[FieldPath, ...]) -> tuple[tuple[str, FieldPath | None], ...]:

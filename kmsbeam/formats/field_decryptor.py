@@ -15,19 +15,19 @@ from typing import Any
 
 from kmsbeam.formats._binding import (
     binding_for,
-    check_bind,
+    check_paths,
     column_of,
     copies,
     outcome,
     plan_of,
     without_none,
 )
-from kmsbeam.keys.cache import DataKeyCache, shared_cache
+from kmsbeam.formats._keys import Unwrapping
+from kmsbeam.keys.cache import DataKeyCache
 from kmsbeam.formats.codec import STR_TAG, CodecError, decode_value
 from kmsbeam.formats.envelope import FIELD_V1, Opener, from_text_many, parse
-from kmsbeam.errors import ConfigurationError, KmsBeamError, MalformedValueError
-from kmsbeam.keys.source import KeySource, canonical_context, check_context
-from kmsbeam.formats.paths import parse_paths
+from kmsbeam.errors import KmsBeamError, MalformedValueError
+from kmsbeam.keys.source import KeySource
 
 __all__ = ["FieldDecryptor"]
 
@@ -54,16 +54,8 @@ class FieldDecryptor:
         cache: DataKeyCache | None = None,
         on_call: Callable[[], None] | None = None,
     ) -> None:
-        self.fields = parse_paths(fields)
-        if not self.fields:
-            raise ConfigurationError("name at least one field to decrypt")
-        self.bind = parse_paths(bind, "bind fields")
-        check_bind(self.fields, self.bind)
-        self._source = source
-        self._context = check_context(context)
-        self._context_key = canonical_context(self._context)
-        self._cache = cache if cache is not None else shared_cache()
-        self._on_call = on_call
+        self.fields, self.bind = check_paths(fields, bind)
+        self._keys = Unwrapping(source, context, cache, on_call)
         self._memo: tuple[Opener, float] | None = None
         self._plan = plan_of(self.fields)
         self.values = 0
@@ -85,20 +77,14 @@ class FieldDecryptor:
         """The opener of ``value``'s data key and its body: the last one when the header
         matches (and the cache would still hold the key), else parsed and looked up."""
         memo = self._memo  # (opener, expiry)
-        if memo is not None and self._cache.now() < memo[1]:
+        if memo is not None and self._keys.now() < memo[1]:
             body = memo[0].body_of(value)
             if body is not None:
                 return memo[0], body
         if not isinstance(value, (str, bytes, bytearray, memoryview)):
             raise MalformedValueError()
         parsed = parse(value, FIELD_V1)
-        cipher, expires = self._cache.entry(
-            self._source,
-            parsed.wrapped,
-            self._context,
-            context_key=self._context_key,
-            on_call=self._on_call,
-        )
+        cipher, expires = self._keys.entry(parsed.wrapped)
         opener = Opener(parsed.fmt, parsed.header, cipher)
         self._memo = (opener, expires)
         return opener, parsed.body

@@ -18,7 +18,7 @@ from typing import Any
 from kmsbeam.formats._binding import MISSING as _MISSING
 from kmsbeam.formats._binding import (
     binding_for,
-    check_bind,
+    check_paths,
     column_of,
     copies,
     encoded,
@@ -26,13 +26,14 @@ from kmsbeam.formats._binding import (
     plan_of,
     without_none,
 )
+from kmsbeam.formats._keys import Sealing
 from kmsbeam.formats.codec import STR_TAG
 from kmsbeam.formats.envelope import FIELD_V1
 from kmsbeam.errors import ConfigurationError, KmsBeamError, RecordError
 from kmsbeam.formats.field_decryptor import FieldDecryptor
 from kmsbeam.keys.source import KeySource
-from kmsbeam.formats.paths import FieldPath, parse_paths
-from kmsbeam.keys.policy import DataKeyPolicy, DataKeys
+from kmsbeam.formats.paths import FieldPath
+from kmsbeam.keys.policy import DataKeyPolicy
 
 __all__ = ["FieldDecryptor", "FieldEncryptor", "binding_for"]  # FieldDecryptor: re-exported
 
@@ -66,16 +67,11 @@ class FieldEncryptor:
         clock: Callable[[], float] = time.monotonic,
         on_generate: Callable[[], None] | None = None,
     ) -> None:
-        self.fields = parse_paths(fields)
-        if not self.fields:
-            raise ConfigurationError("name at least one field to encrypt")
-        self.bind = parse_paths(bind, "bind fields")
-        check_bind(self.fields, self.bind)
+        self.fields, self.bind = check_paths(fields, bind)
         if encoding not in ENCODINGS:
             raise ConfigurationError(f"encoding must be one of {ENCODINGS}, not {encoding!r}")
-        self.keys = DataKeys(
-            source, FIELD_V1, context, policy, clock=clock, on_generate=on_generate
-        )
+        self._sealing = Sealing(source, FIELD_V1, context, policy, clock=clock, on_generate=on_generate)
+        self.keys = self._sealing.keys
         self._text = encoding == "text"
         self._encrypt_none = encrypt_none
         # (name, None) for top-level fields, (name, path) for nested ones
@@ -84,7 +80,7 @@ class FieldEncryptor:
 
     def reset(self) -> None:
         """Start a new bundle: the next record gets a fresh data key."""
-        self.keys.reset()
+        self._sealing.reset()
 
     def encrypt(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """Return a copy of ``record`` with the fields encrypted.
@@ -119,7 +115,7 @@ class FieldEncryptor:
         binding = binding_for(record, self.bind) if self.bind else b""
         if not names:
             return out
-        sealer = self.keys.sealer(len(names))
+        sealer = self._sealing.sealer(len(names), 1, sum(map(len, plains)))
         if self._text:
             sealed: list[Any] = sealer.seal_many_text(names, plains, binding)
         else:
@@ -131,7 +127,6 @@ class FieldEncryptor:
             out.update(by_name)
         else:
             out.update(zip(names, sealed))
-        self.keys.bytes += sum(map(len, plains))
         self.values += len(names)
         return out
 
@@ -142,23 +137,16 @@ class FieldEncryptor:
         Returns one entry per record, in order: the encrypted copy, or the ``KmsBeamError``
         that ``encrypt`` would have raised for it (a batch never fails as a whole).
         """
-        results: list[Any] = []
-        i = 0
-        while i < len(records):
-            take = self.keys.room(len(records) - i)
-            chunk = records[i : i + take]
-            try:
-                results += self._encrypt_chunk(chunk)
-            except KmsBeamError:  # some record is bad, or no data key: record by record
-                results += [outcome(self.encrypt, r) for r in chunk]
-            i += take
-        return results
+        try:
+            return self._encrypt_all(records)
+        except KmsBeamError:  # some record is bad, or no data key: record by record
+            return [outcome(self.encrypt, r) for r in records]
 
-    def _encrypt_chunk(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """All records under one data key. Checks everything before sealing anything."""
+    def _encrypt_all(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Checks everything before sealing anything; then seals field by field, in runs of
+        records under one data key each (``Sealing.runs``)."""
         outs, bindings = copies(records, self.bind)
         columns: list[tuple[str, FieldPath | None, list[int] | None, list[bytes]]] = []
-        count = 0
         for name, path in self._plan:
             values = column_of(outs, name, path)
             rows: list[int] | None = None
@@ -172,25 +160,22 @@ class FieldEncryptor:
             except UnicodeEncodeError:  # a lone surrogate: record by record, to say which
                 raise RecordError("invalid text") from None
             columns.append((name, path, rows, plains))
-            count += len(plains)
-        keys = self.keys
-        sealer = keys.sealer(count, len(records))
-        seal = sealer.seal_column_text if self._text else sealer.seal_column
-        size = 0
-        for name, path, rows, plains in columns:
-            size += sum(map(len, plains))
-            if rows is None:
-                targets = outs
-                sealed = seal(name, plains, bindings)
-            else:
-                targets = [outs[j] for j in rows]
-                sealed = seal(name, plains, None if bindings is None else [bindings[j] for j in rows])
-            if path is None:
-                for out, value in zip(targets, sealed):
-                    out[name] = value
-            else:
-                for out, value in zip(targets, sealed):
-                    path.set(out, value)
-        keys.bytes += size
-        self.values += count
+        runs = self._sealing.runs(len(outs), [c[2] for c in columns], [c[3] for c in columns])
+        for sealer, start, stop, spans in runs:
+            seal = sealer.seal_column_text if self._text else sealer.seal_column
+            for (name, path, rows, plains), (a, b) in zip(columns, spans):
+                if rows is None:
+                    index: Sequence[int] = range(start, stop)
+                    binds = None if bindings is None else bindings[start:stop]
+                else:
+                    index = rows[a:b]
+                    binds = None if bindings is None else [bindings[j] for j in index]
+                sealed = seal(name, plains[a:b], binds)
+                if path is None:
+                    for j, value in zip(index, sealed):
+                        outs[j][name] = value
+                else:
+                    for j, value in zip(index, sealed):
+                        path.set(outs[j], value)
+                self.values += b - a
         return outs

@@ -66,11 +66,12 @@ class FieldPath:
         node[self.parts[-1]] = value
 
 
-def parse_paths(names: Iterable[str] | str, what: str = "fields") -> tuple[FieldPath, ...]:
-    """Parse a list of paths (or one comma-separated string); refuse duplicates and overlaps."""
+def parse_paths(names: Iterable[str | FieldPath] | str, what: str = "fields") -> tuple[FieldPath, ...]:
+    """Parse a list of paths (or one comma-separated string; parsed paths are taken as they
+    are); refuse duplicates and overlaps."""
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
-    paths = tuple(FieldPath(n) for n in names)
+    paths = tuple(n if isinstance(n, FieldPath) else FieldPath(n) for n in names)
     for i, a in enumerate(paths):
         for b in paths[i + 1 :]:
             if a.overlaps(b):

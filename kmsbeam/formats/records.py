@@ -14,51 +14,29 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from kmsbeam.keys.cache import DataKeyCache, shared_cache
+from kmsbeam.formats._binding import binding_for, kept_names
+from kmsbeam.formats._keys import Sealing, Unwrapping
+from kmsbeam.keys.cache import DataKeyCache
 from kmsbeam.formats.codec import KEPT, CodecError, decode_value, encode_value
 from kmsbeam.formats.envelope import RECORD_V1, open_value, parse
 from kmsbeam.errors import AuthenticationError, ConfigurationError, KmsBeamError, RecordError
-from kmsbeam.keys.source import KeySource, canonical_context, check_context
-from kmsbeam.keys.policy import DataKeyPolicy, DataKeys
+from kmsbeam.formats.paths import FieldPath
+from kmsbeam.keys.source import KeySource
+from kmsbeam.keys.policy import DataKeyPolicy
 
 __all__ = ["DEFAULT_PAYLOAD_FIELD", "RecordDecryptor", "RecordEncryptor"]
 
 DEFAULT_PAYLOAD_FIELD = "kmsbeam_record"
 
 
-def _names(keep: Iterable[str] | str) -> tuple[str, ...]:
-    if isinstance(keep, str):
-        keep = [k.strip() for k in keep.split(",") if k.strip()]
-    names = tuple(keep)
-    for n in names:
-        if not isinstance(n, str) or not n or "." in n:
-            raise ConfigurationError(f"kept fields are top-level field names, not {n!r}")
-    if len(set(names)) != len(names):
-        raise ConfigurationError("a kept field is named twice")
-    return names
-
-
-def _binding(record: Mapping[str, Any], keep: tuple[str, ...]) -> bytes:
-    if not keep:
-        return b""
-    try:
-        return encode_value({k: record[k] for k in sorted(keep)})
-    except KeyError as exc:
-        raise RecordError(f"missing field: {exc.args[0]}") from exc
-    except TypeError as exc:
-        raise RecordError(f"wrong type: a kept field holds a type with no encoding ({exc})") from None
-    except CodecError as exc:
-        raise RecordError(f"{exc.kind} (kept fields): {exc.rule}") from None
-
-
 class _Config:
     def __init__(self, keep: Iterable[str] | str, payload_field: str) -> None:
-        self.keep = _names(keep)
-        if not payload_field or not isinstance(payload_field, str):
-            raise ConfigurationError("payload_field must be a non-empty field name")
-        if payload_field in self.keep:
-            raise ConfigurationError("the payload field cannot also be a kept field")
+        self.keep = kept_names(keep, payload_field)
         self.payload_field = payload_field
+        self._kept = tuple(FieldPath(k) for k in self.keep)
+
+    def _binding(self, record: Mapping[str, Any]) -> bytes:
+        return binding_for(record, self._kept, "kept fields")
 
 
 class RecordEncryptor(_Config):
@@ -87,11 +65,13 @@ class RecordEncryptor(_Config):
         if encoding not in ("text", "bytes"):
             raise ConfigurationError(f"encoding must be 'text' or 'bytes', not {encoding!r}")
         self._text = encoding == "text"
-        self.keys = DataKeys(source, RECORD_V1, context, policy, clock=clock, on_generate=on_generate)
+        self._sealing = Sealing(source, RECORD_V1, context, policy, clock=clock, on_generate=on_generate)
+        self.keys = self._sealing.keys
         self.values = 0
 
     def reset(self) -> None:
-        self.keys.reset()
+        """Start a new bundle: the next record gets a fresh data key."""
+        self._sealing.reset()
 
     def encrypt(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """Return ``{kept fields..., payload_field: encrypted}``.
@@ -102,7 +82,7 @@ class RecordEncryptor(_Config):
         """
         if self.payload_field in record:
             raise RecordError(f"record already has a field named {self.payload_field}")
-        binding = _binding(record, self.keep)
+        binding = self._binding(record)
         keep = self.keep
         payload = {k: (KEPT if k in keep else v) for k, v in record.items()}
         if any(v is KEPT for k, v in payload.items() if k not in keep):
@@ -113,11 +93,10 @@ class RecordEncryptor(_Config):
             raise RecordError(f"wrong type: {exc}") from None
         except CodecError as exc:
             raise exc.for_field(self.payload_field) from None
-        sealer = self.keys.sealer(1)
+        sealer = self._sealing.sealer(1, 1, len(plaintext))
         seal = sealer.seal_text if self._text else sealer.seal
         out = {k: v for k, v in record.items() if k in keep}
         out[self.payload_field] = seal(plaintext, self.payload_field, binding)
-        self.keys.bytes += len(plaintext)
         self.values += 1
         return out
 
@@ -136,11 +115,7 @@ class RecordDecryptor(_Config):
         on_call: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(keep, payload_field)
-        self._source = source
-        self._context = check_context(context)
-        self._context_key = canonical_context(self._context)
-        self._cache = cache if cache is not None else shared_cache()
-        self._on_call = on_call
+        self._keys = Unwrapping(source, context, cache, on_call)
         self.values = 0
 
     def decrypt(self, record: Mapping[str, Any]) -> dict[str, Any]:
@@ -153,13 +128,10 @@ class RecordDecryptor(_Config):
         """
         if self.payload_field not in record:
             raise RecordError(f"missing field: {self.payload_field}")
-        binding = _binding(record, self.keep)
+        binding = self._binding(record)
         try:
             parsed = parse(record[self.payload_field], RECORD_V1)
-            key = self._cache.cipher(
-                self._source, parsed.wrapped, self._context,
-                context_key=self._context_key, on_call=self._on_call,
-            )  # fmt: skip
+            key = self._keys.cipher(parsed.wrapped)
             payload = decode_value(open_value(parsed, key, self.payload_field, binding), kept=True)
         except CodecError as exc:  # authentic, but not a record: this record's failure
             raise exc.for_field(self.payload_field) from None

@@ -14,21 +14,21 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kmsbeam.keys.cache import DataKeyCache, shared_cache
+from kmsbeam.formats._binding import check_paths
+from kmsbeam.formats._keys import Unwrapping
+from kmsbeam.keys.cache import DataKeyCache
 from kmsbeam.formats.codec import decode_value
 from kmsbeam.formats.envelope import FIELD_V1, Opener, parse
 from kmsbeam.errors import ConfigurationError, KmsBeamError, RecordError
-from kmsbeam.keys.source import KeySource, canonical_context, check_context
+from kmsbeam.keys.source import KeySource
 from kmsbeam.formats.parquet._arrow import column_at, field_at, from_python, replace_at, scatter, tagged_array
 from kmsbeam.formats.parquet._cells import (
     CELLS_KEY,
     SLICE_ROWS,
     bindings,
     cells_metadata,
-    check_paths,
     original_from,
 )
-from kmsbeam.formats.paths import parse_paths
 
 __all__ = ["CellDecryptor"]
 
@@ -59,15 +59,9 @@ class CellDecryptor:
         cache: DataKeyCache | None = None,
         on_call: Callable[[], None] | None = None,
     ) -> None:
-        self._columns = parse_paths(columns, "columns") if columns else None
-        self.bind = parse_paths(bind, "bind fields")
-        if self._columns is not None:
-            check_paths(self._columns, self.bind)
-        self._source = source
-        self._context = check_context(context)
-        self._context_key = canonical_context(self._context)
-        self._cache = cache if cache is not None else shared_cache()
-        self._on_call = on_call
+        named, self.bind = check_paths(columns or (), bind, "columns", required=False)
+        self._columns = named or None
+        self._keys = Unwrapping(source, context, cache, on_call)
         self._schema = schema
         self._openers: dict[bytes, tuple[Opener, float]] = {}
         self.values = 0
@@ -91,10 +85,9 @@ class CellDecryptor:
         """The opener of ``value``'s data key (unwrapped through the cache once)."""
         parsed = parse(value, FIELD_V1)
         memo = self._openers.get(parsed.header)
-        if memo is not None and self._cache.now() < memo[1]:
+        if memo is not None and self._keys.now() < memo[1]:
             return memo[0]
-        cipher, expires = self._cache.entry(self._source, parsed.wrapped, self._context,
-                                            context_key=self._context_key, on_call=self._on_call)  # fmt: skip
+        cipher, expires = self._keys.entry(parsed.wrapped)
         if len(self._openers) >= 64:
             self._openers.clear()
         opener = Opener(FIELD_V1, parsed.header, cipher)

@@ -18,7 +18,6 @@ original types without being told. Null cells stay null unless ``encrypt_none``.
 from __future__ import annotations
 
 import base64
-import bisect
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -27,6 +26,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from kmsbeam.formats._binding import bindings_of, check_paths
+from kmsbeam.formats._keys import Sealing
 from kmsbeam.formats.codec import STR_TAG, encode_value
 from kmsbeam.formats.envelope import FIELD_V1
 from kmsbeam.errors import ConfigurationError, FormatError, RecordError
@@ -40,8 +41,8 @@ from kmsbeam.formats.parquet._arrow import (
     scatter,
     with_type_at,
 )
-from kmsbeam.formats.paths import FieldPath, parse_paths
-from kmsbeam.keys.policy import DataKeyPolicy, DataKeys
+from kmsbeam.formats.paths import FieldPath
+from kmsbeam.keys.policy import DataKeyPolicy
 
 __all__ = [
     "CELLS_KEY",
@@ -50,7 +51,6 @@ __all__ = [
     "bindings",
     "cells_metadata",
     "cells_schema",
-    "check_paths",
     "original_from",
     "original_schema",
 ]
@@ -109,25 +109,13 @@ def original_from(meta: Mapping[str, Any]) -> pa.Schema:
         raise FormatError("the kmsbeam.cells metadata holds no readable Arrow schema") from exc
 
 
-def check_paths(columns: tuple[FieldPath, ...], bind: tuple[FieldPath, ...]) -> None:
-    if not columns:
-        raise ConfigurationError("name at least one column")
-    for b in bind:
-        if any(b.overlaps(c) for c in columns):
-            raise ConfigurationError(f"bind field {b.name!r} cannot also be encrypted")
-
-
 def bindings(table: pa.Table, bind: tuple[FieldPath, ...]) -> list[bytes] | None:
     """Each row's binding, exactly as ``kmsbeam.formats.fields.binding_for`` computes it."""
     if not bind:
         return None
     ordered = sorted(bind, key=lambda p: p.name)
     columns = [column_at(table, p.name).to_pylist() for p in ordered]
-    names = [p.name for p in ordered]
-    try:
-        return [encode_value(dict(zip(names, row))) for row in zip(*columns)]
-    except TypeError as exc:
-        raise RecordError(f"wrong type: a bind field holds a type with no encoding ({exc})") from exc
+    return bindings_of([p.name for p in ordered], zip(*columns))
 
 
 def cells_schema(
@@ -143,8 +131,7 @@ def cells_schema(
         ConfigurationError: an unknown column, one whose type cannot be a cell, or a table
             that already holds cells.
     """
-    paths, bound = parse_paths(columns, "columns"), parse_paths(bind, "bind fields")
-    check_paths(paths, bound)
+    paths, bound = check_paths(columns, bind, "columns")
     if cells_metadata(schema) is not None:
         raise ConfigurationError("these columns already hold kmsbeam cells")
     for path in bound + paths:
@@ -180,10 +167,9 @@ class CellEncryptor:
         clock: Callable[[], float] = time.monotonic,
         on_generate: Callable[[], None] | None = None,
     ) -> None:
-        self.columns = parse_paths(columns, "columns")
-        self.bind = parse_paths(bind, "bind fields")
-        check_paths(self.columns, self.bind)
-        self.keys = DataKeys(source, FIELD_V1, context, policy, clock=clock, on_generate=on_generate)
+        self.columns, self.bind = check_paths(columns, bind, "columns")
+        self._sealing = Sealing(source, FIELD_V1, context, policy, clock=clock, on_generate=on_generate)
+        self.keys = self._sealing.keys
         self._uri = source.uri
         self._encrypt_none = encrypt_none
         self._schemas: dict[pa.Schema, pa.Schema] = {}
@@ -191,7 +177,7 @@ class CellEncryptor:
 
     def reset(self) -> None:
         """Start a new bundle: the next table gets a fresh data key."""
-        self.keys.reset()
+        self._sealing.reset()
 
     def schema_for(self, schema: pa.Schema) -> pa.Schema:
         """The schema of encrypted tables (``cells_schema`` for this encryptor)."""
@@ -244,26 +230,17 @@ class CellEncryptor:
         binds_of_rows = bindings(table, self.bind)
         plan = [(p.name, *self._plaintexts(table, p)) for p in self.columns]
         sealed: list[list[bytes]] = [[] for _ in plan]
-        start = 0
-        while start < n:
-            stop = start + self.keys.room(n - start)
-            spans = [(start, stop) if rows is None else
-                     (bisect.bisect_left(rows, start), bisect.bisect_left(rows, stop))
-                     for _, rows, _ in plan]  # fmt: skip
-            count = sum(b - a for a, b in spans)
-            if count:  # (a stretch of nulls only needs no data key)
-                sealer = self.keys.sealer(count, stop - start)
-                for out, (name, rows, plains), (a, b) in zip(sealed, plan, spans):
-                    if binds_of_rows is None:
-                        binds = None
-                    elif rows is None:
-                        binds = binds_of_rows[a:b]
-                    else:
-                        binds = [binds_of_rows[r] for r in rows[a:b]]
-                    out += sealer.seal_column(name, plains[a:b], binds)
-                    self.keys.bytes += sum(map(len, plains[a:b]))
-                self.values += count
-            start = stop
+        runs = self._sealing.runs(n, [rows for _, rows, _ in plan], [plains for _, _, plains in plan])
+        for sealer, start, stop, spans in runs:
+            for out, (name, rows, plains), (a, b) in zip(sealed, plan, spans):
+                if binds_of_rows is None:
+                    binds = None
+                elif rows is None:
+                    binds = binds_of_rows[a:b]
+                else:
+                    binds = [binds_of_rows[r] for r in rows[a:b]]
+                out += sealer.seal_column(name, plains[a:b], binds)
+                self.values += b - a
         for (name, rows, _), cells in zip(plan, sealed):
             table = replace_at(table, name, scatter(binary_array(cells), rows, n))
         return table.replace_schema_metadata(schema.metadata)

@@ -1,0 +1,135 @@
+"""Where the engines get their data keys: ``Sealing`` (encrypt side: the data-key policy,
+with every sealed plaintext byte counted) and ``Unwrapping`` (decrypt side: the data-key cache
+for one key source and context). Every engine goes through these two, so none can skip
+``max_bytes`` or set up its cache differently.
+"""
+
+from __future__ import annotations
+
+import bisect
+import operator
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+from kmsbeam.formats.envelope import KeyCipher, Sealer
+from kmsbeam.keys.cache import DataKeyCache, shared_cache
+from kmsbeam.keys.policy import DataKeyPolicy, DataKeys
+from kmsbeam.keys.source import KeySource, canonical_context, check_context
+
+__all__ = ["Sealing", "Unwrapping"]
+
+
+class Sealing:
+    """The current data key of one encrypt engine, replaced under a ``DataKeyPolicy``.
+
+    ``sealer(values, records, size)`` is the only way to a ``Sealer``: it counts ``size``
+    plaintext bytes against the key it returns, so ``max_bytes`` holds for every caller.
+    ``span(sizes)`` tells a batch how many records one key may take, so a batch is cut where
+    the records cap, or the bytes cap, would be crossed (like record-by-record encryption:
+    a key may exceed ``max_bytes`` by one record). One per worker thread; not thread-safe.
+
+    Attributes:
+        keys: the ``DataKeys`` (its ``generated``, ``calls`` and ``bytes`` counters).
+    """
+
+    def __init__(
+        self,
+        source: KeySource,
+        fmt: int,
+        context: Mapping[str, str] | None = None,
+        policy: DataKeyPolicy | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_generate: Callable[[], None] | None = None,
+    ) -> None:
+        self.policy = policy or DataKeyPolicy()
+        self.keys = DataKeys(source, fmt, context, self.policy, clock=clock, on_generate=on_generate)
+        self._current: Sealer | None = None
+
+    def reset(self) -> None:
+        """Start a new bundle: the next record gets a fresh data key."""
+        self.keys.reset()
+        self._current = None
+
+    def sealer(self, values: int, records: int, size: int) -> Sealer:
+        """The sealer for the next ``records`` records: ``values`` values of ``size``
+        plaintext bytes in all (counted now, against the key returned)."""
+        sealer = self.keys.sealer(values, records)
+        self._current = sealer
+        self.keys.bytes += size
+        return sealer
+
+    def span(self, sizes: Sequence[int]) -> int:
+        """How many of the next records (plaintext bytes ``sizes``) one data key takes: at
+        least 1, within the records cap, and stopping after the record that reaches the
+        bytes cap."""
+        take = self.keys.room(len(sizes))
+        cap = self.policy.max_bytes
+        used = self.keys.bytes if self._current is not None else 0
+        if used >= cap:  # the next sealer() is a new key
+            used = 0
+        if used + sum(sizes[:take]) < cap:
+            return take
+        n = 0
+        while n < take:
+            used += sizes[n]
+            n += 1
+            if used >= cap:
+                break
+        return n
+
+    def runs(
+        self, n: int, rows: Sequence[Sequence[int] | None], plains: Sequence[Sequence[bytes]]
+    ) -> Iterator[tuple[Sealer, int, int, list[tuple[int, int]]]]:
+        """Cut ``n`` records into runs under one data key each. Column ``c`` holds the values
+        ``plains[c]`` of the records ``rows[c]`` (sorted; None: of every record). Yields
+        ``(sealer, first record, end record, per column (first, end) value index)``; a run
+        of records without values needs no data key and is not yielded."""
+        sizes = [0] * n
+        for these, values in zip(rows, plains):
+            if these is None:
+                sizes = list(map(operator.add, sizes, map(len, values)))
+            else:
+                for r, value in zip(these, values):
+                    sizes[r] += len(value)
+        start = 0
+        while start < n:
+            stop = start + self.span(sizes[start:])
+            spans = [(start, stop) if these is None else
+                     (bisect.bisect_left(these, start), bisect.bisect_left(these, stop))
+                     for these in rows]  # fmt: skip
+            count = sum(b - a for a, b in spans)
+            if count:
+                yield self.sealer(count, stop - start, sum(sizes[start:stop])), start, stop, spans
+            start = stop
+
+
+class Unwrapping:
+    """Data keys for one decrypt engine: ``source``'s key, ``context``, through ``cache``
+    (default: the process-wide one), with ``on_call`` for each call made to the source."""
+
+    def __init__(
+        self,
+        source: KeySource,
+        context: Mapping[str, str] | None = None,
+        cache: DataKeyCache | None = None,
+        on_call: Callable[[], None] | None = None,
+    ) -> None:
+        self.source = source
+        self.context = check_context(context)
+        self.context_key = canonical_context(self.context)
+        self.cache = cache if cache is not None else shared_cache()
+        self.on_call = on_call
+
+    def cipher(self, wrapped: bytes) -> KeyCipher:
+        """The data key ``wrapped`` holds, unwrapped (through the cache)."""
+        return self.cache.cipher(self.source, wrapped, self.context,
+                                 context_key=self.context_key, on_call=self.on_call)  # fmt: skip
+
+    def entry(self, wrapped: bytes) -> tuple[KeyCipher, float]:
+        """``cipher(wrapped)`` and when the cache forgets it (``cache.now()`` time)."""
+        return self.cache.entry(self.source, wrapped, self.context,
+                                context_key=self.context_key, on_call=self.on_call)  # fmt: skip
+
+    def now(self) -> float:
+        return self.cache.now()

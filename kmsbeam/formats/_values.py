@@ -1,0 +1,122 @@
+"""Envelope values in place: rewrap one value's header, or name its data key, without
+decrypting (shared by the fields, record and cells formats).
+
+A value is ``header || body`` (``kmsbeam.formats.envelope``); only the header holds key
+material, so both operations read the header alone: for a text value, its base64 prefix.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import MutableMapping
+from typing import Any
+
+from kmsbeam.errors import MalformedValueError
+from kmsbeam.formats.base import MOVED, KeyRewrap, KeyUse
+from kmsbeam.formats.envelope import from_text, parse, reheader, to_text
+
+__all__ = ["rewrap_value", "text_header_length", "value_use", "wrapped_version"]
+
+_DUMMY_BODY = bytes(21)  # counter, one ciphertext byte and the tag: the shortest body parse() takes
+_MAX_TEXTS = 65536
+_texts: MutableMapping[Any, dict[tuple[int, str], tuple[str, str]]] = weakref.WeakKeyDictionary()
+_texts_lock = threading.Lock()
+
+
+def text_header_length(value: str) -> int:
+    """The length of a text value's header in characters (the header is 3k bytes).
+
+    Raises:
+        MalformedValueError: too short to be a value.
+    """
+    if len(value) < 4:
+        raise MalformedValueError()
+    first = from_text(value[:4])  # format byte and L
+    wlen = int.from_bytes(first[1:3], "big")
+    kend = 3 + wlen + 16
+    size = (kend + (-kend % 3)) // 3 * 4
+    if wlen == 0 or len(value) < size + 28:  # + the shortest body, 21 bytes
+        raise MalformedValueError()
+    return size
+
+
+def wrapped_version(wrapped: bytes) -> str:
+    """The master key version a wrapped key names ("" when its kind is not known)."""
+    from kmsbeam.rotation.rewrap import wrapped_key_version  # rotation imports formats
+
+    try:
+        return wrapped_key_version(wrapped)
+    except MalformedValueError:
+        return ""
+
+
+def _header(value: object, fmt: int) -> bytes:
+    """The header of a binary or text value (a text value's prefix only is decoded)."""
+    if isinstance(value, str):
+        return from_text(value[: text_header_length(value)])
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise MalformedValueError()
+    return parse(value, fmt).header
+
+
+def _new_header(header: bytes, fmt: int, rewrap: KeyRewrap) -> tuple[bytes, str]:
+    parsed = parse(header + _DUMMY_BODY, fmt)
+    wrapped, status = rewrap.rewrap_key(parsed.wrapped, parsed.commitment)
+    if status not in MOVED:
+        return header, status
+    new = reheader(header + _DUMMY_BODY, fmt, wrapped)
+    assert isinstance(new, bytes)
+    return new[: -len(_DUMMY_BODY)], status
+
+
+def _text_memo(rewrap: KeyRewrap) -> dict[tuple[int, str], tuple[str, str]] | None:
+    try:
+        with _texts_lock:
+            memo = _texts.get(rewrap)
+            if memo is None:
+                memo = _texts[rewrap] = {}
+        return memo
+    except TypeError:  # a rewrapper without weak references: no memo
+        return None
+
+
+def rewrap_value(value: Any, fmt: int, rewrap: KeyRewrap) -> Any:
+    """``value`` (binary or text) with its data key rewrapped through ``rewrap``, or
+    ``value`` itself when the key stays (already under the target, or filtered out). Bytes
+    after the header are never touched.
+
+    Raises:
+        MalformedValueError / AuthenticationError: not a value, or a tampered header.
+        KeySourceError: the rewrap was refused (no permission, old key deleted, ...).
+    """
+    if isinstance(value, str):
+        head = text_header_length(value)
+        prefix = value[:head]
+        memo = _text_memo(rewrap)
+        hit = None if memo is None else memo.get((fmt, prefix))
+        if hit is None:
+            new, status = _new_header(from_text(prefix), fmt, rewrap)
+            hit = (to_text(new), status)
+            if memo is not None and len(memo) < _MAX_TEXTS:
+                memo[(fmt, prefix)] = hit
+        else:
+            rewrap.count(hit[1])
+        return hit[0] + value[head:] if hit[1] in MOVED else value
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise MalformedValueError()
+    data = bytes(value)
+    header = parse(data, fmt).header
+    new, status = _new_header(header, fmt, rewrap)
+    return new + data[len(header) :] if status in MOVED else value
+
+
+def value_use(value: Any, fmt: int, where: str) -> KeyUse:
+    """The data key of one value, from its header alone.
+
+    Raises:
+        MalformedValueError: not a value of format ``fmt``.
+    """
+    parsed = parse(_header(value, fmt) + _DUMMY_BODY, fmt)
+    wrapped = parsed.wrapped
+    return KeyUse(where, parsed.commitment.hex(), wrapped[0], wrapped_version(wrapped))

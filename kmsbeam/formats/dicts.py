@@ -1,0 +1,207 @@
+"""The two formats of dict records: ``FieldFormat`` (field values v1 at chosen paths) and
+``RecordFormat`` (the whole record as one record v1 payload), as ``kmsbeam.formats.base.Format``.
+
+Both are picklable configurations over their engines (``kmsbeam.formats.fields``,
+``kmsbeam.formats.records``); their ``rewrap`` and ``inspect`` read value headers only
+(``kmsbeam.formats._values``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from kmsbeam.errors import ConfigurationError, KmsBeamError
+from kmsbeam.formats._binding import check_paths, kept_names
+from kmsbeam.formats._values import rewrap_value, value_use
+from kmsbeam.formats.base import KeyRewrap, KeyUse, merge_uses
+from kmsbeam.formats.envelope import FIELD_V1, RECORD_V1
+from kmsbeam.formats.fields import FieldDecryptor, FieldEncryptor
+from kmsbeam.formats.paths import FieldPath
+from kmsbeam.formats.records import DEFAULT_PAYLOAD_FIELD, RecordDecryptor, RecordEncryptor
+from kmsbeam.keys.cache import DataKeyCache
+from kmsbeam.keys.policy import DataKeyPolicy
+from kmsbeam.keys.source import KeySource
+
+__all__ = ["FieldFormat", "RecordFormat"]
+
+ENCODINGS = ("text", "bytes")
+
+
+def _rewrap_paths(
+    record: Mapping[str, Any], paths: Iterable[FieldPath], fmt: int, rewrap: KeyRewrap
+) -> dict[str, Any]:
+    out = dict(record)
+    for path in paths:
+        value = path.get(record)
+        if value is None:
+            continue
+        try:
+            new = rewrap_value(value, fmt, rewrap)
+        except KmsBeamError as exc:
+            exc.field = path.name
+            raise
+        if new is not value:
+            path.set(out, new)
+    return out
+
+
+def _uses(record: Mapping[str, Any], paths: Iterable[FieldPath], fmt: int) -> list[KeyUse]:
+    uses = []
+    for path in paths:
+        value = path.get(record)
+        if value is not None:
+            try:
+                uses.append(value_use(value, fmt, path.name))
+            except KmsBeamError as exc:
+                exc.field = path.name
+                raise
+    return merge_uses(uses)
+
+
+@dataclass(frozen=True)
+class FieldFormat:
+    """Field values v1 at chosen paths of dict records (``docs/FORMAT.md``, "Field value v1").
+
+    Args:
+        fields: dotted paths of the encrypted values (list, or one comma-separated string).
+        bind: cleartext fields identifying the record, bound into every value's AAD.
+        encoding: "text" (URL-safe base64 str) or "bytes" (what the encryptor writes; the
+            decryptor and ``rewrap`` take both).
+        encrypt_none: encrypt ``None`` values too.
+
+    Raises (construction):
+        ConfigurationError: no field, overlapping paths, a bind field also encrypted, or an
+            unknown encoding.
+    """
+
+    fields: tuple[FieldPath, ...]
+    bind: tuple[FieldPath, ...] = ()
+    encoding: str = "text"
+    encrypt_none: bool = False
+    name: ClassVar[str] = "fields"
+    section: ClassVar[str] = "Field value v1 (format byte 0x01)"
+
+    def __init__(
+        self,
+        fields: Iterable[str] | str,
+        *,
+        bind: Iterable[str] | str = (),
+        encoding: str = "text",
+        encrypt_none: bool = False,
+    ) -> None:
+        paths, bound = check_paths(fields, bind)
+        if encoding not in ENCODINGS:
+            raise ConfigurationError(f"encoding must be one of {ENCODINGS}, not {encoding!r}")
+        set_ = object.__setattr__
+        set_(self, "fields", paths)
+        set_(self, "bind", bound)
+        set_(self, "encoding", encoding)
+        set_(self, "encrypt_none", encrypt_none)
+
+    def encryptor(
+        self,
+        source: KeySource,
+        *,
+        context: Mapping[str, str] | None = None,
+        policy: DataKeyPolicy | None = None,
+        on_generate: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> FieldEncryptor:
+        return FieldEncryptor([p.name for p in self.fields], source, context=context,
+                              bind=[p.name for p in self.bind], encoding=self.encoding,
+                              policy=policy, encrypt_none=self.encrypt_none, clock=clock,
+                              on_generate=on_generate)  # fmt: skip
+
+    def decryptor(
+        self,
+        source: KeySource,
+        *,
+        context: Mapping[str, str] | None = None,
+        cache: DataKeyCache | None = None,
+        on_call: Callable[[], None] | None = None,
+    ) -> FieldDecryptor:
+        return FieldDecryptor([p.name for p in self.fields], source, context=context,
+                              bind=[p.name for p in self.bind], cache=cache, on_call=on_call)  # fmt: skip
+
+    def rewrap(self, data: Mapping[str, Any], rewrap: KeyRewrap) -> dict[str, Any]:
+        """A copy of the record with each value's header rewrapped (``None`` kept).
+
+        Raises:
+            RecordError: a field is missing. Otherwise as ``KeyRewrap.rewrap_key``, with
+                ``error.field`` set.
+        """
+        return _rewrap_paths(data, self.fields, FIELD_V1, rewrap)
+
+    def inspect(self, data: Mapping[str, Any]) -> list[KeyUse]:
+        """The data key of each encrypted field (``where``: the field path)."""
+        return _uses(data, self.fields, FIELD_V1)
+
+
+@dataclass(frozen=True)
+class RecordFormat:
+    """Whole records as one record v1 payload (``docs/FORMAT.md``, "Record v1").
+
+    Args:
+        keep: top-level fields left in cleartext (and bound into the AAD).
+        payload_field: the field that holds the encrypted record.
+        encoding: "text" or "bytes", as for ``FieldFormat``.
+    """
+
+    keep: tuple[str, ...] = ()
+    payload_field: str = DEFAULT_PAYLOAD_FIELD
+    encoding: str = "text"
+    name: ClassVar[str] = "record"
+    section: ClassVar[str] = "Record v1 (format byte 0x02)"
+
+    def __init__(
+        self,
+        *,
+        keep: Iterable[str] | str = (),
+        payload_field: str = DEFAULT_PAYLOAD_FIELD,
+        encoding: str = "text",
+    ) -> None:
+        if encoding not in ENCODINGS:
+            raise ConfigurationError(f"encoding must be one of {ENCODINGS}, not {encoding!r}")
+        set_ = object.__setattr__
+        set_(self, "keep", kept_names(keep, payload_field))
+        set_(self, "payload_field", payload_field)
+        set_(self, "encoding", encoding)
+
+    def encryptor(
+        self,
+        source: KeySource,
+        *,
+        context: Mapping[str, str] | None = None,
+        policy: DataKeyPolicy | None = None,
+        on_generate: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> RecordEncryptor:
+        return RecordEncryptor(source, keep=self.keep, payload_field=self.payload_field,
+                               context=context, encoding=self.encoding, policy=policy,
+                               clock=clock, on_generate=on_generate)  # fmt: skip
+
+    def decryptor(
+        self,
+        source: KeySource,
+        *,
+        context: Mapping[str, str] | None = None,
+        cache: DataKeyCache | None = None,
+        on_call: Callable[[], None] | None = None,
+    ) -> RecordDecryptor:
+        return RecordDecryptor(source, keep=self.keep, payload_field=self.payload_field,
+                               context=context, cache=cache, on_call=on_call)  # fmt: skip
+
+    def rewrap(self, data: Mapping[str, Any], rewrap: KeyRewrap) -> dict[str, Any]:
+        """A copy of the record with its payload's header rewrapped.
+
+        Raises:
+            RecordError: no payload field. Otherwise as ``KeyRewrap.rewrap_key``.
+        """
+        return _rewrap_paths(data, (FieldPath(self.payload_field),), RECORD_V1, rewrap)
+
+    def inspect(self, data: Mapping[str, Any]) -> list[KeyUse]:
+        """The data key of the payload (``where``: the payload field)."""
+        return _uses(data, (FieldPath(self.payload_field),), RECORD_V1)
