@@ -203,7 +203,7 @@ def plan_encrypt(spec: JobSpec, notice: Callable[[str], None]) -> Plan:
     plan.dead_dir = dead_dir_for(spec, plan.out_dir)
     prepare_output(plan.out_dir, plan.dead_dir, spec.overwrite, files, keep_old=True)  # run_plan replaces it
     source = _open_for_encrypt(key)
-    if getattr(source, "created", False):
+    if source.created:
         where = getattr(source, "home", kmsbeam.keystore_home())
         notice(
             f"kmsbeam: created key {parse_key_uri(key).key} in the local keystore {where} "
@@ -280,7 +280,7 @@ def _plan_parquet_encrypt(spec: JobSpec, pq_spec: ParquetSpec, notice: Callable[
     for uri in uris:
         parse_key_uri(uri)
         source = _open_for_encrypt(uri)
-        if getattr(source, "created", False):
+        if source.created:
             where = getattr(source, "home", kmsbeam.keystore_home())
             notice(f"kmsbeam: created key {parse_key_uri(uri).key} in the local keystore {where} "
                    "(back it up: data encrypted with it cannot be decrypted without it)")  # fmt: skip
@@ -288,7 +288,7 @@ def _plan_parquet_encrypt(spec: JobSpec, pq_spec: ParquetSpec, notice: Callable[
     return plan
 
 
-def _open_for_encrypt(key: str) -> object:
+def _open_for_encrypt(key: str) -> kmsbeam.KeySource:
     """Open the key, creating a ``local:`` alias on first use.
 
     ``open_key_source`` caches sources per process, so its ``created`` flag would stay true on
