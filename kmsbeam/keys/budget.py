@@ -22,8 +22,9 @@ key source of a worker process draws from the same bucket. When several limits a
 in one process (two transforms with different ``kms_qps``), the strictest is in force for
 all calls, since they all count against the same account quota.
 
-Fork safety: a forked child keeps the installed limits but starts with fresh buckets (full
-burst, new locks), as a new worker; it never shares token state with its parent.
+Fork safety (``kmsbeam.process``): a forked child keeps the installed limits but starts with
+fresh buckets (full burst, new locks), as a new worker; it never shares token state with its
+parent.
 
 Waits are counted per process (``take_waits``) so the Beam layer can report them as metrics.
 """
@@ -31,12 +32,12 @@ Waits are counted per process (``take_waits``) so the Beam layer can report them
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from kmsbeam import process
 from kmsbeam.errors import ConfigurationError
 
 __all__ = [
@@ -178,30 +179,36 @@ class TokenBucket:
             return True
 
 
-# -- the process-wide registry ---------------------------------------------------------------
-_lock = threading.Lock()
-_installed: dict[KmsBudget, int] = {}  # limit -> how many installers hold it
-_buckets: dict[KmsBudget, TokenBucket] = {}
-_active: TokenBucket | None = None
-_pending_waits = 0
-_pending_seconds = 0.0
+# -- the installed limits and this process's buckets ------------------------------------------
+class _Buckets:
+    """This process's buckets, wait counts and lock (``kmsbeam.process``: a forked child makes
+    its own, with full buckets, and never shares token state with its parent)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.buckets: dict[KmsBudget, TokenBucket] = {}
+        self.waits = 0
+        self.seconds = 0.0
+
+    def bucket(self, budget: KmsBudget) -> TokenBucket:
+        bucket = self.buckets.get(budget)
+        if bucket is None:  # setdefault is atomic: racing threads all get the one that stays
+            bucket = self.buckets.setdefault(budget, TokenBucket(budget.qps, budget.burst))
+        return bucket
 
 
-def _bucket(budget: KmsBudget) -> TokenBucket:
-    bucket = _buckets.get(budget)
-    if bucket is None:
-        bucket = _buckets[budget] = TokenBucket(budget.qps, budget.burst)
-    return bucket
+def _here() -> _Buckets:
+    return process.shared("keys.budget", None, _Buckets)
+
+
+_installed: dict[KmsBudget, int] = {}  # limit -> how many installers hold it; a child keeps them
+_active: KmsBudget | None = None  # the strictest installed limit
 
 
 def _refresh() -> None:
-    """Put the strictest installed limit in force (under ``_lock``)."""
+    """Put the strictest installed limit in force (under ``_here().lock``)."""
     global _active
-    if not _installed:
-        _active = None
-        return
-    strictest = min(_installed, key=lambda b: (b.qps, b.burst))
-    _active = _bucket(strictest)
+    _active = min(_installed, key=lambda b: (b.qps, b.burst)) if _installed else None
 
 
 def install_kms_budget(budget: KmsBudget | float) -> TokenBucket:
@@ -215,16 +222,17 @@ def install_kms_budget(budget: KmsBudget | float) -> TokenBucket:
         ConfigurationError: a ``qps`` that is not a positive finite number.
     """
     limit = budget if isinstance(budget, KmsBudget) else KmsBudget(budget)
-    with _lock:
+    here = _here()
+    with here.lock:
         _installed[limit] = _installed.get(limit, 0) + 1
         _refresh()
-        return _bucket(limit)
+    return here.bucket(limit)
 
 
 def uninstall_kms_budget(budget: KmsBudget | float) -> None:
     """Undo one ``install_kms_budget`` of this limit (a limit not installed is ignored)."""
     limit = budget if isinstance(budget, KmsBudget) else KmsBudget(budget)
-    with _lock:
+    with _here().lock:
         held = _installed.get(limit, 0)
         if held <= 1:
             _installed.pop(limit, None)
@@ -235,20 +243,15 @@ def uninstall_kms_budget(budget: KmsBudget | float) -> None:
 
 def clear_kms_budgets() -> None:
     """Remove every limit and bucket of this process, and forget pending wait counts (tests)."""
-    global _active, _pending_waits, _pending_seconds
-    with _lock:
+    with _here().lock:
         _installed.clear()
-        _buckets.clear()
-        _active = None
-        _pending_waits, _pending_seconds = 0, 0.0
+        _refresh()
+    process.discard("keys.budget")
 
 
 def active_kms_budget() -> KmsBudget | None:
     """The limit in force in this process, or ``None`` when KMS calls are not limited."""
-    with _lock:
-        if not _installed:
-            return None
-        return min(_installed, key=lambda b: (b.qps, b.burst))
+    return _active
 
 
 def acquire_kms_call() -> float:
@@ -257,39 +260,25 @@ def acquire_kms_call() -> float:
     Returns the seconds waited; ``0.0`` at once when no limit is installed. Key sources call
     this before every attempt of every remote call, retries included.
     """
-    global _pending_waits, _pending_seconds
-    bucket = _active
-    if bucket is None:
+    limit = _active
+    if limit is None:
         return 0.0
-    waited = bucket.acquire()
+    here = _here()
+    waited = here.bucket(limit).acquire()
     if waited > 0:
-        with _lock:
-            _pending_waits += 1
-            _pending_seconds += waited
+        with here.lock:
+            here.waits += 1
+            here.seconds += waited
     return waited
 
 
 def take_waits() -> tuple[int, float]:
     """``(waits, seconds)`` spent waiting on the budget in this process since the last call
     (then reset): the Beam layer adds them to its counters, so every wait is counted once."""
-    global _pending_waits, _pending_seconds
-    if not _pending_waits:  # the common case, without the lock
+    here = _here()
+    if not here.waits:  # the common case, without the lock
         return 0, 0.0
-    with _lock:
-        waits, seconds = _pending_waits, _pending_seconds
-        _pending_waits, _pending_seconds = 0, 0.0
+    with here.lock:
+        waits, seconds = here.waits, here.seconds
+        here.waits, here.seconds = 0, 0.0
     return waits, seconds
-
-
-def _after_fork_in_child() -> None:
-    """Fresh buckets and lock in a forked child; the installed limits stay in force."""
-    global _lock, _active, _pending_waits, _pending_seconds
-    _lock = threading.Lock()  # the parent may have held it while forking
-    _buckets.clear()
-    _active = None
-    _pending_waits, _pending_seconds = 0, 0.0
-    with _lock:
-        _refresh()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)

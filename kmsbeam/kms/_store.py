@@ -18,7 +18,6 @@ import os
 import secrets
 import sqlite3
 import threading
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,15 +31,20 @@ from kmsbeam.errors import (
 )
 from kmsbeam.kms._rows import StoreTransaction
 from kmsbeam.kms._schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, create_statements
+from kmsbeam.process import Slot
 
 __all__ = ["KEYSTORE_FILENAME", "KeyStore", "StoreTransaction"]
 
 KEYSTORE_FILENAME = "keystore.db"
 BUSY_TIMEOUT_MS = 30_000
 
-# Connections abandoned in a forked child: closing them there could disturb the parent's
-# WAL, so they are kept alive, unused, for the life of the child process.
-_ABANDONED: list[sqlite3.Connection] = []
+
+class _Connection:
+    """A keystore's connection in one process, and the lock every transaction holds."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.conn: sqlite3.Connection | None = None
 
 
 class KeyStore:
@@ -60,12 +64,11 @@ class KeyStore:
         self._directory = Path(directory).expanduser().absolute()
         self._path = self._directory / KEYSTORE_FILENAME
         self._create = create
-        self._lock = threading.RLock()
-        self._pid = os.getpid()
-        self._conn: sqlite3.Connection | None = None
-        with self._lock:
-            self._connection()  # fail now, not on first use
-        _STORES.add(self)
+        # kmsbeam.process: a forked child opens its own and never uses or closes the parent's
+        self._here: Slot[_Connection] = Slot(_Connection)
+        here = self._here.get()
+        with here.lock:
+            self._connection(here)  # fail now, not on first use
 
     @property
     def directory(self) -> Path:
@@ -91,24 +94,19 @@ class KeyStore:
             yield tx
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None and self._pid == os.getpid():
-                self._conn.close()
-            self._conn = None
-
-    def _forget_connection(self) -> None:
-        """In a forked child: never use (or close) the parent's connection or lock."""
-        self._lock = threading.RLock()
-        if self._conn is not None:
-            _ABANDONED.append(self._conn)
-        self._conn, self._pid = None, os.getpid()
+        """Close this process's connection (the next transaction opens another)."""
+        here = self._here.reset()
+        if here is not None:
+            with here.lock:
+                if here.conn is not None:
+                    here.conn.close()
+                here.conn = None
 
     @contextmanager
     def _transaction(self, begin: str) -> Iterator[StoreTransaction]:
-        if self._pid != os.getpid():  # forked outside os.fork (which _after_fork handles)
-            self._forget_connection()
-        with self._lock:
-            conn = self._connection()
+        here = self._here.get()
+        with here.lock:
+            conn = self._connection(here)
             try:
                 conn.execute(begin)
             except sqlite3.Error as exc:
@@ -123,13 +121,13 @@ class KeyStore:
                     raise self._mapped(exc) from exc
                 raise
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
+    def _connection(self, here: _Connection) -> sqlite3.Connection:
+        if here.conn is None:
             try:
-                self._conn = self._open()
+                here.conn = self._open()
             except sqlite3.Error as exc:
                 raise self._mapped(exc) from exc
-        return self._conn
+        return here.conn
 
     def _open(self) -> sqlite3.Connection:
         self._check_permissions()
@@ -242,13 +240,3 @@ class KeyStore:
             code="InternalFailure",
         )
 
-
-_STORES: weakref.WeakSet[KeyStore] = weakref.WeakSet()
-
-
-def _after_fork() -> None:
-    for store in list(_STORES):
-        store._forget_connection()
-
-
-os.register_at_fork(after_in_child=_after_fork)

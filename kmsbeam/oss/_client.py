@@ -1,17 +1,18 @@
 """``OssClient``: the OSS operations kmsbeam needs, over ``oss2``, with retries and clear errors.
 
-One client per configuration per process (``oss_client``), built lazily where it is used (a
-Beam worker, the CLI); a forked child builds its own. Objects are named by ``oss://`` URLs.
+One client per configuration per process (``oss_client``, in ``kmsbeam.process``), built
+lazily where it is used (a Beam worker, the CLI); a forked child builds its own. Objects are
+named by ``oss://`` URLs.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kmsbeam import process
 from kmsbeam.oss._config import OssConfig, credentials_provider, parse_oss_url
 from kmsbeam.oss._errors import OssError, map_error, with_retries
 
@@ -176,22 +177,12 @@ class OssClient:
         raise map_error(exc, url, what) from exc
 
 
-_clients: dict[tuple[int, OssConfig], OssClient] = {}
-_clients_lock = threading.Lock()
-
-
 def oss_client(config: OssConfig | None = None) -> OssClient:
     """The process's client for ``config`` (default: ``OssConfig.from_env()``)."""
     config = OssConfig.from_env() if config is None else config
-    key = (os.getpid(), config)
-    with _clients_lock:
-        client = _clients.get(key)
-        if client is None:
-            client = _clients[key] = OssClient(config)
-        return client
+    return process.shared("oss.client", config, lambda: OssClient(config))
 
 
 def clear_clients() -> None:
     """Forget this process's clients (the next one re-reads the credential environment)."""
-    with _clients_lock:
-        _clients.clear()
+    process.discard("oss.client")

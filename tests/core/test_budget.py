@@ -149,7 +149,7 @@ def test_a_forked_child_starts_with_a_fresh_bucket_under_the_same_limit() -> Non
     acquire_kms_call()
     assert not parent.try_acquire()
     read, write = os.pipe()
-    with budget._lock:  # noqa: SLF001 - the parent holds the registry lock while forking
+    with budget._here().lock:  # noqa: SLF001 - the parent holds its budget lock while forking
         pid = os.fork()
     if pid == 0:  # child: only os._exit, never return into pytest
         ok = False

@@ -226,11 +226,9 @@ def test_no_process_abort_on_encrypted_column_metadata(keys: dict[str, str], tmp
     assert "PME, column key" in report
 
 
-def _factory_is_new(queue: object) -> None:
-    from kmsbeam.formats.parquet import _client
-
-    inherited = _client._state.factory  # held, so a new factory cannot reuse its address
-    queue.put(inherited is not None and crypto_factory() is not inherited)  # type: ignore[attr-defined]
+def _factory_is_new(inherited: object, queue: object) -> None:
+    # the parent's factory is held, so a new factory cannot reuse its address
+    queue.put(crypto_factory() is not inherited)  # type: ignore[attr-defined]
 
 
 def test_one_crypto_factory_per_process() -> None:
@@ -239,7 +237,7 @@ def test_one_crypto_factory_per_process() -> None:
     assert crypto_factory() is crypto_factory()
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
-    child = ctx.Process(target=_factory_is_new, args=(queue,))
+    child = ctx.Process(target=_factory_is_new, args=(crypto_factory(), queue))
     child.start()
     assert queue.get(timeout=30) is True  # a forked worker builds its own
     child.join(30)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import os
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -38,6 +37,7 @@ from dataclasses import dataclass
 import pyarrow.parquet.encryption as pe
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from kmsbeam import process
 from kmsbeam.keys.cache import shared_cache
 from kmsbeam.errors import ConfigurationError
 from kmsbeam.keys.source import KeySource, canonical_context, check_context
@@ -93,27 +93,17 @@ class _WrapKey:
 
 
 class _Process:
-    """Everything this module keeps per process (rebuilt in a forked child)."""
+    """Everything this module keeps per process (a forked child makes its own)."""
 
     def __init__(self) -> None:
-        self.pid = os.getpid()
         self.tally = _Tally()
         self.lock = threading.Lock()
         self.wrap_keys: dict[tuple[KeySource, bytes], _WrapKey] = {}
         self.factory: pe.CryptoFactory | None = None
 
 
-_state = _Process()
-_state_lock = threading.Lock()
-
-
 def _here() -> _Process:
-    global _state
-    if _state.pid != os.getpid():
-        with _state_lock:
-            if _state.pid != os.getpid():
-                _state = _Process()
-    return _state
+    return process.shared("parquet.pme", None, _Process)
 
 
 def forget_wrapping_keys() -> None:
