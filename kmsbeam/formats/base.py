@@ -124,6 +124,12 @@ class KeyRewrap(Protocol):
     commitment K in their key material and write back what it returns.
     """
 
+    @property
+    def target_uri(self) -> str:
+        """The target key URI: a format that records a key URI hint (cells metadata, an
+        object's key block) records this one for rewrapped data."""
+        ...
+
     def rewrap_key(self, wrapped: bytes, commitment: bytes) -> tuple[bytes, str]:
         """``(wrapped key to write, status)`` for the data key ``wrapped`` whose commitment is
         ``commitment``: ``wrapped`` itself unless the status is in ``MOVED``. One key-source

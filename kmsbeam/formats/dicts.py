@@ -3,7 +3,7 @@
 
 Both are picklable configurations over their engines (``kmsbeam.formats.fields``,
 ``kmsbeam.formats.records``); their ``rewrap`` and ``inspect`` read value headers only
-(``kmsbeam.formats._values``).
+(``kmsbeam.formats.values``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from kmsbeam.errors import ConfigurationError, KmsBeamError
 from kmsbeam.formats._binding import check_paths, kept_names
-from kmsbeam.formats._values import rewrap_value, value_use
+from kmsbeam.formats.values import rewrap_paths, value_use
 from kmsbeam.formats.base import KeyRewrap, KeyUse, merge_uses
 from kmsbeam.formats.envelope import FIELD_V1, RECORD_V1
 from kmsbeam.formats.fields import FieldDecryptor, FieldEncryptor
@@ -28,24 +28,6 @@ from kmsbeam.keys.source import KeySource
 __all__ = ["FieldFormat", "RecordFormat"]
 
 ENCODINGS = ("text", "bytes")
-
-
-def _rewrap_paths(
-    record: Mapping[str, Any], paths: Iterable[FieldPath], fmt: int, rewrap: KeyRewrap
-) -> dict[str, Any]:
-    out = dict(record)
-    for path in paths:
-        value = path.get(record)
-        if value is None:
-            continue
-        try:
-            new = rewrap_value(value, fmt, rewrap)
-        except KmsBeamError as exc:
-            exc.field = path.name
-            raise
-        if new is not value:
-            path.set(out, new)
-    return out
 
 
 def _uses(record: Mapping[str, Any], paths: Iterable[FieldPath], fmt: int) -> list[KeyUse]:
@@ -133,7 +115,7 @@ class FieldFormat:
             RecordError: a field is missing. Otherwise as ``KeyRewrap.rewrap_key``, with
                 ``error.field`` set.
         """
-        return _rewrap_paths(data, self.fields, FIELD_V1, rewrap)
+        return rewrap_paths(data, self.fields, FIELD_V1, rewrap)
 
     def inspect(self, data: Mapping[str, Any]) -> list[KeyUse]:
         """The data key of each encrypted field (``where``: the field path)."""
@@ -200,7 +182,7 @@ class RecordFormat:
         Raises:
             RecordError: no payload field. Otherwise as ``KeyRewrap.rewrap_key``.
         """
-        return _rewrap_paths(data, (FieldPath(self.payload_field),), RECORD_V1, rewrap)
+        return rewrap_paths(data, (FieldPath(self.payload_field),), RECORD_V1, rewrap)
 
     def inspect(self, data: Mapping[str, Any]) -> list[KeyUse]:
         """The data key of the payload (``where``: the payload field)."""

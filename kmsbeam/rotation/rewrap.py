@@ -1,9 +1,11 @@
-"""Rotation without Beam: rewrap the data keys of field and record values to a new master key.
+"""Rotation without Beam: rewrap data keys to a new master key, for every format.
 
-A value's header names its data key by the commitment K (``kmsbeam.formats.envelope``), so a rewrap
-replaces only the header: bytes ``H..`` of every value stay identical. One data key serves a
-whole bundle of values, so the work is one key-source call per *distinct header*, not per
-value::
+``Rewrapper.rewrap_key(wrapped, K)`` is the one place a data key is rewrapped; it is the
+``KeyRewrap`` each format's ``rewrap`` calls (``kmsbeam.formats.base``), so what is specific to
+a format (where its key material sits) stays in the format. Every format names a data key by
+its commitment K, so a rewrap replaces only key material: for a field or record value the
+header (bytes ``H..`` stay identical), for an object its key block. One data key serves many
+values, so the work is one key-source call per *distinct data key*, not per value::
 
     value = header(fmt, L, wrapped key, K, P) || body      -> new header || the same body
 
@@ -34,17 +36,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from kmsbeam.errors import AuthenticationError, ConfigurationError, KmsBeamError
+from kmsbeam.formats.base import ALREADY, FILTERED, RESUMED, REWRAPPED
+from kmsbeam.formats.envelope import FIELD_V1, RECORD_V1
+from kmsbeam.formats.paths import FieldPath, parse_paths
+from kmsbeam.formats.values import rewrap_paths, rewrap_value
 from kmsbeam.keys.cache import DataKeyCache, shared_cache
-from kmsbeam.formats.envelope import FIELD_V1, RECORD_V1, from_text, parse, reheader, to_text
-from kmsbeam.errors import (
-    AuthenticationError,
-    ConfigurationError,
-    KmsBeamError,
-    MalformedValueError,
-)
 from kmsbeam.keys.registry import wrapped_key_version
 from kmsbeam.keys.source import KeySource, canonical_context, check_context
-from kmsbeam.formats.paths import FieldPath, parse_paths
 from kmsbeam.rotation.memo import RewrapMemo, shared_memo
 
 __all__ = [
@@ -61,14 +60,6 @@ __all__ = [
     "wrapped_key_version",
 ]
 
-REWRAPPED = "rewrapped"  # the header was replaced
-ALREADY = "already"  # the key is under the target's current version: left as it is
-FILTERED = "filtered"  # not under one of the versions asked for: left as it is
-RESUMED = "resumed"  # rewrapped with the new key a journal recorded (no call)
-
-_MOVED = (REWRAPPED, RESUMED)
-_DUMMY_BODY = 21  # counter, one ciphertext byte and the tag: the shortest body parse() takes
-
 
 def target_key_version(source: KeySource) -> str:
     """``source.current_version()`` (``KeySource.current_version``)."""
@@ -82,9 +73,10 @@ def source_key_versions(source: KeySource) -> tuple[str, ...]:
 
 
 class Rewrapper:
-    """Rewraps the data keys of field (0x01) and record (0x02) values under ``to_source``.
+    """Rewraps data keys under ``to_source``: the ``KeyRewrap`` of every format's ``rewrap``
+    (``FieldFormat(...).rewrap(record, rewrapper)``, ``ObjectFormat().rewrap(header, ...)``).
 
-    Thread-safe: concurrent values of one header coalesce into one rewrap, and results are
+    Thread-safe: concurrent values of one data key coalesce into one rewrap, and results are
     kept in the ``memo``, so Rewrappers sharing one memo (one per worker process) make one
     call per distinct data key.
 
@@ -97,7 +89,7 @@ class Rewrapper:
         verify: unwrap each new key once and check its commitment before using it.
         cache: the data-key cache used for that check (default: the process-wide one).
         on_call: called once per rewrap call; ``on_verify`` once per verifying unwrap call.
-        memo: the headers already handled (default: this object's own; see ``shared_memo``,
+        memo: the data keys already handled (default: this object's own; see ``shared_memo``,
             whose key must include the target version).
         target_version: the target's version if already known (``current_version()``).
         known: data keys moved by an earlier run (``kmsbeam.rotation.journal.read_journal``:
@@ -133,7 +125,6 @@ class Rewrapper:
         self._cache = cache if cache is not None else shared_cache()
         self._on_call, self._on_verify = on_call, on_verify
         self._memo = memo if memo is not None else RewrapMemo()
-        self._texts: dict[str, tuple[str, str]] = {}  # text header -> (text to write, status)
         self._target = target_version
         self._known = dict(known or {})
         self._on_moved = on_moved
@@ -149,98 +140,73 @@ class Rewrapper:
             self._target = self._source.current_version()
         return self._target
 
-    # -- one header ---------------------------------------------------------------------
-    def new_header(self, header: bytes, fmt: int) -> tuple[bytes, str]:
-        """``(header to write, status)`` for a value header; one call per distinct header."""
-        return self._memo.get(header, lambda: self._rewrap_header(header, fmt))
+    @property
+    def target_uri(self) -> str:
+        """The target key URI (a format records it as a hint where it keeps one)."""
+        return self._source.uri
 
-    def _rewrap_header(self, header: bytes, fmt: int) -> tuple[bytes, str]:
-        parsed = parse(header + bytes(_DUMMY_BODY), fmt)  # a header and a minimal dummy body
-        if parsed.wrapped[0] != self._source.kind:
-            wrapped_key_version(parsed.wrapped)  # a key of no known kind: MalformedValueError
+    # -- one data key (kmsbeam.formats.base.KeyRewrap) ------------------------------------
+    def rewrap_key(self, wrapped: bytes, commitment: bytes) -> tuple[bytes, str]:
+        """``(wrapped key to write, status)`` for the data key ``wrapped`` with commitment K;
+        one key-source call per distinct data key (``memo``); counted in ``counts``.
+
+        Raises:
+            MalformedValueError: not a wrapped key of a known kind.
+            ConfigurationError: a key of another kind than the target's (re-encrypt instead).
+            AuthenticationError: the new key's commitment is not K (a tampered header).
+            KeySourceError: the rewrap was refused (no permission, old key deleted, ...).
+        """
+        wrapped = bytes(wrapped)
+        result = self._memo.get(commitment + wrapped, lambda: self._rewrap_key(wrapped, commitment))
+        self.counts[result[1]] += 1
+        return result
+
+    def count(self, status: str, n: int = 1) -> None:
+        """Count ``n`` values that got ``status`` from a format's own memo (no ``rewrap_key``)."""
+        self.counts[status] += n
+
+    def _rewrap_key(self, wrapped: bytes, commitment: bytes) -> tuple[bytes, str]:
+        if wrapped[:1] != bytes((self._source.kind,)):
+            wrapped_key_version(wrapped)  # a key of no known kind: MalformedValueError
             raise ConfigurationError(
-                f"a data key of kind {parsed.wrapped[0]:#04x} cannot be rewrapped to "
+                f"a data key of kind {wrapped[0]:#04x} cannot be rewrapped to "
                 f"{self._source.uri} (another kind of key source): re-encrypt instead"
             )
-        version = self._source.wrapped_key_version(parsed.wrapped)
+        version = self._source.wrapped_key_version(wrapped)
         if version == self.check_target():
-            return header, ALREADY
+            return wrapped, ALREADY
         if self._only is not None and version not in self._only:
-            return header, FILTERED
-        journaled = self._known.get(parsed.commitment)
+            return wrapped, FILTERED
+        journaled = self._known.get(commitment)
         if journaled is not None:
-            return self._reheader(header, fmt, journaled), RESUMED
+            return journaled, RESUMED
         if self._on_call is not None:
             self._on_call()
         self.calls += 1
-        new_wrapped = self._source.rewrap(parsed.wrapped, self._context)
+        new_wrapped = self._source.rewrap(wrapped, self._context)
         if self._verify:
             cipher = self._cache.cipher(
                 self._source, new_wrapped, self._context,
                 context_key=self._context_key, on_call=self._on_verify,
             )  # fmt: skip
-            if cipher.commitment != parsed.commitment:
+            if cipher.commitment != commitment:
                 raise AuthenticationError()
         if self._on_moved is not None:
             new_version = self._source.wrapped_key_version(new_wrapped)
-            self._on_moved(parsed.commitment, version, new_version, new_wrapped)
-        return self._reheader(header, fmt, new_wrapped), REWRAPPED
+            self._on_moved(commitment, version, new_version, new_wrapped)
+        return new_wrapped, REWRAPPED
 
-    @staticmethod
-    def _reheader(header: bytes, fmt: int, wrapped: bytes) -> bytes:
-        new = reheader(header + bytes(_DUMMY_BODY), fmt, wrapped)
-        assert isinstance(new, bytes)
-        return new[:-_DUMMY_BODY]
-
-    # -- values and records ---------------------------------------------------------------
+    # -- field and record values (FieldFormat / RecordFormat.rewrap) ----------------------
     def rewrap_value(self, value: bytes | str, fmt: int = FIELD_V1) -> bytes | str:
-        """``value`` (binary or text) with its data key rewrapped, or unchanged when already
-        under the target (or filtered out). Bytes after the header are never touched.
-
-        Raises:
-            MalformedValueError / AuthenticationError: not a value, or a tampered header.
-            KeySourceError: the rewrap was refused (no permission, old key deleted, ...).
-        """
-        if isinstance(value, str):
-            head = _text_header_length(value)
-            prefix = value[:head]
-            hit = self._texts.get(prefix)
-            if hit is None:
-                new, status = self.new_header(from_text(prefix), fmt)
-                hit = (to_text(new), status)
-                if len(self._texts) < 65536:
-                    self._texts[prefix] = hit
-            self.counts[hit[1]] += 1
-            return hit[0] + value[head:] if hit[1] in _MOVED else value
-        if not isinstance(value, (bytes, bytearray, memoryview)):
-            raise MalformedValueError()
-        data = bytes(value)
-        header = parse(data, fmt).header
-        new, status = self.new_header(header, fmt)
-        self.counts[status] += 1
-        return new + data[len(header) :] if status in _MOVED else value
+        """``kmsbeam.formats.values.rewrap_value`` through this rewrapper."""
+        out: bytes | str = rewrap_value(value, fmt, self)
+        return out
 
     def rewrap_record(
         self, record: Mapping[str, Any], paths: Sequence[FieldPath], fmt: int = FIELD_V1
     ) -> dict[str, Any]:
-        """A copy of ``record`` with the values at ``paths`` rewrapped (``None`` kept).
-
-        Raises:
-            RecordError: a path is missing. Otherwise as ``rewrap_value``, with ``field`` set.
-        """
-        out = dict(record)
-        for path in paths:
-            value = path.get(record)
-            if value is None:
-                continue
-            try:
-                new = self.rewrap_value(value, fmt)
-            except KmsBeamError as exc:
-                exc.field = path.name
-                raise
-            if new is not value:
-                path.set(out, new)
-        return out
+        """``kmsbeam.formats.values.rewrap_paths`` through this rewrapper."""
+        return rewrap_paths(record, paths, fmt, self)
 
     def rewrap_batch(
         self, records: Sequence[Mapping[str, Any]], paths: Sequence[FieldPath], fmt: int = FIELD_V1
@@ -264,15 +230,3 @@ def record_paths(mode: str, fields: Iterable[str] | str, payload_field: str) -> 
         return (FieldPath(payload_field),), RECORD_V1
     raise ConfigurationError(f"unknown mode {mode!r}: fields or record")
 
-
-def _text_header_length(value: str) -> int:
-    """The length of a text value's header in characters (the header is 3k bytes)."""
-    if len(value) < 4:
-        raise MalformedValueError()
-    first = from_text(value[:4])  # format byte and L
-    wlen = int.from_bytes(first[1:3], "big")
-    kend = 3 + wlen + 16
-    size = (kend + (-kend % 3)) // 3 * 4
-    if wlen == 0 or len(value) < size + 28:  # + the shortest body, 21 bytes
-        raise MalformedValueError()
-    return size

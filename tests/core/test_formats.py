@@ -137,3 +137,51 @@ def test_format_configuration_is_checked_once() -> None:
         format_class("csv")
     assert format_class("fields") is FieldFormat and format_class("record") is RecordFormat
     assert set(FORMAT_NAMES) == {"fields", "record", "cells", "objects", "pme"}
+
+
+def _move_alias(source: Any) -> Any:
+    from kmsbeam.keys.local import LocalKeySource
+    from kmsbeam.kms import KeyStore, KmsEngine
+
+    engine = KmsEngine(KeyStore(source.home))
+    engine.update_alias("alias/test", engine.create_key("CMK-B").key_id)
+    return LocalKeySource("local:alias/test")
+
+
+@pytest.mark.parametrize("encoding", ["text", "bytes"])
+def test_field_and_record_formats_rewrap_headers_only(source: Any, encoding: str) -> None:
+    from kmsbeam import DataKeyCache
+    from kmsbeam.formats import ALREADY, REWRAPPED
+    from kmsbeam.rotation.rewrap import Rewrapper
+
+    records = [{"id": i, "ssn": f"s{i}", "email": None if i == 1 else f"{i}@e"} for i in range(6)]
+    fields = FieldFormat("ssn,email", bind="id", encoding=encoding)
+    whole = RecordFormat(keep="id", encoding=encoding)
+    policy = DataKeyPolicy(max_records=2)
+    by_fields = fields.encryptor(source, policy=policy).encrypt_batch(records)
+    sealing = whole.encryptor(source, policy=policy)
+    by_record = [sealing.encrypt(r) for r in records]
+    old_version = fields.inspect(by_fields[0])[0].version
+    new = _move_alias(source)
+    calls: list[int] = []
+    rw = Rewrapper(new, on_call=lambda: calls.append(1), cache=DataKeyCache())
+    rotated = [fields.rewrap(r, rw) for r in by_fields]
+    rotated_records = [whole.rewrap(r, rw) for r in by_record]
+    assert len(calls) == rw.calls == 6  # 3 data keys per dataset: one call each, not per value
+    assert rw.counts[REWRAPPED] == 11 + 6
+    for before, after, fmt in [(by_fields, rotated, fields), (by_record, rotated_records, whole)]:
+        for b, a in zip(before, after):
+            old_uses, new_uses = fmt.inspect(b), fmt.inspect(a)
+            assert [u.commitment for u in old_uses] == [u.commitment for u in new_uses]
+            assert {u.version for u in old_uses} == {old_version} != {u.version for u in new_uses}
+            for name, value in a.items():
+                if name != "id" and value is not None:  # the same bytes after the header
+                    fmt_byte = 0x01 if fmt is fields else 0x02
+                    assert parse(value, fmt_byte).body == parse(b[name], fmt_byte).body
+                    assert type(value) is type(b[name])
+    cache = DataKeyCache()
+    assert fields.decryptor(new, cache=cache).decrypt_batch(rotated) == records
+    assert [whole.decryptor(new, cache=cache).decrypt(r) for r in rotated_records] == records
+    again = Rewrapper(new, cache=DataKeyCache())
+    assert [fields.rewrap(r, again) for r in rotated] == rotated
+    assert again.calls == 0 and again.counts[ALREADY] == 11

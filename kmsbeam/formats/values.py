@@ -1,5 +1,5 @@
 """Envelope values in place: rewrap one value's header, or name its data key, without
-decrypting (shared by the fields, record and cells formats).
+decrypting (the fields, record and cells formats and ``Rewrapper`` share these).
 
 A value is ``header || body`` (``kmsbeam.formats.envelope``); only the header holds key
 material, so both operations read the header alone: for a text value, its base64 prefix.
@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
-from kmsbeam.errors import MalformedValueError
+from kmsbeam.errors import KmsBeamError, MalformedValueError
 from kmsbeam.formats.base import MOVED, KeyRewrap, KeyUse
 from kmsbeam.formats.envelope import from_text, parse, reheader, to_text
+from kmsbeam.formats.paths import FieldPath
 
-__all__ = ["rewrap_value", "text_header_length", "value_use", "wrapped_version"]
+__all__ = ["rewrap_paths", "rewrap_value", "text_header_length", "value_use", "wrapped_version"]
 
 _DUMMY_BODY = bytes(21)  # counter, one ciphertext byte and the tag: the shortest body parse() takes
 _MAX_TEXTS = 65536
@@ -43,7 +44,7 @@ def text_header_length(value: str) -> int:
 
 def wrapped_version(wrapped: bytes) -> str:
     """The master key version a wrapped key names ("" when its kind is not known)."""
-    from kmsbeam.rotation.rewrap import wrapped_key_version  # rotation imports formats
+    from kmsbeam.keys.registry import wrapped_key_version  # kmsbeam.keys imports formats
 
     try:
         return wrapped_key_version(wrapped)
@@ -109,6 +110,29 @@ def rewrap_value(value: Any, fmt: int, rewrap: KeyRewrap) -> Any:
     header = parse(data, fmt).header
     new, status = _new_header(header, fmt, rewrap)
     return new + data[len(header) :] if status in MOVED else value
+
+
+def rewrap_paths(
+    record: Mapping[str, Any], paths: Iterable[FieldPath], fmt: int, rewrap: KeyRewrap
+) -> dict[str, Any]:
+    """A copy of ``record`` with the values at ``paths`` rewrapped (``None`` kept).
+
+    Raises:
+        RecordError: a path is missing. Otherwise as ``rewrap_value``, with ``field`` set.
+    """
+    out = dict(record)
+    for path in paths:
+        value = path.get(record)
+        if value is None:
+            continue
+        try:
+            new = rewrap_value(value, fmt, rewrap)
+        except KmsBeamError as exc:
+            exc.field = path.name
+            raise
+        if new is not value:
+            path.set(out, new)
+    return out
 
 
 def value_use(value: Any, fmt: int, where: str) -> KeyUse:
