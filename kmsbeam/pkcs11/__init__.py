@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from kmsbeam.pkcs11._config import PinSource, Pkcs11Config
 from kmsbeam.pkcs11._session import call_counts as hsm_call_counts
-from kmsbeam.pkcs11._source import Pkcs11KeySource, create_kek, open_pkcs11_source, wrapped_key_version
+from kmsbeam.pkcs11._blob import wrapped_key_version
+from kmsbeam.pkcs11._source import Pkcs11KeySource, create_kek, open_pkcs11_source
 
 __all__ = [
     "PinSource",

@@ -35,7 +35,7 @@ select the unwrapping key, and any change selects a key (or mechanism) under whi
 integrity check fails. The envelope's AAD covers the whole wrapped key in every value.
 
 The *version name* of a wrapped key (rotation's "already under the target" check) is its KEK:
-``TOKEN/KEK-LABEL/KEK-ID-HEX`` (``version_name``, ``Blob.version``).
+``TOKEN/KEK-LABEL/KEK-ID-HEX`` (``wrapped_key_version``, ``version_name``, ``Blob.version``).
 """
 
 from __future__ import annotations
@@ -43,6 +43,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
+
+from kmsbeam.errors import MalformedValueError
+from kmsbeam.keys.source import KIND_PKCS11
 
 __all__ = [
     "DEK_INFO",
@@ -56,6 +59,7 @@ __all__ = [
     "dek_message",
     "derive_on_host",
     "version_name",
+    "wrapped_key_version",
 ]
 
 VERSION = 0x01
@@ -90,6 +94,21 @@ def derive_on_host(seed: bytes, canonical_context: bytes) -> tuple[bytes, bytes]
 def version_name(token: str, kek_label: str, kek_id: bytes) -> str:
     """The version name of a KEK: ``TOKEN/KEK-LABEL/KEK-ID-HEX``."""
     return f"{token}/{kek_label}/{kek_id.hex()}"
+
+
+def wrapped_key_version(wrapped: bytes) -> str:
+    """The version name of the KEK a wrapped key (``KIND_PKCS11 || blob``) names, read from the
+    blob without the HSM.
+
+    Raises:
+        MalformedValueError: not a wrapped key of kind 0x03, or not a v1 blob.
+    """
+    if bytes(wrapped[:1]) != bytes((KIND_PKCS11,)):
+        raise MalformedValueError()
+    try:
+        return Blob.decode(bytes(wrapped[1:])).version
+    except BlobError:
+        raise MalformedValueError() from None
 
 
 @dataclass(frozen=True)

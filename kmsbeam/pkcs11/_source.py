@@ -38,16 +38,16 @@ from typing import Any, TypeVar
 import pkcs11.exceptions as px
 from pkcs11 import Attribute, KeyType
 
-from kmsbeam.errors import ConfigurationError, KeyNotFoundError, KeySourceError, KmsBeamError, MalformedValueError
+from kmsbeam.errors import ConfigurationError, KeyNotFoundError, KeySourceError, KmsBeamError
 from kmsbeam.keys.source import KIND_PKCS11, DataKey, KeyInfo, canonical_context
 from kmsbeam.pkcs11 import _ops as ops
-from kmsbeam.pkcs11._blob import Blob, BlobError, derive_on_host, version_name
+from kmsbeam.pkcs11._blob import Blob, BlobError, derive_on_host, version_name, wrapped_key_version
 from kmsbeam.pkcs11._config import Pkcs11Config
 from kmsbeam.pkcs11._errors import hsm_error, invalid
 from kmsbeam.pkcs11._session import TokenSession, attach, call_counts
 from kmsbeam.keys.uri import KeyUri
 
-__all__ = ["Pkcs11KeySource", "create_kek", "open_pkcs11_source", "wrapped_key_version"]
+__all__ = ["Pkcs11KeySource", "create_kek", "open_pkcs11_source"]
 
 T = TypeVar("T")
 _REFUSED = {"KeyUnextractable", "KeyNotWrappable", "TemplateInconsistent", "AttributeSensitive"}
@@ -341,21 +341,6 @@ def open_pkcs11_source(uri: KeyUri, *, create: bool = False) -> Pkcs11KeySource:
     not mint a new one); ``create_kek`` (``kmsbeam keys create --key pkcs11:...``) does.
     """
     return Pkcs11KeySource(uri)
-
-
-def wrapped_key_version(wrapped: bytes) -> str:
-    """The version name of the KEK a wrapped key of kind 0x03 names (``TOKEN/KEK-LABEL/
-    KEK-ID-HEX``), read from the blob without the HSM.
-
-    Raises:
-        MalformedValueError: not a wrapped key of kind 0x03, or not a v1 blob.
-    """
-    if bytes(wrapped[:1]) != bytes((KIND_PKCS11,)):
-        raise MalformedValueError()
-    try:
-        return Blob.decode(bytes(wrapped[1:])).version
-    except BlobError:
-        raise MalformedValueError() from None
 
 
 def _reopen(uri: str) -> Pkcs11KeySource:
