@@ -198,9 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="multi_processing workers (default 2)")
     parser.add_argument("--only", choices=("local", "oss"), help="only the local or the OSS rows")
     args = parser.parse_args(argv)
-    from kmsbeam.pipelines.cli import _quiet_beam_logging
+    from kmsbeam.pipelines._noise import quiet_beam_logging
 
-    _quiet_beam_logging()
+    quiet_beam_logging()
     rows = run(args.records, args.workers, args.only)
     print(f"{args.records:,} records x 3 fields of 16 B, JSONL; multi_processing, {args.workers} workers; "
           f"loopback OSS server in a child process")  # fmt: skip

@@ -1,4 +1,5 @@
-"""Beam's start-up noise from ``multi_processing`` workers, kept off the CLI's stderr.
+"""Beam's log noise, kept off the CLI's stderr: its import-time warning and log levels in the
+launcher (``quiet_beam_logging``) and the start-up lines of ``multi_processing`` workers.
 
 The FnApiRunner starts each worker as ``python -m apache_beam.runners.worker.sdk_worker_main``
 with the launcher's stderr. Before the worker reads the pipeline options (where kmsbeam sets
@@ -11,12 +12,15 @@ stderr except those two; everything else (a worker's traceback, a warning) still
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
 from typing import Any, TextIO
 
-__all__ = ["NOISE", "WorkerNoise", "workers_share_stderr"]
+from kmsbeam.pipelines.runners import is_local, runner_name
+
+__all__ = ["NOISE", "WorkerNoise", "quiet_beam_logging", "workers_share_stderr"]
 
 NOISE = (
     b"apitools not found, and bigquery client libraries are not available",
@@ -66,9 +70,24 @@ def workers_share_stderr(options: Any) -> bool:
     """Whether the job starts local worker processes that write to the launcher's stderr (the
     FnApiRunner's ``multi_processing``); never with ``KMSBEAM_DEBUG`` set."""
     from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
-    from kmsbeam.pipelines.runners import is_local, runner_name
 
     if os.environ.get("KMSBEAM_DEBUG"):
         return False
     local = is_local(runner_name(options.view_as(StandardOptions).runner))
     return local and options.view_as(DirectOptions).direct_running_mode == "multi_processing"
+
+
+def quiet_beam_logging() -> None:
+    """Import Beam without its root-logger "apitools not found" warning; keep its logs quiet."""
+    if "apache_beam" not in sys.modules:
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)
+        try:
+            import apache_beam  # noqa: F401
+        finally:
+            root.setLevel(level)
+    logging.getLogger("apache_beam").setLevel(logging.ERROR)
+    # A failing DoFn's error is logged with its traceback before it is re-raised: the CLI
+    # prints the error itself, as one line.
+    logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)

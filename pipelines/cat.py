@@ -25,8 +25,10 @@ from typing import Any, BinaryIO
 
 import kmsbeam
 from kmsbeam.keys.trust import TrustedKeySources
+from kmsbeam.pipelines.export import EXPORT_MANIFEST, ExportManifest
+from kmsbeam.pipelines.options import add_require_key_argument
 
-__all__ = ["add_cat_parser", "run_cat"]
+__all__ = ["add_cat_parser", "run_cat", "run_command"]
 
 
 def add_cat_parser(sub: Any) -> None:
@@ -38,15 +40,22 @@ def add_cat_parser(sub: Any) -> None:
     cat.add_argument("--context", action="append", metavar="NAME=VALUE",
                      help="encryption context entry (default: the manifest's or the object's)")  # fmt: skip
     cat.add_argument("--oss-endpoint", help="OSS endpoint (default KMSBEAM_OSS_ENDPOINT)")
-    from kmsbeam.pipelines.cli import add_require_key_argument
-
     add_require_key_argument(cat)
+
+
+def run_command(args: argparse.Namespace, beam_args: list[str], context: dict[str, str] | None) -> int:
+    """``kmsbeam cat``: no Beam options; a missing object or file is a user mistake
+    (``ConfigurationError``), not a traceback."""
+    try:
+        if beam_args:
+            raise kmsbeam.ConfigurationError(f"unrecognized arguments: {' '.join(beam_args)}")
+        return run_cat(args, context)
+    except FileNotFoundError as exc:
+        raise kmsbeam.ConfigurationError(str(exc)) from None
 
 
 def _manifest_near(path: str, config: Any) -> Any:
     """The export manifest in the object's parent, or None (never an error: it is optional)."""
-    from kmsbeam.pipelines.export import EXPORT_MANIFEST, ExportManifest
-
     parent = path.rsplit("/", 1)[0] if "/" in path else "."
     location = parent + "/" + EXPORT_MANIFEST
     try:
@@ -55,11 +64,11 @@ def _manifest_near(path: str, config: Any) -> Any:
 
             text = oss_client(config).get(location).decode("utf-8")
         else:
-            from kmsbeam.pipelines.rotate import fs as rotate_fs
+            from kmsbeam.pipelines import paths
 
-            if not rotate_fs.exists(location):
+            if not paths.exists(location):
                 return None
-            text = rotate_fs.read_text(location)
+            text = paths.read_text(location)
         if '"kmsbeam_export"' not in text:
             return None
         return ExportManifest.from_json(text, location)
@@ -70,11 +79,10 @@ def _manifest_near(path: str, config: Any) -> Any:
 def run_cat(args: argparse.Namespace, context: dict[str, str] | None, out: BinaryIO | None = None) -> int:
     from kmsbeam.formats.objects import ObjectReader
     from kmsbeam.oss import OssConfig, oss_client
-
-    from kmsbeam.pipelines.rotate import fs as rotate_fs
+    from kmsbeam.pipelines import paths
 
     out = out if out is not None else sys.stdout.buffer
-    args.object = rotate_fs.absolute(args.object)  # an unknown scheme:// is refused here
+    args.object = paths.absolute(args.object)  # an unknown scheme:// is refused here
     config = OssConfig.from_env(endpoint=args.oss_endpoint)
     manifest = _manifest_near(args.object, config)
     required = getattr(args, "require_key", None) or []
@@ -87,10 +95,10 @@ def run_cat(args: argparse.Namespace, context: dict[str, str] | None, out: Binar
         info = client.head(args.object)
         raw: Any = client.open_read(args.object, size=info.size)
         metadata = info.metadata or {}
-    elif rotate_fs.is_remote(args.object):
+    elif paths.is_remote(args.object):
         from apache_beam.io.filesystems import FileSystems
 
-        if not rotate_fs.exists(args.object):
+        if not paths.exists(args.object):
             raise kmsbeam.ConfigurationError(f"there is no object {args.object}")
         raw, metadata = FileSystems.open(args.object, compression_type="uncompressed"), None
     else:

@@ -28,8 +28,6 @@ unexpected pipeline failure.
 from __future__ import annotations
 
 import argparse
-import logging
-import math
 import os
 import re
 import sys
@@ -38,8 +36,23 @@ from typing import Any, NoReturn
 
 import kmsbeam
 from kmsbeam import ConfigurationError, FormatError, KeyNotFoundError, KmsBeamError
+from kmsbeam.pipelines import cat, dead_letters, export
+from kmsbeam.pipelines._noise import WorkerNoise, quiet_beam_logging, workers_share_stderr
+from kmsbeam.pipelines.dead_letters_cmd import add_dead_letters_parser, run_dead_letters
+from kmsbeam.pipelines.emulator_cmd import add_emulator_parser, reject_extra, run_emulator
+from kmsbeam.pipelines.inspect import add_inspect_parser, run_inspect
+from kmsbeam.pipelines.keys import add_keys_parser, run_keys
+from kmsbeam.pipelines.options import (
+    add_kms_budget_arguments,
+    add_require_key_argument,
+    names,
+    positive_int,
+    positive_number,
+)
+from kmsbeam.pipelines.oss_cmd import add_oss_parser, run_oss
+from kmsbeam.pipelines.rotate.cmd import add_rotate_parser
 
-__all__ = ["add_kms_budget_arguments", "add_require_key_argument", "main"]
+__all__ = ["build_parser", "main"]
 
 USAGE_ERRORS = (ConfigurationError, FormatError, KeyNotFoundError)
 
@@ -91,10 +104,6 @@ def _plain(text: str) -> str:
     return _ROLE.sub(r"\1", text).replace("``", "").replace("**", "")
 
 
-def _names(text: str) -> list[str]:
-    return [n.strip() for n in text.split(",") if n.strip()]
-
-
 def _context(items: list[str] | None) -> dict[str, str] | None:
     if items is None:
         return None
@@ -107,71 +116,6 @@ def _context(items: list[str] | None) -> dict[str, str] | None:
     return context
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a positive whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("expected a positive whole number")
-    return value
-
-
-def _positive_number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a positive number") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError("expected a positive number")
-    return value
-
-
-def _price(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a price of at least 0") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError("expected a price of at least 0")
-    return value
-
-
-def add_kms_budget_arguments(parser: Any, side: str | None = None) -> None:
-    """``--kms-qps`` and ``--kms-price-per-10k`` (encrypt, decrypt, export; rotate may reuse),
-    and the key lifetimes of ``side`` (``encrypt``, ``decrypt``, or None for both)."""
-    group = parser.add_argument_group("KMS call budget and cost")
-    group.add_argument("--kms-qps", type=_positive_number, metavar="N",
-                       help="at most N remote KMS calls per second per worker process (retries "
-                       "count); the fleet makes up to workers x N")  # fmt: skip
-    group.add_argument("--kms-price-per-10k", type=_price, metavar="PRICE",
-                       help="KMS price per 10,000 calls for the summary's cost estimate (default "
-                       "$KMSBEAM_KMS_PRICE_PER_10K, else USD 0.03)")  # fmt: skip
-    add_key_lifetime_arguments(parser, side)
-
-
-def add_key_lifetime_arguments(parser: Any, side: str | None = None) -> None:
-    """``--key-cache-ttl`` (decrypting) and ``--data-key-max-age`` (encrypting): the revocation
-    latency (docs/SECURITY.md); ``side`` None adds both."""
-    group = parser.add_argument_group("revocation latency (how soon a disabled key stops the job)")
-    if side != "encrypt":
-        group.add_argument("--key-cache-ttl", type=_positive_number, metavar="SECONDS",
-                           help="reuse an unwrapped data key for at most SECONDS per worker "
-                           "process (default 60)")  # fmt: skip
-    if side != "decrypt":
-        group.add_argument("--data-key-max-age", type=_positive_number, metavar="SECONDS",
-                           help="encrypt under one data key for at most SECONDS (default 300)")
-    parser.set_defaults(key_cache_ttl=None, data_key_max_age=None)
-
-
-def add_require_key_argument(parser: Any) -> None:
-    """``--require-key KEYID[,KEYID]``: strict decryption (``kmsbeam.keys.strict``)."""
-    parser.add_argument("--require-key", type=_names, action="extend", metavar="KEYID[,KEYID]",
-                        help="strict mode: refuse values wrapped under any other master key "
-                        "(key URIs, or key ids/aliases of the job's key source); refused "
-                        "values go to the dead letters as 'key not allowed'")  # fmt: skip
-
-
 def _job_parser(sub: Any, name: str, text: str) -> None:
     job = sub.add_parser(name, help=text, description=text, allow_abbrev=False,
                          epilog="Other options are passed to Beam's PipelineOptions, e.g. "
@@ -180,10 +124,10 @@ def _job_parser(sub: Any, name: str, text: str) -> None:
     job.add_argument("input", metavar="INPUT", help=h["input"])
     job.add_argument("output", metavar="OUTPUT", help=h["output"])
     job.add_argument("--format", choices=("jsonl", "csv", "parquet"), help=h["format"])
-    job.add_argument("--fields", type=_names, help=h["fields"])
+    job.add_argument("--fields", type=names, help=h["fields"])
     job.add_argument("--mode", choices=("fields", "record"), help=h["mode"])
-    job.add_argument("--keep", type=_names, help=h["keep"])
-    job.add_argument("--bind", type=_names, help=h["bind"])
+    job.add_argument("--keep", type=names, help=h["keep"])
+    job.add_argument("--bind", type=names, help=h["bind"])
     job.add_argument("--key", help=h["key"])
     if name == "decrypt":
         add_require_key_argument(job)
@@ -191,21 +135,19 @@ def _job_parser(sub: Any, name: str, text: str) -> None:
     job.add_argument("--dead-letter", metavar="DIR",
                      help="dead-letter directory (default OUTPUT/_dead_letters)")
     if name == "encrypt":
-        job.add_argument("--max-records-per-key", type=_positive, metavar="N",
+        job.add_argument("--max-records-per-key", type=positive_int, metavar="N",
                          help="generate a new data key after N records")
     job.set_defaults(max_records_per_key=None, plaintext_footer=False, external_key_material=False)
     job.add_argument("--overwrite", action="store_true",
                      help="replace kmsbeam output already in OUTPUT")
-    from kmsbeam.pipelines.dead_letters import add_budget_argument
-
-    add_budget_argument(job)
+    dead_letters.add_budget_argument(job)
     job.add_argument("--quiet", "-q", action="store_true", help="no progress and no summary table")
-    job.add_argument("--progress-every", type=_positive_number, metavar="SECONDS",
+    job.add_argument("--progress-every", type=positive_number, metavar="SECONDS",
                      help="off a terminal, write a progress line every SECONDS (default 30)")
     add_kms_budget_arguments(job, name)
     parquet = job.add_argument_group(h["parquet"])
     parquet.add_argument("--parquet-mode", choices=("pme", "cells"), help=h["parquet-mode"])
-    parquet.add_argument("--columns", type=_names, help=h["columns"])
+    parquet.add_argument("--columns", type=names, help=h["columns"])
     parquet.add_argument("--column-key", action="append", metavar="COLUMN=URI", help=h["column-key"])
     parquet.add_argument("--footer-key", metavar="URI", help=h["footer-key"])
     if name == "decrypt":
@@ -255,12 +197,7 @@ _DECRYPT_HELP = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from kmsbeam.pipelines.emulator_cmd import add_emulator_parser
-    from kmsbeam.pipelines.keys import add_keys_parser
-
-    from kmsbeam.pipelines.dead_letters import EXIT_CODES_HELP
-
-    parser = _Parser(prog="kmsbeam", allow_abbrev=False, epilog=EXIT_CODES_HELP,
+    parser = _Parser(prog="kmsbeam", allow_abbrev=False, epilog=dead_letters.EXIT_CODES_HELP,
                      formatter_class=argparse.RawDescriptionHelpFormatter,
                      description="Envelope encryption of datasets with Apache Beam.")  # fmt: skip
     parser.add_argument("--version", action="version", version=f"kmsbeam {kmsbeam.__version__}")
@@ -268,41 +205,14 @@ def build_parser() -> argparse.ArgumentParser:
     _job_parser(sub, "encrypt", "encrypt fields or whole records of JSONL, CSV or Parquet files")
     _job_parser(sub, "decrypt", "decrypt a dataset written by kmsbeam encrypt")
     add_keys_parser(sub)
-    from kmsbeam.pipelines.inspect import add_inspect_parser
-
     add_inspect_parser(sub)
     add_emulator_parser(sub)
-    from kmsbeam.pipelines.cat import add_cat_parser
-    from kmsbeam.pipelines.export import add_export_parser
-
-    add_export_parser(sub)
-    add_cat_parser(sub)
-    from kmsbeam.pipelines.rotate.cmd import add_rotate_parser
-
+    export.add_export_parser(sub)
+    cat.add_cat_parser(sub)
     add_rotate_parser(sub)
-    from kmsbeam.pipelines.dead_letters_cmd import add_dead_letters_parser
-
     add_dead_letters_parser(sub)
-    from kmsbeam.pipelines.oss_cmd import add_oss_parser
-
     add_oss_parser(sub)
     return parser
-
-
-def _quiet_beam_logging() -> None:
-    """Import Beam without its root-logger "apitools not found" warning; keep its logs quiet."""
-    if "apache_beam" not in sys.modules:
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)
-        try:
-            import apache_beam  # noqa: F401
-        finally:
-            root.setLevel(level)
-    logging.getLogger("apache_beam").setLevel(logging.ERROR)
-    # A failing DoFn's error is logged with its traceback before it is re-raised: the CLI
-    # prints the error itself, as one line.
-    logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
 
 
 def _fail(message: str, code: int) -> int:
@@ -354,8 +264,6 @@ def _run_job(args: argparse.Namespace, beam_args: list[str]) -> int:
     except BaseException:
         remove_created(args.output, args.dead_letter, existed)  # OUTPUT as it was before
         raise
-    from kmsbeam.pipelines._noise import WorkerNoise, workers_share_stderr
-
     noise = WorkerNoise().__enter__() if workers_share_stderr(options) else None  # Beam's noise
     progress = _progress(args, plan, options, noise.stream if noise else None)
     try:
@@ -383,7 +291,7 @@ def _run_job(args: argparse.Namespace, beam_args: list[str]) -> int:
 def _is_export(location: str) -> bool:
     """``decrypt``'s dispatch: an export (``kmsbeam export``) or a dataset (``kmsbeam encrypt``),
     by the kind of ``_kmsbeam.json`` at ``location``, on any filesystem."""
-    _quiet_beam_logging()
+    quiet_beam_logging()
     from kmsbeam.pipelines import paths
     from kmsbeam.pipelines.manifest import manifest_kind
 
@@ -399,37 +307,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help(sys.stderr)
             return 2
         if args.command == "emulator":
-            from kmsbeam.pipelines.emulator_cmd import reject_extra, run_emulator
-
             reject_extra(parser, extra)
             return run_emulator(args, sys.stdout)
         if args.command == "oss":
-            from kmsbeam.pipelines.oss_cmd import run_oss
-
             if extra:
                 parser.error(f"unrecognized arguments: {' '.join(extra)}")
             return run_oss(args, sys.stdout)
         if args.command == "inspect":
-            from kmsbeam.pipelines.inspect import run_inspect
-
             return run_inspect(parser, args, extra, sys.stdout)
         if args.command != "keys" and extra and not any(a.startswith("-") for a in extra):
             parser.error(f"unexpected argument {extra[0]}")
         if args.command == "keys":
             if extra:
                 parser.error(f"unrecognized arguments: {' '.join(extra)}")
-            from kmsbeam.pipelines.keys import run_keys
-
             return run_keys(args, sys.stdout)
-        if args.command in ("export", "cat", "decrypt"):  # exports: objects, not datasets
-            from kmsbeam.pipelines import export
-
-            if args.command != "decrypt" or _is_export(args.input):
-                return export.run_command(args, extra, _context(args.context))
-        _quiet_beam_logging()
+        if args.command == "cat":
+            return cat.run_command(args, extra, _context(args.context))
+        if args.command == "export" or args.command == "decrypt" and _is_export(args.input):
+            return export.run_command(args, extra, _context(args.context))  # objects, not datasets
+        quiet_beam_logging()
         if args.command == "dead-letters":
-            from kmsbeam.pipelines.dead_letters_cmd import run_dead_letters
-
             return run_dead_letters(args, extra)
         if args.command == "rotate":
             from kmsbeam.pipelines.rotate.job import run_rotate

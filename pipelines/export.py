@@ -26,9 +26,11 @@ from typing import Any
 import kmsbeam
 from kmsbeam import ConfigurationError, FormatError, KmsBeamError
 from kmsbeam.keys.trust import TrustedKeySources
+from kmsbeam.pipelines._noise import quiet_beam_logging
+from kmsbeam.pipelines.options import add_kms_budget_arguments, positive_number
 
-__all__ = ["EXPORT_MANIFEST", "ExportManifest", "add_export_parser", "is_export", "run_command",
-           "run_export", "run_restore"]  # fmt: skip
+__all__ = ["EXPORT_MANIFEST", "ExportManifest", "add_export_parser", "read_manifest",
+           "run_command", "run_export", "run_restore"]  # fmt: skip
 
 EXPORT_MANIFEST = "_kmsbeam.json"
 VERSION = 1
@@ -59,15 +61,13 @@ class ExportManifest:
             raise FormatError(f"{where} is not a kmsbeam export manifest (version {VERSION})") from exc
 
 
-def _join(prefix: str, name: str) -> str:
-    return prefix.rstrip("/") + "/" + name
-
-
 def read_manifest(location: str) -> ExportManifest | None:
     """The export manifest at ``location`` (a directory or prefix), or None."""
     from apache_beam.io.filesystems import FileSystems
 
-    path = _join(location, EXPORT_MANIFEST)
+    from kmsbeam.pipelines import paths
+
+    path = paths.join(location, EXPORT_MANIFEST)
     try:
         if not FileSystems.exists(path):
             return None
@@ -91,32 +91,12 @@ def _plain(exc: Exception, path: str) -> KmsBeamError:
     return FormatError(f"cannot read {path} ({type(exc).__name__})")
 
 
-def is_export(location: str) -> bool:
-    """True when ``location`` (a directory or a prefix on any filesystem) holds an export
-    manifest; a dataset manifest (``kmsbeam encrypt``) there is not one."""
-    from kmsbeam.pipelines.cli import _quiet_beam_logging
-
-    _quiet_beam_logging()
-    import kmsbeam.transforms  # noqa: F401  (registers oss://)
-    from kmsbeam.pipelines.rotate import fs as rotate_fs
-
-    return read_manifest(rotate_fs.absolute(location)) is not None
-
-
 def run_command(args: argparse.Namespace, beam_args: list[str], context: dict[str, str] | None) -> int:
-    """Dispatch ``export``, ``cat`` and the export side of ``decrypt``; a missing object or
-    file is a user mistake (``ConfigurationError``), not a traceback."""
+    """Dispatch ``export`` and the export side of ``decrypt``; a missing object or file is a
+    user mistake (``ConfigurationError``), not a traceback."""
     try:
-        if args.command == "cat":
-            from kmsbeam.pipelines.cat import run_cat
-
-            if beam_args:
-                raise ConfigurationError(f"unrecognized arguments: {' '.join(beam_args)}")
-            return run_cat(args, context)
         if args.command == "export":
-            from kmsbeam.pipelines.cli import _quiet_beam_logging
-
-            _quiet_beam_logging()
+            quiet_beam_logging()
             from kmsbeam.pipelines.progress import elapsed_progress
 
             with elapsed_progress(f"exporting {args.input}", args.quiet, args.progress_every,
@@ -128,8 +108,6 @@ def run_command(args: argparse.Namespace, beam_args: list[str], context: dict[st
 
 
 def add_export_parser(sub: Any) -> None:
-    from kmsbeam.pipelines.cli import _positive_number as _positive_seconds
-
     text = "encrypt files into objects (oss:// or any Beam path), one data key per object"
     job = sub.add_parser("export", help=text, description=text, allow_abbrev=False,
                          epilog="Other options go to Beam, e.g. --oss_endpoint URL, --runner.")  # fmt: skip
@@ -142,10 +120,8 @@ def add_export_parser(sub: Any) -> None:
                      help="plaintext bytes per chunk (default 1 MiB)")  # fmt: skip
     job.add_argument("--overwrite", action="store_true", help="replace an export already in DEST")
     job.add_argument("--quiet", "-q", action="store_true", help="no progress and no summary table")
-    job.add_argument("--progress-every", type=_positive_seconds, metavar="SECONDS",
+    job.add_argument("--progress-every", type=positive_number, metavar="SECONDS",
                      help="off a terminal, write a progress line every SECONDS (default 30)")
-    from kmsbeam.pipelines.cli import add_kms_budget_arguments
-
     add_kms_budget_arguments(job)
 
 
@@ -227,15 +203,14 @@ def run_export(args: argparse.Namespace, beam_args: list[str], context: dict[str
     import apache_beam as beam
     from apache_beam.io.filesystems import FileSystems
 
+    from kmsbeam.pipelines import paths
     from kmsbeam.pipelines.summary import kms_price_per_10k
     from kmsbeam.transforms import EncryptObjects
-
-    from kmsbeam.pipelines.rotate import fs as rotate_fs
 
     args.kms_price_per_10k = kms_price_per_10k(getattr(args, "kms_price_per_10k", None))
     options, runner, oss = _options(beam_args)
     # paths as every worker sees them: local ones absolute, an unknown scheme:// refused
-    args.input, args.output = rotate_fs.absolute(args.input), rotate_fs.absolute(args.output)
+    args.input, args.output = paths.absolute(args.input), paths.absolute(args.output)
     dest = args.output if args.output.endswith("/") else args.output + "/"
     if read_manifest(dest) is not None and not args.overwrite:
         raise ConfigurationError(f"{dest} already holds a kmsbeam export; pass --overwrite to replace it")
@@ -257,7 +232,7 @@ def run_export(args: argparse.Namespace, beam_args: list[str], context: dict[str
     if any(o["encrypted_bytes"] < 0 for o in objects):
         raise KmsBeamError(f"some objects are missing from {dest} after the export; rerun it")
     manifest = ExportManifest(key, dict(context or {}), args.chunk_size, objects)
-    with FileSystems.create(_join(dest, EXPORT_MANIFEST), mime_type="application/json") as f:
+    with FileSystems.create(paths.join(dest, EXPORT_MANIFEST), mime_type="application/json") as f:
         f.write(manifest.to_json().encode("utf-8"))
     total_in = sum(o["bytes"] for o in objects)
     _table(f"kmsbeam export: {args.input} -> {dest} (key {key})", [
@@ -286,23 +261,23 @@ def run_restore(args: argparse.Namespace, beam_args: list[str], context: dict[st
     if given:
         raise ConfigurationError(f"{given[0].replace('_', '-')} does not apply to an export; "
                                  "the export manifest says how to decrypt it")  # fmt: skip
-    from kmsbeam.pipelines.rotate import fs as rotate_fs
+    from kmsbeam.pipelines import paths
 
     options, runner, oss = _options(beam_args)
-    args.input, args.output = rotate_fs.absolute(args.input), rotate_fs.absolute(args.output)
+    args.input, args.output = paths.absolute(args.input), paths.absolute(args.output)
     src = args.input if args.input.endswith("/") else args.input + "/"
     manifest = read_manifest(src)
     if manifest is None:
         raise ConfigurationError(f"{src} holds no kmsbeam export manifest ({EXPORT_MANIFEST}); "
                                  "use kmsbeam cat for a single object")  # fmt: skip
     out = args.output
-    if not rotate_fs.is_remote(out):
+    if not paths.is_remote(out):
         os.makedirs(out, exist_ok=True)
         if os.listdir(out) and not args.overwrite:
             raise ConfigurationError(f"{out} is not empty; pass --overwrite to write into it")
-    elif rotate_fs.list_files(out, "**") and not args.overwrite:
+    elif paths.list_files(out, "**") and not args.overwrite:
         raise ConfigurationError(f"{out} is not empty; pass --overwrite to write into it")
-    paths = [src + o["name"] for o in manifest.objects]
+    urls = [src + o["name"] for o in manifest.objects]
     # the manifest's key is data: a hint resolved against the caller's key sources
     required = getattr(args, "require_key", None) or []
     key = args.key or TrustedKeySources.configured(
@@ -310,10 +285,10 @@ def run_restore(args: argparse.Namespace, beam_args: list[str], context: dict[st
     transform = DecryptObjects(out, key=key, base=src, require_keys=required,
                                context=context if context is not None else manifest.context, oss=oss,
                                kms_qps=getattr(args, "kms_qps", None))  # fmt: skip
-    counters, elapsed = _run(options, runner, lambda p: p | beam.Create(paths) | beam.Reshuffle() | transform)
+    counters, elapsed = _run(options, runner, lambda p: p | beam.Create(urls) | beam.Reshuffle() | transform)
     total = sum(int(o["bytes"]) for o in manifest.objects)
     _table(f"kmsbeam decrypt: {src} -> {out} (export, key {key})", [
-        ("objects", f"{len(paths):,}"),
+        ("objects", f"{len(urls):,}"),
         *_kms_rows(counters, key, args),
         ("bytes out", f"{total:,} B"),
         ("elapsed", f"{elapsed:.1f} s"),

@@ -34,9 +34,10 @@ from apache_beam.io.filesystems import FileSystems
 from kmsbeam import ConfigurationError, KmsBeamError
 
 __all__ = [
-    "basename", "delete", "exists", "is_dir", "is_remote", "join", "list_dir", "match",
-    "normalize", "open_read", "parent", "read_bytes", "remove_empty_dir",
-    "remove_temporaries", "remove_tree", "scheme", "size", "use_options", "write_bytes",
+    "absolute", "basename", "delete", "delete_tree", "exists", "is_dir", "is_remote", "join",
+    "list_dir", "list_files", "match", "normalize", "open_read", "parent", "read_bytes",
+    "read_text", "remove_empty_dir", "remove_temporaries", "remove_tree", "scheme", "size",
+    "use_options", "write_bytes", "write_text",
 ]  # fmt: skip
 
 _SCHEME = re.compile(r"^([a-zA-Z][-a-zA-Z0-9+.]*)://")
@@ -85,6 +86,13 @@ def normalize(path: str | os.PathLike[str], what: str = "the path") -> str:
             "install the Apache Beam extra for it (s3://: aws, gs://: gcp, hdfs://: hadoop)"
         ) from None
     return text
+
+
+def absolute(path: str) -> str:
+    """``path`` as every worker must see it (``normalize``): a local path made absolute
+    (without a trailing slash), a remote one checked against the registered filesystems."""
+    norm = normalize(path, "the path")
+    return norm if is_remote(norm) or len(norm) <= 1 else norm.rstrip("/")
 
 
 def _strip(path: str) -> str:
@@ -162,6 +170,13 @@ def match(pattern: str) -> list[str]:
     return sorted(files)
 
 
+def list_files(directory: str, pattern: str = "*") -> list[str]:
+    """The sorted files matching ``directory/pattern`` (none if absent)."""
+    if not is_remote(directory) and not os.path.isdir(directory):
+        return []
+    return match(join(directory, pattern))
+
+
 def list_dir(directory: str) -> list[str]:
     """Every file under ``directory`` (recursively), sorted; ``[]`` for none or no directory."""
     if not is_remote(directory) and not os.path.isdir(directory):
@@ -195,6 +210,14 @@ def read_bytes(path: str) -> bytes:
     return data
 
 
+def read_text(path: str) -> str:
+    return read_bytes(path).decode("utf-8")
+
+
+def write_text(path: str, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
 def write_bytes(path: str, data: bytes, mime_type: str = "application/octet-stream") -> None:
     """Create ``path`` holding ``data`` (local parent directories are made)."""
     with _unwrapped():
@@ -219,6 +242,14 @@ def remove_tree(directory: str) -> None:
         shutil.rmtree(directory, ignore_errors=True)
         return
     delete(list_dir(directory))
+
+
+def delete_tree(path: str) -> None:
+    """Delete a file (an object), or a directory (prefix) and everything under it; absent is fine."""
+    if exists(path):
+        delete([path])
+    else:
+        remove_tree(path)
 
 
 def remove_empty_dir(directory: str) -> None:

@@ -1,4 +1,6 @@
-"""``kmsbeam rotate``: the rotation backfill job (``job``) and what it needs: its command
-line (``cmd``), filesystem moves (``fs``), lock, state, report and verification, and the
-format-specific parts (``cells``, ``pme``, ``pme_rewrite``, ``oss``).
+"""``kmsbeam rotate``: one job (``job``) over one small rotator per format (``rotator`` is the
+interface): ``records`` (fields and record datasets), ``cells``, ``pme`` and ``objects`` (OSS
+exports). Also its command line (``cmd``), lock, state (rotation manifest and journal names),
+OUTPUT preparation (``output``), the records inventory (``report``) and the decrypt-back of a
+dataset (``verify``).
 """

@@ -1,11 +1,12 @@
-"""``kmsbeam rotate`` for ``--parquet-mode cells`` datasets: rewrap every cell's data key.
+"""Rotation of ``--parquet-mode cells`` datasets: rewrap every cell's data key.
 
 Each file is read with pyarrow, every non-null cell of the protected columns goes through one
 ``Rewrapper`` (header replaced, the bytes after it unchanged; one rewrap per distinct data
 key), and the file is written again under the same name in OUTPUT with the same schema, the
 ``kmsbeam.cells`` metadata's ``key`` hint set to the target, and DELTA_BYTE_ARRAY for the
 cell columns. This runs in the CLI process, file by file (a Parquet file is rewritten as a
-whole; the data bytes inside each cell are what stays identical).
+whole; the data bytes inside each cell are what stays identical). Rewraps are journaled like
+a records rotation's, so a run that died resumes.
 
 A cell whose data key cannot be rewrapped is left as it was, counted and listed (file, row,
 column, reason) in the rotation manifest, and the command exits with 1.
@@ -17,146 +18,138 @@ import argparse
 import io
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from kmsbeam.pipelines.rotate import fs as rotate_fs
-from kmsbeam.pipelines._parquet import leaf_paths
-from kmsbeam.pipelines.manifest import Manifest
-from kmsbeam.pipelines.rotate.state import (
-    JOURNAL_NAME,
-    ROTATION_NAME,
-    finished_at,
-    read_rotation,
-    recorded_target,
-)
-from kmsbeam.pipelines.rotate.verify import verify_output
 
 import kmsbeam
 from kmsbeam import KmsBeamError, failure_reason
 from kmsbeam.formats.envelope import FIELD_V1, parse
-from kmsbeam.formats.parquet._arrow import column_at, replace_at  # kmsbeam.formats.parquet internals: cell columns by path
-from kmsbeam.rotation.rewrap import ALREADY, FILTERED, RESUMED, REWRAPPED, Rewrapper, wrapped_key_version
+from kmsbeam.formats.parquet import column_at, leaf_paths, replace_at
+from kmsbeam.keys.strict import KeyRequirement, RequiredRewrapSource
+from kmsbeam.pipelines import paths
+from kmsbeam.pipelines.manifest import MANIFEST_NAME, Manifest
+from kmsbeam.pipelines.output_dir import DEAD_LETTER_DIR
+from kmsbeam.pipelines.rotate.output import prepare_output
+from kmsbeam.pipelines.rotate.rotator import Outcome, Verified, required_keys, trusted_sources
+from kmsbeam.pipelines.rotate.state import JOURNAL_NAME, ROTATION_NAME, read_rotation, recorded_target
+from kmsbeam.pipelines.rotate.verify import verify_dataset
 from kmsbeam.rotation.journal import JournalWriter, read_journal
+from kmsbeam.rotation.rewrap import ALREADY, FILTERED, RESUMED, REWRAPPED, Rewrapper, wrapped_key_version
 from kmsbeam.transforms._journal_fs import journal_store
 
-__all__ = ["rotate_cells"]
+__all__ = ["CellsRotator"]
 
 _META = b"kmsbeam.cells"
 
 
-def _rewrap_table(table: pa.Table, m: Manifest, rw: Rewrapper, to_key: str, name: str,
-                  failures: list[dict[str, Any]], check: Any = None) -> pa.Table:  # fmt: skip
-    for column in m.fields:
-        values = column_at(table, column).to_pylist()
-        out: list[Any] = []
-        for row, value in enumerate(values):
-            if value is None:
-                out.append(None)
-                continue
-            try:
-                if check is not None:  # strict: refused before the Rewrapper counts a call
-                    check(value)
-                out.append(rw.rewrap_value(value, FIELD_V1))
-            except KmsBeamError as exc:
-                exc.field = column
-                failures.append({"file": name, "row": row, "column": column,
-                                 "reason": failure_reason(exc)})  # fmt: skip
-                out.append(value)
-        new = pa.array(out, type=column_at(table, column).type)
-        table = replace_at(table, column, new)
-    meta = dict(table.schema.metadata or {})
-    if _META in meta:
-        cells = json.loads(meta[_META])
-        cells["key"] = to_key
-        meta[_META] = json.dumps(cells).encode("utf-8")
-    return table.replace_schema_metadata(meta)
+class CellsRotator:
+    """A cells dataset rotated into OUTPUT by rewrap (``kmsbeam.pipelines.rotate.rotator``)."""
 
+    def __init__(self, args: argparse.Namespace, m: Manifest) -> None:
+        self.args, self.m = args, m
+        self.src, self.out = str(args.input), str(args.output)  # FileSystems paths (oss:// too)
+        self._files = paths.list_files(self.src, "part-*.parquet")
+        self.trusted = trusted_sources(args)
+        self.to_key = args.to_key or self.trusted.resolve(m.key)  # the manifest's key is a hint only
+        target = kmsbeam.open_key_source(self.to_key)
+        recorded = recorded_target(read_rotation(self.src), self.to_key) if args.trust_manifest else None
+        self.version = recorded or Rewrapper(target).check_target()
+        journal = paths.join(self.out, JOURNAL_NAME)
+        store = journal_store(journal)
+        self.resuming = paths.is_dir(journal) and not paths.exists(paths.join(self.out, ROTATION_NAME))
+        if not self.resuming and not args.dry_run:
+            paths.delete_tree(journal)
+        self.required = required_keys(args, self.to_key)
+        self.check: Callable[[bytes], Any] | None = None
+        if self.required:  # strict: cells under other master keys are refused (listed), no call made
+            requirement = KeyRequirement(self.required)
+            target = RequiredRewrapSource(target, requirement)
+            self.check = lambda v: requirement.check_value(v, FIELD_V1, also=self.version)
+        self.rw = Rewrapper(target, context=m.context, only_versions=args.only_version,
+                            target_version=self.version, known=read_journal(journal, self.version, store),
+                            on_moved=JournalWriter(journal, store).moved)  # fmt: skip
 
-def rotate_cells(args: argparse.Namespace, m: Manifest, table: Any) -> int:
-    """Rotate a cells dataset from ``args.input`` into ``args.output``; the exit code."""
-    from kmsbeam.pipelines.rotate.lock import LOCK_NAME
+    def files(self) -> list[str]:
+        return self._files
 
-    src, out = str(args.input), str(args.output)  # FileSystems paths (oss:// too)
-    files = rotate_fs.list_files(src, "part-*.parquet")
-    from kmsbeam.pipelines.rotate.job import trusted_sources
-
-    trusted = trusted_sources(args)
-    to_key = args.to_key or trusted.resolve(m.key)  # the manifest's key is a hint only
-    target = kmsbeam.open_key_source(to_key)
-    recorded = recorded_target(read_rotation(src), to_key) if args.trust_manifest else None
-    version = recorded or Rewrapper(target).check_target()
-    journal = rotate_fs.join(out, JOURNAL_NAME)
-    store = journal_store(journal)
-    resuming = rotate_fs.is_dir(journal) and not rotate_fs.exists(rotate_fs.join(out, ROTATION_NAME))
-    if not resuming and not args.dry_run:
-        rotate_fs.delete_tree(journal)
-    from kmsbeam.pipelines.rotate.job import required_keys
-    from kmsbeam.keys.strict import KeyRequirement, RequiredRewrapSource
-
-    required = required_keys(args, to_key)
-    check = None
-    if required:  # strict: cells under other master keys are refused (listed), no call made
-        requirement = KeyRequirement(required)
-        target = RequiredRewrapSource(target, requirement)
-        check = lambda v: requirement.check_value(v, FIELD_V1, also=version)  # noqa: E731
-    rw = Rewrapper(target, context=m.context, only_versions=args.only_version, target_version=version,
-                   known=read_journal(journal, version, store),
-                   on_moved=JournalWriter(journal, store).moved)  # fmt: skip
-    if args.dry_run:
+    def dry_run(self) -> Outcome:
         heads: dict[bytes, str] = {}
-        for f in files:
-            t = pq.read_table(io.BytesIO(rotate_fs.read_bytes(f)))
-            for column in m.fields:
+        for f in self._files:
+            t = pq.read_table(io.BytesIO(paths.read_bytes(f)))
+            for column in self.m.fields:
                 for v in column_at(t, column).to_pylist():
                     if v is not None:
                         p = parse(v, FIELD_V1)
                         heads[p.commitment] = wrapped_key_version(p.wrapped)
-        todo = sum(1 for v in heads.values() if v != version)
-        print(table(f"kmsbeam rotate --dry-run: {src} -> key {to_key} (version {version})",
-                    [("files", f"{len(files):,}"), ("data keys", f"{len(heads):,}"),
-                     ("data keys to move", f"{todo:,}"), ("KMS calls: ReEncrypt", f"{todo:,}"),
-                     ("KMS calls: Decrypt", f"{todo:,}")]))  # fmt: skip
-        return 0
-    rotate_fs.prepare_output(out, rotate_fs.join(out, "_dead_letters"), args.overwrite or resuming,
-                             files, ignore=(LOCK_NAME,))  # fmt: skip
-    rotate_fs.delete_tree(rotate_fs.join(out, ROTATION_NAME))
-    started = time.monotonic()
-    failures: list[dict[str, Any]] = []
-    records = 0
-    for f in files:
-        name = f.rsplit("/", 1)[-1]
-        t = _rewrap_table(pq.read_table(io.BytesIO(rotate_fs.read_bytes(f))), m, rw, to_key, name,
-                          failures, check)  # fmt: skip
-        records += t.num_rows
-        encodings = {c: "DELTA_BYTE_ARRAY" for c in m.fields}
-        plain = [c for c in leaf_paths(t.schema) if c not in encodings]
-        sink = io.BytesIO()
-        pq.write_table(t, sink, compression="snappy", use_dictionary=plain,
-                       column_encoding=encodings)  # fmt: skip
-        rotate_fs.write_bytes(rotate_fs.join(out, name), sink.getvalue())
-    elapsed = time.monotonic() - started
-    rotated = Manifest(**{**m.__dict__, "key": to_key, "kmsbeam_version": kmsbeam.__version__})
-    rotate_fs.write_text(rotate_fs.join(out, "_kmsbeam.json"), rotated.to_json())
-    counts = {"records": records, "values_rewrapped": rw.counts[REWRAPPED],
-              "values_skipped": rw.counts[ALREADY], "values_filtered": rw.counts[FILTERED],
-              "values_resumed": rw.counts[RESUMED], "failed": len(failures),
-              "kms_calls_rewrap": rw.calls}  # fmt: skip
-    rotation: dict[str, Any] = {
-        "kmsbeam_rotation": 1, "method": "rewrap-cells", "source_key": m.key,
-        "target_key": to_key, "target_version": version, "resumed": resuming, "counts": counts,
-        "required_keys": list(required),
-        "failures": failures, "elapsed_seconds": round(elapsed, 3)}  # fmt: skip
-    if args.verify or args.verify_sample is not None:
-        rotation["verify"] = verify_output(out, m, [], args.verify_sample,
-                                           trusted=trusted.with_uris(to_key))  # fmt: skip
-        counts["verify_failed"] = rotation["verify"]["dead_letters"]
-    rotation["finished_at"] = finished_at()
-    rotate_fs.write_text(rotate_fs.join(out, ROTATION_NAME), json.dumps(rotation, indent=2) + "\n")
-    rotate_fs.delete_tree(journal)
-    if not args.quiet:
-        print(table(f"kmsbeam rotate: {src} -> {out} (cells, key {to_key}, version {version})",
-                    [(k.replace("_", " "), f"{v:,}") for k, v in counts.items()]
-                    + [("elapsed", f"{elapsed:.1f} s")]))  # fmt: skip
-    return 1 if failures or counts.get("verify_failed") else 0
+        todo = sum(1 for v in heads.values() if v != self.version)
+        return Outcome(f"kmsbeam rotate --dry-run: {self.src} -> key {self.to_key} (version {self.version})",
+                       [("files", f"{len(self._files):,}"), ("data keys", f"{len(heads):,}"),
+                        ("data keys to move", f"{todo:,}"), ("KMS calls: ReEncrypt", f"{todo:,}"),
+                        ("KMS calls: Decrypt", f"{todo:,}")])  # fmt: skip
+
+    def rotate(self) -> Outcome:
+        m, out, rw = self.m, self.out, self.rw
+        prepare_output(out, paths.join(out, DEAD_LETTER_DIR), self.args.overwrite or self.resuming, self._files)
+        paths.delete_tree(paths.join(out, ROTATION_NAME))
+        started = time.monotonic()
+        failures: list[dict[str, Any]] = []
+        records = 0
+        for f in self._files:
+            name = f.rsplit("/", 1)[-1]
+            t = self._rewrap_table(pq.read_table(io.BytesIO(paths.read_bytes(f))), name, failures)
+            records += t.num_rows
+            encodings = {c: "DELTA_BYTE_ARRAY" for c in m.fields}
+            plain = [c for c in leaf_paths(t.schema) if c not in encodings]
+            sink = io.BytesIO()
+            pq.write_table(t, sink, compression="snappy", use_dictionary=plain, column_encoding=encodings)
+            paths.write_bytes(paths.join(out, name), sink.getvalue())
+        elapsed = time.monotonic() - started
+        rotated = Manifest(**{**m.__dict__, "key": self.to_key, "kmsbeam_version": kmsbeam.__version__})
+        paths.write_text(paths.join(out, MANIFEST_NAME), rotated.to_json())
+        counts = {"records": records, "values_rewrapped": rw.counts[REWRAPPED],
+                  "values_skipped": rw.counts[ALREADY], "values_filtered": rw.counts[FILTERED],
+                  "values_resumed": rw.counts[RESUMED], "failed": len(failures),
+                  "kms_calls_rewrap": rw.calls}  # fmt: skip
+        rotation: dict[str, Any] = {
+            "kmsbeam_rotation": 1, "method": "rewrap-cells", "source_key": m.key,
+            "target_key": self.to_key, "target_version": self.version, "resumed": self.resuming,
+            "counts": counts, "required_keys": list(self.required),
+            "failures": failures, "elapsed_seconds": round(elapsed, 3)}  # fmt: skip
+        return Outcome(f"kmsbeam rotate: {self.src} -> {out} (cells, key {self.to_key}, version {self.version})",
+                       [(k.replace("_", " "), f"{v:,}") for k, v in counts.items()]
+                       + [("elapsed", f"{elapsed:.1f} s")], rotation, failed=bool(failures))  # fmt: skip
+
+    def _rewrap_table(self, table: pa.Table, name: str, failures: list[dict[str, Any]]) -> pa.Table:
+        for column in self.m.fields:
+            values = column_at(table, column).to_pylist()
+            out: list[Any] = []
+            for row, value in enumerate(values):
+                if value is None:
+                    out.append(None)
+                    continue
+                try:
+                    if self.check is not None:  # strict: refused before the Rewrapper counts a call
+                        self.check(value)
+                    out.append(self.rw.rewrap_value(value, FIELD_V1))
+                except KmsBeamError as exc:
+                    exc.field = column
+                    failures.append({"file": name, "row": row, "column": column,
+                                     "reason": failure_reason(exc)})  # fmt: skip
+                    out.append(value)
+            table = replace_at(table, column, pa.array(out, type=column_at(table, column).type))
+        meta = dict(table.schema.metadata or {})
+        if _META in meta:
+            cells = json.loads(meta[_META])
+            cells["key"] = self.to_key
+            meta[_META] = json.dumps(cells).encode("utf-8")
+        return table.replace_schema_metadata(meta)
+
+    def verify(self, fraction: float | None) -> Verified:
+        return verify_dataset(self.out, self.m, [], fraction, self.trusted.with_uris(self.to_key))
+
+    def write_rotation(self, text: str) -> None:
+        paths.write_text(paths.join(self.out, ROTATION_NAME), text)
+        paths.delete_tree(paths.join(self.out, JOURNAL_NAME))

@@ -3,15 +3,20 @@ loads; the job itself is in ``kmsbeam.pipelines.rotate.job``)."""
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
+
+from kmsbeam.pipelines.dead_letters import add_budget_argument
+from kmsbeam.pipelines.options import (
+    add_kms_budget_arguments,
+    add_require_key_argument,
+    fraction,
+    positive_number,
+)
 
 __all__ = ["add_rotate_parser"]
 
 
 def add_rotate_parser(sub: Any) -> None:
-    from kmsbeam.pipelines.cli import _positive_number as _positive_seconds
-
     text = "move a dataset written by kmsbeam encrypt to a new master key (rewrap data keys)"
     cmd = sub.add_parser("rotate", help=text, description=text, allow_abbrev=False,
                          epilog="Other options are passed to Beam's PipelineOptions.")  # fmt: skip
@@ -35,7 +40,7 @@ def add_rotate_parser(sub: Any) -> None:
     cmd.add_argument("--dry-run", action="store_true",
                      help="count data keys and KMS calls; change nothing")
     cmd.add_argument("--verify", action="store_true", help="decrypt all of OUTPUT afterwards")
-    cmd.add_argument("--verify-sample", type=_fraction, metavar="F",
+    cmd.add_argument("--verify-sample", type=fraction, metavar="F",
                      help="decrypt an evenly spread fraction F (0 < F <= 1) of OUTPUT's records "
                      "afterwards, e.g. 0.01")
     cmd.add_argument("--trust-manifest", action="store_true",
@@ -43,30 +48,14 @@ def add_rotate_parser(sub: Any) -> None:
                      "--to-key) instead of asking the key source: no KMS call when nothing "
                      "needs to move, but a key rotated since is missed")
     cmd.add_argument("--overwrite", action="store_true", help="replace kmsbeam output in OUTPUT")
-    from kmsbeam.pipelines.dead_letters import add_budget_argument
-
     add_budget_argument(cmd)  # dead letters allowed before the exit code is 3
-    from kmsbeam.pipelines.cli import add_require_key_argument
-
     add_require_key_argument(cmd)  # strict: values under other master keys are not moved
     cmd.add_argument("--break-lock", action="store_true",
                      help="take over the lock of a rotation of the same OUTPUT that died (its pid "
                      "is gone from this host, or the lock is older than "
                      "KMSBEAM_ROTATION_LOCK_STALE_HOURS, default 24)")  # fmt: skip
     cmd.add_argument("--quiet", "-q", action="store_true", help="no progress and no summary table")
-    cmd.add_argument("--progress-every", type=_positive_seconds, metavar="SECONDS",
+    cmd.add_argument("--progress-every", type=positive_number, metavar="SECONDS",
                      help="off a terminal, write a progress line every SECONDS (default 30)")
-    from kmsbeam.pipelines.cli import add_kms_budget_arguments
-
     add_kms_budget_arguments(cmd)
 
-
-def _fraction(text: str) -> float:
-    """``--verify-sample``: a fraction 0 < F <= 1, checked before anything runs."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a fraction 0 < F <= 1, e.g. 0.01") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError("expected a fraction 0 < F <= 1, e.g. 0.01")
-    return value

@@ -263,11 +263,11 @@ class RotationLock:
                 return False
             return True
         if self._remote:
-            from kmsbeam.pipelines.rotate import fs as rotate_fs
+            from kmsbeam.pipelines import paths
 
-            if rotate_fs.exists(self.location):
+            if paths.exists(self.location):
                 return False
-            rotate_fs.write_bytes(self.location, data)
+            paths.write_bytes(self.location, data)
             return True
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         parent = os.path.dirname(self.location)
@@ -304,11 +304,11 @@ class RotationLock:
             except FileNotFoundError:
                 return None
         if self._remote:
-            from kmsbeam.pipelines.rotate import fs as rotate_fs
+            from kmsbeam.pipelines import paths
 
-            if not rotate_fs.exists(self.location):
+            if not paths.exists(self.location):
                 return None
-            return LockOwner.parse(rotate_fs.read_bytes(self.location)[:4096], self._now())
+            return LockOwner.parse(paths.read_bytes(self.location)[:4096], self._now())
         try:
             fd = os.open(self.location, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -324,9 +324,9 @@ class RotationLock:
 
             oss_client().delete(self.location)
         elif self._remote:
-            from kmsbeam.pipelines.rotate import fs as rotate_fs
+            from kmsbeam.pipelines import paths
 
-            rotate_fs.delete_tree(self.location)
+            paths.delete_tree(self.location)
         else:
             try:
                 os.unlink(self.location)

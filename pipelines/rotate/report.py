@@ -1,23 +1,26 @@
-"""What ``kmsbeam rotate`` reads from a dataset without changing it: the data keys of its values
-(by commitment K and master key version), the ``--dry-run`` count, and the summary table.
+"""What ``kmsbeam rotate`` reads from a fields or record dataset without changing it: the data
+keys of its values (by commitment K and master key version) and the ``--dry-run`` count.
 Nothing here touches key material: K and versions are public parts of each value's header."""
 
 from __future__ import annotations
 
 import argparse
+import csv
 import io
 import json
+from collections.abc import Iterator
 from typing import Any
 
-from kmsbeam.pipelines.rotate import fs as rotate_fs
-from kmsbeam.pipelines.manifest import Manifest
-from kmsbeam.pipelines.rotate.state import RotationPlan
+import pyarrow.parquet as pq
 
 import kmsbeam
 from kmsbeam.formats.envelope import parse
+from kmsbeam.keys.strict import KeyRequirement
+from kmsbeam.pipelines import paths
+from kmsbeam.pipelines.manifest import Manifest
 from kmsbeam.rotation.rewrap import record_paths, wrapped_key_version
 
-__all__ = ["dry_run", "inventory", "key_rows", "table"]
+__all__ = ["dry_run_rows", "inventory", "key_rows"]
 
 
 def key_rows(record: Any, paths: Any, fmt: int) -> list[str]:
@@ -43,28 +46,28 @@ def _head(value: Any, fmt: int) -> tuple[str, str]:
 def inventory(directory: str, name: str) -> dict[str, str]:
     """``{K-hex: version}`` from the ``name-*`` shards in ``directory`` (any filesystem)."""
     keys: dict[str, str] = {}
-    for shard in rotate_fs.list_files(directory, f"{name}-*"):
-        for line in rotate_fs.read_text(shard).splitlines():
+    for shard in paths.list_files(directory, f"{name}-*"):
+        for line in paths.read_text(shard).splitlines():
             row = json.loads(line)
             keys[row["k"]] = row["v"]
     return keys
 
 
-def dry_run(plan: RotationPlan, m: Manifest, to_key: str, version: str, args: argparse.Namespace) -> int:
-    """Count values, data keys and the calls a rotation would make; write nothing."""
-    paths, fmt = record_paths(m.mode, m.fields, m.payload_field)
+def dry_run_rows(plan: Any, version: str, args: argparse.Namespace) -> list[tuple[str, str]]:
+    """Count values, data keys and the calls the rotation ``plan`` (a ``records.RotationPlan``)
+    would make; write nothing."""
+    m = plan.manifest
+    record_at, fmt = record_paths(m.mode, m.fields, m.payload_field)
     heads: dict[str, str] = {}
     values = 0
-    for record in _local_records(plan, m):
-        for line in key_rows(record, paths, fmt):
+    for record in _local_records(plan.files, m):
+        for line in key_rows(record, record_at, fmt):
             row = json.loads(line)
             heads[row["k"]] = row["v"]
             values += 1
     only = set(args.only_version) if args.only_version else None
     refused: set[str] = set()
     if plan.require_keys:  # strict: data keys under other master keys are not moved
-        from kmsbeam.keys.strict import KeyRequirement
-
         allowed = KeyRequirement(plan.require_keys).allowed() | {version}
         refused = {k for k, v in heads.items() if v not in allowed}
     todo = [k for k, v in heads.items() if v != version and (only is None or v in only)
@@ -75,18 +78,13 @@ def dry_run(plan: RotationPlan, m: Manifest, to_key: str, version: str, args: ar
             ("KMS calls: " + ("GenerateDataKey" if args.reencrypt else "ReEncrypt"),
              f"{len(todo):,}" if not args.reencrypt else "1 per bundle"),
             ("KMS calls: Decrypt", f"{len(todo):,}")]  # fmt: skip
-    print(table(f"kmsbeam rotate --dry-run: {plan.spec.input} -> key {to_key} (version {version})", rows))
-    return 0
+    return rows
 
 
-def _local_records(plan: RotationPlan, m: Manifest) -> Any:
+def _local_records(files: list[str], m: Manifest) -> Iterator[Any]:
     """The records of the dataset, read in this process through Beam's FileSystems."""
-    import csv
-
-    import pyarrow.parquet as pq
-
-    for name in plan.files:
-        data = rotate_fs.read_bytes(name)
+    for name in files:
+        data = paths.read_bytes(name)
         if m.format == "parquet":
             yield from pq.read_table(io.BytesIO(data)).to_pylist()
         elif m.format == "csv":
@@ -94,7 +92,3 @@ def _local_records(plan: RotationPlan, m: Manifest) -> Any:
         else:
             yield from (json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip())
 
-
-def table(title: str, rows: list[tuple[str, str]]) -> str:
-    width = max(len(n) for n, _ in rows)
-    return "\n".join([title] + [f"  {n:<{width}}  {v}" for n, v in rows])

@@ -21,19 +21,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-import pyarrow as pa
-from kmsbeam.pipelines.rotate import fs as rotate_fs
-from kmsbeam.pipelines.manifest import Manifest
-from kmsbeam.pipelines.plan import JobSpec
+from kmsbeam.pipelines import paths
 
 __all__ = [
     "JOURNAL_NAME",
     "ROTATION_NAME",
-    "RotationPlan",
     "finished_at",
     "read_rotation",
     "recorded_target",
@@ -44,30 +39,13 @@ ROTATION_NAME = "_kmsbeam_rotation.json"
 JOURNAL_NAME = "_kmsbeam_rotation.journal"
 
 
-@dataclass
-class RotationPlan:
-    """A checked rotation of a field or record dataset. Every path is a FileSystems path
-    string (absolute when local): ``pathlib`` would break ``oss://``."""
-
-    spec: JobSpec
-    files: list[str]
-    pattern: str
-    manifest: Manifest
-    out_dir: str
-    dead_dir: str
-    in_columns: list[str] = field(default_factory=list)
-    out_columns: list[str] = field(default_factory=list)
-    out_schema: pa.Schema | None = None
-    require_keys: tuple[str, ...] = ()
-
-
 def read_rotation(directory: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The rotation manifest in ``directory`` (any filesystem), or None (absent or unreadable)."""
-    path = rotate_fs.join(str(directory), ROTATION_NAME)
+    path = paths.join(str(directory), ROTATION_NAME)
     try:
-        if not rotate_fs.exists(path):
+        if not paths.exists(path):
             return None
-        data = json.loads(rotate_fs.read_text(path))
+        data = json.loads(paths.read_text(path))
     except Exception:  # noqa: BLE001  (Beam wraps IO errors; unreadable is "none")
         return None
     return data if isinstance(data, dict) else None

@@ -13,6 +13,7 @@ Two ways to protect Parquet columns, both backed by kmsbeam key sources:
 Formats: ``docs/FORMAT.md`` ("PME key text v1", "Cell columns").
 """
 
+from kmsbeam.formats.parquet._arrow import column_at, replace_at
 from kmsbeam.formats.parquet._cell_decryptor import CellDecryptor
 from kmsbeam.formats.parquet._cells import (
     CELLS_KEY,
@@ -61,6 +62,7 @@ __all__ = [
     "PmeEncryption",
     "cells_metadata",
     "cells_schema",
+    "column_at",
     "connection_config",
     "crypto_factory",
     "expand_columns",
@@ -73,6 +75,7 @@ __all__ = [
     "open_parquet",
     "original_schema",
     "parse_key_text",
+    "replace_at",
     "rotate_key_material",
     "take_pending_calls",
 ]

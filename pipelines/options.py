@@ -1,0 +1,97 @@
+"""The command line's argument types and the option groups several commands share.
+
+No Beam import: the CLI builds its parser before Beam loads. ``kmsbeam.pipelines.cli`` and
+every command's parser (``rotate.cmd``, ``export``, ``cat``) take their types from here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any
+
+__all__ = [
+    "add_key_lifetime_arguments", "add_kms_budget_arguments", "add_require_key_argument",
+    "fraction", "names", "positive_int", "positive_number", "price",
+]  # fmt: skip
+
+
+def names(text: str) -> list[str]:
+    """``a, b.c`` -> ``["a", "b.c"]``."""
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a positive whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("expected a positive whole number")
+    return value
+
+
+def positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a positive number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError("expected a positive number")
+    return value
+
+
+def price(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a price of at least 0") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError("expected a price of at least 0")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A fraction 0 < F <= 1 (``rotate --verify-sample``), checked before anything runs."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a fraction 0 < F <= 1, e.g. 0.01") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError("expected a fraction 0 < F <= 1, e.g. 0.01")
+    return value
+
+
+def add_kms_budget_arguments(parser: Any, side: str | None = None) -> None:
+    """``--kms-qps`` and ``--kms-price-per-10k`` (encrypt, decrypt, export, rotate), and the
+    key lifetimes of ``side`` (``encrypt``, ``decrypt``, or None for both)."""
+    group = parser.add_argument_group("KMS call budget and cost")
+    group.add_argument("--kms-qps", type=positive_number, metavar="N",
+                       help="at most N remote KMS calls per second per worker process (retries "
+                       "count); the fleet makes up to workers x N")  # fmt: skip
+    group.add_argument("--kms-price-per-10k", type=price, metavar="PRICE",
+                       help="KMS price per 10,000 calls for the summary's cost estimate (default "
+                       "$KMSBEAM_KMS_PRICE_PER_10K, else USD 0.03)")  # fmt: skip
+    add_key_lifetime_arguments(parser, side)
+
+
+def add_key_lifetime_arguments(parser: Any, side: str | None = None) -> None:
+    """``--key-cache-ttl`` (decrypting) and ``--data-key-max-age`` (encrypting): the revocation
+    latency (docs/SECURITY.md); ``side`` None adds both."""
+    group = parser.add_argument_group("revocation latency (how soon a disabled key stops the job)")
+    if side != "encrypt":
+        group.add_argument("--key-cache-ttl", type=positive_number, metavar="SECONDS",
+                           help="reuse an unwrapped data key for at most SECONDS per worker "
+                           "process (default 60)")  # fmt: skip
+    if side != "decrypt":
+        group.add_argument("--data-key-max-age", type=positive_number, metavar="SECONDS",
+                           help="encrypt under one data key for at most SECONDS (default 300)")
+    parser.set_defaults(key_cache_ttl=None, data_key_max_age=None)
+
+
+def add_require_key_argument(parser: Any) -> None:
+    """``--require-key KEYID[,KEYID]``: strict decryption (``kmsbeam.keys.strict``)."""
+    parser.add_argument("--require-key", type=names, action="extend", metavar="KEYID[,KEYID]",
+                        help="strict mode: refuse values wrapped under any other master key "
+                        "(key URIs, or key ids/aliases of the job's key source); refused "
+                        "values go to the dead letters as 'key not allowed'")  # fmt: skip
