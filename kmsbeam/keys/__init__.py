@@ -3,5 +3,6 @@ registry that opens sources, the embedded ``local:`` keystore, the data-key poli
 budget, the caller's trusted sources, and ``--require-key`` (strict).
 
 The concrete remote sources live beside this package (``kmsbeam.alikms``,
-``kmsbeam.pkcs11``); they register their URI schemes with ``kmsbeam.keys.registry``.
+``kmsbeam.pkcs11``); ``kmsbeam.keys.registry`` names their openers and wrapped-key readers by
+scheme and kind (loaded on first use), and ``register_scheme`` / ``register_kind`` add more.
 """
