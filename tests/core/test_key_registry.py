@@ -3,6 +3,8 @@ wrapped-key kind, with ``open_key_source`` untouched; real keystores under tmp_p
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,3 +60,15 @@ def test_wrapped_key_versions_by_kind(tmp_path: Path) -> None:
     assert wrapped[0] == KIND_LOCAL
     with pytest.raises(ConfigurationError):
         register_kind(256, lambda w: "")
+
+
+def test_the_remote_sources_load_on_first_use_only() -> None:
+    code = (
+        "import sys, kmsbeam\n"
+        "loaded = lambda: [m for m in ('pkcs11', 'alibabacloud_kms20160120') if m in sys.modules]\n"
+        "print(loaded())\n"
+        "kmsbeam.open_key_source('kms-emulator://127.0.0.1:9/alias/pii')  # opening makes no call\n"
+        "print(loaded())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.split("\n")[:2] == ["[]", "['alibabacloud_kms20160120']"]
