@@ -193,7 +193,7 @@ def master_key_rows(counters: Mapping[str, int], key: str,
     required key, or the job's key, it belongs to -- or "another master key" when it is
     neither (a ``local:`` or KMS source unwraps any key it holds)."""
     from kmsbeam.keys.strict import KeyRequirement
-    from kmsbeam.transforms._key_versions import versions_used
+    from kmsbeam.transforms.key_versions import versions_used
 
     from kmsbeam import KmsBeamError
 

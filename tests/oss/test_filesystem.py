@@ -84,7 +84,7 @@ def test_filesystem_operations(oss_server: LoopbackOssServer, bucket: str) -> No
 
 
 def test_pipeline_options_override_the_environment(bucket: str) -> None:
-    from kmsbeam.transforms._ossfs import config_from_options
+    from kmsbeam.transforms.ossfs import config_from_options
 
     opts = PipelineOptions(["--oss_part_size", "204800", "--oss_auth_version", "v4"])
     config = config_from_options(opts)

@@ -20,7 +20,7 @@ from kmsbeam.pipelines.cli import main
 from kmsbeam.formats.envelope import FIELD_V1, RECORD_V1, parse
 from kmsbeam.rotation.rewrap import wrapped_key_version
 from kmsbeam.rotation.journal import JournalWriter, read_journal
-from kmsbeam.transforms._journal_fs import BeamJournalStore
+from kmsbeam.transforms.journal_fs import BeamJournalStore
 from tests.pipelines.conftest import EXAMPLES, cli, shard_lines  # noqa: F401  (fixtures)
 from tests.pipelines.test_roundtrip import SCHEMA, _parquet_rows
 
