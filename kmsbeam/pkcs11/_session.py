@@ -6,20 +6,22 @@ the whole process out), and nothing pickles. So every process keeps, per module 
 token, one ``TokenSession`` (one logged-in R/W session and the KEK handles found on it),
 shared by every ``Pkcs11KeySource`` and DoFn instance of the process.
 
-- fork: a child sees the parent's pid in ``_Module.pid``, re-initialises the library
-  (C_Finalize, C_Initialize) and logs in again on first use; locks are replaced after fork.
+- fork (``kmsbeam.process``): ``fork()`` waits for every module lock, so no PKCS#11 call is
+  half-done in the child. The child makes its own ``_Module``, which finalises the library
+  state it inherited and initialises it again (C_Finalize, C_Initialize), and its sessions
+  log in again on first use; the parent's sessions are never used or closed there.
 - start-up: many workers starting at once can read a token file another process is writing
   (GeneralError, NoSuchToken, UserPinNotInitialized). Opening retries a bounded number of
   times (``STARTUP_DELAYS``), re-initialising the library in between (a token list is read
   at C_Initialize); a wrong PIN is never retried (an HSM may lock the PIN).
 - re-initialising bumps ``_Module.generation``: every session of the module re-opens lazily,
   reading its PIN source again (PINs are never kept, only a keyed digest to compare).
-- exit: ``atexit`` logs out and closes the sessions this process opened.
+- exit: the registry closes each module of this process: it logs out and closes the sessions
+  this process opened.
 """
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import hmac
 import os
@@ -34,6 +36,7 @@ from typing import Any, TypeVar
 import pkcs11
 import pkcs11.exceptions as px
 
+from kmsbeam import process
 from kmsbeam.errors import AccessDeniedError, ConfigurationError, KeyNotFoundError, KmsBeamError
 from kmsbeam.pkcs11._config import Pkcs11Config
 from kmsbeam.pkcs11._errors import STALE_HANDLE, STARTUP_TRANSIENT, login_error
@@ -44,6 +47,9 @@ T = TypeVar("T")
 #: sleeps between start-up attempts (jittered up to +50%): 5 attempts, ~0.15-0.23 s in all
 STARTUP_DELAYS = (0.01, 0.02, 0.04, 0.08)
 _PIN_KEY = os.urandom(32)  # keys the PIN digests; process memory only
+# python-pkcs11 keeps a path's library for the interpreter's life (a forked child inherits it
+# initialised): a module whose path is here finalises it before its first C_Initialize
+_LOADED: set[str] = set()
 
 
 class _TokenMissing(Exception):
@@ -62,20 +68,20 @@ class _Module:
         self.path = path
         self.lock = threading.Lock()
         self.lib: Any = None
-        self.pid = os.getpid()
         self.generation = 0
         self.tokens: dict[int, TokenSession] = {}
         self.calls: Counter[str] = Counter()
 
     def library(self) -> Any:
-        """The initialised library (caller holds ``lock``); re-initialised after a fork."""
-        if self.pid != os.getpid():
-            self.reinitialize()
+        """The initialised library (caller holds ``lock``)."""
         if self.lib is None:
             if not os.path.isfile(self.path):
                 raise ConfigurationError(f"no PKCS#11 module at {self.path}: check module-path")
             self.calls["C_Initialize"] += 1
             try:
+                if self.generation == 0 and self.path in _LOADED:  # a parent's, or a dropped module's
+                    _finalize(pkcs11.lib(self.path))
+                _LOADED.add(self.path)
                 self.lib = pkcs11.lib(self.path)
             except px.PKCS11Error as exc:
                 if str(exc).startswith(("OS exception", "Unknown exception")):
@@ -87,54 +93,37 @@ class _Module:
 
     def reinitialize(self) -> None:
         """C_Finalize + C_Initialize (caller holds ``lock``); every session re-opens."""
-        self.pid = os.getpid()
         self.generation += 1
         for session in self.tokens.values():
             session.forget()
         lib, self.lib = self.lib, None
         if lib is not None:
-            try:
-                lib.finalize()
-            except px.PKCS11Error:
-                pass  # a forked child's module may not know it was initialised
+            _finalize(lib)
             self.lib = self.library()
 
+    def logout(self) -> None:
+        """C_Logout and C_CloseSession of every session (at exit: ``kmsbeam.process``)."""
+        if not self.lock.acquire(timeout=2):
+            return
+        try:
+            for session in self.tokens.values():
+                session.close()
+        finally:
+            self.lock.release()
 
-_modules: dict[str, _Module] = {}
-_registry_lock = threading.Lock()
+
+def _finalize(lib: Any) -> None:
+    try:
+        lib.finalize()
+    except px.PKCS11Error:
+        pass  # state inherited through fork may not know it was initialised
 
 
 def _module(path: str) -> _Module:
-    with _registry_lock:
-        module = _modules.get(path)
-        if module is None:
-            module = _modules[path] = _Module(path)
-        return module
-
-
-def _before_fork() -> None:
-    """Hold every lock across fork(): no PKCS#11 call is half-done in the child's copy."""
-    _registry_lock.acquire()
-    for module in _modules.values():
-        module.lock.acquire()
-
-
-def _after_fork_in_parent() -> None:
-    for module in _modules.values():
-        module.lock.release()
-    _registry_lock.release()
-
-
-def _after_fork_in_child() -> None:
-    global _registry_lock
-    _registry_lock = threading.Lock()
-    for module in _modules.values():
-        module.lock = threading.Lock()  # the pid check re-initialises the library on first use
-
-
-os.register_at_fork(
-    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
-)
+    """This process's module for ``path`` (``kmsbeam.process``; fork waits for its lock)."""
+    return process.shared(
+        "pkcs11.module", path, lambda: _Module(path), close=_Module.logout, fork_lock=lambda m: m.lock
+    )
 
 
 def _pin_digest(pin: str) -> bytes:
@@ -186,7 +175,7 @@ class TokenSession:
     """The logged-in session of one token in this process. Use through ``run``."""
 
     def __init__(self, module: _Module, slot_id: int, label: str) -> None:
-        self.module = module
+        self.module = module  # this process's: ``locked`` moves an inherited session to it
         self.slot_id = slot_id
         self.label = label
         self._session: Any = None
@@ -201,8 +190,7 @@ class TokenSession:
         self._keys.clear()
 
     def _live(self) -> bool:
-        m = self.module
-        return self._session is not None and self._generation == m.generation and m.pid == os.getpid()
+        return self._session is not None and self._generation == self.module.generation
 
     def _login(self, token: Any, pin: str, config: Pkcs11Config) -> None:
         self.module.calls["C_OpenSession+C_Login"] += 1
@@ -229,7 +217,14 @@ class TokenSession:
 
     @contextmanager
     def locked(self) -> Iterator[Any]:
-        """Hold the module lock with a live session (re-opened if the library was reset)."""
+        """Hold the module lock with a live session (re-opened if the library was reset, or
+        on this process's module if the session was inherited through fork)."""
+        module = _module(self.module.path)
+        if module is not self.module:  # the parent's: never use its session or handles
+            self.module, self._session = module, None
+            self._keys.clear()
+            with module.lock:
+                module.tokens.setdefault(self.slot_id, self)
         with self.module.lock:
             if not self._live():
                 assert self._config is not None
@@ -281,7 +276,7 @@ class TokenSession:
         """C_Logout and C_CloseSession (caller holds the lock)."""
         session, self._session = self._session, None
         self._keys.clear()
-        if session is not None and self.module.pid == os.getpid():
+        if session is not None:
             try:
                 session.close()
             except px.PKCS11Error:
@@ -289,8 +284,7 @@ class TokenSession:
 
 
 def _open(module: _Module, config: Pkcs11Config, pin: str, existing: TokenSession | None) -> TokenSession:
-    """Find the token and log in, with bounded retries (caller holds ``module.lock``; it must
-    never take ``_registry_lock`` while holding a module lock: see ``_before_fork``)."""
+    """Find the token and log in, with bounded retries (caller holds ``module.lock``)."""
     last: BaseException | None = None
     for attempt in range(len(STARTUP_DELAYS) + 1):
         if attempt:
@@ -354,22 +348,8 @@ def reinitialize(module_path: str) -> None:
 def call_counts(module_path: str | None = None) -> dict[str, int]:
     """PKCS#11 operations made by this process (one module, or all), by function name."""
     total: Counter[str] = Counter()
-    with _registry_lock:
-        modules = [m for p, m in _modules.items() if module_path in (None, p)]
+    modules = [m for m in process.objects("pkcs11.module") if module_path in (None, m.path)]
     for m in modules:
         with m.lock:
             total.update(m.calls)
     return dict(total)
-
-
-@atexit.register
-def _logout_all() -> None:
-    for module in list(_modules.values()):
-        if module.pid != os.getpid() or not module.lock.acquire(timeout=2):
-            continue
-        try:
-            for session in module.tokens.values():
-                session.close()
-        finally:
-            module.lock.release()
-

@@ -132,8 +132,8 @@ _EXIT_SCRIPT = """
 import atexit, sys
 
 def check():  # registered before kmsbeam's own handler, so it runs after it (LIFO)
-    from kmsbeam.pkcs11 import _session
-    live = [t for m in _session._modules.values() for t in m.tokens.values() if t._session is not None]
+    from kmsbeam import process
+    live = [t for m in process.objects("pkcs11.module") for t in m.tokens.values() if t._session is not None]
     print("open sessions after exit handlers:", len(live))
 
 atexit.register(check)
