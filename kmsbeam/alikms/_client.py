@@ -9,11 +9,11 @@ key URI                                    SDK ``Config``
 ``kms-emulator://HOST:PORT/KEY``           ``http://HOST:PORT``; ``?region=`` optional
 =========================================  =============================================
 
-Clients are cached per endpoint (the URI without its key) and process id, so all keys of an
-endpoint share one client and its connection pool. The SDK client is used from many threads
-at once (it builds a new request per call). After ``os.fork()`` the child forgets the
-parent's clients and the SDK's pooled HTTP sessions (``darabonba.core.DaraCore._sessions``,
-shared process-wide by the SDK), so a child never writes to its parent's sockets.
+Clients are cached per endpoint (the URI without its key) per process (``kmsbeam.process``),
+so all keys of an endpoint share one client and its connection pool. The SDK client is used
+from many threads at once (it builds a new request per call). A forked child builds its own
+clients and starts the SDK's pooled HTTP sessions (``darabonba.core.DaraCore._sessions``,
+shared process-wide by the SDK) empty, so a child never writes to its parent's sockets.
 
 The SDK (~0.7 s to import) is imported when the first client is built, not with kmsbeam.
 
@@ -27,11 +27,11 @@ import importlib
 import os
 import re
 import sys
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from kmsbeam import process
 from kmsbeam.alikms._credentials import sdk_credentials
 from kmsbeam.errors import ConfigurationError
 from kmsbeam.keys.uri import KeyUri
@@ -121,6 +121,7 @@ class SdkClient:
     def __init__(self, endpoint: Endpoint) -> None:
         kms = sdk_module("alibabacloud_kms20160120.client")
         openapi = sdk_module("alibabacloud_tea_openapi.models")
+        process.shared("alikms.sdk-pool", None, _own_sdk_pool)  # once per process
         self.credentials, creds = sdk_credentials()
         config = openapi.Config(
             endpoint=endpoint.host,
@@ -143,34 +144,22 @@ class SdkClient:
         raise TypeError("an SDK client holds credentials and never pickles")
 
 
-_clients: dict[tuple[Endpoint, int], SdkClient] = {}
-_lock = threading.Lock()
-
-
 def shared_client(endpoint: Endpoint) -> SdkClient:
     """This process's client for ``endpoint`` (built on first use)."""
-    key = (endpoint, os.getpid())
-    with _lock:
-        client = _clients.get(key)
-        if client is None:
-            client = _clients[key] = SdkClient(endpoint)
-        return client
+    return process.shared("alikms.client", endpoint, lambda: SdkClient(endpoint))
 
 
 def clear_clients() -> None:
     """Forget this process's clients: the next call builds new ones (and re-reads the
     credential environment variables). Clients in use stay usable."""
-    with _lock:
-        _clients.clear()
+    process.discard("alikms.client")
 
 
-def _after_fork_in_child() -> None:
-    global _lock
-    _lock = threading.Lock()  # the parent may have held it while forking
-    _clients.clear()
+def _own_sdk_pool() -> dict[str, Any]:
+    """Start this process's SDK connection pool empty (``DaraCore._sessions`` is process-wide
+    in the SDK); returns the sessions found there (a parent's), kept but never used."""
     core = sys.modules.get("darabonba.core")
+    found: dict[str, Any] = {}
     if core is not None and isinstance(getattr(core.DaraCore, "_sessions", None), dict):
-        core.DaraCore._sessions = {}  # the parent's pooled connections are not ours
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
+        found, core.DaraCore._sessions = core.DaraCore._sessions, {}
+    return found

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -138,7 +137,7 @@ class AlibabaKmsKeySource:
             clock=clock,
             random=random,
         )
-        self._client = shared_client(self._endpoint)
+        shared_client(self._endpoint)  # missing credentials fail here, not at the first call
 
     # -- identity ---------------------------------------------------------------------------
     @property
@@ -289,10 +288,7 @@ class AlibabaKmsKeySource:
         return meta
 
     def _sdk(self) -> SdkClient:
-        client = self._client
-        if client.pid != os.getpid():  # a forked child builds its own
-            client = self._client = shared_client(self._endpoint)
-        return client
+        return shared_client(self._endpoint)  # this process's (kmsbeam.process)
 
     def _call(self, action: str, key: str, call: Callable[[Any], Any]) -> Any:
         """One KMS action under the retry policy; returns the response body.
