@@ -1,8 +1,8 @@
 """The registry of key sources: URI scheme -> opener, wrapped-key kind -> version reader.
 
 Transforms hold a key URI string and call ``open_key_source`` on the worker; the cache makes
-that cheap (one source, hence one connection or session, per URI per process). After
-``os.fork()`` the child starts with an empty cache and never reuses the parent's sources.
+that cheap (one source, hence one connection or session, per URI per process, in
+``kmsbeam.process``): after ``os.fork()`` the child opens its own, never the parent's.
 
 A key source is added with ``register_scheme`` (and ``register_kind`` for a new wrapped-key
 kind); ``open_key_source`` only looks the scheme up. The built-in sources are registered as
@@ -20,12 +20,11 @@ scheme                          opener                                          
 from __future__ import annotations
 
 import importlib
-import os
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol, cast
 
+from kmsbeam import process
 from kmsbeam.errors import ConfigurationError, MalformedValueError
 from kmsbeam.keys.local import LocalKeySource, keystore_home
 from kmsbeam.keys.source import KIND_ALIBABA_KMS, KIND_LOCAL, KIND_PKCS11, KeySource
@@ -124,18 +123,9 @@ def _resolve(target: Callable[..., object] | str) -> Callable[..., object]:
     return cast("Callable[..., object]", getattr(importlib.import_module(module), name))
 
 
-_cache: dict[tuple[str, str], KeySource] = {}
-_lock = threading.Lock()
-
-
 def clear_key_source_cache() -> None:
     """Forget every cached key source of this process (the sources stay usable)."""
-    global _lock
-    _cache.clear()
-    _lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=clear_key_source_cache)
+    process.discard("keys.source")
 
 
 def open_key_source(uri: str, *, create: bool = False) -> KeySource:
@@ -167,11 +157,7 @@ def open_key_source(uri: str, *, create: bool = False) -> KeySource:
     if entry is None:  # parsed, but no source registered for it
         raise ConfigurationError(f"the {parsed.scheme} key source is not supported")
     cache_key = (uri, entry.cache_key(parsed) if entry.cache_key else "")
-    with _lock:
-        source = _cache.get(cache_key)
-        if source is None:
-            source = _cache[cache_key] = _open(entry, parsed, create)
-        return source
+    return process.shared("keys.source", cache_key, lambda: _open(entry, parsed, create))
 
 
 def _open(entry: _Scheme, parsed: KeyUri, create: bool) -> KeySource:

@@ -27,6 +27,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 
+from kmsbeam import process
 from kmsbeam.keys.cache import DataKeyCache, shared_cache
 from kmsbeam.formats.envelope import KeyCipher, parse
 from kmsbeam.errors import ConfigurationError, KmsBeamError, RecordError
@@ -67,21 +68,11 @@ def qualify_key(item: str, base: str) -> str:
     return uri
 
 
-_versions: dict[str, frozenset[str]] = {}
-_versions_lock = threading.Lock()
-
-
 def _versions_of(uri: str) -> frozenset[str]:
     from kmsbeam.keys.registry import keystore_home, open_key_source
 
     slot = f"{uri}\0{keystore_home()}" if uri.startswith("local:") else uri
-    with _versions_lock:
-        found = _versions.get(slot)
-    if found is None:
-        found = frozenset(source_key_versions(open_key_source(uri)))
-        with _versions_lock:
-            _versions[slot] = found
-    return found
+    return process.shared("keys.versions", slot, lambda: frozenset(source_key_versions(open_key_source(uri))))
 
 
 class KeyRequirement:

@@ -3,13 +3,17 @@ child (never the parent's), the parent's untouched; and no other module handles 
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from kmsbeam import process
+
+ROOT = Path(__file__).resolve().parents[2]
 
 class Thing:
     def __init__(self) -> None:
@@ -142,3 +146,45 @@ def test_shared_objects_are_closed_at_exit() -> None:
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout == "closed\n"
+
+
+# -- one fork rule, in one place ------------------------------------------------------------
+# pipelines/rotate/lock.py: the lock's owner id is a pid (hostname, pid, nonce), not a cache.
+NOT_A_CACHE = {"pipelines/rotate/lock.py"}
+
+
+def _fork_handling(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Attribute) and node.attr == "register_at_fork":
+            found.append(f"{path.relative_to(ROOT)}:{node.lineno}: register_at_fork")
+        if isinstance(node, ast.Compare):
+            for part in (node.left, *node.comparators):
+                if any(isinstance(n, ast.Attribute) and n.attr == "getpid" for n in ast.walk(part)):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: compares os.getpid()")
+    return found
+
+
+def test_only_kmsbeam_process_handles_fork() -> None:
+    found = []
+    for package in ("kmsbeam", "transforms", "pipelines"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            rel = str(path.relative_to(ROOT))
+            if rel not in NOT_A_CACHE and rel != "kmsbeam/process.py":
+                found += _fork_handling(path)
+    assert found == []
+    assert _fork_handling(ROOT / "kmsbeam" / "process.py")  # the check sees the one that is there
+
+
+def test_no_cache_is_keyed_by_process_id() -> None:
+    """``os.getpid()`` only names things (temporary files, journal files, lock owners)."""
+    found = []
+    for package in ("kmsbeam", "transforms", "pipelines"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, (ast.Tuple, ast.Subscript)):
+                    parts = node.elts if isinstance(node, ast.Tuple) else [node.slice]
+                    for part in parts:
+                        if isinstance(part, ast.Call) and getattr(part.func, "attr", "") == "getpid":
+                            found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert found == []
