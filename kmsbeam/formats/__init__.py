@@ -4,7 +4,7 @@ Every format is specified in ``docs/FORMAT.md`` and pinned by ``tests/vectors``.
 
 A format is one object (``kmsbeam.formats.base.Format``): encrypt and decrypt engines,
 rewrap in place and inspect. ``FieldFormat`` and ``RecordFormat`` are here; ``CellFormat`` and
-``PmeFormat`` in ``kmsbeam.formats.parquet``, ``ObjectFormat`` in ``kmsbeam.formats.objects``
+``PmeFormat`` in ``kmsbeam.formats.parquet.formats``, ``ObjectFormat`` in ``kmsbeam.formats.objects``
 (``format_class(name)`` finds any of them without importing pyarrow for the others).
 """
 

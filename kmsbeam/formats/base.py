@@ -11,11 +11,11 @@ fields   a dict record with encrypted values at paths  ``kmsbeam.formats.FieldFo
                                                        (``FieldEncryptor`` / ``FieldDecryptor``)
 record   a dict record with one encrypted payload      ``kmsbeam.formats.RecordFormat``
                                                        (``RecordEncryptor`` / ``RecordDecryptor``)
-cells    an Arrow table with cell columns              ``kmsbeam.formats.parquet.CellFormat``
+cells    an Arrow table with cell columns              ``kmsbeam.formats.parquet.formats.CellFormat``
                                                        (``CellEncryptor`` / ``CellDecryptor``)
 objects  an object's ``ObjectHeader`` (bytes 0..H)     ``kmsbeam.formats.objects.ObjectFormat``
                                                        (``ObjectWriter`` / ``ObjectReader``)
-pme      the local path of a Parquet file              ``kmsbeam.formats.parquet.PmeFormat``
+pme      the local path of a Parquet file              ``kmsbeam.formats.parquet.formats.PmeFormat``
                                                        (``PmeEncryption`` / ``PmeDecryption``)
 =======  ============================================  ========================================
 
@@ -79,9 +79,9 @@ Sealed = TypeVar("Sealed")
 FORMAT_NAMES: dict[str, str] = {
     "fields": "kmsbeam.formats.dicts:FieldFormat",
     "record": "kmsbeam.formats.dicts:RecordFormat",
-    "cells": "kmsbeam.formats.parquet:CellFormat",
+    "cells": "kmsbeam.formats.parquet.formats:CellFormat",
     "objects": "kmsbeam.formats.objects:ObjectFormat",
-    "pme": "kmsbeam.formats.parquet:PmeFormat",
+    "pme": "kmsbeam.formats.parquet.formats:PmeFormat",
 }
 
 
@@ -128,6 +128,11 @@ class KeyRewrap(Protocol):
     def target_uri(self) -> str:
         """The target key URI: a format that records a key URI hint (cells metadata, an
         object's key block) records this one for rewrapped data."""
+        ...
+
+    @property
+    def context(self) -> dict[str, str]:
+        """The encryption context of the data keys (kept by a rewrap)."""
         ...
 
     def rewrap_key(self, wrapped: bytes, commitment: bytes) -> tuple[bytes, str]:

@@ -145,6 +145,11 @@ class Rewrapper:
         """The target key URI (a format records it as a hint where it keeps one)."""
         return self._source.uri
 
+    @property
+    def context(self) -> dict[str, str]:
+        """The encryption context of the data keys (kept)."""
+        return dict(self._context)
+
     # -- one data key (kmsbeam.formats.base.KeyRewrap) ------------------------------------
     def rewrap_key(self, wrapped: bytes, commitment: bytes) -> tuple[bytes, str]:
         """``(wrapped key to write, status)`` for the data key ``wrapped`` with commitment K;

@@ -11,7 +11,8 @@
 One data key per object, chunked AES-256-GCM (1 MiB chunks by default), memory bounded by
 two chunks whatever the object size. The format (``docs/FORMAT.md``, "Object stream v1")
 makes truncation, extension, reordering and chunk swapping between objects fail with
-``kmsbeam.AuthenticationError``; its header can be rewrapped without touching the chunks.
+``kmsbeam.AuthenticationError``; its header can be rewrapped without touching the chunks
+(``ObjectFormat``: the format as one object, ``kmsbeam.formats.base.Format``).
 """
 
 from kmsbeam.formats.objects._format import (
@@ -21,12 +22,16 @@ from kmsbeam.formats.objects._format import (
     ciphertext_size,
     plaintext_size,
 )
+from kmsbeam.formats.objects._object_format import ObjectDecryptor, ObjectEncryptor, ObjectFormat
 from kmsbeam.formats.objects._reader import ObjectReader, read_header
 from kmsbeam.formats.objects._writer import ObjectWriter
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "MAGIC",
+    "ObjectDecryptor",
+    "ObjectEncryptor",
+    "ObjectFormat",
     "ObjectHeader",
     "ObjectReader",
     "ObjectWriter",

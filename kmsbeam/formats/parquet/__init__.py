@@ -10,6 +10,7 @@ Two ways to protect Parquet columns, both backed by kmsbeam key sources:
   values v1, readable by any engine and decryptable anywhere with ``FieldDecryptor``.
 
 ``inspect_parquet`` describes either kind of file without keys and without decrypting.
+``CellFormat`` and ``PmeFormat`` (``formats``) are the two as ``kmsbeam.formats.base.Format``.
 Formats: ``docs/FORMAT.md`` ("PME key text v1", "Cell columns").
 """
 
@@ -30,6 +31,7 @@ from kmsbeam.formats.parquet._client import (
     kms_call_totals,
     take_pending_calls,
 )
+from kmsbeam.formats.parquet.formats import CellFormat, PmeFormat
 from kmsbeam.formats.parquet._inspect import (
     ColumnReport,
     FileReport,
@@ -52,6 +54,7 @@ __all__ = [
     "CELLS_KEY",
     "CellDecryptor",
     "CellEncryptor",
+    "CellFormat",
     "ColumnReport",
     "FileReport",
     "KeyReport",
@@ -60,6 +63,7 @@ __all__ = [
     "KmsCalls",
     "PmeDecryption",
     "PmeEncryption",
+    "PmeFormat",
     "cells_metadata",
     "cells_schema",
     "column_at",
