@@ -8,10 +8,10 @@ decrypts data an attacker (or a mistake) put under another key, and reports the 
 *before* any lookup or key-source call:
 
 - every wrapped key names its master key version without a call
-  (``kmsbeam.rotation.rewrap.wrapped_key_version``: the KeyVersionId of a KMS blob, ``TOKEN/KEK/ID``
+  (``kmsbeam.keys.registry.wrapped_key_version``: the KeyVersionId of a KMS blob, ``TOKEN/KEK/ID``
   of a PKCS#11 blob);
 - the required keys' versions are learnt once per process and key (``ListKeyVersions`` for a
-  KMS key, the KEK itself for PKCS#11: ``kmsbeam.rotation.rewrap.source_key_versions``);
+  KMS key, the KEK itself for PKCS#11: ``KeySource.key_versions``);
 - a value under any other version raises ``KeyNotAllowedError`` (a ``RecordError``: a dead
   letter with the stable reason ``key not allowed ...``, or the job's failure without dead
   letters). No Decrypt call is made for it and nothing is cached.
@@ -33,7 +33,7 @@ from kmsbeam.formats.envelope import KeyCipher, parse
 from kmsbeam.errors import ConfigurationError, KmsBeamError, RecordError
 from kmsbeam.keys.source import DataKey, KeyInfo, KeySource
 from kmsbeam.formats.paths import FieldPath
-from kmsbeam.rotation.rewrap import source_key_versions, wrapped_key_version
+from kmsbeam.keys.registry import wrapped_key_version
 from kmsbeam.keys.trust import _with_key
 from kmsbeam.keys.uri import KeyUri, parse_key_uri
 
@@ -72,7 +72,7 @@ def _versions_of(uri: str) -> frozenset[str]:
     from kmsbeam.keys.registry import keystore_home, open_key_source
 
     slot = f"{uri}\0{keystore_home()}" if uri.startswith("local:") else uri
-    return process.shared("keys.versions", slot, lambda: frozenset(source_key_versions(open_key_source(uri))))
+    return process.shared("keys.versions", slot, lambda: frozenset(open_key_source(uri).key_versions()))
 
 
 class KeyRequirement:
