@@ -23,10 +23,10 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
-__all__ = ["ParquetFile", "ParquetSink", "RecordsToTables", "WriteParquetFiles"]
+__all__ = ["OpenShard", "ParquetSink", "RecordsToTables", "WriteParquetFiles"]
 
 
-class ParquetFile:
+class OpenShard:
     """One open temp file: the writer and the ``FileSystems`` handle under it."""
 
     __slots__ = ("handle", "writer")
@@ -67,16 +67,16 @@ class ParquetSink(FileBasedSink):
         """Files written next to ``path`` that follow it when it is renamed (none here)."""
         return []
 
-    def open(self, temp_path: str) -> ParquetFile:
+    def open(self, temp_path: str) -> OpenShard:
         options = {**self.writer_options, **self.file_options(temp_path)}
         handle = super().open(temp_path)
         writer = pq.ParquetWriter(handle, self.schema, compression=self.codec, **options)
-        return ParquetFile(writer, handle)
+        return OpenShard(writer, handle)
 
-    def write_record(self, opened: ParquetFile, table: pa.Table | pa.RecordBatch) -> None:
+    def write_record(self, opened: OpenShard, table: pa.Table | pa.RecordBatch) -> None:
         opened.writer.write(table)
 
-    def close(self, opened: ParquetFile) -> None:
+    def close(self, opened: OpenShard) -> None:
         opened.writer.close()
         opened.handle.close()
 
