@@ -1,4 +1,5 @@
-"""``kmsbeam inspect FILE...``: how Parquet files are protected, without keys or decryption.
+"""``kmsbeam inspect FILE...``: how Parquet files (and kmsbeam objects) are protected, without
+keys or decryption.
 
 ::
 
@@ -10,8 +11,9 @@
 For each file: the encryption (none, PME with an encrypted or plaintext footer), the footer
 key, and per column how it is protected (plaintext, a PME column or footer key, kmsbeam cells
 or records) and under which master key ids, key URIs and master key versions. It reads footer
-bytes and value headers only (``kmsbeam.formats.parquet.inspect_parquet``): never a key source, never
-a decryption, and never the pyarrow metadata calls that abort on encrypted columns.
+bytes and value headers only (``kmsbeam.formats.inspect.inspect_file``, generic over formats: an
+object stream file shows its one data key): never a key source, never a decryption, and never
+the pyarrow metadata calls that abort on encrypted columns.
 
 Paths are Beam FileSystems paths (``kmsbeam.pipelines.paths``). A remote file is copied, with
 its external key material if any, into a private temporary directory (0700) for the reading
@@ -100,6 +102,8 @@ def format_report(report: Any) -> str:
     lines = [f"{report.path}  ({report.size:,} bytes)", f"  encryption   {report.encryption}"]
     if report.algorithm:
         lines.append(f"  algorithm    {report.algorithm}")
+    if report.data_key is not None:
+        lines.append(f"  data key     {_key(report.data_key).strip()}  ({report.data_key.key_kind})")
     k = report.footer_key
     if k is not None:
         lines.append(f"  footer key   {_key(k)}")
@@ -145,7 +149,7 @@ def _manifest_notes(path: str) -> list[str]:
 
 def run_inspect(parser: Any, args: argparse.Namespace, extra: Sequence[str], out: TextIO) -> int:
     """Inspect each file; 0 when every file was read, 1 when some were not Parquet."""
-    from kmsbeam.formats.parquet import inspect_parquet
+    from kmsbeam.formats.inspect import inspect_file
 
     from kmsbeam import FormatError
 
@@ -156,7 +160,7 @@ def run_inspect(parser: Any, args: argparse.Namespace, extra: Sequence[str], out
         copy = path
         try:
             with _local(path) as copy:
-                report = inspect_parquet(copy)
+                report = inspect_file(copy)
             report.path = path
         except (FormatError, OSError) as exc:
             failed += 1

@@ -17,7 +17,12 @@ from kmsbeam.formats.base import MOVED, KeyRewrap, KeyUse
 from kmsbeam.formats.envelope import from_text, parse, reheader, to_text
 from kmsbeam.formats.paths import FieldPath
 
-__all__ = ["rewrap_paths", "rewrap_value", "text_header_length", "value_use", "wrapped_version"]
+__all__ = [
+    "KIND_NAMES", "kind_name", "rewrap_paths", "rewrap_value", "text_header_length", "value_use",
+    "wrapped_version",
+]  # fmt: skip
+
+KIND_NAMES = {1: "local keystore", 2: "Alibaba Cloud KMS protocol", 3: "PKCS#11"}
 
 _DUMMY_BODY = bytes(21)  # counter, one ciphertext byte and the tag: the shortest body parse() takes
 _MAX_TEXTS = 65536
@@ -40,6 +45,11 @@ def text_header_length(value: str) -> int:
     if wlen == 0 or len(value) < size + 28:  # + the shortest body, 21 bytes
         raise MalformedValueError()
     return size
+
+
+def kind_name(kind: int) -> str:
+    """How reports name a wrapped key's kind byte."""
+    return KIND_NAMES.get(kind, f"kind {kind:#04x}")
 
 
 def wrapped_version(wrapped: bytes) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -117,3 +118,28 @@ def test_cli_inspect_in_a_child_process(keys: dict[str, str], tmp_path: Path, km
     lines = [json.loads(line) for line in run.out.splitlines()]
     assert "error" in lines[0] and lines[1]["encryption"] == "PME, plaintext footer"
     assert "Traceback" not in run.err
+
+
+def test_inspect_is_generic_over_file_formats(keys: dict[str, str], tmp_path: Path, cli: Any) -> None:
+    """``kmsbeam inspect`` (``inspect_file``) shows an object stream's one data key from its
+    header, and Parquet files as before (their JSON has no ``data_key``)."""
+    from kmsbeam.formats.inspect import inspect_file
+    from kmsbeam.formats.objects import ObjectFormat
+
+    source = open_key_source(keys["pii"])
+    obj = tmp_path / "x.kmsb"
+    obj.write_bytes(ObjectFormat(chunk_size=1024).encryptor(source).encrypt(b"rows\n" * 1000))
+    report = inspect_file(obj)
+    version = source.describe_key().primary_version
+    assert report.encryption == "object stream v1" and report.columns is None
+    assert report.data_key is not None and report.data_key.key_uri == keys["pii"]
+    assert report.data_key.key_version == version and report.data_key.key_kind == "local keystore"
+    run = cli("inspect", obj)
+    assert run.code == 0 and "object stream v1" in run.out and f"version {version}" in run.out
+    pme = pme_file(tmp_path / "f.parquet", keys, plaintext_footer=True)
+    run = cli("inspect", obj, pme, "--json")
+    first, second = (json.loads(line) for line in run.out.splitlines())
+    assert first["data_key"]["key_uri"] == keys["pii"] and "data_key" not in second
+    (tmp_path / "bad.kmsb").write_bytes(b"KMSO" + bytes(10))
+    with pytest.raises(FormatError, match="not a kmsbeam object"):
+        inspect_file(tmp_path / "bad.kmsb")

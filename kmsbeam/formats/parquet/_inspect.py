@@ -31,10 +31,10 @@ from kmsbeam.formats.parquet._arrow import column_at
 from kmsbeam.formats.parquet._cells import CELLS_KEY
 from kmsbeam.formats.parquet._keytext import parse_key_text
 from kmsbeam.formats.parquet._thrift import read_struct
+from kmsbeam.formats.values import kind_name, value_use
 
 __all__ = ["ColumnReport", "FileReport", "KeyReport", "inspect_parquet", "key_material_path"]
 
-KINDS = {1: "local keystore", 2: "Alibaba Cloud KMS protocol", 3: "PKCS#11"}
 FORMATS = {1: "cells (field value v1)", 2: "records (record v1)"}
 _ALGORITHMS = {1: "AES_GCM_V1", 2: "AES_GCM_CTR_V1"}
 _PHYSICAL = ("BOOLEAN", "INT32", "INT64", "INT96", "FLOAT", "DOUBLE", "BYTE_ARRAY", "FIXED_LEN_BYTE_ARRAY")
@@ -78,9 +78,13 @@ class FileReport:
     cells_key: str | None = None
     columns: list[ColumnReport] | None = None
     notes: list[str] = field(default_factory=list)
+    data_key: KeyReport | None = None  # an object's one data key (not Parquet)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.data_key is None:
+            del out["data_key"]
+        return out
 
 
 def key_material_path(path: str | os.PathLike[str]) -> Path:
@@ -115,7 +119,7 @@ def _key_report(raw: bytes, path: Path) -> KeyReport:
         report.wrapped_by = "another KMS client"
         return report
     report.key_uri = parsed.uri
-    report.key_kind = KINDS.get(parsed.kind, f"kind {parsed.kind:#04x}")
+    report.key_kind = kind_name(parsed.kind)
     report.key_version = parsed.key_version
     return report
 
@@ -283,19 +287,13 @@ def _scan_cells(report: FileReport, path: Path) -> None:
             continue
         try:
             heads = _heads(pf, column.path)
-        except (OSError, pa.ArrowException, ValueError, KeyError) as exc:
+            uses = [value_use(h + bytes(21), h[0], column.path) for h in heads or ()]  # + a dummy body
+        except (OSError, pa.ArrowException, ValueError, KeyError, KmsBeamError) as exc:
             report.notes.append(f"{column.path}: not scanned ({type(exc).__name__})")
             continue
         if not heads:
             continue
         column.protection = FORMATS.get(next(iter(heads))[0], "?")
-        commitments, kinds, versions = set(), set(), set()
-        for h in heads:
-            wlen = int.from_bytes(h[1:3], "big")
-            wrapped = h[3 : 3 + wlen]
-            commitments.add(h[3 + wlen : 19 + wlen])
-            kinds.add(KINDS.get(wrapped[0], f"kind {wrapped[0]:#04x}") if wrapped else "?")
-            if wrapped[:1] in (b"\x01", b"\x02") and len(wrapped) > 37:
-                versions.add(wrapped[1:37].decode("ascii", "replace"))
-        column.data_keys = len(commitments)
-        column.key_kinds, column.key_versions = sorted(kinds), sorted(versions)
+        column.data_keys = len({u.commitment for u in uses})
+        column.key_kinds = sorted({kind_name(u.kind) for u in uses})
+        column.key_versions = sorted({u.version for u in uses if u.version})

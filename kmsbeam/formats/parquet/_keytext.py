@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from kmsbeam.formats.envelope import from_text, to_text
 from kmsbeam.errors import AuthenticationError, MalformedValueError
+from kmsbeam.formats.values import wrapped_version
 
 __all__ = ["KEY_TEXT_V1", "KeyText", "master_key_id", "parse_key_text", "seal_key_text"]
 
@@ -76,14 +77,9 @@ class KeyText:
 
     @property
     def key_version(self) -> str | None:
-        """The master key version that wrapped W, for kinds whose blob starts with it
-        (0x01 local keystore, 0x02 Alibaba Cloud KMS protocol), else None."""
-        if self.kind in (0x01, 0x02) and len(self.wrapped) > 37:
-            try:
-                return self.wrapped[1:37].decode("ascii")
-            except UnicodeDecodeError:
-                return None
-        return None
+        """The master key version that wrapped W (``KeySource.wrapped_key_version``), or None
+        for a key of no known kind."""
+        return wrapped_version(self.wrapped) or None
 
     def open(self, key_id: str, aead: AESGCM) -> bytes:
         """The PME key, given the unwrapped data key's cipher.

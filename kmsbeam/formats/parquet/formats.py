@@ -26,17 +26,17 @@ from kmsbeam.formats.envelope import FIELD_V1
 from kmsbeam.formats.parquet._arrow import column_at, replace_at
 from kmsbeam.formats.parquet._cell_decryptor import CellDecryptor
 from kmsbeam.formats.parquet._cells import CELLS_KEY, CellEncryptor
-from kmsbeam.formats.parquet._inspect import KINDS, KeyReport, inspect_parquet
+from kmsbeam.formats.parquet._inspect import KeyReport, inspect_parquet
 from kmsbeam.formats.parquet._pme import PmeDecryption, PmeEncryption, rotate_key_material
 from kmsbeam.formats.paths import FieldPath
-from kmsbeam.formats.values import rewrap_value, value_use
+from kmsbeam.formats.values import KIND_NAMES, rewrap_value, value_use
 from kmsbeam.keys.cache import DataKeyCache
 from kmsbeam.keys.policy import DataKeyPolicy
 from kmsbeam.keys.source import KeySource
 
 __all__ = ["CellFormat", "PmeFormat"]
 
-_KIND_OF = {name: kind for kind, name in KINDS.items()}
+_KIND_OF = {name: kind for kind, name in KIND_NAMES.items()}
 
 
 @dataclass(frozen=True)
