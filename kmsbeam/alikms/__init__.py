@@ -16,7 +16,8 @@ from __future__ import annotations
 from kmsbeam.alikms._client import Endpoint, clear_clients
 from kmsbeam.alikms._retry import ENV_VARS as RETRY_ENV_VARS
 from kmsbeam.alikms._retry import RetryPolicy
-from kmsbeam.alikms._source import AlibabaKmsKeySource, open_alikms_source, wrapped_key_version
+from kmsbeam.alikms._blob import wrapped_key_version
+from kmsbeam.alikms._source import AlibabaKmsKeySource, open_alikms_source
 
 __all__ = [
     "RETRY_ENV_VARS",

@@ -1,14 +1,8 @@
 """``AlibabaKmsKeySource``: data keys from Alibaba Cloud KMS or the kmsbeam emulator.
 
 Both ``alibaba-kms://REGION/KEY`` and ``kms-emulator://HOST:PORT/KEY`` speak KMS API
-2016-01-20 through the official SDK. Wrapped keys are::
-
-    wrapped key = KIND_ALIBABA_KMS (0x02) || CiphertextBlob, base64-decoded (raw bytes)
-
-The blob has the engine's layout (``docs/FORMAT.md``, ``kmsbeam.kms``): a 36-byte key version
-id, IV, AES-GCM ciphertext of the base64 text of the DEK, tag; 108 bytes for a 32-byte DEK.
-Decrypt needs no key id: the blob names its key version, which ``wrapped_key_version`` reads
-without a call (rotation's version names).
+2016-01-20 through the official SDK. Wrapped keys are ``0x02 || CiphertextBlob`` (raw bytes;
+the layout and its version name: ``kmsbeam.alikms._blob``).
 
 =====================  ===================================================================
 KeySource method       KMS action
@@ -25,7 +19,7 @@ The encryption context is sent as a JSON object (the SDK takes a dict) and is bo
 KMS as AAD; an empty context is not sent. Credentials: see ``kmsbeam.alikms._credentials``;
 retries: ``kmsbeam.alikms._retry``; errors: ``kmsbeam.alikms._errors``. Every attempt of every
 call (retries included) first takes a token of the process's KMS call budget, when one is
-installed (``kmsbeam.keys.budget``).
+installed (``kmsbeam.keys.budget``; ``kmsbeam.alikms._calls``).
 
 Caveats:
 - Opening a source makes no call: a missing key or alias, a denied permission or an
@@ -43,46 +37,21 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from kmsbeam.alikms._blob import blob_of, invalid, wrapped_from_text, wrapped_key_version
+from kmsbeam.alikms._calls import call_kms, malformed
 from kmsbeam.alikms._client import Endpoint, SdkClient, endpoint_for, sdk_module, shared_client
-from kmsbeam.alikms._errors import classify, with_request_id
-from kmsbeam.alikms._retry import GaveUp, Retrier, RetryPolicy, Transient
-from kmsbeam.keys.budget import acquire_kms_call
-from kmsbeam.errors import (
-    AccessDeniedError,
-    AuthenticationError,
-    ConfigurationError,
-    KeySourceError,
-    KeySourceUnavailableError,
-    KmsBeamError,
-    MalformedValueError,
-)
+from kmsbeam.alikms._retry import Retrier, RetryPolicy
+from kmsbeam.errors import AccessDeniedError, ConfigurationError, KeySourceError
 from kmsbeam.keys.source import KIND_ALIBABA_KMS, DataKey, KeyInfo, check_context, enabled_primary_version
 from kmsbeam.keys.uri import KeyUri, parse_key_uri
-from kmsbeam.kms import blob_key_version
 
-__all__ = ["AlibabaKmsKeySource", "open_alikms_source", "wrapped_key_version"]
+__all__ = ["AlibabaKmsKeySource", "open_alikms_source"]
 
 DEK_BYTES = 32
 
 
 def _models() -> Any:
     return sdk_module("alibabacloud_kms20160120.models")
-
-
-def _invalid() -> AuthenticationError:
-    return AuthenticationError(code="InvalidCiphertext")
-
-
-def wrapped_key_version(wrapped: bytes) -> str:
-    """The key version id a wrapped key of kind 0x02 names (the blob's first 36 bytes), read
-    without a call.
-
-    Raises:
-        MalformedValueError: not a wrapped key of kind 0x02, or too short to name a version.
-    """
-    if bytes(wrapped[:1]) != bytes((KIND_ALIBABA_KMS,)):
-        raise MalformedValueError()
-    return blob_key_version(bytes(wrapped[1:]))
 
 
 def open_alikms_source(uri: KeyUri, *, create: bool = False) -> AlibabaKmsKeySource:
@@ -200,9 +169,9 @@ class AlibabaKmsKeySource:
         try:
             dek = base64.b64decode(body.plaintext or "", validate=True)
         except (binascii.Error, ValueError):
-            raise _invalid() from None  # a blob of Encrypt, not of a data key
+            raise invalid() from None  # a blob of Encrypt, not of a data key
         if len(dek) not in (16, 24, 32):
-            raise _invalid()
+            raise invalid()
         return dek
 
     def rewrap(
@@ -291,65 +260,19 @@ class AlibabaKmsKeySource:
         return shared_client(self._endpoint)  # this process's (kmsbeam.process)
 
     def _call(self, action: str, key: str, call: Callable[[Any], Any]) -> Any:
-        """One KMS action under the retry policy; returns the response body.
-
-        Every attempt (retries too) first takes a token of the process's KMS call budget
-        (``kmsbeam.keys.budget``), blocking while it is spent; without a budget it returns at once.
-        """
-        where = self._endpoint.where
-
-        def attempt() -> Any:
-            acquire_kms_call()
-            try:
-                response = call(self._sdk().sdk)
-            except KmsBeamError:
-                raise
-            except Exception as exc:  # the SDK raises many kinds; all are mapped
-                raise classify(exc, where, action, key) from exc
-            body = getattr(response, "body", None)
-            if body is None:
-                raise Transient("an empty answer")
-            return body
-
-        try:
-            return self._retrier.run(attempt)
-        except GaveUp as exc:
-            last = exc.last
-            on = f" on {key}" if key else ""
-            error = KeySourceUnavailableError(
-                f"{where} is unavailable: {action}{on} gave up after {exc.why}; last error: "
-                f"{last.reason}. Retry later (bounds: KMSBEAM_KMS_MAX_ATTEMPTS, "
-                "KMSBEAM_KMS_DEADLINE_SECONDS)",
-                code=last.code,
-            )
-            raise with_request_id(error, last.request_id) from last.__cause__
+        """One KMS action (``kmsbeam.alikms._calls.call_kms``): the response body."""
+        return call_kms(self._endpoint, self._retrier, action, key, call)
 
     def _wrap(self, body: Any, action: str) -> bytes:
-        text = body.ciphertext_blob or ""
-        try:
-            blob = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
-            blob = b""
-        if not blob or base64.b64encode(blob).decode("ascii") != text:
+        wrapped = wrapped_from_text(body.ciphertext_blob or "")
+        if wrapped is None:
             raise self._malformed(action, body, "a CiphertextBlob that is not canonical base64")
-        return bytes([KIND_ALIBABA_KMS]) + blob
+        return wrapped
 
     def _malformed(self, action: str, body: Any, what: str) -> KeySourceError:
-        rid = getattr(body, "request_id", None)
-        error = KeySourceError(
-            f"{self._endpoint.where}: {action} returned {what}"
-            + (f" (request id {rid})" if rid else "")
-        )
-        return with_request_id(error, rid)
+        return malformed(self._endpoint, action, body, what)
 
-    @staticmethod
-    def _blob(wrapped: bytes) -> bytes:
-        if not isinstance(wrapped, (bytes, bytearray, memoryview)):
-            raise TypeError("a wrapped key is bytes")
-        wrapped = bytes(wrapped)
-        if len(wrapped) < 2 or wrapped[0] != KIND_ALIBABA_KMS:
-            raise _invalid()
-        return wrapped[1:]
+    _blob = staticmethod(blob_of)
 
 
 def _reopen(uri: str, retry: RetryPolicy | None) -> AlibabaKmsKeySource:
