@@ -44,11 +44,10 @@ from kmsbeam.formats.parquet._pme import (
     PmeDecryption,
     PmeEncryption,
     expand_columns,
-    iter_row_group,
     leaf_paths,
-    open_parquet,
     rotate_key_material,
 )
+from kmsbeam.formats.parquet._reading import iter_row_group, open_parquet
 
 __all__ = [
     "CELLS_KEY",
