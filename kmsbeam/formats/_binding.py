@@ -13,7 +13,7 @@ from kmsbeam.formats.paths import FieldPath, parse_paths
 
 __all__ = [
     "MISSING", "NONE", "binding_for", "bindings_of", "check_paths", "column_of", "copies",
-    "encoded", "kept_names", "outcome", "plan_of", "without_none",
+    "encoded", "is_text", "kept_names", "outcome", "plan_of", "without_none",
 ]  # fmt: skip
 
 MISSING = object()
@@ -82,6 +82,18 @@ def check_paths(
             if b.overlaps(f):
                 raise ConfigurationError(f"bind field {b.name!r} cannot also be encrypted")
     return paths, bound
+
+
+def is_text(encoding: str) -> bool:
+    """Whether an encrypt engine writes text (``"text"``: URL-safe base64 str, for JSON/CSV)
+    or binary values (``"bytes"``: binary sinks).
+
+    Raises:
+        ConfigurationError: any other encoding.
+    """
+    if encoding not in ("text", "bytes"):
+        raise ConfigurationError(f"encoding must be 'text' or 'bytes', not {encoding!r}")
+    return encoding == "text"
 
 
 def kept_names(keep: Iterable[str] | str, payload_field: str) -> tuple[str, ...]:

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from kmsbeam.errors import ConfigurationError, KmsBeamError
-from kmsbeam.formats._binding import check_paths, kept_names
+from kmsbeam.errors import KmsBeamError
+from kmsbeam.formats._binding import check_paths, is_text, kept_names
 from kmsbeam.formats.values import rewrap_paths, value_use
 from kmsbeam.formats.base import KeyRewrap, KeyUse, merge_uses
 from kmsbeam.formats.envelope import FIELD_V1, RECORD_V1
@@ -26,8 +26,6 @@ from kmsbeam.keys.policy import DataKeyPolicy
 from kmsbeam.keys.source import KeySource
 
 __all__ = ["FieldFormat", "RecordFormat"]
-
-ENCODINGS = ("text", "bytes")
 
 
 def _uses(record: Mapping[str, Any], paths: Iterable[FieldPath], fmt: int) -> list[KeyUse]:
@@ -75,8 +73,7 @@ class FieldFormat:
         encrypt_none: bool = False,
     ) -> None:
         paths, bound = check_paths(fields, bind)
-        if encoding not in ENCODINGS:
-            raise ConfigurationError(f"encoding must be one of {ENCODINGS}, not {encoding!r}")
+        is_text(encoding)
         set_ = object.__setattr__
         set_(self, "fields", paths)
         set_(self, "bind", bound)
@@ -145,8 +142,7 @@ class RecordFormat:
         payload_field: str = DEFAULT_PAYLOAD_FIELD,
         encoding: str = "text",
     ) -> None:
-        if encoding not in ENCODINGS:
-            raise ConfigurationError(f"encoding must be one of {ENCODINGS}, not {encoding!r}")
+        is_text(encoding)
         set_ = object.__setattr__
         set_(self, "keep", kept_names(keep, payload_field))
         set_(self, "payload_field", payload_field)

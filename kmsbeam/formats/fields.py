@@ -22,6 +22,7 @@ from kmsbeam.formats._binding import (
     column_of,
     copies,
     encoded,
+    is_text,
     outcome,
     plan_of,
     without_none,
@@ -29,15 +30,13 @@ from kmsbeam.formats._binding import (
 from kmsbeam.formats._keys import Sealing
 from kmsbeam.formats.codec import STR_TAG
 from kmsbeam.formats.envelope import FIELD_V1
-from kmsbeam.errors import ConfigurationError, KmsBeamError, RecordError
+from kmsbeam.errors import KmsBeamError, RecordError
 from kmsbeam.formats.field_decryptor import FieldDecryptor
 from kmsbeam.keys.source import KeySource
 from kmsbeam.formats.paths import FieldPath
 from kmsbeam.keys.policy import DataKeyPolicy
 
 __all__ = ["FieldDecryptor", "FieldEncryptor", "binding_for"]  # FieldDecryptor: re-exported
-
-ENCODINGS = ("text", "bytes")
 
 
 class FieldEncryptor:
@@ -68,11 +67,9 @@ class FieldEncryptor:
         on_generate: Callable[[], None] | None = None,
     ) -> None:
         self.fields, self.bind = check_paths(fields, bind)
-        if encoding not in ENCODINGS:
-            raise ConfigurationError(f"encoding must be one of {ENCODINGS}, not {encoding!r}")
+        self._text = is_text(encoding)
         self._sealing = Sealing(source, FIELD_V1, context, policy, clock=clock, on_generate=on_generate)
         self.keys = self._sealing.keys
-        self._text = encoding == "text"
         self._encrypt_none = encrypt_none
         # (name, None) for top-level fields, (name, path) for nested ones
         self._plan = plan_of(self.fields)

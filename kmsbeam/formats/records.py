@@ -14,12 +14,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from kmsbeam.formats._binding import binding_for, kept_names
+from kmsbeam.formats._binding import binding_for, is_text, kept_names
 from kmsbeam.formats._keys import Sealing, Unwrapping
 from kmsbeam.keys.cache import DataKeyCache
 from kmsbeam.formats.codec import KEPT, CodecError, decode_value, encode_value
 from kmsbeam.formats.envelope import RECORD_V1, open_value, parse
-from kmsbeam.errors import AuthenticationError, ConfigurationError, KmsBeamError, RecordError
+from kmsbeam.errors import AuthenticationError, KmsBeamError, RecordError
 from kmsbeam.formats.paths import FieldPath
 from kmsbeam.keys.source import KeySource
 from kmsbeam.keys.policy import DataKeyPolicy
@@ -62,9 +62,7 @@ class RecordEncryptor(_Config):
         on_generate: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(keep, payload_field)
-        if encoding not in ("text", "bytes"):
-            raise ConfigurationError(f"encoding must be 'text' or 'bytes', not {encoding!r}")
-        self._text = encoding == "text"
+        self._text = is_text(encoding)
         self._sealing = Sealing(source, RECORD_V1, context, policy, clock=clock, on_generate=on_generate)
         self.keys = self._sealing.keys
         self.values = 0
