@@ -29,10 +29,12 @@ from kmsbeam.errors import (
     AccessDeniedError,
     AuthenticationError,
     ConfigurationError,
+    KeyNotFoundError,
     KeySourceError,
     KeySourceUnavailableError,
     KmsBeamError,
 )
+from kmsbeam.pkcs11._config import Pkcs11Config
 
 __all__ = [
     "STARTUP_TRANSIENT",
@@ -41,6 +43,7 @@ __all__ = [
     "hsm_error",
     "invalid",
     "is_function_not_permitted",
+    "kek_error",
     "login_error",
 ]
 
@@ -122,6 +125,23 @@ def login_error(exc: BaseException, token: str, pin_source: str) -> KmsBeamError
             code="UserPinNotInitialized",
         )
     return hsm_error(exc, f"logging in to {where}")
+
+
+def kek_error(exc: BaseException, config: Pkcs11Config, doing: str) -> KmsBeamError:
+    """A PKCS#11 failure while ``doing`` something with the KEK of ``config``: no such KEK,
+    several matching ones, or what ``hsm_error`` says."""
+    if isinstance(exc, px.NoSuchKey):
+        return KeyNotFoundError(
+            f"no {config.kek_name()} in {config.module_path}: create it with "
+            f"`kmsbeam keys create --key '{config.uri}'`",
+            code="KekNotFound",
+        )
+    if isinstance(exc, px.MultipleObjectsReturned):
+        return ConfigurationError(
+            f"several secret keys match the {config.kek_name()}: add id= (CKA_ID, as "
+            "pkcs11-tool --list-objects shows it) to the key URI"
+        )
+    return hsm_error(exc, f"{doing} with the {config.kek_name()}")
 
 
 def hsm_error(exc: BaseException, doing: str) -> KmsBeamError:

@@ -43,7 +43,7 @@ from kmsbeam.keys.source import KIND_PKCS11, DataKey, KeyInfo, canonical_context
 from kmsbeam.pkcs11 import _ops as ops
 from kmsbeam.pkcs11._blob import Blob, BlobError, derive_on_host, version_name, wrapped_key_version
 from kmsbeam.pkcs11._config import Pkcs11Config
-from kmsbeam.pkcs11._errors import hsm_error, invalid
+from kmsbeam.pkcs11._errors import hsm_error, invalid, kek_error
 from kmsbeam.pkcs11._session import TokenSession, attach, call_counts
 from kmsbeam.keys.uri import KeyUri
 
@@ -253,19 +253,8 @@ class Pkcs11KeySource:
             return self._token.run(counted)
         except KmsBeamError:
             raise
-        except px.NoSuchKey as exc:
-            raise KeyNotFoundError(
-                f"no {self._config.kek_name()} in {self._config.module_path}: create it with "
-                f"`kmsbeam keys create --key '{self._config.uri}'`",
-                code="KekNotFound",
-            ) from exc
-        except px.MultipleObjectsReturned as exc:
-            raise ConfigurationError(
-                f"several secret keys match the {self._config.kek_name()}: add id= (CKA_ID, as "
-                "pkcs11-tool --list-objects shows it) to the key URI"
-            ) from exc
         except px.PKCS11Error as exc:
-            raise hsm_error(exc, f"{doing} with the {self._config.kek_name()}") from exc
+            raise kek_error(exc, self._config, doing) from exc
 
     def _find_own(self, s: Any) -> tuple[str, bytes]:
         self._token.count("C_GetAttributeValue")
