@@ -34,7 +34,7 @@ from kmsbeam.errors import ConfigurationError, KmsBeamError, RecordError
 from kmsbeam.keys.source import DataKey, KeyInfo, KeySource
 from kmsbeam.formats.paths import FieldPath
 from kmsbeam.keys.registry import wrapped_key_version
-from kmsbeam.keys.trust import _with_key
+from kmsbeam.keys.trust import with_key
 from kmsbeam.keys.uri import KeyUri, parse_key_uri
 
 __all__ = ["KeyNotAllowedError", "KeyRequirement", "KeyUse", "RequiredRewrapSource", "qualify_key", "strict_rewrap"]
@@ -63,7 +63,7 @@ def qualify_key(item: str, base: str) -> str:
         uri = f"local:{item}"
     else:
         hint = KeyUri(at.scheme, at.location, item, (("object", item),) if at.scheme == "pkcs11" else ())
-        uri = _with_key(at, hint)
+        uri = with_key(at, hint)
     parse_key_uri(uri)
     return uri
 

@@ -45,6 +45,7 @@ __all__ = [
     "KEY_SOURCES_FILE_ENV",
     "TrustedKeySources",
     "UntrustedKeySourceError",
+    "with_key",
 ]
 
 KEY_SOURCES_ENV = "KMSBEAM_KEY_SOURCES"
@@ -75,7 +76,7 @@ def _endpoint(uri: KeyUri) -> tuple[str, ...]:
     return (uri.scheme,)
 
 
-def _with_key(configured: KeyUri, hint: KeyUri) -> str:
+def with_key(configured: KeyUri, hint: KeyUri) -> str:
     """The configured URI naming the hint's key (and nothing else from the hint)."""
     if configured.scheme == "pkcs11":
         names = [("token", configured.location)]
@@ -166,7 +167,7 @@ class TrustedKeySources:
         for uri in self.uris:
             configured = parse_key_uri(uri)
             if _endpoint(configured) == want:
-                return uri if uri == hint else _with_key(configured, parsed)
+                return uri if uri == hint else with_key(configured, parsed)
         raise UntrustedKeySourceError(parsed.scheme)
 
     def resolve_all(self, hints: Iterable[str]) -> dict[str, str]:
