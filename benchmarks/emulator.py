@@ -201,8 +201,8 @@ def pipeline_calls(n: int) -> list[Row]:
             options = PipelineOptions(flags=[], direct_running_mode="in_memory", direct_num_workers=1)
             p = beam.Pipeline(runner=FnApiRunner(), options=options)
             enc = (p | beam.Create(range(SHARDS)) | beam.FlatMap(make_records, n, SHARDS)
-                   | EncryptFields(list(FIELDS), key=key, context=CONTEXT))  # fmt: skip
-            _ = enc | DecryptFields(list(FIELDS), key=key, context=CONTEXT) | beam.ParDo(CountingSink())
+                   | EncryptFields(key, list(FIELDS), context=CONTEXT))  # fmt: skip
+            _ = enc | DecryptFields(key, list(FIELDS), context=CONTEXT) | beam.ParDo(CountingSink())
             t0 = time.perf_counter()
             result = p.run()
             result.wait_until_finish()

@@ -143,7 +143,7 @@ def run_pipeline(n: int, encrypt: bool, jsonl: str | None = None) -> tuple[float
     else:
         records = p | "Read" >> beam.io.ReadFromText(jsonl) | "Parse" >> beam.Map(json.loads)
     if encrypt:
-        mapped = records | "Encrypt" >> EncryptFields(list(FIELDS), key=KEY, encoding="text")
+        mapped = records | "Encrypt" >> EncryptFields(KEY, list(FIELDS), encoding="text")
     else:
         mapped = records | "Identity" >> beam.Map(identity)
     _ = mapped | "Count" >> beam.ParDo(CountingSink())

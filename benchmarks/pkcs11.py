@@ -170,8 +170,8 @@ def transforms(uri: str) -> tuple[Any, Any, str]:
         return beam.ParDo(_Fields(True, uri)), beam.ParDo(_Fields(False, uri)), "core DoFns"
     from kmsbeam.transforms import DecryptFields, EncryptFields  # type: ignore[import-not-found, unused-ignore]
 
-    return (EncryptFields(list(FIELDS), key=uri, context=CONTEXT),
-            DecryptFields(list(FIELDS), key=uri, context=CONTEXT), "EncryptFields/DecryptFields")  # fmt: skip
+    return (EncryptFields(uri, list(FIELDS), context=CONTEXT),
+            DecryptFields(uri, list(FIELDS), context=CONTEXT), "EncryptFields/DecryptFields")  # fmt: skip
 
 
 def pipeline_rows(uri: str, n: int, mode: str) -> list[Row]:

@@ -78,7 +78,7 @@ def run_pipeline(n: int, per_record: bool, bundles: int) -> dict[str, int]:
     p = beam.Pipeline(runner=FnApiRunner(), options=options)
     policy = DataKeyPolicy(max_records=1) if per_record else DataKeyPolicy()
     _ = (p | beam.Create(range(SHARDS)) | beam.FlatMap(make_records, n, SHARDS) | beam.Reshuffle()
-         | beam.ParDo(_bundle_counter()) | EncryptFields(FIELDS, key=KEY, encoding="bytes", policy=policy))  # fmt: skip
+         | beam.ParDo(_bundle_counter()) | EncryptFields(KEY, FIELDS, encoding="bytes", policy=policy))  # fmt: skip
     result = p.run()
     result.wait_until_finish()
     counts: dict[str, int] = {}

@@ -199,13 +199,13 @@ def run(n: int, per_key: int, log: Any = sys.stderr, objects: int = 20) -> list[
 
             out = work / "rewrapped"
             measure("rewrap pipeline, JSONL in/out",
-                    lambda: _pipeline(RewrapDataKeys(list(FIELDS), key, context=CONTEXT), src, out)[0],
+                    lambda: _pipeline(RewrapDataKeys(key, list(FIELDS), context=CONTEXT), src, out)[0],
                     3 * n)  # fmt: skip
             ok = _bodies_unchanged(src, out)
             rows.append(Row("rewrap: bytes after every header unchanged", float(ok), "bool",
                             "checked value by value against the input"))  # fmt: skip
             measure("re-encrypt pipeline, JSONL in/out",
-                    lambda: _pipeline(ReencryptFields(list(FIELDS), key, key, context=CONTEXT),
+                    lambda: _pipeline(ReencryptFields(key, key, list(FIELDS), context=CONTEXT),
                                       src, work / "reencrypted")[0], 3 * n)  # fmt: skip
             paths, fmt = record_paths("fields", FIELDS, "")
 

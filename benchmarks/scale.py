@@ -136,7 +136,7 @@ def run_one(source: str, records: int, workers: int, out_dir: str) -> Run:
         p
         | "Read" >> beam.io.ReadFromText(source)
         | "Parse" >> beam.Map(json.loads)
-        | "Encrypt" >> EncryptFields(list(FIELDS), key=KEY, encoding="text")
+        | "Encrypt" >> EncryptFields(KEY, list(FIELDS), encoding="text")
         | "Dump" >> beam.Map(json.dumps)
         | "Write" >> beam.io.WriteToText(os.path.join(out_dir, "part"), file_name_suffix=".jsonl")
     )

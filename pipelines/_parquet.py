@@ -7,7 +7,8 @@ the first value. Dictionary encoding cannot help (every value is unique) and is 
 those columns; the other columns keep pyarrow's defaults. Measured in ``benchmarks/``.
 
 Beam's ``WriteToParquet`` takes neither ``column_encoding`` nor ``use_dictionary``, so this
-module swaps in a subclass of its (private) sink that passes them to ``pq.ParquetWriter``.
+module writes through ``kmsbeam.transforms.parquet_sink``, which passes them to
+``pq.ParquetWriter``.
 
 The Parquet modes read Arrow tables (one per row group) and never convert rows to dicts::
 
@@ -23,9 +24,9 @@ from typing import Any
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
-from apache_beam.io import filebasedsink, parquetio
 from apache_beam.metrics import Metrics
 from kmsbeam.pipelines import _fns
+from kmsbeam.transforms.parquet_sink import ParquetSink, WriteParquetFiles
 
 from kmsbeam import DataKeyPolicy
 
@@ -44,32 +45,12 @@ def leaf_paths(schema: pa.Schema) -> list[str]:
     return [meta.column(i).path for i in range(len(meta))]
 
 
-class _Sink(parquetio._ParquetSink):
-    """Beam's Parquet sink, with ``use_dictionary`` and ``column_encoding`` per column."""
-
-    def __init__(self, *args: Any, dictionary: list[str], encodings: dict[str, str]) -> None:
-        super().__init__(*args)
-        self._dictionary = dictionary
-        self._encodings = encodings
-
-    def open(self, temp_path: str) -> Any:
-        self._file_handle = filebasedsink.FileBasedSink.open(self, temp_path)
-        return pq.ParquetWriter(
-            self._file_handle,
-            self._schema,
-            compression=self._codec,
-            use_deprecated_int96_timestamps=self._use_deprecated_int96_timestamps,
-            use_compliant_nested_type=self._use_compliant_nested_type,
-            use_dictionary=self._dictionary,
-            column_encoding=self._encodings,
-        )
-
-
-class WriteParquet(parquetio.WriteToParquet):
-    """``WriteToParquet`` (snappy) whose ``encrypted`` binary columns use DELTA_BYTE_ARRAY.
+class WriteParquet(WriteParquetFiles):
+    """Dict records to snappy Parquet shards whose ``encrypted`` binary columns use
+    DELTA_BYTE_ARRAY.
 
     Args:
-        prefix, schema, suffix: as for ``WriteToParquet``.
+        prefix, schema, suffix: as for Beam's ``WriteToParquet``.
         encrypted: dotted paths of binary columns holding encrypted values; paths that are
             not binary leaves of ``schema`` are ignored.
     """
@@ -77,35 +58,28 @@ class WriteParquet(parquetio.WriteToParquet):
     def __init__(
         self, prefix: str, schema: pa.Schema, suffix: str, encrypted: Sequence[str] = ()
     ) -> None:
-        super().__init__(prefix, schema, codec=CODEC, file_name_suffix=suffix)
-        self._sink = _with_encodings(self._sink, schema, encrypted)
+        super().__init__(_sink(prefix, schema, suffix, encrypted, compliant=False))
 
 
-class WriteParquetTables(parquetio.WriteToParquetBatched):
-    """``WriteParquet`` for ``pyarrow.Table`` elements (Beam's ``WriteToParquetBatched``)."""
+class WriteParquetTables(WriteParquetFiles):
+    """``WriteParquet`` for ``pyarrow.Table`` elements (lists as compliant nested types)."""
 
     def __init__(
         self, prefix: str, schema: pa.Schema, suffix: str, encrypted: Sequence[str] = ()
     ) -> None:
-        super().__init__(prefix, schema, codec=CODEC, file_name_suffix=suffix,
-                         use_compliant_nested_type=True)  # fmt: skip
-        self._sink = _with_encodings(self._sink, schema, encrypted)
+        super().__init__(_sink(prefix, schema, suffix, encrypted, compliant=True))
 
 
-def _with_encodings(s: Any, schema: pa.Schema, encrypted: Sequence[str]) -> Any:
-    """``s``, or an equivalent ``_Sink`` writing ``encrypted`` binary leaves with
-    DELTA_BYTE_ARRAY and no dictionary."""
+def _sink(prefix: str, schema: pa.Schema, suffix: str, encrypted: Sequence[str],
+          compliant: bool) -> ParquetSink:  # fmt: skip
+    """A sink writing ``encrypted`` binary leaves with DELTA_BYTE_ARRAY and no dictionary."""
+    options: dict[str, Any] = {"use_compliant_nested_type": compliant}
     leaves = leaf_paths(schema)
     binary = [p for p in encrypted if p in leaves and _is_binary(schema, p)]
-    if not binary:
-        return s
-    return _Sink(
-        s.file_path_prefix, schema, CODEC, s._use_deprecated_int96_timestamps,
-        s._use_compliant_nested_type, s.file_name_suffix, s.num_shards,
-        s.shard_name_template, s.mime_type, s.triggering_frequency,
-        dictionary=[p for p in leaves if p not in binary],
-        encodings=dict.fromkeys(binary, _ENCRYPTED_ENCODING),
-    )  # fmt: skip
+    if binary:
+        options["use_dictionary"] = [p for p in leaves if p not in binary]
+        options["column_encoding"] = dict.fromkeys(binary, _ENCRYPTED_ENCODING)
+    return ParquetSink(prefix, schema, codec=CODEC, file_name_suffix=suffix, writer_options=options)
 
 
 def _is_binary(schema: pa.Schema | pa.StructType, path: str) -> bool:
@@ -210,7 +184,7 @@ def build_parquet_job(p: Any, plan: Any) -> None:
         keys = list(dict.fromkeys([m.footer_key or m.key, *(m.column_keys or {}).values(), m.key]))
         # a file that cannot be opened (key disabled or missing, truncated) fails the job
         tables = p | "ReadParquet" >> ReadEncryptedParquet(
-            plan.pattern, keys=keys, context=m.context, as_tables=True, kms_qps=qps,
+            keys, plan.pattern, context=m.context, as_tables=True, kms_qps=qps,
             key_map=plan.key_map, key_cache_ttl=plan.spec.key_cache_ttl)  # fmt: skip  (PME ids of manifest URIs -> resolved URIs)
     else:
         from kmsbeam.pipelines._read_parquet import ReadParquetTables  # names a damaged file
@@ -222,7 +196,7 @@ def build_parquet_job(p: Any, plan: Any) -> None:
         cap = plan.spec.max_records_per_key
         policy = DataKeyPolicy(max_records=cap) if cap else None
         tables, dead = tables | "EncryptCells" >> EncryptCells(
-            m.fields, m.key, context=m.context, bind=m.bind, policy=policy,
+            m.key, m.fields, context=m.context, bind=m.bind, policy=policy,
             kms_qps=qps, data_key_max_age=plan.spec.data_key_max_age).with_dead_letters()  # fmt: skip
         encrypted = list(m.fields)
     elif m.mode == "cells":
@@ -233,7 +207,7 @@ def build_parquet_job(p: Any, plan: Any) -> None:
     tables = tables | "CountWritten" >> beam.ParDo(_CountRows("records_written"))
     if m.mode == "pme" and encrypting:
         tables | "WriteParquet" >> WriteEncryptedParquet(
-            prefix, original, column_keys=m.column_keys, footer_key=m.footer_key,
+            m.footer_key, prefix, original, column_keys=m.column_keys,
             plaintext_footer=m.plaintext_footer, context=m.context,
             external_key_material=m.key_material == "external", kms_qps=qps,
             data_key_max_age=plan.spec.data_key_max_age)  # fmt: skip

@@ -149,7 +149,7 @@ def _options(beam_args: list[str]) -> tuple[Any, Any, Any]:
     from apache_beam.options.pipeline_options import SetupOptions
 
     from kmsbeam.pipelines.jobs import pipeline_options
-    from kmsbeam.transforms._ossfs import config_from_options
+    from kmsbeam.transforms.ossfs import config_from_options
 
     options, runner = pipeline_options(beam_args)
     setup = options.view_as(SetupOptions)
@@ -219,7 +219,7 @@ def run_export(args: argparse.Namespace, beam_args: list[str], context: dict[str
         raise ConfigurationError(f"no input files at {args.input}")
     key = args.key or kmsbeam.DEFAULT_KEY_URI
     source = kmsbeam.open_key_source(key, create=key.startswith("local:alias/"))
-    if getattr(source, "created", False):
+    if source.created:
         print(f"kmsbeam: created key {key} in the local keystore", file=sys.stderr)
     transform = EncryptObjects(key, dest, base=base, context=context, chunk_size=args.chunk_size, oss=oss,
                                kms_qps=getattr(args, "kms_qps", None))  # fmt: skip
@@ -282,7 +282,7 @@ def run_restore(args: argparse.Namespace, beam_args: list[str], context: dict[st
     required = getattr(args, "require_key", None) or []
     key = args.key or TrustedKeySources.configured(
         *[u for u in required if ":" in u.split("/", 1)[0]]).resolve(manifest.key)
-    transform = DecryptObjects(out, key=key, base=src, require_keys=required,
+    transform = DecryptObjects(key, out, base=src, require_keys=required,
                                context=context if context is not None else manifest.context, oss=oss,
                                kms_qps=getattr(args, "kms_qps", None))  # fmt: skip
     counters, elapsed = _run(options, runner, lambda p: p | beam.Create(urls) | beam.Reshuffle() | transform)

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import (
@@ -40,6 +40,7 @@ from kmsbeam.transforms import (
     DecryptRecords,
     EncryptFields,
     EncryptRecords,
+    Encoding,
 )
 
 from kmsbeam import ConfigurationError, DataKeyPolicy, KmsBeamError
@@ -130,16 +131,16 @@ def _transform(plan: Plan) -> Any:
     encrypting = spec.action == "encrypt"
     qps = spec.kms_qps  # travels in the DoFns; installed in each worker process in setup()
     if m.mode == "fields" and encrypting:
-        return EncryptFields(m.fields, m.key, context=m.context, bind=m.bind,
-                             encoding=m.encoding, policy=policy, kms_qps=qps,
+        return EncryptFields(m.key, m.fields, context=m.context, bind=m.bind,
+                             encoding=cast(Encoding, m.encoding), policy=policy, kms_qps=qps,
                              data_key_max_age=spec.data_key_max_age)  # fmt: skip
     if m.mode == "fields":
-        return DecryptFields(m.fields, m.key, context=m.context, bind=m.bind, kms_qps=qps,
+        return DecryptFields(m.key, m.fields, context=m.context, bind=m.bind, kms_qps=qps,
                              require_keys=plan.require_keys,
                              key_cache_ttl=spec.key_cache_ttl)  # fmt: skip
     if encrypting:
         return EncryptRecords(m.key, keep=m.keep, payload_field=m.payload_field,
-                              context=m.context, encoding=m.encoding, policy=policy,
+                              context=m.context, encoding=cast(Encoding, m.encoding), policy=policy,
                               kms_qps=qps, data_key_max_age=spec.data_key_max_age)  # fmt: skip
     return DecryptRecords(m.key, keep=m.keep, payload_field=m.payload_field, context=m.context,
                           kms_qps=qps, require_keys=plan.require_keys,

@@ -2,9 +2,13 @@
 
 ::
 
-    from kmsbeam.transforms import EncryptFields, DecryptFields, EncryptRecords, DecryptRecords
-    enc = records | EncryptFields(["ssn", "contact.email"], key="local:alias/pii")
-    good, dead = records | EncryptFields(["ssn"], key="local:alias/pii").with_dead_letters()
+    from kmsbeam.transforms import EncryptFields, DecryptFields, create_local_keys
+    create_local_keys("local:alias/pii")  # on the driver, before the pipeline: expand() creates nothing
+    enc = records | EncryptFields("local:alias/pii", ["ssn", "contact.email"])
+    good, dead = records | EncryptFields("local:alias/pii", ["ssn"]).with_dead_letters()
+
+Every transform takes its key first, then what the key protects; ``with_dead_letters()`` is a
+new transform returning ``(outputs, dead_letters)`` (``_base``).
 """
 
 from kmsbeam.transforms._transforms import (
@@ -14,13 +18,16 @@ from kmsbeam.transforms._transforms import (
     EncryptFields,
     EncryptRecords,
 )
+from kmsbeam.transforms._keys import create_local_keys
+from kmsbeam.transforms._options import Encoding, RewrapMode
 
 # Importing this package registers the oss:// Beam FileSystem (and its pipeline options).
-from kmsbeam.transforms._ossfs import OssFileSystem, OssOptions  # noqa: E402
+from kmsbeam.transforms.ossfs import OssFileSystem, OssOptions  # noqa: E402
 from kmsbeam.transforms._objects import DecryptObjects, EncryptObjects  # noqa: E402
 
 __all__ = ["DEAD_LETTER", "DecryptFields", "DecryptObjects", "DecryptRecords", "EncryptFields",
-           "EncryptObjects", "EncryptRecords", "OssFileSystem", "OssOptions"]  # fmt: skip
+           "EncryptObjects", "EncryptRecords", "Encoding", "OssFileSystem", "OssOptions", "RewrapMode",
+           "create_local_keys"]  # fmt: skip
 
 # Parquet: Parquet Modular Encryption IO and cell-encrypted columns on Arrow tables.
 from kmsbeam.transforms._parquet import ReadEncryptedParquet, WriteEncryptedParquet  # noqa: E402

@@ -6,7 +6,10 @@
     done = files | EncryptObjects("alibaba-kms://cn-hangzhou/alias/export",
                                   "oss://bucket/exports/2026-11-23/", base="out/enc/")
     back = p | beam.Create(["oss://bucket/exports/2026-11-23/part-00000.jsonl.kmsb"])
-             | DecryptObjects("restored/", base="oss://bucket/exports/2026-11-23/")
+             | DecryptObjects(None, "restored/", base="oss://bucket/exports/2026-11-23/")
+
+Both take the key first (``None`` on decrypt: the key each object names, resolved against the
+caller's key sources), then the destination.
 
 Input elements are paths (any Beam filesystem, ``oss://`` included) or ``FileMetadata``; the
 output is one dict per object: ``{"source", "destination", "bytes_in", "bytes_out"}``. Each
@@ -38,15 +41,15 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from kmsbeam import ConfigurationError, KeySourceError, check_context, failure_reason, parse_key_uri
-from kmsbeam.reasons import fails_job, job_error
-from kmsbeam.keys.budget import KmsBudget, kms_budget
-from kmsbeam.transforms._budgeted import BudgetedDoFn
+from kmsbeam import ConfigurationError, KeySourceError, check_context
 from kmsbeam.formats.objects import DEFAULT_CHUNK_SIZE, ObjectReader, ObjectWriter
+from kmsbeam.keys.budget import KmsBudget
 from kmsbeam.keys.trust import TrustedKeySources
 from kmsbeam.oss import OssConfig, oss_client
-from kmsbeam.transforms._dofns import DEAD_LETTER
-from kmsbeam.transforms._ossfs import OssOptions  # noqa: F401  (registers oss://)
+from kmsbeam.reasons import fails_job
+from kmsbeam.transforms._base import DEAD_LETTER, KmsDoFn, KmsTransform
+from kmsbeam.transforms._options import key_uri
+from kmsbeam.transforms.ossfs import OssOptions  # noqa: F401  (registers oss://)
 
 __all__ = ["SUFFIX", "DecryptObjects", "EncryptObjects", "decrypt_object", "encrypt_object",
            "open_encrypted"]  # fmt: skip
@@ -147,98 +150,87 @@ def _discard(dst: str) -> None:
             pass
 
 
-class _ObjectFn(BudgetedDoFn):
-    def __init__(self, op: str, key: str | None, dest: str, base: str | None,
-                 options: dict[str, Any], transform: str,
-                 budget: KmsBudget | None = None) -> None:  # fmt: skip
-        self._op, self._key, self._dest, self._base = op, key, dest, base
-        self._options, self._transform = options, transform
-        self._budget = budget
+class _ObjectFn(KmsDoFn):
+    """One object per element: ``_one(src, relative name)`` writes it and counts it."""
 
-    def setup(self) -> None:
-        from kmsbeam.transforms._metrics import Counters
+    def __init__(self, label: str, key: str | None, dest: str, base: str | None,
+                 options: dict[str, Any], budget: KmsBudget | None = None) -> None:  # fmt: skip
+        super().__init__(label, budget)
+        self._key, self._dest, self._base, self._options = key, dest, base, options
 
-        self._counters = Counters()
-        self._install_budget()
+    def _one(self, src: str, rel: str) -> dict[str, Any]:
+        raise NotImplementedError
 
-    def finish_bundle(self) -> None:
-        self._counters.report_budget()
+    def _fails_job(self, exc: BaseException) -> bool:
+        return isinstance(exc, (KeySourceError, ConfigurationError)) and fails_job(exc, self.kind)
 
     def process(self, element: Any) -> Any:
         src = element.path if hasattr(element, "path") else str(element)
         self._counters.records.inc()
-        rel = _relative(src, self._base)
         try:
-            if self._op == "encrypt":
-                dst = FileSystems.join(self._dest, rel + SUFFIX)
-                result = encrypt_object(src, dst, self._key or "", **self._options)
-                self._counters.keys.inc()
-                self._counters.generate_calls.inc()
-                self._counters.encrypted.inc()
-            else:
-                dst = FileSystems.join(self._dest, rel[: -len(SUFFIX)] if rel.endswith(SUFFIX) else rel)
-                result = decrypt_object(src, dst, self._key, **self._options)
-                self._counters.decrypt_calls.inc()
-                self._counters.decrypted.inc()
+            result = self._one(src, _relative(src, self._base))
         except Exception as exc:
             failed: Exception | None = exc
         else:
             failed = None
-        if isinstance(failed, (KeySourceError, ConfigurationError)) and fails_job(failed, self._op):
-            if isinstance(failed, KeySourceError):  # the call failed: count it as made
-                calls = self._counters.generate_calls if self._op == "encrypt" else self._counters.decrypt_calls
-                calls.inc()
-            raise job_error(self._transform, failed)  # the key source's failure, not the object's
-        if failed is not None:
-            self._counters.dead_letters.inc()
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, {
-                "transform": self._transform, "reason": failure_reason(failed), "record": src})  # fmt: skip
+        if failed is not None:  # outside the handler: no chain
+            if isinstance(failed, KeySourceError) and self._fails_job(failed):  # the call was made
+                (self._counters.generate_calls if self.kind == "encrypt" else self._counters.decrypt_calls).inc()
+            yield self._dead(src, failed)
             return
         yield result
 
 
-class _Objects(beam.PTransform):
-    _op = ""
+class _EncryptObjectFn(_ObjectFn):
+    kind = "encrypt"
+
+    def _one(self, src: str, rel: str) -> dict[str, Any]:
+        result = encrypt_object(src, FileSystems.join(self._dest, rel + SUFFIX), self._key or "", **self._options)
+        self._counters.keys.inc()
+        self._counters.generate_calls.inc()
+        self._counters.encrypted.inc()
+        return result
+
+
+class _DecryptObjectFn(_ObjectFn):
+    kind = "decrypt"
+
+    def _one(self, src: str, rel: str) -> dict[str, Any]:
+        dst = FileSystems.join(self._dest, rel[: -len(SUFFIX)] if rel.endswith(SUFFIX) else rel)
+        result = decrypt_object(src, dst, self._key, **self._options)
+        self._counters.decrypt_calls.inc()
+        self._counters.decrypted.inc()
+        return result
+
+
+class _Objects(KmsTransform):
+    _fn: type[_ObjectFn]
 
     def __init__(self, key: str | None, destination: str, *, base: str | None = None,
                  context: Mapping[str, str] | None = None, oss: OssConfig | None = None,
                  kms_qps: float | None = None, **extra: Any) -> None:  # fmt: skip
-        super().__init__()
-        self._budget = kms_budget(kms_qps)
-        if key is not None:
-            parse_key_uri(key)
+        super().__init__(None, kms_qps)
         if not isinstance(destination, str) or not destination:
             raise TypeError("destination is a directory or prefix, e.g. 'oss://bucket/exports/'")
-        self._key, self._dest, self._base = key, destination, base
+        self._key = None if key is None else key_uri(key, "local:alias/export")
+        self._dest, self._base = destination, base
         self._options = {"context": check_context(context) if context is not None else None,
                          "oss": oss, **extra}  # fmt: skip
-        self._dead_letters = False
 
-    def with_dead_letters(self) -> _Objects:
-        """Return ``(results, dead_letters)`` instead of failing on a bad object."""
-        self._dead_letters = True
-        return self
+    def _steps(self, pcoll: Any) -> tuple[Any, Any]:
+        fn = self._fn(self.label, self._key, self._dest, self._base, self._options, self._budget)
+        out = pcoll | "Apply" >> beam.ParDo(fn).with_outputs(DEAD_LETTER, main="objects")
+        return out.objects, out[DEAD_LETTER]
 
-    def expand(self, pcoll: Any) -> Any:
-        fn = _ObjectFn(self._op, self._key, self._dest, self._base, self._options, type(self).__name__,
-                       self._budget)  # fmt: skip
-        outputs = pcoll | "Apply" >> beam.ParDo(fn).with_outputs(DEAD_LETTER, main="objects")
-        if self._dead_letters:
-            return outputs.objects, outputs[DEAD_LETTER]
-        _ = outputs[DEAD_LETTER] | "FailOnDeadLetter" >> beam.Map(_raise)
-        return outputs.objects
+    @staticmethod
+    def failure(letter: dict[str, Any]) -> str:
+        return f"{letter['transform']} failed on {letter['record']}: {letter['reason']}"
 
-    def display_data(self) -> dict[str, Any]:
+    def _shown(self) -> dict[str, Any]:
         shown: dict[str, Any] = {"key": self._key or "(from each object)", "destination": self._dest}
         if self._options.get("chunk_size"):
             shown["chunk_size"] = self._options["chunk_size"]
-        if self._budget is not None:
-            shown["kms_qps"] = self._budget.qps
         return shown
-
-
-def _raise(letter: dict[str, Any]) -> None:
-    raise RuntimeError(f"{letter['transform']} failed on {letter['record']}: {letter['reason']}")
 
 
 class EncryptObjects(_Objects):
@@ -254,7 +246,7 @@ class EncryptObjects(_Objects):
         kms_qps: remote KMS calls per second allowed to each worker process (``None``: no limit).
     """
 
-    _op = "encrypt"
+    _fn = _EncryptObjectFn
 
     def __init__(self, key: str, destination: str, *, base: str | None = None,
                  context: Mapping[str, str] | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE,
@@ -269,9 +261,9 @@ class DecryptObjects(_Objects):
     """Decrypt each input object into ``destination`` (the ``.kmsb`` suffix dropped).
 
     Args:
+        key: key URI to unwrap with, or ``None``: the one each object names, a hint resolved
+            against ``key_sources`` (see ``kmsbeam.keys.trust``).
         destination: output directory or prefix.
-        key: key URI to unwrap with (default: the one each object names, a hint resolved
-            against ``key_sources``; see ``kmsbeam.keys.trust``).
         key_sources: the caller's key URIs that objects' hints may resolve to (added to the
             worker's ``KMSBEAM_KEY_SOURCES``); used only without ``key``.
         require_keys: strict mode (``kmsbeam.keys.strict``): objects whose data key is wrapped
@@ -279,9 +271,9 @@ class DecryptObjects(_Objects):
         base, context, oss, kms_qps: as for ``EncryptObjects`` (context default: each header's).
     """
 
-    _op = "decrypt"
+    _fn = _DecryptObjectFn
 
-    def __init__(self, destination: str, *, key: str | None = None, base: str | None = None,
+    def __init__(self, key: str | None, destination: str, *, base: str | None = None,
                  context: Mapping[str, str] | None = None, oss: OssConfig | None = None,
                  kms_qps: float | None = None, key_sources: Sequence[str] = (),
                  require_keys: Sequence[str] = ()) -> None:  # fmt: skip

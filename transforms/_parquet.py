@@ -1,11 +1,12 @@
 """Parquet Modular Encryption in Beam: ``WriteEncryptedParquet`` and ``ReadEncryptedParquet``.
 
-Beam's own Parquet IO takes no encryption properties, so the writer is Beam's Parquet sink
-with an ``open()`` that builds fresh ``FileEncryptionProperties`` per file from the worker
-process's one ``CryptoFactory`` (``kmsbeam.formats.parquet``); sharding, temp files and the final
-``PREFIX-SSSSS-of-NNNNN.parquet`` names are Beam's. The reader matches files, lists their row
-groups, reshuffles them, and reads each row group in batches with the reader's keys, never
-touching column chunk metadata (which can abort the process for an encrypted column).
+Beam's own Parquet IO takes no encryption properties, so the writer is a
+``kmsbeam.transforms.parquet_sink.ParquetSink`` that builds fresh ``FileEncryptionProperties``
+per file from the worker process's one ``CryptoFactory`` (``kmsbeam.formats.parquet``);
+sharding, temp files and the final ``PREFIX-SSSSS-of-NNNNN.parquet`` names are Beam's. The
+reader matches files, lists their row groups, reshuffles them, and reads each row group in
+batches with the reader's keys, never touching column chunk metadata (which can abort the
+process for an encrypted column).
 
 Caveats:
 - Records (dicts) are gathered into Arrow tables of up to ``row_group_buffer_size`` bytes per
@@ -22,23 +23,18 @@ Caveats:
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
-from apache_beam import pvalue
-from apache_beam.io import fileio, filebasedsink, parquetio
+from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.windowed_value import WindowedValue
 
-from kmsbeam import ConfigurationError, FormatError, KmsBeamError, failure_reason, open_key_source
+from kmsbeam import ConfigurationError, FormatError, KmsBeamError
 from kmsbeam.keys.cache import DEFAULT_KEY_CACHE_TTL, check_ttl
 from kmsbeam.keys.policy import DEFAULT_MAX_AGE
-from kmsbeam.reasons import fails_job, job_error
 from kmsbeam.formats.parquet import (
     PmeDecryption,
     PmeEncryption,
@@ -47,15 +43,12 @@ from kmsbeam.formats.parquet import (
     open_parquet,
     take_pending_calls,
 )
-from kmsbeam.transforms._dofns import DEAD_LETTER
 from kmsbeam.keys.budget import KmsBudget, install_kms_budget, kms_budget, uninstall_kms_budget
-from kmsbeam.transforms._budgeted import BudgetedDoFn
+from kmsbeam.transforms._base import DEAD_LETTER, KmsDoFn, KmsTransform
 from kmsbeam.transforms._metrics import Counters
+from kmsbeam.transforms.parquet_sink import OpenShard, ParquetSink, WriteParquetFiles
 
 __all__ = ["ReadEncryptedParquet", "WriteEncryptedParquet"]
-
-_LOG = logging.getLogger(__name__)
-
 
 def report_kms_calls(counters: Counters) -> None:
     """Move this process's pending PME key-source calls into the Beam counters."""
@@ -68,29 +61,15 @@ def report_kms_calls(counters: Counters) -> None:
     counters.report_budget()
 
 
-def create_local_aliases(uris: Iterable[str]) -> None:
-    """Create ``local:alias/`` keys at pipeline construction (driver), never on workers."""
-    for uri in uris:
-        if uri.startswith("local:alias/") and getattr(open_key_source(uri, create=True), "created", False):
-            _LOG.warning("kmsbeam: created key %s in the local keystore", uri)
-
-
-class _Open:
-    __slots__ = ("handle", "writer")
-
-    def __init__(self, writer: pq.ParquetWriter, handle: Any) -> None:
-        self.writer = writer
-        self.handle = handle
-
-
-class _PmeSink(parquetio._ParquetSink):
-    """Beam's Parquet sink writing PME-encrypted files (one set of file keys per file)."""
+class _PmeSink(ParquetSink):
+    """Parquet shards with PME: fresh encryption properties (new file keys) per file."""
 
     def __init__(self, prefix: str, schema: pa.Schema, encryption: PmeEncryption, codec: str,
                  suffix: str, num_shards: int, template: str | None,
                  budget: KmsBudget | None = None) -> None:  # fmt: skip
-        super().__init__(prefix, schema, codec, False, True, suffix, num_shards, template,
-                         "application/x-parquet", None)  # fmt: skip
+        super().__init__(prefix, schema, codec=codec, file_name_suffix=suffix, num_shards=num_shards,
+                         shard_name_template=template,
+                         writer_options={"use_compliant_nested_type": True})  # fmt: skip
         self._encryption = encryption
         self._budget = budget  # installed from open() to close() of each file (on the worker)
         self._columns = sum(len(v) for v in encryption.column_map(schema).values())
@@ -101,102 +80,40 @@ class _PmeSink(parquetio._ParquetSink):
             self._counters = Counters()
         return self._counters
 
-    def open(self, temp_path: str) -> _Open:
-        budget = getattr(self, "_budget", None)
-        if budget is not None:
-            install_kms_budget(budget)
-        try:
-            props = self._encryption.properties(self._schema, temp_path)
-            report_kms_calls(self._count())
-            handle = filebasedsink.FileBasedSink.open(self, temp_path)
-            writer = pq.ParquetWriter(handle, self._schema, compression=self._codec,
-                                      use_compliant_nested_type=True, encryption_properties=props)  # fmt: skip
-        except BaseException:
-            if budget is not None:
-                uninstall_kms_budget(budget)
-            raise
-        return _Open(writer, handle)
+    def file_options(self, temp_path: str) -> dict[str, Any]:
+        props = self._encryption.properties(self.schema, temp_path)
+        report_kms_calls(self._count())
+        return {"encryption_properties": props}
 
-    def write_record(self, opened: _Open, table: pa.Table) -> None:
-        if isinstance(table, pa.RecordBatch):
-            table = pa.Table.from_batches([table])
-        opened.writer.write_table(table)
+    def companions(self, path: str) -> list[str]:
+        if not self._encryption.external_key_material:
+            return []
+        directory, name = FileSystems.split(path)
+        return [FileSystems.join(directory, key_material_path(name).name)]
+
+    def open(self, temp_path: str) -> OpenShard:
+        if self._budget is not None:
+            install_kms_budget(self._budget)
+        try:
+            return super().open(temp_path)
+        except BaseException:
+            if self._budget is not None:
+                uninstall_kms_budget(self._budget)
+            raise
+
+    def write_record(self, opened: OpenShard, table: pa.Table | pa.RecordBatch) -> None:
+        super().write_record(opened, table)
         counters = self._count()
         counters.records.inc(table.num_rows)
         counters.encrypted.inc(table.num_rows * self._columns)
 
-    def close(self, opened: _Open) -> None:
+    def close(self, opened: OpenShard) -> None:
         try:
-            opened.writer.close()
-            opened.handle.close()
+            super().close(opened)
             report_kms_calls(self._count())
         finally:
-            budget = getattr(self, "_budget", None)
-            if budget is not None:
-                uninstall_kms_budget(budget)
-
-    def _check_state_for_finalize_write(
-        self, writer_results: Any, num_shards: int, window: Any = None
-    ) -> Any:
-        """Beam's check, plus: move each temp file's external key material next to the
-        final file name now, before the temp directory goes away."""
-        state = super()._check_state_for_finalize_write(writer_results, num_shards, window)
-        if self._encryption.external_key_material:
-            src_files, dst_files = state[0], state[1]
-            moves = [(_material(s), _material(d)) for s, d in zip(src_files, dst_files)]
-            moves = [(s, d) for s, d in moves if FileSystems.exists(s)]
-            if moves:
-                FileSystems.rename([s for s, _ in moves], [d for _, d in moves])
-        return state
-
-    def display_data(self) -> dict[str, Any]:
-        return {"codec": self._codec, "schema": str(self._schema)}
-
-
-def _material(path: str) -> str:
-    directory, name = FileSystems.split(path)
-    return FileSystems.join(directory, key_material_path(name).name)
-
-
-class _ToTables(beam.DoFn):
-    """Dict records -> Arrow tables of up to ``max_bytes`` (per bundle); tables pass."""
-
-    def __init__(self, schema: pa.Schema, batch_rows: int, max_bytes: int) -> None:
-        self._schema = schema
-        self._batch_rows = batch_rows
-        self._max_bytes = max_bytes
-
-    def start_bundle(self) -> None:
-        self._rows: list[Any] = []
-        self._batches: list[pa.RecordBatch] = []
-        self._bytes = 0
-
-    def _flush_rows(self) -> None:
-        if self._rows:
-            batch = pa.RecordBatch.from_pylist(self._rows, schema=self._schema)
-            self._batches.append(batch)
-            self._bytes += batch.nbytes
-            self._rows = []
-
-    def _table(self) -> pa.Table:
-        self._flush_rows()
-        table = pa.Table.from_batches(self._batches, schema=self._schema)
-        self._batches, self._bytes = [], 0
-        return table
-
-    def process(self, element: Any) -> Iterator[Any]:
-        if isinstance(element, (pa.Table, pa.RecordBatch)):
-            yield element
-            return
-        self._rows.append(element)
-        if len(self._rows) >= self._batch_rows:
-            self._flush_rows()
-            if self._bytes >= self._max_bytes:
-                yield self._table()
-
-    def finish_bundle(self) -> Iterator[Any]:
-        if self._rows or self._batches:
-            yield WindowedValue(self._table(), GlobalWindow().max_timestamp(), (GlobalWindow(),))
+            if self._budget is not None:
+                uninstall_kms_budget(self._budget)
 
 
 class WriteEncryptedParquet(beam.PTransform):
@@ -221,8 +138,8 @@ class WriteEncryptedParquet(beam.PTransform):
     Returns the PCollection of written file names.
     """
 
-    def __init__(self, file_path_prefix: str, schema: pa.Schema, *, column_keys: Mapping[str, str],
-                 footer_key: str, plaintext_footer: bool = False, double_wrapping: bool = True,
+    def __init__(self, footer_key: str, file_path_prefix: str, schema: pa.Schema, *,
+                 column_keys: Mapping[str, str], plaintext_footer: bool = False, double_wrapping: bool = True,
                  external_key_material: bool = False, context: Mapping[str, str] | None = None,
                  cache_lifetime_seconds: float = DEFAULT_MAX_AGE, data_key_bits: int = 256,
                  algorithm: str = "AES_GCM_V1", codec: str = "snappy",
@@ -243,15 +160,13 @@ class WriteEncryptedParquet(beam.PTransform):
             context=context or {}, cache_lifetime_seconds=cache_lifetime_seconds,
             data_key_bits=data_key_bits, algorithm=algorithm)  # fmt: skip
         self._encryption.column_map(schema)  # unknown columns fail now, not on a worker
-        self._schema = schema
         self._sink = _PmeSink(file_path_prefix, schema, self._encryption, codec,
                               file_name_suffix, num_shards, shard_name_template, budget)  # fmt: skip
         self._batching = (record_batch_size, row_group_buffer_size)
 
     def expand(self, pcoll: Any) -> Any:
-        create_local_aliases(self._encryption.uris)
-        tables = pcoll | "ToTables" >> beam.ParDo(_ToTables(self._schema, *self._batching))
-        return tables | "Write" >> beam.io.Write(self._sink)
+        return pcoll | WriteParquetFiles(self._sink, record_batch_size=self._batching[0],
+                                         row_group_buffer_size=self._batching[1])  # fmt: skip
 
     def display_data(self) -> dict[str, Any]:
         e = self._encryption
@@ -281,29 +196,24 @@ def _open(path: str, decryption: PmeDecryption | None) -> tuple[pq.ParquetFile, 
         raise
 
 
-class _FileFn(BudgetedDoFn):
-    """Shared by the reader's two steps: dead letters and the KMS-call counters."""
+class _FileFn(KmsDoFn):
+    """Shared by the reader's two steps: the KMS-call counters, and a file that cannot be read
+    is a dead letter (a key source that fails is the job's failure)."""
 
-    def __init__(self, decryption: PmeDecryption | None, label: str, dead_letters: bool,
+    def __init__(self, decryption: PmeDecryption | None, label: str,
                  budget: KmsBudget | None = None) -> None:  # fmt: skip
+        super().__init__(label, budget)
         self._decryption = decryption
-        self._label = label
-        self._dead_letters = dead_letters
-        self._budget = budget
 
-    def setup(self) -> None:
-        self._counters = Counters()
-        self._install_budget()
+    def _fails_job(self, exc: BaseException) -> bool:
+        return not isinstance(exc, (FormatError, ConfigurationError)) and super()._fails_job(exc)
+
+    def _reason(self, exc: BaseException) -> str:
+        return f"unreadable file: {exc}" if isinstance(exc, FormatError) else super()._reason(exc)
 
     def _fail(self, where: dict[str, Any], exc: KmsBeamError) -> Iterator[Any]:
         report_kms_calls(self._counters)
-        if not isinstance(exc, (FormatError, ConfigurationError)) and fails_job(exc, "decrypt"):
-            raise job_error(self._label, exc)  # the key source's failure, not the file's
-        reason = f"unreadable file: {exc}" if isinstance(exc, FormatError) else failure_reason(exc)
-        if not self._dead_letters:
-            raise KmsBeamError(f"{self._label}: {where['file']}: {reason}")
-        self._counters.dead_letters.inc()
-        yield pvalue.TaggedOutput(DEAD_LETTER, {"transform": self._label, "reason": reason, "record": where})
+        yield self._dead(where, exc)
 
 
 class _RowGroups(_FileFn):
@@ -326,10 +236,10 @@ class _RowGroups(_FileFn):
 
 
 class _ReadRowGroup(_FileFn):
-    def __init__(self, decryption: PmeDecryption | None, label: str, dead_letters: bool,
+    def __init__(self, decryption: PmeDecryption | None, label: str,
                  columns: list[str] | None, as_tables: bool, batch_size: int,
                  budget: KmsBudget | None = None) -> None:  # fmt: skip
-        super().__init__(decryption, label, dead_letters, budget)
+        super().__init__(decryption, label, budget)
         self._columns = columns
         self._as_tables = as_tables
         self._batch_size = batch_size
@@ -360,13 +270,13 @@ class _ReadRowGroup(_FileFn):
                 yield from batch.to_pylist()
 
 
-class ReadEncryptedParquet(beam.PTransform):
+class ReadEncryptedParquet(KmsTransform):
     """Read PME-encrypted (or plain) Parquet files as dict records or ``pyarrow.Table``\\ s.
 
     Args:
-        file_pattern: a path or glob (any Beam filesystem).
-        keys: the key URIs trusted to open the files (footer and column keys); none for
+        keys: the key URIs trusted to open the files (footer and column keys); ``()`` for
             plaintext files and plaintext-footer files read for their plaintext columns.
+        file_pattern: a path or glob (any Beam filesystem).
         context: the encryption context the writer used.
         key_map: master key id -> key URI, for keys whose URI changed since writing.
         columns: read only these columns (default all).
@@ -383,14 +293,13 @@ class ReadEncryptedParquet(beam.PTransform):
     becomes one dead letter ``{"transform", "reason", "record": {"file", "row_group"}}``.
     """
 
-    def __init__(self, file_pattern: str, *, keys: Iterable[str] | str = (),
+    def __init__(self, keys: Iterable[str] | str, file_pattern: str, *,
                  context: Mapping[str, str] | None = None, key_map: Mapping[str, str] | None = None,
                  columns: Iterable[str] | None = None, as_tables: bool = False,
                  batch_size: int = 65536, cache_lifetime_seconds: float = DEFAULT_KEY_CACHE_TTL,
                  label: str | None = None, kms_qps: float | None = None,
                  key_cache_ttl: float | None = None) -> None:  # fmt: skip
-        super().__init__(label)
-        self._budget = kms_budget(kms_qps)
+        super().__init__(label, kms_qps)
         if key_cache_ttl is not None:
             cache_lifetime_seconds = check_ttl(key_cache_ttl, "the key cache TTL")
         keys = (keys,) if isinstance(keys, str) else tuple(keys)
@@ -400,27 +309,22 @@ class ReadEncryptedParquet(beam.PTransform):
         self._columns = list(columns) if columns is not None else None
         self._as_tables = as_tables
         self._batch_size = batch_size
-        self._dead_letters = False
 
-    def with_dead_letters(self) -> ReadEncryptedParquet:
-        self._dead_letters = True
-        return self
-
-    def expand(self, pbegin: Any) -> Any:
-        common = (self._decryption, self.label, self._dead_letters)
-        groups = _RowGroups(*common, self._budget)
-        reader = _ReadRowGroup(*common, self._columns, self._as_tables, self._batch_size,
-                               self._budget)  # fmt: skip
+    def _steps(self, pbegin: Any) -> tuple[Any, Any]:
+        groups = _RowGroups(self._decryption, self.label, self._budget)
+        reader = _ReadRowGroup(self._decryption, self.label, self._columns, self._as_tables,
+                               self._batch_size, self._budget)  # fmt: skip
         files = (pbegin | "Pattern" >> beam.Create([self._pattern]) | "Match" >> fileio.MatchAll()
                  | "RowGroups" >> beam.ParDo(groups).with_outputs(DEAD_LETTER, main="groups"))  # fmt: skip
         read = (files.groups | "Reshuffle" >> beam.Reshuffle()
                 | "Read" >> beam.ParDo(reader).with_outputs(DEAD_LETTER, main="rows"))  # fmt: skip
-        if not self._dead_letters:
-            return read.rows
-        dead = (files[DEAD_LETTER], read[DEAD_LETTER]) | "DeadLetters" >> beam.Flatten()
-        return read.rows, dead
+        return read.rows, (files[DEAD_LETTER], read[DEAD_LETTER]) | "DeadLetters" >> beam.Flatten()
 
-    def display_data(self) -> dict[str, Any]:
+    @staticmethod
+    def failure(letter: dict[str, Any]) -> str:
+        return f"{letter['transform']}: {letter['record']['file']}: {letter['reason']}"
+
+    def _shown(self) -> dict[str, Any]:
         d = self._decryption
         return {"file_pattern": self._pattern, "keys": ", ".join(d.keys) if d else "",
                 "context_keys": ",".join(sorted(d.context)) if d else "",

@@ -13,6 +13,9 @@ Caveats:
   letters. A key-source failure (no data key, access denied, key disabled, source down) is
   never a dead letter: it fails the bundle (the runner retries it) and then the job.
 - One data key per bundle (and per ``DataKeyPolicy`` caps), as for ``EncryptFields``.
+- Both take the key first, then the columns: ``EncryptCells(key, columns)``,
+  ``DecryptCells(key, columns=None)``. Create a ``local:alias/`` key first
+  (``create_local_keys``): ``expand()`` calls no key source.
 """
 
 from __future__ import annotations
@@ -22,30 +25,13 @@ from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam import pvalue
 
-from kmsbeam import (
-    ConfigurationError,
-    DataKeyPolicy,
-    KmsBeamError,
-    check_context,
-    failure_reason,
-    open_key_source,
-    parse_key_uri,
-    parse_paths,
-    shared_cache,
-)
-from kmsbeam.transforms._transforms import cache_ttl, policy_with_age
+from kmsbeam import ConfigurationError, DataKeyPolicy, KmsBeamError, check_context, open_key_source, parse_paths
 from kmsbeam.formats.parquet import CellDecryptor, CellEncryptor
-from kmsbeam.reasons import fails_job, job_error
 from kmsbeam.formats.parquet import cells_schema as _cells_schema
-from kmsbeam.transforms._dofns import DEAD_LETTER
-from kmsbeam.keys.budget import KmsBudget, kms_budget
-from kmsbeam.transforms._budgeted import BudgetedDoFn
-from kmsbeam.transforms._metrics import Counters
-from kmsbeam.transforms._key_versions import key_use, report_key_versions
-from kmsbeam.keys.strict import KeyRequirement
-from kmsbeam.transforms._parquet import create_local_aliases
+from kmsbeam.keys.budget import KmsBudget
+from kmsbeam.transforms._base import DEAD_LETTER, KmsDoFn, KmsTransform
+from kmsbeam.transforms._options import cache_ttl, key_uri, policy_with_age, required_keys
 
 __all__ = ["DecryptCells", "EncryptCells", "cells_schema"]
 
@@ -66,82 +52,27 @@ def _check_paths(columns: tuple[str, ...], bind: tuple[str, ...]) -> None:
 
 def cells_schema(schema: pa.Schema, columns: Iterable[str] | str, key: str,
                  bind: Iterable[str] | str = ()) -> pa.Schema:  # fmt: skip
-    """The schema ``EncryptCells(columns, key, bind=bind)`` gives tables of ``schema``
+    """The schema ``EncryptCells(key, columns, bind=bind)`` gives tables of ``schema``
     (for ``WriteToParquetBatched``)."""
     return _cells_schema(schema, columns, key, bind)
 
 
-class _CellsFn(BudgetedDoFn):
-    def __init__(
-        self, encrypt: bool, key: str, options: dict[str, Any], label: str, dead_letters: bool,
-        budget: KmsBudget | None = None,
-    ) -> None:
-        self._encrypt = encrypt
-        self._key = key
-        self._options = options
-        self._label = label
-        self._dead_letters = dead_letters
-        self._budget = budget
+class _CellsFn(KmsDoFn):
+    """Tables through one cell engine: a whole table, or each row with a bad cell, fails."""
 
-    def setup(self) -> None:
-        self._counters = Counters()
-        self._engine: Any = None
-        self._install_budget()
+    def __init__(self, label: str, key: str, options: dict[str, Any], budget: KmsBudget | None = None,
+                 ttl: float | None = None, required: tuple[str, ...] = ()) -> None:  # fmt: skip
+        super().__init__(label, budget)
+        self._key, self._options, self._ttl, self._required = key, options, ttl, required
 
-    def finish_bundle(self) -> None:
-        self._counters.report_budget()
-        self._report_calls()
-        report_key_versions(getattr(self, "_key_use", None))
-
-    def _build(self) -> None:
-        """Build the engine; a source that cannot be opened fails the bundle, not the rows."""
-        failed: KmsBeamError | None = None
-        try:
-            source = open_key_source(self._key)
-            opts = dict(self._options)
-            ttl = opts.pop("cache_ttl", None)  # key_cache_ttl: this process's cache of that TTL
-            if not self._encrypt:
-                opts["cache"] = shared_cache(ttl)
-            if self._encrypt:
-                self._engine = CellEncryptor(
-                    opts.pop("columns"), source, on_generate=self._counters.generated, **opts
-                )
-            else:
-                self._key_use = opts["cache"] = key_use(opts)  # require_keys; versions used
-                self._engine = CellDecryptor(
-                    opts.pop("columns"), source, on_call=self._counters.unwrap_call, **opts
-                )
-        except KmsBeamError as exc:
-            self._engine = None
-            failed = job_error(self._label, exc)
-        if failed is not None:  # raised outside the handler: no chain
-            raise failed
+    def _run(self, table: pa.Table) -> tuple[pa.Table, list[tuple[int, KmsBeamError]]]:
+        raise NotImplementedError
 
     def start_bundle(self) -> None:
         if self._engine is None:
-            self._build()
-        elif self._encrypt:
-            self._engine.reset()
-
-    def _report_calls(self) -> None:
-        """Count failed GenerateDataKey calls too (successful ones: ``on_generate``)."""
-        failed = getattr(getattr(self._engine, "keys", None), "failed_calls", 0)
-        before = getattr(self, "_failed_before", 0)
-        if failed > before:
-            self._counters.generate_calls.inc(failed - before)
-        self._failed_before = failed
-
-    def _dead(self, rows: list[dict[str, Any]], exc: KmsBeamError) -> Iterator[Any]:
-        if fails_job(exc, "encrypt" if self._encrypt else "decrypt"):
-            self._report_calls()
-            raise job_error(self._label, exc)  # the key source's failure, not the rows'
-        reason = failure_reason(exc)
-        if not self._dead_letters:
-            raise KmsBeamError(f"{self._label}: {reason}")
-        self._counters.dead_letters.inc(len(rows))
-        for row in rows:
-            letter = {"transform": self._label, "reason": reason, "record": row}
-            yield pvalue.TaggedOutput(DEAD_LETTER, letter)
+            self._open()
+        elif hasattr(self._engine, "reset"):
+            self._engine.reset()  # a new bundle: a new data key
 
     def process(self, table: Any) -> Iterator[Any]:
         if isinstance(table, pa.RecordBatch):
@@ -149,60 +80,71 @@ class _CellsFn(BudgetedDoFn):
         if not isinstance(table, pa.Table):
             raise TypeError(f"{self._label} takes pyarrow.Table elements, not {type(table).__name__}")
         self._counters.records.inc(table.num_rows)
-        if self._engine is None:
-            self._build()
         before = self._engine.values
         whole: KmsBeamError | None = None
         try:
-            if self._encrypt:
-                out, failed = self._engine.encrypt_table(table), []
-            else:
-                out, failed = self._engine.decrypt_table(table)
+            out, failed = self._run(table)
         except KmsBeamError as exc:
             whole = exc
         finally:
-            self._counters.values("encrypt" if self._encrypt else "decrypt", self._engine.values - before)
+            self._counters.values(self.kind, self._engine.values - before)
         if whole is not None:  # handled outside the except block: no chain to the table
-            yield from self._dead(table.to_pylist(), whole)
+            if self._fails_job(whole):
+                yield self._dead(None, whole)  # raises: the key source's failure, not the rows'
+            for row in table.to_pylist():
+                yield self._dead(row, whole)
             return
         for _, error in failed:  # a key-source failure fails the bundle before any dead letter
-            if fails_job(error, "decrypt"):
-                yield from self._dead([], error)
+            if self._fails_job(error):
+                yield self._dead(None, error)  # raises
         for index, error in failed:
-            yield from self._dead(table.slice(index, 1).to_pylist(), error)
+            yield self._dead(table.slice(index, 1).to_pylist()[0], error)
         if out.num_rows:
             yield out
 
 
-class _Cells(beam.PTransform):
-    _encrypt = True
+class _EncryptCellsFn(_CellsFn):
+    kind = "encrypt"
 
-    def __init__(self, key: str, options: dict[str, Any], label: str | None,
-                 kms_qps: float | None = None) -> None:  # fmt: skip
-        super().__init__(label)
-        self._budget = kms_budget(kms_qps)
-        if not isinstance(key, str):
-            raise TypeError("key is a key URI string such as 'local:alias/pii'")
-        parse_key_uri(key)
+    def _build(self) -> CellEncryptor:
+        opts = dict(self._options)
+        return CellEncryptor(opts.pop("columns"), open_key_source(self._key),
+                             on_generate=self._counters.generated, **opts)  # fmt: skip
+
+    def _run(self, table: pa.Table) -> tuple[pa.Table, list[tuple[int, KmsBeamError]]]:
+        return self._engine.encrypt_table(table), []
+
+
+class _DecryptCellsFn(_CellsFn):
+    kind = "decrypt"
+
+    def _build(self) -> CellDecryptor:
+        opts = dict(self._options)
+        return CellDecryptor(opts.pop("columns"), open_key_source(self._key),
+                             cache=self._unwrap_cache(self._ttl, self._required),
+                             on_call=self._counters.unwrap_call, **opts)  # fmt: skip
+
+    def _run(self, table: pa.Table) -> tuple[pa.Table, list[tuple[int, KmsBeamError]]]:
+        out, failed = self._engine.decrypt_table(table)
+        return out, list(failed)
+
+
+class _Cells(KmsTransform):
+    _fn: type[_CellsFn]
+
+    def __init__(self, key: str, options: dict[str, Any], label: str | None, kms_qps: float | None,
+                 ttl: float | None = None, required: tuple[str, ...] = ()) -> None:  # fmt: skip
+        super().__init__(label, kms_qps)
+        self._key = key_uri(key)
         options["context"] = check_context(options.get("context"))
-        self._key = key
-        self._options = options
-        self._dead_letters = False
+        self._options, self._ttl, self._required = options, ttl, required
 
-    def with_dead_letters(self) -> _Cells:
-        """Return ``(tables, dead_letters)`` instead of failing on bad rows."""
-        self._dead_letters = True
-        return self
-
-    def expand(self, pcoll: Any) -> Any:
-        if self._encrypt:
-            create_local_aliases([self._key])
-        fn = _CellsFn(self._encrypt, self._key, self._options, self.label, self._dead_letters,
-                      self._budget)  # fmt: skip
+    def _steps(self, pcoll: Any) -> tuple[Any, Any]:
+        fn = self._fn(self.label, self._key, self._options, self._budget, self._ttl, self._required)
         out = pcoll | "Apply" >> beam.ParDo(fn).with_outputs(DEAD_LETTER, main="tables")
-        return (out.tables, out[DEAD_LETTER]) if self._dead_letters else out.tables
+        return out.tables, out[DEAD_LETTER]
 
-    def display_data(self) -> dict[str, Any]:
+    def _shown(self) -> dict[str, Any]:
         return {"key": self._key, "columns": ",".join(self._options.get("columns") or ()),
                 "bind": ",".join(self._options.get("bind", ())),
                 "context_keys": ",".join(sorted(self._options["context"]))}  # fmt: skip
@@ -212,8 +154,8 @@ class EncryptCells(_Cells):
     """Encrypt columns of ``pyarrow.Table`` elements into binary cells (field values v1).
 
     Args:
+        key: key URI (create a ``local:alias/`` key first: ``create_local_keys``).
         columns: dotted column paths (into structs).
-        key: key URI (a ``local:alias/`` key is created on first use, on the driver).
         context: encryption context; give the same one to ``DecryptCells``.
         bind: cleartext columns identifying the row, bound into every cell's AAD.
         policy: ``DataKeyPolicy`` caps. encrypt_none: encrypt nulls too.
@@ -223,7 +165,9 @@ class EncryptCells(_Cells):
             limit; ``kmsbeam.keys.budget``).
     """
 
-    def __init__(self, columns: Iterable[str] | str, key: str, *, context: Mapping[str, str] | None = None,
+    _fn = _EncryptCellsFn
+
+    def __init__(self, key: str, columns: Iterable[str] | str, *, context: Mapping[str, str] | None = None,
                  bind: Iterable[str] | str = (), policy: DataKeyPolicy | None = None,
                  encrypt_none: bool = False, label: str | None = None,
                  kms_qps: float | None = None, data_key_max_age: float | None = None) -> None:  # fmt: skip
@@ -243,11 +187,12 @@ class DecryptCells(_Cells):
         context, bind: as given to ``EncryptCells``.
         schema: the original schema, for tables that lost their ``kmsbeam.cells`` metadata.
         kms_qps: as for ``EncryptCells``.
+        require_keys: strict mode (``kmsbeam.keys.strict``): other master keys are dead letters.
         key_cache_ttl: seconds an unwrapped data key is reused in a worker process (default
             60): the revocation latency of decryption.
     """
 
-    _encrypt = False
+    _fn = _DecryptCellsFn
 
     def __init__(self, key: str, columns: Iterable[str] | str | None = None, *,
                  context: Mapping[str, str] | None = None, bind: Iterable[str] | str = (),
@@ -255,9 +200,5 @@ class DecryptCells(_Cells):
                  kms_qps: float | None = None, require_keys: Iterable[str] = (),
                  key_cache_ttl: float | None = None) -> None:  # fmt: skip
         options = {"columns": _names(columns) or None, "context": context, "bind": _names(bind),
-                   "schema": schema, **cache_ttl(key_cache_ttl)}  # fmt: skip
-        if require_keys:  # strict mode (kmsbeam.keys.strict): other master keys are dead letters
-            keys = (require_keys,) if isinstance(require_keys, str) else tuple(require_keys)
-            options["require_keys"] = KeyRequirement(keys).keys
-        super().__init__(key, options, label, kms_qps)
-
+                   "schema": schema}  # fmt: skip
+        super().__init__(key, options, label, kms_qps, cache_ttl(key_cache_ttl), required_keys(require_keys))

@@ -12,24 +12,25 @@ Caveats:
 - The re-encrypt transforms hold plaintext in worker memory between the two steps. Their
   dead letters never carry it: a record that fails to encrypt again goes to the dead-letter
   output with its encrypted fields set to ``None`` (run it again from the input).
-- A target key that is disabled or unknown fails at pipeline construction (on the driver)
-  unless ``check_target=False``.
+- ``expand()`` calls no key source: each worker describes the target once (a disabled or
+  unknown target fails the job), unless ``target_version`` is given. To fail before the
+  pipeline runs, check it on the driver first:
+  ``target_version=target_key_version(open_key_source(to_key))`` (``kmsbeam.rotation.rewrap``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from kmsbeam import DataKeyPolicy, check_context, open_key_source, parse_key_uri, parse_paths, shared_cache
-from kmsbeam.keys.budget import kms_budget
+from kmsbeam import DataKeyPolicy, check_context, shared_cache
 from kmsbeam.formats.records import DEFAULT_PAYLOAD_FIELD
-from kmsbeam.rotation.journal import journal_writer, read_journal
-from kmsbeam.transforms._journal_fs import journal_store
+from kmsbeam.keys.budget import KmsBudget
 from kmsbeam.keys.strict import KeyRequirement, RequiredRewrapSource, strict_rewrap
+from kmsbeam.rotation.journal import journal_writer, read_journal
 from kmsbeam.rotation.rewrap import (
     ALREADY,
     FILTERED,
@@ -40,11 +41,22 @@ from kmsbeam.rotation.rewrap import (
     shared_memo,
     target_key_version,
 )
-from kmsbeam.transforms._dofns import DEAD_LETTER, BatchCryptoDoFn
+from kmsbeam.transforms._base import DEAD_LETTER, KmsTransform
+from kmsbeam.transforms._dofns import RecordsFn
+from kmsbeam.transforms.journal_fs import journal_store
 from kmsbeam.transforms._metrics import NAMESPACE
+from kmsbeam.transforms._options import (
+    REWRAP_MODES,
+    Encoding,
+    RewrapMode,
+    cache_ttl,
+    choice,
+    key_uri,
+    names,
+    required_keys,
+)
 from kmsbeam.transforms._transforms import (
     BATCH_SIZE,
-    cache_ttl,
     DecryptFields,
     DecryptRecords,
     EncryptFields,
@@ -57,37 +69,40 @@ _COUNTERS = {REWRAPPED: "values_rewrapped", ALREADY: "values_skipped",
              FILTERED: "values_filtered", RESUMED: "values_resumed"}  # fmt: skip
 
 
-class _RewrapDoFn(BatchCryptoDoFn):
+class _RewrapFn(RecordsFn):
     """Batches of records through one ``Rewrapper`` (memo shared by the worker process)."""
 
-    def _build(self) -> None:
-        o = self._options
-        source: Any = open_key_source(self._key_uri)
-        required = o.get("require_keys") or ()
+    kind = "rewrap"
+
+    def __init__(self, label: str, to_key: str, budget: KmsBudget | None, options: dict[str, Any],
+                 ttl: float | None, required: tuple[str, ...]) -> None:  # fmt: skip
+        super().__init__(label, to_key, budget)
+        self._options, self._ttl, self._required = options, ttl, required
+
+    def _build(self) -> Rewrapper:
+        o, required = self._options, self._required
+        source: Any = self._source()
         if required:  # strict mode: values under other master keys are refused, no call made
             source = RequiredRewrapSource(source, KeyRequirement(required))
         paths, fmt = record_paths(o["mode"], o["fields"], o["payload_field"])
-        # The driver's answer when it gave one (no DescribeKey per worker), else ask now.
-        version = o.get("target_version") or target_key_version(source)
-        memo = shared_memo(self._key_uri, tuple(sorted(o["context"].items())),
-                           o["only_versions"], o["verify"], version, o.get("journal"),
-                           tuple(required))  # fmt: skip  (a strict memo is its own)
-        calls = Metrics.counter(NAMESPACE, "kms_calls_rewrap")
-        assert self._counters is not None
-        journal = o.get("journal")
+        # The caller's answer when it gave one (no DescribeKey per worker), else ask now.
+        version = o["target_version"] or target_key_version(source)
+        memo = shared_memo(self._key, tuple(sorted(o["context"].items())), o["only_versions"],
+                           o["verify"], version, o["journal"], required)  # fmt: skip  (a strict memo is its own)
+        journal = o["journal"]
         store = journal_store(journal) if journal else None  # oss:// and other schemes
-        known = read_journal(journal, version, store) if journal else None
-        on_moved = journal_writer(journal, store).moved if journal else None
         rw = Rewrapper(source, context=o["context"], only_versions=o["only_versions"],
-                       cache=shared_cache(o.get("cache_ttl")),  # key_cache_ttl (the checks)
-                       verify=o["verify"], memo=memo, target_version=version, on_call=calls.inc,
-                       on_verify=self._counters.unwrap_call, known=known,
-                       on_moved=on_moved)  # fmt: skip
-        self._engine = rw
+                       cache=shared_cache(self._ttl),  # key_cache_ttl (the checks)
+                       verify=o["verify"], memo=memo, target_version=version,
+                       on_call=Metrics.counter(NAMESPACE, "kms_calls_rewrap").inc,
+                       on_verify=self._counters.unwrap_call,
+                       known=read_journal(journal, version, store) if journal else None,
+                       on_moved=journal_writer(journal, store).moved if journal else None)  # fmt: skip
         self._run = lambda record: rw.rewrap_record(record, paths, fmt)
         self._run_batch = lambda records: rw.rewrap_batch(records, paths, fmt)
         if required:  # strict: every value is checked before the Rewrapper counts a call
             self._run, self._run_batch = strict_rewrap(rw, KeyRequirement(required), paths, fmt, version)
+        return rw
 
     def start_bundle(self) -> None:
         if self._engine is None:
@@ -96,8 +111,8 @@ class _RewrapDoFn(BatchCryptoDoFn):
         self._before = dict(self._engine.counts) if self._engine is not None else {}
 
     def finish_bundle(self) -> None:
-        assert self._counters is not None
         self._counters.records.inc(self._records)
+        self._counters.report_budget()
         self._records = 0
         if self._engine is None:
             return
@@ -108,23 +123,21 @@ class _RewrapDoFn(BatchCryptoDoFn):
         self._before = dict(self._engine.counts)
 
 
-class RewrapDataKeys(beam.PTransform):
+class RewrapDataKeys(KmsTransform):
     """Rewrap the data keys of encrypted fields (or whole records) to ``to_key``.
 
     Args:
+        to_key: the target key URI (required); its key source must be able to rewrap the old
+            keys (same KMS, or same PKCS#11 token).
         fields: the encrypted field paths (``mode="fields"``).
-        to_key: the target key URI; its key source must be able to rewrap the old keys
-            (same KMS, or same PKCS#11 token).
         mode: ``"fields"`` (values of ``EncryptFields``) or ``"record"`` (``EncryptRecords``).
         context: the encryption context the data keys were generated with.
         payload_field: the record payload field (``mode="record"``).
         only_versions: rewrap only data keys under these master key versions
             (``kmsbeam.rotation.rewrap.wrapped_key_version`` names); the others pass unchanged.
         verify: check each new wrapped key's commitment before using it (default on).
-        check_target: describe the target on the driver first; a disabled or unknown key
-            fails the pipeline before it runs.
         target_version: the target's current version when already known (workers then make
-            no ``DescribeKey`` call; with ``check_target`` the driver's answer is used).
+            no ``DescribeKey`` call); see the module caveats.
         journal: a directory for the rotation journal (``kmsbeam.rotation.journal``), which
             every worker can reach (a local path on local runners). Data keys it already
             lists are rewrapped without a call; each new rewrap is appended before use, so a
@@ -140,15 +153,14 @@ class RewrapDataKeys(beam.PTransform):
 
     def __init__(
         self,
+        to_key: str,
         fields: Iterable[str] | str = (),
-        to_key: str = "",
         *,
-        mode: str = "fields",
+        mode: RewrapMode = "fields",
         context: Mapping[str, str] | None = None,
         payload_field: str = DEFAULT_PAYLOAD_FIELD,
         only_versions: Iterable[str] | None = None,
         verify: bool = True,
-        check_target: bool = True,
         target_version: str | None = None,
         journal: str | None = None,
         kms_qps: float | None = None,
@@ -156,59 +168,40 @@ class RewrapDataKeys(beam.PTransform):
         require_keys: Iterable[str] = (),
         key_cache_ttl: float | None = None,
     ) -> None:
-        super().__init__(label)
-        if not isinstance(to_key, str) or not to_key:
-            raise TypeError("to_key is a key URI string such as 'kms-emulator://HOST:PORT/alias/pii'")
-        parse_key_uri(to_key)
-        names = tuple(p.name for p in parse_paths(fields)) if fields else ()
-        record_paths(mode, names, payload_field)  # checks mode and fields
-        if mode == "fields" and not names:
+        super().__init__(label, kms_qps)
+        self._to_key = key_uri(to_key, "kms-emulator://HOST:PORT/alias/pii")
+        mode = choice(mode, REWRAP_MODES, "mode")
+        fields = names(fields)
+        record_paths(mode, fields, payload_field)  # checks the fields or the payload field
+        if mode == "fields" and not fields:
             raise ValueError("name the encrypted fields to rewrap")
-        self._to_key = to_key
         self._options: dict[str, Any] = {
-            "mode": mode, "fields": names, "payload_field": payload_field,
+            "mode": mode, "fields": fields, "payload_field": payload_field,
             "context": check_context(context),
             "only_versions": None if only_versions is None else tuple(sorted(only_versions)),
             "verify": bool(verify), "target_version": target_version,
-            "journal": None if journal is None else str(journal),
-            "require_keys": KeyRequirement(require_keys).keys if require_keys else (),
-            **cache_ttl(key_cache_ttl)}  # fmt: skip
-        self._check_target = check_target
-        self._kms_qps = kms_budget(kms_qps)
-        self._dead_letters = False
+            "journal": None if journal is None else str(journal)}  # fmt: skip
+        self._ttl, self._required = cache_ttl(key_cache_ttl), required_keys(require_keys)
 
-    def with_dead_letters(self) -> RewrapDataKeys:
-        """Return ``(records, dead_letters)`` from ``expand`` instead of failing on bad input."""
-        self._dead_letters = True
-        return self
+    def _steps(self, pcoll: Any) -> tuple[Any, Any]:
+        batches = pcoll | "Batch" >> beam.BatchElements(min_batch_size=BATCH_SIZE, max_batch_size=BATCH_SIZE)
+        dofn = _RewrapFn(self.label, self._to_key, self._budget, self._options, self._ttl, self._required)
+        out = batches | "Rewrap" >> beam.ParDo(dofn).with_outputs(DEAD_LETTER, main="records")
+        return out.records, out[DEAD_LETTER]
 
-    def expand(self, pcoll: Any) -> Any:
-        if self._check_target:
-            described = Rewrapper(open_key_source(self._to_key)).check_target()
-            self._options["target_version"] = self._options["target_version"] or described
-        batches = pcoll | "Batch" >> beam.BatchElements(
-            min_batch_size=BATCH_SIZE, max_batch_size=BATCH_SIZE
-        )
-        dofn = _RewrapDoFn("rewrap", self._to_key, self._options, self.label, self._dead_letters,
-                           self._kms_qps)  # fmt: skip
-        outputs = batches | "Rewrap" >> beam.ParDo(dofn).with_outputs(DEAD_LETTER, main="records")
-        if self._dead_letters:
-            return outputs.records, outputs[DEAD_LETTER]
-        return outputs.records
-
-    def display_data(self) -> dict[str, Any]:
+    def _shown(self) -> dict[str, Any]:
         o = self._options
         return {"to_key": self._to_key, "mode": o["mode"], "fields": ",".join(o["fields"]),
                 "context_keys": ",".join(sorted(o["context"])), "verify": o["verify"]}  # fmt: skip
 
 
-def _scrub(letter: Mapping[str, Any], names: tuple[str, ...], keep: tuple[str, ...] | None) -> dict[str, Any]:
+def _scrub(letter: Mapping[str, Any], hide: tuple[str, ...], keep: tuple[str, ...] | None) -> dict[str, Any]:
     """An encrypt-stage dead letter without the plaintext of the re-encrypted fields (records:
     only the kept fields)."""
     record = dict(letter["record"])
     if keep is not None:
         return {**letter, "record": {k: record.get(k) for k in keep}}
-    for name in names:
+    for name in hide:
         if "." in name:
             record.pop(name.split(".")[0], None)
         elif name in record:
@@ -216,31 +209,21 @@ def _scrub(letter: Mapping[str, Any], names: tuple[str, ...], keep: tuple[str, .
     return {**letter, "record": record}
 
 
-class _Reencrypt(beam.PTransform):
-    def __init__(self, decrypt: Any, encrypt: Any, hide: tuple[str, ...],
+class _Reencrypt(KmsTransform):
+    def __init__(self, decrypt: KmsTransform, encrypt: KmsTransform, hide: tuple[str, ...],
                  keep: tuple[str, ...] | None, label: str | None) -> None:  # fmt: skip
         super().__init__(label)
         self._decrypt, self._encrypt, self._hide, self._keep = decrypt, encrypt, hide, keep
-        self._dead_letters = False
 
-    def with_dead_letters(self) -> _Reencrypt:
-        self._dead_letters = True
-        return self
-
-    def expand(self, pcoll: Any) -> Any:
+    def _steps(self, pcoll: Any) -> tuple[Any, Any]:
         plain, dead1 = pcoll | "Decrypt" >> self._decrypt.with_dead_letters()
         good, dead2 = plain | "Encrypt" >> self._encrypt.with_dead_letters()
         dead2 = dead2 | "Scrub" >> beam.Map(_scrub, self._hide, self._keep)
-        if not self._dead_letters:
-            _ = (dead1, dead2) | "Dead" >> beam.Flatten() | "Fail" >> beam.ParDo(_FailOnDead())
-            return good
         return good, (dead1, dead2) | "DeadLetters" >> beam.Flatten()
 
-
-class _FailOnDead(beam.DoFn):
-    def process(self, letter: Any) -> Iterator[Any]:
-        raise ValueError(f"{letter['transform']}: {letter['reason']}")
-        yield  # pragma: no cover
+    def _shown(self) -> dict[str, Any]:
+        return {"from_" + k: v for k, v in self._decrypt.display_data().items()} | {
+            "to_" + k: v for k, v in self._encrypt.display_data().items()}  # fmt: skip
 
 
 class ReencryptFields(_Reencrypt):
@@ -250,14 +233,14 @@ class ReencryptFields(_Reencrypt):
 
     def __init__(
         self,
-        fields: Iterable[str] | str,
         from_key: str,
         to_key: str,
+        fields: Iterable[str] | str,
         *,
         context: Mapping[str, str] | None = None,
         new_context: Mapping[str, str] | None = None,
         bind: Iterable[str] | str = (),
-        encoding: str = "text",
+        encoding: Encoding = "text",
         policy: DataKeyPolicy | None = None,
         kms_qps: float | None = None,
         label: str | None = None,
@@ -265,14 +248,14 @@ class ReencryptFields(_Reencrypt):
         key_cache_ttl: float | None = None,
         data_key_max_age: float | None = None,
     ) -> None:
-        names = tuple(p.name for p in parse_paths(fields))
+        paths = names(fields)
         ctx = context if new_context is None else new_context
         super().__init__(
-            DecryptFields(names, from_key, context=context, bind=bind, kms_qps=kms_qps,
+            DecryptFields(from_key, paths, context=context, bind=bind, kms_qps=kms_qps,
                           require_keys=require_keys, key_cache_ttl=key_cache_ttl),
-            EncryptFields(names, to_key, context=ctx, bind=bind, encoding=encoding, policy=policy,
+            EncryptFields(to_key, paths, context=ctx, bind=bind, encoding=encoding, policy=policy,
                           kms_qps=kms_qps, data_key_max_age=data_key_max_age),
-            names, None, label,
+            paths, None, label,
         )  # fmt: skip
 
 
@@ -288,7 +271,7 @@ class ReencryptRecords(_Reencrypt):
         payload_field: str = DEFAULT_PAYLOAD_FIELD,
         context: Mapping[str, str] | None = None,
         new_context: Mapping[str, str] | None = None,
-        encoding: str = "text",
+        encoding: Encoding = "text",
         policy: DataKeyPolicy | None = None,
         kms_qps: float | None = None,
         label: str | None = None,
@@ -303,5 +286,4 @@ class ReencryptRecords(_Reencrypt):
         enc = EncryptRecords(to_key, keep=keep, payload_field=payload_field, context=ctx,
                              encoding=encoding, policy=policy, kms_qps=kms_qps,
                              data_key_max_age=data_key_max_age)  # fmt: skip
-        kept = tuple(keep.split(",") if isinstance(keep, str) else keep)
-        super().__init__(dec, enc, (), tuple(k.strip() for k in kept if k.strip()), label)
+        super().__init__(dec, enc, (), names(keep), label)

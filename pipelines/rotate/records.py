@@ -17,7 +17,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import apache_beam as beam
 import pyarrow as pa
@@ -36,7 +36,7 @@ from kmsbeam.pipelines.rotate.state import JOURNAL_NAME, ROTATION_NAME, read_rot
 from kmsbeam.pipelines.rotate.verify import verify_dataset
 from kmsbeam.pipelines.summary import kms_cost, kms_cost_row
 from kmsbeam.rotation.rewrap import Rewrapper, record_paths
-from kmsbeam.transforms import ReencryptFields, ReencryptRecords, RewrapDataKeys
+from kmsbeam.transforms import Encoding, ReencryptFields, ReencryptRecords, RewrapDataKeys, RewrapMode
 
 __all__ = ["RecordsRotator", "RotationPlan"]
 
@@ -104,18 +104,18 @@ def _build(p: beam.Pipeline, plan: RotationPlan, to_key: str, version: str, args
     lifetimes = {"key_cache_ttl": getattr(args, "key_cache_ttl", None),  # the revocation latency
                  "data_key_max_age": getattr(args, "data_key_max_age", None)}  # fmt: skip
     if args.reencrypt:
-        step: Any = (ReencryptFields(m.fields, m.key, to_key, context=m.context, bind=m.bind,
-                                     encoding=m.encoding, kms_qps=args.kms_qps,
+        step: Any = (ReencryptFields(m.key, to_key, m.fields, context=m.context, bind=m.bind,
+                                     encoding=cast(Encoding, m.encoding), kms_qps=args.kms_qps,
                                      require_keys=plan.require_keys, **lifetimes)
                      if m.mode == "fields" else
                      ReencryptRecords(m.key, to_key, keep=m.keep, payload_field=m.payload_field,
-                                      context=m.context, encoding=m.encoding,
+                                      context=m.context, encoding=cast(Encoding, m.encoding),
                                       kms_qps=args.kms_qps, require_keys=plan.require_keys,
                                       **lifetimes))  # fmt: skip
     else:
-        step = RewrapDataKeys(m.fields, to_key, mode=m.mode, context=m.context,
+        step = RewrapDataKeys(to_key, m.fields, mode=cast(RewrapMode, m.mode), context=m.context,
                               payload_field=m.payload_field, only_versions=args.only_version,
-                              check_target=False, target_version=version,
+                              target_version=version,
                               journal=paths.join(plan.out_dir, JOURNAL_NAME),
                               kms_qps=args.kms_qps, require_keys=plan.require_keys,
                               key_cache_ttl=lifetimes["key_cache_ttl"])  # fmt: skip

@@ -78,16 +78,16 @@ def test_a_disabled_key_stops_encryption_after_the_data_key_max_age(source: Any,
 
 def test_every_transform_takes_the_two_settings() -> None:
     key = "local:alias/x"
-    assert DecryptFields(["a"], key, key_cache_ttl=7).display_data()["key_cache_ttl"] == 7.0
-    assert EncryptFields(["a"], key, data_key_max_age=9).display_data()["max_key_age_seconds"] == 9.0
+    assert DecryptFields(key, ["a"], key_cache_ttl=7).display_data()["key_cache_ttl"] == 7.0
+    assert EncryptFields(key, ["a"], data_key_max_age=9).display_data()["max_key_age_seconds"] == 9.0
     assert EncryptRecords(key, data_key_max_age=9).display_data()["max_key_age_seconds"] == 9.0
     policy = DataKeyPolicy(max_records=5, max_age_seconds=100)
-    shown = EncryptFields(["a"], key, policy=policy, data_key_max_age=9).display_data()
+    shown = EncryptFields(key, ["a"], policy=policy, data_key_max_age=9).display_data()
     assert shown["max_key_age_seconds"] == 9.0 and shown["max_records_per_key"] == 5
     DecryptCells(key, ["a"], key_cache_ttl=7)
-    RewrapDataKeys(["a"], key, key_cache_ttl=7)
+    RewrapDataKeys(key, ["a"], key_cache_ttl=7)
     for bad in (0, -1, math.nan, math.inf, True):
         with pytest.raises(ValueError):
-            DecryptFields(["a"], key, key_cache_ttl=bad)
+            DecryptFields(key, ["a"], key_cache_ttl=bad)
         with pytest.raises(ValueError):
-            EncryptFields(["a"], key, data_key_max_age=bad)
+            EncryptFields(key, ["a"], data_key_max_age=bad)

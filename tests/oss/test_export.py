@@ -55,7 +55,7 @@ def test_transforms_round_trip_with_metadata(oss_server: LoopbackOssServer, buck
     out = tmp_path / "restored"
     with pipeline() as p:
         _ = (p | beam.Create([dest + "part-00000.jsonl.kmsb", dest + "part-00001.jsonl.kmsb"])
-             | DecryptObjects(str(out) + "/", base=dest))  # fmt: skip
+             | DecryptObjects(None, str(out) + "/", base=dest))  # fmt: skip
     for name in ("part-00000.jsonl", "part-00001.jsonl"):
         assert (out / name).read_bytes() == (files / name).read_bytes()
 
@@ -71,7 +71,7 @@ def test_tampered_object_is_a_dead_letter_and_leaves_no_output(oss_server: Loopb
     out = tmp_path / "out"
     with pipeline() as p:
         good, dead = (p | beam.Create([f"oss://{bucket}/t/a.txt.kmsb"])
-                      | DecryptObjects(str(out) + "/").with_dead_letters())  # fmt: skip
+                      | DecryptObjects(None, str(out) + "/").with_dead_letters())  # fmt: skip
         assert_that(dead | beam.Map(lambda d: d["reason"].split(":")[0]), equal_to(["authentication failed"]))
         assert_that(good, equal_to([]), label="none")
     assert not (out / "a.txt").exists()

@@ -57,8 +57,8 @@ def counters(result: Any) -> dict[str, int]:
 
 def write(p: beam.Pipeline, data: Any, prefix: Path, keys: dict[str, str], **options: Any) -> Any:
     return data | WriteEncryptedParquet(
-        str(prefix), SCHEMA, column_keys={"ssn": keys["pii"], "card": keys["pci"], "contact": keys["pii"]},
-        footer_key=keys["foot"], **options)  # fmt: skip
+        keys["foot"], str(prefix), SCHEMA,
+        column_keys={"ssn": keys["pii"], "card": keys["pci"], "contact": keys["pii"]}, **options)  # fmt: skip
 
 
 def test_sharded_write_makes_one_wrap_per_master_key(keys: dict[str, str], tmp_path: Path) -> None:
@@ -73,7 +73,7 @@ def test_sharded_write_makes_one_wrap_per_master_key(keys: dict[str, str], tmp_p
     assert c["kms_calls_generate_data_key"] == 3 == c["data_keys_generated"]  # foot, pii, pci
     assert c["records"] == 6000 and c["values_encrypted"] == 6000 * 3
     p = pipeline()
-    got = p | ReadEncryptedParquet(str(tmp_path / "out" / "part-*"), keys=list(keys.values()))
+    got = p | ReadEncryptedParquet(list(keys.values()), str(tmp_path / "out" / "part-*"))
     assert_that(got, equal_to(data))
     result = p.run()
     result.wait_until_finish()
@@ -118,7 +118,7 @@ def test_external_key_material_lands_next_to_the_final_files(keys: dict[str, str
                      "_KEY_MATERIAL_FOR_part-00001-of-00002.parquet.json",
                      "part-00000-of-00002.parquet", "part-00001-of-00002.parquet"]  # fmt: skip
     p = pipeline()
-    assert_that(p | ReadEncryptedParquet(str(tmp_path / "out" / "part-*"), keys=list(keys.values())),
+    assert_that(p | ReadEncryptedParquet(list(keys.values()), str(tmp_path / "out" / "part-*")),
                 equal_to(rows(500)))  # fmt: skip
     p.run().wait_until_finish()
 
@@ -132,7 +132,7 @@ def test_bad_files_become_dead_letters(keys: dict[str, str], tmp_path: Path) -> 
     (out / "half.parquet").write_bytes(data[: len(data) // 2])
     (out / "text.parquet").write_bytes(b"id,ssn\n1,2\n")
     p = pipeline()
-    got, dead = p | ReadEncryptedParquet(str(out / "*.parquet"), keys=list(keys.values())).with_dead_letters()
+    got, dead = p | ReadEncryptedParquet(list(keys.values()), str(out / "*.parquet")).with_dead_letters()
     assert_that(got, equal_to(rows(300)), label="good")
     reasons = dead | beam.Map(lambda d: (Path(d["record"]["file"]).name, d["reason"]))
     assert_that(reasons, equal_to([
@@ -153,15 +153,15 @@ def test_disabled_key_and_missing_keys(keys: dict[str, str], tmp_path: Path, kms
     crypto_factory().remove_cache_entries_for_all_tokens()
     shared_cache().clear()
     p = pipeline()
-    plain = p | "Plain" >> ReadEncryptedParquet(str(out / "part-*"), columns=["id"])
+    plain = p | "Plain" >> ReadEncryptedParquet((), str(out / "part-*"), columns=["id"])
     assert_that(plain, equal_to([{"id": i} for i in range(300)]), label="plain")
-    _, dead = p | "NoKeys" >> ReadEncryptedParquet(str(out / "part-*")).with_dead_letters()
+    _, dead = p | "NoKeys" >> ReadEncryptedParquet((), str(out / "part-*")).with_dead_letters()
     assert_that(dead | "R1" >> beam.Map(lambda d: d["reason"].split(":")[0]), equal_to(["configuration error"]),
                 label="nokeys")  # fmt: skip
     p.run().wait_until_finish()
     p = pipeline()
     with pytest.raises(Exception, match="key disabled"):
-        p | ReadEncryptedParquet(str(out / "part-*"), keys=list(keys.values()), columns=["card"])
+        p | ReadEncryptedParquet(list(keys.values()), str(out / "part-*"), columns=["card"])
         p.run().wait_until_finish()
 
 
@@ -171,7 +171,7 @@ def test_cells_on_arrow_tables(keys: dict[str, str], tmp_path: Path) -> None:
     out_schema = cells_schema(table.schema, ["ssn", "contact.email"], keys["pii"], bind=["id"])
     p = pipeline()
     tables = p | beam.io.ReadFromParquetBatched(str(tmp_path / "in.parquet"))
-    enc = tables | EncryptCells(["ssn", "contact.email"], keys["pii"], bind=["id"])
+    enc = tables | EncryptCells(keys["pii"], ["ssn", "contact.email"], bind=["id"])
     enc | beam.io.WriteToParquetBatched(str(tmp_path / "enc" / "part"), out_schema, file_name_suffix=".parquet")
     result = p.run()
     result.wait_until_finish()
@@ -208,14 +208,14 @@ def test_configuration_mistakes_fail_at_construction(keys: dict[str, str]) -> No
     from kmsbeam import ConfigurationError
 
     with pytest.raises(ConfigurationError, match="unknown column"):
-        WriteEncryptedParquet("/x/part", SCHEMA, column_keys={"nope": keys["pii"]}, footer_key=keys["foot"])
+        WriteEncryptedParquet(keys["foot"], "/x/part", SCHEMA, column_keys={"nope": keys["pii"]})
     with pytest.raises(ConfigurationError):
-        WriteEncryptedParquet("/x/part", SCHEMA, column_keys={"ssn": "bad uri"}, footer_key=keys["foot"])
+        WriteEncryptedParquet(keys["foot"], "/x/part", SCHEMA, column_keys={"ssn": "bad uri"})
     with pytest.raises(ConfigurationError):
-        EncryptCells(["ssn"], keys["pii"], bind=["ssn"])
+        EncryptCells(keys["pii"], ["ssn"], bind=["ssn"])
     with pytest.raises(TypeError):
         DecryptCells(None)  # type: ignore[arg-type]
-    w = WriteEncryptedParquet("/x/part", SCHEMA, column_keys={"ssn": keys["pii"]}, footer_key=keys["foot"],
+    w = WriteEncryptedParquet(keys["foot"], "/x/part", SCHEMA, column_keys={"ssn": keys["pii"]},
                               context={"tenant": "context-value-7f3a"})  # fmt: skip
     shown = w.display_data()
     assert shown["context_keys"] == "tenant" and "context-value-7f3a" not in str(shown)
@@ -226,5 +226,5 @@ def test_portable_runner_round_trip(keys: dict[str, str], tmp_path: Path) -> Non
     with beam.Pipeline(options=options) as p:
         write(p, p | beam.Create(rows(500)), tmp_path / "out" / "part", keys, num_shards=2)
     with beam.Pipeline(options=options) as p:
-        got = p | ReadEncryptedParquet(str(tmp_path / "out" / "part-*"), keys=list(keys.values()))
+        got = p | ReadEncryptedParquet(list(keys.values()), str(tmp_path / "out" / "part-*"))
         assert_that(got, equal_to(rows(500)))

@@ -73,8 +73,8 @@ def transforms(uri: str) -> tuple[Any, Any]:
     if dispatches(uri):
         from kmsbeam.transforms import DecryptFields, EncryptFields
 
-        return (EncryptFields(FIELDS, key=uri, context=CONTEXT, bind=["id"]),
-                DecryptFields(FIELDS, key=uri, context=CONTEXT, bind=["id"]))  # fmt: skip
+        return (EncryptFields(uri, FIELDS, context=CONTEXT, bind=["id"]),
+                DecryptFields(uri, FIELDS, context=CONTEXT, bind=["id"]))  # fmt: skip
     return beam.ParDo(_Fields(True, uri)), beam.ParDo(_Fields(False, uri))
 
 

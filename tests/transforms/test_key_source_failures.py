@@ -83,7 +83,7 @@ def fails_with_no_dead_letters(transform: Any, inputs: list[Any], error: type[Ex
 
 
 @pytest.mark.parametrize("make", [
-    lambda: EncryptFields(["ssn", "email"], KEY, context=CTX),
+    lambda: EncryptFields(KEY, ["ssn", "email"], context=CTX),
     lambda: EncryptRecords(KEY, context=CTX),
 ], ids=["EncryptFields", "EncryptRecords"])  # fmt: skip
 def test_encrypt_with_a_disabled_key_fails_the_job(make: Any) -> None:
@@ -95,7 +95,7 @@ def test_encrypt_with_a_disabled_key_fails_the_job(make: Any) -> None:
 def test_encrypt_cells_with_a_disabled_key_fails_the_job() -> None:
     LocalKeySource(KEY, create=True)
     disable()
-    fails_with_no_dead_letters(EncryptCells(["ssn"], KEY, context=CTX), [table(50)], KeyDisabledError,
+    fails_with_no_dead_letters(EncryptCells(KEY, ["ssn"], context=CTX), [table(50)], KeyDisabledError,
                                "EncryptCells: key disabled")  # fmt: skip
 
 
@@ -105,7 +105,7 @@ def test_decrypt_with_a_disabled_key_fails_the_job_in_every_decrypting_dofn() ->
     whole = [RecordEncryptor(source, context=CTX).encrypt(r) for r in records(40)]
     cells = CellEncryptor(["ssn"], source, context=CTX).encrypt_table(table(40))
     disable()
-    for transform, inputs in [(DecryptFields(["ssn", "email"], KEY, context=CTX), fields),
+    for transform, inputs in [(DecryptFields(KEY, ["ssn", "email"], context=CTX), fields),
                               (DecryptRecords(KEY, context=CTX), whole),
                               (DecryptCells(KEY, ["ssn"], context=CTX), [cells])]:  # fmt: skip
         fails_with_no_dead_letters(transform, inputs, KeyDisabledError, "key disabled")
@@ -115,7 +115,7 @@ def test_bad_records_still_go_to_the_dead_letters_beside_good_ones() -> None:
     source = LocalKeySource(KEY, create=True)
     good = [FieldEncryptor(["ssn"], source, context=CTX).encrypt(r) for r in records(20)]
     bad = [{"id": 98, "email": "x"}, {"id": 99, "ssn": "not a value"}]
-    out, dead = run(DecryptFields(["ssn"], KEY, context=CTX), good + bad)
+    out, dead = run(DecryptFields(KEY, ["ssn"], context=CTX), good + bad)
     assert len(out) == 20
     assert sorted(d["reason"] for d in dead) == [
         "malformed value (field ssn): not a kmsbeam encrypted value", "missing field: ssn"]
@@ -128,13 +128,13 @@ def test_rewrap_with_the_old_key_disabled_fails_the_job() -> None:
     old = engine.describe_key("alias/ks").key_id
     engine.update_alias("alias/ks", engine.create_key("B").key_id)
     engine.disable_key(old)
-    fails_with_no_dead_letters(RewrapDataKeys(["ssn"], KEY, context=CTX), encrypted, KeyDisabledError,
+    fails_with_no_dead_letters(RewrapDataKeys(KEY, ["ssn"], context=CTX), encrypted, KeyDisabledError,
                                "key disabled")  # fmt: skip
 
 
 def test_a_source_that_cannot_be_opened_fails_the_job() -> None:
     LocalKeySource(KEY, create=True)  # a keystore, without alias/nope
-    fails_with_no_dead_letters(DecryptFields(["ssn"], "local:alias/nope"), records(5), KeyNotFoundError,
+    fails_with_no_dead_letters(DecryptFields("local:alias/nope", ["ssn"]), records(5), KeyNotFoundError,
                                "DecryptFields: key not found")  # fmt: skip
 
 
@@ -147,7 +147,7 @@ def test_objects_with_a_disabled_key_fail_the_job_and_a_missing_file_is_a_dead_l
     disable()
     fails_with_no_dead_letters(EncryptObjects(KEY, str(tmp_path / "enc2")), [str(src)], KeyDisabledError,
                                "key disabled")  # fmt: skip
-    fails_with_no_dead_letters(DecryptObjects(str(tmp_path / "plain"), key=KEY),
+    fails_with_no_dead_letters(DecryptObjects(KEY, str(tmp_path / "plain")),
                                [str(tmp_path / "enc" / "a.txt.kmsb")], KeyDisabledError, "key disabled")
     assert not (tmp_path / "plain" / "a.txt").exists()
 
@@ -192,8 +192,8 @@ def test_a_denied_unwrap_or_rewrap_is_one_call_per_data_key(tmp_path: Path, monk
         if denied == "ReEncrypt":
             server.engine.update_alias("alias/pii", server.engine.create_key("B").key_id)
         _as(monkeypatch, READER)
-        make = (lambda: DecryptFields(["ssn", "email"], key, context=CTX)) if denied == "Decrypt" else (
-            lambda: RewrapDataKeys(["ssn", "email"], key, context=CTX))  # fmt: skip
+        make = (lambda: DecryptFields(key, ["ssn", "email"], context=CTX)) if denied == "Decrypt" else (
+            lambda: RewrapDataKeys(key, ["ssn", "email"], context=CTX))  # fmt: skip
         fails_with_no_dead_letters(make(), encrypted, AccessDeniedError, "access denied")
         fails_with_no_dead_letters(make(), encrypted, AccessDeniedError, "access denied")  # remembered
         events = [json.loads(x) for x in server.audit.path.read_text().splitlines()]

@@ -73,11 +73,11 @@ def test_pipeline_completes_exactly_under_throttling_and_latency(
         records = customers(300)
         p = Pipeline()
         policy = DataKeyPolicy(max_records=50)
-        encrypt = EncryptFields(FIELDS, key=key, context=CONTEXT, policy=policy)
+        encrypt = EncryptFields(key, FIELDS, context=CONTEXT, policy=policy)
         enc = p | beam.Create(records) | encrypt
         assert_that(enc | "Sealed" >> beam.Map(lambda r: r["ssn"].endswith("6789")),
                     equal_to([False] * 300), label="ciphertext")  # fmt: skip
-        back = enc | DecryptFields(FIELDS, key=key, context=CONTEXT)
+        back = enc | DecryptFields(key, FIELDS, context=CONTEXT)
         assert_that(back, equal_to(records), label="round-trip")
         result = p.run()
         result.wait_until_finish()
@@ -112,7 +112,7 @@ def test_pipeline_fails_cleanly_when_the_kms_stays_down(
         key = f"kms-emulator://{endpoint}/alias/pii"
         p = Pipeline()
         sink = beam.io.WriteToText(str(out / "part"), file_name_suffix=".jsonl")
-        _ = (p | beam.Create(customers(40)) | EncryptFields(FIELDS, key=key, context=CONTEXT)
+        _ = (p | beam.Create(customers(40)) | EncryptFields(key, FIELDS, context=CONTEXT)
              | beam.Map(json.dumps) | sink)  # fmt: skip
         with pytest.raises(Exception) as info:
             p.run().wait_until_finish()

@@ -8,11 +8,12 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from kmsbeam import DataKeyCache, DataKeyPolicy, FieldDecryptor, FieldEncryptor, KmsBeamError
+from kmsbeam import DataKeyCache, DataKeyPolicy, FieldDecryptor, FieldEncryptor, KmsBeamError, open_key_source
 from kmsbeam.formats.envelope import FIELD_V1, RECORD_V1, parse
 from kmsbeam.kms import KeyStore, KmsEngine
 from kmsbeam.keys.local import LocalKeySource
 from kmsbeam.formats.records import RecordDecryptor, RecordEncryptor
+from kmsbeam.rotation.rewrap import target_key_version
 from kmsbeam.transforms import ReencryptFields, ReencryptRecords, RewrapDataKeys
 from tests.transforms.test_transforms import Pipeline, counters
 
@@ -60,7 +61,7 @@ def test_rewrap_keeps_bodies_counts_calls_and_dead_letters() -> None:
     encrypted = encrypted_fields(300, per_key=40)  # 8 data keys
     move_alias()
     bad = {"id": 999, "ssn": "not an encrypted value", "email": None}
-    good, dead, c = run(RewrapDataKeys(["ssn", "email"], KEY, context=CTX), encrypted + [bad])
+    good, dead, c = run(RewrapDataKeys(KEY, ["ssn", "email"], context=CTX), encrypted + [bad])
     assert len(good) == 300 and len(dead) == 1
     assert dead[0]["record"] == bad and "malformed value (field ssn)" in dead[0]["reason"]
     assert c["kms_calls_rewrap"] == 8 and c["values_rewrapped"] == 600 and c["dead_letters"] == 1
@@ -73,7 +74,7 @@ def test_rewrap_keeps_bodies_counts_calls_and_dead_letters() -> None:
                          cache=DataKeyCache())  # fmt: skip
     assert sorted((dec.decrypt(r) for r in good), key=lambda r: r["id"]) == records(300)
     # A second run over rotated data: nothing to do, no call.
-    again, dead, c = run(RewrapDataKeys(["ssn", "email"], KEY, context=CTX), good)
+    again, dead, c = run(RewrapDataKeys(KEY, ["ssn", "email"], context=CTX), good)
     assert sorted(again, key=lambda r: r["id"]) == sorted(good, key=lambda r: r["id"])
     assert c.get("kms_calls_rewrap", 0) == 0 and c["values_skipped"] == 600 and not dead
 
@@ -83,7 +84,7 @@ def test_rewrap_records_mode() -> None:
     enc = RecordEncryptor(source, keep=["id"], context=CTX)
     encrypted = [enc.encrypt(r) for r in records(20)]
     KmsEngine(KeyStore(source.home)).create_key_version("alias/rot")  # automatic rotation
-    good, dead, c = run(RewrapDataKeys(to_key=KEY, mode="record", context=CTX), encrypted)
+    good, dead, c = run(RewrapDataKeys(KEY, mode="record", context=CTX), encrypted)
     assert not dead and c["kms_calls_rewrap"] == 1 and c["values_rewrapped"] == 20
     dec = RecordDecryptor(source, keep=["id"], context=CTX, cache=DataKeyCache())
     assert sorted((dec.decrypt(r) for r in good), key=lambda r: r["id"]) == records(20)
@@ -91,12 +92,15 @@ def test_rewrap_records_mode() -> None:
         parse(r["kmsbeam_record"], RECORD_V1).body for r in encrypted}  # fmt: skip
 
 
-def test_a_disabled_target_fails_before_the_pipeline_runs() -> None:
+def test_a_disabled_target_fails_the_job_or_the_explicit_check_before_it() -> None:
     source = LocalKeySource(KEY, create=True)
     KmsEngine(KeyStore(source.home)).disable_key("alias/rot")
+    with pytest.raises(KmsBeamError, match="not Enabled"):  # the explicit step, on the driver
+        target_key_version(open_key_source(KEY))
     p = Pipeline()
-    with pytest.raises(KmsBeamError, match="not Enabled"):
-        _ = p | beam.Create(records(1)) | RewrapDataKeys(["ssn"], KEY)
+    _ = p | beam.Create(records(1)) | RewrapDataKeys(KEY, ["ssn"])  # expand() calls no key source
+    with pytest.raises(KmsBeamError, match="RewrapDataKeys: key disabled: .*not Enabled"):
+        p.run().wait_until_finish()
 
 
 def test_reencrypt_fields_new_data_keys_and_scrubbed_dead_letters() -> None:
@@ -104,7 +108,7 @@ def test_reencrypt_fields_new_data_keys_and_scrubbed_dead_letters() -> None:
     LocalKeySource("local:alias/new", create=True)
     bad = {"id": 7, "ssn": encrypted[7]["ssn"], "email": encrypted[7]["email"]}  # moved: id 7 -> 70
     bad["id"] = 70
-    good, dead, c = run(ReencryptFields(["ssn", "email"], KEY, "local:alias/new", context=CTX,
+    good, dead, c = run(ReencryptFields(KEY, "local:alias/new", ["ssn", "email"], context=CTX,
                                         bind="id"), encrypted + [bad])  # fmt: skip
     assert len(good) == 50 and len(dead) == 1 and "authentication failed" in dead[0]["reason"]
     assert c["data_keys_generated"] == 1

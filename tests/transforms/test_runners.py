@@ -32,8 +32,8 @@ def test_round_trip_on_runner(runner: str) -> None:
     runner = fn_api_runner(options) if runner == "multi_processing" else None
     p = beam.Pipeline(runner=runner, options=options)
     src = p | beam.Create(data) | beam.Reshuffle()
-    fields = src | "EncF" >> EncryptFields(["ssn", "contact.email"], key=KEY, bind=["id"])
-    back = fields | "DecF" >> DecryptFields(["ssn", "contact.email"], key=KEY, bind=["id"])
+    fields = src | "EncF" >> EncryptFields(KEY, ["ssn", "contact.email"], bind=["id"])
+    back = fields | "DecF" >> DecryptFields(KEY, ["ssn", "contact.email"], bind=["id"])
     assert_that(back, equal_to(data), label="fields")
     recs = src | "EncR" >> EncryptRecords(key=KEY, keep=["id"]) | "DecR" >> DecryptRecords(key=KEY, keep=["id"])
     assert_that(recs, equal_to(data), label="records")

@@ -57,10 +57,10 @@ def counters(result: Any) -> dict[str, int]:
 def test_fields_round_trip_with_metrics() -> None:
     records = customers(500)
     p = Pipeline()
-    enc = p | beam.Create(records) | EncryptFields(FIELDS, key=KEY, context={"ds": "c"}, bind=["id"])
+    enc = p | beam.Create(records) | EncryptFields(KEY, FIELDS, context={"ds": "c"}, bind=["id"])
     assert_that(enc | beam.Map(lambda r: r["ssn"].endswith("6789") or r["contact"]["email"].endswith("example.com")),
                 equal_to([False] * 500), label="ciphertext")  # fmt: skip
-    back = enc | DecryptFields(FIELDS, key=KEY, context={"ds": "c"}, bind=["id"])
+    back = enc | DecryptFields(KEY, FIELDS, context={"ds": "c"}, bind=["id"])
     assert_that(back, equal_to(records), label="plaintext")
     result = p.run()
     result.wait_until_finish()
@@ -75,7 +75,7 @@ def test_exact_kms_calls_for_100k_records(cap: int | None, keys: int) -> None:
     policy = DataKeyPolicy(max_records=cap) if cap else None
     p = Pipeline()
     enc = (p | beam.Create([100_000]) | beam.FlatMap(make)
-           | EncryptFields(["ssn"], key=KEY, policy=policy))  # fmt: skip
+           | EncryptFields(KEY, ["ssn"], policy=policy))  # fmt: skip
     assert_that(enc | beam.combiners.Count.Globally(), equal_to([100_000]))
     result = p.run()
     result.wait_until_finish()
@@ -94,10 +94,10 @@ def test_records_round_trip_keeps_cleartext_fields() -> None:
 def test_beam_rows_with_nested_rows() -> None:
     rows = [beam.Row(id=i, ssn=f"{i:09d}", contact=beam.Row(email=f"u{i}@x.com")) for i in range(20)]
     with Pipeline() as p:
-        enc = p | beam.Create(rows) | EncryptFields(FIELDS, key=KEY, encoding="bytes")
+        enc = p | beam.Create(rows) | EncryptFields(KEY, FIELDS, encoding="bytes")
         assert_that(enc | beam.Map(lambda r: (type(r.ssn), type(r.contact.email))),
                     equal_to([(bytes, bytes)] * 20), label="types")  # fmt: skip
-        back = enc | DecryptFields(FIELDS, key=KEY)
+        back = enc | DecryptFields(KEY, FIELDS)
         assert_that(back | beam.Map(lambda r: (r.id, r.ssn, r.contact.email)),
                     equal_to([(r.id, r.ssn, r.contact.email) for r in rows]), label="rt")  # fmt: skip
 
@@ -106,7 +106,7 @@ def test_dead_letters_account_for_every_bad_element() -> None:
     good = customers(10)
     bad_in = [{"id": 100}, {"id": 101, "ssn": {1, 2}, "contact": {"email": "x"}}, "not a record"]
     with Pipeline() as p:
-        out, dead = p | "In" >> beam.Create(good + bad_in) | EncryptFields(FIELDS, key=KEY).with_dead_letters()
+        out, dead = p | "In" >> beam.Create(good + bad_in) | EncryptFields(KEY, FIELDS).with_dead_letters()
         assert_that(out | "CountGood" >> beam.combiners.Count.Globally(), equal_to([10]), label="good")
         assert_that(dead | beam.Map(lambda d: d["reason"].split(":")[0]),
                     equal_to(["missing field", "wrong type", "wrong type"]), label="enc-dead")  # fmt: skip
@@ -114,7 +114,7 @@ def test_dead_letters_account_for_every_bad_element() -> None:
         tampered = out | beam.Map(lambda r: dict(r, ssn=flip(r["ssn"], -10)))
         malformed = p | "Malformed" >> beam.Create([{"id": 1, "ssn": "plain", "contact": {"email": "y"}}])
         both = (tampered, malformed) | beam.Flatten()
-        back, dead2 = both | DecryptFields(FIELDS, key=KEY).with_dead_letters()
+        back, dead2 = both | DecryptFields(KEY, FIELDS).with_dead_letters()
         assert_that(back, equal_to([]), label="nothing-back")
         assert_that(dead2 | beam.Map(lambda d: d["reason"].split(" (")[0]),
                     equal_to(["authentication failed"] * 10 + ["malformed value"]), label="dec-dead")  # fmt: skip
@@ -122,8 +122,8 @@ def test_dead_letters_account_for_every_bad_element() -> None:
 
 def test_wrong_context_dead_letters_with_the_authentication_reason() -> None:
     with Pipeline() as p:
-        enc = p | beam.Create(customers(5)) | EncryptFields(["ssn"], key=KEY, context={"ds": "a"})
-        back, dead = enc | DecryptFields(["ssn"], key=KEY, context={"ds": "b"}).with_dead_letters()
+        enc = p | beam.Create(customers(5)) | EncryptFields(KEY, ["ssn"], context={"ds": "a"})
+        back, dead = enc | DecryptFields(KEY, ["ssn"], context={"ds": "b"}).with_dead_letters()
         assert_that(back, equal_to([]), label="none")
         assert_that(dead | beam.Map(lambda d: d["reason"]),
                     equal_to(["authentication failed (field ssn): tampered, moved, or wrong key or context"] * 5),
@@ -133,22 +133,22 @@ def test_wrong_context_dead_letters_with_the_authentication_reason() -> None:
 def test_without_dead_letters_a_bad_element_fails_the_pipeline() -> None:
     with pytest.raises(Exception, match="missing field: ssn"):
         with Pipeline() as p:
-            _ = p | beam.Create([{"id": 1}]) | EncryptFields(["ssn"], key=KEY)
+            _ = p | beam.Create([{"id": 1}]) | EncryptFields(KEY, ["ssn"])
 
 
 def test_configuration_errors_fail_at_construction() -> None:
     with pytest.raises(KmsBeamError):
-        EncryptFields(["a", "a.b"], key=KEY)
+        EncryptFields(KEY, ["a", "a.b"])
     with pytest.raises(KmsBeamError):
-        EncryptFields(["a"], key="s3://nope")
+        EncryptFields("s3://nope", ["a"])
     with pytest.raises(KmsBeamError):
-        DecryptFields(["a"], key="alibaba-kms://ak:sk@cn-hangzhou/alias/x")
+        DecryptFields("alibaba-kms://ak:sk@cn-hangzhou/alias/x", ["a"])
     with pytest.raises(TypeError):
-        EncryptFields(["a"], key=KEY, context={"n": 1})  # type: ignore[dict-item]
+        EncryptFields(KEY, ["a"], context={"n": 1})  # type: ignore[dict-item]
 
 
 def test_display_data_and_pickles_carry_no_secrets() -> None:
-    t = EncryptFields(FIELDS, key=KEY, context={"tenant": "s3cr3t-tenant"}, bind=["id"])
+    t = EncryptFields(KEY, FIELDS, context={"tenant": "s3cr3t-tenant"}, bind=["id"])
     shown = t.display_data()
     assert shown["key"] == KEY and shown["fields"] == "ssn,contact.email" and shown["context_keys"] == "tenant"
     assert "s3cr3t-tenant" not in repr(shown)
@@ -167,8 +167,8 @@ def test_bad_records_spread_over_several_batches_are_each_dead_lettered() -> Non
     for i in range(0, 1500, 100):  # 15 bad records, in every batch of EncryptFields
         del records[i]["ssn"]
     with Pipeline() as p:
-        out, dead = p | beam.Create(records) | EncryptFields(FIELDS, key=KEY).with_dead_letters()
+        out, dead = p | beam.Create(records) | EncryptFields(KEY, FIELDS).with_dead_letters()
         assert_that(dead | beam.Map(lambda d: d["record"]["id"]),
                     equal_to([r["id"] for r in records if "ssn" not in r]), label="dead")  # fmt: skip
-        back = out | DecryptFields(FIELDS, key=KEY)
+        back = out | DecryptFields(KEY, FIELDS)
         assert_that(back, equal_to([r for r in records if "ssn" in r]), label="back")
