@@ -11,7 +11,8 @@ import operator
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
-from kmsbeam.formats.envelope import KeyCipher, Sealer
+from kmsbeam.errors import MalformedValueError
+from kmsbeam.formats.envelope import KeyCipher, Opener, Sealer, parse
 from kmsbeam.keys.cache import DataKeyCache, shared_cache
 from kmsbeam.keys.policy import DataKeyPolicy, DataKeys
 from kmsbeam.keys.source import KeySource, canonical_context, check_context
@@ -106,7 +107,14 @@ class Sealing:
 
 class Unwrapping:
     """Data keys for one decrypt engine: ``source``'s key, ``context``, through ``cache``
-    (default: the process-wide one), with ``on_call`` for each call made to the source."""
+    (default: the process-wide one), with ``on_call`` for each call made to the source.
+
+    ``opener(value, fmt)`` remembers the openers of the last few data keys (values of one data
+    key share their header), for as long as the cache would hold their keys, so most values are
+    matched by header instead of being parsed and looked up again. Thread-safe when the cache is.
+    """
+
+    _MAX_OPENERS = 64
 
     def __init__(
         self,
@@ -120,6 +128,8 @@ class Unwrapping:
         self.context_key = canonical_context(self.context)
         self.cache = cache if cache is not None else shared_cache()
         self.on_call = on_call
+        self._last: tuple[Opener, float] | None = None  # (opener, expiry)
+        self._openers: dict[bytes, tuple[Opener, float]] = {}
 
     def cipher(self, wrapped: bytes) -> KeyCipher:
         """The data key ``wrapped`` holds, unwrapped (through the cache)."""
@@ -133,3 +143,27 @@ class Unwrapping:
 
     def now(self) -> float:
         return self.cache.now()
+
+    def opener(self, value: object, fmt: int) -> tuple[Opener, bytes]:
+        """The opener of ``value``'s data key and ``value``'s body (``value`` binary or text).
+
+        Raises:
+            MalformedValueError: not a value of format ``fmt``. KmsBeamError: as ``entry``.
+        """
+        last = self._last
+        now = self.cache.now()
+        if last is not None and now < last[1]:
+            body = last[0].body_of(value)
+            if body is not None:
+                return last[0], body
+        if not isinstance(value, (str, bytes, bytearray, memoryview)):
+            raise MalformedValueError()
+        parsed = parse(value, fmt)
+        hit = self._openers.get(parsed.header)
+        if hit is None or now >= hit[1]:
+            cipher, expires = self.entry(parsed.wrapped)
+            if len(self._openers) >= self._MAX_OPENERS:
+                self._openers.clear()
+            hit = self._openers[parsed.header] = (Opener(fmt, parsed.header, cipher), expires)
+        self._last = hit
+        return hit[0], parsed.body

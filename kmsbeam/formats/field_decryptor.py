@@ -1,9 +1,9 @@
 """Field-level decryption of dict records (no Beam): the engine under DecryptFields.
 
 The reader's side of ``kmsbeam.formats.fields``: puts each field's original value back, with its
-type. Values of one data key share their header, so the decryptor remembers the last data
-key (an ``Opener``, for as long as the cache's time-to-live allows) and checks each value's
-header against it instead of parsing and looking it up again.
+type. Values of one data key share their header, so the decryptor matches headers against the
+last data keys' ``Opener``s (``kmsbeam.formats._keys.Unwrapping.opener``) instead of parsing
+and looking each value up again.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from kmsbeam.formats._binding import (
 from kmsbeam.formats._keys import Unwrapping
 from kmsbeam.keys.cache import DataKeyCache
 from kmsbeam.formats.codec import STR_TAG, CodecError, decode_value
-from kmsbeam.formats.envelope import FIELD_V1, Opener, from_text_many, parse
+from kmsbeam.formats.envelope import FIELD_V1, Opener, from_text_many
 from kmsbeam.errors import KmsBeamError, MalformedValueError
 from kmsbeam.keys.source import KeySource
 
@@ -56,7 +56,6 @@ class FieldDecryptor:
     ) -> None:
         self.fields, self.bind = check_paths(fields, bind)
         self._keys = Unwrapping(source, context, cache, on_call)
-        self._memo: tuple[Opener, float] | None = None
         self._plan = plan_of(self.fields)
         self.values = 0
 
@@ -70,24 +69,8 @@ class FieldDecryptor:
             CodecError: the value authenticated but its plaintext breaks the value codec's
                 limits or rules (too deep, too large, not canonical): a ``RecordError``.
         """
-        opener, body = self._opener(value)
+        opener, body = self._keys.opener(value, FIELD_V1)
         return decode_value(opener.open(body, name, binding))
-
-    def _opener(self, value: object) -> tuple[Opener, bytes]:
-        """The opener of ``value``'s data key and its body: the last one when the header
-        matches (and the cache would still hold the key), else parsed and looked up."""
-        memo = self._memo  # (opener, expiry)
-        if memo is not None and self._keys.now() < memo[1]:
-            body = memo[0].body_of(value)
-            if body is not None:
-                return memo[0], body
-        if not isinstance(value, (str, bytes, bytearray, memoryview)):
-            raise MalformedValueError()
-        parsed = parse(value, FIELD_V1)
-        cipher, expires = self._keys.entry(parsed.wrapped)
-        opener = Opener(parsed.fmt, parsed.header, cipher)
-        self._memo = (opener, expires)
-        return opener, parsed.body
 
     def decrypt(self, record: Mapping[str, Any]) -> dict[str, Any]:
         """Return a copy of ``record`` with the fields decrypted (``None`` stays ``None``).
@@ -157,7 +140,7 @@ class FieldDecryptor:
         binds: Iterable[bytes] | None = bindings
         kinds = set(map(type, values))
         if kinds == {str} or kinds == {bytes}:  # the common case: one data key for them all
-            first, _ = self._opener(values[0])
+            first, _ = self._keys.opener(values[0], FIELD_V1)
             head: Any = first.header_text if kinds == {str} else first.header
             n = len(head)
             starts = str.startswith if kinds == {str} else bytes.startswith
@@ -170,7 +153,7 @@ class FieldDecryptor:
         for j, value in enumerate(values):
             body = current.body_of(value) if current is not None else None
             if current is None or body is None:
-                current, body = self._opener(value)
+                current, body = self._keys.opener(value, FIELD_V1)
             group = groups.get(id(current))
             if group is None:
                 group = groups[id(current)] = (current, [], [])

@@ -18,7 +18,7 @@ from kmsbeam.formats._binding import check_paths
 from kmsbeam.formats._keys import Unwrapping
 from kmsbeam.keys.cache import DataKeyCache
 from kmsbeam.formats.codec import decode_value
-from kmsbeam.formats.envelope import FIELD_V1, Opener, parse
+from kmsbeam.formats.envelope import FIELD_V1, Opener
 from kmsbeam.errors import ConfigurationError, KmsBeamError, RecordError
 from kmsbeam.keys.source import KeySource
 from kmsbeam.formats.parquet._arrow import column_at, field_at, from_python, replace_at, scatter, tagged_array
@@ -63,7 +63,6 @@ class CellDecryptor:
         self._columns = named or None
         self._keys = Unwrapping(source, context, cache, on_call)
         self._schema = schema
-        self._openers: dict[bytes, tuple[Opener, float]] = {}
         self.values = 0
 
     def _plan(self, schema: pa.Schema) -> tuple[tuple[str, ...], pa.Schema | None, dict[str, Any] | None]:
@@ -81,19 +80,6 @@ class CellDecryptor:
                 raise ConfigurationError(f"column {name!r} ({t}) holds no kmsbeam cells")
         return names, original, meta
 
-    def _opener(self, value: Any) -> Opener:
-        """The opener of ``value``'s data key (unwrapped through the cache once)."""
-        parsed = parse(value, FIELD_V1)
-        memo = self._openers.get(parsed.header)
-        if memo is not None and self._keys.now() < memo[1]:
-            return memo[0]
-        cipher, expires = self._keys.entry(parsed.wrapped)
-        if len(self._openers) >= 64:
-            self._openers.clear()
-        opener = Opener(FIELD_V1, parsed.header, cipher)
-        self._openers[parsed.header] = (opener, expires)
-        return opener
-
     def _open_column(
         self, name: str, values: list[Any], binds: list[bytes] | None
     ) -> tuple[list[Any], dict[int, KmsBeamError]]:
@@ -101,7 +87,7 @@ class CellDecryptor:
         errors: dict[int, KmsBeamError] = {}
         if values and type(values[0]) is bytes:  # the common case: one data key for them all
             try:
-                first = self._opener(values[0])
+                first, _ = self._keys.opener(values[0], FIELD_V1)
             except KmsBeamError:
                 first = None
             n = len(first.header) if first is not None else 0
@@ -118,8 +104,7 @@ class CellDecryptor:
             try:
                 body = current.body_of(value) if current is not None else None
                 if body is None:
-                    current = self._opener(value)
-                    body = current.body_of(value)
+                    current, body = self._keys.opener(value, FIELD_V1)
             except KmsBeamError as exc:
                 errors[j] = exc
                 continue
