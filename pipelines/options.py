@@ -10,15 +10,30 @@ import argparse
 import math
 from typing import Any
 
+from kmsbeam import ConfigurationError
+
 __all__ = [
     "add_key_lifetime_arguments", "add_kms_budget_arguments", "add_require_key_argument",
-    "fraction", "names", "positive_int", "positive_number", "price",
+    "context_items", "fraction", "names", "positive_int", "positive_number", "price",
 ]  # fmt: skip
 
 
 def names(text: str) -> list[str]:
     """``a, b.c`` -> ``["a", "b.c"]``."""
     return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def context_items(items: list[str] | None) -> dict[str, str] | None:
+    """``--context NAME=VALUE`` (repeatable) as a dict; None when not given."""
+    if items is None:
+        return None
+    context: dict[str, str] = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq or not name:
+            raise ConfigurationError(f"--context takes NAME=VALUE, not {item.split('=')[0]!r}...")
+        context[name] = value
+    return context
 
 
 def positive_int(text: str) -> int:

@@ -48,6 +48,7 @@ from pathlib import Path
 from types import TracebackType
 
 from kmsbeam import ConfigurationError
+from kmsbeam.pipelines.rotate.lock_store import lock_store
 
 __all__ = ["LOCK_NAME", "LockOwner", "RotationLock", "lock_location", "rotation_lock"]
 
@@ -161,8 +162,7 @@ class RotationLock:
         self.stale_after = _stale_after() if stale_after is None else stale_after
         self._clock = clock
         self._notice = notice
-        self._oss = target.startswith("oss://")
-        self._remote = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", target) is not None and not self._oss
+        self._store = lock_store(self.location)
         self.owner: LockOwner | None = None
         self.broke: LockOwner | None = None  # the stale lock this one replaced, if any
 
@@ -250,105 +250,23 @@ class RotationLock:
             f"from here; make sure it is not running there, then delete {self.location}"
         )
 
-    # -- storage: local files or OSS objects -------------------------------------------------
+    # -- the lock object (``lock_store``) -------------------------------------------------
     def _create(self, owner: LockOwner) -> bool:
-        """Create the lock object if absent; False if it exists."""
-        data = owner.to_bytes()
-        if self._oss:
-            from kmsbeam.oss import oss_client
-
-            try:
-                oss_client().put(self.location, data, overwrite=False)
-            except FileExistsError:
-                return False
-            return True
-        if self._remote:
-            from kmsbeam.pipelines import paths
-
-            if paths.exists(self.location):
-                return False
-            paths.write_bytes(self.location, data)
-            return True
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        parent = os.path.dirname(self.location)
-        try:
-            if not os.path.isdir(parent):
-                os.makedirs(parent)
-            fd = os.open(self.location, flags, 0o644)
-        except FileExistsError:
-            if not os.path.isdir(parent):
-                raise self._cannot(parent, "a file is in the way") from None
-            return False
-        except OSError as exc:
-            raise self._cannot(parent, exc.strerror or type(exc).__name__) from None
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        return True
-
-    def _cannot(self, parent: str, why: str) -> ConfigurationError:
-        return ConfigurationError(f"cannot create the rotation lock {self.location} ({why}); "
-                                  f"make {parent} a writable directory or choose another OUTPUT")  # fmt: skip
+        return self._store.create(owner.to_bytes())
 
     def _read(self) -> LockOwner | None:
         """The owner of the lock object, or None if there is none."""
-        if self._oss:
-            from kmsbeam.oss import oss_client
-
-            client = oss_client()
-            try:
-                info = client.head(self.location)
-                return LockOwner.parse(client.get(self.location), info.last_modified)
-            except FileNotFoundError:
-                return None
-        if self._remote:
-            from kmsbeam.pipelines import paths
-
-            if not paths.exists(self.location):
-                return None
-            return LockOwner.parse(paths.read_bytes(self.location)[:4096], self._now())
-        try:
-            fd = os.open(self.location, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
+        found = self._store.read()
+        if found is None:
             return None
-        try:
-            return LockOwner.parse(os.read(fd, 4096), os.fstat(fd).st_mtime)
-        finally:
-            os.close(fd)
+        data, modified = found
+        return LockOwner.parse(data, self._now() if modified is None else modified)
 
     def _delete(self) -> None:
-        if self._oss:
-            from kmsbeam.oss import oss_client
-
-            oss_client().delete(self.location)
-        elif self._remote:
-            from kmsbeam.pipelines import paths
-
-            paths.delete_tree(self.location)
-        else:
-            try:
-                os.unlink(self.location)
-            except FileNotFoundError:
-                pass
+        self._store.delete()
 
     def _remove(self, stale: LockOwner) -> None:
         """Remove the stale lock judged above, and only it."""
-        if self._oss or self._remote:
-            self._delete()
-            return
-        aside = f"{self.location}.broken-{secrets.token_hex(6)}"
-        try:
-            os.rename(self.location, aside)
-        except FileNotFoundError:
-            return  # gone already: the create that follows decides
-        with open(aside, "rb") as f:
-            taken = LockOwner.parse(f.read(4096), 0.0)
-        if taken.token != stale.token:  # a new owner locked it meanwhile: give it back
-            try:
-                os.link(aside, self.location)
-            finally:
-                os.unlink(aside)
-            raise self._held_error(taken)
-        os.unlink(aside)
+        other = self._store.remove_stale(lambda data: LockOwner.parse(data, 0.0).token == stale.token)
+        if other is not None:
+            raise self._held_error(LockOwner.parse(other, 0.0))
