@@ -40,7 +40,7 @@ from kmsbeam.errors import AuthenticationError, ConfigurationError, KmsBeamError
 from kmsbeam.formats.base import ALREADY, FILTERED, RESUMED, REWRAPPED
 from kmsbeam.formats.envelope import FIELD_V1, RECORD_V1
 from kmsbeam.formats.paths import FieldPath, parse_paths
-from kmsbeam.formats.values import rewrap_paths, rewrap_value
+from kmsbeam.formats.values import rewrap_paths
 from kmsbeam.keys.cache import DataKeyCache, shared_cache
 from kmsbeam.keys.registry import wrapped_key_version
 from kmsbeam.keys.source import KeySource, canonical_context, check_context
@@ -201,12 +201,7 @@ class Rewrapper:
             self._on_moved(commitment, version, new_version, new_wrapped)
         return new_wrapped, REWRAPPED
 
-    # -- field and record values (FieldFormat / RecordFormat.rewrap) ----------------------
-    def rewrap_value(self, value: bytes | str, fmt: int = FIELD_V1) -> bytes | str:
-        """``kmsbeam.formats.values.rewrap_value`` through this rewrapper."""
-        out: bytes | str = rewrap_value(value, fmt, self)
-        return out
-
+    # -- field and record values (what FieldFormat / RecordFormat.rewrap do) ---------------
     def rewrap_record(
         self, record: Mapping[str, Any], paths: Sequence[FieldPath], fmt: int = FIELD_V1
     ) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import pytest
 
 from kmsbeam import DataKeyCache, DataKeyPolicy, FieldDecryptor, FieldEncryptor
 from kmsbeam.formats.envelope import FIELD_V1, RECORD_V1, parse
+from kmsbeam.formats.values import rewrap_value
 from kmsbeam.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -129,7 +130,7 @@ def test_bad_values_raise_kmsbeam_errors_naming_the_field(old: LocalKeySource) -
     value = bytearray(parse(encrypted[0]["ssn"], FIELD_V1).header)
     value[-2] ^= 1  # inside K: the rewrapped key's commitment does not match
     with pytest.raises(AuthenticationError):
-        rw.rewrap_value(bytes(value) + bytes(30), FIELD_V1)
+        rewrap_value(bytes(value) + bytes(30), FIELD_V1, rw)
     wrong = Rewrapper(new, context={"dataset": "other"}, cache=DataKeyCache())
     with pytest.raises(AuthenticationError):  # the wrong context cannot unwrap the old key
         wrong.rewrap_record(encrypted[0], paths, fmt)
@@ -151,7 +152,7 @@ def test_another_kind_of_source_is_refused_clearly(old: LocalKeySource) -> None:
     header[3] = 0x02  # a data key of the Alibaba kind (same blob layout)
     rw = Rewrapper(old, context=CTX, cache=DataKeyCache())
     with pytest.raises(ConfigurationError, match="re-encrypt"):
-        rw.rewrap_value(bytes(header) + bytes(30), FIELD_V1)
+        rewrap_value(bytes(header) + bytes(30), FIELD_V1, rw)
 
 
 def test_no_key_material_in_repr(old: LocalKeySource) -> None:
