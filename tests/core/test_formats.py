@@ -185,3 +185,13 @@ def test_field_and_record_formats_rewrap_headers_only(source: Any, encoding: str
     again = Rewrapper(new, cache=DataKeyCache())
     assert [fields.rewrap(r, again) for r in rotated] == rotated
     assert again.calls == 0 and again.counts[ALREADY] == 11
+
+
+def test_every_format_names_its_format_md_section() -> None:
+    from pathlib import Path
+
+    headings = {line.lstrip("#").strip() for line in
+                (Path(__file__).parents[2] / "docs" / "FORMAT.md").read_text().splitlines() if line.startswith("## ")}  # fmt: skip
+    for name in FORMAT_NAMES:
+        cls = format_class(name)
+        assert cls.name == name and cls.section in headings, name
