@@ -30,7 +30,8 @@ __all__ = ["DEAD_LETTER", "DecryptFields", "DecryptObjects", "DecryptRecords", "
            "create_local_keys"]  # fmt: skip
 
 # Parquet: Parquet Modular Encryption IO and cell-encrypted columns on Arrow tables.
-from kmsbeam.transforms._parquet import ReadEncryptedParquet, WriteEncryptedParquet  # noqa: E402
+from kmsbeam.transforms._parquet import WriteEncryptedParquet  # noqa: E402
+from kmsbeam.transforms._parquet_read import ReadEncryptedParquet  # noqa: E402
 from kmsbeam.transforms._parquet_cells import DecryptCells, EncryptCells, cells_schema  # noqa: E402
 
 __all__ += ["DecryptCells", "EncryptCells", "ReadEncryptedParquet", "WriteEncryptedParquet",

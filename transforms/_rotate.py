@@ -15,7 +15,7 @@ Caveats:
 - ``expand()`` calls no key source: each worker describes the target once (a disabled or
   unknown target fails the job), unless ``target_version`` is given. To fail before the
   pipeline runs, check it on the driver first:
-  ``target_version=target_key_version(open_key_source(to_key))`` (``kmsbeam.rotation.rewrap``).
+  ``target_version=open_key_source(to_key).current_version()``.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from kmsbeam.rotation.rewrap import (
     Rewrapper,
     record_paths,
     shared_memo,
-    target_key_version,
 )
 from kmsbeam.transforms._base import DEAD_LETTER, KmsTransform
 from kmsbeam.transforms._dofns import RecordsFn
@@ -86,7 +85,7 @@ class _RewrapFn(RecordsFn):
             source = RequiredRewrapSource(source, KeyRequirement(required))
         paths, fmt = record_paths(o["mode"], o["fields"], o["payload_field"])
         # The caller's answer when it gave one (no DescribeKey per worker), else ask now.
-        version = o["target_version"] or target_key_version(source)
+        version = o["target_version"] or source.current_version()
         memo = shared_memo(self._key, tuple(sorted(o["context"].items())), o["only_versions"],
                            o["verify"], version, o["journal"], required)  # fmt: skip  (a strict memo is its own)
         journal = o["journal"]

@@ -13,7 +13,6 @@ from kmsbeam.formats.envelope import FIELD_V1, RECORD_V1, parse
 from kmsbeam.kms import KeyStore, KmsEngine
 from kmsbeam.keys.local import LocalKeySource
 from kmsbeam.formats.records import RecordDecryptor, RecordEncryptor
-from kmsbeam.rotation.rewrap import target_key_version
 from kmsbeam.transforms import ReencryptFields, ReencryptRecords, RewrapDataKeys
 from tests.transforms.test_transforms import Pipeline, counters
 
@@ -96,7 +95,7 @@ def test_a_disabled_target_fails_the_job_or_the_explicit_check_before_it() -> No
     source = LocalKeySource(KEY, create=True)
     KmsEngine(KeyStore(source.home)).disable_key("alias/rot")
     with pytest.raises(KmsBeamError, match="not Enabled"):  # the explicit step, on the driver
-        target_key_version(open_key_source(KEY))
+        open_key_source(KEY).current_version()
     p = Pipeline()
     _ = p | beam.Create(records(1)) | RewrapDataKeys(KEY, ["ssn"])  # expand() calls no key source
     with pytest.raises(KmsBeamError, match="RewrapDataKeys: key disabled: .*not Enabled"):
