@@ -205,7 +205,7 @@ def run_export(args: argparse.Namespace, beam_args: list[str], context: dict[str
 
     from kmsbeam.pipelines import paths
     from kmsbeam.pipelines.summary import kms_price_per_10k
-    from kmsbeam.transforms import EncryptObjects
+    from kmsbeam.transforms import EncryptObjects, create_local_keys
 
     args.kms_price_per_10k = kms_price_per_10k(getattr(args, "kms_price_per_10k", None))
     options, runner, oss = _options(beam_args)
@@ -218,9 +218,9 @@ def run_export(args: argparse.Namespace, beam_args: list[str], context: dict[str
     if not sources:
         raise ConfigurationError(f"no input files at {args.input}")
     key = args.key or kmsbeam.DEFAULT_KEY_URI
-    source = kmsbeam.open_key_source(key, create=key.startswith("local:alias/"))
-    if source.created:
-        print(f"kmsbeam: created key {key} in the local keystore", file=sys.stderr)
+    for created in create_local_keys(key):  # the explicit step: transforms never create keys
+        print(f"kmsbeam: created key {created} in the local keystore", file=sys.stderr)
+    kmsbeam.open_key_source(key)  # a key that cannot be opened fails here, before the pipeline
     transform = EncryptObjects(key, dest, base=base, context=context, chunk_size=args.chunk_size, oss=oss,
                                kms_qps=getattr(args, "kms_qps", None))  # fmt: skip
     counters, elapsed = _run(options, runner, lambda p: p | beam.Create([s for s, _ in sources])
