@@ -19,6 +19,9 @@ decrypts data an attacker (or a mistake) put under another key, and reports the 
 ``KeyUse`` (the same wrapper with no requirement) records which versions unwrapped data keys,
 so summaries and manifests name the versions actually used (the Beam layer reports them as
 metrics, ``kmsbeam.key_versions/<version>``).
+
+Rotation's side of strict mode (``RequiredRewrapSource``, ``strict_rewrap``) lives in
+``kmsbeam.keys._strict_rewrap`` and is public from here.
 """
 
 from __future__ import annotations
@@ -31,10 +34,11 @@ from kmsbeam import process
 from kmsbeam.keys.cache import DataKeyCache, shared_cache
 from kmsbeam.formats.envelope import KeyCipher, parse
 from kmsbeam.errors import ConfigurationError, KmsBeamError, RecordError
-from kmsbeam.keys.source import DataKey, KeyInfo, KeySource
+from kmsbeam.keys.source import KeySource
 from kmsbeam.formats.paths import FieldPath
 from kmsbeam.keys.registry import wrapped_key_version
 from kmsbeam.keys.trust import with_key
+from kmsbeam.keys._strict_rewrap import RequiredRewrapSource, strict_rewrap
 from kmsbeam.keys.uri import KeyUri, parse_key_uri
 
 __all__ = ["KeyNotAllowedError", "KeyRequirement", "KeyUse", "RequiredRewrapSource", "qualify_key", "strict_rewrap"]
@@ -224,78 +228,3 @@ class KeyUse(DataKeyCache):
         """Report every used version again at the next ``take_new`` (a new bundle)."""
         with self._lock:
             self._new = set(self._used)
-
-
-class RequiredRewrapSource:
-    """A rotation's target source whose ``rewrap`` first checks the *old* wrapped key against
-    a ``KeyRequirement`` (no call for a refused one); everything else goes to ``source``
-    unchanged, under the same URI (so data-key caches are shared with it)."""
-
-    def __init__(self, source: KeySource, requirement: KeyRequirement) -> None:
-        self._source = source
-        self.requirement = requirement
-
-    def __repr__(self) -> str:
-        return f"RequiredRewrapSource({self._source.uri!r}, {self.requirement!r})"
-
-    def __getattr__(self, name: str) -> object:  # counts, stats ...
-        return getattr(self._source, name)
-
-    @property
-    def uri(self) -> str:
-        return self._source.uri
-
-    @property
-    def kind(self) -> int:
-        return self._source.kind
-
-    def generate_data_key(self, context: Mapping[str, str] | None = None) -> DataKey:
-        return self._source.generate_data_key(context)
-
-    def decrypt_data_key(self, wrapped: bytes, context: Mapping[str, str] | None = None) -> bytes:
-        return self._source.decrypt_data_key(wrapped, context)
-
-    def rewrap(self, wrapped: bytes, context: Mapping[str, str] | None = None,
-               new_context: Mapping[str, str] | None = None) -> bytes:  # fmt: skip
-        self.requirement.check(wrapped)
-        return self._source.rewrap(wrapped, context, new_context)
-
-    def describe_key(self) -> KeyInfo:
-        return self._source.describe_key()
-
-    @property
-    def created(self) -> bool:
-        return self._source.created
-
-    def wrapped_key_version(self, wrapped: bytes) -> str:
-        return self._source.wrapped_key_version(wrapped)
-
-    def current_version(self) -> str:
-        return self._source.current_version()
-
-    def key_versions(self) -> tuple[str, ...]:
-        return self._source.key_versions()
-
-
-def strict_rewrap(
-    rewrapper: Any, requirement: KeyRequirement, paths: Sequence[FieldPath], fmt: int, target: str
-) -> tuple[Callable[[Mapping[str, Any]], dict[str, Any]], Callable[[Sequence[Mapping[str, Any]]], list[Any]]]:
-    """``(rewrap one record, rewrap a batch)`` of a ``Rewrapper`` with each record checked
-    first (``check_record``; values already under ``target`` pass): the batch form returns the
-    record or its ``KmsBeamError``, like ``Rewrapper.rewrap_batch``."""
-
-    def one(record: Mapping[str, Any]) -> dict[str, Any]:
-        requirement.check_record(record, paths, fmt, also=target)
-        out: dict[str, Any] = rewrapper.rewrap_record(record, paths, fmt)
-        return out
-
-    def batch(records: Sequence[Mapping[str, Any]]) -> list[Any]:
-        out: list[Any] = []
-        for record in records:
-            try:
-                out.append(one(record))
-            except KmsBeamError as exc:
-                out.append(exc)
-        return out
-
-    return one, batch
