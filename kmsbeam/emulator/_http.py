@@ -2,12 +2,11 @@
 
 One thread owns the waiting: it accepts, reads request heads and bodies without blocking
 (``_http_parse``), writes what a response could not send at once, enforces deadlines and
-closes idle or late connections. A complete request goes to a pool of at most ``workers``
-threads (started as needed); the worker runs the service, sends the answer and hands the
-connection back to the selector. A connection is touched by one thread at a time: the I/O
-thread while it waits, one worker while its call runs. So a slow or idle client costs one
-file descriptor and its buffer, never a thread, and no lock is ever held across a socket
-operation.
+closes idle or late connections. A complete request goes to a worker (``_http_workers``),
+which runs the service, sends the answer and hands the connection back to the selector. A
+connection (``_http_table`` keeps them) is touched by one thread at a time: the I/O thread
+while it waits, one worker while its call runs. So a slow or idle client costs one file
+descriptor and its buffer, never a thread, and no lock is ever held across a socket operation.
 
 Bounds (``Limits``):
 
@@ -31,13 +30,12 @@ from __future__ import annotations
 import logging
 import selectors
 import socket
-import threading
 import time
-from queue import SimpleQueue
 
-from kmsbeam.emulator._http_conn import Conn
-from kmsbeam.emulator._http_conn import Limits, error_bytes, response_bytes, send_and_close, shut
+from kmsbeam.emulator._http_conn import Conn, Limits, error_bytes, response_bytes, send_and_close
 from kmsbeam.emulator._http_parse import BadRequest, parse_head
+from kmsbeam.emulator._http_table import ConnTable
+from kmsbeam.emulator._http_workers import Workers
 from kmsbeam.emulator._service import Request, Service
 
 __all__ = ["HTTPServer", "Limits"]
@@ -62,22 +60,14 @@ class HTTPServer:
         self._wake_r, self._wake_w = socket.socketpair()  # wakes the I/O thread to stop
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._queue: SimpleQueue[tuple[Conn, Request] | None] = SimpleQueue()
-        self._workers: list[threading.Thread] = []
-        self._idle_workers = 0
-        self._pending = 0  # calls queued and not yet taken by a worker
-        self._conns: dict[socket.socket, Conn] = {}
-        self._lock = threading.Lock()  # guards _conns, _loop_over, _in_flight; no I/O under it
-        self._idle = threading.Condition(self._lock)
-        self._loop_over = False
-        self._in_flight = 0
+        self._workers = Workers(limits.workers, self._work)
+        self._table = ConnTable()
         self.closing = False
         self._selector = selectors.DefaultSelector()
 
     @property
     def open_connections(self) -> int:
-        with self._lock:
-            return len(self._conns)
+        return len(self._table)
 
     @property
     def threads(self) -> int:
@@ -87,13 +77,7 @@ class HTTPServer:
     def wait_for_connections(self, *, at_most: int | None = None, at_least: int | None = None,
                              timeout: float) -> bool:  # fmt: skip
         """Wait until at most / at least that many connections are open (for tests, tools)."""
-        low, high = at_least or 0, (1 << 62) if at_most is None else at_most
-        with self._idle:
-            return self._idle.wait_for(lambda: low <= len(self._conns) <= high, timeout)
-
-    def _snapshot(self) -> list[Conn]:
-        with self._lock:
-            return list(self._conns.values())
+        return self._table.wait_for(at_least or 0, (1 << 62) if at_most is None else at_most, timeout)
 
     # -- the I/O thread ------------------------------------------------------------------
     def serve(self) -> None:
@@ -134,23 +118,20 @@ class HTTPServer:
                 return
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if len(self._conns) >= self.limits.max_connections and not self._evict():
+            if len(self._table) >= self.limits.max_connections and not self._evict():
                 send_and_close(sock, error_bytes("ServiceUnavailableTemporary", 503,
                                                    "too many connections; retry later"))  # fmt: skip
                 continue
             conn = Conn(sock, str(address[0]), time.monotonic(), self.limits.request_timeout)
-            with self._idle:
-                self._conns[sock] = conn
-                self._idle.notify_all()
+            self._table.add(conn)
             self._selector.register(sock, selectors.EVENT_READ, conn)
 
     def _evict(self) -> bool:
         """Close the connection that has waited longest for a request; ``False`` if none."""
-        waiting = [c for c in self._snapshot() if c.state in ("reading", "writing")]
-        if not waiting:
-            return False
-        self._close(min(waiting, key=lambda c: c.waiting_since))
-        return True
+        oldest = self._table.oldest_waiting()
+        if oldest is not None:
+            self._close(oldest)
+        return oldest is not None
 
     def _read(self, conn: Conn) -> None:
         try:
@@ -172,10 +153,9 @@ class HTTPServer:
     def _within_memory_budget(self, conn: Conn) -> bool:
         """Past ``MAX_BUFFERED`` bytes of unfinished requests, close the one holding most
         (slow large bodies cannot exhaust memory); ``False`` if that was ``conn``."""
-        waiting = [c for c in self._snapshot() if c.state == "reading"]
-        if sum(len(c.buffer) for c in waiting) <= MAX_BUFFERED:
+        largest = self._table.largest_over(MAX_BUFFERED)
+        if largest is None:
             return True
-        largest = max(waiting, key=lambda c: len(c.buffer))
         self._close(largest)
         return largest is not conn
 
@@ -208,18 +188,8 @@ class HTTPServer:
             return
         self._selector.unregister(conn.sock)
         conn.state = "busy"  # from here on, only the worker touches it
-        with self._lock:
-            self._in_flight += 1
-            self._pending += 1
-            # each idle worker takes one queued call: start one more while calls outnumber them
-            # (an idle worker may be about to take a call queued before this one)
-            spawn = self._pending > self._idle_workers and len(self._workers) < self.limits.workers
-        if spawn:
-            worker = threading.Thread(target=self._work_loop, daemon=True,
-                                      name=f"kms-emulator-worker-{len(self._workers)}")  # fmt: skip
-            self._workers.append(worker)
-            worker.start()
-        self._queue.put((conn, Request(head.method, head.target, head.headers, body, conn.peer)))
+        self._table.call_started()
+        self._workers.submit(conn, Request(head.method, head.target, head.headers, body, conn.peer))
 
     def _start_write(self, conn: Conn, data: bytes, keep: bool) -> None:
         conn.keep_alive = keep
@@ -256,7 +226,7 @@ class HTTPServer:
         conn.deadline = now + (self.limits.request_timeout if conn.buffer else self.limits.idle_timeout)
 
     def _sweep(self, now: float) -> None:
-        for conn in self._snapshot():
+        for conn in self._table.snapshot():
             if conn.state in ("reading", "writing") and conn.deadline <= now:
                 self._close(conn)
 
@@ -266,35 +236,16 @@ class HTTPServer:
             self._selector.unregister(conn.sock)
         except (KeyError, ValueError, RuntimeError):
             pass  # not registered, or the selector is closed
-        conn.state = "closed"
-        shut(conn.sock)
-        with self._idle:
-            self._conns.pop(conn.sock, None)
-            self._idle.notify_all()
+        self._table.drop(conn)
 
     def _close_all(self) -> None:
-        with self._idle:
-            self._loop_over = True
-            self._idle.notify_all()
-        for conn in self._snapshot():
+        self._table.loop_ended()
+        for conn in self._table.snapshot():
             if conn.state in ("reading", "writing"):
                 self._close(conn)
         self._selector.close()
 
     # -- worker threads ------------------------------------------------------------------
-    def _work_loop(self) -> None:
-        while True:
-            with self._lock:
-                self._idle_workers += 1
-            item = self._queue.get()
-            with self._lock:
-                self._idle_workers -= 1
-                if item is not None:
-                    self._pending -= 1
-            if item is None:
-                return
-            self._work(*item)
-
     def _work(self, conn: Conn, request: Request) -> None:
         keep = False  # False: close the connection
         try:
@@ -316,12 +267,7 @@ class HTTPServer:
 
     def _hand_back(self, conn: Conn, keep: bool) -> None:
         """Give the connection back to the I/O thread's selector, or close it."""
-        with self._idle:
-            self._in_flight -= 1
-            if self.closing:
-                self._idle.notify_all()
-            keep = keep and not self._loop_over
-        if keep:
+        if self._table.call_done(self.closing) and keep:
             if conn.out or conn.buffer:  # the I/O thread sends the rest, or reads what
                 conn.state = "writing"   # was pipelined, as soon as the socket is writable
                 conn.deadline = time.monotonic() + self.limits.request_timeout
@@ -334,11 +280,7 @@ class HTTPServer:
                 return  # the I/O thread owns it now: not one more touch here
             except (KeyError, ValueError, RuntimeError, OSError):
                 pass  # stopped meanwhile (the selector is closed) or closed by stop
-        conn.state = "closed"
-        shut(conn.sock)
-        with self._idle:
-            self._conns.pop(conn.sock, None)
-            self._idle.notify_all()
+        self._table.drop(conn)
 
     # -- stopping -------------------------------------------------------------------------
     def stop(self, timeout: float) -> bool:
@@ -349,11 +291,8 @@ class HTTPServer:
             self._wake_w.send(b"\0")
         except OSError:
             pass
-        with self._idle:
-            drained = self._idle.wait_for(lambda: self._loop_over and not self._in_flight,
-                                          timeout)  # fmt: skip
-        for _ in self._workers:  # no worker starts once the loop is over
-            self._queue.put(None)
+        drained = self._table.wait_drained(timeout)
+        self._workers.stop()  # no worker starts once the loop is over
         return drained
 
     def server_close(self) -> None:
