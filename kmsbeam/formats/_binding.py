@@ -9,7 +9,7 @@ from typing import Any
 
 from kmsbeam.formats.codec import CodecError, encode_value
 from kmsbeam.errors import ConfigurationError, KmsBeamError, RecordError
-from kmsbeam.formats.paths import FieldPath, parse_paths
+from kmsbeam.formats.paths import FieldPath, Paths, parse_paths
 
 __all__ = [
     "MISSING", "NONE", "binding_for", "bindings_of", "check_paths", "column_of", "copies",
@@ -64,7 +64,7 @@ def encoded(value: Any, name: str) -> bytes:
 
 
 def check_paths(
-    fields: Iterable[str] | str, bind: Iterable[str] | str = (), what: str = "fields",
+    fields: Paths, bind: Paths = (), what: str = "fields",
     *, required: bool = True,
 ) -> tuple[tuple[FieldPath, ...], tuple[FieldPath, ...]]:  # fmt: skip
     """The encrypted paths and the bind fields, parsed and checked (the one check every

@@ -19,7 +19,7 @@ from kmsbeam.formats.values import rewrap_paths, value_use
 from kmsbeam.formats.base import KeyRewrap, KeyUse, merge_uses
 from kmsbeam.formats.envelope import FIELD_V1, RECORD_V1
 from kmsbeam.formats.fields import FieldDecryptor, FieldEncryptor
-from kmsbeam.formats.paths import FieldPath
+from kmsbeam.formats.paths import FieldPath, Paths
 from kmsbeam.formats.records import DEFAULT_PAYLOAD_FIELD, RecordDecryptor, RecordEncryptor
 from kmsbeam.keys.cache import DataKeyCache
 from kmsbeam.keys.policy import DataKeyPolicy
@@ -66,9 +66,9 @@ class FieldFormat:
 
     def __init__(
         self,
-        fields: Iterable[str] | str,
+        fields: Paths,
         *,
-        bind: Iterable[str] | str = (),
+        bind: Paths = (),
         encoding: str = "text",
         encrypt_none: bool = False,
     ) -> None:
@@ -89,8 +89,8 @@ class FieldFormat:
         on_generate: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> FieldEncryptor:
-        return FieldEncryptor([p.name for p in self.fields], source, context=context,
-                              bind=[p.name for p in self.bind], encoding=self.encoding,
+        return FieldEncryptor(self.fields, source, context=context,
+                              bind=self.bind, encoding=self.encoding,
                               policy=policy, encrypt_none=self.encrypt_none, clock=clock,
                               on_generate=on_generate)  # fmt: skip
 
@@ -102,8 +102,8 @@ class FieldFormat:
         cache: DataKeyCache | None = None,
         on_call: Callable[[], None] | None = None,
     ) -> FieldDecryptor:
-        return FieldDecryptor([p.name for p in self.fields], source, context=context,
-                              bind=[p.name for p in self.bind], cache=cache, on_call=on_call)  # fmt: skip
+        return FieldDecryptor(self.fields, source, context=context,
+                              bind=self.bind, cache=cache, on_call=on_call)  # fmt: skip
 
     def rewrap(self, data: Mapping[str, Any], rewrap: KeyRewrap) -> dict[str, Any]:
         """A copy of the record with each value's header rewrapped (``None`` kept).

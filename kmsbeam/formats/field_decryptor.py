@@ -26,6 +26,7 @@ from kmsbeam.formats._keys import Unwrapping
 from kmsbeam.keys.cache import DataKeyCache
 from kmsbeam.formats.codec import STR_TAG, CodecError, decode_value
 from kmsbeam.formats.envelope import FIELD_V1, Opener, from_text_many
+from kmsbeam.formats.paths import Paths
 from kmsbeam.errors import KmsBeamError, MalformedValueError
 from kmsbeam.keys.source import KeySource
 
@@ -46,11 +47,11 @@ class FieldDecryptor:
 
     def __init__(
         self,
-        fields: Iterable[str] | str,
+        fields: Paths,
         source: KeySource,
         *,
         context: Mapping[str, str] | None = None,
-        bind: Iterable[str] | str = (),
+        bind: Paths = (),
         cache: DataKeyCache | None = None,
         on_call: Callable[[], None] | None = None,
     ) -> None:

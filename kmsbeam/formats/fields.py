@@ -12,7 +12,7 @@ record fails to decrypt. Both sides must name the same ``bind`` fields.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from kmsbeam.formats._binding import MISSING as _MISSING
@@ -33,7 +33,7 @@ from kmsbeam.formats.envelope import FIELD_V1
 from kmsbeam.errors import KmsBeamError, RecordError
 from kmsbeam.formats.field_decryptor import FieldDecryptor
 from kmsbeam.keys.source import KeySource
-from kmsbeam.formats.paths import FieldPath
+from kmsbeam.formats.paths import FieldPath, Paths
 from kmsbeam.keys.policy import DataKeyPolicy
 
 __all__ = ["FieldDecryptor", "FieldEncryptor", "binding_for"]  # FieldDecryptor: re-exported
@@ -55,11 +55,11 @@ class FieldEncryptor:
 
     def __init__(
         self,
-        fields: Iterable[str] | str,
+        fields: Paths,
         source: KeySource,
         *,
         context: Mapping[str, str] | None = None,
-        bind: Iterable[str] | str = (),
+        bind: Paths = (),
         encoding: str = "text",
         policy: DataKeyPolicy | None = None,
         encrypt_none: bool = False,

@@ -11,7 +11,7 @@ from typing import Any
 
 from kmsbeam.errors import ConfigurationError, RecordError
 
-__all__ = ["FieldPath", "parse_paths"]
+__all__ = ["FieldPath", "Paths", "parse_paths"]
 
 _MISSING = object()
 
@@ -66,7 +66,11 @@ class FieldPath:
         node[self.parts[-1]] = value
 
 
-def parse_paths(names: Iterable[str | FieldPath] | str, what: str = "fields") -> tuple[FieldPath, ...]:
+Paths = Iterable[str | FieldPath] | str
+"""Dotted paths: a list of names or ``FieldPath``s, or one comma-separated string."""
+
+
+def parse_paths(names: Paths, what: str = "fields") -> tuple[FieldPath, ...]:
     """Parse a list of paths (or one comma-separated string; parsed paths are taken as they
     are); refuse duplicates and overlaps."""
     if isinstance(names, str):

@@ -8,7 +8,7 @@ through the value codec. A cell that does not authenticate fails its row only.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pyarrow as pa
@@ -19,6 +19,7 @@ from kmsbeam.formats._keys import Unwrapping
 from kmsbeam.keys.cache import DataKeyCache
 from kmsbeam.formats.codec import decode_value
 from kmsbeam.formats.envelope import FIELD_V1, Opener
+from kmsbeam.formats.paths import Paths
 from kmsbeam.errors import ConfigurationError, KmsBeamError, RecordError
 from kmsbeam.keys.source import KeySource
 from kmsbeam.formats.parquet._arrow import column_at, field_at, from_python, replace_at, scatter, tagged_array
@@ -50,11 +51,11 @@ class CellDecryptor:
 
     def __init__(
         self,
-        columns: Iterable[str] | str | None,
+        columns: Paths | None,
         source: KeySource,
         *,
         context: Mapping[str, str] | None = None,
-        bind: Iterable[str] | str = (),
+        bind: Paths = (),
         schema: pa.Schema | None = None,
         cache: DataKeyCache | None = None,
         on_call: Callable[[], None] | None = None,

@@ -41,7 +41,7 @@ from kmsbeam.formats.parquet._arrow import (
     scatter,
     with_type_at,
 )
-from kmsbeam.formats.paths import FieldPath
+from kmsbeam.formats.paths import FieldPath, Paths
 from kmsbeam.keys.policy import DataKeyPolicy
 
 __all__ = [
@@ -157,11 +157,11 @@ class CellEncryptor:
 
     def __init__(
         self,
-        columns: Iterable[str] | str,
+        columns: Paths,
         source: KeySource,
         *,
         context: Mapping[str, str] | None = None,
-        bind: Iterable[str] | str = (),
+        bind: Paths = (),
         policy: DataKeyPolicy | None = None,
         encrypt_none: bool = False,
         clock: Callable[[], float] = time.monotonic,

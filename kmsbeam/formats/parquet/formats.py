@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
@@ -28,7 +28,7 @@ from kmsbeam.formats.parquet._cell_decryptor import CellDecryptor
 from kmsbeam.formats.parquet._cells import CELLS_KEY, CellEncryptor
 from kmsbeam.formats.parquet._inspect import KeyReport, inspect_parquet
 from kmsbeam.formats.parquet._pme import PmeDecryption, PmeEncryption, rotate_key_material
-from kmsbeam.formats.paths import FieldPath
+from kmsbeam.formats.paths import FieldPath, Paths
 from kmsbeam.formats.values import KIND_NAMES, rewrap_value, value_use
 from kmsbeam.keys.cache import DataKeyCache
 from kmsbeam.keys.policy import DataKeyPolicy
@@ -56,7 +56,7 @@ class CellFormat:
     section: ClassVar[str] = "Parquet cell columns"
 
     def __init__(
-        self, columns: Iterable[str] | str, *, bind: Iterable[str] | str = (), encrypt_none: bool = False
+        self, columns: Paths, *, bind: Paths = (), encrypt_none: bool = False
     ) -> None:
         paths, bound = check_paths(columns, bind, "columns")
         object.__setattr__(self, "columns", paths)
@@ -72,7 +72,7 @@ class CellFormat:
         on_generate: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> CellEncryptor:
-        return CellEncryptor(_names(self.columns), source, context=context, bind=_names(self.bind), policy=policy,
+        return CellEncryptor(self.columns, source, context=context, bind=self.bind, policy=policy,
                              encrypt_none=self.encrypt_none, clock=clock, on_generate=on_generate)  # fmt: skip
 
     def decryptor(
@@ -83,7 +83,7 @@ class CellFormat:
         cache: DataKeyCache | None = None,
         on_call: Callable[[], None] | None = None,
     ) -> CellDecryptor:
-        return CellDecryptor(_names(self.columns), source, context=context, bind=_names(self.bind), cache=cache,
+        return CellDecryptor(self.columns, source, context=context, bind=self.bind, cache=cache,
                              on_call=on_call)  # fmt: skip
 
     def rewrap_table(
@@ -140,10 +140,6 @@ class CellFormat:
                     raise
                 uses.append(replace(use, count=counts[head]))
         return merge_uses(uses)
-
-
-def _names(paths: tuple[FieldPath, ...]) -> list[str]:
-    return [p.name for p in paths]
 
 
 def _header_of(value: Any) -> Any:
