@@ -16,18 +16,14 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import time
-from collections.abc import Callable
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 import kmsbeam
-from kmsbeam import KmsBeamError, failure_reason
-from kmsbeam.formats.envelope import FIELD_V1, parse
-from kmsbeam.formats.parquet import column_at, leaf_paths, replace_at
+from kmsbeam import failure_reason
+from kmsbeam.formats.parquet import CellFormat, leaf_paths
 from kmsbeam.keys.strict import KeyRequirement, RequiredRewrapSource
 from kmsbeam.pipelines import paths
 from kmsbeam.pipelines.manifest import MANIFEST_NAME, Manifest
@@ -38,11 +34,9 @@ from kmsbeam.pipelines.rotate.state import JOURNAL_NAME, ROTATION_NAME, read_rot
 from kmsbeam.pipelines.rotate.verify import verify_dataset
 from kmsbeam.rotation.journal import JournalWriter, read_journal
 from kmsbeam.rotation.rewrap import ALREADY, FILTERED, RESUMED, REWRAPPED, Rewrapper, wrapped_key_version
-from kmsbeam.transforms._journal_fs import journal_store
+from kmsbeam.transforms.journal_fs import journal_store
 
 __all__ = ["CellsRotator"]
-
-_META = b"kmsbeam.cells"
 
 
 class CellsRotator:
@@ -63,27 +57,23 @@ class CellsRotator:
         if not self.resuming and not args.dry_run:
             paths.delete_tree(journal)
         self.required = required_keys(args, self.to_key)
-        self.check: Callable[[bytes], Any] | None = None
-        if self.required:  # strict: cells under other master keys are refused (listed), no call made
-            requirement = KeyRequirement(self.required)
+        requirement = KeyRequirement(self.required) if self.required else None
+        if requirement is not None:
             target = RequiredRewrapSource(target, requirement)
-            self.check = lambda v: requirement.check_value(v, FIELD_V1, also=self.version)
         self.rw = Rewrapper(target, context=m.context, only_versions=args.only_version,
                             target_version=self.version, known=read_journal(journal, self.version, store),
                             on_moved=JournalWriter(journal, store).moved)  # fmt: skip
+        self.rewrap: Any = self.rw if requirement is None else _Required(self.rw, requirement, self.version)
+        self.cells = CellFormat(m.fields, bind=m.bind)
 
     def files(self) -> list[str]:
         return self._files
 
     def dry_run(self) -> Outcome:
-        heads: dict[bytes, str] = {}
+        heads: dict[str, str] = {}  # the format's inspect: K and version of each data key
         for f in self._files:
-            t = pq.read_table(io.BytesIO(paths.read_bytes(f)))
-            for column in self.m.fields:
-                for v in column_at(t, column).to_pylist():
-                    if v is not None:
-                        p = parse(v, FIELD_V1)
-                        heads[p.commitment] = wrapped_key_version(p.wrapped)
+            table = pq.read_table(io.BytesIO(paths.read_bytes(f)))
+            heads.update((u.commitment, u.version) for u in self.cells.inspect(table))
         todo = sum(1 for v in heads.values() if v != self.version)
         return Outcome(f"kmsbeam rotate --dry-run: {self.src} -> key {self.to_key} (version {self.version})",
                        [("files", f"{len(self._files):,}"), ("data keys", f"{len(heads):,}"),
@@ -99,7 +89,9 @@ class CellsRotator:
         records = 0
         for f in self._files:
             name = f.rsplit("/", 1)[-1]
-            t = self._rewrap_table(pq.read_table(io.BytesIO(paths.read_bytes(f))), name, failures)
+            t, failed = self.cells.rewrap_table(pq.read_table(io.BytesIO(paths.read_bytes(f))), self.rewrap)
+            failures += [{"file": name, "row": row, "column": exc.field, "reason": failure_reason(exc)}
+                         for row, exc in failed]  # fmt: skip
             records += t.num_rows
             encodings = {c: "DELTA_BYTE_ARRAY" for c in m.fields}
             plain = [c for c in leaf_paths(t.schema) if c not in encodings]
@@ -122,34 +114,33 @@ class CellsRotator:
                        [(k.replace("_", " "), f"{v:,}") for k, v in counts.items()]
                        + [("elapsed", f"{elapsed:.1f} s")], rotation, failed=bool(failures))  # fmt: skip
 
-    def _rewrap_table(self, table: pa.Table, name: str, failures: list[dict[str, Any]]) -> pa.Table:
-        for column in self.m.fields:
-            values = column_at(table, column).to_pylist()
-            out: list[Any] = []
-            for row, value in enumerate(values):
-                if value is None:
-                    out.append(None)
-                    continue
-                try:
-                    if self.check is not None:  # strict: refused before the Rewrapper counts a call
-                        self.check(value)
-                    out.append(self.rw.rewrap_value(value, FIELD_V1))
-                except KmsBeamError as exc:
-                    exc.field = column
-                    failures.append({"file": name, "row": row, "column": column,
-                                     "reason": failure_reason(exc)})  # fmt: skip
-                    out.append(value)
-            table = replace_at(table, column, pa.array(out, type=column_at(table, column).type))
-        meta = dict(table.schema.metadata or {})
-        if _META in meta:
-            cells = json.loads(meta[_META])
-            cells["key"] = self.to_key
-            meta[_META] = json.dumps(cells).encode("utf-8")
-        return table.replace_schema_metadata(meta)
-
     def verify(self, fraction: float | None) -> Verified:
         return verify_dataset(self.out, self.m, [], fraction, self.trusted.with_uris(self.to_key))
 
     def write_rotation(self, text: str) -> None:
         paths.write_text(paths.join(self.out, ROTATION_NAME), text)
         paths.delete_tree(paths.join(self.out, JOURNAL_NAME))
+
+
+class _Required:
+    """``--require-key`` as a ``KeyRewrap``: a data key under a master key it does not allow is
+    refused (the cell is listed) before any call; keys already under the target are left."""
+
+    def __init__(self, rw: Rewrapper, requirement: KeyRequirement, version: str) -> None:
+        self.rw, self.requirement, self.version = rw, requirement, version
+
+    @property
+    def target_uri(self) -> str:
+        return self.rw.target_uri
+
+    @property
+    def context(self) -> dict[str, str]:
+        return self.rw.context
+
+    def rewrap_key(self, wrapped: bytes, commitment: bytes) -> tuple[bytes, str]:
+        if wrapped_key_version(wrapped) != self.version:
+            self.requirement.check(wrapped)
+        return self.rw.rewrap_key(wrapped, commitment)
+
+    def count(self, status: str, n: int = 1) -> None:
+        self.rw.count(status, n)

@@ -23,9 +23,9 @@ import time
 from typing import Any
 
 import kmsbeam
-from kmsbeam import AuthenticationError, ConfigurationError, FormatError, KmsBeamError, failure_reason
-from kmsbeam.formats.envelope import from_text, key_commitment, to_text
-from kmsbeam.formats.objects import ObjectReader
+from kmsbeam import ConfigurationError, FormatError, KmsBeamError, failure_reason
+from kmsbeam.formats.envelope import from_text
+from kmsbeam.formats.objects import ObjectFormat, ObjectReader
 from kmsbeam.oss import oss_client
 from kmsbeam.pipelines import paths
 from kmsbeam.pipelines.export import EXPORT_MANIFEST, read_manifest
@@ -57,6 +57,7 @@ class ExportRotator:
         self.client = oss_client()
         version = recorded_target(self._previous(), self.to_key) if args.trust_manifest else None
         self.version = version or Rewrapper(self.target).check_target()  # a disabled or unknown key stops us here
+        self._rewrappers: dict[str, Rewrapper] = {}  # by the objects' context
 
     def files(self) -> list[str]:
         return [paths.join(self.location, entry["name"]) for entry in self.manifest.objects]
@@ -118,18 +119,14 @@ class ExportRotator:
         meta = dict(self.client.head(url).metadata or {})
         if "kmsbeam-wrapped-key" not in meta:
             raise FormatError("no kmsbeam object metadata")
-        wrapped = from_text(meta["kmsbeam-wrapped-key"])
-        old = wrapped_key_version(wrapped)
+        old = wrapped_key_version(from_text(meta["kmsbeam-wrapped-key"]))
         if old == self.version or dry_run:
             return None if old == self.version else old
-        context = json.loads(from_text(meta["kmsbeam-context"]).decode("utf-8"))
-        new = self.target.rewrap(wrapped, context)
-        if key_commitment(self.target.decrypt_data_key(new, context)) != from_text(meta["kmsbeam-commitment"]):
-            raise AuthenticationError()
-        meta["kmsbeam-wrapped-key"] = to_text(new)
-        if self.to_key.isascii():
-            meta["kmsbeam-key"] = self.to_key
-        self.client.copy(url, url, metadata=meta)
+        context = meta.get("kmsbeam-context", "")
+        if context not in self._rewrappers:  # the rewrap checks the new key unwraps to K
+            self._rewrappers[context] = Rewrapper(self.target, target_version=self.version,
+                                                  context=json.loads(from_text(context).decode("utf-8")))  # fmt: skip
+        self.client.copy(url, url, metadata=ObjectFormat().rewrap_metadata(meta, self._rewrappers[context]))
         return old
 
     def verify(self, fraction: float | None) -> Verified:
