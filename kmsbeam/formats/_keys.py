@@ -131,18 +131,11 @@ class Unwrapping:
         self._last: tuple[Opener, float] | None = None  # (opener, expiry)
         self._openers: dict[bytes, tuple[Opener, float]] = {}
 
-    def cipher(self, wrapped: bytes) -> KeyCipher:
-        """The data key ``wrapped`` holds, unwrapped (through the cache)."""
-        return self.cache.cipher(self.source, wrapped, self.context,
-                                 context_key=self.context_key, on_call=self.on_call)  # fmt: skip
-
     def entry(self, wrapped: bytes) -> tuple[KeyCipher, float]:
-        """``cipher(wrapped)`` and when the cache forgets it (``cache.now()`` time)."""
+        """The data key ``wrapped`` holds, unwrapped through the cache, and when the cache
+        forgets it (``cache.now()`` time)."""
         return self.cache.entry(self.source, wrapped, self.context,
                                 context_key=self.context_key, on_call=self.on_call)  # fmt: skip
-
-    def now(self) -> float:
-        return self.cache.now()
 
     def opener(self, value: object, fmt: int) -> tuple[Opener, bytes]:
         """The opener of ``value``'s data key and ``value``'s body (``value`` binary or text).

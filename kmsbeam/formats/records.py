@@ -18,7 +18,7 @@ from kmsbeam.formats._binding import binding_for, is_text, kept_names
 from kmsbeam.formats._keys import Sealing, Unwrapping
 from kmsbeam.keys.cache import DataKeyCache
 from kmsbeam.formats.codec import KEPT, CodecError, decode_value, encode_value
-from kmsbeam.formats.envelope import RECORD_V1, open_value, parse
+from kmsbeam.formats.envelope import RECORD_V1
 from kmsbeam.errors import AuthenticationError, KmsBeamError, RecordError
 from kmsbeam.formats.paths import FieldPath
 from kmsbeam.keys.source import KeySource
@@ -128,9 +128,8 @@ class RecordDecryptor(_Config):
             raise RecordError(f"missing field: {self.payload_field}")
         binding = self._binding(record)
         try:
-            parsed = parse(record[self.payload_field], RECORD_V1)
-            key = self._keys.cipher(parsed.wrapped)
-            payload = decode_value(open_value(parsed, key, self.payload_field, binding), kept=True)
+            opener, body = self._keys.opener(record[self.payload_field], RECORD_V1)
+            payload = decode_value(opener.open(body, self.payload_field, binding), kept=True)
         except CodecError as exc:  # authentic, but not a record: this record's failure
             raise exc.for_field(self.payload_field) from None
         except KmsBeamError as exc:
