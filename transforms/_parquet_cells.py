@@ -26,28 +26,14 @@ from typing import Any
 import apache_beam as beam
 import pyarrow as pa
 
-from kmsbeam import ConfigurationError, DataKeyPolicy, KmsBeamError, check_context, open_key_source, parse_paths
-from kmsbeam.formats.parquet import CellDecryptor, CellEncryptor
+from kmsbeam import DataKeyPolicy, KmsBeamError, check_context, open_key_source
+from kmsbeam.formats.parquet import CellDecryptor, CellEncryptor, CellFormat
 from kmsbeam.formats.parquet import cells_schema as _cells_schema
 from kmsbeam.keys.budget import KmsBudget
 from kmsbeam.transforms._base import DEAD_LETTER, KmsDoFn, KmsTransform
-from kmsbeam.transforms._options import cache_ttl, key_uri, policy_with_age, required_keys
+from kmsbeam.transforms._options import cache_ttl, key_uri, names, policy_with_age, required_keys
 
 __all__ = ["DecryptCells", "EncryptCells", "cells_schema"]
-
-
-def _names(value: Iterable[str] | str | None) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    return tuple(n.strip() for n in value.split(",") if n.strip()) if isinstance(value, str) else tuple(value)
-
-
-def _check_paths(columns: tuple[str, ...], bind: tuple[str, ...]) -> None:
-    paths, bound = parse_paths(columns, "columns"), parse_paths(bind, "bind fields")
-    if not paths:
-        raise ConfigurationError("name at least one column to encrypt")
-    if any(b.overlaps(p) for b in bound for p in paths):
-        raise ConfigurationError("a bind field cannot also be encrypted")
 
 
 def cells_schema(schema: pa.Schema, columns: Iterable[str] | str, key: str,
@@ -107,9 +93,9 @@ class _EncryptCellsFn(_CellsFn):
     kind = "encrypt"
 
     def _build(self) -> CellEncryptor:
-        opts = dict(self._options)
-        return CellEncryptor(opts.pop("columns"), open_key_source(self._key),
-                             on_generate=self._counters.generated, **opts)  # fmt: skip
+        opts = dict(self._options)  # the CellFormat, context and policy
+        return opts.pop("format").encryptor(open_key_source(self._key), on_generate=self._counters.generated,
+                                            **opts)  # fmt: skip
 
     def _run(self, table: pa.Table) -> tuple[pa.Table, list[tuple[int, KmsBeamError]]]:
         return self._engine.encrypt_table(table), []
@@ -145,9 +131,11 @@ class _Cells(KmsTransform):
         return out.tables, out[DEAD_LETTER]
 
     def _shown(self) -> dict[str, Any]:
-        return {"key": self._key, "columns": ",".join(self._options.get("columns") or ()),
-                "bind": ",".join(self._options.get("bind", ())),
-                "context_keys": ",".join(sorted(self._options["context"]))}  # fmt: skip
+        o = self._options
+        columns, bind = (o["format"].columns, o["format"].bind) if "format" in o else (o["columns"] or (), o["bind"])
+        return {"key": self._key, "columns": ",".join(getattr(c, "name", c) for c in columns),
+                "bind": ",".join(getattr(b, "name", b) for b in bind),
+                "context_keys": ",".join(sorted(o["context"]))}  # fmt: skip
 
 
 class EncryptCells(_Cells):
@@ -171,10 +159,8 @@ class EncryptCells(_Cells):
                  bind: Iterable[str] | str = (), policy: DataKeyPolicy | None = None,
                  encrypt_none: bool = False, label: str | None = None,
                  kms_qps: float | None = None, data_key_max_age: float | None = None) -> None:  # fmt: skip
-        names, bound = _names(columns), _names(bind)
-        _check_paths(names, bound)
-        options = {"columns": names, "context": context, "bind": bound,
-                   "policy": policy_with_age(policy, data_key_max_age), "encrypt_none": encrypt_none}  # fmt: skip
+        options = {"format": CellFormat(columns, bind=bind, encrypt_none=encrypt_none), "context": context,
+                   "policy": policy_with_age(policy, data_key_max_age)}  # fmt: skip
         super().__init__(key, options, label, kms_qps)
 
 
@@ -199,6 +185,5 @@ class DecryptCells(_Cells):
                  schema: pa.Schema | None = None, label: str | None = None,
                  kms_qps: float | None = None, require_keys: Iterable[str] = (),
                  key_cache_ttl: float | None = None) -> None:  # fmt: skip
-        options = {"columns": _names(columns) or None, "context": context, "bind": _names(bind),
-                   "schema": schema}  # fmt: skip
+        options = {"columns": names(columns or ()) or None, "context": context, "bind": names(bind), "schema": schema}
         super().__init__(key, options, label, kms_qps, cache_ttl(key_cache_ttl), required_keys(require_keys))
