@@ -25,7 +25,9 @@ def test_object_format_round_trip_rewrap_and_inspect(source: Any, kms_home: Path
     assert pickle.loads(pickle.dumps(fmt)) == fmt
     generated: list[int] = []
     blob = fmt.encryptor(source, context={"o": "1"}, on_generate=lambda: generated.append(1)).encrypt(DATA)
-    assert generated == [1] and fmt.decryptor(source).decrypt(blob) == DATA
+    calls: list[int] = []
+    assert generated == [1] and fmt.decryptor(source, on_call=lambda: calls.append(1)).decrypt(blob) == DATA
+    assert calls == [1]
     header, size = read_header(io.BytesIO(blob))
     (use,) = fmt.inspect(header)
     assert (use.where, use.commitment, use.key_uri, use.kind) == ("object", header.commitment.hex(), source.uri, source.kind)

@@ -52,15 +52,21 @@ class ObjectEncryptor:
 
 
 class ObjectDecryptor:
-    """Opens ``ObjectReader``s with one key source and context."""
+    """Opens ``ObjectReader``s with one key source and context (``on_call``: once per reader,
+    for its one Decrypt)."""
 
-    def __init__(self, source: KeySource, context: Mapping[str, str] | None) -> None:
+    def __init__(self, source: KeySource, context: Mapping[str, str] | None,
+                 on_call: Callable[[], None] | None = None) -> None:  # fmt: skip
         self._source, self._context = source, None if context is None else check_context(context)
+        self._on_call = on_call
 
     def reader(self, raw: IO[bytes] | Any, *, metadata: Mapping[str, str] | None = None,
                size: int | None = None, where: str = "the object", close_raw: bool = True) -> ObjectReader:  # fmt: skip
-        return ObjectReader(raw, self._source, context=self._context, metadata=metadata, size=size,
-                            where=where, close_raw=close_raw)  # fmt: skip
+        reader = ObjectReader(raw, self._source, context=self._context, metadata=metadata, size=size,
+                              where=where, close_raw=close_raw)  # fmt: skip
+        if self._on_call is not None:
+            self._on_call()
+        return reader
 
     def decrypt(self, data: bytes) -> bytes:
         """One whole object in memory."""
@@ -101,8 +107,9 @@ class ObjectFormat:
         cache: DataKeyCache | None = None,
         on_call: Callable[[], None] | None = None,
     ) -> ObjectDecryptor:
-        """Readers with ``source``'s key (``context`` None: the one each header stores)."""
-        return ObjectDecryptor(source, context)
+        """Readers with ``source``'s key (``context`` None: the one each header stores). Each
+        object's data key is unwrapped once, directly: ``cache`` is not used."""
+        return ObjectDecryptor(source, context, on_call)
 
     def rewrap(self, data: ObjectHeader, rewrap: KeyRewrap) -> ObjectHeader:
         """The header with its key block rewrapped (and the target's key URI), or ``data``
