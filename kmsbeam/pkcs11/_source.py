@@ -18,7 +18,8 @@ key_versions           KEK-ID-HEX`` (``wrapped_key_version`` reads the same name
 
 Choice: the HSM generates S (not ``os.urandom`` + import), so neither the KEK nor S is ever
 in host memory in plaintext; only the DEK derived from S is (kmsbeam encrypts locally). The
-blob layout and derivations are in ``kmsbeam.pkcs11._blob``.
+blob layout and derivations are in ``kmsbeam.pkcs11._blob``; the KEK, the calls made with it
+and the blobs it writes, in ``kmsbeam.pkcs11._kek``.
 
 Caveats:
 - Login is per process: every source of one token in a process shares one session, logged
@@ -32,24 +33,24 @@ Caveats:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
 import pkcs11.exceptions as px
-from pkcs11 import Attribute, KeyType
+from pkcs11 import Attribute
 
-from kmsbeam.errors import ConfigurationError, KeyNotFoundError, KeySourceError, KmsBeamError
+from kmsbeam.errors import ConfigurationError, KeySourceError
 from kmsbeam.keys.source import KIND_PKCS11, DataKey, KeyInfo, canonical_context
-from kmsbeam.pkcs11 import _ops as ops
-from kmsbeam.pkcs11._blob import Blob, BlobError, derive_on_host, version_name, wrapped_key_version
-from kmsbeam.pkcs11._config import Pkcs11Config
-from kmsbeam.pkcs11._errors import hsm_error, invalid, kek_error
-from kmsbeam.pkcs11._session import TokenSession, attach, call_counts
 from kmsbeam.keys.uri import KeyUri
+from kmsbeam.pkcs11 import _ops as ops
+from kmsbeam.pkcs11._blob import wrapped_key_version
+from kmsbeam.pkcs11._config import Pkcs11Config
+from kmsbeam.pkcs11._errors import hsm_error
+from kmsbeam.pkcs11._kek import Kek
+from kmsbeam.pkcs11._session import attach, call_counts
 
 __all__ = ["Pkcs11KeySource", "create_kek", "open_pkcs11_source"]
 
-T = TypeVar("T")
 _REFUSED = {"KeyUnextractable", "KeyNotWrappable", "TemplateInconsistent", "AttributeSensitive"}
 
 class Pkcs11KeySource:
@@ -71,17 +72,10 @@ class Pkcs11KeySource:
 
     def __init__(self, uri: str | KeyUri, *, create: bool = False) -> None:
         self._config = Pkcs11Config.from_uri(uri)
-        self._token: TokenSession = attach(self._config)
-        self.created = False
-        self.counts = {"generate_data_key": 0, "decrypt_data_key": 0, "rewrap": 0}
-        try:
-            self._label, self._id = self._call(self._find_own, "finding the KEK")
-        except KeyNotFoundError:
-            if not create:
-                raise
-            self._call(lambda s: ops.create_kek_object(self._token, s, self._config), "creating the KEK")
-            self.created = True
-            self._label, self._id = self._call(self._find_own, "finding the KEK")
+        self.kek = Kek(self._config, create=create)  # the KEK this source wraps with
+        self._token = self.kek.token
+        self.created = self.kek.created
+        self.counts = self.kek.counts
 
     # -- identity -------------------------------------------------------------------------
     @property
@@ -98,7 +92,7 @@ class Pkcs11KeySource:
 
     def current_version(self) -> str:
         """``TOKEN/KEK-LABEL/KEK-ID-HEX``: the KEK this source wraps with (no call)."""
-        return version_name(self._config.token, self._label, self._id)
+        return self.kek.version
 
     def key_versions(self) -> tuple[str, ...]:
         """This source's KEK only: a KEK has no versions (``current_version``)."""
@@ -123,7 +117,7 @@ class Pkcs11KeySource:
         ctx, token = canonical_context(context), self._token
 
         def op(s: Any) -> tuple[bytes, bytes, bytes]:
-            kek = self._own_kek(s)
+            kek = self.kek.handle(s)
             seed = ops.generate_seed(token, s)
             try:
                 dek, tag = ops.sign(token, seed, ctx)
@@ -131,13 +125,13 @@ class Pkcs11KeySource:
             finally:
                 ops.destroy(token, seed)
 
-        dek, tag, wrapped = self._call(op, "generating a data key", "generate_data_key")
-        key_id, version = self._label or self._id.hex(), self._id.hex()
-        return DataKey(dek, self._wrapped(wrapped, tag), key_id, version)
+        dek, tag, wrapped = self.kek.call(op, "generating a data key", "generate_data_key")
+        key_id, version = self.kek.label or self.kek.id.hex(), self.kek.id.hex()
+        return DataKey(dek, self.kek.wrapped(wrapped, tag), key_id, version)
 
     def decrypt_data_key(self, wrapped: bytes, context: Mapping[str, str] | None = None) -> bytes:
         """Unwrap with the KEK the blob names (on this token); the context tag is checked first."""
-        blob, ctx, token = self._parse(wrapped), canonical_context(context), self._token
+        blob, ctx, token = self.kek.parse(wrapped), canonical_context(context), self._token
 
         def op(s: Any) -> bytes:
             seed = ops.unwrap_seed(token, s, blob)
@@ -146,7 +140,7 @@ class Pkcs11KeySource:
             finally:
                 ops.destroy(token, seed)
 
-        return self._call(op, "unwrapping a data key", "decrypt_data_key")
+        return self.kek.call(op, "unwrapping a data key", "decrypt_data_key")
 
     def rewrap(
         self,
@@ -165,11 +159,11 @@ class Pkcs11KeySource:
             KeySourceError: the module refuses to wrap an unwrapped key (then use
                 ``rewrap_to(..., allow_host_copy=True)``).
         """
-        blob, old, token = self._parse(wrapped), canonical_context(context), self._token
+        blob, old, token = self.kek.parse(wrapped), canonical_context(context), self._token
         new = old if new_context is None else canonical_context(new_context)
 
         def op(s: Any) -> tuple[bytes, bytes]:
-            kek = self._own_kek(s)
+            kek = self.kek.handle(s)
             seed = ops.unwrap_seed(token, s, blob)
             try:
                 tag = ops.sign(token, seed, old, expect=blob.tag, dek=False)[1]
@@ -180,7 +174,7 @@ class Pkcs11KeySource:
                 ops.destroy(token, seed)
 
         try:
-            out, tag = self._call(op, "rewrapping a data key", "rewrap")
+            out, tag = self.kek.call(op, "rewrapping a data key", "rewrap")
         except KeySourceError as exc:
             if exc.code not in _REFUSED:
                 raise
@@ -189,7 +183,7 @@ class Pkcs11KeySource:
                 "rewrap_to(..., allow_host_copy=True) to move the seed through host memory",
                 code=exc.code,
             ) from exc
-        return self._wrapped(out, tag)
+        return self.kek.wrapped(out, tag)
 
     def rewrap_to(
         self,
@@ -207,101 +201,35 @@ class Pkcs11KeySource:
         """
         if not isinstance(target, Pkcs11KeySource):
             raise TypeError("rewrap_to takes a Pkcs11KeySource target")
-        if target._token is self._token:
+        if target.kek.token is self._token:
             return target.rewrap(wrapped, context, new_context)
         if not allow_host_copy:
             raise ConfigurationError(
-                f"the target KEK is on token {target._config.token!r}, not on {self._config.token!r}: "
+                f"the target KEK is on token {target.config.token!r}, not on {self._config.token!r}: "
                 "an HSM cannot move a key between tokens; pass allow_host_copy=True to move the "
                 "seed through host memory"
             )
-        blob, old = self._parse(wrapped), canonical_context(context)
+        blob, old = self.kek.parse(wrapped), canonical_context(context)
         new = old if new_context is None else canonical_context(new_context)
-        seed = self._call(lambda s: ops.seed_to_host(self._token, s, blob, old), "unwrapping a data key")
-        return target._wrap_host_seed(seed, new)
+        return target.kek.wrap_host_seed(self.kek.seed_to_host(blob, old), new)
 
     def describe_key(self) -> KeyInfo:
         def op(s: Any) -> dict[Any, Any]:
             self._token.count("C_GetAttributeValue")
             names = [Attribute.VALUE_LEN, Attribute.SENSITIVE, Attribute.EXTRACTABLE]
-            return dict(self._own_kek(s).get_attributes(names))
+            return dict(self.kek.handle(s).get_attributes(names))
 
-        a = self._call(op, "describing the KEK")
+        a = self.kek.call(op, "describing the KEK")
         flags = ("sensitive" if a.get(Attribute.SENSITIVE) else "NOT sensitive",
                  "EXTRACTABLE" if a.get(Attribute.EXTRACTABLE) else "never extractable")  # fmt: skip
         return KeyInfo(
-            key_id=self._label or self._id.hex(),
+            key_id=self.kek.label or self.kek.id.hex(),
             state="Enabled",
-            primary_version=self._id.hex(),
+            primary_version=self.kek.id.hex(),
             description=f"AES-{8 * int(a.get(Attribute.VALUE_LEN) or 0)} KEK on PKCS#11 token "
             f"{self._config.token!r} ({', '.join(flags)})",
             arn=self._config.uri.partition("?")[0],
         )
-
-    # -- internals ------------------------------------------------------------------------
-    def _call(self, fn: Callable[[Any], T], doing: str, count: str = "") -> T:
-        """``fn(session)`` under the token lock, PKCS#11 errors mapped to kmsbeam errors;
-        ``counts[count]`` goes up by one when it succeeds."""
-
-        def counted(s: Any) -> T:
-            out = fn(s)
-            if count:
-                self.counts[count] += 1
-            return out
-
-        try:
-            return self._token.run(counted)
-        except KmsBeamError:
-            raise
-        except px.PKCS11Error as exc:
-            raise kek_error(exc, self._config, doing) from exc
-
-    def _find_own(self, s: Any) -> tuple[str, bytes]:
-        self._token.count("C_GetAttributeValue")
-        names = [Attribute.LABEL, Attribute.ID, Attribute.KEY_TYPE, Attribute.WRAP, Attribute.UNWRAP]
-        a = self._own_kek(s).get_attributes(names)
-        may_wrap = a.get(Attribute.WRAP) and a.get(Attribute.UNWRAP)
-        if a.get(Attribute.KEY_TYPE) != KeyType.AES or not may_wrap:
-            raise ConfigurationError(
-                f"the {self._config.kek_name()} is not an AES key allowed to wrap and unwrap "
-                "(CKA_WRAP and CKA_UNWRAP)"
-            )
-        return str(a.get(Attribute.LABEL) or ""), bytes(a.get(Attribute.ID) or b"")
-
-    def _own_kek(self, s: Any) -> Any:
-        return self._token.key(s, self._config.label, self._config.key_id)
-
-    def _wrapped(self, wrapped_seed: bytes, tag: bytes) -> bytes:
-        blob = Blob(self._config.token, self._label, self._id, wrapped_seed, tag)
-        return bytes([KIND_PKCS11]) + blob.encode()
-
-    def _parse(self, wrapped: bytes) -> Blob:
-        if not isinstance(wrapped, (bytes, bytearray, memoryview)):
-            raise TypeError("a wrapped key is bytes")
-        data = bytes(wrapped)
-        if not data or data[0] != KIND_PKCS11:
-            raise invalid()
-        try:
-            blob = Blob.decode(data[1:])
-        except BlobError:
-            raise invalid() from None
-        if blob.token != self._config.token:
-            raise invalid("OtherToken")
-        return blob
-
-    def _wrap_host_seed(self, seed: bytes, ctx: bytes) -> bytes:
-        token = self._token
-
-        def op(s: Any) -> bytes:
-            kek = self._own_kek(s)
-            obj = ops.import_seed(token, s, seed)
-            try:
-                return ops.wrap_seed(token, kek, obj)
-            finally:
-                ops.destroy(token, obj)
-
-        wrapped = self._call(op, "wrapping a copied data key", "rewrap")
-        return self._wrapped(wrapped, derive_on_host(seed, ctx)[1])
 
 
 def create_kek(uri: str | KeyUri) -> KeyInfo:
