@@ -16,6 +16,7 @@ The policy (docs/RUNNERS.md has the table of runners: tested, documented, refuse
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +36,13 @@ REFUSED = {
         "Spark or Dataflow (docs/RUNNERS.md)"
     ),
 }
+#: the runners Beam knows by a short name (``direct``, ``DirectRunner``), by lowercase name
+#: without "runner"
+_KNOWN = {name.lower().removesuffix("runner"): name for name in (
+    "BundleBasedDirectRunner", "DaskRunner", "DataflowRunner", "DirectRunner", "FlinkRunner",
+    "InteractiveRunner", "JetRunner", "PortableRunner", "PrismRunner", "PythonRPCDirectRunner",
+    "RenderRunner", "SamzaRunner", "SparkRunner", "SwitchingDirectRunner", "TestDataflowRunner",
+    "TestDirectRunner", "FnApiRunner")}  # fmt: skip
 MULTI_THREADING = (
     "direct_running_mode=multi_threading loses records in Beam's FnApiRunner; use in_memory "
     "(the default) or multi_processing"
@@ -49,11 +57,9 @@ def runner_name(runner: Any) -> str | None:
         return None
     if not isinstance(runner, str):
         return runner.__name__ if isinstance(runner, type) else type(runner).__name__
-    from apache_beam.runners.runner import _RUNNER_MAP
-
-    key = runner.lower()
-    qualified = _RUNNER_MAP.get(key, _RUNNER_MAP.get(key + "runner", runner))
-    return str(qualified).rsplit(".", 1)[-1]
+    name = runner.rsplit(".", 1)[-1]
+    key = name.lower().removesuffix("runner")
+    return _KNOWN.get(key, name)
 
 
 def _refusal(name: str | None) -> str | None:
@@ -92,14 +98,16 @@ def unknown_options(args: Sequence[str], options: Any) -> list[str]:
 
     if not is_local(runner_name(options.view_as(StandardOptions).runner)):
         return []
+    parsed = PipelineOptions(list(args))
+    beam_log = logging.getLogger("apache_beam.options.pipeline_options")
+    level = beam_log.level
+    beam_log.setLevel(logging.ERROR)  # "Discarding unparseable args": we say it better
     try:
-        from apache_beam.options.pipeline_options import _BeamArgumentParser
-    except ImportError:  # a future Beam: skip the check rather than fail
-        return []
-    parser = _BeamArgumentParser(allow_abbrev=False)
-    for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
-        cls._add_argparse_args(parser)
-    return [a for a in parser.parse_known_args(list(args))[1] if a.startswith("-")]
+        unknown = set(parsed.get_all_options(retain_unknown_options=True))
+        unknown -= set(parsed.get_all_options())
+    finally:
+        beam_log.setLevel(level)
+    return [a for a in args if a.startswith("-") and a.lstrip("-").split("=", 1)[0] in unknown]
 
 
 def counters_or_none(result: Any) -> dict[str, int] | None:

@@ -138,14 +138,9 @@ def test_no_module_uses_a_private_name_of_apache_beam() -> None:
     """Beam's private classes and functions (``parquetio._ParquetSink``) change without notice."""
     bad = {f"{_module_name(p)}: {name}" for top in ("kmsbeam", "transforms", "pipelines")
            for p in (ROOT / top).rglob("*.py") for name in _beam_private_uses(p)}  # fmt: skip
-    assert not bad - _BEAM_PRIVATE_LEFT, "\n".join(sorted(bad - _BEAM_PRIVATE_LEFT))
+    assert not bad, "\n".join(sorted(bad))
 
 
-# Not yet replaced (issue 16): the runner names Beam maps, and the parser that finds unknown options.
-_BEAM_PRIVATE_LEFT = {
-    "kmsbeam.pipelines.runners: apache_beam.runners.runner._RUNNER_MAP",
-    "kmsbeam.pipelines.runners: apache_beam.options.pipeline_options._BeamArgumentParser",
-}
 
 
 def test_the_beam_private_name_check_sees_imports_and_attributes(tmp_path: Path) -> None:
