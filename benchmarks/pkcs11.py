@@ -102,7 +102,7 @@ def _rate(k: int, threads: int, fn: Callable[[int], None]) -> float:
 
 def key_rows(uri: str, uri_b: str, k: int, threads: int) -> list[Row]:
     from kmsbeam.pkcs11 import Pkcs11KeySource, hsm_call_counts
-    from kmsbeam.pkcs11._session import reinitialize
+    from kmsbeam.pkcs11._library import reinitialize
 
     src, dst = Pkcs11KeySource(uri), Pkcs11KeySource(uri_b)
     wrapped = [src.generate_data_key(CONTEXT).wrapped for _ in range(k)]

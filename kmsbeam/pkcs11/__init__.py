@@ -8,7 +8,8 @@
 HSM generates a 32-byte seed per data key, derives the DEK and a context tag from it with
 CKM_SHA256_HMAC, and wraps the seed under the KEK with CKM_AES_KEY_WRAP (RFC 3394). The
 wrapped-key layout is in ``kmsbeam.pkcs11._blob``; the URI attributes in
-``kmsbeam.pkcs11._config``; per-process sessions, locking, fork and start-up retries in
+``kmsbeam.pkcs11._config``; per-process libraries, locking and fork in
+``kmsbeam.pkcs11._library``; sessions, login and start-up retries in
 ``kmsbeam.pkcs11._session``; error mapping in ``kmsbeam.pkcs11._errors``.
 
 - ``open_pkcs11_source(parsed_uri)``: what ``kmsbeam.open_key_source`` calls for ``pkcs11:``.
@@ -20,7 +21,7 @@ wrapped-key layout is in ``kmsbeam.pkcs11._blob``; the URI attributes in
 from __future__ import annotations
 
 from kmsbeam.pkcs11._config import PinSource, Pkcs11Config
-from kmsbeam.pkcs11._session import call_counts as hsm_call_counts
+from kmsbeam.pkcs11._library import call_counts as hsm_call_counts
 from kmsbeam.pkcs11._blob import wrapped_key_version
 from kmsbeam.pkcs11._source import Pkcs11KeySource, create_kek, open_pkcs11_source
 

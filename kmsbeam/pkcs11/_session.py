@@ -1,23 +1,19 @@
-"""Per-process PKCS#11 state: one library, one login and one session per token, one lock.
+"""Per-process PKCS#11 sessions: one login and one session per token, under its module's lock.
 
 python-pkcs11 is not thread-safe with SoftHSM, login is per process (closing a session logs
 the whole process out), and nothing pickles. So every process keeps, per module path, one
-``_Module`` (the initialised library and a lock held around every PKCS#11 call) and, per
-token, one ``TokenSession`` (one logged-in R/W session and the KEK handles found on it),
-shared by every ``Pkcs11KeySource`` and DoFn instance of the process.
+``Module`` (``_library``: the initialised library and a lock held around every PKCS#11 call)
+and, per token, one ``TokenSession`` (one logged-in R/W session and the KEK handles found on
+it), shared by every ``Pkcs11KeySource`` and DoFn instance of the process.
 
-- fork (``kmsbeam.process``): ``fork()`` waits for every module lock, so no PKCS#11 call is
-  half-done in the child. The child makes its own ``_Module``, which finalises the library
-  state it inherited and initialises it again (C_Finalize, C_Initialize), and its sessions
-  log in again on first use; the parent's sessions are never used or closed there.
+- fork: the child's sessions log in again on first use, on the child's own ``Module``; the
+  parent's sessions are never used or closed there.
 - start-up: many workers starting at once can read a token file another process is writing
   (GeneralError, NoSuchToken, UserPinNotInitialized). Opening retries a bounded number of
   times (``STARTUP_DELAYS``), re-initialising the library in between (a token list is read
   at C_Initialize); a wrong PIN is never retried (an HSM may lock the PIN).
-- re-initialising bumps ``_Module.generation``: every session of the module re-opens lazily,
+- re-initialising bumps ``Module.generation``: every session of the module re-opens lazily,
   reading its PIN source again (PINs are never kept, only a keyed digest to compare).
-- exit: the registry closes each module of this process: it logs out and closes the sessions
-  this process opened.
 """
 
 from __future__ import annotations
@@ -26,9 +22,7 @@ import hashlib
 import hmac
 import os
 import random
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -36,10 +30,10 @@ from typing import Any, TypeVar
 import pkcs11
 import pkcs11.exceptions as px
 
-from kmsbeam import process
 from kmsbeam.errors import AccessDeniedError, ConfigurationError, KeyNotFoundError, KmsBeamError
 from kmsbeam.pkcs11._config import Pkcs11Config
 from kmsbeam.pkcs11._errors import STALE_HANDLE, STARTUP_TRANSIENT, login_error
+from kmsbeam.pkcs11._library import Module, module_of
 
 __all__ = ["STARTUP_DELAYS", "TokenSession", "attach"]
 
@@ -47,9 +41,6 @@ T = TypeVar("T")
 #: sleeps between start-up attempts (jittered up to +50%): 5 attempts, ~0.15-0.23 s in all
 STARTUP_DELAYS = (0.01, 0.02, 0.04, 0.08)
 _PIN_KEY = os.urandom(32)  # keys the PIN digests; process memory only
-# python-pkcs11 keeps a path's library for the interpreter's life (a forked child inherits it
-# initialised): a module whose path is here finalises it before its first C_Initialize
-_LOADED: set[str] = set()
 
 
 class _TokenMissing(Exception):
@@ -59,71 +50,6 @@ class _TokenMissing(Exception):
 
 
 _RETRIED: tuple[type[BaseException], ...] = (_TokenMissing, *STARTUP_TRANSIENT)
-
-
-class _Module:
-    """One PKCS#11 module in this process: the library, its lock and its token sessions."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.lock = threading.Lock()
-        self.lib: Any = None
-        self.generation = 0
-        self.tokens: dict[int, TokenSession] = {}
-        self.calls: Counter[str] = Counter()
-
-    def library(self) -> Any:
-        """The initialised library (caller holds ``lock``)."""
-        if self.lib is None:
-            if not os.path.isfile(self.path):
-                raise ConfigurationError(f"no PKCS#11 module at {self.path}: check module-path")
-            self.calls["C_Initialize"] += 1
-            try:
-                if self.generation == 0 and self.path in _LOADED:  # a parent's, or a dropped module's
-                    _finalize(pkcs11.lib(self.path))
-                _LOADED.add(self.path)
-                self.lib = pkcs11.lib(self.path)
-            except px.PKCS11Error as exc:
-                if str(exc).startswith(("OS exception", "Unknown exception")):
-                    raise ConfigurationError(
-                        f"cannot load {self.path} as a PKCS#11 module (check module-path): {exc}"
-                    ) from exc
-                raise  # C_Initialize failed: retried by the caller
-        return self.lib
-
-    def reinitialize(self) -> None:
-        """C_Finalize + C_Initialize (caller holds ``lock``); every session re-opens."""
-        self.generation += 1
-        for session in self.tokens.values():
-            session.forget()
-        lib, self.lib = self.lib, None
-        if lib is not None:
-            _finalize(lib)
-            self.lib = self.library()
-
-    def logout(self) -> None:
-        """C_Logout and C_CloseSession of every session (at exit: ``kmsbeam.process``)."""
-        if not self.lock.acquire(timeout=2):
-            return
-        try:
-            for session in self.tokens.values():
-                session.close()
-        finally:
-            self.lock.release()
-
-
-def _finalize(lib: Any) -> None:
-    try:
-        lib.finalize()
-    except px.PKCS11Error:
-        pass  # state inherited through fork may not know it was initialised
-
-
-def _module(path: str) -> _Module:
-    """This process's module for ``path`` (``kmsbeam.process``; fork waits for its lock)."""
-    return process.shared(
-        "pkcs11.module", path, lambda: _Module(path), close=_Module.logout, fork_lock=lambda m: m.lock
-    )
 
 
 def _pin_digest(pin: str) -> bytes:
@@ -174,7 +100,7 @@ def _missing_token_error(config: Pkcs11Config, exc: _TokenMissing) -> KmsBeamErr
 class TokenSession:
     """The logged-in session of one token in this process. Use through ``run``."""
 
-    def __init__(self, module: _Module, slot_id: int, label: str) -> None:
+    def __init__(self, module: Module, slot_id: int, label: str) -> None:
         self.module = module  # this process's: ``locked`` moves an inherited session to it
         self.slot_id = slot_id
         self.label = label
@@ -219,12 +145,12 @@ class TokenSession:
     def locked(self) -> Iterator[Any]:
         """Hold the module lock with a live session (re-opened if the library was reset, or
         on this process's module if the session was inherited through fork)."""
-        module = _module(self.module.path)
-        if module is not self.module:  # the parent's: never use its session or handles
-            self.module, self._session = module, None
+        mine = module_of(self.module.path)
+        if mine is not self.module:  # the parent's: never use its session or handles
+            self.module, self._session = mine, None
             self._keys.clear()
-            with module.lock:
-                module.tokens.setdefault(self.slot_id, self)
+            with mine.lock:
+                mine.tokens.setdefault(self.slot_id, self)
         with self.module.lock:
             if not self._live():
                 assert self._config is not None
@@ -283,7 +209,7 @@ class TokenSession:
                 pass
 
 
-def _open(module: _Module, config: Pkcs11Config, pin: str, existing: TokenSession | None) -> TokenSession:
+def _open(module: Module, config: Pkcs11Config, pin: str, existing: TokenSession | None) -> TokenSession:
     """Find the token and log in, with bounded retries (caller holds ``module.lock``)."""
     last: BaseException | None = None
     for attempt in range(len(STARTUP_DELAYS) + 1):
@@ -328,28 +254,6 @@ def attach(config: Pkcs11Config) -> TokenSession:
         KeySourceUnavailableError: the HSM did not answer.
     """
     pin = config.pin_source.read()  # before any HSM call: a missing PIN fails fast
-    module = _module(config.module_path)
+    module = module_of(config.module_path)
     with module.lock:
         return _open(module, config, pin, None)
-
-
-def reinitialize(module_path: str) -> None:
-    """Re-initialise a module in this process (C_Finalize, C_Initialize; sessions re-open).
-
-    For tokens created after this process first loaded the module, and for tests that
-    change ``SOFTHSM2_CONF``.
-    """
-    module = _module(module_path)
-    with module.lock:
-        if module.lib is not None:
-            module.reinitialize()
-
-
-def call_counts(module_path: str | None = None) -> dict[str, int]:
-    """PKCS#11 operations made by this process (one module, or all), by function name."""
-    total: Counter[str] = Counter()
-    modules = [m for m in process.objects("pkcs11.module") if module_path in (None, m.path)]
-    for m in modules:
-        with m.lock:
-            total.update(m.calls)
-    return dict(total)

@@ -47,7 +47,8 @@ from kmsbeam.pkcs11._blob import wrapped_key_version
 from kmsbeam.pkcs11._config import Pkcs11Config
 from kmsbeam.pkcs11._errors import hsm_error
 from kmsbeam.pkcs11._kek import Kek
-from kmsbeam.pkcs11._session import attach, call_counts
+from kmsbeam.pkcs11._library import call_counts
+from kmsbeam.pkcs11._session import attach
 
 __all__ = ["Pkcs11KeySource", "create_kek", "open_pkcs11_source"]
 

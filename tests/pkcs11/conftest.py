@@ -35,12 +35,12 @@ def hsm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hsm]:
                     "--label", "nopin", "--so-pin", SO_PIN], capture_output=True, env=env, check=True)  # fmt: skip
     import pkcs11
 
-    from kmsbeam.pkcs11 import _session
+    from kmsbeam.pkcs11 import _library
 
     loaded = pkcs11._loaded.get(MODULE)
     if loaded is not None:  # someone loaded SoftHSM before us: make it read our config
         loaded.reinitialize()
-        _session.reinitialize(MODULE)
+        _library.reinitialize(MODULE)
     yield Hsm(conf, tokendir, free_slot(env), env)
     for k, v in saved.items():
         if v is None:
