@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from typing import Any
 
 from kmsbeam import ConfigurationError
@@ -36,45 +37,25 @@ def context_items(items: list[str] | None) -> dict[str, str] | None:
     return context
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a positive whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("expected a positive whole number")
-    return value
+def _checked(convert: Callable[[str], Any], ok: Callable[[Any], bool], expected: str) -> Callable[[str], Any]:
+    """An argparse type: ``convert`` the text, then check it; else "expected ``expected``"."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}")
+        return value
+
+    return parse
 
 
-def positive_number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a positive number") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError("expected a positive number")
-    return value
-
-
-def price(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a price of at least 0") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError("expected a price of at least 0")
-    return value
-
-
-def fraction(text: str) -> float:
-    """A fraction 0 < F <= 1 (``rotate --verify-sample``), checked before anything runs."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a fraction 0 < F <= 1, e.g. 0.01") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError("expected a fraction 0 < F <= 1, e.g. 0.01")
-    return value
+positive_int: Callable[[str], int] = _checked(int, lambda v: v >= 1, "a positive whole number")
+positive_number: Callable[[str], float] = _checked(float, lambda v: math.isfinite(v) and v > 0, "a positive number")
+price: Callable[[str], float] = _checked(float, lambda v: math.isfinite(v) and v >= 0, "a price of at least 0")
+fraction: Callable[[str], float] = _checked(float, lambda v: 0 < v <= 1, "a fraction 0 < F <= 1, e.g. 0.01")
 
 
 def add_kms_budget_arguments(parser: Any, side: str | None = None) -> None:

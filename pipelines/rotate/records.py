@@ -16,11 +16,9 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 import apache_beam as beam
-import pyarrow as pa
 
 import kmsbeam
 from kmsbeam import ConfigurationError, parse_key_uri
@@ -28,7 +26,7 @@ from kmsbeam.pipelines import _fns, formats, jobs, paths
 from kmsbeam.pipelines.dead_letters import finish
 from kmsbeam.pipelines.manifest import MANIFEST_NAME, Manifest
 from kmsbeam.pipelines.output_dir import DEAD_LETTER_DIR
-from kmsbeam.pipelines.plan import JobSpec
+from kmsbeam.pipelines.spec import JobSpec, Plan
 from kmsbeam.pipelines.rotate.output import prepare_output
 from kmsbeam.pipelines.rotate.report import dry_run_rows, inventory, key_rows
 from kmsbeam.pipelines.rotate.rotator import Outcome, Verified, required_keys, trusted_sources
@@ -38,30 +36,13 @@ from kmsbeam.pipelines.summary import kms_cost, kms_cost_row
 from kmsbeam.rotation.rewrap import Rewrapper, record_paths
 from kmsbeam.transforms import Encoding, ReencryptFields, ReencryptRecords, RewrapDataKeys, RewrapMode
 
-__all__ = ["RecordsRotator", "RotationPlan"]
+__all__ = ["RecordsRotator"]
 
 _KINDS = {"local": 1, "kms-emulator": 2, "alibaba-kms": 2, "pkcs11": 3}
 _TMP = "_rotation_keys"
 
 
-@dataclass
-class RotationPlan:
-    """A checked rotation of a field or record dataset. Every path is a FileSystems path
-    string (absolute when local): ``pathlib`` would break ``oss://``."""
-
-    spec: JobSpec
-    files: list[str]
-    pattern: str
-    manifest: Manifest
-    out_dir: str
-    dead_dir: str
-    in_columns: list[str] = field(default_factory=list)
-    out_columns: list[str] = field(default_factory=list)
-    out_schema: pa.Schema | None = None
-    require_keys: tuple[str, ...] = ()
-
-
-def _plan(args: argparse.Namespace, manifest: Manifest, beam_args: list[str]) -> tuple[RotationPlan, str]:
+def _plan(args: argparse.Namespace, manifest: Manifest, beam_args: list[str]) -> tuple[Plan, str]:
     src = args.input
     if manifest.mode not in ("fields", "record"):
         raise ConfigurationError(f"rotating --parquet-mode {manifest.mode} datasets is not "
@@ -80,7 +61,7 @@ def _plan(args: argparse.Namespace, manifest: Manifest, beam_args: list[str]) ->
                                  "data keys cannot be rewrapped across kinds; use --reencrypt")  # fmt: skip
     spec = JobSpec("rotate", args.input, args.output, overwrite=args.overwrite, beam_args=beam_args)
     out = args.output
-    plan = RotationPlan(spec, files, paths.join(src, "part-*"), manifest, out,
+    plan = Plan(spec, files, paths.join(src, "part-*"), manifest, out,
                         paths.join(out, DEAD_LETTER_DIR))  # fmt: skip
     if manifest.format == "csv":
         plan.in_columns = formats.csv_header(files)
@@ -94,7 +75,7 @@ def _plan(args: argparse.Namespace, manifest: Manifest, beam_args: list[str]) ->
     return plan, to_key
 
 
-def _build(p: beam.Pipeline, plan: RotationPlan, to_key: str, version: str, args: argparse.Namespace) -> None:
+def _build(p: beam.Pipeline, plan: Plan, to_key: str, version: str, args: argparse.Namespace) -> None:
     m = plan.manifest
     record_at, fmt = record_paths(m.mode, m.fields, m.payload_field)
     records, parse_dead = formats.read_records(p, m.format, plan.pattern, plan.in_columns)

@@ -18,6 +18,7 @@ from kmsbeam.formats.envelope import parse
 from kmsbeam.keys.strict import KeyRequirement
 from kmsbeam.pipelines import paths
 from kmsbeam.pipelines.manifest import Manifest
+from kmsbeam.pipelines.spec import Plan
 from kmsbeam.rotation.rewrap import record_paths, wrapped_key_version
 
 __all__ = ["dry_run_rows", "inventory", "key_rows"]
@@ -53,9 +54,8 @@ def inventory(directory: str, name: str) -> dict[str, str]:
     return keys
 
 
-def dry_run_rows(plan: Any, version: str, args: argparse.Namespace) -> list[tuple[str, str]]:
-    """Count values, data keys and the calls the rotation ``plan`` (a ``records.RotationPlan``)
-    would make; write nothing."""
+def dry_run_rows(plan: Plan, version: str, args: argparse.Namespace) -> list[tuple[str, str]]:
+    """Count values, data keys and the calls the rotation ``plan`` would make; write nothing."""
     m = plan.manifest
     record_at, fmt = record_paths(m.mode, m.fields, m.payload_field)
     heads: dict[str, str] = {}
