@@ -22,6 +22,7 @@ from kmsbeam.formats.base import (
     KeyUse,
     format_class,
     merge_uses,
+    outcomes,
 )
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ __all__ = [
     "RecordFormat",
     "format_class",
     "merge_uses",
+    "outcomes",
 ]
 
 

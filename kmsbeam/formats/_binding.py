@@ -4,16 +4,16 @@ once (``check_paths``, ``kept_names``), the record identity bound into the AAD
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from kmsbeam.formats.codec import CodecError, encode_value
-from kmsbeam.errors import ConfigurationError, KmsBeamError, RecordError
+from kmsbeam.errors import ConfigurationError, RecordError
 from kmsbeam.formats.paths import FieldPath, Paths, parse_paths
 
 __all__ = [
     "MISSING", "NONE", "binding_for", "bindings_of", "check_paths", "column_of", "copies",
-    "encoded", "is_text", "kept_names", "outcome", "plan_of", "without_none",
+    "encoded", "is_text", "kept_names", "plan_of", "without_none",
 ]  # fmt: skip
 
 MISSING = object()
@@ -153,16 +153,3 @@ def copies(
     nothing is bound)."""
     outs = [r.copy() if type(r) is dict else dict(r) for r in records]
     return outs, ([binding_for(r, bind) for r in records] if bind else None)
-
-
-def outcome(run: Callable[[Mapping[str, Any]], Any], record: Mapping[str, Any]) -> Any:
-    """``run(record)``, or the kmsbeam error it raised (a batch's per-record fallback).
-
-    The error is cut from the batch's own failure (``__context__``, whose traceback holds the
-    whole batch's records): it reaches this record's frames only."""
-    try:
-        return run(record)
-    except KmsBeamError as exc:
-        exc.__context__ = None
-        exc.__suppress_context__ = True
-        return exc

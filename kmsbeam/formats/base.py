@@ -50,6 +50,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
+from kmsbeam.errors import ConfigurationError, KmsBeamError
+
 if TYPE_CHECKING:  # kmsbeam.keys imports kmsbeam.formats.envelope
     from kmsbeam.keys.cache import DataKeyCache
     from kmsbeam.keys.policy import DataKeyPolicy
@@ -67,6 +69,7 @@ __all__ = [
     "KeyUse",
     "format_class",
     "merge_uses",
+    "outcomes",
 ]
 
 # What a rewrap did to one value (object, key text): ``KeyRewrap.rewrap_key``'s status.
@@ -77,6 +80,8 @@ RESUMED = "resumed"  # replaced by the new wrapped key a journal recorded (no ca
 MOVED = (REWRAPPED, RESUMED)  # the statuses after which the key material is new
 
 Sealed = TypeVar("Sealed")
+In = TypeVar("In")
+Out = TypeVar("Out")
 
 FORMAT_NAMES: dict[str, str] = {
     "fields": "kmsbeam.formats.dicts:FieldFormat",
@@ -222,11 +227,29 @@ def format_class(name: str) -> type[Any]:
     Raises:
         ConfigurationError: no such format.
     """
-    from kmsbeam.errors import ConfigurationError
-
     where = FORMAT_NAMES.get(name)
     if where is None:
         raise ConfigurationError(f"unknown format {name!r}: one of {', '.join(FORMAT_NAMES)}")
     module, _, attr = where.partition(":")
     cls: type[Any] = getattr(importlib.import_module(module), attr)
     return cls
+
+
+def outcomes(run: Callable[[In], Out], items: Iterable[In]) -> list[Out | KmsBeamError]:
+    """``run(item)`` for each item: its result, or the ``KmsBeamError`` it raised (so a batch
+    never fails as a whole: ``[fmt.rewrap(r, rw) ...]`` as ``outcomes(lambda r: fmt.rewrap(r,
+    rw), records)``). Other exceptions propagate.
+
+    Each error is cut from the failure that was being handled when ``run`` raised it (e.g. the
+    batch's own, whose traceback holds the whole batch's records): it reaches this item's
+    frames only.
+    """
+    out: list[Out | KmsBeamError] = []
+    for item in items:
+        try:
+            out.append(run(item))
+        except KmsBeamError as exc:
+            exc.__context__ = None
+            exc.__suppress_context__ = True
+            out.append(exc)
+    return out

@@ -18,10 +18,10 @@ from kmsbeam.formats._binding import (
     check_paths,
     column_of,
     copies,
-    outcome,
     plan_of,
     without_none,
 )
+from kmsbeam.formats.base import outcomes
 from kmsbeam.formats._keys import Unwrapping
 from kmsbeam.keys.cache import DataKeyCache
 from kmsbeam.formats.codec import STR_TAG, CodecError, decode_value
@@ -109,7 +109,7 @@ class FieldDecryptor:
         try:
             return self._decrypt_chunk(records)
         except KmsBeamError:  # some record is bad: record by record, to say which
-            return [outcome(self.decrypt, r) for r in records]
+            return outcomes(self.decrypt, records)
 
     def _decrypt_chunk(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         outs, bindings = copies(records, self.bind)

@@ -23,10 +23,10 @@ from kmsbeam.formats._binding import (
     copies,
     encoded,
     is_text,
-    outcome,
     plan_of,
     without_none,
 )
+from kmsbeam.formats.base import outcomes
 from kmsbeam.formats._keys import Sealing
 from kmsbeam.formats.codec import STR_TAG
 from kmsbeam.formats.envelope import FIELD_V1
@@ -137,7 +137,7 @@ class FieldEncryptor:
         try:
             return self._encrypt_all(records)
         except KmsBeamError:  # some record is bad, or no data key: record by record
-            return [outcome(self.encrypt, r) for r in records]
+            return outcomes(self.encrypt, records)
 
     def _encrypt_all(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """Checks everything before sealing anything; then seals field by field, in runs of

@@ -36,8 +36,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from kmsbeam.errors import AuthenticationError, ConfigurationError, KmsBeamError
-from kmsbeam.formats.base import ALREADY, FILTERED, RESUMED, REWRAPPED
+from kmsbeam.errors import AuthenticationError, ConfigurationError
+from kmsbeam.formats.base import ALREADY, FILTERED, RESUMED, REWRAPPED, outcomes
 from kmsbeam.formats.envelope import FIELD_V1, RECORD_V1
 from kmsbeam.formats.paths import FieldPath, parse_paths
 from kmsbeam.formats.values import rewrap_paths
@@ -212,13 +212,7 @@ class Rewrapper:
         self, records: Sequence[Mapping[str, Any]], paths: Sequence[FieldPath], fmt: int = FIELD_V1
     ) -> list[Any]:
         """``rewrap_record`` for each record: the copy, or the ``KmsBeamError`` it raised."""
-        out: list[Any] = []
-        for record in records:
-            try:
-                out.append(self.rewrap_record(record, paths, fmt))
-            except KmsBeamError as exc:
-                out.append(exc)
-        return out
+        return outcomes(lambda r: self.rewrap_record(r, paths, fmt), records)
 
 
 def record_paths(mode: str, fields: Iterable[str] | str, payload_field: str) -> tuple[tuple[FieldPath, ...], int]:

@@ -195,3 +195,19 @@ def test_every_format_names_its_format_md_section() -> None:
     for name in FORMAT_NAMES:
         cls = format_class(name)
         assert cls.name == name and cls.section in headings, name
+
+
+def test_outcomes_keep_each_items_error_without_the_batch_context(source: Any) -> None:
+    from kmsbeam.formats import outcomes
+
+    fmt = RecordFormat(keep="id")
+    good = fmt.encryptor(source).encrypt({"id": 1, "x": "y"})
+    dec = fmt.decryptor(source)
+    try:
+        raise RuntimeError("the batch failed")
+    except RuntimeError:
+        out = outcomes(dec.decrypt, [good, {"id": 2}])
+    assert out[0] == {"id": 1, "x": "y"}
+    assert isinstance(out[1], RecordError) and out[1].__context__ is None and out[1].__suppress_context__
+    with pytest.raises(TypeError):  # not a kmsbeam error: it propagates
+        outcomes(dec.decrypt, [None])  # type: ignore[list-item]
