@@ -30,7 +30,6 @@ import argparse
 import ipaddress
 import json
 import os
-import signal
 import stat
 import sys
 import threading
@@ -39,6 +38,7 @@ from typing import Any, TextIO
 
 from kmsbeam import ConfigurationError
 from kmsbeam.emulator import AccessKey, EmulatorServer, Faults, Policy
+from kmsbeam.pipelines._serve import serve_until_stopped
 
 __all__ = ["ENV_ACCESS_KEYS", "add_emulator_parser", "reject_extra", "run_emulator"]
 
@@ -251,12 +251,8 @@ def run_emulator(args: argparse.Namespace, out: TextIO, *, ready: threading.Even
     except OSError as exc:
         raise ConfigurationError(f"cannot use the data directory or audit log "
                                  f"({exc.strerror or exc}: {exc.filename})") from None  # fmt: skip
-    stop = stop or threading.Event()
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        server.start()
+
+    def announce() -> None:
         if not _loopback(args.host):
             print(f"kmsbeam: warning: listening on {args.host} exposes the emulator and its keys "
                   "beyond this machine; use it only inside a container or a private network",
@@ -267,13 +263,6 @@ def run_emulator(args: argparse.Namespace, out: TextIO, *, ready: threading.Even
               file=out, flush=True)  # fmt: skip
         if ready is not None:
             ready.set()
-        try:
-            while not stop.wait(0.5):
-                pass
-        except KeyboardInterrupt:
-            pass
-    finally:
-        server.stop()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+
+    serve_until_stopped(server, announce, stop)
     return 0

@@ -29,12 +29,11 @@ import hashlib
 import json
 import os
 import re
-import signal
-import threading
 from pathlib import Path
 from typing import Any, TextIO
 
 from kmsbeam import ConfigurationError
+from kmsbeam.pipelines._serve import serve_until_stopped
 
 __all__ = ["ENV_KEYS", "add_oss_parser", "load_data", "run_oss", "save_data"]
 
@@ -184,10 +183,8 @@ def run_oss(args: argparse.Namespace, out: TextIO) -> int:
     for ak, secret in keys[1:]:
         server.add_credential(ak, secret)
     loaded = load_data(server, directory) if directory else 0
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    server.start()
-    try:
+
+    def announce() -> None:
         where = f"data {directory}, saved when it stops" if directory else "in memory only"
         buckets = ", ".join(sorted(server.store.buckets)) or "none yet"
         print(f"kmsbeam: OSS loopback server on {server.endpoint} (region {args.region}; buckets: "
@@ -195,14 +192,8 @@ def run_oss(args: argparse.Namespace, out: TextIO) -> int:
         print(f"  export KMSBEAM_OSS_ENDPOINT={server.endpoint} KMSBEAM_OSS_REGION={args.region}  "
               "# and an access key in ALIBABA_CLOUD_ACCESS_KEY_ID / _SECRET", file=out)  # fmt: skip
         out.flush()
-        try:
-            while not stop.wait(0.5):
-                pass
-        except KeyboardInterrupt:
-            pass
-    finally:
-        server.stop()
-        signal.signal(signal.SIGTERM, previous)
+
+    serve_until_stopped(server, announce)
     if directory:
         saved = save_data(server, directory)
         print(f"kmsbeam: OSS loopback server stopped; {saved} objects saved to {directory}", file=out)
