@@ -16,9 +16,9 @@ from __future__ import annotations
 import base64
 import binascii
 
-from kmsbeam.errors import AuthenticationError, MalformedValueError
+from kmsbeam.errors import AuthenticationError
 from kmsbeam.keys.source import KIND_ALIBABA_KMS
-from kmsbeam.kms import blob_key_version
+from kmsbeam.kms import wrapped_blob_version
 
 __all__ = ["blob_of", "invalid", "wrapped_from_text", "wrapped_key_version"]
 
@@ -34,9 +34,7 @@ def wrapped_key_version(wrapped: bytes) -> str:
     Raises:
         MalformedValueError: not a wrapped key of kind 0x02, or too short to name a version.
     """
-    if bytes(wrapped[:1]) != bytes((KIND_ALIBABA_KMS,)):
-        raise MalformedValueError()
-    return blob_key_version(bytes(wrapped[1:]))
+    return wrapped_blob_version(wrapped, KIND_ALIBABA_KMS)
 
 
 def blob_of(wrapped: bytes) -> bytes:

@@ -37,13 +37,14 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from kmsbeam.alikms._blob import blob_of, invalid, wrapped_from_text, wrapped_key_version
+from kmsbeam.alikms._blob import blob_of, wrapped_from_text, wrapped_key_version
 from kmsbeam.alikms._calls import call_kms, malformed
 from kmsbeam.alikms._client import Endpoint, SdkClient, endpoint_for, sdk_module, shared_client
 from kmsbeam.alikms._retry import Retrier, RetryPolicy
 from kmsbeam.errors import AccessDeniedError, ConfigurationError, KeySourceError
 from kmsbeam.keys.source import KIND_ALIBABA_KMS, DataKey, KeyInfo, check_context, enabled_primary_version
 from kmsbeam.keys.uri import KeyUri, parse_key_uri
+from kmsbeam.kms import data_key_from_base64
 
 __all__ = ["AlibabaKmsKeySource", "open_alikms_source"]
 
@@ -166,13 +167,7 @@ class AlibabaKmsKeySource:
             encryption_context=check_context(context) or None,
         )
         body = self._call("Decrypt", "", lambda c: c.decrypt(request))
-        try:
-            dek = base64.b64decode(body.plaintext or "", validate=True)
-        except (binascii.Error, ValueError):
-            raise invalid() from None  # a blob of Encrypt, not of a data key
-        if len(dek) not in (16, 24, 32):
-            raise invalid()
-        return dek
+        return data_key_from_base64(body.plaintext or "")
 
     def rewrap(
         self,

@@ -4,7 +4,7 @@ The KMS engine runs in-process over ``keystore.db`` in the keystore home. Wrappe
 ``KIND_LOCAL || CiphertextBlob`` (see ``kmsbeam.kms.KmsEngine`` for the blob); the blob holds
 the base64 text of the data key, as Alibaba Cloud KMS does, but callers only see raw bytes.
 A wrapped key names its master key version by the blob's first 36 bytes, the KeyVersionId
-(``wrapped_key_version``; ``kmsbeam.kms.blob_key_version``).
+(``wrapped_key_version``; ``kmsbeam.kms.wrapped_blob_version``).
 
 Caveats: the keystore is a file on one machine. A pipeline whose workers run elsewhere must
 ship the keystore to them or use a KMS; a worker never creates keys on its own (unpickled and
@@ -13,8 +13,6 @@ ship the keystore to them or use a KMS; a worker never creates keys on its own (
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 import threading
 import weakref
@@ -22,9 +20,16 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from kmsbeam import process
-from kmsbeam.errors import AuthenticationError, ConfigurationError, KeyNotFoundError, MalformedValueError
+from kmsbeam.errors import AuthenticationError, ConfigurationError, KeyNotFoundError
 from kmsbeam.keys.source import KIND_LOCAL, DataKey, KeyInfo, enabled_primary_version
-from kmsbeam.kms import KEYSTORE_FILENAME, KeyMetadata, KeyStore, KmsEngine, blob_key_version
+from kmsbeam.kms import (
+    KEYSTORE_FILENAME,
+    KeyMetadata,
+    KeyStore,
+    KmsEngine,
+    data_key_from_base64,
+    wrapped_blob_version,
+)
 from kmsbeam.keys.uri import KeyUri, parse_key_uri
 
 __all__ = ["LocalKeySource", "keystore_home", "shared_engine", "wrapped_key_version"]
@@ -70,9 +75,7 @@ def wrapped_key_version(wrapped: bytes) -> str:
     Raises:
         MalformedValueError: not a wrapped key of kind 0x01, or too short to name a version.
     """
-    if bytes(wrapped[:1]) != bytes((KIND_LOCAL,)):
-        raise MalformedValueError()
-    return blob_key_version(bytes(wrapped[1:]))
+    return wrapped_blob_version(wrapped, KIND_LOCAL)
 
 
 def _invalid() -> AuthenticationError:
@@ -177,14 +180,7 @@ class LocalKeySource:
 
     def decrypt_data_key(self, wrapped: bytes, context: Mapping[str, str] | None = None) -> bytes:
         """Unwrap a wrapped key of any key in this keystore (the blob names its key)."""
-        text = self._engine.decrypt(self._blob(wrapped), context).plaintext
-        try:
-            dek = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
-            raise _invalid() from None
-        if len(dek) not in (16, 24, 32):
-            raise _invalid()
-        return dek
+        return data_key_from_base64(self._engine.decrypt(self._blob(wrapped), context).plaintext)
 
     def rewrap(
         self,

@@ -8,7 +8,9 @@ versions, aliases and crypto, the engine does BYOK (``get_parameters_for_import`
 
 from __future__ import annotations
 
+from kmsbeam.kms._blob import data_key as data_key_from_base64
 from kmsbeam.kms._blob import key_version as blob_key_version
+from kmsbeam.kms._blob import wrapped_version as wrapped_blob_version
 from kmsbeam.kms._engine import KmsEngine
 from kmsbeam.kms._store import KEYSTORE_FILENAME, KeyStore
 from kmsbeam.kms._types import (
@@ -33,4 +35,6 @@ __all__ = [
     "KeyVersion",
     "KmsEngine",
     "blob_key_version",
+    "data_key_from_base64",
+    "wrapped_blob_version",
 ]

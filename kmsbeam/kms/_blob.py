@@ -7,10 +7,15 @@
 
 Every failure to open a blob raises the same ``AuthenticationError`` (code ``InvalidCiphertext``)
 so that a failure never says which part was wrong. ``key_version`` names a blob's version for
-the key sources of kinds 0x01 (``local:``) and 0x02 (emulator, Alibaba Cloud KMS).
+the key sources of kinds 0x01 (``local:``) and 0x02 (emulator, Alibaba Cloud KMS), whose
+wrapped keys are ``kind || blob`` (``wrapped_version``) and whose Decrypt answers carry the
+data key as base64 text (``data_key``).
 """
 
 from __future__ import annotations
+
+import base64
+import binascii
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -22,11 +27,13 @@ __all__ = [
     "MIN_BLOB_LEN",
     "TAG_LEN",
     "VERSION_ID_LEN",
+    "data_key",
     "invalid_ciphertext",
     "key_version",
     "open_blob",
     "seal",
     "split",
+    "wrapped_version",
 ]
 
 VERSION_ID_LEN = 36
@@ -92,3 +99,31 @@ def open_blob(blob: bytes, material: bytes, context: bytes) -> bytes:
         return AESGCM(material).decrypt(iv, blob[VERSION_ID_LEN + IV_LEN :], vid + context)
     except InvalidTag:
         raise invalid_ciphertext() from None
+
+
+def wrapped_version(wrapped: bytes, kind: int) -> str:
+    """The key version id a wrapped key (``kind`` byte || blob of this layout) names, read
+    without a call.
+
+    Raises:
+        MalformedValueError: not a wrapped key of ``kind``, or too short to name a version.
+    """
+    if bytes(wrapped[:1]) != bytes((kind,)):
+        raise MalformedValueError()
+    return key_version(bytes(wrapped[1:]))
+
+
+def data_key(plaintext: str | bytes) -> bytes:
+    """The data key of a Decrypt answer (the base64 text of a 16-, 24- or 32-byte key).
+
+    Raises:
+        AuthenticationError: anything else (``InvalidCiphertext``: a blob of Encrypt, not of
+            a data key).
+    """
+    try:
+        dek = base64.b64decode(plaintext, validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid_ciphertext() from None
+    if len(dek) not in (16, 24, 32):
+        raise invalid_ciphertext()
+    return dek
