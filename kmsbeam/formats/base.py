@@ -48,7 +48,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeAlias, TypeVar, runtime_checkable
 
 from kmsbeam.errors import ConfigurationError, KmsBeamError
 
@@ -60,6 +60,9 @@ if TYPE_CHECKING:  # kmsbeam.keys imports kmsbeam.formats.envelope
 __all__ = [
     "ALREADY",
     "FILTERED",
+    "Context",
+    "Engines",
+    "Hook",
     "FORMAT_NAMES",
     "MOVED",
     "RESUMED",
@@ -82,6 +85,10 @@ MOVED = (REWRAPPED, RESUMED)  # the statuses after which the key material is new
 Sealed = TypeVar("Sealed")
 In = TypeVar("In")
 Out = TypeVar("Out")
+E = TypeVar("E")
+D = TypeVar("D")
+Context: TypeAlias = Mapping[str, str] | None  # an encryption context, as the engines take it
+Hook: TypeAlias = Callable[[], None] | None  # a metrics callback
 
 FORMAT_NAMES: dict[str, str] = {
     "fields": "kmsbeam.formats.dicts:FieldFormat",
@@ -219,6 +226,29 @@ class Format(Protocol[Sealed]):
             MalformedValueError / FormatError: not data of this format.
         """
         ...
+
+
+class Engines(Generic[E, D]):
+    """``Format.encryptor`` and ``Format.decryptor`` with their one signature: a format
+    subclasses it and builds its engines in ``_encryptor`` / ``_decryptor``."""
+
+    def encryptor(self, source: KeySource, *, context: Context = None, policy: DataKeyPolicy | None = None,
+                  on_generate: Hook = None) -> E:  # fmt: skip
+        """The encrypt engine under ``source``'s key (see ``Format.encryptor``)."""
+        return self._encryptor(source, context, policy, on_generate)
+
+    def decryptor(self, source: KeySource, *, context: Context = None, cache: DataKeyCache | None = None,
+                  on_call: Hook = None) -> D:  # fmt: skip
+        """The decrypt engine trusting ``source``'s key (see ``Format.decryptor``)."""
+        return self._decryptor(source, context, cache, on_call)
+
+    def _encryptor(self, source: KeySource, context: Context, policy: DataKeyPolicy | None,
+                   on_generate: Hook) -> E:
+        raise NotImplementedError
+
+    def _decryptor(self, source: KeySource, context: Context, cache: DataKeyCache | None,
+                   on_call: Hook) -> D:
+        raise NotImplementedError
 
 
 def format_class(name: str) -> type[Any]:

@@ -8,15 +8,14 @@ Both are picklable configurations over their engines (``kmsbeam.formats.fields``
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from kmsbeam.errors import KmsBeamError
 from kmsbeam.formats._binding import check_paths, is_text, kept_names
 from kmsbeam.formats.values import rewrap_paths, value_use
-from kmsbeam.formats.base import KeyRewrap, KeyUse, merge_uses
+from kmsbeam.formats.base import Context, Engines, Hook, KeyRewrap, KeyUse, merge_uses
 from kmsbeam.formats.envelope import FIELD_V1, RECORD_V1
 from kmsbeam.formats.fields import FieldDecryptor, FieldEncryptor
 from kmsbeam.formats.paths import FieldPath, Paths
@@ -42,7 +41,7 @@ def _uses(record: Mapping[str, Any], paths: Iterable[FieldPath], fmt: int) -> li
 
 
 @dataclass(frozen=True)
-class FieldFormat:
+class FieldFormat(Engines[FieldEncryptor, FieldDecryptor]):
     """Field values v1 at chosen paths of dict records (``docs/FORMAT.md``, "Field value v1").
 
     Args:
@@ -80,30 +79,16 @@ class FieldFormat:
         set_(self, "encoding", encoding)
         set_(self, "encrypt_none", encrypt_none)
 
-    def encryptor(
-        self,
-        source: KeySource,
-        *,
-        context: Mapping[str, str] | None = None,
-        policy: DataKeyPolicy | None = None,
-        on_generate: Callable[[], None] | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> FieldEncryptor:
-        return FieldEncryptor(self.fields, source, context=context,
-                              bind=self.bind, encoding=self.encoding,
-                              policy=policy, encrypt_none=self.encrypt_none, clock=clock,
+    def _encryptor(self, source: KeySource, context: Context, policy: DataKeyPolicy | None,
+                   on_generate: Hook) -> FieldEncryptor:
+        return FieldEncryptor(self.fields, source, context=context, bind=self.bind,
+                              encoding=self.encoding, policy=policy, encrypt_none=self.encrypt_none,
                               on_generate=on_generate)  # fmt: skip
 
-    def decryptor(
-        self,
-        source: KeySource,
-        *,
-        context: Mapping[str, str] | None = None,
-        cache: DataKeyCache | None = None,
-        on_call: Callable[[], None] | None = None,
-    ) -> FieldDecryptor:
-        return FieldDecryptor(self.fields, source, context=context,
-                              bind=self.bind, cache=cache, on_call=on_call)  # fmt: skip
+    def _decryptor(self, source: KeySource, context: Context, cache: DataKeyCache | None,
+                   on_call: Hook) -> FieldDecryptor:
+        return FieldDecryptor(self.fields, source, context=context, bind=self.bind, cache=cache,
+                              on_call=on_call)  # fmt: skip
 
     def rewrap(self, data: Mapping[str, Any], rewrap: KeyRewrap) -> dict[str, Any]:
         """A copy of the record with each value's header rewrapped (``None`` kept).
@@ -120,7 +105,7 @@ class FieldFormat:
 
 
 @dataclass(frozen=True)
-class RecordFormat:
+class RecordFormat(Engines[RecordEncryptor, RecordDecryptor]):
     """Whole records as one record v1 payload (``docs/FORMAT.md``, "Record v1").
 
     Args:
@@ -148,29 +133,15 @@ class RecordFormat:
         set_(self, "payload_field", payload_field)
         set_(self, "encoding", encoding)
 
-    def encryptor(
-        self,
-        source: KeySource,
-        *,
-        context: Mapping[str, str] | None = None,
-        policy: DataKeyPolicy | None = None,
-        on_generate: Callable[[], None] | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> RecordEncryptor:
-        return RecordEncryptor(source, keep=self.keep, payload_field=self.payload_field,
-                               context=context, encoding=self.encoding, policy=policy,
-                               clock=clock, on_generate=on_generate)  # fmt: skip
+    def _encryptor(self, source: KeySource, context: Context, policy: DataKeyPolicy | None,
+                   on_generate: Hook) -> RecordEncryptor:
+        return RecordEncryptor(source, keep=self.keep, payload_field=self.payload_field, context=context,
+                               encoding=self.encoding, policy=policy, on_generate=on_generate)  # fmt: skip
 
-    def decryptor(
-        self,
-        source: KeySource,
-        *,
-        context: Mapping[str, str] | None = None,
-        cache: DataKeyCache | None = None,
-        on_call: Callable[[], None] | None = None,
-    ) -> RecordDecryptor:
-        return RecordDecryptor(source, keep=self.keep, payload_field=self.payload_field,
-                               context=context, cache=cache, on_call=on_call)  # fmt: skip
+    def _decryptor(self, source: KeySource, context: Context, cache: DataKeyCache | None,
+                   on_call: Hook) -> RecordDecryptor:
+        return RecordDecryptor(source, keep=self.keep, payload_field=self.payload_field, context=context,
+                               cache=cache, on_call=on_call)  # fmt: skip
 
     def rewrap(self, data: Mapping[str, Any], rewrap: KeyRewrap) -> dict[str, Any]:
         """A copy of the record with its payload's header rewrapped.

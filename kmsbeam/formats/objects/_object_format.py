@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import IO, Any, ClassVar
 
 from kmsbeam.errors import FormatError, MalformedValueError
-from kmsbeam.formats.base import MOVED, KeyRewrap, KeyUse
+from kmsbeam.formats.base import MOVED, Context, Engines, Hook, KeyRewrap, KeyUse
 from kmsbeam.formats.envelope import from_text, to_text
 from kmsbeam.formats.objects._format import DEFAULT_CHUNK_SIZE, ObjectHeader
 from kmsbeam.formats.objects._reader import ObjectReader
@@ -60,8 +60,8 @@ class ObjectDecryptor:
         self._source, self._context = source, None if context is None else check_context(context)
         self._on_call = on_call
 
-    def reader(self, raw: IO[bytes] | Any, *, metadata: Mapping[str, str] | None = None,
-               size: int | None = None, where: str = "the object", close_raw: bool = True) -> ObjectReader:  # fmt: skip
+    def reader(self, raw: IO[bytes] | Any, *, metadata: Mapping[str, str] | None = None, size: int | None = None,
+               where: str = "the object", close_raw: bool = True) -> ObjectReader:  # fmt: skip
         reader = ObjectReader(raw, self._source, context=self._context, metadata=metadata, size=size,
                               where=where, close_raw=close_raw)  # fmt: skip
         if self._on_call is not None:
@@ -75,7 +75,7 @@ class ObjectDecryptor:
 
 
 @dataclass(frozen=True)
-class ObjectFormat:
+class ObjectFormat(Engines[ObjectEncryptor, ObjectDecryptor]):
     """Object stream v1 (``docs/FORMAT.md``, "Object stream v1"); ``Sealed`` is the object's
     ``ObjectHeader``.
 
@@ -87,26 +87,14 @@ class ObjectFormat:
     name: ClassVar[str] = "objects"
     section: ClassVar[str] = "Object stream v1"
 
-    def encryptor(
-        self,
-        source: KeySource,
-        *,
-        context: Mapping[str, str] | None = None,
-        policy: DataKeyPolicy | None = None,
-        on_generate: Callable[[], None] | None = None,
-    ) -> ObjectEncryptor:
+    def _encryptor(self, source: KeySource, context: Context, policy: DataKeyPolicy | None,
+                   on_generate: Hook) -> ObjectEncryptor:
         """Writers of objects under ``source``'s key: one data key per object, so ``policy``
         does not apply."""
         return ObjectEncryptor(source, context, self.chunk_size, on_generate)
 
-    def decryptor(
-        self,
-        source: KeySource,
-        *,
-        context: Mapping[str, str] | None = None,
-        cache: DataKeyCache | None = None,
-        on_call: Callable[[], None] | None = None,
-    ) -> ObjectDecryptor:
+    def _decryptor(self, source: KeySource, context: Context, cache: DataKeyCache | None,
+                   on_call: Hook) -> ObjectDecryptor:
         """Readers with ``source``'s key (``context`` None: the one each header stores). Each
         object's data key is unwrapped once, directly: ``cache`` is not used."""
         return ObjectDecryptor(source, context, on_call)

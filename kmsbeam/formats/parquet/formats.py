@@ -11,9 +11,8 @@ keys from the same master keys, the data file untouched.
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
@@ -21,7 +20,7 @@ import pyarrow as pa
 
 from kmsbeam.errors import ConfigurationError, KmsBeamError
 from kmsbeam.formats._binding import check_paths
-from kmsbeam.formats.base import REWRAPPED, KeyRewrap, KeyUse, merge_uses
+from kmsbeam.formats.base import REWRAPPED, Context, Engines, Hook, KeyRewrap, KeyUse, merge_uses
 from kmsbeam.formats.envelope import FIELD_V1
 from kmsbeam.formats.parquet._arrow import column_at, replace_at
 from kmsbeam.formats.parquet._cell_decryptor import CellDecryptor
@@ -40,7 +39,7 @@ _KIND_OF = {name: kind for kind, name in KIND_NAMES.items()}
 
 
 @dataclass(frozen=True)
-class CellFormat:
+class CellFormat(Engines[CellEncryptor, CellDecryptor]):
     """Cell columns of Arrow tables (``docs/FORMAT.md``, "Parquet cell columns").
 
     Args:
@@ -63,26 +62,13 @@ class CellFormat:
         object.__setattr__(self, "bind", bound)
         object.__setattr__(self, "encrypt_none", encrypt_none)
 
-    def encryptor(
-        self,
-        source: KeySource,
-        *,
-        context: Mapping[str, str] | None = None,
-        policy: DataKeyPolicy | None = None,
-        on_generate: Callable[[], None] | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> CellEncryptor:
+    def _encryptor(self, source: KeySource, context: Context, policy: DataKeyPolicy | None,
+                   on_generate: Hook) -> CellEncryptor:
         return CellEncryptor(self.columns, source, context=context, bind=self.bind, policy=policy,
-                             encrypt_none=self.encrypt_none, clock=clock, on_generate=on_generate)  # fmt: skip
+                             encrypt_none=self.encrypt_none, on_generate=on_generate)  # fmt: skip
 
-    def decryptor(
-        self,
-        source: KeySource,
-        *,
-        context: Mapping[str, str] | None = None,
-        cache: DataKeyCache | None = None,
-        on_call: Callable[[], None] | None = None,
-    ) -> CellDecryptor:
+    def _decryptor(self, source: KeySource, context: Context, cache: DataKeyCache | None,
+                   on_call: Hook) -> CellDecryptor:
         return CellDecryptor(self.columns, source, context=context, bind=self.bind, cache=cache,
                              on_call=on_call)  # fmt: skip
 
@@ -152,7 +138,7 @@ def _header_of(value: Any) -> Any:
 
 
 @dataclass(frozen=True)
-class PmeFormat:
+class PmeFormat(Engines[PmeEncryption, PmeDecryption]):
     """Parquet Modular Encryption files (``docs/FORMAT.md``, "Parquet Modular Encryption: PME
     key text v1"); the data (``Sealed``) is a local Parquet file path.
 
@@ -181,14 +167,8 @@ class PmeFormat:
         object.__setattr__(self, "keys", tuple(self.keys))
         object.__setattr__(self, "key_map", dict(self.key_map))
 
-    def encryptor(
-        self,
-        source: KeySource,
-        *,
-        context: Mapping[str, str] | None = None,
-        policy: DataKeyPolicy | None = None,
-        on_generate: Callable[[], None] | None = None,
-    ) -> PmeEncryption:
+    def _encryptor(self, source: KeySource, context: Context, policy: DataKeyPolicy | None,
+                   on_generate: Hook) -> PmeEncryption:
         """PME settings with ``source``'s key as the footer key (and of columns without one).
         PME's data keys are pyarrow's, one per file and column: ``policy`` does not apply."""
         return PmeEncryption(
@@ -198,14 +178,8 @@ class PmeFormat:
             external_key_material=self.external_key_material, context=dict(context or {}),
         )  # fmt: skip
 
-    def decryptor(
-        self,
-        source: KeySource,
-        *,
-        context: Mapping[str, str] | None = None,
-        cache: DataKeyCache | None = None,
-        on_call: Callable[[], None] | None = None,
-    ) -> PmeDecryption:
+    def _decryptor(self, source: KeySource, context: Context, cache: DataKeyCache | None,
+                   on_call: Hook) -> PmeDecryption:
         """The keys a reader trusts: ``source``'s, the column keys and ``keys``."""
         uris = dict.fromkeys([source.uri, *(u for u in self.column_keys.values() if u), *self.keys])
         return PmeDecryption(tuple(uris), dict(context or {}), self.key_map)
