@@ -39,6 +39,20 @@ def _finish(call: Call, response: dict[str, Any]) -> dict[str, Any]:
     return response
 
 
+def _key(call: Call) -> str:
+    """The request's ``KeyId``, which the caller must be allowed to use."""
+    key = call.params.required("KeyId")
+    call.allow_key(key)
+    return key
+
+
+def _sealed(call: Call, result: Any, **more: str) -> dict[str, Any]:
+    """The answer of a call that made a blob (audited under its key version)."""
+    call.note(result.key_id, result.key_version_id)
+    return _finish(call, {"KeyId": result.key_id, "KeyVersionId": result.key_version_id,
+                          "CiphertextBlob": _b64(result.ciphertext_blob), **more})  # fmt: skip
+
+
 def _no_recipient(call: Call) -> None:
     if call.params.text("Recipient"):
         raise invalid("Recipient (enclave attestation) is not supported by the kmsbeam emulator")
@@ -47,12 +61,8 @@ def _no_recipient(call: Call) -> None:
 def encrypt(call: Call) -> dict[str, Any]:
     plaintext = call.params.required("Plaintext").encode("utf-8")
     context = call.params.context(_CONTEXT)
-    key = call.params.required("KeyId")
-    call.allow_key(key)
-    result = call.engine.encrypt(key, plaintext, context)
-    call.note(result.key_id, result.key_version_id)
-    return _finish(call, {"KeyId": result.key_id, "KeyVersionId": result.key_version_id,
-                          "CiphertextBlob": _b64(result.ciphertext_blob)})  # fmt: skip
+    key = _key(call)
+    return _sealed(call, call.engine.encrypt(key, plaintext, context))
 
 
 def _data_key_size(call: Call) -> int:
@@ -64,23 +74,15 @@ def _data_key_size(call: Call) -> int:
 def generate_data_key(call: Call) -> dict[str, Any]:
     _no_recipient(call)
     size, context = _data_key_size(call), call.params.context(_CONTEXT)
-    key = call.params.required("KeyId")
-    call.allow_key(key)
+    key = _key(call)
     result = call.engine.generate_data_key(key, size, context)
-    call.note(result.key_id, result.key_version_id)
-    return _finish(call, {"KeyId": result.key_id, "KeyVersionId": result.key_version_id,
-                          "CiphertextBlob": _b64(result.ciphertext_blob),
-                          "Plaintext": _b64(result.plaintext)})  # fmt: skip
+    return _sealed(call, result, Plaintext=_b64(result.plaintext))
 
 
 def generate_data_key_without_plaintext(call: Call) -> dict[str, Any]:
     size, context = _data_key_size(call), call.params.context(_CONTEXT)
-    key = call.params.required("KeyId")
-    call.allow_key(key)
-    result = call.engine.generate_data_key_without_plaintext(key, size, context)
-    call.note(result.key_id, result.key_version_id)
-    return _finish(call, {"KeyId": result.key_id, "KeyVersionId": result.key_version_id,
-                          "CiphertextBlob": _b64(result.ciphertext_blob)})  # fmt: skip
+    key = _key(call)
+    return _sealed(call, call.engine.generate_data_key_without_plaintext(key, size, context))
 
 
 def decrypt(call: Call) -> dict[str, Any]:
@@ -110,17 +112,13 @@ def re_encrypt(call: Call) -> dict[str, Any]:
     key = p.required("DestinationKeyId")
     call.allow_blob(blob)
     call.allow_key(key)
-    result = call.engine.re_encrypt(blob, key, source, destination)
-    call.note(result.key_id, result.key_version_id)
-    return _finish(call, {"KeyId": result.key_id, "KeyVersionId": result.key_version_id,
-                          "CiphertextBlob": _b64(result.ciphertext_blob)})  # fmt: skip
+    return _sealed(call, call.engine.re_encrypt(blob, key, source, destination))
 
 
 def get_parameters_for_import(call: Call) -> dict[str, Any]:
     algorithm = call.params.required("WrappingAlgorithm")
     spec = call.params.required("WrappingKeySpec")
-    key = call.params.required("KeyId")
-    call.allow_key(key)
+    key = _key(call)
     result = call.engine.get_parameters_for_import(key, algorithm, spec)
     call.note(result.key_id)
     public_key = result.public_key
@@ -136,8 +134,7 @@ def import_key_material(call: Call) -> dict[str, Any]:
     material = call.params.base64("EncryptedKeyMaterial")
     token = call.params.required("ImportToken")
     expire = call.params.integer("KeyMaterialExpireUnix", 0, 2**63 - 1) or 0
-    key = call.params.required("KeyId")
-    call.allow_key(key)
+    key = _key(call)
     call.engine.import_key_material(key, material, token, expire)
     return {}
 
