@@ -8,7 +8,8 @@ import pytest
 
 from kmsbeam import DataKeyCache, FieldDecryptor, FieldEncryptor, RecordDecryptor, RecordEncryptor, failure_reason, open_key_source
 from kmsbeam.rotation.rewrap import source_key_versions
-from kmsbeam.keys.strict import KeyNotAllowedError, KeyRequirement, KeyUse, qualify_key
+from kmsbeam.keys.source import KeySource
+from kmsbeam.keys.strict import KeyNotAllowedError, KeyRequirement, KeyUse, RequiredRewrapSource, qualify_key
 
 
 def _encrypted(uri: str, n: int = 3) -> list[dict[str, Any]]:
@@ -55,3 +56,17 @@ def test_bare_key_ids_live_in_the_jobs_key_source() -> None:
     assert got.startswith("pkcs11:token=etl;object=kek-2?") and "m.so" in got
     with pytest.raises(Exception):
         KeyRequirement([])
+
+
+def test_a_strict_rotation_target_checks_the_old_key_and_passes_only_declared_members(kms_home: Any) -> None:
+    target = open_key_source("local:alias/strict-to", create=True)
+    open_key_source("local:alias/strict-ok", create=True)
+    allowed = open_key_source("local:alias/strict-ok").generate_data_key().wrapped
+    other = open_key_source("local:alias/strict-no", create=True).generate_data_key().wrapped
+    strict = RequiredRewrapSource(target, KeyRequirement(["local:alias/strict-ok"]))
+    assert isinstance(strict, KeySource)
+    assert strict.wrapped_key_version(strict.rewrap(allowed)) == strict.current_version() == target.current_version()
+    with pytest.raises(KeyNotAllowedError):
+        strict.rewrap(other)
+    assert strict.key_versions() == target.key_versions() and strict.created == target.created
+    assert not hasattr(strict, "home")  # no pass-through of what KeySource does not declare
