@@ -270,16 +270,17 @@ def outcomes(run: Callable[[In], Out], items: Iterable[In]) -> list[Out | KmsBea
     never fails as a whole: ``[fmt.rewrap(r, rw) ...]`` as ``outcomes(lambda r: fmt.rewrap(r,
     rw), records)``). Other exceptions propagate.
 
-    Each error is cut from the failure that was being handled when ``run`` raised it (e.g. the
-    batch's own, whose traceback holds the whole batch's records): it reaches this item's
-    frames only.
+    Each error reaches its own item only: it is caught in a frame that holds that item alone
+    (never ``items``), and cut from the failure that was being handled when ``run`` raised it
+    (e.g. the batch's own, whose traceback holds the whole batch's records).
     """
-    out: list[Out | KmsBeamError] = []
-    for item in items:
-        try:
-            out.append(run(item))
-        except KmsBeamError as exc:
-            exc.__context__ = None
-            exc.__suppress_context__ = True
-            out.append(exc)
-    return out
+    return [_outcome(run, item) for item in items]
+
+
+def _outcome(run: Callable[[In], Out], item: In) -> Out | KmsBeamError:
+    try:
+        return run(item)
+    except KmsBeamError as exc:
+        exc.__context__ = None
+        exc.__suppress_context__ = True
+        return exc
