@@ -211,3 +211,15 @@ def test_outcomes_keep_each_items_error_without_the_batch_context(source: Any) -
     assert isinstance(out[1], RecordError) and out[1].__context__ is None and out[1].__suppress_context__
     with pytest.raises(TypeError):  # not a kmsbeam error: it propagates
         outcomes(dec.decrypt, [None])  # type: ignore[list-item]
+
+
+def test_only_sealing_hands_out_sealers() -> None:
+    """Every encrypt engine gets its sealer from ``Sealing.sealer``, which counts the bytes:
+    none builds ``DataKeys`` or asks it for a sealer itself (that would skip ``max_bytes``)."""
+    from pathlib import Path
+
+    root = Path(__file__).parents[2] / "kmsbeam" / "formats"
+    for path in root.rglob("*.py"):
+        if path.name != "_keys.py":
+            text = path.read_text()
+            assert "DataKeys(" not in text and "keys.sealer(" not in text, path
