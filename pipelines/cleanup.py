@@ -10,8 +10,9 @@
 the job writes (Beam's ``beam-temp-*`` folders, shards, Parquet key material, manifests) lands
 there. ``commit`` then deletes the previous kmsbeam output (``--overwrite``: never before the
 new output is complete) and moves the staged files into place. ``discard`` (a failed or
-interrupted job) deletes the staging folders, and the output and dead-letter directories when
-the job created them: the output directory is left as it was before the job, plaintext or not.
+interrupted job) aborts the multipart uploads left under the staging folders on OSS, deletes
+the staging folders, and the output and dead-letter directories when the job created them:
+the output directory is left as it was before the job, plaintext or not.
 SIGINT is ignored while either runs, so a second Ctrl-C cannot leave half of it done.
 
 Every path goes through ``paths`` (Beam FileSystems): local directories and ``oss://`` prefixes
@@ -162,6 +163,23 @@ class Staging:
         if not _inside(self.stage_dead, self.stage_out):
             paths.remove_tree(self.stage_dead)
 
+    def _abort_uploads(self) -> None:
+        """Unfinished multipart uploads under the staging prefixes on OSS: aborted. The pipeline
+        has stopped, but a writer interrupted while starting its upload never learned the upload's
+        id, and writers in other processes (or machines) are out of reach: the store is asked."""
+        remote = [s for s in dict.fromkeys((self.stage_out, self.stage_dead))
+                  if paths.scheme(s) == "oss" and (s == self.stage_out or not _inside(s, self.stage_out))]  # fmt: skip
+        if not remote:
+            return
+        from apache_beam.options.pipeline_options import PipelineOptions
+
+        from kmsbeam.oss import oss_client
+        from kmsbeam.transforms.ossfs import config_from_options
+
+        client = oss_client(config_from_options(PipelineOptions(list(self.plan.spec.beam_args))))
+        for stage in remote:
+            client.abort_uploads(stage + "/")
+
     def discard(self) -> None:
         """Delete everything this run wrote; OUTPUT is left as it was before the job."""
         with sigint_ignored():
@@ -173,6 +191,7 @@ class Staging:
                 if not existed:
                     paths.remove_empty_dir(directory)
             self._restore()
+            self._abort_uploads()  # last: a store that refuses the listing still lost the staged files
 
 
 def existing(output: str, dead_letter: str | None) -> tuple[bool, bool]:

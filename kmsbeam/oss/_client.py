@@ -123,6 +123,27 @@ class OssClient:
         """Delete an object (deleting a missing one succeeds, as in OSS)."""
         self.call(url, "delete", lambda b, k: b.delete_object(k))
 
+    def abort_uploads(self, url: str) -> int:
+        """Abort every unfinished multipart upload whose key starts with ``url``'s key (a writer
+        that died or was interrupted mid-request leaves one, its parts kept and billed until
+        then); returns how many. Listed with ListMultipartUploads, so it finds the uploads of
+        writers in any process, also those that never learned their upload's id."""
+        import oss2
+
+        name, prefix = parse_oss_url(url)
+        uploads = self.call(url, "list multipart uploads", lambda b, k: [
+            (u.key, u.upload_id) for u in oss2.MultipartUploadIterator(b, prefix=k) if u.upload_id])  # fmt: skip
+
+        def abort(bucket: Any, key: str, upload_id: str) -> None:
+            try:
+                bucket.abort_multipart_upload(key, upload_id)
+            except oss2.exceptions.NoSuchUpload:
+                pass  # completed or aborted meanwhile
+
+        for key, upload_id in uploads:
+            self.call(f"oss://{name}/{key}", "abort multipart upload", abort, upload_id)
+        return len(uploads)
+
     def copy(self, source: str, dest: str, metadata: Mapping[str, str] | None = None) -> None:
         """Server-side copy; with ``metadata`` the copy's user metadata is replaced by it
         (``x-oss-metadata-directive: REPLACE``), else copied. Same-URL + metadata updates the

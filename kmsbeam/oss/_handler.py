@@ -56,6 +56,8 @@ class Handler(BaseHTTPRequestHandler):
     @staticmethod
     def _operation(method: str, key: str, params: dict[str, str], headers: dict[str, str]) -> str:
         if not key:
+            if method == "GET" and "uploads" in params:
+                return "list_uploads"
             return {"GET": "list", "PUT": "create_bucket"}.get(method, "unsupported")
         if method == "GET":
             return "list_parts" if "uploadId" in params else "get"

@@ -224,6 +224,32 @@ def _abort(store: Any, bucket: str, key: str, params: dict[str, str], *_: Any) -
     return 204, {}, b""
 
 
+def _list_uploads(store: Any, bucket: str, key: str, params: dict[str, str], *_: Any) -> Answer:
+    """ListMultipartUploads by key prefix, paged by key and upload-id markers (no delimiter)."""
+    if params.get("delimiter"):
+        raise OssFailure(501, "NotImplemented", "the loopback server lists uploads without a delimiter")
+    limit = max(1, min(1000, int(params.get("max-uploads") or 1000)))
+    prefix, key_marker = params.get("prefix", ""), params.get("key-marker", "")
+    id_marker = params.get("upload-id-marker", "")
+    store.bucket(bucket)
+    with store.lock:
+        found = sorted((u.key, uid, u.initiated) for uid, u in store.uploads.items()
+                       if u.bucket == bucket and u.key.startswith(prefix))  # fmt: skip
+    after = [u for u in found if u[0] > key_marker or (id_marker and u[0] == key_marker and u[1] > id_marker)]
+    page, truncated = after[:limit], len(after) > limit
+    enc = (lambda s: quote(s, safe="")) if params.get("encoding-type") == "url" else (lambda s: s)
+    entries = "".join("<Upload>" + tag("Key", enc(k)) + tag("UploadId", uid) + tag("Initiated", iso_time(t))
+                      + "</Upload>" for k, uid, t in page)  # fmt: skip
+    head = [tag("Bucket", bucket), tag("Prefix", enc(prefix)), tag("KeyMarker", enc(key_marker)),
+            tag("UploadIdMarker", id_marker), tag("MaxUploads", limit),
+            tag("IsTruncated", "true" if truncated else "false")]  # fmt: skip
+    last = page[-1][:2] if page else (key_marker, id_marker)
+    head += [tag("NextKeyMarker", enc(last[0])), tag("NextUploadIdMarker", last[1])]
+    head += [tag("EncodingType", "url")] if params.get("encoding-type") == "url" else []
+    xml = xml_doc("ListMultipartUploadsResult", *head, entries)
+    return 200, {"Content-Type": "application/xml"}, xml
+
+
 OPERATIONS: dict[str, Callable[..., Answer]] = {
     "create_bucket": _create_bucket,
     "put": _put,
@@ -235,6 +261,7 @@ OPERATIONS: dict[str, Callable[..., Answer]] = {
     "initiate": _initiate,
     "upload_part": _upload_part,
     "list_parts": _list_parts,
+    "list_uploads": _list_uploads,
     "complete": _complete,
     "abort": _abort,
 }

@@ -3,7 +3,7 @@
 It speaks the OSS REST API that ``oss2`` (unmodified, path-style addressing on an IP
 endpoint) and other SDKs use: PutObject, GetObject (ranges), HeadObject, DeleteObject,
 ListObjects v1 and v2 (prefix, delimiter, paging, URL encoding), multipart uploads (initiate,
-upload part, list parts, complete, abort) and CopyObject (``x-oss-metadata-directive``
+upload part, list parts, complete, abort, list uploads by prefix) and CopyObject (``x-oss-metadata-directive``
 COPY or REPLACE). Every request must carry a valid V1 or V4 signature from a configured
 access key; STS keys also need their token. Objects live in memory. ``requests``,
 ``bytes_in`` and ``bytes_out`` count requests and request/response body bytes by operation
@@ -36,7 +36,7 @@ from kmsbeam.oss._store import Store
 __all__ = ["FAULT_KINDS", "LoopbackOssServer", "OPERATIONS"]
 
 OPERATIONS = ("put", "get", "head", "delete", "list", "copy", "initiate", "upload_part",
-              "list_parts", "complete", "abort", "create_bucket")  # fmt: skip
+              "list_parts", "list_uploads", "complete", "abort", "create_bucket")  # fmt: skip
 #: ``status``: answer an error status instead; ``reset``: drop the connection without an
 #: answer; ``cut``: (get) send the headers and half the body, then drop the connection
 FAULT_KINDS = ("status", "reset", "cut")

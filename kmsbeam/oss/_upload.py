@@ -5,7 +5,9 @@ multipart upload (user metadata set at initiation), hands each full part to a po
 ``upload_threads`` threads and blocks ``write()`` while that many parts are in flight, so it
 holds at most ``(upload_threads + 1) * part_size`` bytes. ``close()`` completes the upload:
 until then nothing is visible under the key. A failure, ``abort()``, or leaving a ``with``
-block by an exception aborts the upload (OSS then discards its parts).
+block by an exception aborts the upload (OSS then discards its parts). An interrupt that lands
+while the initiation is in flight leaves an upload whose id the writer never learned:
+``OssClient.abort_uploads`` finds such uploads by prefix (a discarded job calls it).
 """
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ def test_multipart_initiate_upload_list_complete(oss_server: LoopbackOssServer, 
     b.complete_multipart_upload("mp", upload, parts)
     assert b.get_object("mp").read() == data
     assert b.head_object("mp").headers["x-oss-meta-kind"] == "multi"
-    assert oss_server.uploads() == []
+    assert [u for u in oss_server.uploads() if u[0] == bucket] == []
 
 
 def test_multipart_abort_and_small_parts(oss_server: LoopbackOssServer, bucket: str, raw_bucket: Any) -> None:
@@ -116,9 +116,27 @@ def test_multipart_abort_and_small_parts(oss_server: LoopbackOssServer, bucket: 
         b.complete_multipart_upload("mp", upload, [oss2.models.PartInfo(1, r1.etag), oss2.models.PartInfo(2, r2.etag)])
     assert info.value.code == "EntityTooSmall"
     b.abort_multipart_upload("mp", upload)
-    assert oss_server.uploads() == [] and "mp" not in oss_server.objects(bucket)
+    assert [u for u in oss_server.uploads() if u[0] == bucket] == [] and "mp" not in oss_server.objects(bucket)
     with pytest.raises(oss2.exceptions.NoSuchUpload):
         b.upload_part("mp", upload, 3, b"late")
+
+
+def test_list_multipart_uploads_by_prefix_with_paging(oss_server: LoopbackOssServer, bucket: str, raw_bucket: Any) -> None:
+    b = raw_bucket(bucket)
+    keys = ["in/a", "in/a", "in/b ü", "in/c/d", "out/e"]
+    ids = {(k, b.init_multipart_upload(k).upload_id) for k in keys}
+    listed = [(u.key, u.upload_id) for u in oss2.MultipartUploadIterator(b, prefix="in/", max_uploads=1)]
+    assert listed == sorted(i for i in ids if i[0].startswith("in/"))
+    assert {(u.key, u.upload_id) for u in oss2.MultipartUploadIterator(b)} == ids
+    page = b.list_multipart_uploads(prefix="in/", max_uploads=2)
+    assert page.is_truncated and len(page.upload_list) == 2
+    rest = b.list_multipart_uploads(prefix="in/", key_marker=page.next_key_marker,
+                                    upload_id_marker=page.next_upload_id_marker)  # fmt: skip
+    assert [(u.key, u.upload_id) for u in page.upload_list + rest.upload_list] == listed
+    assert not rest.is_truncated
+    for key, upload in ids:
+        b.abort_multipart_upload(key, upload)
+    assert list(oss2.MultipartUploadIterator(b)) == []
 
 
 def test_copy_with_metadata_copy_and_replace(oss_server: LoopbackOssServer, bucket: str, raw_bucket: Any) -> None:
