@@ -107,7 +107,8 @@ def unknown_options(args: Sequence[str], options: Any) -> list[str]:
         unknown -= set(parsed.get_all_options())
     finally:
         beam_log.setLevel(level)
-    return [a for a in args if a.startswith("-") and a.lstrip("-").split("=", 1)[0] in unknown]
+    return [a for a in args  # argparse names --a-b's value a_b
+            if a.startswith("-") and a.lstrip("-").split("=", 1)[0].replace("-", "_") in unknown]
 
 
 def counters_or_none(result: Any) -> dict[str, int] | None:

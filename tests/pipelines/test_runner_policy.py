@@ -61,6 +61,8 @@ def test_other_runners_options_pass_through_untouched() -> None:
 def test_on_the_local_runner_an_unknown_option_is_a_typo() -> None:
     args = ["--direct_num_worker", "2"]  # missing "s"
     assert unknown_options(args, PipelineOptions(args)) == ["--direct_num_worker"]
+    args = ["--key-cache-ttl", "1", "--b=2"]  # dashes, and a value after "="
+    assert unknown_options(args, PipelineOptions(args)) == ["--key-cache-ttl", "--b=2"]
     args = ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]
     assert unknown_options(args, PipelineOptions(args)) == []
 
