@@ -1,0 +1,154 @@
+"""Envelope v1's byte layout (kmsbeam.formats.envelope): the header, the AAD prefix, the
+text form, parsing and reheadering a value."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import struct
+from collections.abc import Sequence
+
+from kmsbeam.errors import MalformedValueError
+
+FIELD_V1 = 0x01
+RECORD_V1 = 0x02
+LABELS = {FIELD_V1: b"kmsbeam.field.v1", RECORD_V1: b"kmsbeam.record.v1"}
+MAX_VALUES_PER_KEY = 2**32
+TAG = 16
+COMMIT_LABEL = b"kmsbeam.key-commitment.v1"
+COMMIT_SIZE = 16
+
+U16 = struct.Struct(">H")
+
+
+def key_commitment(dek: bytes) -> bytes:
+    """K: the first 16 bytes of HMAC-SHA256(DEK, "kmsbeam.key-commitment.v1")."""
+    return hmac.digest(dek, COMMIT_LABEL, hashlib.sha256)[:COMMIT_SIZE]
+
+
+def make_header(fmt: int, wrapped: bytes, commitment: bytes) -> bytes:
+    if not 0 < len(wrapped) <= 0xFFFF:
+        raise ValueError("a wrapped key is 1 to 65535 bytes")
+    pad = -(3 + len(wrapped) + COMMIT_SIZE) % 3
+    return bytes((fmt,)) + U16.pack(len(wrapped)) + wrapped + commitment + b"\0" * pad
+
+
+def name_prefix(fmt: int, name: str) -> bytes:
+    encoded = name.encode("utf-8")
+    if len(encoded) > 0xFFFF:
+        raise ValueError("field names are limited to 65535 bytes")
+    return LABELS[fmt] + U16.pack(len(encoded)) + encoded
+
+
+def to_text(value: bytes) -> str:
+    """URL-safe base64 without padding."""
+    return base64.urlsafe_b64encode(value).rstrip(b"=").decode("ascii")
+
+
+TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+UNUSED_BITS = {2: 0x0F, 3: 0x03}
+
+
+def from_text(text: str) -> bytes:
+    """Inverse of ``to_text``. Only the canonical text of some bytes is accepted: characters
+    outside the alphabet, ``=`` padding and non-zero trailing bits raise MalformedValueError,
+    so every text value has exactly one spelling."""
+    try:
+        raw = text.encode("ascii")
+        tail = len(raw) % 4
+        if tail == 1 or raw.translate(None, ALPHABET):  # a character outside the alphabet
+            raise ValueError
+        # The last character of a 2- or 3-character group carries 4 or 2 unused bits.
+        if tail and ALPHABET.index(raw[-1]) & UNUSED_BITS[tail]:
+            raise ValueError
+        return binascii.a2b_base64(raw.translate(TO_STANDARD) + b"=" * (-tail % 4), strict_mode=True)
+    except (UnicodeEncodeError, binascii.Error, ValueError) as exc:
+        raise MalformedValueError() from exc
+
+
+def from_text_many(texts: Sequence[str]) -> list[bytes]:
+    """``from_text`` for many texts, with the same checks. Texts of one length (a column of
+    same-size values) are decoded in one base64 call: each is followed by "A"s up to a
+    multiple of 4, and the bytes those add must be zero (the canonical-trailing-bits rule).
+    """
+    size = len(texts[0]) if texts else 0
+    if len(texts) < 8 or size < 2 or len(set(map(len, texts))) != 1 or size % 4 == 1:
+        return [from_text(t) for t in texts]
+    fill = "A" * (-size % 4)
+    try:
+        raw = (fill.join(texts) + fill).encode("ascii")
+    except UnicodeEncodeError as exc:
+        raise MalformedValueError() from exc
+    if raw.translate(None, ALPHABET):
+        raise MalformedValueError()
+    data = binascii.a2b_base64(raw.translate(TO_STANDARD), strict_mode=True)
+    step = (size + len(fill)) // 4 * 3
+    length = size * 3 // 4
+    for extra in range(length, step):  # the bytes the "A"s and unused bits make: all zero
+        if any(data[extra::step]):
+            raise MalformedValueError()
+    return [data[i : i + length] for i in range(0, len(data), step)]
+
+
+class ParsedValue:
+    """A value split into its parts (nothing decrypted yet)."""
+
+    __slots__ = ("body", "commitment", "fmt", "header", "wrapped")
+
+    def __init__(
+        self, fmt: int, header: bytes, wrapped: bytes, commitment: bytes, body: bytes
+    ) -> None:
+        self.fmt = fmt
+        self.header = header
+        self.wrapped = wrapped
+        self.commitment = commitment
+        self.body = body
+
+
+def split_header(data: bytes, expected_fmt: int) -> tuple[int, int]:
+    """(L, H) of a value's header; MalformedValueError if it is not a well-formed header."""
+    if len(data) < 3 or data[0] != expected_fmt:
+        raise MalformedValueError()
+    wlen = U16.unpack_from(data, 1)[0]
+    kend = 3 + wlen + COMMIT_SIZE
+    hlen = kend + (-kend % 3)
+    if wlen == 0 or len(data) < hlen or any(data[kend:hlen]):
+        raise MalformedValueError()
+    return wlen, hlen
+
+
+def parse(value: bytes | bytearray | memoryview | str, expected_fmt: int) -> ParsedValue:
+    """Split a binary or text value into header, wrapped key, commitment and body.
+
+    Raises:
+        MalformedValueError: not a value of format ``expected_fmt``.
+    """
+    if isinstance(value, str):
+        data = from_text(value)
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        data = bytes(value)
+    else:
+        raise MalformedValueError()
+    wlen, hlen = split_header(data, expected_fmt)
+    if len(data) < hlen + 4 + 1 + TAG:
+        raise MalformedValueError()
+    kend = 3 + wlen + COMMIT_SIZE
+    return ParsedValue(data[0], data[:hlen], data[3 : 3 + wlen], data[kend - COMMIT_SIZE : kend], data[hlen:])
+
+
+def reheader(value: bytes | str, expected_fmt: int, wrapped: bytes) -> bytes | str:
+    """``value`` with its wrapped key replaced (a rewrap): the same K, the same bytes after
+    the header, in the same form (binary or text). The caller must have checked that
+    ``wrapped`` unwraps to the data key with the value's commitment.
+
+    Raises:
+        MalformedValueError: not a value of format ``expected_fmt``.
+    """
+    parsed = parse(value, expected_fmt)
+    new = make_header(parsed.fmt, wrapped, parsed.commitment) + parsed.body
+    return to_text(new) if isinstance(value, str) else new
+
