@@ -51,8 +51,7 @@ from kmsbeam.transforms._base import DEAD_LETTER, KmsDoFn, KmsTransform
 from kmsbeam.transforms._options import key_uri
 from kmsbeam.transforms.ossfs import OssOptions  # noqa: F401  (registers oss://)
 
-__all__ = ["SUFFIX", "DecryptObjects", "EncryptObjects", "decrypt_object", "encrypt_object",
-           "open_encrypted"]  # fmt: skip
+__all__ = ["SUFFIX", "DecryptObjects", "EncryptObjects"]
 
 SUFFIX = ".kmsb"
 _COPY = 1 << 20
@@ -102,36 +101,27 @@ def encrypt_object(src: str, dst: str, key: str, *, context: Mapping[str, str] |
     return {"source": src, "destination": dst, "bytes_in": copied, "bytes_out": writer.bytes_out}
 
 
-def open_encrypted(src: str, key: str | None = None, *, context: Mapping[str, str] | None = None,
-                   oss: OssConfig | None = None, key_sources: Sequence[str] = (),
-                   require_keys: Sequence[str] = ()) -> ObjectReader:  # fmt: skip
-    """An ``ObjectReader`` over ``src``; for ``oss://`` the object's metadata is required
-    and its wrapped key used (a missing metadata is a ``FormatError`` naming the object)."""
-    if src.startswith("oss://"):
-        client = oss_client(oss)
-        info = client.head(src)
-        raw = client.open_read(src, size=info.size)
-        metadata = info.metadata or {}
-    else:
-        raw, metadata = FileSystems.open(src, compression_type=_RAW), None
-    try:
-        return ObjectReader(raw, key, context=context, metadata=metadata, where=src,
-                            key_sources=key_sources, require_keys=require_keys)  # fmt: skip
-    except BaseException:
-        raw.close()
-        raise
-
-
 def decrypt_object(src: str, dst: str, key: str | None = None, *, context: Mapping[str, str] | None = None,
                    oss: OssConfig | None = None, key_sources: Sequence[str] = (),
                    require_keys: Sequence[str] = ()) -> dict[str, Any]:  # fmt: skip
-    """Decrypt one object ``src`` into ``dst``; a failure leaves no ``dst`` behind."""
-    with open_encrypted(src, key, context=context, oss=oss, key_sources=key_sources,
-                        require_keys=require_keys) as reader:  # fmt: skip
-        if dst.startswith("oss://"):
-            out = oss_client(oss).open_write(dst)
-        else:
-            out = FileSystems.create(dst, compression_type=_RAW)
+    """Decrypt one object ``src`` into ``dst``; a failure leaves no ``dst`` behind. For
+    ``oss://`` the object's metadata is required and its wrapped key used (a missing metadata
+    is a ``FormatError`` naming the object)."""
+    if src.startswith("oss://"):
+        client = oss_client(oss)
+        info = client.head(src)
+        raw, metadata = client.open_read(src, size=info.size), info.metadata or {}
+    else:
+        raw, metadata = FileSystems.open(src, compression_type=_RAW), None
+    try:
+        reader = ObjectReader(raw, key, context=context, metadata=metadata, where=src,
+                              key_sources=key_sources, require_keys=require_keys)  # fmt: skip
+    except BaseException:
+        raw.close()
+        raise
+    with reader:
+        oss_dst = dst.startswith("oss://")
+        out = oss_client(oss).open_write(dst) if oss_dst else FileSystems.create(dst, compression_type=_RAW)
         try:
             copied = _copy(reader, out)
             out.close()

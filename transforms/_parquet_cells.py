@@ -31,7 +31,7 @@ from kmsbeam.formats.parquet import CellDecryptor, CellEncryptor, CellFormat
 from kmsbeam.formats.parquet import cells_schema as _cells_schema
 from kmsbeam.keys.budget import KmsBudget
 from kmsbeam.transforms._base import DEAD_LETTER, KmsDoFn, KmsTransform
-from kmsbeam.transforms._options import cache_ttl, key_uri, names, policy_with_age, required_keys
+from kmsbeam.transforms._options import cache_ttl, key_uri, policy_with_age, required_keys
 
 __all__ = ["DecryptCells", "EncryptCells", "cells_schema"]
 
@@ -105,10 +105,9 @@ class _DecryptCellsFn(_CellsFn):
     kind = "decrypt"
 
     def _build(self) -> CellDecryptor:
-        opts = dict(self._options)
-        return CellDecryptor(opts.pop("columns"), open_key_source(self._key),
-                             cache=self._unwrap_cache(self._ttl, self._required),
-                             on_call=self._counters.unwrap_call, **opts)  # fmt: skip
+        return self._options["format"].decryptor(
+            open_key_source(self._key), context=self._options["context"],
+            cache=self._unwrap_cache(self._ttl, self._required), on_call=self._counters.unwrap_call)  # fmt: skip
 
     def _run(self, table: pa.Table) -> tuple[pa.Table, list[tuple[int, KmsBeamError]]]:
         out, failed = self._engine.decrypt_table(table)
@@ -131,11 +130,10 @@ class _Cells(KmsTransform):
         return out.tables, out[DEAD_LETTER]
 
     def _shown(self) -> dict[str, Any]:
-        o = self._options
-        columns, bind = (o["format"].columns, o["format"].bind) if "format" in o else (o["columns"] or (), o["bind"])
-        return {"key": self._key, "columns": ",".join(getattr(c, "name", c) for c in columns),
-                "bind": ",".join(getattr(b, "name", b) for b in bind),
-                "context_keys": ",".join(sorted(o["context"]))}  # fmt: skip
+        fmt = self._options["format"]
+        return {"key": self._key, "columns": ",".join(c.name for c in fmt.columns),
+                "bind": ",".join(b.name for b in fmt.bind),
+                "context_keys": ",".join(sorted(self._options["context"]))}  # fmt: skip
 
 
 class EncryptCells(_Cells):
@@ -185,5 +183,5 @@ class DecryptCells(_Cells):
                  schema: pa.Schema | None = None, label: str | None = None,
                  kms_qps: float | None = None, require_keys: Iterable[str] = (),
                  key_cache_ttl: float | None = None) -> None:  # fmt: skip
-        options = {"columns": names(columns or ()) or None, "context": context, "bind": names(bind), "schema": schema}
+        options = {"format": CellFormat(columns or None, bind=bind, schema=schema), "context": context}
         super().__init__(key, options, label, kms_qps, cache_ttl(key_cache_ttl), required_keys(require_keys))

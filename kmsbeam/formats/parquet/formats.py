@@ -43,24 +43,27 @@ class CellFormat(Engines[CellEncryptor, CellDecryptor]):
     """Cell columns of Arrow tables (``docs/FORMAT.md``, "Parquet cell columns").
 
     Args:
-        columns: dotted column paths (list, or one comma-separated string).
+        columns: dotted column paths (list, or one comma-separated string); ``None`` (to
+            decrypt only): every column a table's ``kmsbeam.cells`` metadata lists.
         bind: cleartext columns identifying the row, bound into every cell's AAD.
         encrypt_none: encrypt null cells too.
+        schema: the original schema, for decrypting tables without ``kmsbeam.cells`` metadata.
     """
 
     columns: tuple[FieldPath, ...]
     bind: tuple[FieldPath, ...] = ()
     encrypt_none: bool = False
+    schema: pa.Schema | None = None
     name: ClassVar[str] = "cells"
     section: ClassVar[str] = "Parquet cell columns"
 
-    def __init__(
-        self, columns: Paths, *, bind: Paths = (), encrypt_none: bool = False
-    ) -> None:
-        paths, bound = check_paths(columns, bind, "columns")
+    def __init__(self, columns: Paths | None, *, bind: Paths = (), encrypt_none: bool = False,
+                 schema: pa.Schema | None = None) -> None:  # fmt: skip
+        paths, bound = check_paths(columns or (), bind, "columns", required=columns is not None)
         object.__setattr__(self, "columns", paths)
         object.__setattr__(self, "bind", bound)
         object.__setattr__(self, "encrypt_none", encrypt_none)
+        object.__setattr__(self, "schema", schema)
 
     def _encryptor(self, source: KeySource, context: Context, policy: DataKeyPolicy | None,
                    on_generate: Hook) -> CellEncryptor:
@@ -69,8 +72,8 @@ class CellFormat(Engines[CellEncryptor, CellDecryptor]):
 
     def _decryptor(self, source: KeySource, context: Context, cache: DataKeyCache | None,
                    on_call: Hook) -> CellDecryptor:
-        return CellDecryptor(self.columns, source, context=context, bind=self.bind, cache=cache,
-                             on_call=on_call)  # fmt: skip
+        return CellDecryptor(self.columns or None, source, context=context, bind=self.bind,
+                             schema=self.schema, cache=cache, on_call=on_call)  # fmt: skip
 
     def rewrap_table(
         self, table: pa.Table, rewrap: KeyRewrap
