@@ -27,20 +27,12 @@ import apache_beam as beam
 import pyarrow as pa
 
 from kmsbeam import DataKeyPolicy, KmsBeamError, check_context, open_key_source
-from kmsbeam.formats.parquet import CellDecryptor, CellEncryptor, CellFormat
-from kmsbeam.formats.parquet import cells_schema as _cells_schema
+from kmsbeam.formats.parquet import CellDecryptor, CellEncryptor, CellFormat, cells_schema
 from kmsbeam.keys.budget import KmsBudget
 from kmsbeam.transforms._base import DEAD_LETTER, KmsDoFn, KmsTransform
 from kmsbeam.transforms._options import cache_ttl, key_uri, policy_with_age, required_keys
 
 __all__ = ["DecryptCells", "EncryptCells", "cells_schema"]
-
-
-def cells_schema(schema: pa.Schema, columns: Iterable[str] | str, key: str,
-                 bind: Iterable[str] | str = ()) -> pa.Schema:  # fmt: skip
-    """The schema ``EncryptCells(key, columns, bind=bind)`` gives tables of ``schema``
-    (for ``WriteToParquetBatched``)."""
-    return _cells_schema(schema, columns, key, bind)
 
 
 class _CellsFn(KmsDoFn):
