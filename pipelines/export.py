@@ -178,13 +178,6 @@ def _run(options: Any, runner: Any, build: Any) -> tuple[dict[str, int], float]:
     return counters_of(result), time.monotonic() - started
 
 
-def _table(title: str, rows: list[tuple[str, str]], quiet: bool) -> None:
-    if quiet:
-        return
-    width = max(len(n) for n, _ in rows)
-    print("\n".join([title] + [f"  {n:<{width}}  {v}" for n, v in rows]))
-
-
 def _rate(total: int, seconds: float) -> str:
     return f"{total / seconds / 1e6:,.1f} MB/s" if seconds > 0 else "-"
 
@@ -204,7 +197,7 @@ def run_export(args: argparse.Namespace, beam_args: list[str], context: dict[str
     from apache_beam.io.filesystems import FileSystems
 
     from kmsbeam.pipelines import paths
-    from kmsbeam.pipelines.summary import kms_price_per_10k
+    from kmsbeam.pipelines.summary import kms_price_per_10k, table
     from kmsbeam.transforms import EncryptObjects, create_local_keys
 
     args.kms_price_per_10k = kms_price_per_10k(getattr(args, "kms_price_per_10k", None))
@@ -235,15 +228,16 @@ def run_export(args: argparse.Namespace, beam_args: list[str], context: dict[str
     with FileSystems.create(paths.join(dest, EXPORT_MANIFEST), mime_type="application/json") as f:
         f.write(manifest.to_json().encode("utf-8"))
     total_in = sum(o["bytes"] for o in objects)
-    _table(f"kmsbeam export: {args.input} -> {dest} (key {key})", [
-        ("objects", f"{len(objects):,}"),
-        ("data keys generated", f"{counters.get('kmsbeam/data_keys_generated', 0):,}"),
-        *_kms_rows(counters, key, args),
-        ("bytes in", f"{total_in:,} B"),
-        ("bytes out", f"{sum(o['encrypted_bytes'] for o in objects):,} B"),
-        ("elapsed", f"{elapsed:.1f} s"),
-        ("rate", _rate(total_in, elapsed)),
-    ], args.quiet)  # fmt: skip
+    if not args.quiet:
+        print(table(f"kmsbeam export: {args.input} -> {dest} (key {key})", [
+            ("objects", f"{len(objects):,}"),
+            ("data keys generated", f"{counters.get('kmsbeam/data_keys_generated', 0):,}"),
+            *_kms_rows(counters, key, args),
+            ("bytes in", f"{total_in:,} B"),
+            ("bytes out", f"{sum(o['encrypted_bytes'] for o in objects):,} B"),
+            ("elapsed", f"{elapsed:.1f} s"),
+            ("rate", _rate(total_in, elapsed)),
+        ]))  # fmt: skip
     return 0
 
 
@@ -251,7 +245,7 @@ def run_restore(args: argparse.Namespace, beam_args: list[str], context: dict[st
     """``kmsbeam decrypt EXPORT OUTPUT``: decrypt every object the manifest lists."""
     import apache_beam as beam
 
-    from kmsbeam.pipelines.summary import kms_price_per_10k
+    from kmsbeam.pipelines.summary import kms_price_per_10k, table
     from kmsbeam.transforms import DecryptObjects
 
     args.kms_price_per_10k = kms_price_per_10k(getattr(args, "kms_price_per_10k", None))
@@ -287,11 +281,12 @@ def run_restore(args: argparse.Namespace, beam_args: list[str], context: dict[st
                                kms_qps=getattr(args, "kms_qps", None))  # fmt: skip
     counters, elapsed = _run(options, runner, lambda p: p | beam.Create(urls) | beam.Reshuffle() | transform)
     total = sum(int(o["bytes"]) for o in manifest.objects)
-    _table(f"kmsbeam decrypt: {src} -> {out} (export, key {key})", [
-        ("objects", f"{len(urls):,}"),
-        *_kms_rows(counters, key, args),
-        ("bytes out", f"{total:,} B"),
-        ("elapsed", f"{elapsed:.1f} s"),
-        ("rate", _rate(total, elapsed)),
-    ], args.quiet)  # fmt: skip
+    if not args.quiet:
+        print(table(f"kmsbeam decrypt: {src} -> {out} (export, key {key})", [
+            ("objects", f"{len(urls):,}"),
+            *_kms_rows(counters, key, args),
+            ("bytes out", f"{total:,} B"),
+            ("elapsed", f"{elapsed:.1f} s"),
+            ("rate", _rate(total, elapsed)),
+        ]))  # fmt: skip
     return 0

@@ -30,7 +30,7 @@ from kmsbeam import ConfigurationError
 
 __all__ = ["KMS_PRICE_CURRENCY", "KMS_PRICE_DATE", "KMS_PRICE_ENV", "KMS_PRICE_PER_10K", "Progress",
            "dead_letter_warning", "finish", "job_key_uris", "kms_budget_rows", "kms_call_rows", "kms_cost", "kms_cost_row",
-           "kms_price_per_10k", "summary_table"]  # fmt: skip
+           "kms_price_per_10k", "summary_table", "table"]  # fmt: skip
 
 KMS_PRICE_PER_10K = 0.03  # USD per 10,000 API calls (see the module docstring)
 KMS_PRICE_CURRENCY = "USD"
@@ -241,6 +241,11 @@ def summary_table(result: JobResult) -> str:
         rows = _without_metrics(rows)
     title = (f"kmsbeam {plan.spec.action}: {plan.spec.input} -> {plan.out_dir} "
              f"({m.format}, {m.mode} mode, key {m.key})")  # fmt: skip
+    return table(title, rows)
+
+
+def table(title: str, rows: list[tuple[str, str]]) -> str:
+    """A summary table: the title, then one ``  name  value`` line per row, names aligned."""
     width = max(len(name) for name, _ in rows)
     return "\n".join([title] + [f"  {name:<{width}}  {value}" for name, value in rows])
 
