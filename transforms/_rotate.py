@@ -133,7 +133,7 @@ class RewrapDataKeys(KmsTransform):
         context: the encryption context the data keys were generated with.
         payload_field: the record payload field (``mode="record"``).
         only_versions: rewrap only data keys under these master key versions
-            (``kmsbeam.rotation.rewrap.wrapped_key_version`` names); the others pass unchanged.
+            (``kmsbeam.keys.registry.wrapped_key_version`` names); the others pass unchanged.
         verify: check each new wrapped key's commitment before using it (default on).
         target_version: the target's current version when already known (workers then make
             no ``DescribeKey`` call); see the module caveats.

@@ -55,21 +55,7 @@ __all__ = [
     "Rewrapper",
     "record_paths",
     "shared_memo",
-    "source_key_versions",
-    "target_key_version",
-    "wrapped_key_version",
 ]
-
-
-def target_key_version(source: KeySource) -> str:
-    """``source.current_version()`` (``KeySource.current_version``)."""
-    return source.current_version()
-
-
-def source_key_versions(source: KeySource) -> tuple[str, ...]:
-    """``source.key_versions()`` (``KeySource.key_versions``), for filters such as
-    ``kmsbeam rotate --only-key``."""
-    return source.key_versions()
 
 
 class Rewrapper:

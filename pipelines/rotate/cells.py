@@ -33,7 +33,8 @@ from kmsbeam.pipelines.rotate.rotator import Outcome, Verified, required_keys, t
 from kmsbeam.pipelines.rotate.state import JOURNAL_NAME, ROTATION_NAME, read_rotation, recorded_target
 from kmsbeam.pipelines.rotate.verify import verify_dataset
 from kmsbeam.rotation.journal import JournalWriter, read_journal
-from kmsbeam.rotation.rewrap import ALREADY, FILTERED, RESUMED, REWRAPPED, Rewrapper, wrapped_key_version
+from kmsbeam.keys.registry import wrapped_key_version
+from kmsbeam.rotation.rewrap import ALREADY, FILTERED, RESUMED, REWRAPPED, Rewrapper
 from kmsbeam.transforms.journal_fs import journal_store
 
 __all__ = ["CellsRotator"]

@@ -40,7 +40,6 @@ from kmsbeam.pipelines.rotate.pme import PmeKeyMaterialRotator, PmeRewriteRotato
 from kmsbeam.pipelines.rotate.records import RecordsRotator
 from kmsbeam.pipelines.rotate.rotator import Rotator, table
 from kmsbeam.pipelines.rotate.state import finished_at
-from kmsbeam.rotation.rewrap import source_key_versions
 
 __all__ = ["run_rotate"]
 
@@ -117,7 +116,7 @@ def rotator_for(args: argparse.Namespace, beam_args: list[str]) -> Rotator:
             raise ConfigurationError("--only-key filters a rewrap; --reencrypt re-encrypts everything")
         versions = list(args.only_version or [])
         for uri in args.only_key:
-            versions.extend(source_key_versions(kmsbeam.open_key_source(uri, create=False)))
+            versions.extend(kmsbeam.open_key_source(uri, create=False).key_versions())
         args.only_version = versions
     if args.only_version and args.reencrypt:
         raise ConfigurationError("--only-version filters a rewrap; --reencrypt re-encrypts everything")

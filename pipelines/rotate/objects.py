@@ -31,7 +31,8 @@ from kmsbeam.pipelines import paths
 from kmsbeam.pipelines.export import EXPORT_MANIFEST, read_manifest
 from kmsbeam.pipelines.rotate.rotator import Outcome, Verified, trusted_sources
 from kmsbeam.pipelines.rotate.state import ROTATION_NAME, recorded_target, sample_indices
-from kmsbeam.rotation.rewrap import Rewrapper, wrapped_key_version
+from kmsbeam.keys.registry import wrapped_key_version
+from kmsbeam.rotation.rewrap import Rewrapper
 
 __all__ = ["ExportRotator"]
 

@@ -19,7 +19,8 @@ from kmsbeam.keys.strict import KeyRequirement
 from kmsbeam.pipelines import paths
 from kmsbeam.pipelines.manifest import Manifest
 from kmsbeam.pipelines.spec import Plan
-from kmsbeam.rotation.rewrap import record_paths, wrapped_key_version
+from kmsbeam.keys.registry import wrapped_key_version
+from kmsbeam.rotation.rewrap import record_paths
 
 __all__ = ["dry_run_rows", "inventory", "key_rows"]
 

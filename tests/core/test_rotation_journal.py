@@ -12,7 +12,8 @@ from kmsbeam import DataKeyCache, DataKeyPolicy, FieldDecryptor, FieldEncryptor
 from kmsbeam.formats.envelope import FIELD_V1, parse
 from kmsbeam.kms import KeyStore, KmsEngine
 from kmsbeam.keys.local import LocalKeySource
-from kmsbeam.rotation.rewrap import RESUMED, REWRAPPED, Rewrapper, record_paths, wrapped_key_version
+from kmsbeam.keys.registry import wrapped_key_version
+from kmsbeam.rotation.rewrap import RESUMED, REWRAPPED, Rewrapper, record_paths
 from kmsbeam.rotation.journal import JournalWriter, journal_writer, read_journal
 
 CTX = {"dataset": "crm"}

@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 
 from kmsbeam import DataKeyCache, FieldDecryptor, FieldEncryptor, RecordDecryptor, RecordEncryptor, failure_reason, open_key_source
-from kmsbeam.rotation.rewrap import source_key_versions
 from kmsbeam.keys.source import KeySource
 from kmsbeam.keys.strict import KeyNotAllowedError, KeyRequirement, KeyUse, RequiredRewrapSource, qualify_key
 
@@ -29,12 +28,12 @@ def test_values_under_another_master_key_are_refused_before_any_call(kms_home: A
     assert all(isinstance(e, KeyNotAllowedError) for e in out)
     assert len(calls) == 1  # no call for a refused value
     assert failure_reason(out[0]).startswith("key not allowed")
-    assert use.used == frozenset(source_key_versions(open_key_source("local:alias/pii")))
+    assert use.used == frozenset(open_key_source("local:alias/pii").key_versions())
     # without a requirement the other key's values decrypt, and the versions used say so
     free = KeyUse(DataKeyCache())
     dec = FieldDecryptor(["ssn"], open_key_source("local:alias/pii"), cache=free)
     assert dec.decrypt(theirs[0])["ssn"] == "000-45-6789"
-    assert free.used == frozenset(source_key_versions(open_key_source("local:alias/other")))
+    assert free.used == frozenset(open_key_source("local:alias/other").key_versions())
 
 
 def test_records_and_a_cached_key_are_checked_too(kms_home: Any) -> None:

@@ -16,7 +16,7 @@ from kmsbeam.errors import AuthenticationError, KeySourceError, MalformedValueEr
 from kmsbeam.kms import _blob as engine_blob
 from kmsbeam.keys.local import LocalKeySource
 from kmsbeam.pkcs11._blob import Blob, BlobError
-from kmsbeam.rotation.rewrap import wrapped_key_version
+from kmsbeam.keys.registry import wrapped_key_version
 
 VECTORS = Path(__file__).resolve().parents[1] / "pkcs11" / "vectors.json"
 CONTEXTS = ({}, {"dataset": "d"}, {"column": "ssn", "table": "customers"})

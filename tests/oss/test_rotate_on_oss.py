@@ -18,7 +18,7 @@ from kmsbeam.oss import oss_client
 from kmsbeam.pipelines.cli import main
 
 from kmsbeam.formats.envelope import FIELD_V1, RECORD_V1, parse
-from kmsbeam.rotation.rewrap import wrapped_key_version
+from kmsbeam.keys.registry import wrapped_key_version
 from kmsbeam.rotation.journal import JournalWriter, read_journal
 from kmsbeam.transforms.journal_fs import BeamJournalStore
 from tests.pipelines.conftest import EXAMPLES, cli, shard_lines  # noqa: F401  (fixtures)

@@ -24,7 +24,7 @@ import pytest
 from kmsbeam.oss import oss_client
 
 from kmsbeam.formats.envelope import FIELD_V1, parse
-from kmsbeam.rotation.rewrap import wrapped_key_version
+from kmsbeam.keys.registry import wrapped_key_version
 
 from tests.oss.conftest import bucket, oss_server  # noqa: F401  (fixtures)
 from tests.pipelines.cluster_helpers import MODES, Dirs, canonical, kmsbeam, objects, records

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 from kmsbeam import open_key_source
-from kmsbeam.rotation.rewrap import source_key_versions
 from tests.pipelines.conftest import shard_lines, table_value
 
 
@@ -16,7 +15,7 @@ def _encrypt(cli, customers: Path, out: Path, key: str) -> None:  # type: ignore
 
 
 def _version(uri: str) -> str:
-    (version,) = source_key_versions(open_key_source(uri))
+    (version,) = open_key_source(uri).key_versions()
     return version
 
 
