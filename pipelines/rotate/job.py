@@ -38,8 +38,9 @@ from kmsbeam.pipelines.rotate.lock import rotation_lock
 from kmsbeam.pipelines.rotate.objects import ExportRotator
 from kmsbeam.pipelines.rotate.pme import PmeKeyMaterialRotator, PmeRewriteRotator
 from kmsbeam.pipelines.rotate.records import RecordsRotator
-from kmsbeam.pipelines.rotate.rotator import Rotator, table
+from kmsbeam.pipelines.rotate.rotator import Rotator
 from kmsbeam.pipelines.rotate.state import finished_at
+from kmsbeam.pipelines.summary import table
 
 __all__ = ["run_rotate"]
 

@@ -6,8 +6,7 @@ result back (``--verify``/``--verify-sample``) and ``write_rotation`` for the ro
 The job (``kmsbeam.pipelines.rotate.job``) picks the rotator, locks, runs, verifies, writes the
 manifest last and prints the summary for every format alike.
 
-Also here: what every format takes from the command line (the caller's key sources) and the
-summary table.
+Also here: what every format takes from the command line (the caller's key sources).
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from typing import Any, Protocol
 from kmsbeam.keys.strict import KeyRequirement, qualify_key
 from kmsbeam.keys.trust import TrustedKeySources
 
-__all__ = ["Outcome", "Rotator", "Verified", "required_keys", "table", "trusted_sources"]
+__all__ = ["Outcome", "Rotator", "Verified", "required_keys", "trusted_sources"]
 
 Rows = list[tuple[str, str]]
 
@@ -84,7 +83,3 @@ def required_keys(args: argparse.Namespace, to_key: str) -> tuple[str, ...]:
     requirement.versions()  # an unknown key fails before anything is written
     return requirement.keys
 
-
-def table(title: str, rows: Rows) -> str:
-    width = max(len(n) for n, _ in rows)
-    return "\n".join([title] + [f"  {n:<{width}}  {v}" for n, v in rows])
