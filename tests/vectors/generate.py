@@ -12,8 +12,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from kmsbeam.codec import KEPT, encode_value
-from kmsbeam.envelope import FIELD_V1, RECORD_V1, Sealer, key_commitment, to_text
+from kmsbeam.formats.codec import KEPT, encode_value
+from kmsbeam.formats.envelope import FIELD_V1, RECORD_V1, Sealer, key_commitment, to_text
 
 HERE = Path(__file__).parent
 DEK = bytes(range(32))

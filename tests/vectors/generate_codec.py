@@ -15,7 +15,7 @@ from typing import Any
 
 from generate import typed  # type: ignore[import-not-found]
 
-from kmsbeam.codec import encode_value
+from kmsbeam.formats.codec import encode_value
 
 HERE = Path(__file__).parent
 
