@@ -159,6 +159,8 @@ def _oss_in_place(server: Any, key: str, src: Path, work: Path, objects: int, lo
 def run(n: int, per_key: int, log: Any = sys.stderr, objects: int = 20) -> list[Row]:
     from kmsbeam import DataKeyCache, DataKeyPolicy, FieldDecryptor, FieldEncryptor, open_key_source
     from kmsbeam.emulator import EmulatorServer
+    from kmsbeam.formats.base import outcomes
+    from kmsbeam.formats.values import rewrap_paths
     from kmsbeam.rotation.rewrap import Rewrapper, record_paths
     from kmsbeam.transforms import ReencryptFields, RewrapDataKeys
 
@@ -213,7 +215,7 @@ def run(n: int, per_key: int, log: Any = sys.stderr, objects: int = 20) -> list[
                 rw = Rewrapper(open_key_source(key), context=CONTEXT, cache=DataKeyCache())
                 t = time.perf_counter()
                 for chunk in _chunks(src):
-                    rw.rewrap_batch(chunk, paths, fmt)
+                    outcomes(lambda r: rewrap_paths(r, paths, fmt, rw), chunk)
                 return time.perf_counter() - t
 
             def core_reencrypt() -> float:

@@ -27,7 +27,9 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from kmsbeam import DataKeyPolicy, check_context, shared_cache
+from kmsbeam.formats.base import outcomes
 from kmsbeam.formats.records import DEFAULT_PAYLOAD_FIELD
+from kmsbeam.formats.values import rewrap_paths
 from kmsbeam.keys.budget import KmsBudget
 from kmsbeam.keys.strict import KeyRequirement, RequiredRewrapSource, strict_rewrap
 from kmsbeam.rotation.journal import journal_writer, read_journal
@@ -97,8 +99,8 @@ class _RewrapFn(RecordsFn):
                        on_verify=self._counters.unwrap_call,
                        known=read_journal(journal, version, store) if journal else None,
                        on_moved=journal_writer(journal, store).moved if journal else None)  # fmt: skip
-        self._run = lambda record: rw.rewrap_record(record, paths, fmt)
-        self._run_batch = lambda records: rw.rewrap_batch(records, paths, fmt)
+        self._run = lambda record: rewrap_paths(record, paths, fmt, rw)
+        self._run_batch = lambda records: outcomes(self._run, records)
         if required:  # strict: every value is checked before the Rewrapper counts a call
             self._run, self._run_batch = strict_rewrap(rw, KeyRequirement(required), paths, fmt, version)
         return rw

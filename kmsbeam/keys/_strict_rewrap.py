@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from kmsbeam.errors import KmsBeamError
+from kmsbeam.formats.base import outcomes
 from kmsbeam.formats.paths import FieldPath
+from kmsbeam.formats.values import rewrap_paths
 from kmsbeam.keys.source import DataKey, KeyInfo, KeySource
 
 if TYPE_CHECKING:
@@ -74,20 +75,13 @@ def strict_rewrap(
 ) -> tuple[Callable[[Mapping[str, Any]], dict[str, Any]], Callable[[Sequence[Mapping[str, Any]]], list[Any]]]:
     """``(rewrap one record, rewrap a batch)`` of a ``Rewrapper`` with each record checked
     first (``check_record``; values already under ``target`` pass): the batch form returns the
-    record or its ``KmsBeamError``, like ``Rewrapper.rewrap_batch``."""
+    record or its ``KmsBeamError`` (``kmsbeam.formats.base.outcomes``)."""
 
     def one(record: Mapping[str, Any]) -> dict[str, Any]:
         requirement.check_record(record, paths, fmt, also=target)
-        out: dict[str, Any] = rewrapper.rewrap_record(record, paths, fmt)
-        return out
+        return rewrap_paths(record, paths, fmt, rewrapper)
 
     def batch(records: Sequence[Mapping[str, Any]]) -> list[Any]:
-        out: list[Any] = []
-        for record in records:
-            try:
-                out.append(one(record))
-            except KmsBeamError as exc:
-                out.append(exc)
-        return out
+        return outcomes(one, records)
 
     return one, batch

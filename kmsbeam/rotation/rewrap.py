@@ -33,14 +33,12 @@ a rewrap: ``ConfigurationError`` says to re-encrypt instead.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
 
 from kmsbeam.errors import AuthenticationError, ConfigurationError
-from kmsbeam.formats.base import ALREADY, FILTERED, RESUMED, REWRAPPED, outcomes
+from kmsbeam.formats.base import ALREADY, FILTERED, RESUMED, REWRAPPED
 from kmsbeam.formats.envelope import FIELD_V1, RECORD_V1
 from kmsbeam.formats.paths import FieldPath, parse_paths
-from kmsbeam.formats.values import rewrap_paths
 from kmsbeam.keys.cache import DataKeyCache, shared_cache
 from kmsbeam.keys.registry import wrapped_key_version
 from kmsbeam.keys.source import KeySource, canonical_context, check_context
@@ -186,19 +184,6 @@ class Rewrapper:
             new_version = self._source.wrapped_key_version(new_wrapped)
             self._on_moved(commitment, version, new_version, new_wrapped)
         return new_wrapped, REWRAPPED
-
-    # -- field and record values (what FieldFormat / RecordFormat.rewrap do) ---------------
-    def rewrap_record(
-        self, record: Mapping[str, Any], paths: Sequence[FieldPath], fmt: int = FIELD_V1
-    ) -> dict[str, Any]:
-        """``kmsbeam.formats.values.rewrap_paths`` through this rewrapper."""
-        return rewrap_paths(record, paths, fmt, self)
-
-    def rewrap_batch(
-        self, records: Sequence[Mapping[str, Any]], paths: Sequence[FieldPath], fmt: int = FIELD_V1
-    ) -> list[Any]:
-        """``rewrap_record`` for each record: the copy, or the ``KmsBeamError`` it raised."""
-        return outcomes(lambda r: self.rewrap_record(r, paths, fmt), records)
 
 
 def record_paths(mode: str, fields: Iterable[str] | str, payload_field: str) -> tuple[tuple[FieldPath, ...], int]:

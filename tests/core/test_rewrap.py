@@ -9,7 +9,8 @@ import pytest
 
 from kmsbeam import DataKeyCache, DataKeyPolicy, FieldDecryptor, FieldEncryptor
 from kmsbeam.formats.envelope import FIELD_V1, RECORD_V1, parse
-from kmsbeam.formats.values import rewrap_value
+from kmsbeam.formats.base import outcomes
+from kmsbeam.formats.values import rewrap_paths, rewrap_value
 from kmsbeam.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -64,7 +65,7 @@ def test_rewrap_replaces_headers_only_one_call_per_data_key(old: LocalKeySource,
     calls: list[int] = []
     rw = Rewrapper(new, context=CTX, on_call=lambda: calls.append(1), cache=DataKeyCache())
     paths, fmt = record_paths("fields", "ssn,email", "")
-    rotated = [rw.rewrap_record(r, paths, fmt) for r in encrypted]
+    rotated = [rewrap_paths(r, paths, fmt, rw) for r in encrypted]
     assert len(calls) == rw.calls == 3  # distinct data keys, not values
     assert rw.counts == {REWRAPPED: 19, ALREADY: 0, FILTERED: 0, RESUMED: 0}
     for before, after in zip(encrypted, rotated):
@@ -83,7 +84,7 @@ def test_rewrap_replaces_headers_only_one_call_per_data_key(old: LocalKeySource,
     with pytest.raises(KeyDisabledError):  # the old values now need the disabled key
         FieldDecryptor(["ssn"], new, context=CTX, bind="id", cache=DataKeyCache()).decrypt(encrypted[0])
     again = Rewrapper(new, context=CTX, cache=DataKeyCache())
-    assert [again.rewrap_record(r, paths, fmt) for r in rotated] == rotated
+    assert [rewrap_paths(r, paths, fmt, again) for r in rotated] == rotated
     assert again.calls == 0 and again.counts[ALREADY] == 19
 
 
@@ -102,7 +103,7 @@ def test_records_and_automatic_rotation(old: LocalKeySource) -> None:
     rw = Rewrapper(old, context=CTX, cache=DataKeyCache())
     paths, fmt = record_paths("record", (), "kmsbeam_record")
     assert fmt == RECORD_V1
-    rotated = [rw.rewrap_record(r, paths, fmt) for r in encrypted]
+    rotated = [rewrap_paths(r, paths, fmt, rw) for r in encrypted]
     assert rw.calls == 1 and rw.counts[REWRAPPED] == 10
     assert all(parse(a["kmsbeam_record"], RECORD_V1).body == parse(b["kmsbeam_record"], RECORD_V1).body
                for a, b in zip(encrypted, rotated))  # fmt: skip
@@ -115,7 +116,7 @@ def test_filters_leave_other_versions_alone(old: LocalKeySource) -> None:
     new = _move_alias(old)
     rw = Rewrapper(new, context=CTX, only_versions={"not-this-one"}, cache=DataKeyCache())
     paths, fmt = record_paths("fields", "ssn,email", "")
-    assert [rw.rewrap_record(r, paths, fmt) for r in encrypted] == encrypted
+    assert [rewrap_paths(r, paths, fmt, rw) for r in encrypted] == encrypted
     assert rw.calls == 0 and rw.counts[FILTERED] == 19
 
 
@@ -125,7 +126,7 @@ def test_bad_values_raise_kmsbeam_errors_naming_the_field(old: LocalKeySource) -
     paths, fmt = record_paths("fields", "ssn,email", "")
     rw = Rewrapper(new, context=CTX, cache=DataKeyCache())
     with pytest.raises(MalformedValueError) as info:
-        rw.rewrap_record({**encrypted[0], "email": "not a value"}, paths, fmt)
+        rewrap_paths({**encrypted[0], "email": "not a value"}, paths, fmt, rw)
     assert info.value.field == "email"
     value = bytearray(parse(encrypted[0]["ssn"], FIELD_V1).header)
     value[-2] ^= 1  # inside K: the rewrapped key's commitment does not match
@@ -133,8 +134,8 @@ def test_bad_values_raise_kmsbeam_errors_naming_the_field(old: LocalKeySource) -
         rewrap_value(bytes(value) + bytes(30), FIELD_V1, rw)
     wrong = Rewrapper(new, context={"dataset": "other"}, cache=DataKeyCache())
     with pytest.raises(AuthenticationError):  # the wrong context cannot unwrap the old key
-        wrong.rewrap_record(encrypted[0], paths, fmt)
-    results = rw.rewrap_batch([encrypted[1], {"id": 1}], paths, fmt)
+        rewrap_paths(encrypted[0], paths, fmt, wrong)
+    results = outcomes(lambda r: rewrap_paths(r, paths, fmt, rw), [encrypted[1], {"id": 1}])
     assert isinstance(results[0], dict) and isinstance(results[1], Exception)
 
 
@@ -175,7 +176,7 @@ def test_concurrent_values_of_one_data_key_coalesce_into_one_call(old: LocalKeyS
         rw = Rewrapper(new, context=CTX, memo=memo, on_call=lambda: calls.append(1))
         start.wait()
         for r in encrypted:
-            rw.rewrap_record(r, paths, fmt)
+            rewrap_paths(r, paths, fmt, rw)
 
     threads = [threading.Thread(target=worker) for _ in range(8)]
     for t in threads:

@@ -12,6 +12,7 @@ from kmsbeam import DataKeyCache, DataKeyPolicy, FieldDecryptor, FieldEncryptor
 from kmsbeam.formats.envelope import FIELD_V1, parse
 from kmsbeam.kms import KeyStore, KmsEngine
 from kmsbeam.keys.local import LocalKeySource
+from kmsbeam.formats.values import rewrap_paths
 from kmsbeam.keys.registry import wrapped_key_version
 from kmsbeam.rotation.rewrap import RESUMED, REWRAPPED, Rewrapper, record_paths
 from kmsbeam.rotation.journal import JournalWriter, journal_writer, read_journal
@@ -39,7 +40,7 @@ def test_a_crashed_run_resumes_without_calls_for_journaled_keys(source: LocalKey
     paths, fmt = record_paths("fields", ["ssn"], "")
     journal = tmp_path / "journal"
     first = Rewrapper(target, context=CTX, cache=DataKeyCache(), on_moved=JournalWriter(journal).moved)
-    done = [first.rewrap_record(r, paths, fmt) for r in encrypted[:6]]  # then the "crash"
+    done = [rewrap_paths(r, paths, fmt, first) for r in encrypted[:6]]  # then the "crash"
     assert first.calls == 2
     version = first.check_target()
     known = read_journal(journal, version)
@@ -48,7 +49,7 @@ def test_a_crashed_run_resumes_without_calls_for_journaled_keys(source: LocalKey
     calls: list[int] = []
     second = Rewrapper(target, context=CTX, cache=DataKeyCache(), known=known,
                        on_call=lambda: calls.append(1))  # fmt: skip
-    again = [second.rewrap_record(r, paths, fmt) for r in encrypted]
+    again = [rewrap_paths(r, paths, fmt, second) for r in encrypted]
     assert len(calls) == 1  # only the data key the crashed run never reached
     assert second.counts[RESUMED] == 8 and second.counts[REWRAPPED] == 4  # keys 1-2; key 3
     assert again[:6] == done  # the same new headers as the first run wrote
@@ -61,8 +62,8 @@ def test_a_crashed_run_resumes_without_calls_for_journaled_keys(source: LocalKey
 def test_a_journal_for_another_target_version_is_ignored(source: LocalKeySource, tmp_path: Path) -> None:
     encrypted, target = _dataset(source)
     paths, fmt = record_paths("fields", ["ssn"], "")
-    Rewrapper(target, context=CTX, cache=DataKeyCache(), on_moved=JournalWriter(tmp_path / "j").moved
-              ).rewrap_record(encrypted[0], paths, fmt)  # fmt: skip
+    rewrap_paths(encrypted[0], paths, fmt, Rewrapper(target, context=CTX, cache=DataKeyCache(),
+                                                     on_moved=JournalWriter(tmp_path / "j").moved))
     assert read_journal(tmp_path / "j", "another-version") == {}
     assert read_journal(tmp_path / "missing", "v") == {}
 
@@ -97,7 +98,7 @@ def test_values_of_unknown_keys_are_still_rewrapped(source: LocalKeySource) -> N
     encrypted, target = _dataset(source)
     paths, fmt = record_paths("fields", ["ssn"], "")
     rw = Rewrapper(target, context=CTX, cache=DataKeyCache(), known={b"x" * 16: b"\x01bogus"})
-    out = [rw.rewrap_record(r, paths, fmt) for r in encrypted]
+    out = [rewrap_paths(r, paths, fmt, rw) for r in encrypted]
     assert rw.counts[RESUMED] == 0 and rw.calls == 3
     assert all(parse(r["ssn"], FIELD_V1).wrapped != parse(o["ssn"], FIELD_V1).wrapped
                for r, o in zip(encrypted, out))  # fmt: skip

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 
 import kmsbeam
 from kmsbeam.formats.envelope import FIELD_V1, parse
+from kmsbeam.formats.values import rewrap_paths
 from kmsbeam.rotation.rewrap import Rewrapper, record_paths
 from kmsbeam.rotation.journal import JournalWriter
 from tests.pipelines.test_rotate_emulator import calls, data_calls, emulator, encrypted_values  # noqa: F401
@@ -34,7 +35,7 @@ def test_a_crashed_rotation_resumes_from_its_journal(cli: Any, customers: Path, 
     paths, fmt = record_paths("fields", ["ssn"], "")
     first = sorted(before)[:300]
     for rid in first:
-        rw.rewrap_record({"ssn": before[rid][0]}, paths, fmt)
+        rewrap_paths({"ssn": before[rid][0]}, paths, fmt, rw)
     journaled = rw.calls
     assert 0 < journaled < len(keys)
     (out / "part-00000-of-00001.jsonl").write_text('{"id": 1, "ssn": "trunc', encoding="utf-8")
