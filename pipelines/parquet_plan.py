@@ -25,6 +25,7 @@ from kmsbeam.pipelines.spec import (
     JobSpec,
     ParquetSpec,
     Plan,
+    created_notice,
     dead_dir_for,
     field_names,
     open_for_encrypt,
@@ -76,9 +77,7 @@ def plan_parquet_encrypt(spec: JobSpec, pq_spec: ParquetSpec, notice: Callable[[
         parse_key_uri(uri)
         source = open_for_encrypt(uri)
         if source.created:
-            where = getattr(source, "home", kmsbeam.keystore_home())
-            notice(f"kmsbeam: created key {parse_key_uri(uri).key} in the local keystore {where} "
-                   "(back it up: data encrypted with it cannot be decrypted without it)")  # fmt: skip
+            notice(created_notice(uri))  # only a local: key is ever created
             plan.key_created = True
     return plan
 

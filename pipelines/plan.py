@@ -22,6 +22,7 @@ from kmsbeam.pipelines.spec import (
     ParquetSpec,
     Plan,
     check_mode,
+    created_notice,
     dead_dir_for,
     field_names,
     normalize_spec,
@@ -90,11 +91,7 @@ def plan_encrypt(spec: JobSpec, notice: Callable[[str], None]) -> Plan:
     prepare_output(plan.out_dir, plan.dead_dir, spec.overwrite, files, keep_old=True)  # run_plan replaces it
     source = open_for_encrypt(key)
     if source.created:
-        where = getattr(source, "home", kmsbeam.keystore_home())
-        notice(
-            f"kmsbeam: created key {parse_key_uri(key).key} in the local keystore {where} "
-            "(back it up: data encrypted with it cannot be decrypted without it)"
-        )
+        notice(created_notice(key))  # only a local: key is ever created
         plan.key_created = True
     return plan
 

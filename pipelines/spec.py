@@ -21,7 +21,8 @@ from kmsbeam.pipelines.manifest import Manifest
 from kmsbeam.pipelines.output_dir import DEAD_LETTER_DIR
 
 __all__ = [
-    "JobSpec", "ParquetSpec", "Plan", "check_mode", "check_remote_key", "dead_dir_for", "field_names",
+    "JobSpec", "ParquetSpec", "Plan", "check_mode", "check_remote_key", "created_notice", "dead_dir_for",
+    "field_names",
     "normalize_spec", "open_for_encrypt", "parquet_spec", "required_keys", "trusted_sources",
 ]  # fmt: skip
 
@@ -177,6 +178,13 @@ def open_for_encrypt(key: str) -> kmsbeam.KeySource:
     source = kmsbeam.open_key_source(key, create=True)
     check_remote_key(key, source)
     return source
+
+
+def created_notice(key: str) -> str:
+    """The one line telling the user this run created a ``local:`` key, and where it lives."""
+    return (f"kmsbeam: created key {parse_key_uri(key).key} in the local keystore "
+            f"{kmsbeam.keystore_home()} (back it up: data encrypted with it cannot be decrypted "
+            "without it)")  # fmt: skip
 
 
 def check_remote_key(key: str, source: kmsbeam.KeySource) -> None:
