@@ -64,6 +64,37 @@ def test_large_writes_go_straight_through_and_read_into_caller_buffers(source: A
     assert bytes(out[: len(data)]) == data
 
 
+@pytest.mark.parametrize("pieces", [[64, 64], [64, 64, 64], [64, 10], [128, 64], [130], [64, 0, 64]])
+def test_whole_chunk_writes_give_the_same_object_as_small_writes(source: Any, pieces: list[int]) -> None:
+    # A whole chunk of bytes waits for the next write (or close) without a copy; a bytearray is
+    # copied, so changing it after write() changes nothing.
+    data_key = source.generate_data_key({})
+    data = os.urandom(sum(pieces))
+
+    def written(kind: type) -> bytes:
+        raw = io.BytesIO()
+        w = ObjectWriter.with_data_key(raw, data_key, source.uri, chunk_size=64,
+                                       close_raw=False, object_id=bytes(16))  # fmt: skip
+        pos = 0
+        for n in pieces:
+            piece = kind(data[pos : pos + n])
+            w.write(piece)
+            if kind is bytearray:
+                piece[:] = bytes(len(piece))
+            pos += n
+        w.close()
+        return raw.getvalue()
+
+    small = io.BytesIO()
+    w = ObjectWriter.with_data_key(small, data_key, source.uri, chunk_size=64,
+                                   close_raw=False, object_id=bytes(16))  # fmt: skip
+    for i in range(len(data)):
+        w.write(data[i : i + 1])
+    w.close()
+    assert written(bytes) == written(bytearray) == small.getvalue()
+    assert ObjectReader(io.BytesIO(small.getvalue()), source).read() == data
+
+
 def test_random_access_reads_only_the_chunk_it_needs(source: Any) -> None:
     data = os.urandom(1000)
     blob, w = seal(source, data, chunk=64)

@@ -2,7 +2,8 @@
 
 Memory is bounded by two chunk buffers whatever the object size. A chunk is sealed only once
 the writer knows whether it is the last one (more data arrived, or ``close()``), so the last
-chunk carries the "last" nonce flag and a truncated object never authenticates.
+chunk carries the "last" nonce flag and a truncated object never authenticates. A whole chunk
+written as ``bytes`` (immutable) waits for that decision as it is, without a copy.
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ class ObjectWriter(io.BufferedIOBase):
         self._buf = bytearray(chunk_size)
         self._out = bytearray(chunk_size + TAG_SIZE)
         self._fill = 0
+        self._held: memoryview | None = None  # a whole chunk of the caller's bytes, not sealed yet
         self._index = 0
         self._finished = False
         self.bytes_in = 0
@@ -143,13 +145,21 @@ class ObjectWriter(io.BufferedIOBase):
             raise ValueError("write to a closed ObjectWriter")
         view = memoryview(data).cast("B")
         n, pos, size = len(view), 0, self._size
+        keep = type(data) is bytes  # immutable: a whole chunk of it may wait without a copy
         while pos < n:
-            if self._fill == size:  # more data follows: the buffered chunk is not the last
+            if self._held is not None:  # more data follows: the held chunk is not the last
+                self._seal(self._held, last=False)
+                self._held = None
+            elif self._fill == size:  # likewise for the buffered chunk
                 self._seal(self._buf, last=False)
                 self._fill = 0
-            if self._fill == 0 and n - pos > size:  # a whole chunk straight from the caller
-                self._seal(view[pos : pos + size], last=False)
+            if self._fill == 0 and (n - pos > size or (keep and n - pos == size)):
+                chunk = view[pos : pos + size]  # a whole chunk straight from the caller
                 pos += size
+                if pos < n:
+                    self._seal(chunk, last=False)
+                else:
+                    self._held = chunk
                 continue
             take = min(size - self._fill, n - pos)
             self._buf[self._fill : self._fill + take] = view[pos : pos + take]
@@ -166,7 +176,8 @@ class ObjectWriter(io.BufferedIOBase):
         if self._finished:
             return
         try:
-            self._seal(memoryview(self._buf)[: self._fill], last=True)
+            last = self._held if self._held is not None else memoryview(self._buf)[: self._fill]
+            self._seal(last, last=True)
             self._finished = True
             if self._close_raw:
                 self._raw.close()
@@ -192,6 +203,7 @@ class ObjectWriter(io.BufferedIOBase):
 
     def _drop(self) -> None:
         self._buf = self._out = bytearray()
+        self._held = None
         super().close()
 
     def __exit__(self, exc_type: Any, *rest: Any) -> None:
