@@ -44,7 +44,8 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--records", type=int, default=1_000_000, metavar="N",
                         help="records per measurement (default 1,000,000)")  # fmt: skip
     parser.add_argument("--repeat", type=int, default=1, metavar="R",
-                        help="run each measurement R times and keep the best (default 1)")  # fmt: skip
+                        help="run each measurement R times (both sides of a ratio R times each, "
+                             "interleaved) and keep the best (default 1)")  # fmt: skip
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run: N = {QUICK_RECORDS:,} (overrides --records)")  # fmt: skip
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
@@ -63,7 +64,7 @@ def machine_facts(argv: Sequence[str]) -> dict[str, Any]:
     return {
         "command": shlex.join([sys.executable, "-m", "benchmarks", *argv]),
         "cpus": f"{cpus} ({usable} usable)",
-        "load average (1/5/15 min)": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "load": "1-minute load average sampled every second during each row (min/mean/max)",
         "platform": platform.platform(),
         "python": platform.python_version(),
         "apache-beam": version("apache-beam"),
@@ -78,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _args(argv)
     _quiet_logging()
     from benchmarks import foundation  # imports Beam: after the logging setup
+    from benchmarks._measure import Load
     from benchmarks._table import format_table, rows_as_json
 
     home = foundation.throwaway_keystore()
@@ -91,10 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress(f"{args.records:,} records, repeat {args.repeat}")
     t0 = time.perf_counter()
     try:
-        rows = foundation.run_all(args.records, args.repeat, progress)
+        with Load() as load:
+            rows = foundation.run_all(args.records, args.repeat, progress)
     finally:
         shutil.rmtree(home, ignore_errors=True)
     elapsed = time.perf_counter() - t0
+    facts["load during the whole run"] = load.text()
     for name, value in facts.items():
         print(f"{name + ':':<28} {value}")
     print(f"{'records:':<28} {args.records:,} (repeat {args.repeat}, best kept)")

@@ -2,7 +2,8 @@
 
 One generated table (``benchmarks.parquet.make_table``: ``id``, ``name``, ``amount`` and the
 16-byte strings ``ssn``, ``email``, ``card``, which are the protected columns), snappy, one
-file per write, best of ``repeat`` with the three writes interleaved so machine drift hits all.
+file per write, best of ``repeat`` with the three writes interleaved so machine drift hits all
+(the GC stays on here, as in a job).
 "values" are the protected cells (rows x 3), also for the plain write, so the rates compare.
 
 - PME: pyarrow's Parquet Modular Encryption (``kmsbeam.formats.parquet.PmeEncryption`` supplies the
@@ -23,7 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from benchmarks._peers_local import timed
+from benchmarks._measure import interleaved
 from benchmarks._peers_table import PEER_ROWS, CountingSource, PeerRow
 
 __all__ = ["PII", "parquet_rows"]
@@ -59,16 +60,12 @@ def parquet_rows(key: str, table: pa.Table, work: Path, repeat: int, say: Callab
 
     crypto_factory().remove_cache_entries_for_all_tokens()
     before = kms_call_totals()
-    first_pme, _ = timed(write_pme)
-    after = kms_call_totals()
-    pme_calls = (after.generate - before.generate) + (after.decrypt - before.decrypt)
     source.generate = 0
-    first_cells, _ = timed(write_cells)
-    cell_calls = source.generate
-    best = {"plain": timed(write_plain)[0], "pme": first_pme, "cells": first_cells}
-    for _ in range(repeat - 1):
-        for name, fn in (("plain", write_plain), ("pme", write_pme), ("cells", write_cells)):
-            best[name] = min(best[name], timed(fn)[0])
+    t = interleaved(repeat, {"plain": write_plain, "pme": write_pme, "cells": write_cells})
+    after = kms_call_totals()
+    pme_calls = (after.generate - before.generate) + (after.decrypt - before.decrypt)  # the first file's
+    cell_calls = source.generate // repeat  # one data key per file (each write is a new bundle)
+    best = {name: timing.best for name, timing in t.items()}
     sizes: dict[str, int] = {"plain": plain_path.stat().st_size, "pme": pme_path.stat().st_size, "cells": cells_path.stat().st_size}
     back = pq.ParquetFile(cells_path).read()
     if back.num_rows != n:
@@ -81,12 +78,13 @@ def parquet_rows(key: str, table: pa.Table, work: Path, repeat: int, say: Callab
     common = f"{n:,} rows x 3 columns, snappy, best of {repeat}"
     return [
         PeerRow(PEER_ROWS[9], values / best["plain"], values, None, None, 0.0,
-                f"{common}; no encryption (baseline), {sizes['plain']:,} B file"),
+                f"{common}; no encryption (baseline), {sizes['plain']:,} B file", t["plain"].load.text()),
         PeerRow(PEER_ROWS[10], values / best["pme"], values, pme_calls, pme_calls * 1e6 / values, over("pme"),
                 f"{common}; 1 master key, plaintext footer, double wrapping; {pme_calls} key-source "
-                f"call(s) for the first file (counted), 0 for later files in the process; {sizes['pme']:,} B file"),
+                f"call(s) for the first file (counted), 0 for later files in the process; {sizes['pme']:,} B file",
+                t["pme"].load.text()),
         PeerRow(PEER_ROWS[11], values / best["cells"], values, cell_calls, cell_calls * 1e6 / values, over("cells"),
                 f"{common}; CellEncryptor + write (DELTA_BYTE_ARRAY); {cell_calls} GenerateDataKey "
-                f"per file (counted); {sizes['cells']:,} B file"),
+                f"per file (counted); {sizes['cells']:,} B file", t["cells"].load.text()),
     ]  # fmt: skip
 

@@ -1,4 +1,8 @@
-"""The peers table: one ``PeerRow`` per path measured, the row names in order, the text form."""
+"""The peers table: one ``PeerRow`` per path measured, the row names in order, the text form.
+
+Every row is the best of the same number of runs (``--repeat``) and prints the load average
+sampled while it ran (min/mean/max), so each ratio compares equal repeats.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ class PeerRow:
     calls_per_million: float | None
     overhead: float | None
     notes: str = ""
+    load: str = "-"  # min/mean/max 1-minute load average during the measurement
 
 
 # The table, in order. The smoke test pins this list.
@@ -80,15 +85,15 @@ def _num(v: float | None, digits: int = 2) -> str:
 def format_peers(rows: Sequence[PeerRow]) -> str:
     """The rows as an aligned text table; ratios are against ``REFERENCE``."""
     ref = next((r.values_per_s for r in rows if r.name == REFERENCE), float("nan"))
-    head = ("path", "values/s", "ratio", "KMS calls/1M values", "overhead B/value", "notes")
+    head = ("path", "values/s", "ratio", "KMS calls/1M values", "overhead B/value", "load during", "notes")
     cells = [head]
     for r in rows:
         ratio = r.values_per_s / ref if ref == ref and ref > 0 else float("nan")
         cells.append((r.name, _num(round(r.values_per_s)), f"{ratio:.2f}" if ratio == ratio else "-",
-                      _num(r.calls_per_million), _num(r.overhead, 1), r.notes))  # fmt: skip
-    w = [max(len(c[i]) for c in cells) for i in range(5)]
-    lines = [f"{a:<{w[0]}}  {b:>{w[1]}}  {c:>{w[2]}}  {d:>{w[3]}}  {e:>{w[4]}}  {f}".rstrip()
-             for a, b, c, d, e, f in cells]  # fmt: skip
+                      _num(r.calls_per_million), _num(r.overhead, 1), r.load, r.notes))  # fmt: skip
+    w = [max(len(c[i]) for c in cells) for i in range(6)]
+    lines = [f"{a:<{w[0]}}  {b:>{w[1]}}  {c:>{w[2]}}  {d:>{w[3]}}  {e:>{w[4]}}  {f:>{w[5]}}  {g}".rstrip()
+             for a, b, c, d, e, f, g in cells]  # fmt: skip
     lines.insert(1, "-" * max(len(line) for line in lines))
     return "\n".join(lines)
 

@@ -1,4 +1,8 @@
-"""The result table: one ``Row`` per measurement, the row names in order, and the text form."""
+"""The result table: one ``Row`` per measurement, the row names in order, and the text form.
+
+Every row carries the load average sampled while it was measured (``benchmarks._measure.Load``:
+min/mean/max of the 1-minute load, every second); the table prints it next to the value.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ class Row:
     value: float
     unit: str
     notes: str = ""
+    load: str = "-"  # min/mean/max 1-minute load average during the measurement
 
 
 # The table, in order. The smoke test pins this list.
@@ -56,11 +61,11 @@ def _value(v: float) -> str:
 
 
 def format_table(rows: Sequence[Row]) -> str:
-    """The rows as an aligned text table: measurement, value, unit, notes."""
-    cells = [("measurement", "value", "unit", "notes")]
-    cells += [(r.measurement, _value(r.value), r.unit, r.notes) for r in rows]
-    w = [max(len(c[i]) for c in cells) for i in range(3)]
-    lines = [f"{a:<{w[0]}}  {b:>{w[1]}}  {c:<{w[2]}}  {d}".rstrip() for a, b, c, d in cells]
+    """The rows as an aligned text table: measurement, value, unit, load during, notes."""
+    cells = [("measurement", "value", "unit", "load during", "notes")]
+    cells += [(r.measurement, _value(r.value), r.unit, r.load, r.notes) for r in rows]
+    w = [max(len(c[i]) for c in cells) for i in range(4)]
+    lines = [f"{a:<{w[0]}}  {b:>{w[1]}}  {c:<{w[2]}}  {d:>{w[3]}}  {e}".rstrip() for a, b, c, d, e in cells]
     lines.insert(1, "-" * max(len(line) for line in lines))
     return "\n".join(lines)
 

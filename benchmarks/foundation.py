@@ -33,6 +33,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from benchmarks._measure import Timing, best_of, interleaved, load_text
 from benchmarks._table import ROWS, Row
 from kmsbeam import DataKeyCache, FieldDecryptor, FieldEncryptor, KeySource, open_key_source
 from kmsbeam.transforms import EncryptFields  # type: ignore[import-not-found, unused-ignore]
@@ -102,18 +103,6 @@ class CountingSink(beam.DoFn):  # type: ignore[misc, unused-ignore]
         beam.metrics.Metrics.counter(SINK_NAMESPACE, "records_out").inc(self._n)
 
 
-# -- timing helpers ---------------------------------------------------------------------
-def _best(repeat: int, fn: Callable[[], Any]) -> tuple[float, Any]:
-    """Run ``fn`` ``repeat`` times; return the best seconds and the last result."""
-    best = float("inf")
-    result: Any = None
-    for _ in range(max(1, repeat)):
-        t0 = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, result
-
-
 # -- 1. Beam: identity vs EncryptFields ---------------------------------------------------
 def write_jsonl(n: int, directory: str) -> str:
     """The ``n`` records as one JSON-lines file (the input of the I/O pipelines)."""
@@ -169,19 +158,15 @@ def run_pipeline(n: int, encrypt: bool, jsonl: str | None = None) -> tuple[float
     return seconds, counters
 
 
-def _pair(
-    n: int, repeat: int, progress: Progress, jsonl: str | None
-) -> dict[bool, tuple[float, dict[str, int]]]:
-    """Identity and EncryptFields, interleaved (I, E, I, E, ...); the best run of each."""
-    runs: dict[bool, tuple[float, dict[str, int]]] = {}
-    for i in range(max(1, repeat)):
-        for encrypt in (False, True):
-            run = run_pipeline(n, encrypt, jsonl)
-            if encrypt not in runs or run[0] < runs[encrypt][0]:
-                runs[encrypt] = run
-            what = ("EncryptFields" if encrypt else "identity") + (" JSONL" if jsonl else "")
-            progress(f"{what} pipeline, run {i + 1}/{repeat}: {run[0]:.2f} s")
-    return runs
+def _pair(n: int, repeat: int, progress: Progress, jsonl: str | None) -> dict[str, Timing]:
+    """Identity and EncryptFields, ``repeat`` runs each, interleaved (I, E, I, E, ...)."""
+    kind = " JSONL" if jsonl else ""
+
+    def after(name: str, t: Timing) -> None:
+        progress(f"{name}{kind} pipeline, run {t.runs}/{repeat}: {t.wall[-1]:.2f} s")
+
+    return interleaved(repeat, {"identity": lambda: run_pipeline(n, False, jsonl),
+                                "EncryptFields": lambda: run_pipeline(n, True, jsonl)}, after)  # fmt: skip
 
 
 def beam_rows(n: int, repeat: int, progress: Progress) -> list[Row]:
@@ -200,17 +185,21 @@ def beam_rows(n: int, repeat: int, progress: Progress) -> list[Row]:
             (None, ROWS[3:6], "no I/O: Beam's own per-record cost only"),
         ):
             runs = _pair(n, repeat, progress, source)
-            ident, enc = runs[False][0], runs[True][0]
-            c = runs[True][1]
+            ident, enc = runs["identity"].best, runs["EncryptFields"].best
+            c = runs["EncryptFields"].result[1]
+            li, le = runs["identity"].load.text(), runs["EncryptFields"].load.text()
+            both = load_text(runs["identity"], runs["EncryptFields"])
             rows += [
-                Row(names[0], ident, "s", f"{n:,} records, {per(ident)}, best of {repeat}"),
-                Row(names[1], enc, "s", f"{c.get('values_encrypted', 0):,} values, {per(enc)}"),
-                Row(names[2], enc / ident, "x", f"{target}; +{(enc - ident) / n * 1e6:.1f} us/record"),
+                Row(names[0], ident, "s", f"{n:,} records, {per(ident)}, best of {repeat}", li),
+                Row(names[1], enc, "s", f"{c.get('values_encrypted', 0):,} values, {per(enc)}, "
+                    f"best of {repeat}", le),  # fmt: skip
+                Row(names[2], enc / ident, "x", f"{target}; +{(enc - ident) / n * 1e6:.1f} us/record; "
+                    f"best of {repeat} each, interleaved", both),  # fmt: skip
             ]
             if source is None:
                 rows += [
-                    Row(ROWS[6], c.get("kms_calls_generate_data_key", 0), "calls", "Beam metric"),
-                    Row(ROWS[7], c.get("data_keys_generated", 0), "keys", "Beam metric"),
+                    Row(ROWS[6], c.get("kms_calls_generate_data_key", 0), "calls", "Beam metric", le),
+                    Row(ROWS[7], c.get("data_keys_generated", 0), "keys", "Beam metric", le),
                 ]
     return rows
 
@@ -258,12 +247,13 @@ def core_rows(n: int, repeat: int, progress: Progress) -> tuple[list[Row], CoreO
         gc.collect()
         gc.disable()
         try:
-            secs, result = _best(repeat, fn)
+            t = best_of(repeat, fn)
         finally:
             gc.enable()
-        rows.append(Row(name, values / secs, "values/s", note))
+        secs = t.best
+        rows.append(Row(name, values / secs, "values/s", f"{note}, best of {repeat}", t.load.text()))
         progress(f"{name}: {values / secs:,.0f} values/s")
-        return result
+        return t.result
 
     outputs: dict[str, tuple[list[dict[str, Any]], int]] = {}
     for encoding, name in (("bytes", ROWS[8]), ("text", ROWS[9])):

@@ -22,23 +22,15 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any
 
-_SERVER = """
-import json, sys
-from kmsbeam.oss import LoopbackOssServer
-server = LoopbackOssServer(buckets=["bench"]).start()
-print(server.endpoint, flush=True)
-for line in sys.stdin:
-    print(json.dumps({"in": sum(server.bytes_in.values()), "out": sum(server.bytes_out.values()),
-                      "requests": sum(server.requests.values())}), flush=True)
-server.stop()
-"""
+from benchmarks._children import OssServer
+from benchmarks._measure import Load
+
 KEY = "local:alias/bench-oss-io"
 FIELDS = ["ssn", "email", "phone"]
 
@@ -53,30 +45,8 @@ class Result:
     written: int = 0
     requests: int = 0
     kms_calls: int = 0
+    load: str = "-"  # min/mean/max 1-minute load average during the job
     error: str = ""
-
-
-class Server:
-    """The loopback OSS server in a child process, asked for its byte counters."""
-
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", _SERVER], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)  # fmt: skip
-        assert self.proc.stdout is not None
-        self.endpoint = self.proc.stdout.readline().strip()
-
-    def counters(self) -> dict[str, int]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write("stats\n")
-        self.proc.stdin.flush()
-        return dict(json.loads(self.proc.stdout.readline()))
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        self.proc.wait(timeout=60)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
 
 
 def write_input(path: str, n: int) -> None:
@@ -111,16 +81,18 @@ def run_job(action: str, src: str, dst: str, beam_args: list[str]) -> Any:
 
 
 def measure(action: str, where: str, src: str, dst: str, beam_args: list[str],
-            server: Server | None) -> Result:  # fmt: skip
+            server: OssServer | None) -> Result:  # fmt: skip
     row = Result(action, where)
     before = server.counters() if server else {}
     started = time.perf_counter()
     try:
-        result = run_job(action, src, dst, beam_args)
+        with Load() as load:
+            result = run_job(action, src, dst, beam_args)
     except Exception as exc:  # noqa: BLE001 - a row that failed says why, the others still run
         row.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:140] if str(exc) else ''}"
         return row
     row.seconds = time.perf_counter() - started
+    row.load = load.text()
     row.records = result.records_out
     row.kms_calls = _kms_calls(result.counters)
     if server:
@@ -137,14 +109,14 @@ def _mb(n: int) -> str:
 
 
 def format_rows(rows: list[Result]) -> str:
-    head = ("job", "storage", "seconds", "records/s", "MB read", "MB written", "requests", "KMS calls")
+    head = ("job", "storage", "seconds", "records/s", "MB read", "MB written", "requests", "KMS calls", "load during")
     lines = []
     for r in rows:
         if r.error:
-            lines.append((r.job, r.where, "failed: " + r.error, "", "", "", "", ""))
+            lines.append((r.job, r.where, "failed: " + r.error, "", "", "", "", "", ""))
             continue
         lines.append((r.job, r.where, f"{r.seconds:.1f}", f"{r.records / r.seconds:,.0f}", _mb(r.read),
-                      _mb(r.written), f"{r.requests:,}" if r.where == "oss" else "-", f"{r.kms_calls:,}"))  # fmt: skip
+                      _mb(r.written), f"{r.requests:,}" if r.where == "oss" else "-", f"{r.kms_calls:,}", r.load))  # fmt: skip
     widths = [max(len(str(x)) for x in col) for col in zip(head, *[ln for ln in lines if ln[3]])]
     out = ["  ".join(h.ljust(w) if i < 2 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths)))]
     out.append("-" * len(out[0]))
@@ -163,10 +135,8 @@ def run(records: int, workers: int, only: str | None = None, log: Any = sys.stde
     from kmsbeam.oss import clear_clients
 
     tmp = tempfile.mkdtemp(prefix="kmsbeam-oss-io-")
-    server = Server()
-    os.environ.update({"KMSBEAM_HOME": os.path.join(tmp, "keystore"), "KMSBEAM_OSS_ENDPOINT": server.endpoint,
-                       "KMSBEAM_OSS_REGION": "cn-hangzhou", "ALIBABA_CLOUD_ACCESS_KEY_ID": "loopback-ak",
-                       "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "loopback-secret"})  # fmt: skip
+    server = OssServer()
+    os.environ.update({"KMSBEAM_HOME": os.path.join(tmp, "keystore"), **server.environ()})
     os.environ.pop("ALIBABA_CLOUD_SECURITY_TOKEN", None)
     clear_clients()
     beam_args = ["--direct_running_mode", "multi_processing", "--direct_num_workers", str(workers)]

@@ -8,6 +8,8 @@ On one generated table of N rows (default 2,000,000: ``id``, ``name``, ``amount`
 - PME write and read (``ssn``, ``email`` under one master key, ``card`` under another, footer
   key, double wrapping, snappy) against plain pyarrow on the same table; best of R, the plain
   and PME runs interleaved so machine drift hits both. Target ratio <= 1.15.
+- Every ratio's two sides run R times each, interleaved; every row prints the load average
+  sampled while it ran (``benchmarks._measure``).
 - Cell columns (``CellEncryptor``/``CellDecryptor`` on the Arrow table) against the per-record
   path of the field format (``table.to_pylist()`` -> ``FieldEncryptor.encrypt_batch`` with
   bytes encoding -> ``pa.Table.from_pylist``, and back with ``FieldDecryptor``).
@@ -33,6 +35,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from benchmarks._measure import interleaved, load_text
 from benchmarks._table import Row, format_table, rows_as_json
 
 PII = ("ssn", "email", "card")
@@ -50,15 +53,6 @@ def make_table(n: int) -> pa.Table:
         "email": [f"u{x % 10**10:010d}@e.co" for x in xs],
         "card": [f"4111{x:012d}" for x in xs],
     })  # fmt: skip
-
-
-def _best(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    best, result = float("inf"), None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, result
 
 
 def _pme(rows: int, repeat: int, work: Path, table: pa.Table, out: list[Row], say: Callable[[str], None]) -> None:
@@ -84,22 +78,22 @@ def _pme(rows: int, repeat: int, work: Path, table: pa.Table, out: list[Row], sa
     def read_pme() -> pa.Table:
         return pq.ParquetFile(pme_path, decryption_properties=dec.properties()).read()
 
-    w_plain = w_pme = r_plain = r_pme = float("inf")
-    for _ in range(repeat):  # interleaved: drift hits both
-        w_plain = min(w_plain, _best(write_plain, 1)[0])
-        w_pme = min(w_pme, _best(write_pme, 1)[0])
-        r_plain = min(r_plain, _best(read_plain, 1)[0])
-        r_pme = min(r_pme, _best(read_pme, 1)[0])
+    t = interleaved(repeat, {"w_plain": write_plain, "w_pme": write_pme, "r_plain": read_plain, "r_pme": read_pme})
+    w_plain, w_pme, r_plain, r_pme = (t[k].best for k in ("w_plain", "w_pme", "r_plain", "r_pme"))
+    load = {k: v.load.text() for k, v in t.items()}
     calls = kms_call_totals()
     assert read_pme().equals(table)
     say(f"PME write {w_pme:.2f} s vs plain {w_plain:.2f} s; read {r_pme:.2f} s vs {r_plain:.2f} s")
     out += [
-        Row("plain pyarrow write, snappy", w_plain, "s", f"{rows:,} rows, best of {repeat}"),
-        Row("PME write (3 columns, 2 master keys)", w_pme, "s", "footer key, double wrapping, new file keys per file"),
-        Row("PME write / plain write", w_pme / w_plain, "x", "target <= 1.15"),
-        Row("plain pyarrow read", r_plain, "s", f"best of {repeat}"),
-        Row("PME read", r_pme, "s", "fresh decryption properties per read"),
-        Row("PME read / plain read", r_pme / r_plain, "x", "target <= 1.15"),
+        Row("plain pyarrow write, snappy", w_plain, "s", f"{rows:,} rows, best of {repeat}", load["w_plain"]),
+        Row("PME write (3 columns, 2 master keys)", w_pme, "s",
+            f"footer key, double wrapping, new file keys per file, best of {repeat}", load["w_pme"]),
+        Row("PME write / plain write", w_pme / w_plain, "x", f"target <= 1.15; {repeat} runs each, interleaved",
+            load_text(t["w_plain"], t["w_pme"])),
+        Row("plain pyarrow read", r_plain, "s", f"best of {repeat}", load["r_plain"]),
+        Row("PME read", r_pme, "s", f"fresh decryption properties per read, best of {repeat}", load["r_pme"]),
+        Row("PME read / plain read", r_pme / r_plain, "x", f"target <= 1.15; {repeat} runs each, interleaved",
+            load_text(t["r_plain"], t["r_pme"])),
         Row("PME key-source GenerateDataKey calls", calls.generate - calls0.generate, "calls",
             f"{repeat} files written: one per master key per process (double wrapping)"),
         Row("PME key-source Decrypt calls", calls.decrypt - calls0.decrypt, "calls",
@@ -126,41 +120,52 @@ def _cells(rows: int, repeat: int, work: Path, table: pa.Table, out: list[Row], 
     source = open_key_source(KEYS["pii"])
     n_values = rows * len(PII)
     enc = CellEncryptor(list(PII), source)
-    t_cells, encrypted = _best(lambda: (enc.reset(), enc.encrypt_table(table))[1], repeat)
-    say(f"cells encrypt {t_cells:.2f} s")
+
+    def cells_encrypt() -> pa.Table:
+        enc.reset()
+        return enc.encrypt_table(table)
+
+    encrypted = cells_encrypt()  # the schema per_record converts to (not timed)
 
     def per_record() -> pa.Table:
         fe = FieldEncryptor(list(PII), source, encoding="bytes")
         done = fe.encrypt_batch(table.to_pylist())
         return pa.Table.from_pylist(done, schema=encrypted.schema)
 
-    t_records, _ = _best(per_record, 1)
-    say(f"per-record encrypt {t_records:.2f} s")
     records = table.to_pylist()
-    t_batch, _ = _best(lambda: FieldEncryptor(list(PII), source, encoding="bytes").encrypt_batch(records), 1)
-    t_cdec, (back, failed) = _best(lambda: CellDecryptor(None, source).decrypt_table(encrypted), repeat)
-    assert not failed and back.equals(table)
-    say(f"cells decrypt {t_cdec:.2f} s")
+    e = interleaved(repeat, {"cells": cells_encrypt, "records": per_record,
+                             "batch": lambda: FieldEncryptor(list(PII), source, encoding="bytes").encrypt_batch(records)})  # fmt: skip
+    encrypted = e["cells"].result
+    t_cells, t_records, t_batch = e["cells"].best, e["records"].best, e["batch"].best
+    say(f"cells encrypt {t_cells:.2f} s, per-record encrypt {t_records:.2f} s")
     fd = FieldDecryptor(list(PII), source)
     decrypt_many = getattr(fd, "decrypt_batch", None)
 
     def record_decrypt(records: list[dict[str, Any]]) -> list[Any]:
         return decrypt_many(records) if decrypt_many else [fd.decrypt(r) for r in records]
 
-    t_rdec, _ = _best(lambda: pa.Table.from_pylist(record_decrypt(encrypted.to_pylist()), schema=table.schema), 1)
     enc_records = encrypted.to_pylist()
-    t_rdec_only, _ = _best(lambda: record_decrypt(enc_records), 1)
-    say(f"per-record decrypt {t_rdec:.2f} s")
+    d = interleaved(repeat, {
+        "cells": lambda: CellDecryptor(None, source).decrypt_table(encrypted),
+        "records": lambda: pa.Table.from_pylist(record_decrypt(encrypted.to_pylist()), schema=table.schema),
+        "batch": lambda: record_decrypt(enc_records)})  # fmt: skip
+    back, failed = d["cells"].result
+    assert not failed and back.equals(table)
+    t_cdec, t_rdec, t_rdec_only = d["cells"].best, d["records"].best, d["batch"].best
+    say(f"cells decrypt {t_cdec:.2f} s, per-record decrypt {t_rdec:.2f} s")
+    best = f"best of {repeat}"
+    ratio = f"lower is better; {repeat} runs each, interleaved"
     out += [
-        Row("cells encrypt (CellEncryptor, Arrow in/out)", t_cells, "s", f"{n_values / t_cells:,.0f} values/s, best of {repeat}"),
-        Row("per-record encrypt (dicts, Arrow in/out)", t_records, "s", "to_pylist + encrypt_batch(bytes) + from_pylist, one run"),
-        Row("per-record encrypt, encrypt_batch only", t_batch, "s", f"{n_values / t_batch:,.0f} values/s, one run"),
-        Row("cells / per-record encrypt", t_cells / t_records, "x", "lower is better"),
-        Row("cells decrypt (CellDecryptor)", t_cdec, "s", f"{n_values / t_cdec:,.0f} values/s, best of {repeat}"),
-        Row("per-record decrypt (dicts, Arrow in/out)", t_rdec, "s", "to_pylist + decrypt_batch + from_pylist, one run"),
+        Row("cells encrypt (CellEncryptor, Arrow in/out)", t_cells, "s", f"{n_values / t_cells:,.0f} values/s, {best}", e["cells"].load.text()),
+        Row("per-record encrypt (dicts, Arrow in/out)", t_records, "s", f"to_pylist + encrypt_batch(bytes) + from_pylist, {best}", e["records"].load.text()),
+        Row("per-record encrypt, encrypt_batch only", t_batch, "s", f"{n_values / t_batch:,.0f} values/s, {best}", e["batch"].load.text()),
+        Row("cells / per-record encrypt", t_cells / t_records, "x", ratio, load_text(e["cells"], e["records"])),
+        Row("cells decrypt (CellDecryptor)", t_cdec, "s", f"{n_values / t_cdec:,.0f} values/s, {best}", d["cells"].load.text()),
+        Row("per-record decrypt (dicts, Arrow in/out)", t_rdec, "s", f"to_pylist + decrypt_batch + from_pylist, {best}", d["records"].load.text()),
         Row("per-record decrypt, decrypt_batch only", t_rdec_only, "s",
-            ("decrypt_batch" if decrypt_many else "decrypt per record") + f", {n_values / t_rdec_only:,.0f} values/s, one run"),
-        Row("cells / per-record decrypt", t_cdec / t_rdec, "x", "lower is better"),
+            ("decrypt_batch" if decrypt_many else "decrypt per record") + f", {n_values / t_rdec_only:,.0f} values/s, {best}",
+            d["batch"].load.text()),
+        Row("cells / per-record decrypt", t_cdec / t_rdec, "x", ratio, load_text(d["cells"], d["records"])),
     ]  # fmt: skip
     _cell_bytes(rows, work, table, encrypted, out)
 
@@ -210,7 +215,7 @@ def run(rows: int, repeat: int = 3, say: Callable[[str], None] = lambda _: None)
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.parquet", description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=2_000_000, metavar="N", help="table rows (default 2,000,000)")
-    parser.add_argument("--repeat", type=int, default=5, metavar="R", help="best of R for the fast measurements (default 5)")
+    parser.add_argument("--repeat", type=int, default=5, metavar="R", help="runs of every measurement, interleaved; the best kept (default 5)")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     args = parser.parse_args(argv)
     if args.rows < 1 or args.repeat < 1:
@@ -223,8 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(home, ignore_errors=True)
     from importlib.metadata import version
 
-    print(f"rows: {args.rows:,}  repeat: {args.repeat}  cpus: {os.cpu_count()}  load: "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}  pyarrow {version('pyarrow')}  "
+    print(f"rows: {args.rows:,}  repeat: {args.repeat} (every side of a ratio, interleaved)  "
+          f"cpus: {os.cpu_count()}  load: per row (min/mean/max during)  pyarrow {version('pyarrow')}  "
           f"cryptography {version('cryptography')}")  # fmt: skip
     print(format_table(rows))
     if args.json:

@@ -30,7 +30,6 @@ import logging
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -52,6 +51,8 @@ if __name__ == "__main__":
 
 import apache_beam as beam  # noqa: E402
 
+from benchmarks import _children as children  # noqa: E402
+from benchmarks._measure import Load  # noqa: E402
 from benchmarks._table import Row, format_table, rows_as_json  # noqa: E402
 
 __all__ = ["main", "measure"]
@@ -73,8 +74,10 @@ def throwaway_hsm() -> tuple[str, str, str]:
         f.write(f"directories.tokendir = {root}/tokens\nobjectstore.backend = file\nlog.level = ERROR\n")
     os.environ["SOFTHSM2_CONF"] = conf  # before the first pkcs11.lib() of this process
     os.environ[PIN_ENV] = "bench-pin-not-secret"
-    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", "bench", "--so-pin",
-                    "bench-so-pin", "--pin", os.environ[PIN_ENV]], check=True, capture_output=True)  # fmt: skip
+    done = children.run(["softhsm2-util", "--init-token", "--free", "--label", "bench", "--so-pin",
+                         "bench-so-pin", "--pin", os.environ[PIN_ENV]], timeout=120)  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"softhsm2-util --init-token failed: {done.stderr.strip()[:300]}")
     from kmsbeam.pkcs11 import create_kek
 
     uris = [f"pkcs11:token=bench;object={name}?module-path={MODULE}&pin-source=env:{PIN_ENV}"
@@ -116,19 +119,21 @@ def key_rows(uri: str, uri_b: str, k: int, threads: int) -> list[Row]:
     for t in sorted({1, threads}):
         for name, fn in ops.items():
             before = sum(hsm_call_counts().values())
-            rate = _rate(k, t, fn)
+            with Load() as load:
+                rate = _rate(k, t, fn)
             per_op[name] = (sum(hsm_call_counts().values()) - before) / k
             rows.append(Row(f"{name}, {t} thread{'s' if t > 1 else ''}", rate, "ops/s",
-                            "one lock per module" if t > 1 else ""))  # fmt: skip
+                            "one lock per module" if t > 1 else "", load.text()))  # fmt: skip
     for name, calls in per_op.items():
         rows.append(Row(f"PKCS#11 operations per {name.split('/')[0][:-1]}", calls, "calls",
                         name.split("(")[1].rstrip(")")))  # fmt: skip
     t0, n = time.perf_counter(), 20
-    for _ in range(n):
-        reinitialize(MODULE)
-        Pkcs11KeySource(uri).generate_data_key()
+    with Load() as load:
+        for _ in range(n):
+            reinitialize(MODULE)
+            Pkcs11KeySource(uri).generate_data_key()
     rows.append(Row("cold start + first wrap", (time.perf_counter() - t0) / n * 1e3, "ms",
-                    "C_Finalize, C_Initialize, login, find KEK, one wrap"))  # fmt: skip
+                    "C_Finalize, C_Initialize, login, find KEK, one wrap", load.text()))  # fmt: skip
     return rows
 
 
@@ -191,8 +196,9 @@ def pipeline_rows(uri: str, n: int, mode: str) -> list[Row]:
     _ = decrypted | beam.combiners.Count.Globally()
     before = hsm_call_counts()
     t0 = time.perf_counter()
-    result = p.run()
-    result.wait_until_finish()
+    with Load() as load:
+        result = p.run()
+        result.wait_until_finish()
     seconds = time.perf_counter() - t0
     c: dict[str, int] = {}
     for counter in result.metrics().query()["counters"]:
@@ -200,7 +206,7 @@ def pipeline_rows(uri: str, n: int, mode: str) -> list[Row]:
             c[counter.key.metric.name] = c.get(counter.key.metric.name, 0) + int(counter.committed or 0)
     rows = [
         Row(f"pipeline, {n:,} records, {mode}", seconds, "s",
-            f"encrypt 3 fields, reshuffle, decrypt ({how})"),
+            f"encrypt 3 fields, reshuffle, decrypt ({how})", load.text()),
         Row("kms_calls_generate_data_key", c.get("kms_calls_generate_data_key", 0), "calls",
             "one per bundle"),
         Row("kms_calls_decrypt", c.get("kms_calls_decrypt", 0), "calls", "one per distinct DEK per worker"),
@@ -246,10 +252,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     rows = measure(args.records, args.ops, args.threads, args.mode, progress)
-    softhsm = subprocess.run(["softhsm2-util", "--version"], capture_output=True, text=True).stdout.strip()
+    softhsm = children.run(["softhsm2-util", "--version"], timeout=60).stdout.strip()
     facts = {
         "command": " ".join([sys.executable, "-m", "benchmarks.pkcs11", *(argv or sys.argv[1:])]),
-        "cpus / load": f"{os.cpu_count()} / " + " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "cpus / load": f"{os.cpu_count()} / per row, sampled during it (min/mean/max)",
         "python": platform.python_version(),
         "softhsm2 / python-pkcs11": f"{softhsm} / {version('python-pkcs11')}",
         "apache-beam": version("apache-beam"),

@@ -38,6 +38,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks._measure import Load
 from benchmarks._table import Row, format_table, rows_as_json
 
 __all__ = ["main", "run"]
@@ -142,7 +143,7 @@ def _oss_in_place(server: Any, key: str, src: Path, work: Path, objects: int, lo
         engine.update_alias("alias/bench", engine.create_key("CMK-C").key_id)
         before_in, before_out, kms = oss.bytes_in.copy(), oss.bytes_out.copy(), _audit(server)
         t0 = time.perf_counter()
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), Load() as load:
             assert cli(["rotate", dest, "--in-place"]) == 0
         seconds = time.perf_counter() - t0
         moved_in = sum((oss.bytes_in - before_in).values())
@@ -150,7 +151,7 @@ def _oss_in_place(server: Any, key: str, src: Path, work: Path, objects: int, lo
         calls = _delta(kms, _audit(server))
     print(f"OSS in place: {objects} objects, {size:,} B; {moved_in + moved_out:,} B on the wire", file=log)
     return [Row("OSS in-place rotation", round(seconds, 2), "s",
-                f"{objects} objects, {size:,} B of objects; KMS calls: {calls}"),
+                f"{objects} objects, {size:,} B of objects; KMS calls: {calls}", load.text()),
             Row("OSS in-place: bytes on the wire", float(moved_in + moved_out), "B",
                 f"request {moved_in:,} + response {moved_out:,} (manifests, no object bytes); "
                 f"{(moved_in + moved_out) / size:.5%} of the objects")]  # fmt: skip
@@ -193,10 +194,12 @@ def run(n: int, per_key: int, log: Any = sys.stderr, objects: int = 20) -> list[
 
             def measure(name: str, fn: Any, values: int) -> None:
                 before = _audit(server)
-                seconds = fn()
+                with Load() as load:
+                    seconds = fn()
                 calls = _delta(before, _audit(server))
                 rows.append(Row(name, round(seconds, 2), "s",
-                                f"{values:,} values, {values / seconds:,.0f} values/s; KMS calls: {calls}"))  # fmt: skip
+                                f"{values:,} values, {values / seconds:,.0f} values/s; KMS calls: {calls}",
+                                load.text()))  # fmt: skip
                 print(f"{name}: {seconds:.1f} s; KMS calls: {calls}", file=log)
 
             out = work / "rewrapped"

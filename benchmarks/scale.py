@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,6 +36,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from benchmarks import _children as children
+from benchmarks._measure import Load
 
 __all__ = ["SIZES", "Run", "check_lines", "format_table", "main", "run_one"]
 
@@ -58,6 +60,7 @@ class Run:
     kms_calls: int
     data_keys: int
     records_out: int
+    load: str = "-"  # min/mean/max 1-minute load average during the run (set by the parent)
 
     @property
     def us_per_record(self) -> float:
@@ -165,21 +168,23 @@ def _measure(source: str, records: int, workers: int, scratch: Path) -> Run:
     cmd = [sys.executable, "-m", "benchmarks.scale", "--one", source, str(records), str(workers), out_dir]
     root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root, check=False)
+    with Load() as load:
+        done = children.run(cmd, env=env, cwd=root)
     shutil.rmtree(out_dir, ignore_errors=True)
     if done.returncode != 0:
         raise RuntimeError(f"run of {records:,} records on {workers} worker(s) failed:\n{done.stderr[-3000:]}")
     run = Run(**json.loads(done.stdout.strip().splitlines()[-1]))
+    run.load = load.text()
     if run.records_out != records:
         raise RuntimeError(f"{records:,} records in, {run.records_out:,} out ({workers} worker(s))")
     return run
 
 
 def format_table(runs: Sequence[Run]) -> str:
-    head = ("records", "workers", "seconds", "us/record", "peak RSS MiB", "KMS calls", "data keys")
+    head = ("records", "workers", "seconds", "us/record", "peak RSS MiB", "KMS calls", "data keys", "load during")
     rows = [head] + [
         (f"{r.records:,}", str(r.workers), f"{r.seconds:.2f}", f"{r.us_per_record:.1f}",
-         f"{r.worker_peak_rss / 2**20:.0f}", f"{r.kms_calls:,}", f"{r.data_keys:,}")
+         f"{r.worker_peak_rss / 2**20:.0f}", f"{r.kms_calls:,}", f"{r.data_keys:,}", r.load)
         for r in runs
     ]  # fmt: skip
     w = [max(len(row[i]) for row in rows) for i in range(len(head))]
@@ -268,7 +273,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.environ.pop("KMSBEAM_HOME", None)
         else:
             os.environ["KMSBEAM_HOME"] = saved_home
-    facts["load average after (1/5/15 min)"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     for name, value in facts.items():
         print(f"{name + ':':<34} {value}")
     print(f"{'total elapsed:':<34} {time.perf_counter() - t0:.1f} s")
