@@ -1,25 +1,27 @@
-"""The KMS emulator over loopback: GenerateDataKey and Decrypt requests/s and latency.
+"""The KMS emulator over loopback: GenerateDataKey and Decrypt calls/s, latency, CPU per call.
 
-``python -m benchmarks.emulator [--seconds S] [--processes P] [--threads T] [--records N]
-[--json PATH]``
+``python -m benchmarks.emulator [--calls N | --seconds S] [--processes K] [--threads T]
+[--base PYTHONPATH] [--repeat R] [--records N] [--json PATH]``
 
-The emulator runs as users run it, in its own process (``kmsbeam emulator serve --port 0``,
-throwaway data directory, audit log on, every request signature-checked). Clients are the
-official SDK, unmodified: P worker processes of T threads, one ``Client`` per thread, each
-thread calling in a loop for S seconds after a common start signal. The SDK costs more CPU
-per call than the server does, so one Python process of client threads cannot saturate the
-server; the default is 2 processes x 2 threads (the best of 1-3 x 1-4 on a 2-core machine:
-more threads only queue on each client process's GIL). ``server CPU per call`` is the emulator
-process's user+system CPU over the run divided by the calls it answered (Linux ``/proc``):
-1e6 / that is what one core of server can serve when clients are not the limit.
+The emulator runs in its own process (an ``EmulatorServer`` on a free loopback port, throwaway
+data directory, audit log on, every request signature-checked), stopped with SIGTERM by PID
+and waited for (``benchmarks._children``). Clients are the official SDK, unmodified: K worker
+processes of T threads, one ``Client`` per thread, each thread making its share of N calls
+(or calling for S seconds) after a common start signal. Reported per operation: calls/s, p50
+and p99 latency as the SDK sees them, and the load average sampled during the run; then the
+server's CPU per call (user+system of the server process from ``/proc/PID/stat``, over the
+calls it answered: 1e6 / that is what one core of server serves) and the clients' CPU per
+call (``time.process_time`` of each client process over its calls). On a 2-core machine
+calls/s is at most 2e6 / (server + client CPU per call in us).
 
-Latencies are per call as the SDK sees them (request built, signed, sent, answered,
-parsed). Errors are counted and reported; the run fails if there is any.
+``--base PYTHONPATH`` compares: the server runs once from a PYTHONPATH holding another
+kmsbeam (e.g. ``pip install --no-deps --target /tmp/base_site <old checkout>``) and once from
+this checkout, in turn (base, this, base, this ... ``--repeat`` times each), GenerateDataKey
+only, same clients; one table side by side.
 
-``--records N`` (default 1,000,000; 0 skips it) also runs N records x 3 fields through
-``EncryptFields`` and then ``DecryptFields`` with a ``kms-emulator://`` key (FnApiRunner,
-in_memory, one worker; the emulator in-process) and reports the KMS calls each made, from
-kmsbeam's Beam metrics and from the emulator's audit log.
+``--records N`` (default 0: skipped) also runs N records x 3 fields through ``EncryptFields``
+and ``DecryptFields`` with a ``kms-emulator://`` key (FnApiRunner, in_memory, one worker; the
+emulator in-process) and reports the KMS calls each made, from Beam metrics and the audit log.
 """
 
 from __future__ import annotations
@@ -29,24 +31,37 @@ import json
 import multiprocessing
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
+from benchmarks._children import start, stop
+from benchmarks._measure import Load
 from benchmarks._table import Row, format_table, rows_as_json
 
-__all__ = ["OPERATIONS", "measure", "main"]
+__all__ = ["OPERATIONS", "compare", "main", "measure", "pipeline_calls"]
 
 OPERATIONS = ("GenerateDataKey", "Decrypt")
 ACCESS_KEY, SECRET = "bench", "bench-secret-not-for-production"
 CONTEXT = {"table": "customers", "column": "ssn"}
+REPO = str(Path(__file__).resolve().parents[1])
+_SERVER = """
+import os, signal, sys, threading
+from kmsbeam.emulator import EmulatorServer
+stop = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: stop.set())
+keys = {os.environ["BENCH_AK"]: os.environ.pop("BENCH_SECRET")}
+with EmulatorServer(sys.argv[1], keys, rotation_check_seconds=None) as server:
+    print("http://" + server.endpoint, flush=True)
+    stop.wait()
+"""
 
 
 def _client(endpoint: str) -> Any:
@@ -67,9 +82,10 @@ def _call(client: Any, operation: str, key_id: str, blob: str) -> None:
         client.decrypt(models.DecryptRequest(ciphertext_blob=blob, encryption_context=CONTEXT))
 
 
-def _worker(endpoint: str, operation: str, key_id: str, blob: str, threads: int,
+def _worker(endpoint: str, operation: str, key_id: str, blob: str, threads: int, calls: int,
             seconds: float, go: Event, ready: Any, results: Any) -> None:  # fmt: skip
-    """One client process: ``threads`` SDK clients calling until ``seconds`` after ``go``."""
+    """One client process: ``threads`` SDK clients making ``calls`` calls each (0: calling
+    until ``seconds`` after ``go``)."""
     clients = [_client(endpoint) for _ in range(threads)]
     for client in clients:  # connect and warm up before the clock starts
         _call(client, operation, key_id, blob)
@@ -77,12 +93,13 @@ def _worker(endpoint: str, operation: str, key_id: str, blob: str, threads: int,
     latencies: list[list[float]] = [[] for _ in clients]
     errors = [0] * threads
     go.wait()
-    began = time.time()
+    began, cpu0 = time.time(), time.process_time()
     deadline = time.perf_counter() + seconds
 
     def loop(i: int) -> None:
         client, mine = clients[i], latencies[i]
-        while (start := time.perf_counter()) < deadline:
+        while len(mine) < calls if calls else (time.perf_counter() < deadline):
+            start = time.perf_counter()
             try:
                 _call(client, operation, key_id, blob)
             except Exception:  # counted: the run reports and fails on any error
@@ -94,7 +111,8 @@ def _worker(endpoint: str, operation: str, key_id: str, blob: str, threads: int,
         t.start()
     for t in pool:
         t.join()
-    results.put(([x for xs in latencies for x in xs], sum(errors), began, time.time()))
+    cpu = time.process_time() - cpu0
+    results.put(([x for xs in latencies for x in xs], sum(errors), began, time.time(), cpu))
 
 
 def _server_cpu(pid: int) -> float:
@@ -106,17 +124,22 @@ def _server_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _start_server(data: Path) -> tuple[subprocess.Popen[str], str]:
-    env = {**os.environ, "KMSBEAM_EMULATOR_ACCESS_KEYS": f"{ACCESS_KEY}:{SECRET}"}
-    proc = subprocess.Popen([sys.executable, "-m", "kmsbeam.pipelines", "emulator", "serve",
-                             "--port", "0", "--data", str(data)], env=env, text=True,
-                            stdout=subprocess.PIPE)  # fmt: skip
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if "http://" not in line:
-        proc.kill()
-        raise RuntimeError(f"the emulator did not start: {line!r}")
-    return proc, line.split("http://", 1)[1].split()[0]
+@contextmanager
+def _server(pythonpath: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """An emulator process importing kmsbeam from ``pythonpath``: (process, ``host:port``)."""
+    data = Path(tempfile.mkdtemp(prefix="kmsbeam-emulator-bench-"))
+    env = {**os.environ, "PYTHONPATH": pythonpath, "BENCH_AK": ACCESS_KEY, "BENCH_SECRET": SECRET}
+    proc = start([sys.executable, "-c", _SERVER, str(data)], env=env, cwd=data,
+                 stdout=subprocess.PIPE)  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if "http://" not in line:
+            raise RuntimeError(f"the emulator did not start: {line!r}")
+        yield proc, line.split("http://", 1)[1].split()[0]
+    finally:
+        stop(proc)  # SIGTERM by PID, then waited for
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def _percentile(sorted_values: Sequence[float], fraction: float) -> float:
@@ -124,59 +147,81 @@ def _percentile(sorted_values: Sequence[float], fraction: float) -> float:
 
 
 def _run(endpoint: str, operation: str, key_id: str, blob: str, processes: int, threads: int,
-         seconds: float) -> tuple[list[float], int, float]:  # fmt: skip
-    """All latencies (sorted), the error count and the elapsed seconds of one operation."""
+         calls: int, seconds: float) -> tuple[list[float], int, float, float]:  # fmt: skip
+    """All latencies (sorted), the error count, the elapsed seconds and the clients' CPU
+    seconds of one operation; ``calls`` in all (0: for ``seconds``)."""
     ctx = multiprocessing.get_context("spawn")
     go, ready, results = ctx.Event(), ctx.Queue(), ctx.Queue()
-    args = (endpoint, operation, key_id, blob, threads, seconds, go, ready, results)
+    each = -(-calls // (processes * threads)) if calls else 0
+    args = (endpoint, operation, key_id, blob, threads, each, seconds, go, ready, results)
     workers = [ctx.Process(target=_worker, args=args) for _ in range(processes)]
     for w in workers:
         w.start()
     for _ in workers:  # every client imported, connected and warmed up
         ready.get(timeout=120)
     go.set()
-    outcomes = [results.get(timeout=seconds + 120) for _ in workers]
+    outcomes = [results.get(timeout=seconds + 600) for _ in workers]
     for w in workers:
         w.join()
-    latencies = sorted(x for lat, _, _, _ in outcomes for x in lat)
+    latencies = sorted(x for o in outcomes for x in o[0])
     elapsed = max(o[3] for o in outcomes) - min(o[2] for o in outcomes)
-    return latencies, sum(o[1] for o in outcomes), elapsed
+    return latencies, sum(o[1] for o in outcomes), elapsed, sum(o[4] for o in outcomes)
 
 
 def measure(seconds: float = 5.0, processes: int = 2, threads: int = 2,
-            operations: Sequence[str] = OPERATIONS) -> list[Row]:  # fmt: skip
-    """Run the emulator and the clients; one throughput and two latency rows per operation,
-    then the server's CPU per call. Raises ``RuntimeError`` if any call failed."""
+            operations: Sequence[str] = OPERATIONS, calls: int = 0,
+            pythonpath: str = REPO) -> list[Row]:  # fmt: skip
+    """Run an emulator (kmsbeam from ``pythonpath``) and the clients: a calls/s and two latency
+    rows per operation, then the server's CPU per call (the clients' in its notes). ``calls``
+    per operation, or 0 to call for ``seconds``. Raises ``RuntimeError`` if any call failed."""
     from alibabacloud_kms20160120 import models
 
-    data = Path(tempfile.mkdtemp(prefix="kmsbeam-emulator-bench-"))
-    proc, endpoint = _start_server(data)
     rows: list[Row] = []
-    try:
+    with _server(pythonpath) as (proc, endpoint):
         setup = _client(endpoint)
         meta = setup.create_key(models.CreateKeyRequest(description="bench")).body.key_metadata
         blob = setup.generate_data_key(models.GenerateDataKeyRequest(
             key_id=meta.key_id, encryption_context=CONTEXT)).body.ciphertext_blob  # fmt: skip
-        cpu0, answered = _server_cpu(proc.pid), 0
+        server_cpu = client_cpu = 0.0
+        answered = made = 0
         for operation in operations:
-            latencies, errors, elapsed = _run(endpoint, operation, meta.key_id, blob,
-                                              processes, threads, seconds)  # fmt: skip
+            cpu0 = _server_cpu(proc.pid)
+            with Load(every=0.5) as load:
+                latencies, errors, elapsed, cpu = _run(endpoint, operation, meta.key_id, blob,
+                                                       processes, threads, calls, seconds)  # fmt: skip
+            server_cpu += _server_cpu(proc.pid) - cpu0
             if errors:
                 raise RuntimeError(f"{errors} of {len(latencies)} {operation} calls failed")
             answered += len(latencies) + processes * threads  # + the warm-up calls
+            client_cpu, made = client_cpu + cpu, made + len(latencies)
             who = f"{processes} proc x {threads} threads, {len(latencies):,} calls, {elapsed:.1f} s"
             rows += [
-                Row(f"emulator {operation}", len(latencies) / elapsed, "req/s", who),
+                Row(f"emulator {operation}", len(latencies) / elapsed, "req/s", who, load.text()),
                 Row(f"emulator {operation} p50", _percentile(latencies, 0.50) * 1000, "ms"),
                 Row(f"emulator {operation} p99", _percentile(latencies, 0.99) * 1000, "ms"),
             ]
-        per_call = (_server_cpu(proc.pid) - cpu0) / answered * 1e6
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=30)
-        shutil.rmtree(data, ignore_errors=True)
+    per_call = server_cpu / answered * 1e6
     note = f"~{1e6 / per_call:,.0f} calls/s per server core" if per_call > 0 else "no /proc"
+    note += f"; clients {client_cpu / max(made, 1) * 1e6:,.0f} us CPU per call"
     rows.append(Row("emulator server CPU per call", per_call, "us", note))
+    return rows
+
+
+def compare(base: str, calls: int, processes: int, threads: int, repeat: int) -> list[Row]:
+    """GenerateDataKey against the server from ``base`` and from this checkout, in turn."""
+    sides = {"base": base, "this": REPO}
+    got: dict[str, list[list[Row]]] = {name: [] for name in sides}
+    for _ in range(max(1, repeat)):
+        for name, path in sides.items():
+            got[name].append(measure(0, processes, threads, ("GenerateDataKey",), calls, path))
+    rows = []
+    for name, runs in got.items():
+        best = max(runs, key=lambda r: r[0].value)  # equal repeats on both sides
+        loads = "; ".join(r[0].load for r in runs)
+        rows.append(Row(f"{name}: GenerateDataKey", best[0].value, "req/s",
+                        f"best of {len(runs)}: {best[0].notes}", loads))  # fmt: skip
+        rows.append(Row(f"{name}: server CPU per call", min(r[-1].value for r in runs), "us",
+                        best[-1].notes))  # fmt: skip
     return rows
 
 
@@ -235,19 +280,24 @@ def pipeline_calls(n: int) -> list[Row]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.emulator",
                                      description=__doc__.splitlines()[0])  # fmt: skip
-    parser.add_argument("--seconds", type=float, default=5.0, help="per operation (default 5)")
+    parser.add_argument("--calls", type=int, default=0, help="calls per operation (default: --seconds)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="per operation without --calls (default 5)")
     parser.add_argument("--processes", type=int, default=2, help="client processes (default 2)")
     parser.add_argument("--threads", type=int, default=2, help="SDK clients a process (default 2)")
-    parser.add_argument("--records", type=int, default=1_000_000,
-                        help="records through an EncryptFields/DecryptFields pipeline (0: skip)")
+    parser.add_argument("--base", metavar="PYTHONPATH", help="compare with the kmsbeam found there")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each side with --base (default 1)")
+    parser.add_argument("--records", type=int, default=0,
+                        help="records through an EncryptFields/DecryptFields pipeline (default 0: skip)")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     args = parser.parse_args(argv)
-    if args.seconds <= 0 or args.processes < 1 or args.threads < 1:
-        parser.error("--seconds, --processes and --threads must be positive")
+    if args.seconds <= 0 or args.processes < 1 or args.threads < 1 or args.calls < 0:
+        parser.error("--seconds, --processes and --threads must be positive, --calls not negative")
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"cpus {os.cpu_count()} ({usable} usable), load average "
-          + " ".join(f"{x:.2f}" for x in os.getloadavg()), file=sys.stderr)  # fmt: skip
-    rows = measure(args.seconds, args.processes, args.threads)
+    print(f"cpus {os.cpu_count()} ({usable} usable)", file=sys.stderr)
+    if args.base:
+        rows = compare(args.base, args.calls or 3000, args.processes, args.threads, args.repeat)
+    else:
+        rows = measure(args.seconds, args.processes, args.threads, calls=args.calls)
     if args.records > 0:
         rows += pipeline_calls(args.records)
     print(format_table(rows))
