@@ -137,13 +137,15 @@ def column_of(records: Sequence[dict[str, Any]], name: str, path: FieldPath | No
         raise RecordError(f"missing field: {name}") from None
 
 
-def without_none(values: list[Any]) -> tuple[list[int] | None, list[Any]]:
-    """(the positions of the values that are not None, those values); (None, values) when
-    there is no None."""
-    if NONE not in set(map(type, values)):
-        return None, values
+def without_none(values: list[Any]) -> tuple[list[int] | None, list[Any], set[type]]:
+    """(the positions of the values that are not None, those values, their types); None for
+    the positions when there is no None."""
+    kinds = set(map(type, values))
+    if NONE not in kinds:
+        return None, values, kinds
+    kinds.discard(NONE)
     rows = [j for j, v in enumerate(values) if v is not None]
-    return rows, [values[j] for j in rows]
+    return rows, [values[j] for j in rows], kinds
 
 
 def copies(

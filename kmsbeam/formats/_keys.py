@@ -79,13 +79,30 @@ class Sealing:
                 break
         return n
 
+    def _fits(self, n: int, size: int) -> bool:
+        """Whether the next ``n`` records, ``size`` plaintext bytes in all, are one run:
+        ``span`` of them would take them all."""
+        if self.keys.room(n) < n:
+            return False
+        used = self.keys.bytes if self._current is not None else 0
+        return (0 if used >= self.policy.max_bytes else used) + size < self.policy.max_bytes
+
     def runs(
-        self, n: int, rows: Sequence[Sequence[int] | None], plains: Sequence[Sequence[bytes]]
+        self,
+        n: int,
+        rows: Sequence[Sequence[int] | None],
+        plains: Sequence[Sequence[bytes | memoryview]],
     ) -> Iterator[tuple[Sealer, int, int, list[tuple[int, int]]]]:
         """Cut ``n`` records into runs under one data key each. Column ``c`` holds the values
         ``plains[c]`` of the records ``rows[c]`` (sorted; None: of every record). Yields
         ``(sealer, first record, end record, per column (first, end) value index)``; a run
         of records without values needs no data key and is not yielded."""
+        total = sum(sum(map(len, values)) for values in plains)
+        if self._fits(n, total):  # the common case: one run, without per-record sizes
+            count = sum(map(len, plains))
+            if count:
+                yield self.sealer(count, n, total), 0, n, [(0, len(v)) for v in plains]
+            return
         sizes = [0] * n
         for these, values in zip(rows, plains):
             if these is None:

@@ -51,6 +51,10 @@ TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
 ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 UNUSED_BITS = {2: 0x0F, 3: 0x03}
+_TO_STANDARD_OR_BAD = bytes(
+    c if c in ALPHABET[:62] else b"+/"[ALPHABET.index(c) - 62] if c in ALPHABET else ord("!")
+    for c in range(256)
+)
 
 
 def from_text(text: str) -> bytes:
@@ -71,27 +75,39 @@ def from_text(text: str) -> bytes:
 
 
 def from_text_many(texts: Sequence[str]) -> list[bytes]:
-    """``from_text`` for many texts, with the same checks. Texts of one length (a column of
-    same-size values) are decoded in one base64 call: each is followed by "A"s up to a
-    multiple of 4, and the bytes those add must be zero (the canonical-trailing-bits rule).
+    """``from_text`` for many texts, with the same checks (see ``from_text_joint``)."""
+    joint = from_text_joint(texts)
+    if joint is None:
+        return [from_text(t) for t in texts]
+    data, step, length = joint
+    return [data[i : i + length] for i in range(0, len(data), step)]
+
+
+def from_text_joint(texts: Sequence[str]) -> tuple[bytes, int, int] | None:
+    """``from_text`` of many texts of one length, in one base64 call: ``(data, step,
+    length)``, text ``i`` being ``data[i * step : i * step + length]``; None when the texts
+    are too few or not of one length (then call ``from_text`` on each). Each text is followed
+    by "A"s up to a multiple of 4, and the bytes those add must be zero (the
+    canonical-trailing-bits rule).
+
+    Raises:
+        MalformedValueError: some text is not canonical (which one is not said).
     """
     size = len(texts[0]) if texts else 0
     if len(texts) < 8 or size < 2 or len(set(map(len, texts))) != 1 or size % 4 == 1:
-        return [from_text(t) for t in texts]
+        return None
     fill = "A" * (-size % 4)
-    try:
-        raw = (fill.join(texts) + fill).encode("ascii")
-    except UnicodeEncodeError as exc:
+    try:  # one pass maps the alphabet to the standard one and anything else to "!" (refused)
+        raw = (fill.join(texts) + fill).encode("ascii").translate(_TO_STANDARD_OR_BAD)
+        data = binascii.a2b_base64(raw, strict_mode=True)
+    except (UnicodeEncodeError, binascii.Error) as exc:
         raise MalformedValueError() from exc
-    if raw.translate(None, ALPHABET):
-        raise MalformedValueError()
-    data = binascii.a2b_base64(raw.translate(TO_STANDARD), strict_mode=True)
     step = (size + len(fill)) // 4 * 3
     length = size * 3 // 4
     for extra in range(length, step):  # the bytes the "A"s and unused bits make: all zero
         if any(data[extra::step]):
             raise MalformedValueError()
-    return [data[i : i + length] for i in range(0, len(data), step)]
+    return data, step, length
 
 
 class ParsedValue:

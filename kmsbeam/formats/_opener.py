@@ -12,6 +12,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from kmsbeam.errors import AuthenticationError, MalformedValueError
+from kmsbeam.formats._lanes import openings
 from kmsbeam.formats._layout import (
     COMMIT_SIZE, TAG, ParsedValue, from_text, key_commitment, name_prefix, split_header, to_text,
 )  # fmt: skip
@@ -100,11 +101,8 @@ class Opener:
         """
         if len(body) < 4 + 1 + TAG:
             raise MalformedValueError()
-        prefix = self._prefixes.get(name)
-        if prefix is None:
-            prefix = self._prefixes[name] = name_prefix(self._fmt, name) + self._commitment
         try:
-            return self._aead.decrypt(b"\0" * 8 + body[:4], body[4:], prefix + binding)
+            return self._aead.decrypt(b"\0" * 8 + body[:4], body[4:], self._prefix(name) + binding)
         except InvalidTag as exc:
             raise AuthenticationError() from exc
 
@@ -126,9 +124,13 @@ class Opener:
         """
         if not bodies:
             return []
-        if min(map(len, bodies)) < offset + 4 + 1 + TAG:
+        sizes = set(map(len, bodies))
+        if min(sizes) < offset + 4 + 1 + TAG:
             raise MalformedValueError()
-        prefix = name_prefix(self._fmt, name) + self._commitment
+        if len(bodies) >= 8 and len(sizes) == 1:  # one length: joined, cut by views
+            return self.open_joint(b"".join(bodies), len(bodies), sizes.pop(), name, bindings,
+                                   offset=offset)  # fmt: skip
+        prefix = self._prefix(name)
         start, end = offset, offset + 4
         nonces = [b"\0\0\0\0\0\0\0\0" + b[start:end] for b in bodies]
         sealed = [b[end:] for b in bodies]
@@ -137,6 +139,43 @@ class Opener:
             return list(map(self._aead.decrypt, nonces, sealed, aads))
         except InvalidTag as exc:
             raise AuthenticationError() from exc
+
+    def open_joint(
+        self,
+        data: bytes,
+        k: int,
+        stride: int,
+        name: str,
+        bindings: Iterable[bytes] | None = None,
+        *,
+        offset: int = 0,
+        length: int | None = None,
+    ) -> list[bytes]:
+        """``open_many`` of ``k`` bodies laid out every ``stride`` bytes of ``data``, each
+        starting ``offset`` bytes in and ``length`` long (default: to the stride's end).
+
+        Raises:
+            AuthenticationError: some value does not authenticate (which one is not said).
+        """
+        size = stride - offset if length is None else length
+        if k <= 0 or size < 4 + 1 + TAG or offset + size > stride or len(data) != k * stride:
+            raise MalformedValueError()
+        nonces, sealed = openings(data, k, stride, offset, size)
+        prefix = self._prefix(name)
+        aads: Iterable[bytes] = repeat(prefix) if bindings is None else [prefix + b for b in bindings]
+        try:
+            opened = list(map(self._aead.decrypt, nonces, sealed, aads))
+        except InvalidTag as exc:
+            raise AuthenticationError() from exc
+        if len(opened) != k:
+            raise ValueError("one binding per body")
+        return opened
+
+    def _prefix(self, name: str) -> bytes:
+        prefix = self._prefixes.get(name)
+        if prefix is None:
+            prefix = self._prefixes[name] = name_prefix(self._fmt, name) + self._commitment
+        return prefix
 
 
 def open_value(parsed: ParsedValue, key: KeyCipher, name: str, binding: bytes = b"") -> bytes:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import binascii
 from collections.abc import Iterable, Sequence
-from itertools import repeat
+from itertools import accumulate, chain, repeat
 from typing import NoReturn
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from kmsbeam.formats._lanes import nonces, slices
 from kmsbeam.formats._layout import (
     LABELS, MAX_VALUES_PER_KEY, TO_URLSAFE, key_commitment, make_header, name_prefix, to_text,
 )  # fmt: skip
@@ -59,101 +60,118 @@ class Sealer:
             prefix = self._prefixes[name] = name_prefix(self._fmt, name) + self._commitment
         return prefix
 
-    def _bodies(
-        self, aads: Iterable[bytes], plaintexts: Sequence[bytes], head: bytes = b""
-    ) -> list[bytes]:
-        """head || counter || AES-GCM(plaintext) for each value, ``aads`` giving each AAD:
-        the one place the nonce rule is kept.
-
-        The counters for all values are reserved in one step, before anything is encrypted.
-        """
+    def _sealed(
+        self, aads: Iterable[bytes], plaintexts: Sequence[bytes | memoryview]
+    ) -> tuple[list[memoryview], list[bytes]]:
+        """(4-byte counter, AES-GCM(plaintext)) of each value, ``aads`` giving each AAD: the
+        one place the nonce rule is kept. The counters for all values are reserved in one
+        step, before anything is encrypted; they are views valid until the next call."""
         k = len(plaintexts)
         n = self._count
         if n + k > MAX_VALUES_PER_KEY:
             raise OverflowError("this data key has sealed 2**32 values; a new one is needed")
         self._count = n + k
-        nonces = [i.to_bytes(12, "big") for i in range(n, n + k)]  # 8 zero bytes || counter
-        sealed = list(map(self._aead.encrypt, nonces, plaintexts, aads))
+        nonce_views, counters = nonces(n, k)  # 8 zero bytes || counter
+        sealed = list(map(self._aead.encrypt, nonce_views, plaintexts, aads))
         if len(sealed) != k:
             raise ValueError("one AAD per plaintext")
-        if head:
-            return [head + nonce[8:] + ct for nonce, ct in zip(nonces, sealed)]
-        return [nonce[8:] + ct for nonce, ct in zip(nonces, sealed)]
+        return counters, sealed
 
-    def _record_bodies(
-        self, names: Sequence[str], plaintexts: Sequence[bytes], binding: bytes, head: bytes = b""
-    ) -> list[bytes]:
+    def _record(
+        self, names: Sequence[str], plaintexts: Sequence[bytes], binding: bytes
+    ) -> tuple[list[memoryview], list[bytes]]:
         if len(names) != len(plaintexts):
             raise ValueError("one name per plaintext")
-        return self._bodies([self._prefix(name) + binding for name in names], plaintexts, head)
+        return self._sealed([self._prefix(name) + binding for name in names], plaintexts)
 
-    def _column_bodies(
-        self,
-        name: str,
-        plaintexts: Sequence[bytes],
-        bindings: Sequence[bytes] | None,
-        head: bytes = b"",
-    ) -> list[bytes]:
+    def _column(
+        self, name: str, plaintexts: Sequence[bytes | memoryview], bindings: Sequence[bytes] | None
+    ) -> tuple[list[memoryview], list[bytes]]:
         prefix = self._prefix(name)
         if bindings is None:
-            return self._bodies(repeat(prefix, len(plaintexts)), plaintexts, head)
+            return self._sealed(repeat(prefix, len(plaintexts)), plaintexts)
         if len(bindings) != len(plaintexts):
             raise ValueError("one binding per plaintext")
-        return self._bodies([prefix + b for b in bindings], plaintexts, head)
+        return self._sealed([prefix + b for b in bindings], plaintexts)
 
-    def _texts(self, bodies: list[bytes]) -> list[str]:
-        """The text values of ``bodies``: header text || unpadded URL-safe base64 of a body.
+    def _binary(self, sealed: tuple[list[memoryview], list[bytes]]) -> list[bytes]:
+        """The binary values: header || counter || ciphertext. Many values are joined into one
+        bytes and cut, which costs less than a concatenation per value."""
+        counters, cts = sealed
+        head = self._header
+        if len(cts) < 8:
+            return [b"".join((head, c, ct)) for c, ct in zip(counters, cts)]
+        data = b"".join(chain.from_iterable(zip(repeat(head), counters, cts)))
+        size = len(head) + 4 + len(cts[0])
+        if len(set(map(len, cts))) == 1:
+            cuts: Iterable[slice] = slices(len(cts), size)
+        else:
+            extra = len(head) + 4
+            ends = list(accumulate(len(ct) + extra for ct in cts))
+            cuts = map(slice, chain((0,), ends), ends)
+        return list(map(data.__getitem__, cuts))
 
-        Bodies of one length (a column of same-size values) are encoded in one base64 call:
-        each body is followed by zero bytes up to a multiple of 3, so its characters in the
-        joint text are exactly its own unpadded base64 followed by "A"s, which are cut off.
+    def _texts(self, sealed: tuple[list[memoryview], list[bytes]]) -> list[str]:
+        """The text values: header text || unpadded URL-safe base64 of counter || ciphertext.
+
+        Values of one length (a column of same-size values) are encoded in one base64 call:
+        each is followed by zero bytes up to a multiple of 3, so its characters in the joint
+        text are exactly its own unpadded base64 followed by "A"s, which are cut off.
         """
+        counters, cts = sealed
         head = self.header_text
-        size = len(bodies[0]) if bodies else 0
-        if len(bodies) < 8 or len(set(map(len, bodies))) != 1:
+        if len(cts) < 8 or len(set(map(len, cts))) != 1:
             b2a = binascii.b2a_base64
+            bodies = map(b"".join, zip(counters, cts))
             return [
                 head + b2a(b, newline=False).translate(TO_URLSAFE).rstrip(b"=").decode("ascii")
                 for b in bodies
             ]
-        fill = b"\0" * (-size % 3)
-        joint = binascii.b2a_base64(fill.join(bodies) + fill, newline=False)
+        size = 4 + len(cts[0])
+        fill = bytes(-size % 3)
+        joint = binascii.b2a_base64(b"".join(chain.from_iterable(zip(counters, cts, repeat(fill)))),
+                                    newline=False)  # fmt: skip
         text = joint.translate(TO_URLSAFE).decode("ascii")
-        step = (size + len(fill)) // 3 * 4
-        chars = (4 * size + 2) // 3
-        return [head + text[i : i + chars] for i in range(0, len(text), step)]
+        cuts = slices(len(cts), (4 * size + 2) // 3, (size + len(fill)) // 3 * 4)
+        return [head + text[cut] for cut in cuts]
 
     def seal_many(
         self, names: Sequence[str], plaintexts: Sequence[bytes], binding: bytes = b""
     ) -> list[bytes]:
         """Encrypt several values of one record (``plaintexts[i]`` is field ``names[i]``):
         the values ``seal`` would give, in one call."""
-        return self._record_bodies(names, plaintexts, binding, self._header)
+        return self._binary(self._record(names, plaintexts, binding))
 
     def seal_many_text(
         self, names: Sequence[str], plaintexts: Sequence[bytes], binding: bytes = b""
     ) -> list[str]:
         """``seal_many`` in text form: the values ``seal_text`` would give."""
-        return self._texts(self._record_bodies(names, plaintexts, binding))
+        return self._texts(self._record(names, plaintexts, binding))
 
     def seal_column(
-        self, name: str, plaintexts: Sequence[bytes], bindings: Sequence[bytes] | None = None
+        self,
+        name: str,
+        plaintexts: Sequence[bytes | memoryview],
+        bindings: Sequence[bytes] | None = None,
     ) -> list[bytes]:
         """Encrypt the values of field ``name`` in many records (``bindings[i]`` is record
         ``i``'s binding; None: nothing bound): the values ``seal`` would give."""
-        return self._column_bodies(name, plaintexts, bindings, self._header)
+        return self._binary(self._column(name, plaintexts, bindings))
 
     def seal_column_text(
-        self, name: str, plaintexts: Sequence[bytes], bindings: Sequence[bytes] | None = None
+        self,
+        name: str,
+        plaintexts: Sequence[bytes | memoryview],
+        bindings: Sequence[bytes] | None = None,
     ) -> list[str]:
         """``seal_column`` in text form."""
-        return self._texts(self._column_bodies(name, plaintexts, bindings))
+        return self._texts(self._column(name, plaintexts, bindings))
 
     def seal(self, plaintext: bytes, name: str, binding: bytes = b"") -> bytes:
         """Encrypt one encoded plaintext; returns the binary value."""
-        return self._record_bodies((name,), (plaintext,), binding, self._header)[0]
+        return self._binary(self._record((name,), (plaintext,), binding))[0]
 
     def seal_text(self, plaintext: bytes, name: str, binding: bytes = b"") -> str:
         """Encrypt one encoded plaintext; returns the URL-safe base64 text value."""
-        return self._texts(self._record_bodies((name,), (plaintext,), binding))[0]
+        return self._texts(self._record((name,), (plaintext,), binding))[0]
 

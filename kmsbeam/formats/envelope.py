@@ -34,8 +34,8 @@ repeats. Data keys are never persisted in plaintext, so a crashed worker cannot 
 from __future__ import annotations
 
 from kmsbeam.formats._layout import (
-    COMMIT_LABEL, FIELD_V1, MAX_VALUES_PER_KEY, RECORD_V1, ParsedValue, from_text, from_text_many,
-    key_commitment, parse, reheader, to_text,
+    COMMIT_LABEL, FIELD_V1, MAX_VALUES_PER_KEY, RECORD_V1, ParsedValue, from_text, from_text_joint,
+    from_text_many, key_commitment, parse, reheader, to_text,
 )  # fmt: skip
 from kmsbeam.formats._opener import KeyCipher, Opener, open_value
 from kmsbeam.formats._sealer import Sealer
@@ -50,6 +50,7 @@ __all__ = [
     "ParsedValue",
     "Sealer",
     "from_text",
+    "from_text_joint",
     "from_text_many",
     "key_commitment",
     "open_value",

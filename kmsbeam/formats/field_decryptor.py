@@ -25,7 +25,7 @@ from kmsbeam.formats.base import outcomes
 from kmsbeam.formats._keys import Unwrapping
 from kmsbeam.keys.cache import DataKeyCache
 from kmsbeam.formats.codec import STR_TAG, CodecError, decode_value
-from kmsbeam.formats.envelope import FIELD_V1, Opener, from_text_many
+from kmsbeam.formats.envelope import FIELD_V1, Opener, from_text_joint, from_text_many
 from kmsbeam.formats.paths import Paths
 from kmsbeam.errors import KmsBeamError, MalformedValueError
 from kmsbeam.keys.source import KeySource
@@ -33,6 +33,7 @@ from kmsbeam.keys.source import KeySource
 __all__ = ["FieldDecryptor"]
 
 _TEXT_ONLY = {STR_TAG[0]}  # the tags of a column holding only str values
+_STR_CHAR = STR_TAG.decode("ascii")
 
 
 class FieldDecryptor:
@@ -115,12 +116,12 @@ class FieldDecryptor:
         outs, bindings = copies(records, self.bind)
         count = 0
         for name, path in self._plan:
-            rows, values = without_none(column_of(outs, name, path))
+            rows, values, kinds = without_none(column_of(outs, name, path))
             if bindings is None:
                 these: Sequence[bytes] | None = None
             else:
                 these = bindings if rows is None else [bindings[j] for j in rows]
-            plains = _decode_column(self._open_column(name, values, these))
+            plains = _decode_column(self._open_column(name, values, these, kinds))
             targets = outs if rows is None else [outs[j] for j in rows]
             if path is None:
                 for out, plain in zip(targets, plains):
@@ -133,13 +134,13 @@ class FieldDecryptor:
         return outs
 
     def _open_column(
-        self, name: str, values: list[Any], bindings: Sequence[bytes] | None
+        self, name: str, values: list[Any], bindings: Sequence[bytes] | None, kinds: set[type]
     ) -> list[bytes]:
-        """The plaintexts of one field's values; one AES-GCM ``map`` per data key."""
+        """The plaintexts of one field's values (of the types ``kinds``); one AES-GCM ``map``
+        per data key."""
         if not values:
             return []
         binds: Iterable[bytes] | None = bindings
-        kinds = set(map(type, values))
         if kinds == {str} or kinds == {bytes}:  # the common case: one data key for them all
             first, _ = self._keys.opener(values[0], FIELD_V1)
             head: Any = first.header_text if kinds == {str} else first.header
@@ -147,7 +148,12 @@ class FieldDecryptor:
             starts = str.startswith if kinds == {str} else bytes.startswith
             if all(map(starts, values, repeat(head))):
                 if kinds == {str}:
-                    return first.open_many(from_text_many([v[n:] for v in values]), name, binds)
+                    bodies = [v[n:] for v in values]
+                    joint = from_text_joint(bodies)
+                    if joint is not None:
+                        data, step, length = joint
+                        return first.open_joint(data, len(values), step, name, binds, length=length)
+                    return first.open_many(from_text_many(bodies), name, binds)
                 return first.open_many(values, name, binds, offset=n)
         current: Opener | None = None
         groups: dict[int, tuple[Opener, list[int], list[bytes]]] = {}
@@ -176,8 +182,14 @@ def _decode_column(opened: list[bytes]) -> list[Any]:
             by record, to say which).
     """
     if opened and set(map(itemgetter(0), opened)) == _TEXT_ONLY:
+        # Every plaintext is the tag 0x05 then UTF-8. Joined, they decode as one text (0x05 is
+        # ASCII: no sequence runs across it), and when 0x05 occurs only as the k tags, the
+        # text split at it is the k values.
         try:
-            return [p[1:].decode("utf-8") for p in opened]
+            text = b"".join(opened).decode("utf-8")
         except UnicodeDecodeError:
             raise MalformedValueError() from None
+        if text.count(_STR_CHAR) == len(opened):
+            return text.split(_STR_CHAR)[1:]
+        return [p[1:].decode("utf-8") for p in opened]
     return [decode_value(p) for p in opened]

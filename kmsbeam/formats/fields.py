@@ -28,6 +28,7 @@ from kmsbeam.formats._binding import (
 )
 from kmsbeam.formats.base import outcomes
 from kmsbeam.formats._keys import Sealing
+from kmsbeam.formats._lanes import Lanes
 from kmsbeam.formats.codec import STR_TAG
 from kmsbeam.formats.envelope import FIELD_V1
 from kmsbeam.errors import KmsBeamError, RecordError
@@ -37,6 +38,8 @@ from kmsbeam.formats.paths import FieldPath, Paths
 from kmsbeam.keys.policy import DataKeyPolicy
 
 __all__ = ["FieldDecryptor", "FieldEncryptor", "binding_for"]  # FieldDecryptor: re-exported
+
+_STR_CHAR = STR_TAG.decode("ascii")
 
 
 class FieldEncryptor:
@@ -73,6 +76,7 @@ class FieldEncryptor:
         self._encrypt_none = encrypt_none
         # (name, None) for top-level fields, (name, path) for nested ones
         self._plan = plan_of(self.fields)
+        self._lanes: dict[str, Lanes] = {}  # per field: its plaintexts in one reusable buffer
         self.values = 0
 
     def reset(self) -> None:
@@ -143,36 +147,59 @@ class FieldEncryptor:
         """Checks everything before sealing anything; then seals field by field, in runs of
         records under one data key each (``Sealing.runs``)."""
         outs, bindings = copies(records, self.bind)
-        columns: list[tuple[str, FieldPath | None, list[int] | None, list[bytes]]] = []
-        for name, path in self._plan:
-            values = column_of(outs, name, path)
-            rows: list[int] | None = None
-            if not self._encrypt_none:
-                rows, values = without_none(values)
-            try:
-                if set(map(type, values)) <= {str}:
-                    plains = [STR_TAG + v.encode("utf-8") for v in values]
+        columns: list[tuple[str, FieldPath | None, list[int] | None, Sequence[bytes | memoryview]]] = []
+        try:
+            for name, path in self._plan:
+                values = column_of(outs, name, path)
+                rows: list[int] | None = None
+                if self._encrypt_none:
+                    kinds = set(map(type, values))
                 else:
-                    plains = [encoded(v, name) for v in values]
-            except UnicodeEncodeError:  # a lone surrogate: record by record, to say which
-                raise RecordError("invalid text") from None
-            columns.append((name, path, rows, plains))
-        runs = self._sealing.runs(len(outs), [c[2] for c in columns], [c[3] for c in columns])
-        for sealer, start, stop, spans in runs:
-            seal = sealer.seal_column_text if self._text else sealer.seal_column
-            for (name, path, rows, plains), (a, b) in zip(columns, spans):
-                if rows is None:
-                    index: Sequence[int] = range(start, stop)
-                    binds = None if bindings is None else bindings[start:stop]
-                else:
-                    index = rows[a:b]
-                    binds = None if bindings is None else [bindings[j] for j in index]
-                sealed = seal(name, plains[a:b], binds)
-                if path is None:
-                    for j, value in zip(index, sealed):
-                        outs[j][name] = value
-                else:
-                    for j, value in zip(index, sealed):
-                        path.set(outs[j], value)
-                self.values += b - a
+                    rows, values, kinds = without_none(values)
+                columns.append((name, path, rows, self._plaintexts(name, values, kinds)))
+            runs = self._sealing.runs(len(outs), [c[2] for c in columns], [c[3] for c in columns])
+            for sealer, start, stop, spans in runs:
+                seal = sealer.seal_column_text if self._text else sealer.seal_column
+                for (name, path, rows, plains), (a, b) in zip(columns, spans):
+                    if rows is None:
+                        targets = outs[start:stop]
+                        binds = None if bindings is None else bindings[start:stop]
+                    else:
+                        targets = [outs[j] for j in rows[a:b]]
+                        binds = None if bindings is None else [bindings[j] for j in rows[a:b]]
+                    sealed = seal(name, plains[a:b], binds)
+                    if path is None:
+                        for out, value in zip(targets, sealed):
+                            out[name] = value
+                    else:
+                        for out, value in zip(targets, sealed):
+                            path.set(out, value)
+                    self.values += b - a
+        finally:
+            for lanes in self._lanes.values():
+                lanes.clear()  # no plaintext stays behind in a scratch buffer
         return outs
+
+    def _plaintexts(
+        self, name: str, values: list[Any], kinds: set[type]
+    ) -> Sequence[bytes | memoryview]:
+        """The codec encodings of one column's values. A column of ASCII strings of one length
+        (the common case) is encoded in one call into this field's reusable ``Lanes``.
+
+        Raises:
+            RecordError: a value has no encoding (the caller then goes record by record).
+        """
+        try:
+            if kinds <= {str}:
+                if values and len(set(map(len, values))) == 1:
+                    joint = _STR_CHAR + _STR_CHAR.join(values)
+                    if joint.isascii():
+                        width = len(values[0]) + 1
+                        lanes = self._lanes.get(name)
+                        if lanes is None or lanes.k != len(values) or lanes.width != width:
+                            lanes = self._lanes[name] = Lanes(len(values), width)
+                        return lanes.fill(joint.encode("ascii"))
+                return [STR_TAG + v.encode("utf-8") for v in values]
+            return [encoded(v, name) for v in values]
+        except UnicodeEncodeError:  # a lone surrogate: record by record, to say which
+            raise RecordError("invalid text") from None
