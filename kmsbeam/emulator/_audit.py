@@ -34,13 +34,20 @@ LOGGED_PARAMETERS = frozenset({
     "EnableAutomaticRotation", "RotationInterval", "PendingWindowInDays", "WrappingAlgorithm",
     "WrappingKeySpec", "TagKeys", "KeyMaterialExpireUnix",
 })  # fmt: skip
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_second: tuple[int | None, str] = (None, "")  # the last whole second formatted (calls share it)
 
 
 def event_time(seconds: float) -> str:
     """ISO 8601 UTC with milliseconds, as ActionTrail writes ``eventTime``."""
+    global _second
     whole = int(seconds)
     millis = int((seconds - whole) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
+    last, text = _second
+    if last != whole:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        _second = (whole, text)
+    return f"{text}.{millis:03d}Z"
 
 
 class AuditLog:
@@ -57,8 +64,7 @@ class AuditLog:
         return f"AuditLog({str(self.path)!r})"
 
     def write(self, record: Mapping[str, Any]) -> None:
-        line = json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n"
-        data = line.encode("utf-8")
+        data = (_encode(record) + "\n").encode("utf-8")
         with self._lock:
             if self._fd >= 0:
                 os.write(self._fd, data)

@@ -63,6 +63,7 @@ class HTTPServer:
         self._workers = Workers(limits.workers, self._work)
         self._table = ConnTable()
         self.closing = False
+        self.accepted = 0  # connections accepted so far (keep-alive: one per client)
         self._selector = selectors.DefaultSelector()
 
     @property
@@ -116,6 +117,7 @@ class HTTPServer:
             except OSError as exc:  # out of descriptors: the next round tries again
                 _log.warning("the emulator could not accept a connection: %s", exc.strerror)
                 return
+            self.accepted += 1
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if len(self._table) >= self.limits.max_connections and not self._evict():

@@ -25,6 +25,7 @@ import hmac
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -39,6 +40,7 @@ __all__ = ["ALGORITHM", "AccessKey", "Authenticator", "claimed_access_key"]
 ALGORITHM = "ACS3-HMAC-SHA256"
 WINDOW_SECONDS = 15 * 60
 MAX_NONCE_LENGTH = 256
+MEMO_LENGTH = 512  # query values up to this long are escaped once per distinct text
 REQUIRED_SIGNED = (
     "host",
     "x-acs-action",
@@ -239,10 +241,19 @@ class Authenticator:
 
 
 def _quote(value: str) -> str:
-    """``quote(value, safe="~")``, skipping the work for values that need no escaping."""
-    return value if _SAFE.issuperset(value) else quote(value, safe="~")
+    """``quote(value, safe="~")``, skipping the work for values that need no escaping (and
+    doing it once per distinct short value: the SDK sends the same context again and again)."""
+    if _SAFE.issuperset(value):
+        return value
+    return _quote_memo(value) if len(value) <= MEMO_LENGTH else quote(value, safe="~")
 
 
+@lru_cache(maxsize=4096)
+def _quote_memo(value: str) -> str:
+    return quote(value, safe="~")
+
+
+@lru_cache(maxsize=64)  # the dates of the last seconds
 def _timestamp(text: str) -> float | None:
     if len(text) != 20 or not text.endswith("Z"):
         return None
