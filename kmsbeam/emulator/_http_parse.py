@@ -24,9 +24,8 @@ MAX_LINE = 65536
 MAX_HEAD = 65536
 MAX_HEADERS = 100
 MAX_BODY = 1 << 20
-_END = re.compile(rb"\r?\n\r?\n")
 _LINE_BREAK = re.compile(r"\r?\n")
-_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_TOKEN = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
 class BadRequest(Exception):
@@ -67,23 +66,37 @@ def parse_head(buffer: bytes | bytearray) -> tuple[Head, int] | None:
     if buffer.startswith(b"\r\n", rest) or buffer.startswith(b"\n", rest):  # no headers
         header_text, end = "", rest + (2 if buffer[rest] == 13 else 1)
     else:
-        match = _END.search(buffer, rest)
-        if match is None:
+        found = _blank_line(buffer, rest)
+        if found is None:
             if len(buffer) - rest > MAX_HEAD:
                 raise BadRequest(431, "the request headers are longer than 64 KiB")
             return None
-        if match.start() - rest > MAX_HEAD:
+        head_end, end = found
+        if head_end - rest > MAX_HEAD:
             raise BadRequest(431, "the request headers are longer than 64 KiB")
-        header_text, end = bytes(buffer[rest : match.start()]).decode("latin-1"), match.end()
+        header_text = bytes(buffer[rest:head_end]).decode("latin-1")
     request_line = bytes(buffer[start:line_end]).decode("latin-1").rstrip("\r")
     return _head(request_line, header_text), end
+
+
+def _blank_line(buffer: bytes | bytearray, rest: int) -> tuple[int, int] | None:
+    """Where the first ``\\r?\\n\\r?\\n`` at or after ``rest`` starts and ends (``None`` if
+    there is none): the first LF followed by ``\\r?\\n``, with the CR before it if any."""
+    lf_lf, lf_crlf = buffer.find(b"\n\n", rest), buffer.find(b"\n\r\n", rest)
+    if lf_lf < 0 and lf_crlf < 0:
+        return None
+    if lf_crlf < 0 or 0 <= lf_lf < lf_crlf:
+        first, end = lf_lf, lf_lf + 2
+    else:
+        first, end = lf_crlf, lf_crlf + 3
+    return (first - 1 if first > rest and buffer[first - 1] == 13 else first), end
 
 
 def _check_partial_line(buffer: bytes | bytearray, start: int) -> None:
     """Refuse a request line whose method already cannot be a token, or that is too long."""
     space = buffer.find(b" ", start)
     method = buffer[start : space if space >= 0 else len(buffer)]
-    if any(byte not in _TOKEN for byte in method.rstrip(b"\r\n")) or len(method) > 32:
+    if method.rstrip(b"\r\n").translate(None, _TOKEN) or len(method) > 32:
         raise BadRequest(400, "the request line is not METHOD TARGET HTTP/1.1")
     if len(buffer) - start > MAX_LINE + 2:
         raise BadRequest(414, "the request line is longer than 64 KiB")
