@@ -20,18 +20,20 @@ Caveats:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.pvalue import TaggedOutput
 
-from kmsbeam import DataKeyPolicy, check_context, shared_cache
+from kmsbeam import DataKeyPolicy, KmsBeamError, check_context, shared_cache
 from kmsbeam.formats.base import outcomes
 from kmsbeam.formats.records import DEFAULT_PAYLOAD_FIELD
 from kmsbeam.formats.values import rewrap_paths
 from kmsbeam.keys.budget import KmsBudget
-from kmsbeam.keys.strict import KeyRequirement, RequiredRewrapSource, strict_rewrap
+from kmsbeam.keys.strict import KeyRequirement, RequiredRewrapSource
+from kmsbeam.rotation.inventory import key_rows, record_rows
 from kmsbeam.rotation.journal import journal_writer, read_journal
 from kmsbeam.rotation.rewrap import (
     ALREADY,
@@ -66,12 +68,15 @@ from kmsbeam.transforms._transforms import (
 
 __all__ = ["ReencryptFields", "ReencryptRecords", "RewrapDataKeys"]
 
+KEYS = "keys"  # the data keys each bundle saw (kmsbeam.rotation.inventory lines)
 _COUNTERS = {REWRAPPED: "values_rewrapped", ALREADY: "values_skipped",
              FILTERED: "values_filtered", RESUMED: "values_resumed"}  # fmt: skip
 
 
 class _RewrapFn(RecordsFn):
-    """Batches of records through one ``Rewrapper`` (memo shared by the worker process)."""
+    """Batches of records through one ``Rewrapper`` (memo shared by the worker process); each
+    batch ends with the data keys it saw first in its bundle on the ``KEYS`` output
+    (``kmsbeam.rotation.inventory``)."""
 
     kind = "rewrap"
 
@@ -79,6 +84,9 @@ class _RewrapFn(RecordsFn):
                  ttl: float | None, required: tuple[str, ...]) -> None:  # fmt: skip
         super().__init__(label, to_key, budget)
         self._options, self._ttl, self._required = options, ttl, required
+        self._heads: dict[Any, Any] = {}  # this bundle's {old value header: new header}
+        self._failed: list[str] = []  # key rows of the values of records that failed
+        self._named: set[Any] = set()  # the headers this bundle has written rows for
 
     def _build(self) -> Rewrapper:
         o, required = self._options, self._required
@@ -99,10 +107,21 @@ class _RewrapFn(RecordsFn):
                        on_verify=self._counters.unwrap_call,
                        known=read_journal(journal, version, store) if journal else None,
                        on_moved=journal_writer(journal, store).moved if journal else None)  # fmt: skip
-        self._run = lambda record: rewrap_paths(record, paths, fmt, rw)
-        self._run_batch = lambda records: outcomes(self._run, records)
-        if required:  # strict: every value is checked before the Rewrapper counts a call
-            self._run, self._run_batch = strict_rewrap(rw, KeyRequirement(required), paths, fmt, version)
+        check = KeyRequirement(required).check_record if required else None
+
+        def run(record: Mapping[str, Any]) -> dict[str, Any]:
+            if check is not None:  # strict: every value is checked before the Rewrapper counts a call
+                check(record, paths, fmt, also=version)
+            return rewrap_paths(record, paths, fmt, rw, self._heads)
+
+        def run_batch(records: list[Any]) -> list[Any]:
+            results = outcomes(run, records)
+            for record, result in zip(records, results):
+                if isinstance(result, KmsBeamError):  # its values count before, not after
+                    self._failed.extend(record_rows(record, paths, fmt))
+            return results
+
+        self._run, self._run_batch, self._fmt = run, run_batch, fmt
         return rw
 
     def start_bundle(self) -> None:
@@ -110,6 +129,16 @@ class _RewrapFn(RecordsFn):
             self._open()
         self._records = 0
         self._before = dict(self._engine.counts) if self._engine is not None else {}
+        self._heads, self._failed, self._named = {}, [], set()
+
+    def _batch(self, element: list[Any]) -> Iterator[Any]:
+        yield from super()._batch(element)
+        fresh = {old: new for old, new in self._heads.items() if old not in self._named}
+        self._named.update(fresh)
+        rows = key_rows(fresh, self._fmt) + self._failed  # a few lines: one per new data key
+        self._heads, self._failed = {}, []
+        for row in rows:
+            yield TaggedOutput(KEYS, row)
 
     def finish_bundle(self) -> None:
         self._counters.records.inc(self._records)
@@ -146,6 +175,10 @@ class RewrapDataKeys(KmsTransform):
         kms_qps: at most this many remote KMS calls per second per worker process
             (``kmsbeam.keys.budget``).
         key_cache_ttl: seconds each new wrapped key's check unwrap is cached (default 60).
+        key_inventory: a path prefix: the data keys the rewrap saw are written there as JSON
+            lines ``{"k": K, "in": version before, "out": version after}`` (a few lines per
+            bundle, repeats across bundles; ``kmsbeam.rotation.inventory.merge_rows`` reads
+            them), without reading any value twice. Records that failed give ``"in"`` only.
 
     Metrics: ``kms_calls_rewrap``, ``kms_calls_decrypt`` (the checks), ``values_rewrapped``,
     ``values_resumed`` (from the journal), ``values_skipped`` (already under the target),
@@ -168,8 +201,10 @@ class RewrapDataKeys(KmsTransform):
         label: str | None = None,
         require_keys: Iterable[str] = (),
         key_cache_ttl: float | None = None,
+        key_inventory: str | None = None,
     ) -> None:
         super().__init__(label, kms_qps)
+        self._inventory = key_inventory
         self._to_key = key_uri(to_key, "kms-emulator://HOST:PORT/alias/pii")
         mode = choice(mode, REWRAP_MODES, "mode")
         fields = names(fields)
@@ -187,7 +222,9 @@ class RewrapDataKeys(KmsTransform):
     def _steps(self, pcoll: Any) -> tuple[Any, Any]:
         batches = pcoll | "Batch" >> beam.BatchElements(min_batch_size=BATCH_SIZE, max_batch_size=BATCH_SIZE)
         dofn = _RewrapFn(self.label, self._to_key, self._budget, self._options, self._ttl, self._required)
-        out = batches | "Rewrap" >> beam.ParDo(dofn).with_outputs(DEAD_LETTER, main="records")
+        out = batches | "Rewrap" >> beam.ParDo(dofn).with_outputs(DEAD_LETTER, KEYS, main="records")
+        if self._inventory is not None:
+            _ = out[KEYS] | "WriteKeys" >> beam.io.WriteToText(self._inventory, file_name_suffix=".jsonl")
         return out.records, out[DEAD_LETTER]
 
     def _shown(self) -> dict[str, Any]:

@@ -28,6 +28,7 @@ _DUMMY_BODY = bytes(21)  # counter, one ciphertext byte and the tag: the shortes
 _MAX_TEXTS = 65536
 _texts: MutableMapping[Any, dict[tuple[int, str], tuple[str, str]]] = weakref.WeakKeyDictionary()
 _texts_lock = threading.Lock()
+_sizes: dict[str, int] = {}  # a text value's first 4 characters (format byte, L) -> header length
 
 
 def text_header_length(value: str) -> int:
@@ -101,10 +102,13 @@ def rewrap_value(value: Any, fmt: int, rewrap: KeyRewrap) -> Any:
         MalformedValueError / AuthenticationError: not a value, or a tampered header.
         KeySourceError: the rewrap was refused (no permission, old key deleted, ...).
     """
+    return _rewrap(value, fmt, rewrap, _text_memo(rewrap) if isinstance(value, str) else None)
+
+
+def _rewrap(value: Any, fmt: int, rewrap: KeyRewrap, memo: dict[tuple[int, str], tuple[str, str]] | None) -> Any:
     if isinstance(value, str):
-        head = text_header_length(value)
+        head = _text_size(value)
         prefix = value[:head]
-        memo = _text_memo(rewrap)
         hit = None if memo is None else memo.get((fmt, prefix))
         if hit is None:
             new, status = _new_header(from_text(prefix), fmt, rewrap)
@@ -123,26 +127,55 @@ def rewrap_value(value: Any, fmt: int, rewrap: KeyRewrap) -> Any:
 
 
 def rewrap_paths(
-    record: Mapping[str, Any], paths: Iterable[FieldPath], fmt: int, rewrap: KeyRewrap
+    record: Mapping[str, Any], paths: Iterable[FieldPath], fmt: int, rewrap: KeyRewrap,
+    heads: MutableMapping[Any, Any] | None = None,
 ) -> dict[str, Any]:
     """A copy of ``record`` with the values at ``paths`` rewrapped (``None`` kept).
+
+    ``heads``, when given, maps each value's header to its new header (text values: their
+    base64 prefixes) once the whole record rewrapped: the data keys a rewrap saw, without
+    reading any value again (``kmsbeam.rotation.inventory``).
 
     Raises:
         RecordError: a path is missing. Otherwise as ``rewrap_value``, with ``field`` set.
     """
     out = dict(record)
+    done: list[tuple[Any, Any]] = []
+    memo = _text_memo(rewrap)
     for path in paths:
         value = path.get(record)
         if value is None:
             continue
         try:
-            new = rewrap_value(value, fmt, rewrap)
+            new = _rewrap(value, fmt, rewrap, memo)
         except KmsBeamError as exc:
             exc.field = path.name
             raise
         if new is not value:
             path.set(out, new)
+        done.append((value, new))
+    if heads is not None:
+        for value, new in done:
+            heads[_head_of(value)] = _head_of(new)
     return out
+
+
+def _text_size(value: str) -> int:
+    """``text_header_length(value)``, remembered by the first 4 characters (format byte, L)."""
+    size = _sizes.get(value[:4])
+    if size is None or len(value) < size + 28:
+        size = text_header_length(value)
+        if len(_sizes) < 4096:
+            _sizes[value[:4]] = size
+    return size
+
+
+def _head_of(value: Any) -> Any:
+    """The header of a value ``rewrap_value`` took (text: its base64 prefix)."""
+    if isinstance(value, str):
+        return value[: _text_size(value)]
+    end = 19 + int.from_bytes(value[1:3], "big")
+    return bytes(value[: end + (-end % 3)])
 
 
 def value_use(value: Any, fmt: int, where: str) -> KeyUse:

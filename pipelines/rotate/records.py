@@ -6,8 +6,10 @@ key (plus one unwrap to check it); values already under the target's current key
 copied as they are. ``--reencrypt`` decrypts and encrypts again with new data keys. Each rewrap
 is journaled in ``OUTPUT/_kmsbeam_rotation.journal/`` (``kmsbeam.rotation.journal``): a run
 that died is resumed by the same command, which takes the data keys the journal lists from it
-without a KMS call. The job also writes the data keys before and after (by commitment K and
-master key version, ``report``) so the rotation manifest can list what moved.
+without a KMS call. The rewrap step also writes the data keys it saw before and after (by commitment K and
+master key version, ``kmsbeam.rotation.inventory``: a few lines per bundle, no value read
+twice) so the rotation manifest can list what moved; a re-encryption reads them from the
+values of its input and output.
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ from kmsbeam.pipelines.manifest import MANIFEST_NAME, Manifest
 from kmsbeam.pipelines.output_dir import DEAD_LETTER_DIR
 from kmsbeam.pipelines.spec import JobSpec, Plan
 from kmsbeam.pipelines.rotate.output import prepare_output
-from kmsbeam.pipelines.rotate.report import dry_run_rows, inventory, key_rows
+from kmsbeam.pipelines.rotate.report import dry_run_rows, inventory
 from kmsbeam.pipelines.rotate.rotator import Outcome, Verified, required_keys, trusted_sources
 from kmsbeam.pipelines.rotate.state import JOURNAL_NAME, ROTATION_NAME, read_rotation, recorded_target
 from kmsbeam.pipelines.rotate.verify import verify_dataset
 from kmsbeam.pipelines.summary import kms_cost, kms_cost_row
+from kmsbeam.rotation.inventory import record_rows
 from kmsbeam.rotation.rewrap import Rewrapper, record_paths
 from kmsbeam.transforms import Encoding, ReencryptFields, ReencryptRecords, RewrapDataKeys, RewrapMode
 
@@ -82,6 +85,7 @@ def _build(p: beam.Pipeline, plan: Plan, to_key: str, version: str, args: argpar
     nested = [f for f in m.fields + m.bind if "." in f] if m.mode == "fields" else []
     if m.format == "parquet" and nested:
         records = records | "FillNullStructs" >> beam.Map(_fns.fill_null_parents, nested)
+    tmp = paths.join(plan.out_dir, _TMP)
     lifetimes = {"key_cache_ttl": getattr(args, "key_cache_ttl", None),  # the revocation latency
                  "data_key_max_age": getattr(args, "data_key_max_age", None)}  # fmt: skip
     if args.reencrypt:
@@ -99,13 +103,14 @@ def _build(p: beam.Pipeline, plan: Plan, to_key: str, version: str, args: argpar
                               target_version=version,
                               journal=paths.join(plan.out_dir, JOURNAL_NAME),
                               kms_qps=args.kms_qps, require_keys=plan.require_keys,
-                              key_cache_ttl=lifetimes["key_cache_ttl"])  # fmt: skip
+                              key_cache_ttl=lifetimes["key_cache_ttl"],
+                              key_inventory=f"{tmp}/keys")  # fmt: skip
     good, dead = records | "Rotate" >> step.with_dead_letters()
-    tmp = paths.join(plan.out_dir, _TMP)
-    for name, pcoll in (("in", records), ("out", good)):
-        (pcoll | f"Keys_{name}" >> beam.FlatMap(key_rows, record_at, fmt)
-         | f"Distinct_{name}" >> beam.Distinct()
-         | f"WriteKeys_{name}" >> beam.io.WriteToText(f"{tmp}/{name}", file_name_suffix=".jsonl"))  # fmt: skip
+    if args.reencrypt:  # new data keys: named from the values of the input and the output
+        for name, pcoll in (("in", records), ("out", good)):
+            (pcoll | f"Keys_{name}" >> beam.FlatMap(record_rows, record_at, fmt, name)
+             | f"Distinct_{name}" >> beam.Distinct()
+             | f"WriteKeys_{name}" >> beam.io.WriteToText(f"{tmp}/{name}", file_name_suffix=".jsonl"))  # fmt: skip
     if m.format == "parquet" and nested:
         good = good | "RestoreNullStructs" >> beam.Map(_fns.restore_null_parents)
         dead = dead | "RestoreNullStructsDead" >> beam.Map(_fns.restore_null_parents)
@@ -167,7 +172,7 @@ class RecordsRotator:
         counters = jobs.counters_of(result)
         c = lambda name, ns="kmsbeam": counters.get(f"{ns}/{name}", 0)  # noqa: E731
         tmp = paths.join(out, _TMP)
-        before, after = inventory(tmp, "in"), inventory(tmp, "out")
+        before, after = inventory(tmp)
         paths.delete_tree(tmp)
         paths.remove_empty_dir(plan.dead_dir)
         moved = [{"commitment": k, "from": v, "to": after[k]} for k, v in sorted(before.items())

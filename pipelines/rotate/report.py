@@ -13,59 +13,33 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-import kmsbeam
-from kmsbeam.formats.envelope import parse
 from kmsbeam.keys.strict import KeyRequirement
 from kmsbeam.pipelines import paths
 from kmsbeam.pipelines.manifest import Manifest
 from kmsbeam.pipelines.spec import Plan
-from kmsbeam.keys.registry import wrapped_key_version
+from kmsbeam.rotation.inventory import merge_rows, record_rows
 from kmsbeam.rotation.rewrap import record_paths
 
-__all__ = ["dry_run_rows", "inventory", "key_rows"]
+__all__ = ["dry_run_rows", "inventory"]
 
 
-def key_rows(record: Any, paths: Any, fmt: int) -> list[str]:
-    """``{"k": K-hex, "v": version}`` lines for the values of one record (inventory)."""
-    out = []
-    for path in paths:
-        try:
-            value = path.get(record)
-            if value is None:
-                continue
-            k, v = _head(value, fmt)
-            out.append(json.dumps({"k": k, "v": v}, sort_keys=True))
-        except kmsbeam.KmsBeamError:
-            continue
-    return out
-
-
-def _head(value: Any, fmt: int) -> tuple[str, str]:
-    parsed = parse(value, fmt)
-    return parsed.commitment.hex(), wrapped_key_version(parsed.wrapped)
-
-
-def inventory(directory: str, name: str) -> dict[str, str]:
-    """``{K-hex: version}`` from the ``name-*`` shards in ``directory`` (any filesystem)."""
-    keys: dict[str, str] = {}
-    for shard in paths.list_files(directory, f"{name}-*"):
-        for line in paths.read_text(shard).splitlines():
-            row = json.loads(line)
-            keys[row["k"]] = row["v"]
-    return keys
+def inventory(directory: str) -> tuple[dict[str, str], dict[str, str]]:
+    """``({K-hex: version before}, {K-hex: version after})`` from the key rows the rotation
+    wrote under ``directory`` (any filesystem; ``kmsbeam.rotation.inventory``)."""
+    lines: list[str] = []
+    for shard in paths.list_files(directory, "*.jsonl"):
+        lines.extend(paths.read_text(shard).splitlines())
+    return merge_rows(lines)
 
 
 def dry_run_rows(plan: Plan, version: str, args: argparse.Namespace) -> list[tuple[str, str]]:
     """Count values, data keys and the calls the rotation ``plan`` would make; write nothing."""
     m = plan.manifest
     record_at, fmt = record_paths(m.mode, m.fields, m.payload_field)
-    heads: dict[str, str] = {}
-    values = 0
+    lines: list[str] = []
     for record in _local_records(plan.files, m):
-        for line in key_rows(record, record_at, fmt):
-            row = json.loads(line)
-            heads[row["k"]] = row["v"]
-            values += 1
+        lines.extend(record_rows(record, record_at, fmt))
+    heads, values = merge_rows(lines)[0], len(lines)
     only = set(args.only_version) if args.only_version else None
     refused: set[str] = set()
     if plan.require_keys:  # strict: data keys under other master keys are not moved
