@@ -1,7 +1,7 @@
 """Whole ``kmsbeam`` jobs timed as child processes: encrypt, decrypt, rotate, the identity job, and
 an older kmsbeam side by side ("today vs after"), in one run.
 
-Usage: ``python -m benchmarks.jobs [--records N] [--repeat R] [--baseline DIR] [--json PATH]``
+Usage: ``python -m benchmarks.jobs [--records N] [--repeat R] [--baseline DIR] [--after DIR] [--json PATH]``
 
 N JSON-lines records (``benchmarks.foundation.make_record``: three 16-byte PII strings ``ssn``,
 ``email``, ``phone`` per record) go to a temp dir; the keys live in a throwaway ``KMSBEAM_HOME``
@@ -17,7 +17,8 @@ runner (FnApiRunner, in_memory):
 - ``kmsbeam decrypt ENC PLAIN``;
 - ``kmsbeam rotate ENC ROT --to-key local:alias/bench-jobs-b`` (every data key rewrapped);
 - with ``--baseline DIR``: the same three CLI jobs with ``PYTHONPATH=DIR``, where an older
-  kmsbeam is installed (``pip install --no-deps --target DIR <a checkout>``).
+  kmsbeam is installed (``pip install --no-deps --target DIR <a checkout>``); ``--after DIR``
+  runs the "after" side from such a directory too (default: the installed kmsbeam).
 
 The jobs run in turn, R times each (identity, encrypt, decrypt, rotate, then the baseline's, and
 again): equal repeats for both sides of every ratio, and drifting load hits all. Wall seconds,
@@ -70,16 +71,18 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "kmsbeam.pipelines", *args]
 
 
-def commands(src: Path, work: Path, baseline: str | None) -> dict[str, tuple[list[str], str | None]]:
+def commands(src: Path, work: Path, baseline: str | None,
+             after: str | None = None) -> dict[str, tuple[list[str], str | None]]:  # fmt: skip
     """Each job: (command, PYTHONPATH), in the order they run in each round."""
     field_list = ",".join(FIELDS)
     jobs: dict[str, tuple[list[str], str | None]] = {
-        "start-up": ([sys.executable, "-c", "import apache_beam, kmsbeam.pipelines.jobs"], None),
-        "identity": ([sys.executable, "-m", "benchmarks.jobs", "--identity", str(src), str(work / "ident")], str(ROOT)),
+        "start-up": ([sys.executable, "-c", "import apache_beam, kmsbeam.pipelines.jobs"], after),
+        "identity": ([sys.executable, "-m", "benchmarks.jobs", "--identity", str(src), str(work / "ident")],
+                     os.pathsep.join(filter(None, [after, str(ROOT)]))),  # fmt: skip
     }
-    sides = [("", None)] + ([(" (before)", baseline)] if baseline else [])
+    sides = [("", after)] + ([(" (before)", baseline)] if baseline else [])
     for suffix, path in sides:
-        tag = "-before" if path else ""
+        tag = "-before" if suffix else ""
         enc, plain, rot = work / f"enc{tag}", work / f"plain{tag}", work / f"rot{tag}"
         jobs[f"encrypt{suffix}"] = (_cli("encrypt", str(src), str(enc), "--fields", field_list, "--key", KEY,
                                          "--overwrite", "-q"), path)  # fmt: skip
@@ -108,7 +111,8 @@ def _count_lines(directory: Path) -> int:
     return lines
 
 
-def run(n: int, repeat: int, baseline: str | None = None, say: Any = lambda _m: None) -> dict[str, Timing]:
+def run(n: int, repeat: int, baseline: str | None = None, say: Any = lambda _m: None,
+        after: str | None = None) -> dict[str, Timing]:  # fmt: skip
     """Every job ``repeat`` times, interleaved; ``KMSBEAM_HOME`` is set to a throwaway keystore."""
     work = Path(tempfile.mkdtemp(prefix="kmsbeam-bench-jobs-"))
     saved = os.environ.get("KMSBEAM_HOME")
@@ -124,13 +128,13 @@ def run(n: int, repeat: int, baseline: str | None = None, say: Any = lambda _m: 
         cwd = work / "cwd"  # not the repo root: ``python -m`` puts the working directory first
         cwd.mkdir()
         runs = {name: (lambda c=cmd, p=path: _job(c, p, cwd))
-                for name, (cmd, path) in commands(src, work, baseline).items()}  # fmt: skip
+                for name, (cmd, path) in commands(src, work, baseline, after).items()}  # fmt: skip
 
-        def after(name: str, t: Timing) -> None:
+        def progress(name: str, t: Timing) -> None:
             say(f"{name}: run {t.runs}/{repeat}, {t.wall[-1]:.2f} s wall, "
                 f"{t.cpu_children[-1]:.2f} s CPU, load {t.load.samples[-1]:.2f}")  # fmt: skip
 
-        timings = interleaved(repeat, runs, after)
+        timings = interleaved(repeat, runs, progress)
         for out in ("ident", "enc", "plain", "rot", "enc-before", "plain-before", "rot-before"):  # every record out
             if (work / out).is_dir() and _count_lines(work / out) != n:
                 raise RuntimeError(f"{out}: {_count_lines(work / out):,} records, not {n:,}")
@@ -214,6 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=1_000_000, metavar="N", help="records (default 1,000,000)")
     parser.add_argument("--repeat", type=int, default=2, metavar="R", help="runs of every job, interleaved (default 2)")
     parser.add_argument("--baseline", metavar="DIR", help="an older kmsbeam installed with pip --target DIR")
+    parser.add_argument("--after", metavar="DIR", help="run this kmsbeam (pip --target DIR) as 'after' "
+                        "instead of the installed one")  # fmt: skip
     parser.add_argument("--json", metavar="PATH", help="also write every run as JSON")
     parser.add_argument("--identity", nargs=2, metavar=("IN", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -221,19 +227,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return identity_job(*args.identity)
     if args.records < 1 or args.repeat < 1:
         parser.error("--records and --repeat must be at least 1")
-    if args.baseline and not (Path(args.baseline) / "kmsbeam").is_dir():
-        parser.error(f"--baseline {args.baseline}: no kmsbeam package there (pip install --no-deps --target DIR ...)")
+    for option, where in (("--baseline", args.baseline), ("--after", args.after)):
+        if where and not (Path(where) / "kmsbeam").is_dir():
+            parser.error(f"{option} {where}: no kmsbeam package there (pip install --no-deps --target DIR ...)")
 
     def say(msg: str) -> None:
         print(f"  {msg}", file=sys.stderr, flush=True)
 
     with Load() as load:
-        timings = run(args.records, args.repeat, args.baseline, say)
+        timings = run(args.records, args.repeat, args.baseline, say, args.after)
     print(f"{args.records:,} JSONL records x 3 fields of 16 B; every job {args.repeat} times, interleaved; "
           f"the run with the least CPU shown; cpus {os.cpu_count()}; load during the whole run "
           f"{load.text()} (1-minute load, min/mean/max)")  # fmt: skip
-    if args.baseline:
-        print(f"before = the kmsbeam in {args.baseline}")
+    print(f"after = the kmsbeam in {args.after or 'the Python environment (installed)'}"
+          + (f"; before = the kmsbeam in {args.baseline}" if args.baseline else ""))
     print(f"identity = {timings['identity'].result}")
     print(format_jobs(timings, args.records))
     if args.json:
