@@ -14,10 +14,11 @@ calls it answered: 1e6 / that is what one core of server serves) and the clients
 call (``time.process_time`` of each client process over its calls). On a 2-core machine
 calls/s is at most 2e6 / (server + client CPU per call in us).
 
-``--base PYTHONPATH`` compares: the server runs once from a PYTHONPATH holding another
-kmsbeam (e.g. ``pip install --no-deps --target /tmp/base_site <old checkout>``) and once from
-this checkout, in turn (base, this, base, this ... ``--repeat`` times each), GenerateDataKey
-only, same clients; one table side by side.
+``--base PYTHONPATH`` compares: the server runs from a PYTHONPATH holding another kmsbeam
+(e.g. ``pip install --no-deps --target /tmp/base_site <old checkout>``) and from this
+checkout, in turn (base, this, base, this ... ``--repeat`` times each, a fresh server each
+run), GenerateDataKey only, same clients; one table side by side with the median of each
+figure and every run's value.
 
 ``--records N`` (default 0: skipped) also runs N records x 3 fields through ``EncryptFields``
 and ``DecryptFields`` with a ``kms-emulator://`` key (FnApiRunner, in_memory, one worker; the
@@ -215,14 +216,24 @@ def compare(base: str, calls: int, processes: int, threads: int, repeat: int) ->
         for name, path in sides.items():
             got[name].append(measure(0, processes, threads, ("GenerateDataKey",), calls, path))
     rows = []
-    for name, runs in got.items():
-        best = max(runs, key=lambda r: r[0].value)  # equal repeats on both sides
+    for name, runs in got.items():  # equal repeats on both sides; the median of each figure
+        rates, cpus = [r[0].value for r in runs], [r[-1].value for r in runs]
+        clients = [float(r[-1].notes.split("clients ")[1].split()[0].replace(",", "")) for r in runs]
         loads = "; ".join(r[0].load for r in runs)
-        rows.append(Row(f"{name}: GenerateDataKey", best[0].value, "req/s",
-                        f"best of {len(runs)}: {best[0].notes}", loads))  # fmt: skip
-        rows.append(Row(f"{name}: server CPU per call", min(r[-1].value for r in runs), "us",
-                        best[-1].notes))  # fmt: skip
+        what = f"median of {len(runs)} runs of {runs[0][0].notes.split(', ')[0]}, {calls:,} calls"
+        rows.append(Row(f"{name}: GenerateDataKey", _median(rates), "req/s",
+                        f"{what}: {', '.join(f'{x:.0f}' for x in rates)}", loads))  # fmt: skip
+        rows.append(Row(f"{name}: server CPU per call", _median(cpus), "us",
+                        ", ".join(f"{x:.0f}" for x in cpus)))  # fmt: skip
+        rows.append(Row(f"{name}: client CPU per call", _median(clients), "us",
+                        ", ".join(f"{x:.0f}" for x in clients)))  # fmt: skip
     return rows
+
+
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def pipeline_calls(n: int) -> list[Row]:
