@@ -10,7 +10,7 @@ from typing import NoReturn
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from kmsbeam.formats._lanes import nonces, slices
+from kmsbeam.formats._lanes import interleaved, nonces, slices
 from kmsbeam.formats._layout import (
     LABELS, MAX_VALUES_PER_KEY, TO_URLSAFE, key_commitment, make_header, name_prefix, to_text,
 )  # fmt: skip
@@ -101,7 +101,7 @@ class Sealer:
         head = self._header
         if len(cts) < 8:
             return [b"".join((head, c, ct)) for c, ct in zip(counters, cts)]
-        data = b"".join(chain.from_iterable(zip(repeat(head), counters, cts)))
+        data = interleaved(len(cts), head, counters, cts)
         size = len(head) + 4 + len(cts[0])
         if len(set(map(len, cts))) == 1:
             cuts: Iterable[slice] = slices(len(cts), size)
@@ -129,8 +129,7 @@ class Sealer:
             ]
         size = 4 + len(cts[0])
         fill = bytes(-size % 3)
-        joint = binascii.b2a_base64(b"".join(chain.from_iterable(zip(counters, cts, repeat(fill)))),
-                                    newline=False)  # fmt: skip
+        joint = binascii.b2a_base64(interleaved(len(cts), counters, cts, fill), newline=False)
         text = joint.translate(TO_URLSAFE).decode("ascii")
         cuts = slices(len(cts), (4 * size + 2) // 3, (size + len(fill)) // 3 * 4)
         return [head + text[cut] for cut in cuts]
