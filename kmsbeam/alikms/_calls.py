@@ -30,7 +30,7 @@ def call_kms(endpoint: Endpoint, retrier: Retrier, action: str, key: str, call: 
     def attempt() -> Any:
         acquire_kms_call()
         try:
-            response = call(shared_client(endpoint).sdk)  # this process's (kmsbeam.process)
+            response = shared_client(endpoint).run(call)  # this process's (kmsbeam.process)
         except KmsBeamError:
             raise
         except Exception as exc:  # the SDK raises many kinds; all are mapped

@@ -14,6 +14,9 @@ so all keys of an endpoint share one client and its connection pool. The SDK cli
 from many threads at once (it builds a new request per call). A forked child builds its own
 clients and starts the SDK's pooled HTTP sessions (``darabonba.core.DaraCore._sessions``,
 shared process-wide by the SDK) empty, so a child never writes to its parent's sockets.
+A client's first call runs alone (``SdkClient.run``): the SDK builds an endpoint's pooled
+session on first use without a lock, so concurrent first calls would each build one, keep
+the last and leave the others' connections unused.
 
 The SDK (~0.7 s to import) is imported when the first client is built, not with kmsbeam.
 
@@ -27,6 +30,8 @@ import importlib
 import os
 import re
 import sys
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -116,7 +121,7 @@ class SdkClient:
         pid: the process that built it.
     """
 
-    __slots__ = ("credentials", "endpoint", "pid", "sdk")
+    __slots__ = ("_first", "_warm", "credentials", "endpoint", "pid", "sdk")
 
     def __init__(self, endpoint: Endpoint) -> None:
         kms = sdk_module("alibabacloud_kms20160120.client")
@@ -136,6 +141,17 @@ class SdkClient:
         self.sdk: Any = kms.Client(config)
         self.endpoint = endpoint
         self.pid = os.getpid()
+        self._first = threading.Lock()
+        self._warm = False
+
+    def run(self, call: Callable[[Any], Any]) -> Any:
+        """``call(self.sdk)``; until one call has returned, one at a time (see the module)."""
+        if self._warm:
+            return call(self.sdk)
+        with self._first:
+            result = call(self.sdk)
+            self._warm = True
+            return result
 
     def __repr__(self) -> str:
         return f"SdkClient({self.endpoint.where}, credentials from {self.credentials})"
