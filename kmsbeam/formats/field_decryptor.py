@@ -141,20 +141,19 @@ class FieldDecryptor:
         if not values:
             return []
         binds: Iterable[bytes] | None = bindings
-        if kinds == {str} or kinds == {bytes}:  # the common case: one data key for them all
+        if kinds == {str}:  # the common case: one data key for them all
             first, _ = self._keys.opener(values[0], FIELD_V1)
-            head: Any = first.header_text if kinds == {str} else first.header
-            n = len(head)
-            starts = str.startswith if kinds == {str} else bytes.startswith
-            if all(map(starts, values, repeat(head))):
-                if kinds == {str}:
-                    bodies = [v[n:] for v in values]
-                    joint = from_text_joint(bodies)
-                    if joint is not None:
-                        data, step, length = joint
-                        return first.open_joint(data, len(values), step, name, binds, length=length)
-                    return first.open_many(from_text_many(bodies), name, binds)
-                return first.open_many(values, name, binds, offset=n)
+            bodies = _after(first.header_text, values)
+            if bodies is not None:
+                joint = from_text_joint(bodies)
+                if joint is not None:
+                    data, step, length = joint
+                    return first.open_joint(data, len(values), step, name, binds, length=length)
+                return first.open_many(from_text_many(bodies), name, binds)
+        elif kinds == {bytes}:
+            first, _ = self._keys.opener(values[0], FIELD_V1)
+            if all(map(bytes.startswith, values, repeat(first.header))):
+                return first.open_many(values, name, binds, offset=len(first.header))
         current: Opener | None = None
         groups: dict[int, tuple[Opener, list[int], list[bytes]]] = {}
         for j, value in enumerate(values):
@@ -172,6 +171,21 @@ class FieldDecryptor:
             for j, plain in zip(index, op.open_many(bodies, name, these)):
                 out[j] = plain
         return out
+
+
+def _after(head: str, values: list[str]) -> list[str] | None:
+    """The texts after ``head``, if every value starts with it; else None. Values of one length
+    are cut with ``removeprefix``: one without the prefix would keep its length, so one length
+    after the cut means every value had it."""
+    size = len(values[0])
+    if len(set(map(len, values))) == 1:
+        bodies = list(map(str.removeprefix, values, repeat(head)))
+        if len(set(map(len, bodies))) == 1 and len(bodies[0]) == size - len(head):
+            return bodies
+        return None
+    if all(map(str.startswith, values, repeat(head))):
+        return [v[len(head) :] for v in values]
+    return None
 
 
 def _decode_column(opened: list[bytes]) -> list[Any]:

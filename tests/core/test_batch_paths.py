@@ -131,3 +131,25 @@ def test_repr_of_scratch_buffers_holds_no_data() -> None:
     assert "secret" not in repr(lanes)
     lanes.clear()
     assert not any(lanes.buf)
+
+
+@pytest.mark.parametrize("encoding", ["text", "bytes"])
+def test_a_joined_column_with_another_header_of_the_same_length(source: Any, encoding: str) -> None:
+    batch = records(32)
+    outs = FieldEncryptor(FIELDS, source, encoding=encoding).encrypt_batch(batch)
+    others = FieldEncryptor(FIELDS, source, encoding=encoding).encrypt_batch(batch)  # another key
+    outs[3] = others[3]  # same length, another header: decrypted under its own key
+    dec = FieldDecryptor(FIELDS, source, cache=DataKeyCache())
+    assert dec.decrypt_batch(outs) == batch
+    # a body without its header, of the same length as the other values: the value of a
+    # plaintext longer by the header's size, under the same key, with its header cut off
+    enc = FieldEncryptor(FIELDS, source, encoding=encoding)
+    outs = enc.encrypt_batch(batch)
+    h = len(parse(outs[0]["ssn"], FIELD_V1).header)
+    longer = enc.encrypt_batch([dict(batch[4], ssn=batch[4]["ssn"] + "x" * h)])[0]["ssn"]
+    cut = h * 4 // 3 if encoding == "text" else h
+    outs[4]["ssn"] = longer[cut:]
+    assert len(outs[4]["ssn"]) == len(outs[5]["ssn"])
+    results = dec.decrypt_batch(outs)
+    assert isinstance(results[4], AuthenticationError)
+    assert results[:4] + results[5:] == batch[:4] + batch[5:]
