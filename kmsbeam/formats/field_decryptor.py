@@ -143,13 +143,13 @@ class FieldDecryptor:
         binds: Iterable[bytes] | None = bindings
         if kinds == {str}:  # the common case: one data key for them all
             first, _ = self._keys.opener(values[0], FIELD_V1)
-            bodies = _after(first.header_text, values)
-            if bodies is not None:
-                joint = from_text_joint(bodies)
+            texts = _after(first.header_text, values)
+            if texts is not None:
+                joint = from_text_joint(texts)
                 if joint is not None:
                     data, step, length = joint
                     return first.open_joint(data, len(values), step, name, binds, length=length)
-                return first.open_many(from_text_many(bodies), name, binds)
+                return first.open_many(from_text_many(texts), name, binds)
         elif kinds == {bytes}:
             first, _ = self._keys.opener(values[0], FIELD_V1)
             if all(map(bytes.startswith, values, repeat(first.header))):
