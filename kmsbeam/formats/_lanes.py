@@ -33,6 +33,8 @@ class Lanes:
 
     def fill(self, data: bytes) -> list[memoryview]:
         """The slots holding ``data`` (``k * width`` bytes)."""
+        if len(data) != len(self.buf):
+            raise ValueError("the data does not fill the lanes")
         self.buf[:] = data
         return self.views
 
