@@ -3,7 +3,8 @@
 ``EncryptFn`` and ``DecryptFn`` hold a format object (``kmsbeam.formats.FieldFormat`` or
 ``RecordFormat``: small, picklable) and the key URI; the key source and the format's engine are
 built on the worker in ``_build()`` and never pickled. An element is one record, or a list of
-records (from ``beam.BatchElements``: one engine call per batch). Data keys live for one bundle
+records (from ``beam.BatchElements``: one engine call per batch; with ``batched=True`` the good
+results of a list leave as one list, dead letters one per element). Data keys live for one bundle
 at most (``start_bundle``/``finish_bundle`` reset them), within the data-key policy. Budget,
 counters and dead-letter routing are ``KmsDoFn``'s (``_base``). Counts are kept in plain ints
 and reported once per bundle: a Beam counter increment per element would cost more than
@@ -15,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Callable
 
+from apache_beam import pvalue
+
 from kmsbeam import DataKeyPolicy, KmsBeamError, open_key_source
 from kmsbeam.formats import FieldFormat, RecordFormat
 from kmsbeam.keys.budget import KmsBudget
@@ -24,6 +27,7 @@ from kmsbeam.transforms._rows import from_row, is_row, to_row
 __all__ = ["DecryptFn", "EncryptFn", "RecordsFn"]
 
 Format = FieldFormat | RecordFormat
+_FAILED = (KmsBeamError, TypeError)  # a record's failure: a dead letter (as in ``process``)
 
 
 class RecordsFn(KmsDoFn):
@@ -34,14 +38,16 @@ class RecordsFn(KmsDoFn):
         label: the transform's name, used in dead letters and job errors.
         key: the key URI (no secrets by construction).
         budget: the KMS call budget of each worker process (``None``: unlimited).
+        batched: a list in gives one list of the good results out (``None`` when none).
     """
 
     _run: Callable[[Mapping[str, Any]], Any]
     _run_batch: Callable[[list[Any]], list[Any]] | None = None  # None: the engine has no batch call
 
-    def __init__(self, label: str, key: str, budget: KmsBudget | None = None) -> None:
+    def __init__(self, label: str, key: str, budget: KmsBudget | None = None, *, batched: bool = False) -> None:
         super().__init__(label, budget)
         self._key = key
+        self._lists = batched
         self._records = self._values_before = 0
 
     def _source(self) -> Any:
@@ -78,7 +84,7 @@ class RecordsFn(KmsDoFn):
                 result = to_row(self._run(from_row(element)), element)
             else:
                 raise TypeError(f"records must be dicts or beam.Row, not {type(element).__name__}")
-        except (KmsBeamError, TypeError) as exc:
+        except _FAILED as exc:
             failed = exc
         if failed is not None:  # handled outside the except block: no chain to the record
             yield self._dead(from_row(element), failed)
@@ -86,6 +92,19 @@ class RecordsFn(KmsDoFn):
         yield result
 
     def _batch(self, element: list[Any]) -> Iterator[Any]:
+        if not self._lists:
+            yield from self._outcomes(element)
+            return
+        good = []
+        for out in self._outcomes(element):
+            if isinstance(out, pvalue.TaggedOutput):
+                yield out
+            else:
+                good.append(out)
+        if good:
+            yield good
+
+    def _outcomes(self, element: list[Any]) -> Iterator[Any]:
         self._records += len(element)
         records: list[Any] = []
         rows: list[Any] = []  # the Row each record came from (None: a dict)
@@ -97,17 +116,24 @@ class RecordsFn(KmsDoFn):
                 yield self._dead(item, TypeError(f"records must be dicts or beam.Row, not {type(item).__name__}"))
         if not records:
             return
-        assert self._run_batch is not None, "batches only reach a DoFn whose engine takes them"
-        results = self._run_batch(records)
+        results = self._run_batch(records) if self._run_batch else [self._one(r) for r in records]
         self._counters.report_budget()
         for result in results:  # a key-source failure fails the bundle before any dead letter
             if isinstance(result, KmsBeamError) and self._fails_job(result):
                 yield self._dead(None, result)  # raises
         for result, record, row in zip(results, records, rows):
-            if isinstance(result, KmsBeamError):
+            if isinstance(result, _FAILED):
                 yield self._dead(record, result)
             else:
                 yield result if row is None else to_row(result, row)
+
+    def _one(self, record: Any) -> Any:
+        """``_run(record)``, or the error it raised (an engine without a batch call)."""
+        try:
+            return self._run(record)
+        except _FAILED as exc:
+            exc.__context__, exc.__suppress_context__ = None, True
+            return exc
 
 
 class EncryptFn(RecordsFn):
@@ -116,8 +142,8 @@ class EncryptFn(RecordsFn):
     kind = "encrypt"
 
     def __init__(self, label: str, key: str, budget: KmsBudget | None, fmt: Format,
-                 context: Mapping[str, str], policy: DataKeyPolicy) -> None:  # fmt: skip
-        super().__init__(label, key, budget)
+                 context: Mapping[str, str], policy: DataKeyPolicy, *, batched: bool = False) -> None:  # fmt: skip
+        super().__init__(label, key, budget, batched=batched)
         self._format, self._context, self._policy = fmt, dict(context), policy
 
     def _build(self) -> Any:
@@ -134,8 +160,9 @@ class DecryptFn(RecordsFn):
     kind = "decrypt"
 
     def __init__(self, label: str, key: str, budget: KmsBudget | None, fmt: Format,
-                 context: Mapping[str, str], ttl: float | None, required: Sequence[str]) -> None:  # fmt: skip
-        super().__init__(label, key, budget)
+                 context: Mapping[str, str], ttl: float | None, required: Sequence[str], *,
+                 batched: bool = False) -> None:  # fmt: skip
+        super().__init__(label, key, budget, batched=batched)
         self._format, self._context, self._ttl, self._required = fmt, dict(context), ttl, tuple(required)
 
     def _build(self) -> Any:

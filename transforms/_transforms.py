@@ -18,6 +18,10 @@ Caveats:
   ``BATCH_SIZE`` (512):
   one call per batch instead of per record. A batch holds references to its records until it
   is processed; outputs keep their windows and timestamps.
+- ``t.batched()`` is a NEW transform (``t`` is left as it was) whose input and output elements
+  are lists of records: one engine call per input list, one list of its good records out
+  (none when every record failed), dead letters still one per element. For pipelines that keep
+  records in lists end to end (the ``kmsbeam`` jobs): no per-record step around it.
 - A retried bundle generates new data keys; values already emitted by the failed attempt
   are discarded by the runner, never mixed.
 - A ``local:alias/`` key must exist before the pipeline runs: ``create_local_keys(key)`` on the
@@ -37,8 +41,9 @@ Caveats:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import apache_beam as beam
 
@@ -53,11 +58,15 @@ BATCH_SIZE = 512  # records per engine call in EncryptFields and DecryptFields
 
 __all__ = ["DEAD_LETTER", "DecryptFields", "DecryptRecords", "EncryptFields", "EncryptRecords"]
 
+_Self = TypeVar("_Self", bound="_Records")
+
 
 class _Records(KmsTransform):
     """One ParDo of ``EncryptFn`` (with a policy) or ``DecryptFn`` over one format; field values
     are batched first (one engine call per batch: per-element overhead would cost more than
-    the encryption, see benchmarks/)."""
+    the encryption, see benchmarks/); ``batched()``: lists in, lists out (see the module doc)."""
+
+    _lists = False
 
     def __init__(self, key: str, fmt: Format, context: Mapping[str, str] | None, label: str | None,
                  kms_qps: float | None, *, policy: DataKeyPolicy | None = None, ttl: float | None = None,
@@ -66,12 +75,18 @@ class _Records(KmsTransform):
         self._key, self._format, self._context = key_uri(key), fmt, check_context(context)
         self._policy, self._ttl, self._required = policy, ttl, required
 
+    def batched(self: _Self) -> _Self:
+        """A copy of this transform taking and giving lists of records (this one is unchanged)."""
+        other = copy.copy(self)
+        other._lists = True
+        return other
+
     def _steps(self, pcoll: Any) -> tuple[Any, Any]:
-        if isinstance(self._format, FieldFormat):
+        if isinstance(self._format, FieldFormat) and not self._lists:
             pcoll = pcoll | "Batch" >> beam.BatchElements(min_batch_size=BATCH_SIZE, max_batch_size=BATCH_SIZE)
         args = (self.label, self._key, self._budget, self._format, self._context)
-        dofn = (DecryptFn(*args, self._ttl, self._required) if self._policy is None
-                else EncryptFn(*args, self._policy))  # fmt: skip
+        dofn = (DecryptFn(*args, self._ttl, self._required, batched=self._lists) if self._policy is None
+                else EncryptFn(*args, self._policy, batched=self._lists))  # fmt: skip
         out = pcoll | "Apply" >> beam.ParDo(dofn).with_outputs(DEAD_LETTER, main="records")
         return out.records, out[DEAD_LETTER]
 
