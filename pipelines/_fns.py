@@ -1,32 +1,31 @@
 """The small Beam functions of the jobs: format, count, dead letters (reading: ``_read``).
 
+Records travel between the steps of a job in lists of up to ``BATCH_SIZE`` (one element per
+list: Beam's per-element cost would exceed the work); dead letters travel one per element.
 They live in an importable module (not ``__main__``) so multi_processing and portable
 workers can unpickle them. Each holds only strings and lists.
 """
 
 from __future__ import annotations
 
-import base64
 import copy
 import csv
-import datetime as dt
 import io
-import json
-import re
 from collections.abc import Iterator, Sequence
-from decimal import Decimal
 from typing import Any
 
 import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
+from kmsbeam.pipelines._json import dumps as dumps  # the JSONL codec: records, dead letters
 from kmsbeam.transforms import DEAD_LETTER
 
 #: counters of the jobs themselves (the transforms count in the ``kmsbeam`` namespace)
 NAMESPACE = "kmsbeam.pipelines"
 #: the largest JSONL line or CSV row (UTF-8 bytes) a job reads or writes
 MAX_RECORD_BYTES = 16 * 2**20
-_SURROGATE = re.compile("[\ud800-\udfff]")
+#: the most records in one list between read, encrypt/decrypt and write
+BATCH_SIZE = 512
 
 
 def too_large(limit: int) -> str:
@@ -40,29 +39,6 @@ def _size_over(line: str, limit: int) -> int:
         return 0
     size = len(line.encode("utf-8", "surrogatepass"))
     return size if size > limit else 0
-
-
-def dumps(record: Any) -> str:
-    """The compact JSON line style of kmsbeam (key order kept, UTF-8 as is). Values JSON has
-    no type for (bytes, dates, decimals, decrypted from values another writer encrypted) are
-    written as dead letters write them: base64 or ISO text, decimal text. A lone surrogate
-    (from a ``\\udXXX`` escape in the input) stays an escape: it has no UTF-8 form."""
-    line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=_json_default)
-    if _SURROGATE.search(line):
-        line = json.dumps(record, separators=(",", ":"), default=_json_default)
-    return line
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return base64.b64encode(bytes(value)).decode("ascii")
-    if isinstance(value, (dt.date, dt.datetime, dt.time)):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    return str(value)
 
 
 def dead_letter_line(letter: Any) -> str:
@@ -82,46 +58,63 @@ def csv_line(values: Sequence[Any]) -> str:
     return out.getvalue()[:-2]
 
 
-class FormatJsonl(beam.DoFn):
-    """A dict record as one JSON line; a line over ``max_bytes`` is a dead letter (its record
-    is ``{"bytes": N}``: a job's reader would refuse the line, and the dead letter holds no
-    data)."""
+class _Format(beam.DoFn):
+    """A list of records -> ONE string: their lines joined by ``\\n`` (the writer ends it, so
+    the file's bytes are those of one line per record); a record that does not fit is a dead
+    letter. Counts ``records_written``."""
 
     def __init__(self, max_bytes: int = MAX_RECORD_BYTES) -> None:
         self._max = max_bytes
 
-    def process(self, record: Any) -> Iterator[Any]:
-        line = dumps(record)
+    def setup(self) -> None:
+        self._written = Metrics.counter(NAMESPACE, "records_written")
+
+    def process(self, records: list[Any]) -> Iterator[Any]:
+        lines: list[str] = []
+        for record in records:
+            line = self._line(record)
+            if isinstance(line, pvalue.TaggedOutput):
+                yield line
+            else:
+                lines.append(line)
+        if lines:
+            self._written.inc(len(lines))
+            yield "\n".join(lines)
+
+    def _line(self, record: Any) -> str | pvalue.TaggedOutput:
+        raise NotImplementedError
+
+    def _fit(self, step: str, line: str) -> str | pvalue.TaggedOutput:
         size = _size_over(line, self._max)
-        if size:
-            yield _dead("FormatJSONL", too_large(self._max), {"bytes": size})
-            return
-        yield line
+        return _dead(step, too_large(self._max), {"bytes": size}) if size else line
 
 
-class FormatCsv(beam.DoFn):
-    """A dict record back into a CSV line in the given column order."""
+class FormatJsonl(_Format):
+    """Dict records as JSON lines; a line over ``max_bytes`` is a dead letter (its record is
+    ``{"bytes": N}``: a job's reader would refuse the line, and the dead letter holds no
+    data)."""
+
+    def _line(self, record: Any) -> str | pvalue.TaggedOutput:
+        return self._fit("FormatJSONL", dumps(record))
+
+
+class FormatCsv(_Format):
+    """Dict records back into CSV lines in the given column order."""
 
     def __init__(self, columns: Sequence[str], max_bytes: int = MAX_RECORD_BYTES) -> None:
+        super().__init__(max_bytes)
         self._columns = list(columns)
-        self._max = max_bytes
 
-    def process(self, record: dict[str, Any]) -> Iterator[Any]:
+    def _line(self, record: dict[str, Any]) -> str | pvalue.TaggedOutput:
         missing = [c for c in self._columns if c not in record]
         extra = [k for k in record if k not in self._columns]
         if missing or extra:
-            yield _dead("FormatCSV", "the record does not match the CSV header", record)
-            return
-        line = csv_line(["" if record[c] is None else record[c] for c in self._columns])
-        size = _size_over(line, self._max)
-        if size:
-            yield _dead("FormatCSV", too_large(self._max), {"bytes": size})
-            return
-        yield line
+            return _dead("FormatCSV", "the record does not match the CSV header", record)
+        return self._fit("FormatCSV", csv_line(["" if record[c] is None else record[c] for c in self._columns]))
 
 
 class Count(beam.DoFn):
-    """Pass elements through, counting them in ``kmsbeam.pipelines/NAME``."""
+    """Pass elements through, counting them in ``kmsbeam.pipelines/NAME`` (a list: its records)."""
 
     def __init__(self, name: str) -> None:
         self._name = name
@@ -130,9 +123,18 @@ class Count(beam.DoFn):
         self._counter = Metrics.counter(NAMESPACE, self._name)
 
     def process(self, element: Any) -> Iterator[Any]:
-        self._counter.inc()
+        self._counter.inc(len(element) if isinstance(element, list) else 1)
         yield element
 
+
+def each(batch: list[Any], fn: Any, args: tuple[Any, ...] = ()) -> list[Any]:
+    """``fn(record, *args)`` for each record of a list (``beam.Map(each, fn, args)``)."""
+    return [fn(record, *args) for record in batch]
+
+
+def records_of(batch: list[Any]) -> list[Any]:
+    """A list's records, one element each (``beam.FlatMap(records_of)``)."""
+    return batch
 
 
 #: marker key carrying the null parent structs of a record past the crypto transforms

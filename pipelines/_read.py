@@ -1,4 +1,5 @@
-"""Reading JSONL and CSV input: linear in line length, one dead letter per bad record.
+"""Reading JSONL and CSV input: linear in line length, lists of records, one dead letter per
+bad record.
 
 Beam's ``ReadFromText`` is not used for job input: it decodes each line as strict UTF-8 (one
 bad byte fails the whole job), grows its buffer by concatenation (a line of n bytes costs
@@ -10,6 +11,9 @@ O(n^2 / 8 KiB): minutes for a 50 MB line) and cuts CSV rows at quoted newlines.
   range. Lines end in ``\\n`` (a ``\\r`` before it is dropped).
 - **CSV**: one worker reads a whole file with ``csv.reader``, so a quoted field may span lines
   (files are the unit of parallelism). The header row is skipped.
+- **Output**: the good records of a range or file in lists of up to ``BATCH_SIZE`` (one
+  element each), each dead letter one element on ``DEAD_LETTER``; ``records_read`` counts both,
+  once per range or file.
 - **Limits**: a line (JSONL) or row (CSV) longer than ``max_bytes`` (default
   ``MAX_RECORD_BYTES``, 16 MiB) is a dead letter
   (``record too large``; the record is ``{"file", "offset"|"line"}``, not the data); an
@@ -22,18 +26,17 @@ O(n^2 / 8 KiB): minutes for a 50 MB line) and cuts CSV rows at quoted newlines.
 from __future__ import annotations
 
 import csv
-import json
 import re
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 import apache_beam as beam
+from apache_beam import pvalue
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
-from kmsbeam.pipelines._fns import MAX_RECORD_BYTES, NAMESPACE, _dead, csv_line, too_large
-
-from kmsbeam.formats.codec import MAX_DEPTH
+from kmsbeam.pipelines._fns import BATCH_SIZE, MAX_RECORD_BYTES, NAMESPACE, _dead, csv_line, too_large
+from kmsbeam.pipelines._json import Rejected, parse_line
 
 __all__ = ["MAX_RECORD_BYTES", "RANGE_BYTES", "ReadCsvFiles", "ReadJsonlRanges", "ranges",
            "read_lines"]  # fmt: skip
@@ -41,10 +44,6 @@ __all__ = ["MAX_RECORD_BYTES", "RANGE_BYTES", "ReadCsvFiles", "ReadJsonlRanges",
 RANGE_BYTES = 64 * 2**20  # JSONL files are read in ranges of this size
 _CHUNK = 2**20
 ESCAPED = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of bytes that are not UTF-8
-_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # a JSON escape of a surrogate (pairs are fine)
-_SURROGATE = re.compile("[\ud800-\udfff]")
-_LONE = "not valid Unicode: a \\u escape names a lone surrogate"
-_TOO_DEEP = f"JSON nested too deep: objects and arrays nest at most {MAX_DEPTH} levels"
 
 
 def ranges(meta: Any, size: int = RANGE_BYTES) -> Iterator[tuple[str, int, int]]:
@@ -108,25 +107,37 @@ def read_lines(f: BinaryIO, start: int = 0, end: int = -1, limit: int | None = N
             return
 
 
-def _nests_deeper(value: Any, limit: int) -> bool:
-    """Whether dicts and lists nest more than ``limit`` levels in ``value`` (iteratively)."""
-    stack = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > limit:
-            return True
-        for item in node.values() if isinstance(node, dict) else node:
-            if isinstance(item, (dict, list)):
-                stack.append((item, depth + 1))
-    return False
-
-
 def _shown(line: bytes) -> str:
     return line.decode("utf-8", "backslashreplace")
 
 
+class _Batches:
+    """Collects records into lists of ``BATCH_SIZE``; dead letters pass; counts both."""
+
+    def __init__(self) -> None:
+        self.read = 0
+        self._batch: list[Any] = []
+
+    def add(self, outs: Iterator[Any]) -> Iterator[Any]:
+        """Take one record's outputs (its record or its dead letter); yield what is ready."""
+        self.read += 1
+        for out in outs:
+            if isinstance(out, pvalue.TaggedOutput):
+                yield out
+                continue
+            self._batch.append(out)
+            if len(self._batch) >= BATCH_SIZE:
+                yield self._batch
+                self._batch = []
+
+    def rest(self) -> Iterator[list[Any]]:
+        if self._batch:
+            yield self._batch
+            self._batch = []
+
+
 class ReadJsonlRanges(beam.DoFn):
-    """``(path, start, end)`` -> one dict per JSON line; every bad line a dead letter."""
+    """``(path, start, end)`` -> lists of dicts, one per JSON line; every bad line a dead letter."""
 
     def __init__(self, max_bytes: int = MAX_RECORD_BYTES) -> None:
         self._max = max_bytes
@@ -136,42 +147,25 @@ class ReadJsonlRanges(beam.DoFn):
 
     def process(self, part: tuple[str, int, int]) -> Iterator[Any]:
         path, start, end = part
+        batches = _Batches()
         with FileSystems.open(path) as f:
             for offset, line in read_lines(f, start, end, self._max):
                 if line is None:
-                    self._read.inc()
-                    yield _dead("ReadJSONL", too_large(self._max), {"file": path, "offset": offset})
+                    dead = _dead("ReadJSONL", too_large(self._max), {"file": path, "offset": offset})
+                    yield from batches.add(iter((dead,)))
                     continue
                 if offset == 0 and line.startswith(b"\xef\xbb\xbf"):
                     line = line[3:]  # a UTF-8 byte order mark
                 if not line.strip():
                     continue
-                self._read.inc()
-                yield from self._parse(line)
+                yield from batches.add(self._parse(line))
+        yield from batches.rest()
+        self._read.inc(batches.read)
 
     @staticmethod
     def _parse(line: bytes) -> Iterator[Any]:
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError:
-            yield _dead("ParseJSON", "not valid UTF-8", _shown(line))
-            return
-        try:
-            record = json.loads(text)
-        except RecursionError:
-            yield _dead("ParseJSON", _TOO_DEEP, text)
-            return
-        except ValueError:
-            yield _dead("ParseJSON", "not valid JSON", text)
-            return
-        if not isinstance(record, dict):
-            yield _dead("ParseJSON", "not a JSON object", text)
-        elif _ESCAPE.search(text) and _SURROGATE.search(json.dumps(record, ensure_ascii=False)):
-            yield _dead("ParseJSON", _LONE, text)  # Beam could not even move it between steps
-        elif text.count("{") + text.count("[") > MAX_DEPTH and _nests_deeper(record, MAX_DEPTH):
-            yield _dead("ParseJSON", _TOO_DEEP, text)
-        else:
-            yield record
+        parsed = parse_line(line)  # _json.py: its dead-letter reasons, as json.loads had them
+        yield _dead("ParseJSON", *parsed) if isinstance(parsed, Rejected) else parsed
 
 
 def _csv_line(row: list[str]) -> str:
@@ -179,8 +173,8 @@ def _csv_line(row: list[str]) -> str:
 
 
 class ReadCsvFiles(beam.DoFn):
-    """A CSV file's ``FileMetadata`` -> one dict of strings per row (header skipped); every
-    bad row a dead letter."""
+    """A CSV file's ``FileMetadata`` -> lists of dicts of strings, one per row (header
+    skipped); every bad row a dead letter."""
 
     def __init__(self, columns: list[str], max_bytes: int = MAX_RECORD_BYTES) -> None:
         self._columns = list(columns)
@@ -203,24 +197,25 @@ class ReadCsvFiles(beam.DoFn):
                     yield line.decode("utf-8", "surrogateescape")
 
             rows = csv.reader(lines(), strict=True)
-            first = True
+            first, batches = True, _Batches()
             while True:
                 before, number = size[0], rows.line_num + 1
                 try:
                     row = next(rows)
                 except StopIteration:
-                    return
+                    break
                 except csv.Error:
-                    self._read.inc()
-                    yield _dead("ParseCSV", "not a valid CSV row", {"file": path, "line": number})
+                    dead = _dead("ParseCSV", "not a valid CSV row", {"file": path, "line": number})
+                    yield from batches.add(iter((dead,)))
                     continue
                 if first:  # the header (checked when the job started)
                     first = False
                     continue
                 if not row:
                     continue  # a blank line
-                self._read.inc()
-                yield from self._row(path, number, row, size[0] - before)
+                yield from batches.add(self._row(path, number, row, size[0] - before))
+        yield from batches.rest()
+        self._read.inc(batches.read)
 
     def _row(self, path: str, number: int, row: list[str], size: int) -> Iterator[Any]:
         if size > self._max:

@@ -11,7 +11,7 @@ quote bytes of the file).
 ::
 
     tables = p | ReadParquetTables("oss://lake/raw/*.parquet")          # pyarrow.Table each
-    rows = p | ReadParquetTables(pattern) | beam.FlatMap(table_rows)     # dicts, as ReadFromParquet
+    lists = p | ReadParquetTables(pattern) | beam.FlatMap(table_batches) # lists of dicts
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from kmsbeam import FormatError
 
-__all__ = ["ReadParquetTables", "table_rows", "unreadable"]
+__all__ = ["ReadParquetTables", "table_batches", "unreadable"]
 
 _TRUNCATED = ("end of stream", "eof", "file size", "truncated", "out of bounds", "magic bytes",
               "unexpected end")  # fmt: skip
@@ -96,6 +96,9 @@ class ReadParquetTables(beam.PTransform):
                 | "ReadRowGroup" >> beam.ParDo(_ReadRowGroup()))  # fmt: skip
 
 
-def table_rows(table: pa.Table) -> Iterator[dict[str, Any]]:
-    """The rows of ``table`` as dicts (the values Beam's ``ReadFromParquet`` gives)."""
-    yield from table.to_pylist()
+def table_batches(table: pa.Table, size: int = 512) -> Iterator[list[dict[str, Any]]]:
+    """The rows of ``table`` as dicts (the values Beam's ``ReadFromParquet`` gives), in lists
+    of up to ``size``."""
+    rows = table.to_pylist()
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]

@@ -12,6 +12,10 @@ JSONL and CSV are read by ``_read`` (not Beam's ``ReadFromText``): linear in lin
 bad line or row (not UTF-8, not JSON, nested too deep, over ``_read.MAX_RECORD_BYTES``) is a
 dead letter, and a quoted CSV field may span lines.
 
+The jobs move records in lists (``read_record_batches`` -> ``write_record_batches``: up to
+``_fns.BATCH_SIZE`` records per element, one write per list); ``read_records`` and
+``write_records`` are the same with one record per element.
+
 Caveats: a CSV file is read by one worker (JSONL files are split into ranges). Parquet timestamps with nanosecond precision are not supported (Python's
 datetime holds microseconds).
 """
@@ -41,8 +45,10 @@ __all__ = [
     "detect_format",
     "encrypted_schema",
     "parquet_schema",
+    "read_record_batches",
     "read_records",
     "record_schema",
+    "write_record_batches",
     "write_records",
 ]
 
@@ -169,18 +175,20 @@ def check_csv_fields(columns: Sequence[str], names: Sequence[str]) -> None:
             )
 
 
-def read_records(p: Any, fmt: str, pattern: str, columns: Sequence[str] = (),
-                 max_bytes: int = _fns.MAX_RECORD_BYTES) -> tuple[Any, Any]:  # fmt: skip
-    """Read records; returns ``(records, dead_letters or None)``. Counts ``records_read``.
+def read_record_batches(p: Any, fmt: str, pattern: str, columns: Sequence[str] = (),
+                        max_bytes: int = _fns.MAX_RECORD_BYTES) -> tuple[Any, Any]:  # fmt: skip
+    """Read records in lists of up to ``_fns.BATCH_SIZE``; returns ``(lists, dead_letters or
+    None)``, dead letters one per element. Counts ``records_read``.
 
     ``max_bytes``: the largest JSONL line or CSV row; a longer one is a dead letter.
     """
     if fmt == "parquet":
-        from kmsbeam.pipelines._read_parquet import ReadParquetTables, table_rows
+        from kmsbeam.pipelines._read_parquet import ReadParquetTables, table_batches
 
-        records = (p | "ReadParquet" >> ReadParquetTables(pattern) | "Rows" >> beam.FlatMap(table_rows)
-                   | "CountRead" >> beam.ParDo(_fns.Count("records_read")))  # fmt: skip
-        return records, None
+        lists = (p | "ReadParquet" >> ReadParquetTables(pattern)
+                 | "Rows" >> beam.FlatMap(table_batches, _fns.BATCH_SIZE)
+                 | "CountRead" >> beam.ParDo(_fns.Count("records_read")))  # fmt: skip
+        return lists, None
     files = p | "MatchInput" >> fileio.MatchFiles(pattern)
     if fmt == "csv":  # whole files: a quoted field may span lines
         parsed = (files | "SpreadCSV" >> beam.Reshuffle()
@@ -193,8 +201,15 @@ def read_records(p: Any, fmt: str, pattern: str, columns: Sequence[str] = (),
     return parsed.records, parsed[DEAD_LETTER]
 
 
-def write_records(
-    records: Any,
+def read_records(p: Any, fmt: str, pattern: str, columns: Sequence[str] = (),
+                 max_bytes: int = _fns.MAX_RECORD_BYTES) -> tuple[Any, Any]:  # fmt: skip
+    """``read_record_batches`` with one record per element."""
+    lists, dead = read_record_batches(p, fmt, pattern, columns, max_bytes)
+    return lists | "OnePerElement" >> beam.FlatMap(_fns.records_of), dead
+
+
+def write_record_batches(
+    lists: Any,
     fmt: str,
     prefix: str,
     *,
@@ -204,8 +219,9 @@ def write_records(
     fit_shown: Sequence[str] | None = None,
     max_bytes: int = _fns.MAX_RECORD_BYTES,
 ) -> Any:
-    """Write ``part-SSSSS-of-NNNNN.<ext>`` shards; returns dead letters (JSONL, CSV: a record
-    that does not fit the format or ``_fns.MAX_RECORD_BYTES``) or None (Parquet).
+    """Write lists of records as ``part-SSSSS-of-NNNNN.<ext>`` shards (JSONL, CSV: one string
+    of lines per list); returns dead letters (JSONL, CSV: a record that does not fit the
+    format or ``_fns.MAX_RECORD_BYTES``) or None (Parquet). Counts ``records_written``.
 
     ``encrypted``: the (dotted) fields holding encrypted values, which Parquet stores with
     DELTA_BYTE_ARRAY (see ``_parquet``). ``fit_shown`` (decrypting to Parquet): records are
@@ -214,32 +230,31 @@ def write_records(
     (a record over it is a dead letter: the reader of the output would refuse it).
     """
     suffix = SUFFIX[fmt]
-    dead = None
-    if fmt == "parquet" and fit_shown is not None:
+    if fmt == "parquet":  # the Parquet sink takes records one per element
         assert schema is not None
-        fitted = records | "FitParquet" >> beam.ParDo(FitParquet(schema, fit_shown)).with_outputs(
-            DEAD_LETTER, main="records")
-        out, dead = fitted.records, fitted[DEAD_LETTER]
-    elif fmt == "parquet":
-        out = records
-    elif fmt == "csv":
-        formatted = records | "FormatCSV" >> beam.ParDo(_fns.FormatCsv(columns, max_bytes)).with_outputs(
+        out, dead = lists | "ParquetRecords" >> beam.FlatMap(_fns.records_of), None
+        if fit_shown is not None:
+            fitted = out | "FitParquet" >> beam.ParDo(FitParquet(schema, fit_shown)).with_outputs(
+                DEAD_LETTER, main="records")
+            out, dead = fitted.records, fitted[DEAD_LETTER]
+        (out | "CountWritten" >> beam.ParDo(_fns.Count("records_written"))
+         | "WriteParquet" >> WriteParquet(prefix, schema, suffix, encrypted))  # fmt: skip
+        return dead
+    if fmt == "csv":
+        formatted = lists | "FormatCSV" >> beam.ParDo(_fns.FormatCsv(columns, max_bytes)).with_outputs(
             DEAD_LETTER, main="lines")
-        out, dead = formatted.lines, formatted[DEAD_LETTER]
-    else:
-        formatted = records | "FormatJSONL" >> beam.ParDo(_fns.FormatJsonl(max_bytes)).with_outputs(
-            DEAD_LETTER, main="lines")
-        out, dead = formatted.lines, formatted[DEAD_LETTER]
-    counted = out | "CountWritten" >> beam.ParDo(_fns.Count("records_written"))
-    if fmt == "parquet":
-        assert schema is not None
-        counted | "WriteParquet" >> WriteParquet(prefix, schema, suffix, encrypted)
-    elif fmt == "csv":
-        counted | "WriteCSV" >> beam.io.WriteToText(
+        formatted.lines | "WriteCSV" >> beam.io.WriteToText(
             prefix, file_name_suffix=suffix, header=_fns.csv_line(columns))
     else:
-        counted | "WriteJSONL" >> beam.io.WriteToText(prefix, file_name_suffix=suffix)
-    return dead
+        formatted = lists | "FormatJSONL" >> beam.ParDo(_fns.FormatJsonl(max_bytes)).with_outputs(
+            DEAD_LETTER, main="lines")
+        formatted.lines | "WriteJSONL" >> beam.io.WriteToText(prefix, file_name_suffix=suffix)
+    return formatted[DEAD_LETTER]
+
+
+def write_records(records: Any, fmt: str, prefix: str, **options: Any) -> Any:
+    """``write_record_batches`` of records one per element (a list of one each)."""
+    return write_record_batches(records | "InLists" >> beam.Map(lambda r: [r]), fmt, prefix, **options)
 
 
 def shown_in_dead_letters(manifest: Any, schema: pa.Schema) -> list[str]:

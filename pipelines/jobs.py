@@ -2,9 +2,12 @@
 
 ::
 
-    read (JSONL | CSV | Parquet) -> Encrypt/Decrypt{Fields,Records}.with_dead_letters()
+    read (JSONL | CSV | Parquet) -> Encrypt/Decrypt{Fields,Records}.batched().with_dead_letters()
         -> write part-SSSSS-of-NNNNN.<ext>            (+ OUTPUT/_kmsbeam.json on encrypt)
     parse, crypto and format dead letters -> OUTPUT/_dead_letters/part-*.jsonl
+
+Records move from read to write in lists of up to ``_fns.BATCH_SIZE`` (one engine call and one
+write per list: ``formats.read_record_batches``); dead letters one per element.
 
 Runner: without ``--runner`` (or with ``DirectRunner``) the job runs on Beam's FnApiRunner,
 which is what the DirectRunner falls back to, naming it directly so Beam never tries to
@@ -16,11 +19,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, cast
 
 import apache_beam as beam
@@ -147,37 +148,46 @@ def _transform(plan: Plan) -> Any:
                           key_cache_ttl=spec.key_cache_ttl)  # fmt: skip
 
 
-def build_pipeline(p: beam.Pipeline, plan: Plan, tally: Any = None, given: list[Any] | None = None) -> None:
-    """Add the job's transforms to ``p`` (``tally``: a DoFn counting the records read, for the
-    progress line; Parquet column jobs are not counted)."""
+def build_pipeline(p: beam.Pipeline, plan: Plan, tally: Any = None, given: list[Any] | None = None,
+                   crypto: Any = None) -> None:  # fmt: skip
+    """Add the job's transforms to ``p``.
+
+    ``tally``: a DoFn counting the records read, for the progress line (not ``--parquet-mode``).
+    ``given``: the records to run instead of reading the input (dead-letter replay). ``crypto``:
+    a PTransform in place of the encrypt/decrypt transform, for benchmarks (one returning its
+    input and an empty dead-letter output runs the same job with encryption turned off): lists
+    of records in, ``(lists of records, dead letters)`` out, as
+    ``EncryptFields(...).batched().with_dead_letters()`` does; not ``--parquet-mode``.
+    """
     m = plan.manifest
     if m.mode in ("pme", "cells"):  # --parquet-mode: Arrow tables end to end
         from kmsbeam.pipelines._parquet import build_parquet_job
 
         return build_parquet_job(p, plan)
     if given is not None:  # kmsbeam dead-letters replay: the records in memory, never on disk
-        records, parse_dead = (p | "Replay" >> beam.Create(given)
+        lists = [given[i : i + _fns.BATCH_SIZE] for i in range(0, len(given), _fns.BATCH_SIZE)]
+        records, parse_dead = (p | "Replay" >> beam.Create(lists)
                                | "CountRead" >> beam.ParDo(_fns.Count("records_read"))), None  # fmt: skip
     else:
-        records, parse_dead = formats.read_records(p, plan.format, plan.pattern, plan.in_columns)
+        records, parse_dead = formats.read_record_batches(p, plan.format, plan.pattern, plan.in_columns)
     if tally is not None:
         records = records | "Progress" >> beam.ParDo(tally)
     nested = [f for f in m.fields + m.bind if "." in f] if m.mode == "fields" else []
     if plan.format == "parquet" and nested:  # a null struct has null fields, not missing ones
-        records = records | "FillNullStructs" >> beam.Map(_fns.fill_null_parents, nested)
-    name = type(_transform(plan)).__name__
-    good, crypto_dead = records | name >> _transform(plan).with_dead_letters()
+        records = records | "FillNullStructs" >> beam.Map(_fns.each, _fns.fill_null_parents, (nested,))
+    step = crypto if crypto is not None else _transform(plan).batched().with_dead_letters()
+    good, crypto_dead = records | type(_transform(plan)).__name__ >> step
     if plan.format == "parquet" and nested:
-        good = good | "RestoreNullStructs" >> beam.Map(_fns.restore_null_parents)
+        good = good | "RestoreNullStructs" >> beam.Map(_fns.each, _fns.restore_null_parents)
         crypto_dead = crypto_dead | "RestoreNullStructsDead" >> beam.Map(_fns.restore_null_parents)
     out_prefix = paths.join(plan.out_dir, "part")
     encrypted = list(m.fields) if m.mode == "fields" else [m.payload_field]
     shown = None  # decrypting to Parquet: a value of another type than its column is a dead letter
     if plan.format == "parquet" and plan.spec.action == "decrypt":
         shown = formats.shown_in_dead_letters(m, plan.out_schema)
-    format_dead = formats.write_records(good, plan.format, out_prefix, columns=plan.out_columns,
-                                        schema=plan.out_schema, encrypted=encrypted,
-                                        fit_shown=shown)  # fmt: skip
+    format_dead = formats.write_record_batches(good, plan.format, out_prefix, columns=plan.out_columns,
+                                               schema=plan.out_schema, encrypted=encrypted,
+                                               fit_shown=shown)  # fmt: skip
     if plan.spec.action == "encrypt":  # every dead letter holds cleartext: sealed (``sealed``)
         parse_dead, crypto_dead, format_dead = None, None, seal_letters(
             [d for d in (parse_dead, crypto_dead, format_dead) if d is not None], m.key, m.context)
@@ -241,11 +251,13 @@ def _size(files: list[str]) -> int:
 
 
 def run_plan(plan: Plan, on_start: Callable[[], None] | None = None, tally: Any = None,
-             existed: tuple[bool, bool] = (True, True), given: list[Any] | None = None) -> JobResult:  # fmt: skip
+             existed: tuple[bool, bool] = (True, True), given: list[Any] | None = None,
+             crypto: Any = None) -> JobResult:  # fmt: skip
     """Build and run the pipeline into staging folders (``cleanup``), write the manifest after a
     successful encrypt, then move the output into place. A failed or interrupted job removes
     everything it wrote (``existed``: whether OUTPUT and the dead-letter directory were there
-    before the job, so they are removed again when the job created them)."""
+    before the job, so they are removed again when the job created them; ``tally``, ``given``,
+    ``crypto``: as for ``build_pipeline``)."""
     options, runner = pipeline_options(plan.spec.beam_args)
     staging = Staging.begin(plan, existed)
     interrupts = Interrupts().__enter__()
@@ -254,7 +266,7 @@ def run_plan(plan: Plan, on_start: Callable[[], None] | None = None, tally: Any 
     try:
         started = time.monotonic()
         p = beam.Pipeline(runner=runner, options=options)
-        build_pipeline(p, plan, tally, given)
+        build_pipeline(p, plan, tally, given, crypto)
         if on_start:
             on_start()
         failed: KmsBeamError | None = None

@@ -91,7 +91,8 @@ class Channel:
 
 
 class Tally(beam.DoFn):
-    """Passes records through, sending how many went by to the launcher's ``Channel``.
+    """Passes records (or lists of them) through, sending how many records went by to the
+    launcher's ``Channel``.
 
     Best effort: a datagram that cannot be sent is dropped, never an error of the job."""
 
@@ -114,8 +115,9 @@ class Tally(beam.DoFn):
         self._last = time.monotonic()
 
     def process(self, element: Any) -> Iterator[Any]:
-        self._count += 1
-        if not self._count & 255 and time.monotonic() - self._last >= self._interval:
+        n = len(element) if isinstance(element, list) else 1  # a list: its records
+        self._count += n
+        if (n > 1 or not self._count & 255) and time.monotonic() - self._last >= self._interval:
             self._send()
         yield element
 
