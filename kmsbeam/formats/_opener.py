@@ -101,8 +101,11 @@ class Opener:
         """
         if len(body) < 4 + 1 + TAG:
             raise MalformedValueError()
+        prefix = self._prefixes.get(name)
+        if prefix is None:
+            prefix = self._prefix(name)
         try:
-            return self._aead.decrypt(b"\0" * 8 + body[:4], body[4:], self._prefix(name) + binding)
+            return self._aead.decrypt(b"\0" * 8 + body[:4], body[4:], prefix + binding)
         except InvalidTag as exc:
             raise AuthenticationError() from exc
 

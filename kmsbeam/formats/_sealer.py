@@ -6,7 +6,7 @@ from __future__ import annotations
 import binascii
 from collections.abc import Iterable, Sequence
 from itertools import accumulate, chain, repeat
-from typing import NoReturn
+from typing import NoReturn, cast
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -14,6 +14,9 @@ from kmsbeam.formats._lanes import interleaved, nonces, slices
 from kmsbeam.formats._layout import (
     LABELS, MAX_VALUES_PER_KEY, TO_URLSAFE, key_commitment, make_header, name_prefix, to_text,
 )  # fmt: skip
+
+
+_Sealed = tuple[Sequence[bytes | memoryview], Sequence[memoryview] | None, list[bytes]]
 
 
 class Sealer:
@@ -62,31 +65,36 @@ class Sealer:
 
     def _sealed(
         self, aads: Iterable[bytes], plaintexts: Sequence[bytes | memoryview]
-    ) -> tuple[list[memoryview], list[bytes]]:
-        """(4-byte counter, AES-GCM(plaintext)) of each value, ``aads`` giving each AAD: the
-        one place the nonce rule is kept. The counters for all values are reserved in one
-        step, before anything is encrypted; they are views valid until the next call."""
+    ) -> _Sealed:
+        """(nonces, their counters, AES-GCM(plaintext)) of the values, ``aads`` giving each
+        AAD: the one place the nonce rule is kept. The counters for all values are reserved
+        in one step, before anything is encrypted. A few values get nonces as bytes and no
+        counters (None: ``nonce[8:]``); many, views valid until the next call."""
         k = len(plaintexts)
         n = self._count
         if n + k > MAX_VALUES_PER_KEY:
             raise OverflowError("this data key has sealed 2**32 values; a new one is needed")
         self._count = n + k
-        nonce_views, counters = nonces(n, k)  # 8 zero bytes || counter
-        sealed = list(map(self._aead.encrypt, nonce_views, plaintexts, aads))
+        if k < 8:  # a record's few values: plain bytes cost less than the shared buffers
+            nonce_list: Sequence[bytes | memoryview]
+            nonce_list, counters = [i.to_bytes(12, "big") for i in range(n, n + k)], None
+        else:
+            nonce_list, counters = nonces(n, k)  # 8 zero bytes || counter
+        sealed = list(map(self._aead.encrypt, nonce_list, plaintexts, aads))
         if len(sealed) != k:
             raise ValueError("one AAD per plaintext")
-        return counters, sealed
+        return nonce_list, counters, sealed
 
     def _record(
         self, names: Sequence[str], plaintexts: Sequence[bytes], binding: bytes
-    ) -> tuple[list[memoryview], list[bytes]]:
+    ) -> _Sealed:
         if len(names) != len(plaintexts):
             raise ValueError("one name per plaintext")
         return self._sealed([self._prefix(name) + binding for name in names], plaintexts)
 
     def _column(
         self, name: str, plaintexts: Sequence[bytes | memoryview], bindings: Sequence[bytes] | None
-    ) -> tuple[list[memoryview], list[bytes]]:
+    ) -> _Sealed:
         prefix = self._prefix(name)
         if bindings is None:
             return self._sealed(repeat(prefix, len(plaintexts)), plaintexts)
@@ -94,13 +102,13 @@ class Sealer:
             raise ValueError("one binding per plaintext")
         return self._sealed([prefix + b for b in bindings], plaintexts)
 
-    def _binary(self, sealed: tuple[list[memoryview], list[bytes]]) -> list[bytes]:
+    def _binary(self, sealed: _Sealed) -> list[bytes]:
         """The binary values: header || counter || ciphertext. Many values are joined into one
         bytes and cut, which costs less than a concatenation per value."""
-        counters, cts = sealed
+        nonce_list, counters, cts = sealed
         head = self._header
-        if len(cts) < 8:
-            return [b"".join((head, c, ct)) for c, ct in zip(counters, cts)]
+        if counters is None:
+            return [head + nonce[8:] + ct for nonce, ct in zip(nonce_list, cts)]
         data = interleaved(len(cts), head, counters, cts)
         size = len(head) + 4 + len(cts[0])
         if len(set(map(len, cts))) == 1:
@@ -111,18 +119,22 @@ class Sealer:
             cuts = map(slice, chain((0,), ends), ends)
         return list(map(data.__getitem__, cuts))
 
-    def _texts(self, sealed: tuple[list[memoryview], list[bytes]]) -> list[str]:
+    def _texts(self, sealed: _Sealed) -> list[str]:
         """The text values: header text || unpadded URL-safe base64 of counter || ciphertext.
 
         Values of one length (a column of same-size values) are encoded in one base64 call:
         each is followed by zero bytes up to a multiple of 3, so its characters in the joint
         text are exactly its own unpadded base64 followed by "A"s, which are cut off.
         """
-        counters, cts = sealed
+        nonce_list, counters, cts = sealed
         head = self.header_text
-        if len(cts) < 8 or len(set(map(len, cts))) != 1:
+        if counters is None or len(set(map(len, cts))) != 1:
             b2a = binascii.b2a_base64
-            bodies = map(b"".join, zip(counters, cts))
+            bodies: Iterable[bytes] = (
+                [nonce[8:] + ct for nonce, ct in zip(cast("list[bytes]", nonce_list), cts)]
+                if counters is None
+                else map(b"".join, zip(counters, cts))
+            )  # fmt: skip
             return [
                 head + b2a(b, newline=False).translate(TO_URLSAFE).rstrip(b"=").decode("ascii")
                 for b in bodies
