@@ -1,7 +1,7 @@
 """The KMS emulator over loopback: GenerateDataKey and Decrypt calls/s, latency, CPU per call.
 
 ``python -m benchmarks.emulator [--calls N | --seconds S] [--processes K] [--threads T]
-[--base PYTHONPATH] [--repeat R] [--records N] [--json PATH]``
+[--base PYTHONPATH [--ceiling]] [--repeat R] [--records N] [--json PATH]``
 
 The emulator runs in its own process (an ``EmulatorServer`` on a free loopback port, throwaway
 data directory, audit log on, every request signature-checked), stopped with SIGTERM by PID
@@ -18,7 +18,8 @@ calls/s is at most 2e6 / (server + client CPU per call in us).
 (e.g. ``pip install --no-deps --target /tmp/base_site <old checkout>``) and from this
 checkout, in turn (base, this, base, this ... ``--repeat`` times each, a fresh server each
 run), GenerateDataKey only, same clients; one table side by side with the median of each
-figure and every run's value.
+figure and every run's value. ``--ceiling`` adds a null server (GenerateDataKey answered at
+once with a constant body, no signature check, no keystore): what the clients alone allow.
 
 ``--records N`` (default 0: skipped) also runs N records x 3 fields through ``EncryptFields``
 and ``DecryptFields`` with a ``kms-emulator://`` key (FnApiRunner, in_memory, one worker; the
@@ -56,6 +57,14 @@ REPO = str(Path(__file__).resolve().parents[1])
 _SERVER = """
 import os, signal, sys, threading
 from kmsbeam.emulator import EmulatorServer
+if os.environ.get("BENCH_NULL"):  # the ceiling: GenerateDataKey answered with a constant body
+    from kmsbeam.emulator import _service
+    real, body = _service.Service.handle, b'{"RequestId":"0","KeyId":"k","Plaintext":"cA=="}'
+    def handle(self, request):
+        if request.headers.get("x-acs-action") != ["GenerateDataKey"]:
+            return real(self, request)
+        return _service.Response(200, [("Content-Type", "application/json;charset=utf-8")], body)
+    _service.Service.handle = handle
 stop = threading.Event()
 signal.signal(signal.SIGTERM, lambda *_: stop.set())
 keys = {os.environ["BENCH_AK"]: os.environ.pop("BENCH_SECRET")}
@@ -126,10 +135,12 @@ def _server_cpu(pid: int) -> float:
 
 
 @contextmanager
-def _server(pythonpath: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """An emulator process importing kmsbeam from ``pythonpath``: (process, ``host:port``)."""
+def _server(pythonpath: str, null: bool = False) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """An emulator process importing kmsbeam from ``pythonpath``: (process, ``host:port``);
+    ``null``: GenerateDataKey answered at once with a constant body (no check, no keystore)."""
     data = Path(tempfile.mkdtemp(prefix="kmsbeam-emulator-bench-"))
-    env = {**os.environ, "PYTHONPATH": pythonpath, "BENCH_AK": ACCESS_KEY, "BENCH_SECRET": SECRET}
+    env = {**os.environ, "PYTHONPATH": pythonpath, "BENCH_AK": ACCESS_KEY, "BENCH_SECRET": SECRET,
+           **({"BENCH_NULL": "1"} if null else {})}  # fmt: skip
     proc = start([sys.executable, "-c", _SERVER, str(data)], env=env, cwd=data,
                  stdout=subprocess.PIPE)  # fmt: skip
     try:
@@ -171,14 +182,14 @@ def _run(endpoint: str, operation: str, key_id: str, blob: str, processes: int, 
 
 def measure(seconds: float = 5.0, processes: int = 2, threads: int = 2,
             operations: Sequence[str] = OPERATIONS, calls: int = 0,
-            pythonpath: str = REPO) -> list[Row]:  # fmt: skip
+            pythonpath: str = REPO, null: bool = False) -> list[Row]:  # fmt: skip
     """Run an emulator (kmsbeam from ``pythonpath``) and the clients: a calls/s and two latency
     rows per operation, then the server's CPU per call (the clients' in its notes). ``calls``
     per operation, or 0 to call for ``seconds``. Raises ``RuntimeError`` if any call failed."""
     from alibabacloud_kms20160120 import models
 
     rows: list[Row] = []
-    with _server(pythonpath) as (proc, endpoint):
+    with _server(pythonpath, null) as (proc, endpoint):
         setup = _client(endpoint)
         meta = setup.create_key(models.CreateKeyRequest(description="bench")).body.key_metadata
         blob = setup.generate_data_key(models.GenerateDataKeyRequest(
@@ -208,13 +219,17 @@ def measure(seconds: float = 5.0, processes: int = 2, threads: int = 2,
     return rows
 
 
-def compare(base: str, calls: int, processes: int, threads: int, repeat: int) -> list[Row]:
-    """GenerateDataKey against the server from ``base`` and from this checkout, in turn."""
-    sides = {"base": base, "this": REPO}
+def compare(base: str, calls: int, processes: int, threads: int, repeat: int,
+            ceiling: bool = False) -> list[Row]:  # fmt: skip
+    """GenerateDataKey against the server from ``base`` and from this checkout, in turn;
+    ``ceiling`` adds a third side, a null server (what the clients alone allow)."""
+    sides = {"base": (base, False), "this": (REPO, False)}
+    if ceiling:
+        sides["null server"] = (REPO, True)
     got: dict[str, list[list[Row]]] = {name: [] for name in sides}
     for _ in range(max(1, repeat)):
-        for name, path in sides.items():
-            got[name].append(measure(0, processes, threads, ("GenerateDataKey",), calls, path))
+        for name, (path, null) in sides.items():
+            got[name].append(measure(0, processes, threads, ("GenerateDataKey",), calls, path, null))
     rows = []
     for name, runs in got.items():  # equal repeats on both sides; the median of each figure
         rates, cpus = [r[0].value for r in runs], [r[-1].value for r in runs]
@@ -297,6 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="SDK clients a process (default 2)")
     parser.add_argument("--base", metavar="PYTHONPATH", help="compare with the kmsbeam found there")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each side with --base (default 1)")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="with --base, also a null server answering GenerateDataKey at once")
     parser.add_argument("--records", type=int, default=0,
                         help="records through an EncryptFields/DecryptFields pipeline (default 0: skip)")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
@@ -306,7 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"cpus {os.cpu_count()} ({usable} usable)", file=sys.stderr)
     if args.base:
-        rows = compare(args.base, args.calls or 3000, args.processes, args.threads, args.repeat)
+        rows = compare(args.base, args.calls or 3000, args.processes, args.threads, args.repeat,
+                       args.ceiling)  # fmt: skip
     else:
         rows = measure(args.seconds, args.processes, args.threads, calls=args.calls)
     if args.records > 0:
