@@ -10,9 +10,8 @@ descriptor and its buffer, never a thread, and no lock is ever held across a soc
 
 Bounds (``Limits``):
 
-- at most ``max_connections`` open connections; past it the connection that has waited
-  longest for a request is closed (or, if every one is being served, the newcomer gets
-  503 ``ServiceUnavailableTemporary`` and is closed);
+- at most ``max_connections`` open connections; past it the connection that has waited longest
+  for a request is closed (if every one is being served, the newcomer gets a 503 and is closed);
 - ``workers`` threads serve calls; a connection has at most one call in flight;
 - a request must arrive whole within ``request_timeout`` seconds of its first byte (of the
   connection, for a first request), and its response must be taken within as long;
@@ -58,12 +57,11 @@ class HTTPServer:
         self._listener.setblocking(False)
         self.server_address: tuple[str, int] = self._listener.getsockname()[:2]
         self._wake_r, self._wake_w = socket.socketpair()  # wakes the I/O thread to stop
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        for sock in (self._wake_r, self._wake_w):
+            sock.setblocking(False)
         self._workers = Workers(limits.workers, self._work)
         self._table = ConnTable()
-        self.closing = False
-        self.accepted = 0  # connections accepted so far (keep-alive: one per client)
+        self.closing, self.accepted = False, 0  # accepted: connections so far
         self._selector = selectors.DefaultSelector()
 
     @property
