@@ -20,8 +20,9 @@ Caveats:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -68,6 +69,7 @@ from kmsbeam.transforms._transforms import (
 
 __all__ = ["ReencryptFields", "ReencryptRecords", "RewrapDataKeys"]
 
+_Self = TypeVar("_Self", bound="_Lists")
 KEYS = "keys"  # the data keys each bundle saw (kmsbeam.rotation.inventory lines)
 _COUNTERS = {REWRAPPED: "values_rewrapped", ALREADY: "values_skipped",
              FILTERED: "values_filtered", RESUMED: "values_resumed"}  # fmt: skip
@@ -81,8 +83,8 @@ class _RewrapFn(RecordsFn):
     kind = "rewrap"
 
     def __init__(self, label: str, to_key: str, budget: KmsBudget | None, options: dict[str, Any],
-                 ttl: float | None, required: tuple[str, ...]) -> None:  # fmt: skip
-        super().__init__(label, to_key, budget)
+                 ttl: float | None, required: tuple[str, ...], batched: bool) -> None:  # fmt: skip
+        super().__init__(label, to_key, budget, batched=batched)
         self._options, self._ttl, self._required = options, ttl, required
         self._heads: dict[Any, Any] = {}  # this bundle's {old value header: new header}
         self._failed: list[str] = []  # key rows of the values of records that failed
@@ -153,7 +155,19 @@ class _RewrapFn(RecordsFn):
         self._before = dict(self._engine.counts)
 
 
-class RewrapDataKeys(KmsTransform):
+class _Lists(KmsTransform):
+    """``batched()``: a copy whose elements are lists of records, in and out (``EncryptFields``'s)."""
+
+    _lists = False
+
+    def batched(self: _Self) -> _Self:
+        """A copy of this transform taking and giving lists of records (this one is unchanged)."""
+        other = copy.copy(self)
+        other._lists = True
+        return other
+
+
+class RewrapDataKeys(_Lists):
     """Rewrap the data keys of encrypted fields (or whole records) to ``to_key``.
 
     Args:
@@ -179,6 +193,9 @@ class RewrapDataKeys(KmsTransform):
             lines ``{"k": K, "in": version before, "out": version after}`` (a few lines per
             bundle, repeats across bundles; ``kmsbeam.rotation.inventory.merge_rows`` reads
             them), without reading any value twice. Records that failed give ``"in"`` only.
+
+    ``batched()`` gives a copy whose elements are lists of records, in and out (one list of
+    the good records per list; dead letters one per element), as ``EncryptFields.batched()``.
 
     Metrics: ``kms_calls_rewrap``, ``kms_calls_decrypt`` (the checks), ``values_rewrapped``,
     ``values_resumed`` (from the journal), ``values_skipped`` (already under the target),
@@ -220,8 +237,10 @@ class RewrapDataKeys(KmsTransform):
         self._ttl, self._required = cache_ttl(key_cache_ttl), required_keys(require_keys)
 
     def _steps(self, pcoll: Any) -> tuple[Any, Any]:
-        batches = pcoll | "Batch" >> beam.BatchElements(min_batch_size=BATCH_SIZE, max_batch_size=BATCH_SIZE)
-        dofn = _RewrapFn(self.label, self._to_key, self._budget, self._options, self._ttl, self._required)
+        batches = pcoll if self._lists else pcoll | "Batch" >> beam.BatchElements(
+            min_batch_size=BATCH_SIZE, max_batch_size=BATCH_SIZE)  # fmt: skip
+        dofn = _RewrapFn(self.label, self._to_key, self._budget, self._options, self._ttl, self._required,
+                         self._lists)  # fmt: skip
         out = batches | "Rewrap" >> beam.ParDo(dofn).with_outputs(DEAD_LETTER, KEYS, main="records")
         if self._inventory is not None:
             _ = out[KEYS] | "WriteKeys" >> beam.io.WriteToText(self._inventory, file_name_suffix=".jsonl")
@@ -247,15 +266,17 @@ def _scrub(letter: Mapping[str, Any], hide: tuple[str, ...], keep: tuple[str, ..
     return {**letter, "record": record}
 
 
-class _Reencrypt(KmsTransform):
-    def __init__(self, decrypt: KmsTransform, encrypt: KmsTransform, hide: tuple[str, ...],
+class _Reencrypt(_Lists):
+    def __init__(self, decrypt: DecryptFields | DecryptRecords, encrypt: EncryptFields | EncryptRecords, hide: tuple[str, ...],
                  keep: tuple[str, ...] | None, label: str | None) -> None:  # fmt: skip
         super().__init__(label)
         self._decrypt, self._encrypt, self._hide, self._keep = decrypt, encrypt, hide, keep
 
     def _steps(self, pcoll: Any) -> tuple[Any, Any]:
-        plain, dead1 = pcoll | "Decrypt" >> self._decrypt.with_dead_letters()
-        good, dead2 = plain | "Encrypt" >> self._encrypt.with_dead_letters()
+        decrypt, encrypt = ((self._decrypt.batched(), self._encrypt.batched()) if self._lists
+                            else (self._decrypt, self._encrypt))  # fmt: skip
+        plain, dead1 = pcoll | "Decrypt" >> decrypt.with_dead_letters()
+        good, dead2 = plain | "Encrypt" >> encrypt.with_dead_letters()
         dead2 = dead2 | "Scrub" >> beam.Map(_scrub, self._hide, self._keep)
         return good, (dead1, dead2) | "DeadLetters" >> beam.Flatten()
 

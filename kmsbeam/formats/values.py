@@ -102,10 +102,12 @@ def rewrap_value(value: Any, fmt: int, rewrap: KeyRewrap) -> Any:
         MalformedValueError / AuthenticationError: not a value, or a tampered header.
         KeySourceError: the rewrap was refused (no permission, old key deleted, ...).
     """
-    return _rewrap(value, fmt, rewrap, _text_memo(rewrap) if isinstance(value, str) else None)
+    return _rewrap(value, fmt, rewrap, _text_memo(rewrap) if isinstance(value, str) else None)[0]
 
 
-def _rewrap(value: Any, fmt: int, rewrap: KeyRewrap, memo: dict[tuple[int, str], tuple[str, str]] | None) -> Any:
+def _rewrap(value: Any, fmt: int, rewrap: KeyRewrap, memo: dict[tuple[int, str], tuple[str, str]] | None
+            ) -> tuple[Any, Any, Any]:  # fmt: skip
+    """``(new value, its old header, its new header)``; text headers are base64 prefixes."""
     if isinstance(value, str):
         head = _text_size(value)
         prefix = value[:head]
@@ -117,13 +119,13 @@ def _rewrap(value: Any, fmt: int, rewrap: KeyRewrap, memo: dict[tuple[int, str],
                 memo[(fmt, prefix)] = hit
         else:
             rewrap.count(hit[1])
-        return hit[0] + value[head:] if hit[1] in MOVED else value
+        return (hit[0] + value[head:], prefix, hit[0]) if hit[1] in MOVED else (value, prefix, prefix)
     if not isinstance(value, (bytes, bytearray, memoryview)):
         raise MalformedValueError()
     data = bytes(value)
     header = parse(data, fmt).header
     new, status = _new_header(header, fmt, rewrap)
-    return new + data[len(header) :] if status in MOVED else value
+    return (new + data[len(header) :], header, new) if status in MOVED else (value, header, header)
 
 
 def rewrap_paths(
@@ -147,16 +149,15 @@ def rewrap_paths(
         if value is None:
             continue
         try:
-            new = _rewrap(value, fmt, rewrap, memo)
+            new, old_head, new_head = _rewrap(value, fmt, rewrap, memo)
         except KmsBeamError as exc:
             exc.field = path.name
             raise
         if new is not value:
             path.set(out, new)
-        done.append((value, new))
+        done.append((old_head, new_head))
     if heads is not None:
-        for value, new in done:
-            heads[_head_of(value)] = _head_of(new)
+        heads.update(done)
     return out
 
 
@@ -168,14 +169,6 @@ def _text_size(value: str) -> int:
         if len(_sizes) < 4096:
             _sizes[value[:4]] = size
     return size
-
-
-def _head_of(value: Any) -> Any:
-    """The header of a value ``rewrap_value`` took (text: its base64 prefix)."""
-    if isinstance(value, str):
-        return value[: _text_size(value)]
-    end = 19 + int.from_bytes(value[1:3], "big")
-    return bytes(value[: end + (-end % 3)])
 
 
 def value_use(value: Any, fmt: int, where: str) -> KeyUse:

@@ -81,10 +81,10 @@ def _plan(args: argparse.Namespace, manifest: Manifest, beam_args: list[str]) ->
 def _build(p: beam.Pipeline, plan: Plan, to_key: str, version: str, args: argparse.Namespace) -> None:
     m = plan.manifest
     record_at, fmt = record_paths(m.mode, m.fields, m.payload_field)
-    records, parse_dead = formats.read_records(p, m.format, plan.pattern, plan.in_columns)
+    records, parse_dead = formats.read_record_batches(p, m.format, plan.pattern, plan.in_columns)
     nested = [f for f in m.fields + m.bind if "." in f] if m.mode == "fields" else []
     if m.format == "parquet" and nested:
-        records = records | "FillNullStructs" >> beam.Map(_fns.fill_null_parents, nested)
+        records = records | "FillNullStructs" >> beam.Map(_fns.each, _fns.fill_null_parents, (nested,))
     tmp = paths.join(plan.out_dir, _TMP)
     lifetimes = {"key_cache_ttl": getattr(args, "key_cache_ttl", None),  # the revocation latency
                  "data_key_max_age": getattr(args, "data_key_max_age", None)}  # fmt: skip
@@ -105,21 +105,26 @@ def _build(p: beam.Pipeline, plan: Plan, to_key: str, version: str, args: argpar
                               kms_qps=args.kms_qps, require_keys=plan.require_keys,
                               key_cache_ttl=lifetimes["key_cache_ttl"],
                               key_inventory=f"{tmp}/keys")  # fmt: skip
-    good, dead = records | "Rotate" >> step.with_dead_letters()
+    good, dead = records | "Rotate" >> step.batched().with_dead_letters()  # lists from read to write
     if args.reencrypt:  # new data keys: named from the values of the input and the output
         for name, pcoll in (("in", records), ("out", good)):
-            (pcoll | f"Keys_{name}" >> beam.FlatMap(record_rows, record_at, fmt, name)
+            (pcoll | f"Keys_{name}" >> beam.FlatMap(_rows_of, record_at, fmt, name)
              | f"Distinct_{name}" >> beam.Distinct()
              | f"WriteKeys_{name}" >> beam.io.WriteToText(f"{tmp}/{name}", file_name_suffix=".jsonl"))  # fmt: skip
     if m.format == "parquet" and nested:
-        good = good | "RestoreNullStructs" >> beam.Map(_fns.restore_null_parents)
+        good = good | "RestoreNullStructs" >> beam.Map(_fns.each, _fns.restore_null_parents)
         dead = dead | "RestoreNullStructsDead" >> beam.Map(_fns.restore_null_parents)
     encrypted = list(m.fields) if m.mode == "fields" else [m.payload_field]
-    format_dead = formats.write_records(good, m.format, paths.join(plan.out_dir, "part"),
+    format_dead = formats.write_record_batches(good, m.format, paths.join(plan.out_dir, "part"),
                                         columns=plan.out_columns, schema=plan.out_schema,
                                         encrypted=encrypted)  # fmt: skip
     letters = [d for d in (parse_dead, dead, format_dead) if d is not None]
     formats.write_dead_letters(letters, paths.join(plan.dead_dir, "part"))
+
+
+def _rows_of(records: list[Any], record_at: Any, fmt: int, side: str) -> list[str]:
+    """The key rows of a list of records (``record_rows``)."""
+    return [row for record in records for row in record_rows(record, record_at, fmt, side)]
 
 
 class RecordsRotator:

@@ -12,6 +12,7 @@ from typing import Any
 
 import apache_beam as beam
 import pytest
+from apache_beam.testing.util import assert_that, equal_to
 
 from kmsbeam.formats.envelope import FIELD_V1, parse
 from kmsbeam.keys.registry import wrapped_key_version
@@ -126,6 +127,7 @@ def test_a_rewrap_job_reads_no_value_twice(mixed: tuple[Path, list[dict[str, Any
         _build(p, rotator.plan, rotator.to_key, rotator.version, args)
         names[bool(extra)] = [t.unique_name for t in p.to_runner_api().components.transforms.values()]
     assert not [n for n in names[False] if "Distinct" in n or "Keys_" in n], names[False]
+    assert not [n for n in names[False] + names[True] if "OnePerElement" in n or "/Batch" in n]  # lists end to end
     assert [n for n in names[False] if n.startswith("Rotate/") and n.endswith("WriteKeys")]
     assert [n for n in names[True] if "Distinct" in n]
 
@@ -143,3 +145,14 @@ def test_the_rewrap_step_writes_a_few_rows_per_bundle(mixed: tuple[Path, list[di
     assert len(set(after.values())) == 1 and len(set(before.values())) == 3  # all under the target now
     assert set(after) == {_head(r[f])[0] for r in good for f in FIELDS}
     assert len(lines) < len(records)  # rows per bundle and data key, not per value
+
+
+def test_a_batched_rewrap_takes_and_gives_lists(mixed: tuple[Path, list[dict[str, Any]]]) -> None:
+    _, records = mixed
+    with beam.Pipeline() as p:
+        good, dead = (p | beam.Create([records[:100], records[100:]])
+                      | RewrapDataKeys("local:alias/new", FIELDS).batched().with_dead_letters())  # fmt: skip
+        sizes = good | "Sizes" >> beam.Map(len)
+        bad = dead | "Ids" >> beam.Map(lambda letter: letter["record"]["id"])
+        assert_that(sizes, equal_to([100, len(records) - 101]), label="lists")
+        assert_that(bad, equal_to([records[-1]["id"]]), label="dead")
