@@ -15,7 +15,6 @@ import logging
 import os
 import platform
 import shlex
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -79,24 +78,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _args(argv)
     _quiet_logging()
     from benchmarks import foundation  # imports Beam: after the logging setup
+    from benchmarks._env import throwaway
     from benchmarks._measure import Load
     from benchmarks._table import format_table, rows_as_json
 
-    home = foundation.throwaway_keystore()
     facts = machine_facts(argv)
-    facts["KMSBEAM_HOME (throwaway)"] = str(home)
 
     def progress(msg: str) -> None:
         print(f"  {msg}", file=sys.stderr, flush=True)
 
-    progress(f"KMSBEAM_HOME={home} (throwaway keystore, key {foundation.KEY})")
-    progress(f"{args.records:,} records, repeat {args.repeat}")
     t0 = time.perf_counter()
-    try:
-        with Load() as load:
-            rows = foundation.run_all(args.records, args.repeat, progress)
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
+    with throwaway("kmsbeam-bench-") as work, Load() as load:
+        facts["KMSBEAM_HOME (throwaway)"] = str(work / "home")
+        progress(f"KMSBEAM_HOME={work / 'home'} (throwaway keystore, key {foundation.KEY})")
+        progress(f"{args.records:,} records, repeat {args.repeat}")
+        rows = foundation.run_all(args.records, args.repeat, progress)
     elapsed = time.perf_counter() - t0
     facts["load during the whole run"] = load.text()
     for name, value in facts.items():

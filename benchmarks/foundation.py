@@ -2,8 +2,8 @@
 
 Every measurement runs on the same generated records (``make_record``): an ``id`` int, a
 ``name`` and three 16-byte strings ``ssn``, ``email``, ``phone``. The caller must point
-``KMSBEAM_HOME`` at a throwaway keystore (``throwaway_keystore()``) before ``run_all``: the
-key ``local:alias/bench`` is created there on first use.
+``KMSBEAM_HOME`` at a throwaway keystore (``benchmarks._env.throwaway``) before ``run_all``:
+the key ``local:alias/bench`` is created there on first use.
 
 Pipelines run on the FnApiRunner (the engine the DirectRunner falls back to), with
 ``direct_running_mode=in_memory`` and ``direct_num_workers=1`` set explicitly. Naming
@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
@@ -46,7 +45,6 @@ __all__ = [
     "make_record",
     "make_records",
     "run_all",
-    "throwaway_keystore",
 ]
 
 KEY = "local:alias/bench"
@@ -54,13 +52,6 @@ FIELDS = ("ssn", "email", "phone")
 SHARDS = 8
 SINK_NAMESPACE = "benchmarks"
 Progress = Callable[[str], None]
-
-
-def throwaway_keystore() -> Path:
-    """Point ``KMSBEAM_HOME`` at a fresh temp dir (call before anything opens a key)."""
-    home = Path(tempfile.mkdtemp(prefix="kmsbeam-bench-"))
-    os.environ["KMSBEAM_HOME"] = str(home)
-    return home
 
 
 # -- the data ---------------------------------------------------------------------------

@@ -33,14 +33,13 @@ import argparse
 import inspect
 import json
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from benchmarks import _children as children
+from benchmarks._env import throwaway
 from benchmarks._measure import Load, Timing, interleaved, load_text
 
 __all__ = ["RATIOS", "main", "run"]
@@ -114,10 +113,7 @@ def _count_lines(directory: Path) -> int:
 def run(n: int, repeat: int, baseline: str | None = None, say: Any = lambda _m: None,
         after: str | None = None) -> dict[str, Timing]:  # fmt: skip
     """Every job ``repeat`` times, interleaved; ``KMSBEAM_HOME`` is set to a throwaway keystore."""
-    work = Path(tempfile.mkdtemp(prefix="kmsbeam-bench-jobs-"))
-    saved = os.environ.get("KMSBEAM_HOME")
-    os.environ["KMSBEAM_HOME"] = str(work / "home")
-    try:
+    with throwaway("kmsbeam-bench-jobs-") as work:
         from kmsbeam import open_key_source
 
         for key in (KEY, KEY_B):
@@ -139,12 +135,6 @@ def run(n: int, repeat: int, baseline: str | None = None, say: Any = lambda _m: 
             if (work / out).is_dir() and _count_lines(work / out) != n:
                 raise RuntimeError(f"{out}: {_count_lines(work / out):,} records, not {n:,}")
         return timings
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-        if saved is None:
-            os.environ.pop("KMSBEAM_HOME", None)
-        else:
-            os.environ["KMSBEAM_HOME"] = saved
 
 
 def _cpu(t: Timing) -> float:

@@ -31,9 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -134,28 +132,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_logging()
     from benchmarks._peers_table import PEER_ROWS, format_peers, peers_as_json
 
-    work = Path(tempfile.mkdtemp(prefix="peers-"))
-    home = work / "kmsbeam-home"
-    home.mkdir(mode=0o700)
-    saved_home = os.environ.get("KMSBEAM_HOME")
-    os.environ["KMSBEAM_HOME"] = str(home)
+    from benchmarks._env import throwaway
+
     facts = machine_facts(argv)
 
     def say(msg: str) -> None:
         print(f"  {msg}", file=sys.stderr, flush=True)
 
-    say(f"KMSBEAM_HOME={home} (throwaway keystore, key {KEY})")
-    say(f"{args.records:,} records, {args.rows:,} rows, naive subset {args.naive_records:,} records, "
-        f"budget {args.budget:g} s")  # fmt: skip
     t0 = time.perf_counter()
-    try:
+    with throwaway("peers-") as work:
+        say(f"KMSBEAM_HOME={work / 'home'} (throwaway keystore, key {KEY})")
+        say(f"{args.records:,} records, {args.rows:,} rows, naive subset {args.naive_records:,} records, "
+            f"budget {args.budget:g} s")  # fmt: skip
         rows = run(args, work, say)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-        if saved_home is None:
-            os.environ.pop("KMSBEAM_HOME", None)
-        else:
-            os.environ["KMSBEAM_HOME"] = saved_home
     elapsed = time.perf_counter() - t0
     if [r.name for r in rows] != list(PEER_ROWS):
         raise RuntimeError("the rows are not in table order")

@@ -28,10 +28,7 @@ import argparse
 import json
 import logging
 import math
-import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -171,21 +168,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Asking in_memory for N workers is how the bundles are cut; Beam warns about it each run.
     logging.getLogger("apache_beam.runners.portability.fn_api_runner.fn_runner").setLevel(logging.ERROR)
     sizes = [10**k for k in range(3, 8) if 10**k <= args.max_measured]
-    work = Path(tempfile.mkdtemp(prefix="peers-plot-"))
-    saved = os.environ.get("KMSBEAM_HOME")
-    os.environ["KMSBEAM_HOME"] = str(work)
+    from benchmarks._env import throwaway
 
     def say(msg: str) -> None:
         print(f"  {msg}", file=sys.stderr, flush=True)
 
-    try:
+    with throwaway("peers-plot-"):
         points = measure(sizes, args.bundle_size, say) if sizes else []
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-        if saved is None:
-            os.environ.pop("KMSBEAM_HOME", None)
-        else:
-            os.environ["KMSBEAM_HOME"] = saved
     plot(points, Path(args.out), args.bundle_size, args.workers)
     for p in points:
         print(f"{p['policy']:<11} {p['records']:>9,} records  {p['kms_calls']:>7,} GenerateDataKey  "

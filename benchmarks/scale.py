@@ -35,9 +35,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from benchmarks import _children as children
+from benchmarks._env import throwaway
 from benchmarks._measure import Load
 
 __all__ = ["SIZES", "Run", "check_lines", "format_table", "main", "run_one"]
@@ -249,14 +249,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kmsbeam import open_key_source
 
     sizes = QUICK_SIZES if args.quick else tuple(n for n in SIZES if n <= args.max_records)
-    scratch = Path(tempfile.mkdtemp(prefix="kmsbeam-scale-"))
-    saved_home = os.environ.get("KMSBEAM_HOME")
-    home = foundation.throwaway_keystore()
     facts = machine_facts(argv)
     facts["command"] = facts["command"].replace("-m benchmarks", "-m benchmarks.scale", 1)
     runs: list[Run] = []
     t0 = time.perf_counter()
-    try:
+    with throwaway("kmsbeam-scale-") as scratch:
         open_key_source(foundation.KEY, create=True)  # once, before the children share it
         for n in sizes:
             source = foundation.write_jsonl(n, str(scratch))
@@ -266,13 +263,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"  {n:,} records, {workers} worker(s): {run.seconds:.2f} s, "
                       f"{run.worker_peak_rss / 2**20:.0f} MiB", file=sys.stderr, flush=True)  # fmt: skip
             os.unlink(source)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-        shutil.rmtree(home, ignore_errors=True)
-        if saved_home is None:
-            os.environ.pop("KMSBEAM_HOME", None)
-        else:
-            os.environ["KMSBEAM_HOME"] = saved_home
     for name, value in facts.items():
         print(f"{name + ':':<34} {value}")
     print(f"{'total elapsed:':<34} {time.perf_counter() - t0:.1f} s")
