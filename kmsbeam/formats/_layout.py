@@ -3,12 +3,12 @@ text form, parsing and reheadering a value."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import struct
 from collections.abc import Sequence
+
+from pybase64 import b64decode, b64encode_as_string
 
 from kmsbeam.errors import MalformedValueError
 
@@ -42,36 +42,30 @@ def name_prefix(fmt: int, name: str) -> bytes:
     return LABELS[fmt] + U16.pack(len(encoded)) + encoded
 
 
+URLSAFE = b"-_"  # pybase64's altchars for the URL-safe alphabet
+_PAD = ("", "", "==", "=")
+
+
 def to_text(value: bytes) -> str:
     """URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(value).rstrip(b"=").decode("ascii")
-
-
-TO_STANDARD = bytes.maketrans(b"-_", b"+/")
-TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
-ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-UNUSED_BITS = {2: 0x0F, 3: 0x03}
-_TO_STANDARD_OR_BAD = bytes(
-    c if c in ALPHABET[:62] else b"+/"[ALPHABET.index(c) - 62] if c in ALPHABET else ord("!")
-    for c in range(256)
-)
+    return b64encode_as_string(value, URLSAFE).rstrip("=")
 
 
 def from_text(text: str) -> bytes:
     """Inverse of ``to_text``. Only the canonical text of some bytes is accepted: characters
     outside the alphabet, ``=`` padding and non-zero trailing bits raise MalformedValueError,
-    so every text value has exactly one spelling."""
+    so every text value has exactly one spelling. The text is decoded strictly and must be
+    ``to_text`` of what it decodes to (pybase64 takes any trailing bits: the comparison
+    refuses them; it takes "+" and "/" with a warning: refused before)."""
+    if "+" in text or "/" in text:
+        raise MalformedValueError()
     try:
-        raw = text.encode("ascii")
-        tail = len(raw) % 4
-        if tail == 1 or raw.translate(None, ALPHABET):  # a character outside the alphabet
-            raise ValueError
-        # The last character of a 2- or 3-character group carries 4 or 2 unused bits.
-        if tail and ALPHABET.index(raw[-1]) & UNUSED_BITS[tail]:
-            raise ValueError
-        return binascii.a2b_base64(raw.translate(TO_STANDARD) + b"=" * (-tail % 4), strict_mode=True)
-    except (UnicodeEncodeError, binascii.Error, ValueError) as exc:
+        data = b64decode(text + _PAD[len(text) & 3], URLSAFE, True)
+    except ValueError as exc:
         raise MalformedValueError() from exc
+    if b64encode_as_string(data, URLSAFE).rstrip("=") != text:
+        raise MalformedValueError()
+    return data
 
 
 def from_text_many(texts: Sequence[str]) -> list[bytes]:
@@ -87,7 +81,8 @@ def from_text_joint(texts: Sequence[str]) -> tuple[bytes, int, int] | None:
     """``from_text`` of many texts of one length, in one base64 call: ``(data, step,
     length)``, text ``i`` being ``data[i * step : i * step + length]``; None when the texts
     are too few or not of one length (then call ``from_text`` on each). Each text is followed
-    by "A"s up to a multiple of 4, and the bytes those add must be zero (the
+    by "A"s up to a multiple of 4; the joint text must be the padding-free base64 of what it
+    decodes to (as in ``from_text``), and the bytes the "A"s add must be zero (the
     canonical-trailing-bits rule).
 
     Raises:
@@ -97,13 +92,17 @@ def from_text_joint(texts: Sequence[str]) -> tuple[bytes, int, int] | None:
     if len(texts) < 8 or size < 2 or len(set(map(len, texts))) != 1 or size % 4 == 1:
         return None
     fill = "A" * (-size % 4)
-    try:  # one pass maps the alphabet to the standard one and anything else to "!" (refused)
-        raw = (fill.join(texts) + fill).encode("ascii").translate(_TO_STANDARD_OR_BAD)
-        data = binascii.a2b_base64(raw, strict_mode=True)
-    except (UnicodeEncodeError, binascii.Error) as exc:
+    joined = fill.join(texts) + fill
+    if "+" in joined or "/" in joined:  # pybase64 would take them (with a warning)
+        raise MalformedValueError()
+    try:
+        data = b64decode(joined, URLSAFE, True)
+    except ValueError as exc:
         raise MalformedValueError() from exc
     step = (size + len(fill)) // 4 * 3
     length = size * 3 // 4
+    if len(data) != len(texts) * step or b64encode_as_string(data, URLSAFE) != joined:
+        raise MalformedValueError()
     for extra in range(length, step):  # the bytes the "A"s and unused bits make: all zero
         if any(data[extra::step]):
             raise MalformedValueError()

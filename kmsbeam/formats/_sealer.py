@@ -3,16 +3,16 @@ AES-GCM encryption and the nonce counter."""
 
 from __future__ import annotations
 
-import binascii
 from collections.abc import Iterable, Sequence
 from itertools import accumulate, chain, repeat
 from typing import NoReturn, cast
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pybase64 import b64encode_as_string
 
 from kmsbeam.formats._lanes import interleaved, nonces, slices
 from kmsbeam.formats._layout import (
-    LABELS, MAX_VALUES_PER_KEY, TO_URLSAFE, key_commitment, make_header, name_prefix, to_text,
+    LABELS, MAX_VALUES_PER_KEY, URLSAFE, key_commitment, make_header, name_prefix, to_text,
 )  # fmt: skip
 
 
@@ -129,20 +129,16 @@ class Sealer:
         nonce_list, counters, cts = sealed
         head = self.header_text
         if counters is None or len(set(map(len, cts))) != 1:
-            b2a = binascii.b2a_base64
+            b2a = b64encode_as_string
             bodies: Iterable[bytes] = (
                 [nonce[8:] + ct for nonce, ct in zip(cast("list[bytes]", nonce_list), cts)]
                 if counters is None
                 else map(b"".join, zip(counters, cts))
             )  # fmt: skip
-            return [
-                head + b2a(b, newline=False).translate(TO_URLSAFE).rstrip(b"=").decode("ascii")
-                for b in bodies
-            ]
+            return [head + b2a(b, URLSAFE).rstrip("=") for b in bodies]
         size = 4 + len(cts[0])
         fill = bytes(-size % 3)
-        joint = binascii.b2a_base64(interleaved(len(cts), counters, cts, fill), newline=False)
-        text = joint.translate(TO_URLSAFE).decode("ascii")
+        text = b64encode_as_string(interleaved(len(cts), counters, cts, fill), URLSAFE)
         cuts = slices(len(cts), (4 * size + 2) // 3, (size + len(fill)) // 3 * 4)
         return [head + text[cut] for cut in cuts]
 
