@@ -9,13 +9,14 @@ API 2016-01-20, so names, states and error codes follow Alibaba's. Key managemen
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
+from typing import Any
 
 from kmsbeam.errors import ConfigurationError, KeyNotFoundError
 from kmsbeam.kms import _blob
 from kmsbeam.kms._import import ImportOps
 from kmsbeam.kms._keys import KeyOps
-from kmsbeam.kms._params import bad, check_alias, check_description, context_bytes
+from kmsbeam.kms._params import bad, check_alias, check_description, context_bytes, iso
 from kmsbeam.kms._store import StoreTransaction
 from kmsbeam.kms._types import (
     AliasInfo,
@@ -29,6 +30,16 @@ from kmsbeam.kms._types import (
 __all__ = ["KmsEngine"]
 
 MAX_PLAINTEXT = 6144  # Alibaba: Encrypt takes at most 6 KiB
+MEMO_ENTRIES = 4096  # usable keys and versions remembered per process (KeyStore.memo)
+_NEVER = "~"  # after every ISO date: no event is scheduled
+
+
+def _remember(memo: dict[Hashable, Any], name: Hashable, entry: tuple[Any, ...]) -> None:
+    """Keep what one read found about a usable key: ``(..., due)``, valid while the
+    keystore file is unchanged (``memo`` says so) and ``iso(now) < due`` (nothing
+    scheduled has fallen due, so ``_reading`` would have read the same rows)."""
+    if len(memo) < MEMO_ENTRIES:
+        memo[name] = entry
 
 
 class KmsEngine(KeyOps, ImportOps):
@@ -53,6 +64,11 @@ class KmsEngine(KeyOps, ImportOps):
 
     Scheduled events (automatic rotation, deletion, material expiry) happen lazily at the
     start of each operation, or all at once with ``rotate_due_keys``.
+
+    Encrypt, GenerateDataKey and Decrypt remember a usable key and version per process
+    (``KeyStore.memo``) while the keystore file is unchanged and no scheduled event is due,
+    so a repeated call skips the read transaction; any change by any process or connection
+    (disable, rotate, deletion, alias) is seen by the very next call.
 
     Args:
         store: where keys live.
@@ -174,14 +190,21 @@ class KmsEngine(KeyOps, ImportOps):
         return dek, self._seal(key, base64.b64encode(dek), ctx)
 
     def _seal(self, key: str, plaintext: bytes, context: bytes) -> EncryptResult:
-        with self._reading() as tx:
-            meta = self._resolve(tx, key)
-            self._check_usable(meta)
-            version = tx.get_version(meta.primary_key_version)
-        if version is None or not version.material:  # impossible short of manual edits
-            raise KeyNotFoundError(
-                f"key {meta.key_id} has no primary version", code="Forbidden.KeyNotFound"
-            )
+        memo, name = self.store.memo(), (self.region, self.account, "primary", key)
+        hit = memo.get(name)
+        if hit is not None and iso(self._clock()) < hit[2]:
+            meta, version = hit[0], hit[1]
+        else:
+            with self._reading() as tx:
+                meta = self._resolve(tx, key)
+                self._check_usable(meta)
+                version = tx.get_version(meta.primary_key_version)
+                due = tx.next_due() or _NEVER
+            if version is None or not version.material:  # impossible short of manual edits
+                raise KeyNotFoundError(
+                    f"key {meta.key_id} has no primary version", code="Forbidden.KeyNotFound"
+                )
+            _remember(memo, name, (meta, version, due))
         iv = self._random(_blob.IV_LEN)
         blob = _blob.seal(version.key_version_id, version.material, iv, plaintext, context)
         return EncryptResult(meta.key_id, version.key_version_id, blob)
@@ -191,10 +214,18 @@ class KmsEngine(KeyOps, ImportOps):
             raise TypeError("a ciphertext blob is bytes")
         blob = bytes(blob)
         version_id = _blob.split(blob)
-        with self._reading() as tx:
-            version = tx.get_version(version_id)
-            meta = None if version is None else tx.get_key(version.key_id)
-            deleted = tx.deleted_version_key(version_id) if version is None else None
+        memo, name = self.store.memo(), ("version", version_id)
+        hit, deleted = memo.get(name), None
+        if hit is not None and iso(self._clock()) < hit[2]:
+            version, meta = hit[0], hit[1]
+        else:
+            with self._reading() as tx:
+                version = tx.get_version(version_id)
+                meta = None if version is None else tx.get_key(version.key_id)
+                deleted = tx.deleted_version_key(version_id) if version is None else None
+                due = tx.next_due() or _NEVER
+            if version and version.material and meta and meta.key_state == "Enabled":
+                _remember(memo, name, (version, meta, due))
         if deleted is not None:
             raise KeyNotFoundError(f"key {deleted} was deleted", code="Forbidden.KeyNotFound")
         if version is None or meta is None:

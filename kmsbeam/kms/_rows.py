@@ -23,6 +23,14 @@ _DUE = (
     " OR (material_expire_time != '' AND material_expire_time <= :now)"
 )
 
+_NEXT_DUE = (  # the dates _DUE compares with :now
+    "SELECT MIN(d) FROM (SELECT delete_date AS d FROM keys"
+    " WHERE key_state = 'PendingDeletion' AND delete_date != ''"
+    " UNION ALL SELECT next_rotation_date FROM keys"
+    " WHERE automatic_rotation = 'Enabled' AND next_rotation_date != ''"
+    " UNION ALL SELECT material_expire_time FROM keys WHERE material_expire_time != '')"
+)
+
 
 class TokenRow(NamedTuple):
     """One BYOK import token; ``private_key`` (PKCS#8 DER) never shows in a repr."""
@@ -72,6 +80,12 @@ class StoreTransaction:
         """Whether any key has a deletion, rotation or material expiry at or before ``now``."""
         row = self._conn.execute(f"SELECT EXISTS (SELECT 1 FROM keys WHERE {_DUE})", {"now": now})
         return bool(row.fetchone()[0])
+
+    def next_due(self) -> str:
+        """The earliest date any deletion, rotation or material expiry falls due, ``""`` if
+        none is scheduled: nothing is due while ``now`` (ISO 8601 UTC) is before it."""
+        row = self._conn.execute(_NEXT_DUE).fetchone()
+        return row[0] or ""
 
     def due_keys(self, now: str) -> list[KeyMetadata]:
         """The keys ``has_due`` is about (``now`` is ISO 8601 UTC, as the dates are)."""

@@ -4,7 +4,8 @@ The store knows rows (``_rows``), not rules: the engine decides what a state cha
 The schema is versioned (``_schema``); an older file is migrated in place when it is opened.
 Every access happens in a transaction (``read()`` or ``write()``, the latter ``BEGIN
 IMMEDIATE``), so many threads and many processes (Beam workers) can share one file. SQLite
-errors are mapped to kmsbeam errors here and never carry key material.
+errors are mapped to kmsbeam errors here and never carry key material. ``memo()`` lets the
+engine keep what it read while the file is unchanged (one ``PRAGMA data_version`` a call).
 
 Caveats: the file holds master key material (and the RSA private keys of unexpired BYOK
 import tokens) in the clear, protected only by its mode (0600) and its directory's (0700).
@@ -18,9 +19,10 @@ import os
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from kmsbeam._private_files import check_private_dir, check_private_file, make_private_dir
 from kmsbeam.errors import (
@@ -40,11 +42,14 @@ BUSY_TIMEOUT_MS = 30_000
 
 
 class _Connection:
-    """A keystore's connection in one process, and the lock every transaction holds."""
+    """A keystore's connection in one process, the lock every transaction holds, and the
+    memo of the file's contents as of ``data_version`` (see ``KeyStore.memo``)."""
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.conn: sqlite3.Connection | None = None
+        self.memo: dict[Hashable, Any] = {}
+        self.data_version = -1
 
 
 class KeyStore:
@@ -93,6 +98,26 @@ class KeyStore:
         with self._transaction("BEGIN IMMEDIATE") as tx:
             yield tx
 
+    def memo(self) -> dict[Hashable, Any]:
+        """This process's memo of the file as it is now: what the caller stores there stays
+        while the file is unchanged, and is gone from the next ``memo()`` once anything
+        changed it (a commit by another connection or process, or any write of this one).
+
+        One ``PRAGMA data_version`` tells: SQLite changes it when another connection has
+        committed, and every ``write()`` here starts a new memo. Store only what was read
+        after the call that returned this dict, so nothing older than the file is kept.
+        """
+        here = self._here.get()
+        with here.lock:
+            conn = self._connection(here)
+            try:
+                version = conn.execute("PRAGMA data_version").fetchall()[0][0]
+            except sqlite3.Error as exc:
+                raise self._mapped(exc) from exc
+            if version != here.data_version:
+                here.memo, here.data_version = {}, version
+            return here.memo
+
     def close(self) -> None:
         """Close this process's connection (the next transaction opens another)."""
         here = self._here.reset()
@@ -111,6 +136,7 @@ class KeyStore:
                 conn.execute(begin)
             except sqlite3.Error as exc:
                 raise self._mapped(exc) from exc
+            changes = conn.total_changes
             try:
                 yield StoreTransaction(conn)
                 conn.execute("COMMIT")
@@ -120,6 +146,10 @@ class KeyStore:
                 if isinstance(exc, sqlite3.Error):
                     raise self._mapped(exc) from exc
                 raise
+            finally:
+                # this connection's own writes leave data_version as it was
+                if begin != "BEGIN" or conn.total_changes != changes:
+                    here.memo = {}
 
     def _connection(self, here: _Connection) -> sqlite3.Connection:
         if here.conn is None:
