@@ -29,6 +29,7 @@ _MAX_TEXTS = 65536
 _texts: MutableMapping[Any, dict[tuple[int, str], tuple[str, str]]] = weakref.WeakKeyDictionary()
 _texts_lock = threading.Lock()
 _sizes: dict[str, int] = {}  # a text value's first 4 characters (format byte, L) -> header length
+_last: tuple[Any, Any] = (None, None)  # (weak reference to a rewrapper, its text memo)
 
 
 def text_header_length(value: str) -> int:
@@ -83,11 +84,16 @@ def _new_header(header: bytes, fmt: int, rewrap: KeyRewrap) -> tuple[bytes, str]
 
 
 def _text_memo(rewrap: KeyRewrap) -> dict[tuple[int, str], tuple[str, str]] | None:
+    global _last
+    ref, memo = _last  # one read of a tuple: the memo of the rewrapper asked for last
+    if ref is not None and ref() is rewrap:
+        return memo
     try:
         with _texts_lock:
             memo = _texts.get(rewrap)
             if memo is None:
                 memo = _texts[rewrap] = {}
+        _last = (weakref.ref(rewrap), memo)
         return memo
     except TypeError:  # a rewrapper without weak references: no memo
         return None
