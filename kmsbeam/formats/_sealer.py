@@ -12,7 +12,8 @@ from pybase64 import b64encode_as_string
 
 from kmsbeam.formats._lanes import interleaved, nonces, slices
 from kmsbeam.formats._layout import (
-    LABELS, MAX_VALUES_PER_KEY, URLSAFE, key_commitment, make_header, name_prefix, to_text,
+    LABELS, MAX_VALUES_PER_KEY, URLSAFE, ZERO_FILLS, key_commitment, make_header, name_prefix,
+    to_text,
 )  # fmt: skip
 
 
@@ -122,25 +123,30 @@ class Sealer:
     def _texts(self, sealed: _Sealed) -> list[str]:
         """The text values: header text || unpadded URL-safe base64 of counter || ciphertext.
 
-        Values of one length (a column of same-size values) are encoded in one base64 call:
-        each is followed by zero bytes up to a multiple of 3, so its characters in the joint
-        text are exactly its own unpadded base64 followed by "A"s, which are cut off.
+        Many values are encoded in one base64 call: each is followed by zero bytes up to a
+        multiple of 3, so its characters in the joint text are exactly its own unpadded base64
+        followed by "A"s, which are cut off.
         """
         nonce_list, counters, cts = sealed
         head = self.header_text
-        if counters is None or len(set(map(len, cts))) != 1:
+        if counters is None:
             b2a = b64encode_as_string
-            bodies: Iterable[bytes] = (
-                [nonce[8:] + ct for nonce, ct in zip(cast("list[bytes]", nonce_list), cts)]
-                if counters is None
-                else map(b"".join, zip(counters, cts))
-            )  # fmt: skip
+            bodies = [nonce[8:] + ct for nonce, ct in zip(cast("list[bytes]", nonce_list), cts)]
             return [head + b2a(b, URLSAFE).rstrip("=") for b in bodies]
-        size = 4 + len(cts[0])
-        fill = bytes(-size % 3)
-        text = b64encode_as_string(interleaved(len(cts), counters, cts, fill), URLSAFE)
-        cuts = slices(len(cts), (4 * size + 2) // 3, (size + len(fill)) // 3 * 4)
-        return [head + text[cut] for cut in cuts]
+        k = len(cts)
+        sizes = set(map(len, cts))
+        if len(sizes) == 1:  # a column of one length: one fill, the cuts cached
+            size = 4 + sizes.pop()
+            fill = ZERO_FILLS[size % 3]
+            text = b64encode_as_string(interleaved(k, counters, cts, fill), URLSAFE)
+            cuts = slices(k, (4 * size + 2) // 3, (size + len(fill)) // 3 * 4)
+            return [head + text[cut] for cut in cuts]
+        lengths = [4 + len(ct) for ct in cts]
+        text = b64encode_as_string(
+            interleaved(k, counters, cts, [ZERO_FILLS[n % 3] for n in lengths]), URLSAFE
+        )
+        starts = accumulate([(n + 2) // 3 * 4 for n in lengths], initial=0)
+        return [head + text[at : at + (4 * n + 2) // 3] for at, n in zip(starts, lengths)]
 
     def seal_many(
         self, names: Sequence[str], plaintexts: Sequence[bytes], binding: bytes = b""

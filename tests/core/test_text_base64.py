@@ -13,7 +13,9 @@ from collections.abc import Callable, Sequence
 import pytest
 
 from kmsbeam.errors import MalformedValueError
-from kmsbeam.formats.envelope import from_text, from_text_joint, from_text_many, to_text
+from kmsbeam.formats.envelope import (
+    FIELD_V1, Sealer, from_text, from_text_joint, from_text_many, to_text,
+)  # fmt: skip
 
 # -- the stdlib decoder as it was (kmsbeam 1fca6d8, formats/_layout.py), the reference -------
 _TO_STANDARD = bytes.maketrans(b"-_", b"+/")
@@ -161,3 +163,36 @@ def test_from_text_joint_accepts_and_refuses_what_the_stdlib_decoder_did() -> No
         else:
             assert from_text_many(texts) == outcomes
     assert seen == {"none", "refused", "ok"}
+
+
+def test_from_text_many_of_several_lengths_as_one_call_per_text() -> None:
+    rng = random.Random(99)
+    kinds: set[str] = set()
+    for _ in range(1500):
+        texts = [old_to_text(rng.randbytes(rng.randrange(0, 50))) for _ in range(rng.randrange(8, 40))]
+        for _ in range(rng.choice([0, 0, 1, 2])):
+            j = rng.randrange(len(texts))
+            texts[j] = _mutate(rng, texts[j])
+        want = [_outcome(old_from_text, t) for t in texts]
+        if None in want:
+            kinds.add("refused")
+            with pytest.raises(MalformedValueError):
+                from_text_many(texts)
+        else:
+            kinds.add("ok")
+            assert from_text_many(texts) == want
+    assert kinds == {"ok", "refused"}
+
+
+@pytest.mark.parametrize("k", [1, 7, 8, 64])
+def test_sealed_texts_of_several_lengths_are_the_text_of_the_binary_values(k: int) -> None:
+    # the same key and counters: the text path of a column of mixed lengths (one base64 call,
+    # each value filled to its own multiple of 3) gives to_text of each binary value
+    rng = random.Random(k)
+    dek, wrapped = rng.randbytes(32), b"\x01" + rng.randbytes(40)
+    plaintexts = [rng.randbytes(rng.randrange(1, 60)) for _ in range(k)]
+    binary = Sealer(FIELD_V1, dek, wrapped).seal_column("f", plaintexts)
+    texts = Sealer(FIELD_V1, dek, wrapped).seal_column_text("f", plaintexts)
+    assert texts == [old_to_text(v) for v in binary]
+    record = Sealer(FIELD_V1, dek, wrapped).seal_many_text(["f"] * k, plaintexts)
+    assert record == texts
