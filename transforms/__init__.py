@@ -38,6 +38,7 @@ __all__ += ["DecryptCells", "EncryptCells", "ReadEncryptedParquet", "WriteEncryp
             "cells_schema"]  # fmt: skip
 
 # Rotation: rewrap data keys to a new master key, or re-encrypt with new data keys.
-from kmsbeam.transforms._rotate import ReencryptFields, ReencryptRecords, RewrapDataKeys  # noqa: E402
+from kmsbeam.transforms._reencrypt import ReencryptFields, ReencryptRecords  # noqa: E402
+from kmsbeam.transforms._rotate import RewrapDataKeys  # noqa: E402
 
 __all__ += ["ReencryptFields", "ReencryptRecords", "RewrapDataKeys"]

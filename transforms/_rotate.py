@@ -1,17 +1,14 @@
-"""Rotation transforms: rewrap data keys to a new master key, or re-encrypt with new data keys.
+"""The rewrap transform: ``RewrapDataKeys`` moves data keys to a new master key.
 
-``RewrapDataKeys`` replaces the header of each field or record value (its wrapped data key)
-and leaves the encrypted bytes after it identical; one key-source call per distinct data key
-per worker process (``kmsbeam.rotation.rewrap``). ``ReencryptFields`` and ``ReencryptRecords``
-decrypt and encrypt again under new data keys, for when a data key itself may be compromised.
+It replaces the header of each field or record value (its wrapped data key) and leaves the
+encrypted bytes after it identical; one key-source call per distinct data key per worker
+process (``kmsbeam.rotation.rewrap``). Re-encrypting under new data keys (for when a data key
+itself may be compromised) is ``ReencryptFields``/``ReencryptRecords`` (``_reencrypt``).
 
 Caveats:
 - ``RewrapDataKeys`` never sees plaintext: only wrapped keys travel to the key source, which
   rewraps server-side (KMS ``ReEncrypt``) or inside the HSM. Each new wrapped key is
   unwrapped once on the worker to check its commitment (one extra call per data key).
-- The re-encrypt transforms hold plaintext in worker memory between the two steps. Their
-  dead letters never carry it: a record that fails to encrypt again goes to the dead-letter
-  output with its encrypted fields set to ``None`` (run it again from the input).
 - ``expand()`` calls no key source: each worker describes the target once (a disabled or
   unknown target fails the job), unless ``target_version`` is given. To fail before the
   pipeline runs, check it on the driver first:
@@ -28,7 +25,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 
-from kmsbeam import DataKeyPolicy, KmsBeamError, check_context, shared_cache
+from kmsbeam import KmsBeamError, check_context, shared_cache
 from kmsbeam.formats.base import outcomes
 from kmsbeam.formats.records import DEFAULT_PAYLOAD_FIELD
 from kmsbeam.formats.values import rewrap_paths
@@ -51,7 +48,6 @@ from kmsbeam.transforms.journal_fs import journal_store
 from kmsbeam.transforms._metrics import NAMESPACE
 from kmsbeam.transforms._options import (
     REWRAP_MODES,
-    Encoding,
     RewrapMode,
     cache_ttl,
     choice,
@@ -59,15 +55,9 @@ from kmsbeam.transforms._options import (
     names,
     required_keys,
 )
-from kmsbeam.transforms._transforms import (
-    BATCH_SIZE,
-    DecryptFields,
-    DecryptRecords,
-    EncryptFields,
-    EncryptRecords,
-)
+from kmsbeam.transforms._transforms import BATCH_SIZE
 
-__all__ = ["ReencryptFields", "ReencryptRecords", "RewrapDataKeys"]
+__all__ = ["RewrapDataKeys"]
 
 _Self = TypeVar("_Self", bound="_Lists")
 KEYS = "keys"  # the data keys each bundle saw (kmsbeam.rotation.inventory lines)
@@ -250,99 +240,3 @@ class RewrapDataKeys(_Lists):
         o = self._options
         return {"to_key": self._to_key, "mode": o["mode"], "fields": ",".join(o["fields"]),
                 "context_keys": ",".join(sorted(o["context"])), "verify": o["verify"]}  # fmt: skip
-
-
-def _scrub(letter: Mapping[str, Any], hide: tuple[str, ...], keep: tuple[str, ...] | None) -> dict[str, Any]:
-    """An encrypt-stage dead letter without the plaintext of the re-encrypted fields (records:
-    only the kept fields)."""
-    record = dict(letter["record"])
-    if keep is not None:
-        return {**letter, "record": {k: record.get(k) for k in keep}}
-    for name in hide:
-        if "." in name:
-            record.pop(name.split(".")[0], None)
-        elif name in record:
-            record[name] = None
-    return {**letter, "record": record}
-
-
-class _Reencrypt(_Lists):
-    def __init__(self, decrypt: DecryptFields | DecryptRecords, encrypt: EncryptFields | EncryptRecords, hide: tuple[str, ...],
-                 keep: tuple[str, ...] | None, label: str | None) -> None:  # fmt: skip
-        super().__init__(label)
-        self._decrypt, self._encrypt, self._hide, self._keep = decrypt, encrypt, hide, keep
-
-    def _steps(self, pcoll: Any) -> tuple[Any, Any]:
-        decrypt, encrypt = ((self._decrypt.batched(), self._encrypt.batched()) if self._lists
-                            else (self._decrypt, self._encrypt))  # fmt: skip
-        plain, dead1 = pcoll | "Decrypt" >> decrypt.with_dead_letters()
-        good, dead2 = plain | "Encrypt" >> encrypt.with_dead_letters()
-        dead2 = dead2 | "Scrub" >> beam.Map(_scrub, self._hide, self._keep)
-        return good, (dead1, dead2) | "DeadLetters" >> beam.Flatten()
-
-    def _shown(self) -> dict[str, Any]:
-        return {"from_" + k: v for k, v in self._decrypt.display_data().items()} | {
-            "to_" + k: v for k, v in self._encrypt.display_data().items()}  # fmt: skip
-
-
-class ReencryptFields(_Reencrypt):
-    """``DecryptFields`` under ``from_key`` then ``EncryptFields`` under ``to_key``: new data
-    keys, new ciphertexts (for a data key suspected compromised). Same options as those
-    (``key_cache_ttl`` for the decrypt, ``data_key_max_age`` for the encrypt)."""
-
-    def __init__(
-        self,
-        from_key: str,
-        to_key: str,
-        fields: Iterable[str] | str,
-        *,
-        context: Mapping[str, str] | None = None,
-        new_context: Mapping[str, str] | None = None,
-        bind: Iterable[str] | str = (),
-        encoding: Encoding = "text",
-        policy: DataKeyPolicy | None = None,
-        kms_qps: float | None = None,
-        label: str | None = None,
-        require_keys: Iterable[str] = (),
-        key_cache_ttl: float | None = None,
-        data_key_max_age: float | None = None,
-    ) -> None:
-        paths = names(fields)
-        ctx = context if new_context is None else new_context
-        super().__init__(
-            DecryptFields(from_key, paths, context=context, bind=bind, kms_qps=kms_qps,
-                          require_keys=require_keys, key_cache_ttl=key_cache_ttl),
-            EncryptFields(to_key, paths, context=ctx, bind=bind, encoding=encoding, policy=policy,
-                          kms_qps=kms_qps, data_key_max_age=data_key_max_age),
-            paths, None, label,
-        )  # fmt: skip
-
-
-class ReencryptRecords(_Reencrypt):
-    """``DecryptRecords`` under ``from_key`` then ``EncryptRecords`` under ``to_key``."""
-
-    def __init__(
-        self,
-        from_key: str,
-        to_key: str,
-        *,
-        keep: Iterable[str] | str = (),
-        payload_field: str = DEFAULT_PAYLOAD_FIELD,
-        context: Mapping[str, str] | None = None,
-        new_context: Mapping[str, str] | None = None,
-        encoding: Encoding = "text",
-        policy: DataKeyPolicy | None = None,
-        kms_qps: float | None = None,
-        label: str | None = None,
-        require_keys: Iterable[str] = (),
-        key_cache_ttl: float | None = None,
-        data_key_max_age: float | None = None,
-    ) -> None:
-        ctx = context if new_context is None else new_context
-        dec = DecryptRecords(from_key, keep=keep, payload_field=payload_field, context=context,
-                             kms_qps=kms_qps, require_keys=require_keys,
-                             key_cache_ttl=key_cache_ttl)  # fmt: skip
-        enc = EncryptRecords(to_key, keep=keep, payload_field=payload_field, context=ctx,
-                             encoding=encoding, policy=policy, kms_qps=kms_qps,
-                             data_key_max_age=data_key_max_age)  # fmt: skip
-        super().__init__(dec, enc, (), names(keep), label)

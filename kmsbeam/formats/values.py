@@ -29,7 +29,8 @@ _MAX_TEXTS = 65536
 _texts: MutableMapping[Any, dict[tuple[int, str], tuple[str, str]]] = weakref.WeakKeyDictionary()
 _texts_lock = threading.Lock()
 _sizes: dict[str, int] = {}  # a text value's first 4 characters (format byte, L) -> header length
-_last: tuple[Any, Any] = (None, None)  # (weak reference to a rewrapper, its text memo)
+_Memo = dict[tuple[int, str], tuple[str, str]]  # (format byte, old header text) -> (new header text, status)
+_last: tuple[Any, _Memo | None] = (None, None)  # (weak reference to a rewrapper, its text memo)
 
 
 def text_header_length(value: str) -> int:
