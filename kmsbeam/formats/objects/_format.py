@@ -25,7 +25,6 @@ metadata) and leaves every chunk byte identical; K in the preamble binds the DEK
 
 from __future__ import annotations
 
-import base64
 import hmac
 import json
 import os
@@ -36,7 +35,7 @@ from dataclasses import dataclass, replace
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from kmsbeam.formats.envelope import from_text, key_commitment
+from kmsbeam.formats.envelope import from_text, key_commitment, to_text
 from kmsbeam.errors import AuthenticationError, FormatError, MalformedValueError
 from kmsbeam.keys.source import canonical_context
 
@@ -80,10 +79,6 @@ def chunk_key(dek: bytes, object_id: bytes) -> bytes:
 
 def chunk_nonce(index: int, last: bool) -> bytes:
     return _NONCE.pack(index, 1 if last else 0)
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def _unb64(text: str) -> bytes:
@@ -200,10 +195,10 @@ class ObjectHeader:
         """
         out = {
             "kmsbeam-format": "object-v1",
-            "kmsbeam-object-id": _b64(self.object_id),
-            "kmsbeam-commitment": _b64(self.commitment),
-            "kmsbeam-wrapped-key": _b64(self.wrapped),
-            "kmsbeam-context": _b64(canonical_context(self.context)),
+            "kmsbeam-object-id": to_text(self.object_id),
+            "kmsbeam-commitment": to_text(self.commitment),
+            "kmsbeam-wrapped-key": to_text(self.wrapped),
+            "kmsbeam-context": to_text(canonical_context(self.context)),
         }
         if self.key_uri.isascii():
             out["kmsbeam-key"] = self.key_uri
