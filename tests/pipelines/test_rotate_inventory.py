@@ -17,7 +17,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from kmsbeam.formats.envelope import FIELD_V1, parse
 from kmsbeam.keys.registry import wrapped_key_version
 from kmsbeam.rotation.inventory import merge_rows
-from kmsbeam.transforms import RewrapDataKeys
+from kmsbeam.transforms import EncryptFields, RewrapDataKeys
 
 FIELDS = ["ssn", "email"]
 RUNNERS = {
@@ -156,3 +156,21 @@ def test_a_batched_rewrap_takes_and_gives_lists(mixed: tuple[Path, list[dict[str
         bad = dead | "Ids" >> beam.Map(lambda letter: letter["record"]["id"])
         assert_that(sizes, equal_to([100, len(records) - 101]), label="lists")
         assert_that(bad, equal_to([records[-1]["id"]]), label="dead")
+
+
+def test_binary_values_are_named_by_their_headers(mixed: tuple[Path, list[dict[str, Any]]], tmp_path: Path) -> None:
+    plain = [{"id": i, "ssn": f"{i:09d}"} for i in range(50)]
+    prefix, out = tmp_path / "bin" / "rows", tmp_path / "bin" / "values"
+    with beam.Pipeline() as p:
+        _ = (p | beam.Create(plain) | EncryptFields("local:alias/old", ["ssn"], encoding="bytes")
+             | RewrapDataKeys("local:alias/new", ["ssn"], key_inventory=str(prefix))
+             | beam.Map(lambda r: bytes(r["ssn"]).hex()) | beam.io.WriteToText(str(out)))  # fmt: skip
+    before, after = merge_rows(line for f in sorted(prefix.parent.glob("rows-*.jsonl"))
+                               for line in f.read_text().splitlines())  # fmt: skip
+    values = [bytes.fromhex(line) for f in sorted(out.parent.glob("values-*")) for line in f.read_text().splitlines()]
+    assert len(values) == 50 and before and set(before) == set(after)
+    heads = set()
+    for value in values:
+        parsed = parse(value, FIELD_V1)
+        heads.add((parsed.commitment.hex(), wrapped_key_version(parsed.wrapped)))
+    assert heads == set(after.items()) and not set(before.values()) & set(after.values())
