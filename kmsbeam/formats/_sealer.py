@@ -123,9 +123,10 @@ class Sealer:
     def _texts(self, sealed: _Sealed) -> list[str]:
         """The text values: header text || unpadded URL-safe base64 of counter || ciphertext.
 
-        Many values are encoded in one base64 call: each is followed by zero bytes up to a
-        multiple of 3, so its characters in the joint text are exactly its own unpadded base64
-        followed by "A"s, which are cut off.
+        Many values are encoded in one base64 call, each as header || counter || ciphertext
+        followed by zero bytes up to a multiple of 3: the header is a multiple of 3 bytes, so
+        a value's characters in the joint text are exactly its own text followed by "A"s,
+        which are cut off.
         """
         nonce_list, counters, cts = sealed
         head = self.header_text
@@ -133,20 +134,19 @@ class Sealer:
             b2a = b64encode_as_string
             bodies = [nonce[8:] + ct for nonce, ct in zip(cast("list[bytes]", nonce_list), cts)]
             return [head + b2a(b, URLSAFE).rstrip("=") for b in bodies]
-        k = len(cts)
+        k, h = len(cts), len(head)
         sizes = set(map(len, cts))
         if len(sizes) == 1:  # a column of one length: one fill, the cuts cached
             size = 4 + sizes.pop()
             fill = ZERO_FILLS[size % 3]
-            text = b64encode_as_string(interleaved(k, counters, cts, fill), URLSAFE)
-            cuts = slices(k, (4 * size + 2) // 3, (size + len(fill)) // 3 * 4)
-            return [head + text[cut] for cut in cuts]
+            text = b64encode_as_string(interleaved(k, self._header, counters, cts, fill), URLSAFE)
+            return list(map(text.__getitem__, slices(k, h + (4 * size + 2) // 3,
+                                                     h + (size + len(fill)) // 3 * 4)))  # fmt: skip
         lengths = [4 + len(ct) for ct in cts]
-        text = b64encode_as_string(
-            interleaved(k, counters, cts, [ZERO_FILLS[n % 3] for n in lengths]), URLSAFE
-        )
-        starts = accumulate([(n + 2) // 3 * 4 for n in lengths], initial=0)
-        return [head + text[at : at + (4 * n + 2) // 3] for at, n in zip(starts, lengths)]
+        fills = [ZERO_FILLS[n % 3] for n in lengths]
+        text = b64encode_as_string(interleaved(k, self._header, counters, cts, fills), URLSAFE)
+        starts = accumulate([h + (n + 2) // 3 * 4 for n in lengths], initial=0)
+        return [text[at : at + h + (4 * n + 2) // 3] for at, n in zip(starts, lengths)]
 
     def seal_many(
         self, names: Sequence[str], plaintexts: Sequence[bytes], binding: bytes = b""
