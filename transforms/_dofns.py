@@ -14,6 +14,7 @@ encrypting a field.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from itertools import repeat
 from typing import Any, Callable
 
 from apache_beam import pvalue
@@ -92,40 +93,47 @@ class RecordsFn(KmsDoFn):
         yield result
 
     def _batch(self, element: list[Any]) -> Iterator[Any]:
-        if not self._lists:
-            yield from self._outcomes(element)
-            return
-        good = []
+        good: list[Any] = []
         for out in self._outcomes(element):
             if isinstance(out, pvalue.TaggedOutput):
                 yield out
+            elif not self._lists:
+                yield from out
             else:
-                good.append(out)
+                good = out
         if good:
             yield good
 
     def _outcomes(self, element: list[Any]) -> Iterator[Any]:
+        """Dead letters (``TaggedOutput``) and then one list of the good results, in order."""
         self._records += len(element)
-        records: list[Any] = []
-        rows: list[Any] = []  # the Row each record came from (None: a dict)
-        for item in element:
-            if isinstance(item, Mapping) or is_row(item):
-                records.append(from_row(item))
-                rows.append(item if is_row(item) else None)
-            else:
-                yield self._dead(item, TypeError(f"records must be dicts or beam.Row, not {type(item).__name__}"))
+        records: list[Any] = element
+        rows: list[Any] | None = None  # the Row each record came from (None: a dict); None: all dicts
+        if not {dict}.issuperset(map(type, element)):
+            records, rows = [], []
+            for item in element:
+                if isinstance(item, Mapping) or is_row(item):
+                    records.append(from_row(item))
+                    rows.append(item if is_row(item) else None)
+                else:
+                    yield self._dead(item, TypeError(f"records must be dicts or beam.Row, not {type(item).__name__}"))
         if not records:
             return
         results = self._run_batch(records) if self._run_batch else [self._one(r) for r in records]
         self._counters.report_budget()
+        if rows is None and {dict}.issuperset(map(type, results)):
+            yield results  # the common case: dicts in, every one a dict out (no failure)
+            return
         for result in results:  # a key-source failure fails the bundle before any dead letter
             if isinstance(result, KmsBeamError) and self._fails_job(result):
                 yield self._dead(None, result)  # raises
-        for result, record, row in zip(results, records, rows):
+        good = []
+        for result, record, row in zip(results, records, rows or repeat(None)):
             if isinstance(result, _FAILED):
                 yield self._dead(record, result)
             else:
-                yield result if row is None else to_row(result, row)
+                good.append(result if row is None else to_row(result, row))
+        yield good
 
     def _one(self, record: Any) -> Any:
         """``_run(record)``, or the error it raised (an engine without a batch call)."""
