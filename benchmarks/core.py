@@ -34,6 +34,7 @@ from typing import Any
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # after PYTHONPATH: its kmsbeam wins
 from benchmarks._measure import Load  # noqa: E402
+from benchmarks.objects import NullSink  # noqa: E402
 
 FIELDS = ("ssn", "email", "phone")
 BATCH = 512  # records per call, as the transforms batch
@@ -50,21 +51,6 @@ def make_record(i: int) -> dict[str, Any]:
         "email": f"u{x % 10**10:010d}@e.co",
         "phone": f"+1-555-{x % 10**9:09d}",
     }
-
-
-class _Null:
-    """A sink that discards (what is measured is the encryption, not a copy)."""
-
-    def __init__(self) -> None:
-        self.n = 0
-
-    def write(self, data: Any) -> int:
-        n = len(data)
-        self.n += n
-        return n
-
-    def close(self) -> None:
-        pass
 
 
 def _cpu(fn: Callable[[], Any]) -> float:
@@ -177,7 +163,7 @@ def object_rows(mib: int, rounds: int) -> list[tuple[str, float, float]]:
             aead.encrypt_into(i.to_bytes(12, "big"), block, aad, out)
 
     def writer() -> None:
-        with ObjectWriter(_Null(), source) as w:
+        with ObjectWriter(NullSink(), source) as w:
             for _ in range(mib):
                 w.write(block)
 

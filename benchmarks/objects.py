@@ -27,12 +27,12 @@ from benchmarks._children import OssServer
 from benchmarks._measure import interleaved, load_text
 from benchmarks._table import Row, format_table, rows_as_json
 
-__all__ = ["main", "measure_crypto", "measure_export"]
+__all__ = ["NullSink", "main", "measure_crypto", "measure_export"]
 
 MIB = 1 << 20
 
 
-class _Null:
+class NullSink:
     """A sink that discards (what is measured is the encryption, not a copy)."""
 
     def __init__(self) -> None:
@@ -69,11 +69,11 @@ def measure_crypto(mib: int, repeat: int) -> list[Row]:
                 aead.encrypt_into(nonce, block, aad, out)
 
     def encrypt() -> None:
-        with ObjectWriter(_Null(), source) as w:
+        with ObjectWriter(NullSink(), source) as w:
             for _ in range(mib):
                 w.write(block)
 
-    sink = _Null()
+    sink = NullSink()
     blob = bytearray()
     sink.write = lambda d: (blob.extend(d), len(d))[1]  # type: ignore[method-assign]
     with ObjectWriter(sink, source) as w:
