@@ -28,7 +28,7 @@ from apache_beam.pvalue import TaggedOutput
 from kmsbeam import KmsBeamError, check_context, shared_cache
 from kmsbeam.formats.base import outcomes
 from kmsbeam.formats.records import DEFAULT_PAYLOAD_FIELD
-from kmsbeam.formats.values import rewrap_paths
+from kmsbeam.formats.values import rewrap_paths, rewrap_records
 from kmsbeam.keys.budget import KmsBudget
 from kmsbeam.keys.strict import KeyRequirement, RequiredRewrapSource
 from kmsbeam.rotation.inventory import key_rows, record_rows
@@ -107,7 +107,10 @@ class _RewrapFn(RecordsFn):
             return rewrap_paths(record, paths, fmt, rw, self._heads)
 
         def run_batch(records: list[Any]) -> list[Any]:
-            results = outcomes(run, records)
+            if check is None:  # one loop for the values of one data key (rewrap_records)
+                results = rewrap_records(records, paths, fmt, rw, self._heads)
+            else:
+                results = outcomes(run, records)
             for record, result in zip(records, results):
                 if isinstance(result, KmsBeamError):  # its values count before, not after
                     self._failed.extend(record_rows(record, paths, fmt))

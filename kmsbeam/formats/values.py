@@ -13,13 +13,13 @@ from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
 from kmsbeam.errors import KmsBeamError, MalformedValueError
-from kmsbeam.formats.base import MOVED, KeyRewrap, KeyUse
+from kmsbeam.formats.base import MOVED, KeyRewrap, KeyUse, outcomes
 from kmsbeam.formats.envelope import from_text, parse, reheader, to_text
 from kmsbeam.formats.paths import FieldPath
 
 __all__ = [
-    "KIND_NAMES", "kind_name", "rewrap_paths", "rewrap_value", "text_header_length", "value_use",
-    "wrapped_version",
+    "KIND_NAMES", "kind_name", "rewrap_paths", "rewrap_records", "rewrap_value", "text_header_length",
+    "value_use", "wrapped_version",
 ]  # fmt: skip
 
 KIND_NAMES = {1: "local keystore", 2: "Alibaba Cloud KMS protocol", 3: "PKCS#11"}
@@ -166,6 +166,62 @@ def rewrap_paths(
     if heads is not None:
         heads.update(done)
     return out
+
+
+def rewrap_records(
+    records: Iterable[Mapping[str, Any]], paths: Iterable[FieldPath], fmt: int, rewrap: KeyRewrap,
+    heads: MutableMapping[Any, Any] | None = None,
+) -> list[Any]:
+    """``rewrap_paths`` of each record: its result, or the ``KmsBeamError`` it raised
+    (``kmsbeam.formats.base.outcomes``), with the same counts and ``heads``.
+
+    The common case runs without a call per value: top-level paths whose values are text that
+    starts with the header text a record before it in the batch had (values of one data key
+    share it), which ``_rewrap`` would find in its memo. Every other record (a missing or
+    ``None`` value, another header, a nested path) takes ``rewrap_paths``, and its last
+    header becomes the one the next records are compared with.
+    """
+    paths = tuple(paths)
+    memo = _text_memo(rewrap)
+    if memo is None or any(len(p.parts) != 1 for p in paths):
+        return outcomes(lambda r: rewrap_paths(r, paths, fmt, rewrap, heads), records)
+    names = [p.name for p in paths]
+    per_record = len(names)
+    results: list[Any] = []
+    prefix, new, status, moved, n = "", "", "", False, 0  # the header text compared with, its memo entry, values seen
+    size = minimum = 1 << 62  # no value is that long: the first record takes rewrap_paths
+    counts: dict[str, int] = {}
+    for record in records:
+        if type(record) is dict:
+            out = dict(record)
+            for name in names:
+                value = out.get(name)
+                if type(value) is not str or len(value) < minimum or not value.startswith(prefix):
+                    break
+                if moved:
+                    out[name] = new + value[size:]
+            else:
+                results.append(out)
+                n += per_record
+                continue
+        seen: dict[Any, Any] = {}
+        result = outcomes(lambda r: rewrap_paths(r, paths, fmt, rewrap, seen), (record,))[0]
+        results.append(result)
+        if heads is not None:
+            heads.update(seen)
+        last = next(reversed(seen), None)
+        hit = memo.get((fmt, last)) if isinstance(last, str) else None
+        if hit is not None and isinstance(last, str):
+            if n:
+                counts[status] = counts.get(status, 0) + n
+            prefix, (new, status), n = last, hit, 0
+            moved = status in MOVED
+            size, minimum = len(last), len(last) + 28  # as _text_size: the shortest body
+    if n:
+        counts[status] = counts.get(status, 0) + n
+    for key, count in counts.items():
+        rewrap.count(key, count)
+    return results
 
 
 def _text_size(value: str) -> int:
