@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Iterator
+from itertools import islice
 from typing import Any, BinaryIO
 
 import apache_beam as beam
@@ -58,53 +59,69 @@ def ranges(meta: Any, size: int = RANGE_BYTES) -> Iterator[tuple[str, int, int]]
 
 
 def read_lines(f: BinaryIO, start: int = 0, end: int = -1, limit: int | None = None,
-               keep_ends: bool = False) -> Iterator[tuple[int, bytes | None]]:  # fmt: skip
+               keep_ends: bool = False, chunk: int = _CHUNK) -> Iterator[tuple[int, bytes | None]]:  # fmt: skip
     """``(offset, line)`` for each line of ``f`` that starts in ``[start, end)`` (``end`` -1:
-    to the end of the file), in linear time.
+    to the end of the file), in linear time, reading ``chunk`` bytes at a time.
 
     ``line`` is the line's bytes (without ``\\n`` and a ``\\r`` before it, unless
     ``keep_ends``), or ``None`` when it is longer than ``limit`` bytes (``None``: no limit):
     such a line is skipped without being held in memory.
     """
-    base = 0  # the file offset of buf[0]
+    offset = 0  # the file offset of the line being read
     if start > 0:
         f.seek(start - 1)
-        base = start - 1
+        offset = start - 1
     mine = start == 0  # the line through the first "\n" at or after start - 1 is not ours
-    buf = bytearray()
-    line_start, over, scan, eof = base, False, 0, False
+    parts: list[bytes] = []  # the bytes read so far of a line that has not ended yet
+    held = 0  # their length, also once dropped (over the limit, or not ours)
+    keep = mine  # the line's bytes are kept (ours and within the limit so far)
+    cap = -1 if limit is None else limit + 1
     while True:
-        nl = buf.find(b"\n", scan)
-        if nl < 0 and not eof:
-            if limit is not None and len(buf) > limit + 1:  # too long: drop what we hold
-                base += len(buf)
-                buf.clear()
-                over = True
-            data = f.read(_CHUNK)
-            scan = len(buf)
-            if data:
-                buf += data
-            else:
-                eof = True
-            continue
-        if nl < 0 and not buf and not over:
-            return  # the end of the file after a complete line
-        stop = nl if nl >= 0 else len(buf)
-        length = base + stop - line_start
-        if mine:
-            if over or (limit is not None and length > limit):
-                yield line_start, None
-            elif keep_ends:
-                yield line_start, bytes(buf[: stop + 1])
-            else:
-                yield line_start, bytes(buf[: stop - 1 if stop and buf[stop - 1] == 13 else stop])
-        if nl < 0:
-            return
-        del buf[: nl + 1]
-        base += nl + 1
-        line_start, mine, over, scan = base, True, False, 0
-        if 0 <= end <= line_start:
-            return
+        data = f.read(chunk)
+        if not data:
+            break
+        pieces = data.split(b"\n")
+        tail = pieces.pop()  # after the chunk's last "\n": a line that has not ended
+        if pieces:
+            first = pieces[0]
+            size = held + len(first)
+            if mine:
+                yield offset, _line(b"".join(parts) + first if keep else None, size, limit, keep_ends)
+            offset += size + 1
+            if 0 <= end <= offset:
+                return
+            mine, parts, held, keep = True, [], 0, True
+            for piece in islice(pieces, 1, None):  # whole lines: the common case, inline
+                size = len(piece)
+                if limit is not None and size > limit:
+                    yield offset, None
+                elif keep_ends:
+                    yield offset, piece + b"\n"
+                elif piece.endswith(b"\r"):
+                    yield offset, piece[:-1]
+                else:
+                    yield offset, piece
+                offset += size + 1
+                if 0 <= end <= offset:
+                    return
+        held += len(tail)
+        if keep and 0 <= cap < held:  # too long: what we hold is dropped
+            parts, keep = [], False
+        elif keep and tail:
+            parts.append(tail)
+    if mine and held:  # the last line, without a "\n"
+        line = b"".join(parts) if keep and not (limit is not None and held > limit) else None
+        yield offset, line if line is None or keep_ends or not line.endswith(b"\r") else line[:-1]
+
+
+def _line(line: bytes | None, size: int, limit: int | None, keep_ends: bool) -> bytes | None:
+    """A line as ``read_lines`` gives it: ``line`` is its bytes without the "\\n" (or None
+    when they were dropped) and ``size`` their length."""
+    if line is None or (limit is not None and size > limit):
+        return None
+    if keep_ends:
+        return line + b"\n"
+    return line[:-1] if line.endswith(b"\r") else line
 
 
 def _shown(line: bytes) -> str:
@@ -156,7 +173,7 @@ class ReadJsonlRanges(beam.DoFn):
                     continue
                 if offset == 0 and line.startswith(b"\xef\xbb\xbf"):
                     line = line[3:]  # a UTF-8 byte order mark
-                if not line.strip():
+                if not line or line.isspace():  # blank (isspace: the ASCII spaces strip() drops)
                     continue
                 read += 1
                 parsed = parse_line(line)  # _json.py: its dead-letter reasons, as json.loads had them

@@ -23,11 +23,11 @@ def _reference(data: bytes, limit: int | None) -> list[tuple[int, bytes | None]]
     return out
 
 
-def _ranged(data: bytes, size: int, limit: int | None) -> list[tuple[int, bytes | None]]:
+def _ranged(data: bytes, size: int, limit: int | None, chunk: int = 1 << 20) -> list[tuple[int, bytes | None]]:
     out: list[tuple[int, bytes | None]] = []
     for start in range(0, max(len(data), 1), size):
         end = -1 if start + size >= len(data) else start + size
-        out += read_lines(io.BytesIO(data), start, end, limit)
+        out += read_lines(io.BytesIO(data), start, end, limit, chunk=chunk)
     return out
 
 
@@ -36,9 +36,21 @@ def _ranged(data: bytes, size: int, limit: int | None) -> list[tuple[int, bytes 
     data=st.lists(st.sampled_from([b"a", b"bc", b"\n", b"\r", b"\r\n", b"\xff"]), max_size=60).map(b"".join),
     size=st.integers(1, 40),
     limit=st.none() | st.integers(0, 8),
+    chunk=st.integers(1, 12) | st.just(1 << 20),
 )  # fmt: skip
-def test_ranges_read_every_line_once(data: bytes, size: int, limit: int | None) -> None:
-    assert _ranged(data, size, limit) == _reference(data, limit)
+def test_ranges_read_every_line_once(data: bytes, size: int, limit: int | None, chunk: int) -> None:
+    """Lines cut by a chunk's end (``chunk`` bytes read at a time) read as any other line."""
+    assert _ranged(data, size, limit, chunk) == _reference(data, limit)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.lists(st.sampled_from([b"a", b"bc", b"\n", b"\r", b"\r\n"]), max_size=40).map(b"".join),
+    chunk=st.integers(1, 12),
+)  # fmt: skip
+def test_kept_ends_give_back_the_file(data: bytes, chunk: int) -> None:
+    lines = read_lines(io.BytesIO(data), keep_ends=True, chunk=chunk)
+    assert b"".join(line for _, line in lines if line is not None) == data
 
 
 def test_over_long_lines_are_not_held_and_ends_can_be_kept() -> None:
