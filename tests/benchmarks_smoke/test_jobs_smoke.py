@@ -34,10 +34,10 @@ def test_every_job_and_ratio_with_a_baseline_and_no_child_left(tmp_path: Path) -
     lines = out.getvalue().splitlines()
     table = lines[next(i for i, line in enumerate(lines) if line.startswith("job ")) :]
     rows = {line.split("  ")[0]: line for line in table if LOAD.search(line)}
-    assert list(rows)[:8] == ["start-up", "identity", "encrypt", "encrypt (before)", "decrypt",
-                              "decrypt (before)", "rotate", "rotate (before)"]  # fmt: skip
-    assert [name for name, *_ in jobs.RATIOS] == list(rows)[8:]
+    assert list(rows)[:9] == ["start-up", "identity", "encrypt", "encrypt (before)", "identity (encrypted)",
+                              "decrypt", "decrypt (before)", "rotate", "rotate (before)"]  # fmt: skip
+    assert [name for name, *_ in jobs.RATIOS] == list(rows)[9:]
     assert "<= 1.1" in rows["encrypt / identity"] and "<= 0.5" in rows["rotate / encrypt"]
     assert "<= 0.5" in rows["encrypt: after / before"]
     new = _children.STARTED[started:]
-    assert len(new) == 8 and all(not Path(f"/proc/{pid}").exists() for pid in new)
+    assert len(new) == 9 and all(not Path(f"/proc/{pid}").exists() for pid in new)
