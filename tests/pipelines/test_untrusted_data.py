@@ -131,6 +131,7 @@ def listener() -> Iterator[tuple[int, list[int]]]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)
+    sock.settimeout(0.1)  # accept() wakes to see stop: closing a socket does not wake it on Linux
     accepted: list[int] = []
     stop = threading.Event()
 
@@ -138,6 +139,8 @@ def listener() -> Iterator[tuple[int, list[int]]]:
         while not stop.is_set():
             try:
                 conn, _ = sock.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
             accepted.append(1)
