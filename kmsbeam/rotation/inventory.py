@@ -18,7 +18,7 @@ from kmsbeam.formats.envelope import from_text, parse
 from kmsbeam.formats.paths import FieldPath
 from kmsbeam.keys.registry import wrapped_key_version
 
-__all__ = ["key_rows", "merge_rows", "record_rows"]
+__all__ = ["batch_rows", "key_rows", "merge_rows", "record_rows"]
 
 _BODY = bytes(21)  # the shortest body parse() takes: a header alone parses with it
 
@@ -56,6 +56,36 @@ def record_rows(record: Mapping[str, Any], paths: Iterable[FieldPath], fmt: int,
             continue
         out.append(json.dumps({"k": k, side: v}, sort_keys=True))
     return out
+
+
+def batch_rows(records: Iterable[Mapping[str, Any]], paths: Iterable[FieldPath], fmt: int,
+               side: str = "in") -> list[str]:  # fmt: skip
+    """The distinct ``record_rows`` lines of many records, in order of first appearance.
+
+    A row depends on a value's header alone, and the values of one data key share their
+    header: a text value that starts with the header text of the value named last gives the
+    row named then, so only the first value of each run of one data key is parsed.
+    """
+    paths = tuple(paths)
+    rows: dict[str, None] = {}
+    last = None  # the header text of the text value named last
+    for record in records:
+        for path in paths:
+            try:
+                value = path.get(record)
+            except KmsBeamError:
+                continue
+            if value is None or (last is not None and type(value) is str and value.startswith(last)):
+                continue
+            try:
+                parsed = parse(value, fmt)
+                row = json.dumps({"k": parsed.commitment.hex(), side: wrapped_key_version(parsed.wrapped)},
+                                 sort_keys=True)  # fmt: skip
+            except KmsBeamError:
+                continue
+            rows[row] = None
+            last = value[: len(parsed.header) // 3 * 4] if type(value) is str else None
+    return list(rows)
 
 
 def merge_rows(lines: Iterable[str]) -> tuple[dict[str, str], dict[str, str]]:

@@ -35,7 +35,7 @@ from kmsbeam.pipelines.rotate.rotator import Outcome, Verified, required_keys, t
 from kmsbeam.pipelines.rotate.state import JOURNAL_NAME, ROTATION_NAME, read_rotation, recorded_target
 from kmsbeam.pipelines.rotate.verify import verify_dataset
 from kmsbeam.pipelines.summary import kms_cost, kms_cost_row
-from kmsbeam.rotation.inventory import record_rows
+from kmsbeam.rotation.inventory import batch_rows
 from kmsbeam.rotation.rewrap import Rewrapper, record_paths
 from kmsbeam.transforms import Encoding, ReencryptFields, ReencryptRecords, RewrapDataKeys, RewrapMode
 
@@ -123,8 +123,8 @@ def _build(p: beam.Pipeline, plan: Plan, to_key: str, version: str, args: argpar
 
 
 def _rows_of(records: list[Any], record_at: Any, fmt: int, side: str) -> list[str]:
-    """The key rows of a list of records (``record_rows``)."""
-    return [row for record in records for row in record_rows(record, record_at, fmt, side)]
+    """The distinct key rows of a list of records (``batch_rows``)."""
+    return batch_rows(records, record_at, fmt, side)
 
 
 class RecordsRotator:

@@ -1,5 +1,6 @@
-"""``rewrap_records``: the batch loop gives exactly what ``rewrap_paths`` per record gives
-(results, dead records and their errors, counts, the headers it names), on a mixed batch."""
+"""The batch loops of rotation give exactly what their record-by-record forms give, on mixed
+batches: ``rewrap_records`` as ``rewrap_paths`` (results, dead records and their errors, counts,
+the headers it names), ``batch_rows`` as the distinct ``record_rows``."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from kmsbeam.formats.records import RecordEncryptor
 from kmsbeam.formats.values import rewrap_paths, rewrap_records
 from kmsbeam.keys.local import LocalKeySource
 from kmsbeam.kms import KeyStore, KmsEngine
+from kmsbeam.rotation.inventory import batch_rows, record_rows
 from kmsbeam.rotation.rewrap import Rewrapper, record_paths
 
 CTX = {"dataset": "crm"}
@@ -105,3 +107,20 @@ def test_records_and_nested_paths(old: LocalKeySource) -> None:
     nested = FieldEncryptor(["a.b"], old, context=CTX)
     rows = [nested.encrypt({"a": {"b": f"v{i}"}}) for i in range(5)] + [{"a": {}}]
     _both(rows, new, *record_paths("fields", "a.b", ""))  # nested paths: record by record
+
+
+@pytest.mark.parametrize("encoding", ["text", "bytes"])
+def test_batch_rows_are_the_distinct_record_rows(old: LocalKeySource, encoding: str) -> None:
+    enc = FieldEncryptor(["ssn", "email"], old, context=CTX, encoding=encoding,
+                         policy=DataKeyPolicy(max_records=6))  # fmt: skip
+    records: list[Any] = [enc.encrypt({"id": i, "ssn": f"s{i}", "email": f"e{i}"}) for i in range(30)]
+    records[2] = {**records[2], "email": None}
+    records[3] = {"id": 3}  # no values: no rows
+    records[7] = {**records[7], "ssn": records[7]["ssn"][:-30]}  # too short: left out, as record_rows does
+    records[8] = {**records[8], "email": "not a value"}
+    records[11] = {**records[11], "ssn": records[25]["ssn"]}  # another data key mid-run
+    paths, fmt = record_paths("fields", "ssn,email", "")
+    for side in ("in", "out"):
+        expected = list(dict.fromkeys(row for r in records for row in record_rows(r, paths, fmt, side)))
+        assert batch_rows(records, paths, fmt, side) == expected
+    assert len(batch_rows(records, paths, fmt)) == 5  # 30 records / 6 per data key
