@@ -8,6 +8,7 @@ from pathlib import Path
 from fuzzlib import Target
 from targets_emulator import HttpTarget, ServiceTarget
 from targets_keys import AlibabaBlobTarget, LocalBlobTarget, Pkcs11BlobTarget
+from targets_lines import JsonlTarget
 from targets_objects import ObjectMetadataTarget, ObjectTarget
 from targets_values import (
     CellsMetadataTarget,
@@ -29,6 +30,7 @@ TARGETS: dict[str, Callable[[Path], Target]] = {
     "pme_key_text": lambda _: KeyTextTarget(),
     "parquet_thrift": lambda _: ThriftTarget(),
     "key_uri": lambda _: KeyUriTarget(),
+    "jsonl_lines": lambda _: JsonlTarget(),
     "rotation_journal": lambda _: JournalLineTarget(),
     "kms_blob": LocalBlobTarget,
     "pkcs11_blob": lambda _: Pkcs11BlobTarget(),
