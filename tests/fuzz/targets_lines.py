@@ -20,15 +20,14 @@ RECORDS: list[dict[str, Any]] = [
 
 
 def _reference_lines(data: bytes, limit: int | None) -> list[tuple[int, bytes | None]]:
+    """What a reader of whole lines (``BytesIO`` iteration) sees: offset and line without its
+    end, or None when the line (its ``\\r`` included) is longer than ``limit``."""
     out: list[tuple[int, bytes | None]] = []
     offset = 0
-    pieces = data.split(b"\n")
-    if pieces and pieces[-1] == b"":
-        pieces.pop()
-    for piece in pieces:
-        line = piece[:-1] if piece.endswith(b"\r") else piece
-        out.append((offset, None if limit is not None and len(piece) > limit else line))
-        offset += len(piece) + 1
+    for raw in io.BytesIO(data):
+        body = raw.removesuffix(b"\n")
+        out.append((offset, None if limit is not None and len(body) > limit else body.removesuffix(b"\r")))
+        offset += len(raw)
     return out
 
 
