@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import copy
 import csv
-import functools
 import io
-import itertools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
-import orjson
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
-from kmsbeam.pipelines import _json
+from kmsbeam.pipelines._json import dump_lines
 from kmsbeam.pipelines._json import dumps as dumps  # the JSONL codec: records, dead letters
 from kmsbeam.transforms import DEAD_LETTER
 
@@ -100,7 +97,7 @@ class FormatJsonl(_Format):
     (the text sink writes bytes as they are): no text is decoded to be encoded again."""
 
     def process(self, records: list[Any]) -> Iterator[Any]:
-        lines = _json_lines(records)
+        lines = dump_lines(records)
         if lines is None:  # something orjson does not write: line by line, as text
             yield from super().process(records)
             return
@@ -117,28 +114,6 @@ class FormatJsonl(_Format):
 
     def _line(self, record: Any) -> str | pvalue.TaggedOutput:
         return self._fit("FormatJSONL", dumps(record))
-
-
-_ORJSON = functools.partial(orjson.dumps, default=_json._fast_default, option=_json._OPTIONS)
-
-
-def _json_lines(records: list[Any]) -> list[bytes] | None:
-    """``dumps(record).encode("utf-8")`` of each record (a dict), or None when some record is
-    not one ``orjson`` writes; a line that may hold a float ``orjson`` writes its own way is
-    written by ``dumps``."""
-    if not {dict}.issuperset(map(type, records)):
-        return None
-    try:
-        lines = list(map(_ORJSON, records))
-    except TypeError:  # orjson.JSONEncodeError too
-        return None
-    if _json._FLOATY.isdisjoint(map(type, itertools.chain.from_iterable(map(dict.values, records)))):
-        return lines  # no float anywhere (the common case: one check of every value's type)
-    for i, line in enumerate(lines):
-        if not _json._FLOATY.isdisjoint(map(type, records[i].values())) and (
-                b"null" in line or b"e-" in line or b"0.0000" in line):  # fmt: skip
-            lines[i] = dumps(records[i]).encode("utf-8")
-    return lines
 
 
 class FormatCsv(_Format):

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import json
 import re
 from decimal import Decimal
+from itertools import chain
 from typing import Any, NamedTuple
 
 import msgspec
@@ -32,7 +34,7 @@ import orjson
 
 from kmsbeam.formats.codec import MAX_DEPTH
 
-__all__ = ["TOO_DEEP", "Rejected", "dumps", "parse_line"]
+__all__ = ["TOO_DEEP", "Rejected", "dump_lines", "dumps", "parse_line"]
 
 TOO_DEEP = f"JSON nested too deep: objects and arrays nest at most {MAX_DEPTH} levels"
 _LONE = "not valid Unicode: a \\u escape names a lone surrogate"
@@ -108,13 +110,36 @@ def dumps(record: Any) -> str:
     (from a ``\\udXXX`` escape in the input) stays an escape: it has no UTF-8 form."""
     if type(record) is dict:
         try:
-            line = orjson.dumps(record, default=_fast_default, option=_OPTIONS)
+            line = _ORJSON(record)
         except TypeError:  # orjson.JSONEncodeError too
             return _dumps_exactly(record)
-        if _FLOATY.isdisjoint(map(type, record.values())) or not (
-                b"null" in line or b"e-" in line or b"0.0000" in line):
+        if not _floats_differ(record, line):
             return line.decode("utf-8")
     return _dumps_exactly(record)
+
+
+def dump_lines(records: list[Any]) -> list[bytes] | None:
+    """``dumps(record).encode("utf-8")`` of each record of a list, or None when some record is
+    not a dict ``orjson`` writes (then call ``dumps`` record by record)."""
+    if not {dict}.issuperset(map(type, records)):
+        return None
+    try:
+        lines = list(map(_ORJSON, records))
+    except TypeError:  # orjson.JSONEncodeError too
+        return None
+    if _FLOATY.isdisjoint(map(type, chain.from_iterable(map(dict.values, records)))):
+        return lines  # no float anywhere (the common case: one check of every value's type)
+    for i, line in enumerate(lines):
+        if _floats_differ(records[i], line):
+            lines[i] = _dumps_exactly(records[i]).encode("utf-8")
+    return lines
+
+
+def _floats_differ(record: dict[str, Any], line: bytes) -> bool:
+    """Whether ``orjson``'s ``line`` may write a float of ``record`` otherwise than ``json``:
+    a float or container value, and ``null`` (NaN, infinities), ``e-`` or ``0.0000`` in it."""
+    return not _FLOATY.isdisjoint(map(type, record.values())) and (
+        b"null" in line or b"e-" in line or b"0.0000" in line)  # fmt: skip
 
 
 def _dumps_exactly(record: Any) -> str:
@@ -142,5 +167,6 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+_ORJSON = functools.partial(orjson.dumps, default=_fast_default, option=_OPTIONS)
 _EXACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_json_default)
 _ASCII = json.JSONEncoder(separators=(",", ":"), default=_json_default)

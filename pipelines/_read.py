@@ -110,17 +110,16 @@ def read_lines(f: BinaryIO, start: int = 0, end: int = -1, limit: int | None = N
         elif keep and tail:
             parts.append(tail)
     if mine and held:  # the last line, without a "\n"
-        line = b"".join(parts) if keep and not (limit is not None and held > limit) else None
-        yield offset, line if line is None or keep_ends or not line.endswith(b"\r") else line[:-1]
+        yield offset, _line(b"".join(parts) if keep else None, held, limit, keep_ends, b"")
 
 
-def _line(line: bytes | None, size: int, limit: int | None, keep_ends: bool) -> bytes | None:
-    """A line as ``read_lines`` gives it: ``line`` is its bytes without the "\\n" (or None
+def _line(line: bytes | None, size: int, limit: int | None, keep_ends: bool, ending: bytes = b"\n") -> bytes | None:
+    """A line as ``read_lines`` gives it: ``line`` is its bytes without ``ending`` (or None
     when they were dropped) and ``size`` their length."""
     if line is None or (limit is not None and size > limit):
         return None
     if keep_ends:
-        return line + b"\n"
+        return line + ending
     return line[:-1] if line.endswith(b"\r") else line
 
 
