@@ -11,11 +11,16 @@ import operator
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
-from kmsbeam.errors import MalformedValueError
+from typing import TYPE_CHECKING
+
+from kmsbeam.errors import MalformedValueError, RecordError
 from kmsbeam.formats.envelope import KeyCipher, Opener, Sealer, parse
 from kmsbeam.keys.cache import DataKeyCache, shared_cache
 from kmsbeam.keys.policy import DataKeyPolicy, DataKeys
 from kmsbeam.keys.source import KeySource, canonical_context, check_context
+
+if TYPE_CHECKING:  # kmsbeam.vault imports kmsbeam.formats
+    from kmsbeam.vault import KeyVault
 
 __all__ = ["Sealing", "Unwrapping"]
 
@@ -42,9 +47,11 @@ class Sealing:
         *,
         clock: Callable[[], float] = time.monotonic,
         on_generate: Callable[[], None] | None = None,
+        vault: KeyVault | None = None,
     ) -> None:
         self.policy = policy or DataKeyPolicy()
-        self.keys = DataKeys(source, fmt, context, self.policy, clock=clock, on_generate=on_generate)
+        self.keys = DataKeys(source, fmt, context, self.policy, clock=clock, on_generate=on_generate,
+                             vault=vault)  # fmt: skip
         self._current: Sealer | None = None
 
     def reset(self) -> None:
@@ -126,6 +133,10 @@ class Unwrapping:
     """Data keys for one decrypt engine: ``source``'s key, ``context``, through ``cache``
     (default: the process-wide one), with ``on_call`` for each call made to the source.
 
+    With ``vault`` (``kmsbeam.vault.KeyVault``), key-vault values (v2) are read too: their
+    data key is looked up in the vault by K (``KeyVault.resolve``), then unwrapped by
+    ``source`` as a v1 header's key would be. Without one, a v2 value is that record's error.
+
     ``opener(value, fmt)`` remembers the openers of the last few data keys (values of one data
     key share their header), for as long as the cache would hold their keys, so most values are
     matched by header instead of being parsed and looked up again. Thread-safe when the cache is.
@@ -139,8 +150,10 @@ class Unwrapping:
         context: Mapping[str, str] | None = None,
         cache: DataKeyCache | None = None,
         on_call: Callable[[], None] | None = None,
+        vault: KeyVault | None = None,
     ) -> None:
         self.source = source
+        self.vault = vault
         self.context = check_context(context)
         self.context_key = canonical_context(self.context)
         self.cache = cache if cache is not None else shared_cache()
@@ -168,12 +181,23 @@ class Unwrapping:
                 return last[0], body
         if not isinstance(value, (str, bytes, bytearray, memoryview)):
             raise MalformedValueError()
-        parsed = parse(value, fmt)
+        parsed = parse(value, fmt, vault=True)
         hit = self._openers.get(parsed.header)
         if hit is None or now >= hit[1]:
-            cipher, expires = self.entry(parsed.wrapped)
+            if parsed.wrapped:
+                cipher, expires = self.entry(parsed.wrapped)
+            else:
+                cipher, expires = self._from_vault(parsed.commitment)
             if len(self._openers) >= self._MAX_OPENERS:
                 self._openers.clear()
-            hit = self._openers[parsed.header] = (Opener(fmt, parsed.header, cipher), expires)
+            hit = self._openers[parsed.header] = (Opener(parsed.fmt, parsed.header, cipher), expires)
         self._last = hit
         return hit[0], parsed.body
+
+    def _from_vault(self, key_id: bytes) -> tuple[KeyCipher, float]:
+        if self.vault is None:
+            raise RecordError(
+                "key-vault value: its data key is in a key vault, and none was given "
+                "(--key-vault, or the dataset manifest's key_vault)"
+            )
+        return self.vault.resolve(key_id, self.entry)

@@ -1,5 +1,6 @@
-"""Envelope v1's byte layout (kmsbeam.formats.envelope): the header, the AAD prefix, the
-text form, parsing and reheadering a value."""
+"""The envelopes' byte layout (kmsbeam.formats.envelope): the header, the AAD prefix, the
+text form, parsing and reheadering a value. v1 headers carry the wrapped data key; v2 headers
+(key-vault values) carry only its commitment K, the wrapped key living in a key vault."""
 
 from __future__ import annotations
 
@@ -15,7 +16,17 @@ from kmsbeam.errors import MalformedValueError
 
 FIELD_V1 = 0x01
 RECORD_V1 = 0x02
-LABELS = {FIELD_V1: b"kmsbeam.field.v1", RECORD_V1: b"kmsbeam.record.v1"}
+FIELD_V2 = 0x03
+RECORD_V2 = 0x04
+LABELS = {
+    FIELD_V1: b"kmsbeam.field.v1",
+    RECORD_V1: b"kmsbeam.record.v1",
+    FIELD_V2: b"kmsbeam.field.v2",
+    RECORD_V2: b"kmsbeam.record.v2",
+}
+V2_OF = {FIELD_V1: FIELD_V2, RECORD_V1: RECORD_V2}  # a family's key-vault format
+V2 = frozenset(V2_OF.values())
+V2_HEADER = 18  # format byte || K (16) || one zero byte
 MAX_VALUES_PER_KEY = 2**32
 TAG = 16
 COMMIT_LABEL = b"kmsbeam.key-commitment.v1"
@@ -30,6 +41,10 @@ def key_commitment(dek: bytes) -> bytes:
 
 
 def make_header(fmt: int, wrapped: bytes, commitment: bytes) -> bytes:
+    """A value header: v1 ``fmt || L || wrapped || K || P zero bytes``; v2 ``fmt || K ||
+    0x00`` (``wrapped`` is then not written: it goes to the key vault)."""
+    if fmt in V2:
+        return bytes((fmt,)) + commitment + b"\0"
     if not 0 < len(wrapped) <= 0xFFFF:
         raise ValueError("a wrapped key is 1 to 65535 bytes")
     pad = -(3 + len(wrapped) + COMMIT_SIZE) % 3
@@ -158,9 +173,18 @@ class ParsedValue:
         self.body = body
 
 
-def split_header(data: bytes, expected_fmt: int) -> tuple[int, int]:
-    """(L, H) of a value's header; MalformedValueError if it is not a well-formed header."""
-    if len(data) < 3 or data[0] != expected_fmt:
+def split_header(data: bytes, expected_fmt: int, *, vault: bool = False) -> tuple[int, int]:
+    """(L, H) of a value's header; MalformedValueError if it is not a well-formed header.
+
+    A v1 ``expected_fmt`` with ``vault`` also takes its family's v2 header (L = 0, H = 18,
+    its last byte zero), as does a v2 ``expected_fmt`` itself."""
+    if len(data) < 3:
+        raise MalformedValueError()
+    if data[0] in V2 and (data[0] == expected_fmt or (vault and V2_OF.get(expected_fmt) == data[0])):
+        if len(data) < V2_HEADER or data[V2_HEADER - 1]:
+            raise MalformedValueError()
+        return 0, V2_HEADER
+    if data[0] != expected_fmt:
         raise MalformedValueError()
     wlen = U16.unpack_from(data, 1)[0]
     kend = 3 + wlen + COMMIT_SIZE
@@ -170,8 +194,12 @@ def split_header(data: bytes, expected_fmt: int) -> tuple[int, int]:
     return wlen, hlen
 
 
-def parse(value: bytes | bytearray | memoryview | str, expected_fmt: int) -> ParsedValue:
-    """Split a binary or text value into header, wrapped key, commitment and body.
+def parse(
+    value: bytes | bytearray | memoryview | str, expected_fmt: int, *, vault: bool = False
+) -> ParsedValue:
+    """Split a binary or text value into header, wrapped key, commitment and body. With
+    ``vault`` a v1 ``expected_fmt`` also takes its family's v2 values, whose ``wrapped`` is
+    ``b""`` (the key is in a key vault, named by the commitment).
 
     Raises:
         MalformedValueError: not a value of format ``expected_fmt``.
@@ -182,9 +210,11 @@ def parse(value: bytes | bytearray | memoryview | str, expected_fmt: int) -> Par
         data = bytes(value)
     else:
         raise MalformedValueError()
-    wlen, hlen = split_header(data, expected_fmt)
+    wlen, hlen = split_header(data, expected_fmt, vault=vault)
     if len(data) < hlen + 4 + 1 + TAG:
         raise MalformedValueError()
+    if wlen == 0:  # v2
+        return ParsedValue(data[0], data[:hlen], b"", data[1 : 1 + COMMIT_SIZE], data[hlen:])
     kend = 3 + wlen + COMMIT_SIZE
     return ParsedValue(data[0], data[:hlen], data[3 : 3 + wlen], data[kend - COMMIT_SIZE : kend], data[hlen:])
 

@@ -49,8 +49,9 @@ class Opener:
     Thread-safe.
 
     Args:
-        fmt: FIELD_V1 or RECORD_V1.
-        header: a value header (format byte, length, wrapped key, K, padding).
+        fmt: FIELD_V1, RECORD_V1, FIELD_V2 or RECORD_V2 (the header's own format byte).
+        header: a value header (v1: format byte, length, wrapped key, K, padding; v2: format
+            byte, K, zero byte).
         key: the unwrapped data key of that header's wrapped key.
 
     Raises:
@@ -64,7 +65,7 @@ class Opener:
         wlen, hlen = split_header(header, fmt)
         if hlen != len(header):
             raise MalformedValueError()
-        kstart = 3 + wlen
+        kstart = 3 + wlen if wlen else 1  # v2: fmt || K || 0x00
         if not hmac.compare_digest(header[kstart : kstart + COMMIT_SIZE], key.commitment):
             raise AuthenticationError()
         self._fmt = fmt

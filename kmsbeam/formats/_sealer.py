@@ -24,13 +24,14 @@ class Sealer:
     """Encrypts values under one data key. Not thread-safe: one per worker thread and DEK.
 
     Args:
-        fmt: FIELD_V1 or RECORD_V1.
+        fmt: FIELD_V1 or RECORD_V1; FIELD_V2 or RECORD_V2 for key-vault values (whose header
+            names the data key by K only: the caller puts ``wrapped`` in the key vault first).
         dek: the plaintext data key (16, 24 or 32 bytes); kept only inside the cipher.
         wrapped: the wrapped data key (kind byte || blob).
     """
 
     __slots__ = (
-        "_aead", "_commitment", "_count", "_fmt", "_header", "_prefixes", "header_text", "wrapped",
+        "_aead", "_count", "_fmt", "_header", "_prefixes", "commitment", "header_text", "wrapped",
     )  # fmt: skip
 
     def __init__(self, fmt: int, dek: bytes, wrapped: bytes) -> None:
@@ -38,8 +39,8 @@ class Sealer:
             raise ValueError(f"unknown envelope format {fmt:#x}")
         self._aead = AESGCM(dek)
         self._fmt = fmt
-        self._commitment = key_commitment(dek)
-        self._header = make_header(fmt, wrapped, self._commitment)
+        self.commitment = key_commitment(dek)
+        self._header = make_header(fmt, wrapped, self.commitment)
         self.header_text = to_text(self._header)
         self.wrapped = wrapped
         self._count = 0
@@ -61,7 +62,7 @@ class Sealer:
         binding."""
         prefix = self._prefixes.get(name)
         if prefix is None:
-            prefix = self._prefixes[name] = name_prefix(self._fmt, name) + self._commitment
+            prefix = self._prefixes[name] = name_prefix(self._fmt, name) + self.commitment
         return prefix
 
     def _sealed(

@@ -23,6 +23,7 @@ from kmsbeam.formats.records import DEFAULT_PAYLOAD_FIELD, RecordDecryptor, Reco
 from kmsbeam.keys.cache import DataKeyCache
 from kmsbeam.keys.policy import DataKeyPolicy
 from kmsbeam.keys.source import KeySource
+from kmsbeam.vault import KeyVault
 
 __all__ = ["FieldFormat", "RecordFormat"]
 
@@ -50,6 +51,9 @@ class FieldFormat(Engines[FieldEncryptor, FieldDecryptor]):
         encoding: "text" (URL-safe base64 str) or "bytes" (what the encryptor writes; the
             decryptor and ``rewrap`` take both).
         encrypt_none: encrypt ``None`` values too.
+        vault: a key vault (``kmsbeam.vault.KeyVault``): the encryptor writes field values v2
+            (``docs/FORMAT.md``, "Field value v2"), its data keys in the vault; the decryptor
+            reads v2 values from it (and v1 values as always).
 
     Raises (construction):
         ConfigurationError: no field, overlapping paths, a bind field also encrypted, or an
@@ -60,6 +64,7 @@ class FieldFormat(Engines[FieldEncryptor, FieldDecryptor]):
     bind: tuple[FieldPath, ...] = ()
     encoding: str = "text"
     encrypt_none: bool = False
+    vault: KeyVault | None = None
     name: ClassVar[str] = "fields"
     section: ClassVar[str] = "Field value v1 (format byte 0x01)"
 
@@ -70,6 +75,7 @@ class FieldFormat(Engines[FieldEncryptor, FieldDecryptor]):
         bind: Paths = (),
         encoding: str = "text",
         encrypt_none: bool = False,
+        vault: KeyVault | None = None,
     ) -> None:
         paths, bound = check_paths(fields, bind)
         is_text(encoding)
@@ -78,17 +84,18 @@ class FieldFormat(Engines[FieldEncryptor, FieldDecryptor]):
         set_(self, "bind", bound)
         set_(self, "encoding", encoding)
         set_(self, "encrypt_none", encrypt_none)
+        set_(self, "vault", vault)
 
     def _encryptor(self, source: KeySource, context: Context, policy: DataKeyPolicy | None,
                    on_generate: Hook) -> FieldEncryptor:
         return FieldEncryptor(self.fields, source, context=context, bind=self.bind,
                               encoding=self.encoding, policy=policy, encrypt_none=self.encrypt_none,
-                              on_generate=on_generate)  # fmt: skip
+                              on_generate=on_generate, vault=self.vault)  # fmt: skip
 
     def _decryptor(self, source: KeySource, context: Context, cache: DataKeyCache | None,
                    on_call: Hook) -> FieldDecryptor:
         return FieldDecryptor(self.fields, source, context=context, bind=self.bind, cache=cache,
-                              on_call=on_call)  # fmt: skip
+                              on_call=on_call, vault=self.vault)  # fmt: skip
 
     def rewrap(self, data: Mapping[str, Any], rewrap: KeyRewrap) -> dict[str, Any]:
         """A copy of the record with each value's header rewrapped (``None`` kept).
@@ -112,11 +119,13 @@ class RecordFormat(Engines[RecordEncryptor, RecordDecryptor]):
         keep: top-level fields left in cleartext (and bound into the AAD).
         payload_field: the field that holds the encrypted record.
         encoding: "text" or "bytes", as for ``FieldFormat``.
+        vault: a key vault: records v2 (``docs/FORMAT.md``, "Record v2"), as for ``FieldFormat``.
     """
 
     keep: tuple[str, ...] = ()
     payload_field: str = DEFAULT_PAYLOAD_FIELD
     encoding: str = "text"
+    vault: KeyVault | None = None
     name: ClassVar[str] = "record"
     section: ClassVar[str] = "Record v1 (format byte 0x02)"
 
@@ -126,22 +135,25 @@ class RecordFormat(Engines[RecordEncryptor, RecordDecryptor]):
         keep: Iterable[str] | str = (),
         payload_field: str = DEFAULT_PAYLOAD_FIELD,
         encoding: str = "text",
+        vault: KeyVault | None = None,
     ) -> None:
         is_text(encoding)
         set_ = object.__setattr__
         set_(self, "keep", kept_names(keep, payload_field))
         set_(self, "payload_field", payload_field)
         set_(self, "encoding", encoding)
+        set_(self, "vault", vault)
 
     def _encryptor(self, source: KeySource, context: Context, policy: DataKeyPolicy | None,
                    on_generate: Hook) -> RecordEncryptor:
         return RecordEncryptor(source, keep=self.keep, payload_field=self.payload_field, context=context,
-                               encoding=self.encoding, policy=policy, on_generate=on_generate)  # fmt: skip
+                               encoding=self.encoding, policy=policy, on_generate=on_generate,
+                               vault=self.vault)  # fmt: skip
 
     def _decryptor(self, source: KeySource, context: Context, cache: DataKeyCache | None,
                    on_call: Hook) -> RecordDecryptor:
         return RecordDecryptor(source, keep=self.keep, payload_field=self.payload_field, context=context,
-                               cache=cache, on_call=on_call)  # fmt: skip
+                               cache=cache, on_call=on_call, vault=self.vault)  # fmt: skip
 
     def rewrap(self, data: Mapping[str, Any], rewrap: KeyRewrap) -> dict[str, Any]:
         """A copy of the record with its payload's header rewrapped.

@@ -1,4 +1,9 @@
-"""Envelope v1: the byte layout shared by encrypted field values and encrypted records.
+"""Envelope v1 and v2: the byte layout shared by encrypted field values and encrypted records.
+
+v2 (field value v2 0x03, record v2 0x04: key-vault values) is v1 with the header
+``fmt || K || 0x00`` (18 bytes): the wrapped key lives in a key vault (``kmsbeam.vault``), named
+by K; the counter, ciphertext and AAD are v1's, with the labels ``kmsbeam.field.v2`` and
+``kmsbeam.record.v2``. v1:
 
 ::
 
@@ -34,8 +39,9 @@ repeats. Data keys are never persisted in plaintext, so a crashed worker cannot 
 from __future__ import annotations
 
 from kmsbeam.formats._layout import (
-    COMMIT_LABEL, FIELD_V1, MAX_VALUES_PER_KEY, RECORD_V1, ParsedValue, from_text, from_text_joint,
-    from_text_many, key_commitment, parse, reheader, to_text,
+    COMMIT_LABEL, FIELD_V1, FIELD_V2, MAX_VALUES_PER_KEY, RECORD_V1, RECORD_V2, V2, V2_OF,
+    ParsedValue, from_text, from_text_joint, from_text_many, key_commitment, parse, reheader,
+    to_text,
 )  # fmt: skip
 from kmsbeam.formats._opener import KeyCipher, Opener, open_value
 from kmsbeam.formats._sealer import Sealer
@@ -43,10 +49,14 @@ from kmsbeam.formats._sealer import Sealer
 __all__ = [
     "COMMIT_LABEL",
     "FIELD_V1",
+    "FIELD_V2",
     "KeyCipher",
     "MAX_VALUES_PER_KEY",
     "Opener",
     "RECORD_V1",
+    "RECORD_V2",
+    "V2",
+    "V2_OF",
     "ParsedValue",
     "Sealer",
     "from_text",

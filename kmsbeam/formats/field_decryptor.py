@@ -29,6 +29,7 @@ from kmsbeam.formats.envelope import FIELD_V1, Opener, from_text_joint, from_tex
 from kmsbeam.formats.paths import Paths
 from kmsbeam.errors import KmsBeamError, MalformedValueError
 from kmsbeam.keys.source import KeySource
+from kmsbeam.vault import KeyVault
 
 __all__ = ["FieldDecryptor"]
 
@@ -44,6 +45,7 @@ class FieldDecryptor:
         source: a key source of the kind that wrapped the data keys.
         cache: the data-key cache (default: the process-wide one).
         on_call: called for each call made to the key source (metrics).
+        vault: the key vault of field values v2 (v1 values need none).
     """
 
     def __init__(
@@ -55,9 +57,10 @@ class FieldDecryptor:
         bind: Paths = (),
         cache: DataKeyCache | None = None,
         on_call: Callable[[], None] | None = None,
+        vault: KeyVault | None = None,
     ) -> None:
         self.fields, self.bind = check_paths(fields, bind)
-        self._keys = Unwrapping(source, context, cache, on_call)
+        self._keys = Unwrapping(source, context, cache, on_call, vault)
         self._plan = plan_of(self.fields)
         self.values = 0
 

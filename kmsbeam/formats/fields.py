@@ -36,6 +36,7 @@ from kmsbeam.formats.field_decryptor import FieldDecryptor
 from kmsbeam.keys.source import KeySource
 from kmsbeam.formats.paths import FieldPath, Paths
 from kmsbeam.keys.policy import DataKeyPolicy
+from kmsbeam.vault import KeyVault
 
 __all__ = ["FieldDecryptor", "FieldEncryptor", "binding_for"]  # FieldDecryptor: re-exported
 
@@ -54,6 +55,8 @@ class FieldEncryptor:
         policy: the data-key policy.
         encrypt_none: encrypt ``None`` values too (by default they stay ``None``).
         on_generate: called after each GenerateDataKey (metrics).
+        vault: a key vault (``kmsbeam.vault.KeyVault``): write field values v2, each data key
+            in the vault (written before any value under it); None: field values v1.
     """
 
     def __init__(
@@ -68,10 +71,12 @@ class FieldEncryptor:
         encrypt_none: bool = False,
         clock: Callable[[], float] = time.monotonic,
         on_generate: Callable[[], None] | None = None,
+        vault: KeyVault | None = None,
     ) -> None:
         self.fields, self.bind = check_paths(fields, bind)
         self._text = is_text(encoding)
-        self._sealing = Sealing(source, FIELD_V1, context, policy, clock=clock, on_generate=on_generate)
+        self._sealing = Sealing(source, FIELD_V1, context, policy, clock=clock, on_generate=on_generate,
+                                vault=vault)  # fmt: skip
         self.keys = self._sealing.keys
         self._encrypt_none = encrypt_none
         # (name, None) for top-level fields, (name, path) for nested ones

@@ -23,6 +23,7 @@ from kmsbeam.errors import AuthenticationError, KmsBeamError, RecordError
 from kmsbeam.formats.paths import FieldPath
 from kmsbeam.keys.source import KeySource
 from kmsbeam.keys.policy import DataKeyPolicy
+from kmsbeam.vault import KeyVault
 
 __all__ = ["DEFAULT_PAYLOAD_FIELD", "RecordDecryptor", "RecordEncryptor"]
 
@@ -46,7 +47,8 @@ class RecordEncryptor(_Config):
         source: the key source.
         keep: top-level fields left in cleartext (and bound into the AAD).
         payload_field: the name of the field that holds the encrypted record.
-        context, encoding, policy, clock, on_generate: as for ``FieldEncryptor``.
+        context, encoding, policy, clock, on_generate, vault: as for ``FieldEncryptor``
+            (with a vault: records v2).
     """
 
     def __init__(
@@ -60,10 +62,12 @@ class RecordEncryptor(_Config):
         policy: DataKeyPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_generate: Callable[[], None] | None = None,
+        vault: KeyVault | None = None,
     ) -> None:
         super().__init__(keep, payload_field)
         self._text = is_text(encoding)
-        self._sealing = Sealing(source, RECORD_V1, context, policy, clock=clock, on_generate=on_generate)
+        self._sealing = Sealing(source, RECORD_V1, context, policy, clock=clock, on_generate=on_generate,
+                                vault=vault)  # fmt: skip
         self.keys = self._sealing.keys
         self.values = 0
 
@@ -100,7 +104,8 @@ class RecordEncryptor(_Config):
 
 
 class RecordDecryptor(_Config):
-    """Decrypts records written by ``RecordEncryptor`` (same ``keep`` and payload field)."""
+    """Decrypts records written by ``RecordEncryptor`` (same ``keep`` and payload field;
+    ``vault``: the key vault of records v2, which v1 records need none of)."""
 
     def __init__(
         self,
@@ -111,9 +116,10 @@ class RecordDecryptor(_Config):
         context: Mapping[str, str] | None = None,
         cache: DataKeyCache | None = None,
         on_call: Callable[[], None] | None = None,
+        vault: KeyVault | None = None,
     ) -> None:
         super().__init__(keep, payload_field)
-        self._keys = Unwrapping(source, context, cache, on_call)
+        self._keys = Unwrapping(source, context, cache, on_call, vault)
         self.values = 0
 
     def decrypt(self, record: Mapping[str, Any]) -> dict[str, Any]:

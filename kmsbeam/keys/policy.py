@@ -29,11 +29,15 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from kmsbeam.formats.envelope import MAX_VALUES_PER_KEY, Sealer
+from kmsbeam.formats.envelope import MAX_VALUES_PER_KEY, V2_OF, Sealer
 from kmsbeam.errors import KmsBeamError
 from kmsbeam.failures import FailureMemory, shared_failures
 from kmsbeam.keys.source import KeySource, canonical_context, check_context
+
+if TYPE_CHECKING:  # kmsbeam.vault imports kmsbeam.formats
+    from kmsbeam.vault import KeyVault
 
 __all__ = ["DEFAULT_MAX_AGE", "DataKeyPolicy", "DataKeys"]
 
@@ -73,6 +77,9 @@ class DataKeys:
         on_generate: called once after every successful GenerateDataKey (for metrics).
         failures: where failed GenerateDataKey calls are remembered (default: the process-wide
             ``shared_failures()``).
+        vault: a key vault (``kmsbeam.vault.KeyVault``): each new data key's wrapped form is
+            written to it (durably) before its sealer is handed out, and the sealers write
+            ``fmt``'s v2 (key-vault) values, which name the key by K only.
 
     Attributes:
         calls: GenerateDataKey calls made (failed ones included); ``failed_calls`` of them failed.
@@ -88,9 +95,11 @@ class DataKeys:
         clock: Callable[[], float] = time.monotonic,
         on_generate: Callable[[], None] | None = None,
         failures: FailureMemory | None = None,
+        vault: KeyVault | None = None,
     ) -> None:
         self._source = source
-        self._fmt = fmt
+        self._vault = vault
+        self._fmt = V2_OF[fmt] if vault is not None and fmt in V2_OF else fmt
         self._context = check_context(context)
         self._policy = policy or DataKeyPolicy()
         self._clock = clock
@@ -153,6 +162,9 @@ class DataKeys:
             self.failed_calls += 1
             raise failed
         sealer = Sealer(self._fmt, key.plaintext, key.wrapped)
+        if self._vault is not None:  # durable before any value under the key exists
+            self._vault.record(sealer.commitment, key.wrapped, self._source.uri,
+                               key.key_version, self._context)  # fmt: skip
         del key
         self._sealer = sealer
         self._records = 0
