@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 from decimal import Decimal
@@ -15,9 +16,12 @@ import hmac
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from kmsbeam.formats.codec import KEPT, decode_value, encode_value
+from kmsbeam.errors import FormatError, MalformedValueError
 from kmsbeam.formats.envelope import (
     FIELD_V1,
+    FIELD_V2,
     RECORD_V1,
+    RECORD_V2,
     KeyCipher,
     Sealer,
     from_text,
@@ -26,6 +30,7 @@ from kmsbeam.formats.envelope import (
     reheader,
     to_text,
 )
+from kmsbeam.vault.entry import VaultEntry, entry_name, parse_entry_name
 
 VECTORS = Path(__file__).parent.parent / "vectors"
 
@@ -132,3 +137,147 @@ def test_text_form_has_exactly_one_spelling() -> None:
     for bad in ["A", "AB", "AAB", "AA==", "AAA=", "A*AA", "AA+A", "AA/A", "ÄAAA"]:
         with pytest.raises(MalformedValueError):
             from_text(bad)
+
+
+# -- field value v2, record v2 (key-vault values) and key-vault entry v1 ---------------------------
+
+
+def test_v2_vectors_are_v1s_with_a_short_header() -> None:
+    """FORMAT.md's sizes: a 16-character string is 55 bytes, 74 text characters (v1: 166/222)."""
+    for fmt in (FIELD_V1, FIELD_V2):
+        sealed = Sealer(fmt, bytes(32), bytes.fromhex(load("field_v1.json")[0]["wrapped_key_hex"])).seal(
+            encode_value("x" * 16), "ssn"
+        )
+        assert (len(sealed), len(to_text(sealed))) == ((55, 74) if fmt == FIELD_V2 else (166, 222))
+
+
+def _entry_of(v: dict[str, Any]) -> VaultEntry:
+    """The vector's vault entry, decoded from its text under its name: K and the wrapped key."""
+    entry = VaultEntry.decode(v["vault_entry_text"].encode("utf-8"), v["vault_entry_name"])
+    assert entry.key_id.hex() == v["key_id_hex"] and entry.generation == 1
+    assert entry.wrapped.hex() == v["wrapped_key_hex"] and entry.context == v["context"]
+    assert entry_name(entry.key_id, 1) == v["vault_entry_name"]
+    return entry
+
+
+@pytest.mark.parametrize("v", load("field_v2.json"), ids=lambda v: f"{v['name']}#{v['counter']}")
+def test_field_v2_vectors(v: dict[str, Any]) -> None:
+    dek = bytes.fromhex(v["dek_hex"])
+    entry = _entry_of(v)
+    value = untyped(v["value"])
+    plaintext = encode_value(value)
+    assert plaintext.hex() == v["plaintext_hex"]
+    binding = bytes.fromhex(v["binding_hex"])
+    if v["bind"]:
+        assert encode_value(dict(sorted(untyped(v["bind"]).items()))) == binding
+    sealer = Sealer(FIELD_V2, dek, entry.wrapped)
+    sealer._count = v["counter"]  # noqa: SLF001 - vectors pin the counter
+    sealed = sealer.seal(plaintext, v["name"], binding)
+    assert sealed.hex() == v["encrypted_hex"]
+    assert to_text(sealed) == v["encrypted_text"] and from_text(v["encrypted_text"]) == sealed
+    for form in (v["encrypted_text"], sealed):
+        for parsed in (parse(form, FIELD_V2), parse(form, FIELD_V1, vault=True)):
+            assert (parsed.fmt, parsed.wrapped, parsed.commitment) == (FIELD_V2, b"", entry.key_id)
+            assert parsed.header + parsed.body == sealed and len(parsed.header) == 18
+            assert decode_value(open_value(parsed, KeyCipher.from_dek(dek), v["name"], binding)) == value
+        with pytest.raises(MalformedValueError):  # a v1 reader without a vault refuses it
+            parse(form, FIELD_V1)
+        with pytest.raises(MalformedValueError):  # nor is it a record
+            parse(form, RECORD_V1, vault=True)
+
+
+@pytest.mark.parametrize("v", load("record_v2.json"), ids=lambda v: f"record#{v['counter']}")
+def test_record_v2_vectors(v: dict[str, Any]) -> None:
+    dek = bytes.fromhex(v["dek_hex"])
+    entry = _entry_of(v)
+    record = untyped(v["record"])
+    keep = tuple(v["keep"])
+    payload = {k: (KEPT if k in keep else x) for k, x in record.items()}
+    assert encode_value(payload, kept=True).hex() == v["plaintext_hex"]
+    sealer = Sealer(RECORD_V2, dek, entry.wrapped)
+    sealer._count = v["counter"]  # noqa: SLF001
+    binding = bytes.fromhex(v["binding_hex"])
+    sealed = sealer.seal(encode_value(payload, kept=True), v["payload_field"], binding)
+    assert sealed.hex() == v["encrypted_hex"] and to_text(sealed) == v["encrypted_text"]
+    parsed = parse(v["encrypted_text"], RECORD_V1, vault=True)
+    assert (parsed.fmt, parsed.wrapped, parsed.commitment) == (RECORD_V2, b"", entry.key_id)
+    out = decode_value(open_value(parsed, KeyCipher.from_dek(dek), v["payload_field"], binding), kept=True)
+    assert {k: (record[k] if x is KEPT else x) for k, x in out.items()} == record
+    with pytest.raises(MalformedValueError):
+        parse(sealed, FIELD_V1, vault=True)
+
+
+V2_CASES = [("field", v) for v in load("field_v2.json")] + [("record", v) for v in load("record_v2.json")]
+
+
+@pytest.mark.parametrize("kind,v", V2_CASES, ids=lambda c: c if isinstance(c, str) else str(c["counter"]))
+def test_v2_vectors_decrypt_from_the_spec_alone(kind: str, v: dict[str, Any]) -> None:
+    """docs/FORMAT.md, "Decrypting by hand" for v2: the key found in the vault by K, then
+    nothing but json, base64, AESGCM and hmac."""
+    raw = base64.urlsafe_b64decode(v["encrypted_text"] + "=" * (-len(v["encrypted_text"]) % 4))
+    assert raw.hex() == v["encrypted_hex"]
+    assert raw[0] == (0x03 if kind == "field" else 0x04) and raw[17] == 0
+    k = raw[1:17]
+    # the vault: VAULT/<hex K>/<generation:08d>.json, newest generation first
+    assert v["vault_entry_name"] == f"{k.hex()}/{1:08d}.json"
+    text = v["vault_entry_text"]
+    entry = json.loads(text)
+    assert json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n" == text
+    assert entry["format"] == "kmsbeam.vault-entry.v1" and entry["key_id"] == k.hex()
+    wrapped = base64.urlsafe_b64decode(entry["wrapped"] + "=" * (-len(entry["wrapped"]) % 4))
+    assert wrapped.hex() == v["wrapped_key_hex"]  # what the key source's Decrypt unwraps
+    dek = bytes.fromhex(v["dek_hex"])  # (the vectors' wrapped keys are opaque: the DEK is given)
+    assert k == hmac.digest(dek, b"kmsbeam.key-commitment.v1", hashlib.sha256)[:16]
+    counter = raw[18:22]
+    assert counter == v["counter"].to_bytes(4, "big")
+    name = (v["name"] if kind == "field" else v["payload_field"]).encode()
+    label = b"kmsbeam.field.v2" if kind == "field" else b"kmsbeam.record.v2"
+    aad = label + len(name).to_bytes(2, "big") + name + k + bytes.fromhex(v["binding_hex"])
+    plaintext = AESGCM(dek).decrypt(bytes(8) + counter, raw[22:], aad)
+    assert plaintext.hex() == v["plaintext_hex"]
+    assert len(raw) == 18 + 4 + len(plaintext) + 16
+
+
+def _vault_vectors() -> dict[str, Any]:
+    return dict(json.loads((VECTORS / "vault_entry_v1.json").read_text("utf-8")))
+
+
+@pytest.mark.parametrize("v", _vault_vectors()["accepted"], ids=lambda v: v["name"])
+def test_vault_entry_vectors_accepted(v: dict[str, Any]) -> None:
+    data = bytes.fromhex(v["hex"])
+    assert data.decode("utf-8") == v["text"] and data.endswith(b"}\n")
+    for name in (v["name"], None):
+        entry = VaultEntry.decode(data, name)
+        assert entry.encode() == data  # byte for byte
+        assert (entry.key_id.hex(), entry.generation, entry.wrapped.hex(), entry.master_key,
+                entry.master_key_version, entry.context, entry.created, entry.name) == (
+            v["key_id_hex"], v["generation"], v["wrapped_key_hex"], v["master_key"],
+            v["master_key_version"], v["context"], v["created"], v["name"])  # fmt: skip
+    built = VaultEntry(bytes.fromhex(v["key_id_hex"]), v["generation"], bytes.fromhex(v["wrapped_key_hex"]),
+                       v["master_key"], v["master_key_version"], dict(reversed(v["context"].items())),
+                       v["created"])  # fmt: skip
+    assert built.encode() == data  # a writer given the fields writes exactly these bytes
+    assert parse_entry_name(v["name"]) == (built.key_id, built.generation)
+
+
+@pytest.mark.parametrize("v", _vault_vectors()["refused"], ids=lambda v: v["reason"])
+def test_vault_entry_vectors_refused(v: dict[str, Any]) -> None:
+    data = bytes.fromhex(v["hex"])
+    if "text" in v:
+        assert data == v["text"].encode("utf-8", "surrogatepass")
+    with pytest.raises(FormatError):
+        VaultEntry.decode(data, v.get("name"))
+
+
+def test_vault_entry_over_64_kib_is_refused_and_at_64_kib_read() -> None:
+    accepted = _vault_vectors()["accepted"][0]
+    base = bytes.fromhex(accepted["hex"])
+
+    def sized(n: int) -> bytes:
+        pad = n - len(base) - len('"c":""')
+        return base.replace(b'"context":{}', b'"context":{"c":"' + b"x" * pad + b'"}')
+
+    assert len(sized(64 * 1024)) == 64 * 1024
+    assert VaultEntry.decode(sized(64 * 1024)).context["c"].startswith("x")
+    with pytest.raises(FormatError):
+        VaultEntry.decode(sized(64 * 1024 + 1))
