@@ -11,6 +11,8 @@ encrypt and decrypt, ``export``, ``cat``, ``rotate.cmd``, ``keys`` ...) and erro
     kmsbeam inspect OUT/part-00000-of-00001.parquet  # how Parquet files are protected
     kmsbeam emulator serve --port 9800 --data DIR --access-key-file FILE  # AK:SECRET[:POLICY]
     kmsbeam rotate OUTPUT ROTATED [--to-key URI] [--reencrypt] [--dry-run] [--verify] [--only-key URI]
+    kmsbeam encrypt INPUT OUTPUT --fields ssn --key-vault oss://lake/_keys/   # values v2, keys in a vault
+    kmsbeam vault rotate|check|gc ...                  # the vault's keys: rotated without the data
 
 Exit codes (``kmsbeam.pipelines.dead_letters``; the README has the same table):
 
@@ -46,6 +48,7 @@ from kmsbeam.pipelines.keys import add_keys_parser, run_keys
 from kmsbeam.pipelines.options import context_items
 from kmsbeam.pipelines.oss_cmd import add_oss_parser, run_oss
 from kmsbeam.pipelines.rotate.cmd import add_rotate_parser
+from kmsbeam.pipelines.vault_cmd import add_vault_parser, run_vault
 
 __all__ = ["build_parser", "main"]
 
@@ -114,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_rotate_parser(sub)
     add_dead_letters_parser(sub)
     add_oss_parser(sub)
+    add_vault_parser(sub)
     return parser
 
 
@@ -155,6 +159,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if extra:
                 parser.error(f"unrecognized arguments: {' '.join(extra)}")
             return run_keys(args, sys.stdout)
+        if args.command == "vault":
+            if extra:
+                parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            quiet_beam_logging()
+            return run_vault(args, sys.stdout)
         if args.command == "cat":
             return cat.run_command(args, extra, context_items(args.context))
         if args.command == "export" or args.command == "decrypt" and _is_export(args.input):

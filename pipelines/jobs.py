@@ -134,18 +134,19 @@ def _transform(plan: Plan) -> Any:
     if m.mode == "fields" and encrypting:
         return EncryptFields(m.key, m.fields, context=m.context, bind=m.bind,
                              encoding=cast(Encoding, m.encoding), policy=policy, kms_qps=qps,
-                             data_key_max_age=spec.data_key_max_age)  # fmt: skip
+                             data_key_max_age=spec.data_key_max_age, key_vault=m.key_vault)  # fmt: skip
     if m.mode == "fields":
         return DecryptFields(m.key, m.fields, context=m.context, bind=m.bind, kms_qps=qps,
                              require_keys=plan.require_keys,
-                             key_cache_ttl=spec.key_cache_ttl)  # fmt: skip
+                             key_cache_ttl=spec.key_cache_ttl, key_vault=m.key_vault)  # fmt: skip
     if encrypting:
         return EncryptRecords(m.key, keep=m.keep, payload_field=m.payload_field,
                               context=m.context, encoding=cast(Encoding, m.encoding), policy=policy,
-                              kms_qps=qps, data_key_max_age=spec.data_key_max_age)  # fmt: skip
+                              kms_qps=qps, data_key_max_age=spec.data_key_max_age,
+                              key_vault=m.key_vault)  # fmt: skip
     return DecryptRecords(m.key, keep=m.keep, payload_field=m.payload_field, context=m.context,
                           kms_qps=qps, require_keys=plan.require_keys,
-                          key_cache_ttl=spec.key_cache_ttl)  # fmt: skip
+                          key_cache_ttl=spec.key_cache_ttl, key_vault=m.key_vault)  # fmt: skip
 
 
 def build_pipeline(p: beam.Pipeline, plan: Plan, tally: Any = None, given: list[Any] | None = None,

@@ -15,6 +15,9 @@ protected columns. PME datasets add ``column_keys`` (column -> key URI), ``foote
 ``plaintext_footer`` and ``key_material`` (``"internal"`` or ``"external"``); readers map the
 files' master key ids back to these URIs (``kmsbeam.formats.parquet.master_key_id``).
 
+``key_vault`` (fields and record modes, ``--key-vault``): the key vault prefix holding the
+dataset's wrapped data keys (values v2); absent or null: the values carry their own (v1).
+
 The manifest holds no key material and no data; the encryption context is not secret. It is
 read and written through Beam's filesystems (``kmsbeam.pipelines.paths``), so a dataset on
 ``oss://`` (or any registered scheme) has its manifest there too. ``manifest_kind`` tells a
@@ -60,6 +63,7 @@ class Manifest:
     footer_key: str | None = None
     plaintext_footer: bool = False
     key_material: str | None = None
+    key_vault: str | None = None
 
     @staticmethod
     def encode_schema(schema: pa.Schema) -> str:

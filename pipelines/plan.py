@@ -16,6 +16,7 @@ from kmsbeam.formats.records import DEFAULT_PAYLOAD_FIELD
 from kmsbeam.pipelines import formats, paths, preflight
 from kmsbeam.pipelines.manifest import MANIFEST_NAME, Manifest
 from kmsbeam.pipelines.output_dir import prepare_output
+from kmsbeam.pipelines.vaults import require_vault, vault_for
 from kmsbeam.pipelines.parquet_plan import parquet_manifest, plan_parquet_decrypt, plan_parquet_encrypt
 from kmsbeam.pipelines.spec import (
     JobSpec,
@@ -46,6 +47,9 @@ def plan_encrypt(spec: JobSpec, notice: Callable[[str], None]) -> Plan:
     """
     normalize_spec(spec)
     if spec.parquet is not None:
+        if spec.key_vault:
+            raise ConfigurationError("--key-vault is for fields and record modes; --parquet-mode "
+                                     "datasets keep their wrapped keys in the files")  # fmt: skip
         return plan_parquet_encrypt(spec, spec.parquet, notice)
     if not _glob(spec.input) and paths.is_dir(spec.input):
         folder = spec.input.rstrip("/")
@@ -69,7 +73,7 @@ def plan_encrypt(spec: JobSpec, notice: Callable[[str], None]) -> Plan:
     manifest = Manifest(mode=mode, fields=fields, key=key, format=fmt,
                         encoding=formats.ENCODINGS[fmt], bind=bind, keep=keep,
                         payload_field=DEFAULT_PAYLOAD_FIELD, context=dict(context),
-                        kmsbeam_version=kmsbeam.__version__)  # fmt: skip
+                        kmsbeam_version=kmsbeam.__version__, key_vault=spec.key_vault)  # fmt: skip
     plan = Plan(spec, files, spec.input, manifest, spec.output, "")
     if fmt == "csv":
         header = formats.csv_header(files)
@@ -88,6 +92,8 @@ def plan_encrypt(spec: JobSpec, notice: Callable[[str], None]) -> Plan:
                            else formats.record_schema(schema, keep, manifest.payload_field))  # fmt: skip
     preflight.check(plan)  # --fields against a sample of the input, before OUTPUT is touched
     plan.dead_dir = dead_dir_for(spec, plan.out_dir)
+    if spec.key_vault:
+        vault_for(spec.key_vault).prepare()  # writable, before OUTPUT is touched
     prepare_output(plan.out_dir, plan.dead_dir, spec.overwrite, files, keep_old=True)  # run_plan replaces it
     source = open_for_encrypt(key)
     if source.created:
@@ -175,15 +181,19 @@ def plan_decrypt(spec: JobSpec) -> Plan:
             )
         manifest = Manifest(mode=mode, fields=field_names(spec.fields), key=spec.key or DEFAULT_KEY_URI,
                             format=fmt, encoding=formats.ENCODINGS[fmt], bind=field_names(spec.bind),
-                            keep=list(spec.keep or []), context=dict(spec.context or {}))  # fmt: skip
+                            keep=list(spec.keep or []), context=dict(spec.context or {}),
+                            key_vault=spec.key_vault)  # fmt: skip
     elif manifest.mode in ("pme", "cells"):
         return plan_parquet_decrypt(spec, files, pattern, manifest, trusted_sources(spec))
     else:
         still = _merge(spec, manifest)
+        manifest.key_vault = spec.key_vault or manifest.key_vault
         if not spec.key:  # the manifest's key is data: a hint resolved against the caller's
             manifest.key = trusted_sources(spec).resolve(manifest.key)
     parse_key_uri(manifest.key)
     check_context(manifest.context)
+    if manifest.key_vault:
+        require_vault(vault_for(manifest.key_vault))  # a typo: exit 2, not N dead letters
     plan = Plan(spec, files, pattern, manifest, spec.output, "")
     if manifest.format == "csv":
         plan.in_columns = formats.csv_header(files)

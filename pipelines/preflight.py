@@ -138,14 +138,14 @@ def _is_kmsbeam(value: Any, fmt: int) -> bool:
     from kmsbeam.formats.envelope import parse
 
     try:
-        parse(value, fmt)
+        parse(value, fmt, vault=True)
     except (KmsBeamError, TypeError, ValueError):
         return False
     return True
 
 
 def _check_encrypted(plan: Any, records: Sequence[Any]) -> None:
-    from kmsbeam.formats.envelope import FIELD_V1, RECORD_V1
+    from kmsbeam.formats.envelope import FIELD_V1, RECORD_V1, V2_OF
 
     m = plan.manifest
     names = list(m.fields) if m.mode == "fields" else [m.payload_field]
@@ -157,6 +157,11 @@ def _check_encrypted(plan: Any, records: Sequence[Any]) -> None:
             f"the fields {', '.join(names)} of the first {len(records):,} records of {plan.spec.input} hold no "
             "kmsbeam encrypted values: this input was not written by kmsbeam encrypt (or these "
             "fields were not encrypted); decrypt the directory kmsbeam encrypt wrote"
+        )
+    if not m.key_vault and any(_is_kmsbeam(v, V2_OF[fmt]) for v in values):
+        raise ConfigurationError(
+            f"the values of {plan.spec.input} name their data keys in a key vault, and none was "
+            "given: add --key-vault PREFIX (the vault the dataset was encrypted with)"
         )
 
 

@@ -81,6 +81,7 @@ class JobSpec:
     require_keys: list[str] | None = None  # --require-key items (strict decryption)
     key_cache_ttl: float | None = None  # seconds an unwrapped data key is reused; None: 60
     data_key_max_age: float | None = None  # seconds one data key encrypts; None: 300
+    key_vault: str | None = None  # --key-vault: wrapped data keys kept in this vault (values v2)
 
 
 @dataclass
@@ -138,6 +139,8 @@ def normalize_spec(spec: JobSpec) -> None:
     spec.output = paths.normalize(spec.output, "the output").rstrip("/") or "/"
     if spec.dead_letter:
         spec.dead_letter = paths.normalize(spec.dead_letter, "--dead-letter")
+    if spec.key_vault:
+        spec.key_vault = paths.normalize(spec.key_vault, "--key-vault").rstrip("/") or "/"
 
 
 def field_names(names: list[str] | None) -> list[str]:

@@ -23,6 +23,8 @@ from kmsbeam.transforms._options import Encoding, RewrapMode
 
 # Importing this package registers the oss:// Beam FileSystem (and its pipeline options).
 from kmsbeam.transforms.ossfs import OssFileSystem, OssOptions  # noqa: E402
+# ... and key vaults on every Beam filesystem (kmsbeam.vault.open_store).
+from kmsbeam.transforms import vault_fs as _vault_fs  # noqa: E402,F401
 from kmsbeam.transforms._objects import DecryptObjects, EncryptObjects  # noqa: E402
 
 __all__ = ["DEAD_LETTER", "DecryptFields", "DecryptObjects", "DecryptRecords", "EncryptFields",

@@ -14,9 +14,10 @@ from typing import Literal, TypeVar, get_args
 from kmsbeam import ConfigurationError, DataKeyPolicy, parse_key_uri, parse_paths
 from kmsbeam.keys.cache import check_ttl
 from kmsbeam.keys.strict import KeyRequirement
+from kmsbeam.vault import KeyVault
 
 __all__ = ["ENCODINGS", "REWRAP_MODES", "Encoding", "RewrapMode", "cache_ttl", "choice", "key_uri",
-           "names", "policy_with_age", "required_keys"]  # fmt: skip
+           "names", "policy_with_age", "required_keys", "vault_of"]  # fmt: skip
 
 Encoding = Literal["text", "bytes"]  # text: URL-safe base64 (JSON, CSV); bytes: binary sinks
 RewrapMode = Literal["fields", "record"]  # values of EncryptFields, or of EncryptRecords
@@ -68,3 +69,15 @@ def required_keys(keys: Iterable[str] | str) -> tuple[str, ...]:
         keys = (keys,)
     keys = tuple(keys)
     return KeyRequirement(keys).keys if keys else ()
+
+
+def vault_of(key_vault: str | None) -> KeyVault | None:
+    """``key_vault=``: a key vault prefix on any Beam filesystem (``None``: no vault, v1
+    values). The store is opened where it is first used (on the worker)."""
+    if key_vault is None:
+        return None
+    if not isinstance(key_vault, str):
+        raise TypeError("key_vault is a path or URI prefix such as 'oss://bucket/_keys/'")
+    if "://" in key_vault and "@" in key_vault.split("://", 1)[1].split("/", 1)[0]:
+        raise ConfigurationError("a key vault URI must not carry credentials (user@host)")
+    return KeyVault(key_vault)

@@ -52,7 +52,9 @@ from kmsbeam.formats import FieldFormat, RecordFormat
 from kmsbeam.formats.records import DEFAULT_PAYLOAD_FIELD
 from kmsbeam.transforms._base import DEAD_LETTER, KmsTransform
 from kmsbeam.transforms._dofns import DecryptFn, EncryptFn, Format
-from kmsbeam.transforms._options import ENCODINGS, Encoding, cache_ttl, choice, key_uri, policy_with_age, required_keys
+from kmsbeam.transforms._options import (
+    ENCODINGS, Encoding, cache_ttl, choice, key_uri, policy_with_age, required_keys, vault_of,
+)  # fmt: skip
 
 BATCH_SIZE = 512  # records per engine call in EncryptFields and DecryptFields
 
@@ -103,6 +105,8 @@ class _Records(KmsTransform):
                       "max_bytes_per_key": p.max_bytes, "max_key_age_seconds": p.max_age_seconds}  # fmt: skip
             if isinstance(f, FieldFormat):
                 shown["encrypt_none"] = f.encrypt_none
+        if f.vault is not None:
+            shown["key_vault"] = f.vault.uri
         if self._ttl is not None:
             shown["key_cache_ttl"] = self._ttl
         if self._required:
@@ -128,6 +132,11 @@ class EncryptFields(_Records):
         data_key_max_age: seconds a data key may be used (replaces ``policy.max_age_seconds``;
             default 300): the encrypt side's revocation latency. Decrypting transforms take
             ``key_cache_ttl`` (default 60 s) instead.
+        key_vault: a key vault prefix (``oss://bucket/_keys/``, a local directory...): write
+            field values v2, which name their data key by its id; the wrapped data keys go to
+            the vault, each before any value under it is emitted (``docs/FORMAT.md``, "Key
+            vault v1"). The same argument on ``DecryptFields`` reads them (v1 values need none).
+            Back the vault up: its loss is the data's loss.
     """
 
     def __init__(
@@ -143,9 +152,10 @@ class EncryptFields(_Records):
         label: str | None = None,
         kms_qps: float | None = None,
         data_key_max_age: float | None = None,
+        key_vault: str | None = None,
     ) -> None:
         fmt = FieldFormat(fields, bind=bind, encoding=choice(encoding, ENCODINGS, "encoding"),
-                          encrypt_none=encrypt_none)  # fmt: skip
+                          encrypt_none=encrypt_none, vault=vault_of(key_vault))  # fmt: skip
         super().__init__(key, fmt, context, label, kms_qps, policy=policy_with_age(policy, data_key_max_age))
 
 
@@ -168,8 +178,9 @@ class DecryptFields(_Records):
         kms_qps: float | None = None,
         require_keys: Iterable[str] = (),
         key_cache_ttl: float | None = None,
+        key_vault: str | None = None,
     ) -> None:
-        super().__init__(key, FieldFormat(fields, bind=bind), context, label, kms_qps,
+        super().__init__(key, FieldFormat(fields, bind=bind, vault=vault_of(key_vault)), context, label, kms_qps,
                          ttl=cache_ttl(key_cache_ttl), required=required_keys(require_keys))  # fmt: skip
 
 
@@ -177,7 +188,7 @@ class EncryptRecords(_Records):
     """Encrypt each whole record into one value, keeping chosen top-level fields in clear.
 
     The output record is ``{kept fields..., payload_field: encrypted record}``.
-    ``encoding``, ``data_key_max_age``: as for ``EncryptFields``.
+    ``encoding``, ``data_key_max_age``, ``key_vault`` (records v2): as for ``EncryptFields``.
     """
 
     def __init__(
@@ -192,14 +203,16 @@ class EncryptRecords(_Records):
         label: str | None = None,
         kms_qps: float | None = None,
         data_key_max_age: float | None = None,
+        key_vault: str | None = None,
     ) -> None:
-        fmt = RecordFormat(keep=keep, payload_field=payload_field, encoding=choice(encoding, ENCODINGS, "encoding"))
+        fmt = RecordFormat(keep=keep, payload_field=payload_field, encoding=choice(encoding, ENCODINGS, "encoding"),
+                           vault=vault_of(key_vault))  # fmt: skip
         super().__init__(key, fmt, context, label, kms_qps, policy=policy_with_age(policy, data_key_max_age))
 
 
 class DecryptRecords(_Records):
     """Decrypt records written by ``EncryptRecords`` (same key, keep, payload field and
-    context). ``key_cache_ttl``, ``require_keys``: as for ``DecryptFields``."""
+    context). ``key_cache_ttl``, ``require_keys``, ``key_vault``: as for ``DecryptFields``."""
 
     def __init__(
         self,
@@ -212,6 +225,8 @@ class DecryptRecords(_Records):
         kms_qps: float | None = None,
         require_keys: Iterable[str] = (),
         key_cache_ttl: float | None = None,
+        key_vault: str | None = None,
     ) -> None:
-        super().__init__(key, RecordFormat(keep=keep, payload_field=payload_field), context, label, kms_qps,
+        super().__init__(key, RecordFormat(keep=keep, payload_field=payload_field, vault=vault_of(key_vault)),
+                         context, label, kms_qps,
                          ttl=cache_ttl(key_cache_ttl), required=required_keys(require_keys))  # fmt: skip

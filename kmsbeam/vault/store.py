@@ -9,6 +9,7 @@ Beam's ``FileSystems`` for every other scheme (``oss://``, ``s3://``, ``gs://``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import threading
@@ -51,6 +52,14 @@ class VaultStore(Protocol):
 
         Raises:
             KeySourceUnavailableError: the store could not be listed.
+        """
+        ...
+
+    def delete(self, name: str) -> None:
+        """Delete ``name`` (``kmsbeam vault gc --yes`` only); absent is not an error.
+
+        Raises:
+            KeySourceUnavailableError: the store could not be written.
         """
         ...
 
@@ -123,6 +132,17 @@ class LocalStore:
         except OSError as exc:  # pragma: no cover - os.walk swallows most errors
             raise KeySourceUnavailableError(f"the key vault {self._uri} could not be listed") from exc
         return [n for n in out if n.startswith(prefix)]
+
+
+    def delete(self, name: str) -> None:
+        target = self._file(name)
+        try:
+            target.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                target.parent.rmdir()  # the key id's directory, once empty
+        except OSError as exc:
+            raise KeySourceUnavailableError(f"the key vault {self._uri} could not be written: "
+                                            f"{exc.strerror or type(exc).__name__}") from exc  # fmt: skip
 
 
 def _fsync_dir(path: Path) -> None:

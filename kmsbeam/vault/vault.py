@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Protocol, TypeVar
 
-from kmsbeam.errors import AuthenticationError, FormatError, KeyNotFoundError, RecordError
+from kmsbeam.errors import AuthenticationError, ConfigurationError, FormatError, KeyNotFoundError, RecordError
 from kmsbeam.vault.entry import VaultEntry, entry_name, parse_entry_name
 from kmsbeam.vault.store import VaultStore, open_store
 
@@ -73,9 +73,18 @@ class KeyVault:
     _resolved_lock = threading.Lock()
 
     def __init__(self, uri: str, store: VaultStore | None = None) -> None:
-        self._store = store if store is not None else open_store(uri)
+        if not isinstance(uri, str) or not uri.strip():
+            raise ConfigurationError("a key vault is a path or URI prefix, such as oss://bucket/_keys/")
+        self._opened = store
         self._uri = uri
         self._marked = False
+
+    @property
+    def _store(self) -> VaultStore:
+        """The store, opened on first use (so a vault unpickled on a worker opens there)."""
+        if self._opened is None:
+            self._opened = open_store(self._uri)
+        return self._opened
 
     @property
     def uri(self) -> str:
@@ -88,12 +97,22 @@ class KeyVault:
         return (KeyVault, (self._uri,))
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, KeyVault) and other._uri == self._uri
+        return isinstance(other, KeyVault) and other._uri.rstrip("/") == self._uri.rstrip("/")
 
     def __hash__(self) -> int:
-        return hash(("KeyVault", self._uri))
+        return hash(("KeyVault", self._uri.rstrip("/")))
 
     # -- writing ---------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Make the prefix a vault (write its marker file if missing): a check, on the driver,
+        that the vault can be written before any worker needs it.
+
+        Raises:
+            KeySourceUnavailableError: the store cannot be written.
+        """
+        self._marked = False
+        self._mark()
 
     def _mark(self) -> None:
         """Create the vault's marker file once (it tells ``vault`` commands a prefix is one)."""
@@ -129,6 +148,16 @@ class KeyVault:
         self.put(entry)
         self._remember(key_id, wrapped)
         return entry
+
+    def remove(self, key_id: bytes) -> int:
+        """Delete every generation of ``key_id`` (``kmsbeam vault gc --yes``): values under it
+        can never be decrypted again. Returns how many entries were deleted."""
+        gens = self.generations(key_id)
+        for gen in gens:
+            self._store.delete(entry_name(key_id, gen))
+        with self._resolved_lock:
+            self._resolved.pop((self._uri, key_id), None)
+        return len(gens)
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -1,0 +1,159 @@
+"""Key vaults as jobs see them: ``vault_for`` (a checked ``KeyVault`` on any Beam filesystem),
+``dataset_key_ids`` (the data keys a dataset's values name) and ``check_keys`` (each one is in
+the vault and unwraps). The ``kmsbeam vault`` commands (``vault_cmd``) and the encrypt and
+decrypt plans open vaults here, so every vault URI is checked the same way: no credentials in
+it, a scheme some registered filesystem handles, a local path made absolute (workers run in
+other directories).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kmsbeam import ConfigurationError, KmsBeamError
+from kmsbeam.formats.envelope import FIELD_V1, RECORD_V1, V2_OF, parse
+from kmsbeam.formats.paths import FieldPath
+from kmsbeam.keys.source import KeySource
+from kmsbeam.pipelines import paths
+from kmsbeam.reasons import failure_reason
+from kmsbeam.vault import MARKER, KeyVault
+
+__all__ = ["DatasetKeys", "VAULT_MARKER", "check_keys", "dataset_key_ids", "require_vault", "vault_for"]
+
+VAULT_MARKER = MARKER
+_TEXT_HEAD = 24  # the text of a v2 header (18 bytes): equal for every value of one data key
+_BIN_HEAD = 18
+
+
+def vault_for(uri: str) -> KeyVault:
+    """The key vault at ``uri`` (``--key-vault``, a manifest's ``key_vault``).
+
+    Raises:
+        ConfigurationError: the URI carries credentials, or no filesystem handles its scheme.
+    """
+    from kmsbeam.transforms._options import vault_of  # registers the Beam filesystem store
+
+    vault = vault_of(paths.normalize(uri, "the key vault").rstrip("/") or "/")
+    assert vault is not None
+    return vault
+
+
+@dataclass
+class DatasetKeys:
+    """What ``dataset_key_ids`` found: the vault key ids (with value counts), how many values
+    carry their own wrapped key (v1), and how many are not kmsbeam values."""
+
+    key_ids: dict[bytes, int] = field(default_factory=dict)
+    self_contained: int = 0
+    malformed: int = 0
+    records: int = 0
+    files: int = 0
+
+
+def _records(path: str, fmt: str) -> Iterator[Any]:
+    import csv
+
+    import pyarrow.parquet as pq
+    from apache_beam.io.filesystems import FileSystems
+
+    from kmsbeam.pipelines._json import parse_line
+
+    with FileSystems.open(path) as f:
+        if fmt == "jsonl":
+            for line in f:
+                if line.strip():
+                    yield parse_line(line)
+        elif fmt == "csv":
+            yield from csv.DictReader(io.TextIOWrapper(f, encoding="utf-8-sig", newline=""))
+        else:
+            for batch in pq.ParquetFile(io.BytesIO(f.read())).iter_batches(batch_size=4096):
+                yield from batch.to_pylist()
+
+
+def dataset_key_ids(directory: str, manifest: Any, sample: int | None = None) -> DatasetKeys:
+    """The data keys named by the values of the dataset in ``directory`` (fields and record
+    modes; ``sample``: at most that many records per file). Headers only: nothing is unwrapped
+    or decrypted."""
+    v1 = FIELD_V1 if manifest.mode == "fields" else RECORD_V1
+    v2 = V2_OF[v1]
+    names = list(manifest.fields) if manifest.mode == "fields" else [manifest.payload_field]
+    where = [FieldPath(n) for n in names]
+    out = DatasetKeys()
+    seen: dict[Any, bytes | None] = {}  # header text or bytes -> key id (None: v1)
+    for path in paths.match(paths.join(directory, "part-*")):
+        out.files += 1
+        for n, record in enumerate(_records(path, manifest.format)):
+            if sample is not None and n >= sample:
+                break
+            if not isinstance(record, Mapping):
+                continue
+            out.records += 1
+            for p in where:
+                value = _get(record, p)
+                if value is None:
+                    continue
+                head = value[:_TEXT_HEAD] if isinstance(value, str) else bytes(value[:_BIN_HEAD]) \
+                    if isinstance(value, (bytes, bytearray)) else None  # fmt: skip
+                kid = seen.get(head, b"") if head is not None else b""
+                if kid == b"":
+                    try:
+                        parsed = parse(value, v1, vault=True)
+                    except (KmsBeamError, TypeError, ValueError):
+                        out.malformed += 1
+                        continue
+                    kid = parsed.commitment if parsed.fmt == v2 else None
+                    if head is not None and len(seen) < 65536:
+                        seen[head] = kid
+                if kid is None:
+                    out.self_contained += 1
+                else:
+                    out.key_ids[kid] = out.key_ids.get(kid, 0) + 1
+    return out
+
+
+def _get(record: Mapping[str, Any], path: FieldPath) -> Any:
+    node: Any = record
+    for part in path.parts:
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(part)
+    return node
+
+
+def check_keys(vault: KeyVault, key_ids: Iterable[bytes], source: KeySource,
+               context: Mapping[str, str]) -> dict[bytes, str]:  # fmt: skip
+    """``{key id: reason}`` for each data key that is not in ``vault`` or does not unwrap
+    (through ``source``, with ``context``) to a key with that id; empty when all are good.
+
+    Raises:
+        KmsBeamError: the key source itself failed (unavailable, access denied): the check
+            cannot tell, so it does not answer.
+    """
+    from kmsbeam.formats._keys import Unwrapping
+    from kmsbeam.reasons import fails_job
+
+    keys = Unwrapping(source, context)
+    bad: dict[bytes, str] = {}
+    for kid in key_ids:
+        try:
+            vault.resolve(kid, keys.entry)
+        except KmsBeamError as exc:
+            if fails_job(exc, "decrypt"):
+                raise
+            bad[kid] = failure_reason(exc)
+    return bad
+
+
+def require_vault(vault: KeyVault) -> KeyVault:
+    """``vault`` if its prefix holds a vault marker.
+
+    Raises:
+        ConfigurationError: it does not (a typo would otherwise look like an empty vault).
+    """
+    if not vault.is_vault():
+        raise ConfigurationError(f"{vault.uri} is not a key vault (it has no {MARKER}); check the "
+                                 "prefix (kmsbeam encrypt --key-vault creates one)")  # fmt: skip
+    return vault

@@ -1,0 +1,90 @@
+"""Key vaults on any Beam filesystem (``oss://``, ``s3://``, ``gs://``...): the
+``kmsbeam.vault.VaultStore`` over ``FileSystems``, registered on import of
+``kmsbeam.transforms`` (local paths keep ``kmsbeam.vault.LocalStore``, which creates entries
+with a link: create-once even between processes).
+
+Object stores have no create-if-absent here, so ``create`` checks that the name does not
+exist, then writes it: an object appears whole when its writer closes (a crash leaves no entry,
+never a torn one). Generation 1 of an entry is written by the one worker that generated its
+data key (no other writer has that name); generation n+1 by ``kmsbeam vault rotate``, one at a
+time per vault.
+"""
+
+from __future__ import annotations
+
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from kmsbeam.errors import KeySourceUnavailableError
+from kmsbeam.vault import register_store_opener
+
+__all__ = ["BeamVaultStore"]
+
+_RAW = CompressionTypes.UNCOMPRESSED
+
+
+class BeamVaultStore:
+    """A key vault under a Beam filesystem prefix (``oss://bucket/_keys/``)."""
+
+    def __init__(self, uri: str) -> None:
+        self._uri = uri
+        self._base = uri if uri.endswith("/") else uri + "/"
+
+    @property
+    def uri(self) -> str:
+        return self._uri
+
+    def __repr__(self) -> str:
+        return f"BeamVaultStore({self._uri!r})"
+
+    def _path(self, name: str) -> str:
+        if not name or any(p in ("", ".", "..") for p in name.split("/")):
+            raise ValueError("a vault name is a relative path without . or .. parts")
+        return self._base + name
+
+    def _failed(self, what: str, exc: Exception) -> KeySourceUnavailableError:
+        return KeySourceUnavailableError(f"the key vault {self._uri} could not be {what}: "
+                                         f"{type(exc).__name__}")  # fmt: skip
+
+    def create(self, name: str, data: bytes) -> bool:
+        path = self._path(name)
+        try:
+            if FileSystems.exists(path):
+                return False
+            with FileSystems.create(path, mime_type="application/json", compression_type=_RAW) as f:
+                f.write(data)
+        except Exception as exc:  # Beam wraps every backend's error in its own types
+            raise self._failed("written", exc) from exc
+        return True
+
+    def read(self, name: str) -> bytes | None:
+        path = self._path(name)
+        try:
+            if not FileSystems.exists(path):
+                return None
+            with FileSystems.open(path, compression_type=_RAW) as f:
+                data: bytes = f.read()
+        except Exception as exc:
+            raise self._failed("read", exc) from exc
+        return data
+
+    def delete(self, name: str) -> None:
+        path = self._path(name)
+        try:
+            if FileSystems.exists(path):
+                FileSystems.delete([path])
+        except Exception as exc:
+            raise self._failed("written", exc) from exc
+
+    def list(self, prefix: str = "") -> list[str]:
+        try:
+            found = FileSystems.match([self._base + prefix + "**"])[0].metadata_list
+        except Exception as exc:
+            if "No files found" in str(exc) or "not found" in str(exc).lower():
+                return []
+            raise self._failed("listed", exc) from exc
+        n = len(self._base)
+        return [m.path[n:] for m in found if m.path.startswith(self._base)]
+
+
+register_store_opener(BeamVaultStore)
