@@ -10,6 +10,7 @@ from targets_emulator import HttpTarget, ServiceTarget
 from targets_keys import AlibabaBlobTarget, LocalBlobTarget, Pkcs11BlobTarget
 from targets_lines import JsonlTarget
 from targets_objects import ObjectMetadataTarget, ObjectTarget
+from targets_vault import EnvelopeV2Target, VaultEntryTarget
 from targets_values import (
     CellsMetadataTarget,
     EnvelopeTarget,
@@ -24,6 +25,8 @@ from targets_values import (
 TARGETS: dict[str, Callable[[Path], Target]] = {
     "envelope": lambda _: EnvelopeTarget(),
     "envelope_text_many": lambda _: TextManyTarget(),
+    "envelope_v2": lambda _: EnvelopeV2Target(),
+    "vault_entry": lambda _: VaultEntryTarget(),
     "object_stream": ObjectTarget,
     "object_metadata": lambda _: ObjectMetadataTarget(),
     "parquet_cells_metadata": lambda _: CellsMetadataTarget(),
