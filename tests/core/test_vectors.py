@@ -281,3 +281,12 @@ def test_vault_entry_over_64_kib_is_refused_and_at_64_kib_read() -> None:
     assert VaultEntry.decode(sized(64 * 1024)).context["c"].startswith("x")
     with pytest.raises(FormatError):
         VaultEntry.decode(sized(64 * 1024 + 1))
+
+
+def test_format_md_shows_the_first_vault_entry_vector_and_the_marker() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "FORMAT.md").read_text("utf-8")
+    first = _vault_vectors()["accepted"][0]
+    assert "\n" + first["text"].rstrip("\n") + "\n" in doc and first["name"] in doc
+    from kmsbeam.vault.vault import MARKER, MARKER_TEXT
+
+    assert MARKER in doc and "\n" + MARKER_TEXT.decode().replace("\n", "\\n") + "\n" in doc
