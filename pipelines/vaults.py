@@ -133,13 +133,14 @@ def check_keys(vault: KeyVault, key_ids: Iterable[bytes], source: KeySource,
             cannot tell, so it does not answer.
     """
     from kmsbeam.formats._keys import Unwrapping
+    from kmsbeam.keys.cache import DataKeyCache
     from kmsbeam.reasons import fails_job
 
-    keys = Unwrapping(source, context)
+    keys = Unwrapping(source, context, DataKeyCache(failure_ttl_seconds=0))  # a check unwraps anew
     bad: dict[bytes, str] = {}
     for kid in key_ids:
         try:
-            vault.resolve(kid, keys.entry)
+            vault.resolve(kid, keys.entry, fresh=True)
         except KmsBeamError as exc:
             if fails_job(exc, "decrypt"):
                 raise

@@ -208,11 +208,13 @@ class KeyVault:
         data = self._store.read(MARKER)
         return data is not None and _marker_ok(data)
 
-    def resolve(self, key_id: bytes, unwrap: Callable[[bytes], tuple[C, float]]) -> tuple[C, float]:
+    def resolve(
+        self, key_id: bytes, unwrap: Callable[[bytes], tuple[C, float]], *, fresh: bool = False
+    ) -> tuple[C, float]:
         """The data key named ``key_id``: ``unwrap(wrapped)`` of the newest entry whose key
         has commitment ``key_id`` (``unwrap`` gives what has a ``commitment`` and an expiry, as
         ``Unwrapping.entry`` does). One lookup per key id and process; later calls go straight
-        to ``unwrap`` of the key that worked.
+        to ``unwrap`` of the key that worked (``fresh``: read the vault again, as a check must).
 
         Raises:
             VaultEntryMissingError: no entry for ``key_id``. VaultEntryError: no valid one.
@@ -220,7 +222,7 @@ class KeyVault:
             KeySourceError: as ``unwrap`` raises it for the newest entry.
         """
         with self._resolved_lock:
-            known = self._resolved.get((self._uri, key_id))
+            known = None if fresh else self._resolved.get((self._uri, key_id))
         if known is not None:
             try:
                 return self._checked(key_id, unwrap(known))
