@@ -50,6 +50,7 @@ from kmsbeam.transforms._options import (
     REWRAP_MODES,
     RewrapMode,
     cache_ttl,
+    vault_of,
     choice,
     key_uri,
     names,
@@ -98,7 +99,8 @@ class _RewrapFn(RecordsFn):
                        on_call=Metrics.counter(NAMESPACE, "kms_calls_rewrap").inc,
                        on_verify=self._counters.unwrap_call,
                        known=read_journal(journal, version, store) if journal else None,
-                       on_moved=journal_writer(journal, store).moved if journal else None)  # fmt: skip
+                       on_moved=journal_writer(journal, store).moved if journal else None,
+                       vault_in=vault_of(o["vault_in"]), vault_out=vault_of(o["vault_out"]))  # fmt: skip
         check = KeyRequirement(required).check_record if required else None
 
         def run(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -182,6 +184,10 @@ class RewrapDataKeys(_Lists):
         kms_qps: at most this many remote KMS calls per second per worker process
             (``kmsbeam.keys.budget``).
         key_cache_ttl: seconds each new wrapped key's check unwrap is cached (default 60).
+        key_vault: move the values to this key vault: v2 values (header ``fmt || K || 0``), each
+            data key written to the vault (under ``to_key``) before a value names it there.
+        from_key_vault: the key vault of v2 input values; without ``key_vault`` they become
+            self-contained v1 values again.
         key_inventory: a path prefix: the data keys the rewrap saw are written there as JSON
             lines ``{"k": K, "in": version before, "out": version after}`` (a few lines per
             bundle, repeats across bundles; ``kmsbeam.rotation.inventory.merge_rows`` reads
@@ -212,8 +218,11 @@ class RewrapDataKeys(_Lists):
         require_keys: Iterable[str] = (),
         key_cache_ttl: float | None = None,
         key_inventory: str | None = None,
+        key_vault: str | None = None,
+        from_key_vault: str | None = None,
     ) -> None:
         super().__init__(label, kms_qps)
+        vault_of(key_vault), vault_of(from_key_vault)  # checked here, opened on the workers
         self._inventory = key_inventory
         self._to_key = key_uri(to_key, "kms-emulator://HOST:PORT/alias/pii")
         mode = choice(mode, REWRAP_MODES, "mode")
@@ -226,7 +235,8 @@ class RewrapDataKeys(_Lists):
             "context": check_context(context),
             "only_versions": None if only_versions is None else tuple(sorted(only_versions)),
             "verify": bool(verify), "target_version": target_version,
-            "journal": None if journal is None else str(journal)}  # fmt: skip
+            "journal": None if journal is None else str(journal),
+            "vault_out": key_vault, "vault_in": from_key_vault}  # fmt: skip
         self._ttl, self._required = cache_ttl(key_cache_ttl), required_keys(require_keys)
 
     def _steps(self, pcoll: Any) -> tuple[Any, Any]:
@@ -242,4 +252,6 @@ class RewrapDataKeys(_Lists):
     def _shown(self) -> dict[str, Any]:
         o = self._options
         return {"to_key": self._to_key, "mode": o["mode"], "fields": ",".join(o["fields"]),
-                "context_keys": ",".join(sorted(o["context"])), "verify": o["verify"]}  # fmt: skip
+                "context_keys": ",".join(sorted(o["context"])), "verify": o["verify"],
+                **({"key_vault": o["vault_out"]} if o["vault_out"] else {}),
+                **({"from_key_vault": o["vault_in"]} if o["vault_in"] else {})}  # fmt: skip

@@ -18,11 +18,15 @@ FIELD_V1 = 0x01
 RECORD_V1 = 0x02
 FIELD_V2 = 0x03
 RECORD_V2 = 0x04
+# The AAD label names what a value is (a field value or a record), not where its wrapped key
+# is: v1 and v2 values share it, so a dataset moves between the two by rewriting headers only
+# (``kmsbeam rotate --key-vault``). Both name the data key by K in the AAD; the plaintext is the
+# same codec's. So a header swap gives the same value, never another one.
 LABELS = {
     FIELD_V1: b"kmsbeam.field.v1",
     RECORD_V1: b"kmsbeam.record.v1",
-    FIELD_V2: b"kmsbeam.field.v2",
-    RECORD_V2: b"kmsbeam.record.v2",
+    FIELD_V2: b"kmsbeam.field.v1",
+    RECORD_V2: b"kmsbeam.record.v1",
 }
 V2_OF = {FIELD_V1: FIELD_V2, RECORD_V1: RECORD_V2}  # a family's key-vault format
 V2 = frozenset(V2_OF.values())

@@ -2,8 +2,8 @@
 
 v2 (field value v2 0x03, record v2 0x04: key-vault values) is v1 with the header
 ``fmt || K || 0x00`` (18 bytes): the wrapped key lives in a key vault (``kmsbeam.vault``), named
-by K; the counter, ciphertext and AAD are v1's, with the labels ``kmsbeam.field.v2`` and
-``kmsbeam.record.v2``. v1:
+by K; the counter, ciphertext and AAD are v1's, labels included (so a v1 value and a v2 value
+of the same data key differ in their headers only). v1:
 
 ::
 

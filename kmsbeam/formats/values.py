@@ -14,7 +14,7 @@ from typing import Any
 
 from kmsbeam.errors import KmsBeamError, MalformedValueError
 from kmsbeam.formats.base import MOVED, KeyRewrap, KeyUse, outcomes
-from kmsbeam.formats.envelope import from_text, parse, reheader, to_text
+from kmsbeam.formats.envelope import V2, from_text, parse, reheader, to_text
 from kmsbeam.formats.paths import FieldPath
 
 __all__ = [
@@ -42,6 +42,10 @@ def text_header_length(value: str) -> int:
     if len(value) < 4:
         raise MalformedValueError()
     first = from_text(value[:4])  # format byte and L
+    if first[0] in V2:  # fmt || K || 0x00: 18 bytes
+        if len(value) < 24 + 28:
+            raise MalformedValueError()
+        return 24
     wlen = int.from_bytes(first[1:3], "big")
     kend = 3 + wlen + 16
     size = (kend + (-kend % 3)) // 3 * 4
@@ -71,10 +75,17 @@ def _header(value: object, fmt: int) -> bytes:
         return from_text(value[: text_header_length(value)])
     if not isinstance(value, (bytes, bytearray, memoryview)):
         raise MalformedValueError()
-    return parse(value, fmt).header
+    return parse(value, fmt, vault=True).header
 
 
 def _new_header(header: bytes, fmt: int, rewrap: KeyRewrap) -> tuple[bytes, str]:
+    """``(new header, status)``: a rewrapper that moves values between v1 and v2
+    (``Rewrapper.new_header``, key vaults) makes the whole header; otherwise the wrapped key in
+    a v1 header is replaced. The header is new exactly when it differs from ``header``."""
+    move = getattr(rewrap, "new_header", None)
+    if move is not None:
+        made: tuple[bytes, str] = move(header, fmt)
+        return made
     parsed = parse(header + _DUMMY_BODY, fmt)
     wrapped, status = rewrap.rewrap_key(parsed.wrapped, parsed.commitment)
     if status not in MOVED:
@@ -126,13 +137,13 @@ def _rewrap(value: Any, fmt: int, rewrap: KeyRewrap, memo: dict[tuple[int, str],
                 memo[(fmt, prefix)] = hit
         else:
             rewrap.count(hit[1])
-        return (hit[0] + value[head:], prefix, hit[0]) if hit[1] in MOVED else (value, prefix, prefix)
+        return (hit[0] + value[head:], prefix, hit[0]) if hit[0] != prefix else (value, prefix, prefix)
     if not isinstance(value, (bytes, bytearray, memoryview)):
         raise MalformedValueError()
     data = bytes(value)
-    header = parse(data, fmt).header
+    header = parse(data, fmt, vault=True).header
     new, status = _new_header(header, fmt, rewrap)
-    return (new + data[len(header) :], header, new) if status in MOVED else (value, header, header)
+    return (new + data[len(header) :], header, new) if new != header else (value, header, header)
 
 
 def rewrap_paths(
@@ -215,7 +226,7 @@ def rewrap_records(
             if n:
                 counts[status] = counts.get(status, 0) + n
             prefix, (new, status), n = last, hit, 0
-            moved = status in MOVED
+            moved = new != last
             size, minimum = len(last), len(last) + 28  # as _text_size: the shortest body
     if n:
         counts[status] = counts.get(status, 0) + n
@@ -240,6 +251,8 @@ def value_use(value: Any, fmt: int, where: str) -> KeyUse:
     Raises:
         MalformedValueError: not a value of format ``fmt``.
     """
-    parsed = parse(_header(value, fmt) + _DUMMY_BODY, fmt)
+    parsed = parse(_header(value, fmt) + _DUMMY_BODY, fmt, vault=True)
     wrapped = parsed.wrapped
+    if not wrapped:  # a v2 value: its key is in a key vault (kind and version there)
+        return KeyUse(where, parsed.commitment.hex())
     return KeyUse(where, parsed.commitment.hex(), wrapped[0], wrapped_version(wrapped))

@@ -21,12 +21,17 @@ from kmsbeam.keys.registry import wrapped_key_version
 __all__ = ["batch_rows", "key_rows", "merge_rows", "record_rows"]
 
 _BODY = bytes(21)  # the shortest body parse() takes: a header alone parses with it
+IN_VAULT = "(key vault)"  # the version of a v2 value's key: its header names none
+
+
+def _version(wrapped: bytes) -> str:
+    return wrapped_key_version(wrapped) if wrapped else IN_VAULT
 
 
 def _name(header: Any, fmt: int) -> tuple[str, str]:
     data = from_text(header) if isinstance(header, str) else bytes(header)
-    parsed = parse(data + _BODY, fmt)
-    return parsed.commitment.hex(), wrapped_key_version(parsed.wrapped)
+    parsed = parse(data + _BODY, fmt, vault=True)
+    return parsed.commitment.hex(), _version(parsed.wrapped)
 
 
 def key_rows(heads: Mapping[Any, Any], fmt: int) -> list[str]:
@@ -50,8 +55,8 @@ def record_rows(record: Mapping[str, Any], paths: Iterable[FieldPath], fmt: int,
             value = path.get(record)
             if value is None:
                 continue
-            parsed = parse(value, fmt)
-            k, v = parsed.commitment.hex(), wrapped_key_version(parsed.wrapped)
+            parsed = parse(value, fmt, vault=True)
+            k, v = parsed.commitment.hex(), _version(parsed.wrapped)
         except KmsBeamError:
             continue
         out.append(json.dumps({"k": k, side: v}, sort_keys=True))
@@ -78,8 +83,8 @@ def batch_rows(records: Iterable[Mapping[str, Any]], paths: Iterable[FieldPath],
             if value is None or (last is not None and type(value) is str and value.startswith(last)):
                 continue
             try:
-                parsed = parse(value, fmt)
-                row = json.dumps({"k": parsed.commitment.hex(), side: wrapped_key_version(parsed.wrapped)},
+                parsed = parse(value, fmt, vault=True)
+                row = json.dumps({"k": parsed.commitment.hex(), side: _version(parsed.wrapped)},
                                  sort_keys=True)  # fmt: skip
             except KmsBeamError:
                 continue

@@ -33,16 +33,19 @@ a rewrap: ``ConfigurationError`` says to re-encrypt instead.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Mapping
 
-from kmsbeam.errors import AuthenticationError, ConfigurationError
-from kmsbeam.formats.base import ALREADY, FILTERED, RESUMED, REWRAPPED
-from kmsbeam.formats.envelope import FIELD_V1, RECORD_V1
+from kmsbeam.errors import AuthenticationError, ConfigurationError, RecordError
+from kmsbeam.formats.base import ALREADY, FILTERED, MOVED, RESUMED, REWRAPPED
+from kmsbeam.formats.envelope import FIELD_V1, RECORD_V1, V2_OF, parse
+from kmsbeam.formats._layout import make_header
 from kmsbeam.formats.paths import FieldPath, parse_paths
 from kmsbeam.keys.cache import DataKeyCache, shared_cache
 from kmsbeam.keys.registry import wrapped_key_version
 from kmsbeam.keys.source import KeySource, canonical_context, check_context
 from kmsbeam.rotation.memo import RewrapMemo, shared_memo
+from kmsbeam.vault import KeyVault, VaultEntryMissingError
 
 __all__ = [
     "ALREADY",
@@ -80,6 +83,10 @@ class Rewrapper:
             K -> new wrapped key under ``target_version``); used without a call (``RESUMED``).
         on_moved: called after each rewrap call with ``(K, old version, new version, new
             wrapped key)``, e.g. ``JournalWriter.moved``; a failure there fails the value.
+        vault_in: the key vault of v2 input values (``new_header`` reads their keys there).
+        vault_out: write v2 values with their keys in this vault (a v1 dataset moves to a
+            vault: ``kmsbeam rotate --key-vault``); None: write v1 values (a vault dataset
+            moves back to self-contained values).
 
     Raises (construction): nothing; the target is described at the first value, or by
     ``check_target()`` up front (recommended: a disabled or unknown key then fails before
@@ -100,7 +107,13 @@ class Rewrapper:
         target_version: str | None = None,
         known: Mapping[bytes, bytes] | None = None,
         on_moved: Callable[[bytes, str, str, bytes], None] | None = None,
+        vault_in: KeyVault | None = None,
+        vault_out: KeyVault | None = None,
     ) -> None:
+        self._vault_in, self._vault_out = vault_in, vault_out
+        self._vault_lock = threading.Lock()
+        self._vault_keys: dict[bytes, bytes] = {}  # K -> wrapped key read from vault_in
+        self._published: set[bytes] = set()  # K written to (or found in) vault_out
         self._source = to_source
         self._context = check_context(context)
         self._context_key = canonical_context(self._context)
@@ -149,6 +162,58 @@ class Rewrapper:
         result = self._memo.get(commitment + wrapped, lambda: self._rewrap_key(wrapped, commitment))
         self.counts[result[1]] += 1
         return result
+
+    # -- headers between v1 and v2 (key vaults) -------------------------------------------
+    def new_header(self, header: bytes, fmt: int) -> tuple[bytes, str]:
+        """``(new header, status)`` of a value header of ``fmt``'s family (v1 or v2): its data
+        key rewrapped as ``rewrap_key`` does, written as a v2 header with the key in
+        ``vault_out`` (created there first, durably) or, without ``vault_out``, as a v1 header
+        (a v2 header's key read from ``vault_in``). Bytes after the header never change: v1
+        and v2 values share their AAD.
+
+        Raises:
+            VaultEntryMissingError: a v2 value whose key ``vault_in`` lacks (or no vault_in).
+            Otherwise as ``rewrap_key``.
+        """
+        parsed = parse(header + bytes(21), fmt, vault=True)
+        was_v2 = not parsed.wrapped
+        kid = parsed.commitment
+        wrapped = self._vault_key(kid) if was_v2 else parsed.wrapped
+        new_wrapped, status = self.rewrap_key(wrapped, kid)
+        if status == FILTERED:
+            return header, status
+        if self._vault_out is not None:
+            self._publish(kid, new_wrapped)
+            return make_header(V2_OF.get(fmt, fmt), b"", kid), status
+        if was_v2 or status in MOVED:
+            return make_header(fmt, new_wrapped, kid), status
+        return header, status
+
+    def _vault_key(self, kid: bytes) -> bytes:
+        with self._vault_lock:
+            known = self._vault_keys.get(kid)
+        if known is not None:
+            return known
+        if self._vault_in is None:
+            raise RecordError("key-vault value: its data key is in a key vault, and none was given")
+        entry = self._vault_in.newest(kid)
+        if entry is None:
+            raise VaultEntryMissingError(kid, self._vault_in.uri)
+        with self._vault_lock:
+            self._vault_keys[kid] = entry.wrapped
+        return entry.wrapped
+
+    def _publish(self, kid: bytes, wrapped: bytes) -> None:
+        """Make sure ``vault_out`` holds data key ``kid`` before any value names it there."""
+        assert self._vault_out is not None
+        with self._vault_lock:
+            if kid in self._published:
+                return
+        if not self._vault_out.generations(kid):
+            self._vault_out.record(kid, wrapped, self._source.uri,
+                                   self._source.wrapped_key_version(wrapped), self._context)  # fmt: skip
+        with self._vault_lock:
+            self._published.add(kid)
 
     def count(self, status: str, n: int = 1) -> None:
         """Count ``n`` values that got ``status`` from a format's own memo (no ``rewrap_key``)."""

@@ -37,6 +37,12 @@ def add_rotate_parser(sub: Any) -> None:
     cmd.add_argument("--only-key", action="append", metavar="URI",
                      help="rewrap only data keys under any version of this source key, e.g. the "
                      "old CMK's key id URI (repeatable; combines with --only-version)")
+    cmd.add_argument("--key-vault", metavar="PREFIX",
+                     help="move the values' data keys into this key vault: OUTPUT's values name "
+                     "them (3x smaller); headers only, nothing re-encrypted")  # fmt: skip
+    cmd.add_argument("--self-contained", action="store_true",
+                     help="move a --key-vault dataset out of its vault: OUTPUT's values carry "
+                     "their wrapped keys again; headers only")  # fmt: skip
     cmd.add_argument("--dry-run", action="store_true",
                      help="count data keys and KMS calls; change nothing")
     cmd.add_argument("--verify", action="store_true", help="decrypt all of OUTPUT afterwards")

@@ -15,6 +15,7 @@ values of its input and output.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -34,6 +35,7 @@ from kmsbeam.pipelines.rotate.report import dry_run_rows, inventory
 from kmsbeam.pipelines.rotate.rotator import Outcome, Verified, required_keys, trusted_sources
 from kmsbeam.pipelines.rotate.state import JOURNAL_NAME, ROTATION_NAME, read_rotation, recorded_target
 from kmsbeam.pipelines.rotate.verify import verify_dataset
+from kmsbeam.pipelines.vaults import require_vault, vault_for
 from kmsbeam.pipelines.summary import kms_cost, kms_cost_row
 from kmsbeam.rotation.inventory import batch_rows
 from kmsbeam.rotation.rewrap import Rewrapper, record_paths
@@ -62,6 +64,7 @@ def _plan(args: argparse.Namespace, manifest: Manifest, beam_args: list[str]) ->
     if old != new and not args.reencrypt:
         raise ConfigurationError(f"{to_key} is another kind of key source than {manifest.key}: "
                                  "data keys cannot be rewrapped across kinds; use --reencrypt")  # fmt: skip
+    _check_vaults(args, manifest)
     spec = JobSpec("rotate", args.input, args.output, overwrite=args.overwrite, beam_args=beam_args)
     out = args.output
     plan = Plan(spec, files, paths.join(src, "part-*"), manifest, out,
@@ -76,6 +79,38 @@ def _plan(args: argparse.Namespace, manifest: Manifest, beam_args: list[str]) ->
                            else formats.record_schema(schema, manifest.keep, manifest.payload_field))  # fmt: skip
     plan.require_keys = required_keys(args, to_key)
     return plan, to_key
+
+
+def _check_vaults(args: argparse.Namespace, manifest: Manifest) -> None:
+    """``--key-vault`` / ``--self-contained``: where OUTPUT's data keys go (``args.key_vault``
+    becomes the checked, normalized prefix, or None for self-contained values)."""
+    into, out_of = getattr(args, "key_vault", None), getattr(args, "self_contained", False)
+    if into and out_of:
+        raise ConfigurationError("--key-vault and --self-contained are opposites; give one")
+    if (into or out_of) and (args.reencrypt or args.only_version):
+        raise ConfigurationError("--key-vault and --self-contained move every value by its header: "
+                                 "not with --reencrypt, --only-version or --only-key")  # fmt: skip
+    if manifest.key_vault and not (into or out_of):
+        raise ConfigurationError(
+            f"{args.input} keeps its data keys in the key vault {manifest.key_vault}: rotate them "
+            f"there with `kmsbeam vault rotate {manifest.key_vault} --to-key KEY` (no data file "
+            "is rewritten), or pass --key-vault PREFIX or --self-contained to move the dataset"
+        )
+    if into:
+        vault = require_writable(vault_for(into))
+        if manifest.key_vault and vault == vault_for(manifest.key_vault):
+            raise ConfigurationError(f"{args.input} is in {manifest.key_vault} already: rotate its "
+                                     "keys with kmsbeam vault rotate")  # fmt: skip
+        args.key_vault = vault.uri
+    else:
+        args.key_vault = None
+    if manifest.key_vault:
+        require_vault(vault_for(manifest.key_vault))
+
+
+def require_writable(vault: Any) -> Any:
+    vault.prepare()
+    return vault
 
 
 def _build(p: beam.Pipeline, plan: Plan, to_key: str, version: str, args: argparse.Namespace) -> None:
@@ -104,7 +139,8 @@ def _build(p: beam.Pipeline, plan: Plan, to_key: str, version: str, args: argpar
                               journal=paths.join(plan.out_dir, JOURNAL_NAME),
                               kms_qps=args.kms_qps, require_keys=plan.require_keys,
                               key_cache_ttl=lifetimes["key_cache_ttl"],
-                              key_inventory=f"{tmp}/keys")  # fmt: skip
+                              key_inventory=f"{tmp}/keys", key_vault=args.key_vault,
+                              from_key_vault=m.key_vault)  # fmt: skip
     good, dead = records | "Rotate" >> step.batched().with_dead_letters()  # lists from read to write
     if args.reencrypt:  # new data keys: named from the values of the input and the output
         for name, pcoll in (("in", records), ("out", good)):
@@ -193,10 +229,12 @@ class RecordsRotator:
                   "dead_letters": c("dead_letters_written", "kmsbeam.pipelines"),
                   "kms_calls_rewrap": c("kms_calls_rewrap"), "kms_calls_decrypt": c("kms_calls_decrypt"),
                   "kms_calls_generate_data_key": c("kms_calls_generate_data_key")}  # fmt: skip
-        rotated = Manifest(**{**m.__dict__, "key": self.to_key, "kmsbeam_version": kmsbeam.__version__})
+        rotated = Manifest(**{**m.__dict__, "key": self.to_key, "kmsbeam_version": kmsbeam.__version__,
+                              "key_vault": self._vault_out()})  # fmt: skip
         paths.write_text(paths.join(out, MANIFEST_NAME), rotated.to_json())
         calls = sum(v for k, v in counts.items() if k.startswith("kms_calls_"))
         rotation = {"kmsbeam_rotation": 1, "method": "reencrypt" if args.reencrypt else "rewrap",
+                    "key_vault": {"from": m.key_vault, "to": self._vault_out()},
                     "source_key": m.key, "target_key": self.to_key, "target_version": self.version,
                     "source_versions": sources, "data_keys_moved": len(moved),
                     "data_keys_new": len(set(after) - set(before)), "data_keys": moved,
@@ -222,9 +260,18 @@ class RecordsRotator:
         return Outcome(title, rows, rotation, exit_code=lambda: finish(
             counts["records"], counts["records_written"], str(plan.dead_dir), budget))  # fmt: skip
 
+    def _vault_out(self) -> str | None:
+        """OUTPUT's key vault: ``--key-vault``, none with ``--self-contained``, else the input's."""
+        if getattr(self.args, "self_contained", False):
+            return None
+        return getattr(self.args, "key_vault", None) or self.plan.manifest.key_vault
+
     def verify(self, fraction: float | None) -> Verified:
+        """Decrypt OUTPUT (all of it, or ``fraction``): with a key vault, every entry a value
+        names is read and unwrapped (what ``kmsbeam vault check`` proves)."""
         trusted = trusted_sources(self.args).with_uris(self.to_key)
-        return verify_dataset(self.plan.out_dir, self.plan.manifest, self.beam_args, fraction, trusted)
+        written = dataclasses.replace(self.plan.manifest, key_vault=self._vault_out())
+        return verify_dataset(self.plan.out_dir, written, self.beam_args, fraction, trusted)
 
     def write_rotation(self, text: str) -> None:
         out = self.plan.out_dir

@@ -231,7 +231,7 @@ def test_v2_vectors_decrypt_from_the_spec_alone(kind: str, v: dict[str, Any]) ->
     counter = raw[18:22]
     assert counter == v["counter"].to_bytes(4, "big")
     name = (v["name"] if kind == "field" else v["payload_field"]).encode()
-    label = b"kmsbeam.field.v2" if kind == "field" else b"kmsbeam.record.v2"
+    label = b"kmsbeam.field.v1" if kind == "field" else b"kmsbeam.record.v1"  # v1 and v2 share the AAD
     aad = label + len(name).to_bytes(2, "big") + name + k + bytes.fromhex(v["binding_hex"])
     plaintext = AESGCM(dek).decrypt(bytes(8) + counter, raw[22:], aad)
     assert plaintext.hex() == v["plaintext_hex"]
