@@ -208,3 +208,38 @@ def test_gc_lists_unused_entries_and_deletes_only_with_yes(cli, customers: Path,
     assert cli("decrypt", enc, tmp_path / "plain").code == 0  # the named dataset still reads
     r = cli("vault", "gc", tmp_path / "nowhere", "--dataset", enc)
     assert r.code == 2 and "is not a key vault" in r.err
+
+
+def test_rotate_moves_a_dataset_into_a_vault_and_back_by_headers_only(
+    cli, customers: Path, tmp_path: Path, emulator: EmulatorServer  # type: ignore[no-untyped-def]
+) -> None:
+    key = f"kms-emulator://{emulator.endpoint}/{KEY_ALIAS}"
+    v1, v2, back, vault = tmp_path / "v1", tmp_path / "v2", tmp_path / "back", tmp_path / "vault"
+    r = cli("encrypt", customers, v1, "--fields", "ssn,email", "--key", key, "--max-records-per-key", "250")
+    assert r.code == 0, r.err
+    before = len(_events(emulator))
+    r = cli("rotate", v1, v2, "--key-vault", vault, "--verify")
+    assert r.code == 0, r.err + r.out
+    calls = _events(emulator)[before:]
+    assert "ReEncrypt" not in calls and "GenerateDataKey" not in calls  # already under the key
+    assert json.loads((v2 / "_kmsbeam.json").read_text())["key_vault"] == str(vault)
+    old = {json.loads(x)["id"]: json.loads(x) for x in shard_lines(v1)}
+    new = {json.loads(x)["id"]: json.loads(x) for x in shard_lines(v2)}
+    assert old.keys() == new.keys()
+    kids = set()
+    for i, record in new.items():
+        for field in ("ssn", "email"):
+            a, b = _bytes(old[i][field]), _bytes(record[field])
+            assert b[0] == 0x03 and b[18:] == a[-(len(b) - 18):]  # the same counter and ciphertext
+            kids.add(b[1:17].hex())
+    assert set(_entries(vault)) == kids and len(kids) == 4
+
+    r = cli("rotate", v2, tmp_path / "again")
+    assert r.code == 2 and "kmsbeam vault rotate" in r.err, r.err
+    r = cli("rotate", v2, back, "--self-contained", "--verify")
+    assert r.code == 0, r.err + r.out
+    assert json.loads((back / "_kmsbeam.json").read_text())["key_vault"] is None
+    assert {json.loads(x)["id"]: json.loads(x) for x in shard_lines(back)} == old  # byte for byte
+    r = cli("decrypt", back, tmp_path / "plain")
+    assert r.code == 0, r.err + r.out
+    assert _sorted_records(shard_lines(tmp_path / "plain")) == _sorted_records(customers.read_text().splitlines())
