@@ -243,3 +243,9 @@ def test_rotate_moves_a_dataset_into_a_vault_and_back_by_headers_only(
     r = cli("decrypt", back, tmp_path / "plain")
     assert r.code == 0, r.err + r.out
     assert _sorted_records(shard_lines(tmp_path / "plain")) == _sorted_records(customers.read_text().splitlines())
+
+
+@pytest.mark.parametrize("vault", ["oss://ak:topsecret@bucket/_keys/", "oss://bucket/_keys/?token=topsecret"])
+def test_a_vault_uri_never_carries_a_secret(cli, customers: Path, tmp_path: Path, vault: str) -> None:  # type: ignore[no-untyped-def]
+    r = cli("encrypt", customers, tmp_path / "enc", "--fields", "ssn", "--key-vault", vault)
+    assert r.code == 2 and "topsecret" not in r.err + r.out and not (tmp_path / "enc").exists(), r.err
