@@ -12,6 +12,7 @@ from fuzzlib import Target, as_text, attempt
 from targets_values import AUTH, DEK, KEY, MALFORMED, OPENINGS, PLAINTEXTS, WRAPPED
 
 from kmsbeam.errors import FormatError
+from kmsbeam.formats._layout import LABELS
 from kmsbeam.formats.codec import encode_value
 from kmsbeam.formats.envelope import (
     FIELD_V1, FIELD_V2, RECORD_V1, RECORD_V2, V2, V2_OF, Opener, Sealer, from_text, open_value,
@@ -26,23 +27,27 @@ V2_HEADER = 18
 class EnvelopeV2Target(Target):
     """``parse(value, fmt, vault=True)`` on any bytes or text: a ``ParsedValue`` whose parts
     are the input's (a v2 value: ``fmt || K || 0x00``, no wrapped key; a v1 value as ever), or
-    ``MalformedValueError``. A value that opens must be a sealed one, with its own plaintext."""
+    ``MalformedValueError``. A value that opens must be a sealed one, with its own plaintext
+    (values are known by their AAD label: a header rewritten between v1 and v2 of one label,
+    as a migration does, opens to the same plaintext)."""
 
     name = "envelope_v2"
 
     def __init__(self) -> None:
-        self.known: dict[tuple[int, str, bytes, bytes], bytes] = {}
+        self.known: dict[tuple[bytes, str, bytes, bytes], bytes] = {}
         self.values: list[bytes] = []
         for fmt, openings in OPENINGS.items():  # v1 formats: the reader's expected_fmt
             for sealed_fmt in (V2_OF[fmt], fmt):
                 sealer = Sealer(sealed_fmt, DEK, WRAPPED)
+                if sealed_fmt not in V2:  # v1 and v2 share the AAD: no counter used twice
+                    sealer._count = 1 << 16  # noqa: SLF001
                 for name, binding in openings:
                     for value in PLAINTEXTS[:: 1 if sealed_fmt in V2 else 4]:
                         plain = encode_value(value)
                         sealed = sealer.seal(plain, name, binding)
                         self.values.append(sealed)
                         body = parse(sealed, fmt, vault=True).body
-                        self.known[(sealed_fmt, name, binding, body)] = plain
+                        self.known[(LABELS[sealed_fmt], name, binding, body)] = plain
 
     def seeds(self) -> list[bytes]:
         texts = [to_text(v).encode("ascii") for v in self.values[::3]]
@@ -78,7 +83,7 @@ class EnvelopeV2Target(Target):
         assert opener.body_of(value) == parsed.body
         family = fmt if fmt in OPENINGS else next(f for f, v2 in V2_OF.items() if v2 == fmt)
         for name, binding in OPENINGS[family]:
-            expected = self.known.get((parsed.fmt, name, binding, parsed.body))
+            expected = self.known.get((LABELS[parsed.fmt], name, binding, parsed.body))
             assert attempt(AUTH, open_value, parsed, KEY, name, binding) == expected, "a tampered value opened"
             assert attempt(AUTH, opener.open, parsed.body, name, binding) == expected
 
