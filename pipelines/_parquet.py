@@ -197,13 +197,14 @@ def build_parquet_job(p: Any, plan: Any) -> None:
         policy = DataKeyPolicy(max_records=cap) if cap else None
         tables, dead = tables | "EncryptCells" >> EncryptCells(
             m.key, m.fields, context=m.context, bind=m.bind, policy=policy,
-            kms_qps=qps, data_key_max_age=plan.spec.data_key_max_age).with_dead_letters()  # fmt: skip
+            kms_qps=qps, data_key_max_age=plan.spec.data_key_max_age,
+            key_vault=m.key_vault).with_dead_letters()  # fmt: skip
         encrypted = list(m.fields)
     elif m.mode == "cells":
         tables, dead = tables | "DecryptCells" >> DecryptCells(
             m.key, m.fields, context=m.context, bind=m.bind, schema=original,
             kms_qps=qps, require_keys=plan.require_keys,
-            key_cache_ttl=plan.spec.key_cache_ttl).with_dead_letters()  # fmt: skip
+            key_cache_ttl=plan.spec.key_cache_ttl, key_vault=m.key_vault).with_dead_letters()  # fmt: skip
     tables = tables | "CountWritten" >> beam.ParDo(_CountRows("records_written"))
     if m.mode == "pme" and encrypting:
         tables | "WriteParquet" >> WriteEncryptedParquet(

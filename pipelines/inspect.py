@@ -119,6 +119,8 @@ def format_report(report: Any) -> str:
         for c in report.columns:
             if c.key is not None:
                 where = _key(c.key)
+            elif c.data_keys and "key vault" in c.protection:  # v2 cells: kind and version are in the vault
+                where = f"{c.data_keys} data key(s) in a key vault"
             elif c.data_keys:
                 versions = ", ".join(c.key_versions) or ", ".join(c.key_kinds)
                 where = f"{c.data_keys} data key(s); {', '.join(c.key_kinds)}; version {versions}"

@@ -21,6 +21,7 @@ from kmsbeam.keys.trust import TrustedKeySources
 from kmsbeam.pipelines import formats, paths
 from kmsbeam.pipelines.manifest import Manifest
 from kmsbeam.pipelines.output_dir import prepare_output
+from kmsbeam.pipelines.vaults import require_vault, vault_for
 from kmsbeam.pipelines.spec import (
     JobSpec,
     ParquetSpec,
@@ -71,6 +72,9 @@ def plan_parquet_encrypt(spec: JobSpec, pq_spec: ParquetSpec, notice: Callable[[
                                      "--external-key-material are for --parquet-mode pme")  # fmt: skip
         uris = [key]
         plan.out_schema = cells_schema(schema, columns, key, manifest.bind)  # checks the columns
+        if spec.key_vault:
+            vault_for(spec.key_vault).prepare()  # writable, before OUTPUT is touched
+            manifest.key_vault = spec.key_vault
     plan.dead_dir = dead_dir_for(spec, plan.out_dir)
     prepare_output(plan.out_dir, plan.dead_dir, spec.overwrite, files, keep_old=True)  # run_plan replaces it
     for uri in uris:
@@ -106,6 +110,11 @@ def plan_parquet_decrypt(spec: JobSpec, files: list[str], pattern: str, m: Manif
     if spec.context is not None:
         m.context = dict(spec.context)
     check_context(m.context)
+    m.key_vault = spec.key_vault or m.key_vault
+    if m.key_vault:
+        if m.mode != "cells":
+            raise ConfigurationError("--key-vault is for fields, record and cells datasets")
+        require_vault(vault_for(m.key_vault))
     plan = Plan(spec, files, pattern, m, spec.output, "", out_schema=m.schema(),
                 key_map=key_map)  # fmt: skip
     plan.dead_dir = dead_dir_for(spec, plan.out_dir)

@@ -47,9 +47,9 @@ def plan_encrypt(spec: JobSpec, notice: Callable[[str], None]) -> Plan:
     """
     normalize_spec(spec)
     if spec.parquet is not None:
-        if spec.key_vault:
-            raise ConfigurationError("--key-vault is for fields and record modes; --parquet-mode "
-                                     "datasets keep their wrapped keys in the files")  # fmt: skip
+        if spec.key_vault and spec.parquet.mode == "pme":
+            raise ConfigurationError("--key-vault is for fields, record and cells datasets; PME "
+                                     "files keep their wrapped keys in their footers")  # fmt: skip
         return plan_parquet_encrypt(spec, spec.parquet, notice)
     if not _glob(spec.input) and paths.is_dir(spec.input):
         folder = spec.input.rstrip("/")

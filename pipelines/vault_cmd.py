@@ -111,9 +111,9 @@ def _dataset(directory: str, key_vault: str | None) -> tuple[str, Any, str]:
 
     where = paths.normalize(directory, "the dataset").rstrip("/")
     manifest = Manifest.read(where)
-    if manifest is None or manifest.mode not in ("fields", "record"):
-        raise ConfigurationError(f"{where} is not a fields or record dataset written by kmsbeam "
-                                 "encrypt (no _kmsbeam.json of that mode)")  # fmt: skip
+    if manifest is None or manifest.mode not in ("fields", "record", "cells"):
+        raise ConfigurationError(f"{where} is not a fields, record or cells dataset written by "
+                                 "kmsbeam encrypt (no _kmsbeam.json of those modes)")  # fmt: skip
     vault = key_vault or manifest.key_vault
     if not vault:
         raise ConfigurationError(f"{where} keeps its data keys in its values (it was not written "

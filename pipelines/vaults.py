@@ -74,12 +74,12 @@ def _records(path: str, fmt: str) -> Iterator[Any]:
 
 
 def dataset_key_ids(directory: str, manifest: Any, sample: int | None = None) -> DatasetKeys:
-    """The data keys named by the values of the dataset in ``directory`` (fields and record
-    modes; ``sample``: at most that many records per file). Headers only: nothing is unwrapped
+    """The data keys named by the values of the dataset in ``directory`` (fields, record and
+    cells modes; ``sample``: at most that many records per file). Headers only: nothing is unwrapped
     or decrypted."""
-    v1 = FIELD_V1 if manifest.mode == "fields" else RECORD_V1
+    v1 = RECORD_V1 if manifest.mode == "record" else FIELD_V1  # cells are field values
     v2 = V2_OF[v1]
-    names = list(manifest.fields) if manifest.mode == "fields" else [manifest.payload_field]
+    names = [manifest.payload_field] if manifest.mode == "record" else list(manifest.fields)
     where = [FieldPath(n) for n in names]
     out = DatasetKeys()
     seen: dict[Any, bytes | None] = {}  # header text or bytes -> key id (None: v1)

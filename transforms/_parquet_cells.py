@@ -30,7 +30,7 @@ from kmsbeam import DataKeyPolicy, KmsBeamError, check_context, open_key_source
 from kmsbeam.formats.parquet import CellDecryptor, CellEncryptor, CellFormat, cells_schema
 from kmsbeam.keys.budget import KmsBudget
 from kmsbeam.transforms._base import DEAD_LETTER, KmsDoFn, KmsTransform
-from kmsbeam.transforms._options import cache_ttl, key_uri, policy_with_age, required_keys
+from kmsbeam.transforms._options import cache_ttl, key_uri, policy_with_age, required_keys, vault_of
 
 __all__ = ["DecryptCells", "EncryptCells", "cells_schema"]
 
@@ -125,7 +125,8 @@ class _Cells(KmsTransform):
         fmt = self._options["format"]
         return {"key": self._key, "columns": ",".join(c.name for c in fmt.columns),
                 "bind": ",".join(b.name for b in fmt.bind),
-                "context_keys": ",".join(sorted(self._options["context"]))}  # fmt: skip
+                "context_keys": ",".join(sorted(self._options["context"])),
+                **({"key_vault": fmt.vault.uri} if fmt.vault is not None else {})}  # fmt: skip
 
 
 class EncryptCells(_Cells):
@@ -141,6 +142,8 @@ class EncryptCells(_Cells):
             default 300): the revocation latency of encryption.
         kms_qps: remote KMS calls per second allowed to each worker process (``None``: no
             limit; ``kmsbeam.keys.budget``).
+        key_vault: a key vault prefix: cells are field values v2, their data keys in the
+            vault (as ``EncryptFields(key_vault=)``); ``DecryptCells`` takes the same.
     """
 
     _fn = _EncryptCellsFn
@@ -148,8 +151,10 @@ class EncryptCells(_Cells):
     def __init__(self, key: str, columns: Iterable[str] | str, *, context: Mapping[str, str] | None = None,
                  bind: Iterable[str] | str = (), policy: DataKeyPolicy | None = None,
                  encrypt_none: bool = False, label: str | None = None,
-                 kms_qps: float | None = None, data_key_max_age: float | None = None) -> None:  # fmt: skip
-        options = {"format": CellFormat(columns, bind=bind, encrypt_none=encrypt_none), "context": context,
+                 kms_qps: float | None = None, data_key_max_age: float | None = None,
+                 key_vault: str | None = None) -> None:  # fmt: skip
+        options = {"format": CellFormat(columns, bind=bind, encrypt_none=encrypt_none, vault=vault_of(key_vault)),
+                   "context": context,
                    "policy": policy_with_age(policy, data_key_max_age)}  # fmt: skip
         super().__init__(key, options, label, kms_qps)
 
@@ -174,6 +179,7 @@ class DecryptCells(_Cells):
                  context: Mapping[str, str] | None = None, bind: Iterable[str] | str = (),
                  schema: pa.Schema | None = None, label: str | None = None,
                  kms_qps: float | None = None, require_keys: Iterable[str] = (),
-                 key_cache_ttl: float | None = None) -> None:  # fmt: skip
-        options = {"format": CellFormat(columns or None, bind=bind, schema=schema), "context": context}
+                 key_cache_ttl: float | None = None, key_vault: str | None = None) -> None:  # fmt: skip
+        options = {"format": CellFormat(columns or None, bind=bind, schema=schema, vault=vault_of(key_vault)),
+                   "context": context}
         super().__init__(key, options, label, kms_qps, cache_ttl(key_cache_ttl), required_keys(require_keys))

@@ -19,6 +19,7 @@ from kmsbeam.formats._keys import Unwrapping
 from kmsbeam.keys.cache import DataKeyCache
 from kmsbeam.formats.codec import decode_value
 from kmsbeam.formats.envelope import FIELD_V1, Opener
+from kmsbeam.vault import KeyVault
 from kmsbeam.formats.paths import Paths
 from kmsbeam.errors import ConfigurationError, KmsBeamError, RecordError
 from kmsbeam.keys.source import KeySource
@@ -59,10 +60,11 @@ class CellDecryptor:
         schema: pa.Schema | None = None,
         cache: DataKeyCache | None = None,
         on_call: Callable[[], None] | None = None,
+        vault: KeyVault | None = None,
     ) -> None:
         named, self.bind = check_paths(columns or (), bind, "columns", required=False)
         self._columns = named or None
-        self._keys = Unwrapping(source, context, cache, on_call)
+        self._keys = Unwrapping(source, context, cache, on_call, vault)
         self._schema = schema
         self.values = 0
 

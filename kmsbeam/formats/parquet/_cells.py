@@ -30,6 +30,7 @@ from kmsbeam.formats._binding import bindings_of, check_paths
 from kmsbeam.formats._keys import Sealing
 from kmsbeam.formats.codec import STR_TAG, encode_value
 from kmsbeam.formats.envelope import FIELD_V1
+from kmsbeam.vault import KeyVault
 from kmsbeam.errors import ConfigurationError, FormatError, RecordError
 from kmsbeam.keys.source import KeySource
 from kmsbeam.formats.parquet._arrow import (
@@ -153,6 +154,7 @@ class CellEncryptor:
         source, context, policy, clock, on_generate: as for ``FieldEncryptor``.
         bind: cleartext columns identifying the row, bound into every cell's AAD.
         encrypt_none: encrypt null cells too (by default they stay null).
+        vault: a key vault: cells are field values v2, their data keys in the vault.
     """
 
     def __init__(
@@ -166,9 +168,11 @@ class CellEncryptor:
         encrypt_none: bool = False,
         clock: Callable[[], float] = time.monotonic,
         on_generate: Callable[[], None] | None = None,
+        vault: KeyVault | None = None,
     ) -> None:
         self.columns, self.bind = check_paths(columns, bind, "columns")
-        self._sealing = Sealing(source, FIELD_V1, context, policy, clock=clock, on_generate=on_generate)
+        self._sealing = Sealing(source, FIELD_V1, context, policy, clock=clock, on_generate=on_generate,
+                                vault=vault)  # fmt: skip
         self.keys = self._sealing.keys
         self._uri = source.uri
         self._encrypt_none = encrypt_none

@@ -35,7 +35,8 @@ from kmsbeam.formats.values import kind_name, value_use
 
 __all__ = ["ColumnReport", "FileReport", "KeyReport", "inspect_parquet", "key_material_path"]
 
-FORMATS = {1: "cells (field value v1)", 2: "records (record v1)"}
+FORMATS = {1: "cells (field value v1)", 2: "records (record v1)", 3: "cells (field value v2, key vault)",
+           4: "records (record v2, key vault)"}  # fmt: skip
 _ALGORITHMS = {1: "AES_GCM_V1", 2: "AES_GCM_CTR_V1"}
 _PHYSICAL = ("BOOLEAN", "INT32", "INT64", "INT96", "FLOAT", "DOUBLE", "BYTE_ARRAY", "FIXED_LEN_BYTE_ARRAY")
 
@@ -241,7 +242,7 @@ def _header_stats(arr: pa.Array) -> set[bytes] | None:
         return set()
     first = arr[0].as_py()
     try:
-        parse(first, first[0] if first and first[0] in FORMATS else FIELD_V1)
+        parse(first, first[0] if first and first[0] in FORMATS else FIELD_V1, vault=True)
     except KmsBeamError:
         return None
     prefix = pc.binary_slice(arr, 0, 3)
@@ -252,8 +253,11 @@ def _header_stats(arr: pa.Array) -> set[bytes] | None:
     for pre in kinds:
         if len(pre) < 3:
             return None
-        end = 3 + int.from_bytes(pre[1:3], "big") + 16
-        end += -end % 3
+        if pre[0] in (3, 4):  # v2: fmt || K || 0x00
+            end = 18
+        else:
+            end = 3 + int.from_bytes(pre[1:3], "big") + 16
+            end += -end % 3
         picked = arr.filter(pc.equal(prefix, pa.scalar(pre, arr.type)))
         heads.update(pc.unique(pc.binary_slice(picked, 0, end)).to_pylist())
     return heads

@@ -22,6 +22,7 @@ from kmsbeam.errors import ConfigurationError, KmsBeamError
 from kmsbeam.formats._binding import check_paths
 from kmsbeam.formats.base import REWRAPPED, Context, Engines, Hook, KeyRewrap, KeyUse, merge_uses
 from kmsbeam.formats.envelope import FIELD_V1
+from kmsbeam.vault import KeyVault
 from kmsbeam.formats.parquet._arrow import column_at, replace_at
 from kmsbeam.formats.parquet._cell_decryptor import CellDecryptor
 from kmsbeam.formats.parquet._cells import CELLS_KEY, CellEncryptor
@@ -54,26 +55,29 @@ class CellFormat(Engines[CellEncryptor, CellDecryptor]):
     bind: tuple[FieldPath, ...] = ()
     encrypt_none: bool = False
     schema: pa.Schema | None = None
+    vault: KeyVault | None = None
     name: ClassVar[str] = "cells"
     section: ClassVar[str] = "Parquet cell columns"
 
     def __init__(self, columns: Paths | None, *, bind: Paths = (), encrypt_none: bool = False,
-                 schema: pa.Schema | None = None) -> None:  # fmt: skip
+                 schema: pa.Schema | None = None, vault: KeyVault | None = None) -> None:  # fmt: skip
         paths, bound = check_paths(columns or (), bind, "columns", required=columns is not None)
         object.__setattr__(self, "columns", paths)
         object.__setattr__(self, "bind", bound)
         object.__setattr__(self, "encrypt_none", encrypt_none)
         object.__setattr__(self, "schema", schema)
+        object.__setattr__(self, "vault", vault)
 
     def _encryptor(self, source: KeySource, context: Context, policy: DataKeyPolicy | None,
                    on_generate: Hook) -> CellEncryptor:
         return CellEncryptor(self.columns, source, context=context, bind=self.bind, policy=policy,
-                             encrypt_none=self.encrypt_none, on_generate=on_generate)  # fmt: skip
+                             encrypt_none=self.encrypt_none, on_generate=on_generate,
+                             vault=self.vault)  # fmt: skip
 
     def _decryptor(self, source: KeySource, context: Context, cache: DataKeyCache | None,
                    on_call: Hook) -> CellDecryptor:
         return CellDecryptor(self.columns or None, source, context=context, bind=self.bind,
-                             schema=self.schema, cache=cache, on_call=on_call)  # fmt: skip
+                             schema=self.schema, cache=cache, on_call=on_call, vault=self.vault)  # fmt: skip
 
     def rewrap_table(
         self, table: pa.Table, rewrap: KeyRewrap
