@@ -34,11 +34,9 @@ def vault_for(uri: str) -> KeyVault:
     Raises:
         ConfigurationError: the URI carries credentials, or no filesystem handles its scheme.
     """
-    from kmsbeam.transforms._options import vault_of  # registers the Beam filesystem store
+    import kmsbeam.transforms  # noqa: F401  (registers the store over Beam's filesystems)
 
-    vault = vault_of(paths.normalize(uri, "the key vault").rstrip("/") or "/")
-    assert vault is not None
-    return vault
+    return KeyVault(paths.normalize(uri, "the key vault").rstrip("/") or "/")
 
 
 @dataclass
@@ -132,15 +130,16 @@ def check_keys(vault: KeyVault, key_ids: Iterable[bytes], source: KeySource,
         KmsBeamError: the key source itself failed (unavailable, access denied): the check
             cannot tell, so it does not answer.
     """
-    from kmsbeam.formats._keys import Unwrapping
-    from kmsbeam.keys.cache import DataKeyCache
+    from kmsbeam.formats.envelope import KeyCipher
     from kmsbeam.reasons import fails_job
 
-    keys = Unwrapping(source, context, DataKeyCache(failure_ttl_seconds=0))  # a check unwraps anew
+    def unwrap(wrapped: bytes) -> tuple[KeyCipher, float]:  # a check unwraps anew: no cache
+        return KeyCipher.from_dek(source.decrypt_data_key(wrapped, context)), 0.0
+
     bad: dict[bytes, str] = {}
     for kid in key_ids:
         try:
-            vault.resolve(kid, keys.entry, fresh=True)
+            vault.resolve(kid, unwrap, fresh=True)
         except KmsBeamError as exc:
             if fails_job(exc, "decrypt"):
                 raise

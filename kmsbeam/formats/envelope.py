@@ -40,8 +40,8 @@ from __future__ import annotations
 
 from kmsbeam.formats._layout import (
     COMMIT_LABEL, FIELD_V1, FIELD_V2, MAX_VALUES_PER_KEY, RECORD_V1, RECORD_V2, V2, V2_OF,
-    ParsedValue, from_text, from_text_joint, from_text_many, key_commitment, parse, reheader,
-    to_text,
+    ParsedValue, from_text, from_text_joint, from_text_many, key_commitment, make_header, parse,
+    reheader, to_text,
 )  # fmt: skip
 from kmsbeam.formats._opener import KeyCipher, Opener, open_value
 from kmsbeam.formats._sealer import Sealer
@@ -63,6 +63,7 @@ __all__ = [
     "from_text_joint",
     "from_text_many",
     "key_commitment",
+    "make_header",
     "open_value",
     "parse",
     "reheader",

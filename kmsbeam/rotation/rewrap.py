@@ -38,8 +38,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from kmsbeam.errors import AuthenticationError, ConfigurationError, RecordError
 from kmsbeam.formats.base import ALREADY, FILTERED, MOVED, RESUMED, REWRAPPED
-from kmsbeam.formats.envelope import FIELD_V1, RECORD_V1, V2_OF, parse
-from kmsbeam.formats._layout import make_header
+from kmsbeam.formats.envelope import FIELD_V1, RECORD_V1, V2_OF, make_header, parse
 from kmsbeam.formats.paths import FieldPath, parse_paths
 from kmsbeam.keys.cache import DataKeyCache, shared_cache
 from kmsbeam.keys.registry import wrapped_key_version

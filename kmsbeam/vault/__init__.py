@@ -7,7 +7,7 @@
 from kmsbeam.vault.entry import ENTRY_FORMAT, VaultEntry, entry_name, parse_entry_name
 from kmsbeam.vault.store import LocalStore, VaultStore, open_store, register_store_opener
 from kmsbeam.vault.vault import (
-    MARKER, KeyVault, VaultEntryError, VaultEntryMissingError, key_id_of,
+    MARKER, KeyVault, VaultEntryError, VaultEntryMissingError, check_vault_uri, key_id_of,
 )  # fmt: skip
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "VaultEntryError",
     "VaultEntryMissingError",
     "VaultStore",
+    "check_vault_uri",
     "entry_name",
     "key_id_of",
     "open_store",

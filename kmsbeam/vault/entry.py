@@ -95,6 +95,9 @@ class VaultEntry:
             raise ValueError("a wrapped key is 1 to 65535 bytes")
         if not _CREATED.fullmatch(self.created):
             raise ValueError("created is YYYY-MM-DDTHH:MM:SSZ")
+        datetime.strptime(self.created, "%Y-%m-%dT%H:%M:%SZ")  # a real time (ValueError if not)
+        if not self.master_key:
+            raise ValueError("an entry names the master key that wrapped it")
         object.__setattr__(self, "context", dict(self.context))
 
     @property

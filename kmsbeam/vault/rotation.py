@@ -13,6 +13,7 @@ lose a key while the old master key exists.
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -132,12 +133,12 @@ def _newest(vault: KeyVault, kid: bytes, generations: list[int]) -> VaultEntry |
 def _verify(vault: KeyVault, new: VaultEntry, source: KeySource, out: VaultRotation) -> None:
     """Read ``new`` back from the store and unwrap it: its key must have the entry's key id."""
     from kmsbeam.errors import AuthenticationError
-    from kmsbeam.formats._keys import Unwrapping
+    from kmsbeam.formats.envelope import KeyCipher
 
     stored = vault.read(new.key_id, new.generation)
     if stored is None or stored.wrapped != new.wrapped:
         raise AuthenticationError()
     out.verify_calls += 1
-    cipher, _ = Unwrapping(source, new.context).entry(stored.wrapped)
-    if cipher.commitment != new.key_id:
+    cipher = KeyCipher.from_dek(source.decrypt_data_key(stored.wrapped, new.context))  # no cache: a check
+    if not hmac.compare_digest(cipher.commitment, new.key_id):
         raise AuthenticationError()

@@ -19,8 +19,11 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Protocol, TypeVar
 
-from kmsbeam.errors import AuthenticationError, ConfigurationError, FormatError, KeyNotFoundError, RecordError
-from kmsbeam.vault.entry import VaultEntry, entry_name, parse_entry_name
+from kmsbeam.errors import (
+    AuthenticationError, ConfigurationError, FormatError, KeyDisabledError, KeyNotFoundError,
+    RecordError,
+)  # fmt: skip
+from kmsbeam.vault.entry import MAX_ENTRY_BYTES, VaultEntry, entry_name, parse_entry_name
 from kmsbeam.vault.store import VaultStore, open_store
 
 __all__ = [
@@ -28,6 +31,7 @@ __all__ = [
     "MARKER",
     "VaultEntryError",
     "VaultEntryMissingError",
+    "check_vault_uri",
     "key_id_of",
 ]
 
@@ -73,10 +77,10 @@ class KeyVault:
     _resolved_lock = threading.Lock()
 
     def __init__(self, uri: str, store: VaultStore | None = None) -> None:
-        if not isinstance(uri, str) or not uri.strip():
-            raise ConfigurationError("a key vault is a path or URI prefix, such as oss://bucket/_keys/")
+        check_vault_uri(uri)
         self._opened = store
         self._uri = uri
+        self._name = uri.rstrip("/") or uri  # v and v/ are one vault
         self._marked = False
 
     @property
@@ -97,10 +101,10 @@ class KeyVault:
         return (KeyVault, (self._uri,))
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, KeyVault) and other._uri.rstrip("/") == self._uri.rstrip("/")
+        return isinstance(other, KeyVault) and other._name == self._name
 
     def __hash__(self) -> int:
-        return hash(("KeyVault", self._uri.rstrip("/")))
+        return hash(("KeyVault", self._name))
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -129,8 +133,14 @@ class KeyVault:
             FormatError: another entry holds that name (a rotation raced this one).
             KeySourceUnavailableError: the store failed.
         """
+        data = entry.encode()
+        if len(data) > MAX_ENTRY_BYTES:  # readers refuse it: never write one
+            raise ConfigurationError(
+                f"a key-vault entry is at most {MAX_ENTRY_BYTES // 1024} KiB: the encryption "
+                "context is too large for a key vault"
+            )
         self._mark()
-        if self._store.create(entry.name, entry.encode()):
+        if self._store.create(entry.name, data):
             return True
         held = self._store.read(entry.name)
         if held is not None:
@@ -156,7 +166,7 @@ class KeyVault:
         for gen in gens:
             self._store.delete(entry_name(key_id, gen))
         with self._resolved_lock:
-            self._resolved.pop((self._uri, key_id), None)
+            self._resolved.pop((self._name, key_id), None)
         return len(gens)
 
     # -- reading ---------------------------------------------------------------------------
@@ -219,15 +229,18 @@ class KeyVault:
         Raises:
             VaultEntryMissingError: no entry for ``key_id``. VaultEntryError: no valid one.
             AuthenticationError: no entry unwraps to a key with commitment ``key_id``.
-            KeySourceError: as ``unwrap`` raises it for the newest entry.
+            KeyNotFoundError: no entry did, and one was under a key the source does not have
+                (older generations are tried first).
+            KeyDisabledError, other KeySourceError: as ``unwrap`` raises them (a disabled key
+                is a revocation: the search stops).
         """
         with self._resolved_lock:
-            known = None if fresh else self._resolved.get((self._uri, key_id))
+            known = None if fresh else self._resolved.get((self._name, key_id))
         if known is not None:
             try:
                 return self._checked(key_id, unwrap(known))
             except (AuthenticationError, KeyNotFoundError):  # e.g. its old master key retired
-                pass
+                pass  # (a disabled one too: the newest generation may be under another key)
         gens = self.generations(key_id)
         if not gens:
             raise VaultEntryMissingError(key_id, self._uri)
@@ -241,8 +254,13 @@ class KeyVault:
                 continue
             try:
                 result = self._checked(key_id, unwrap(entry.wrapped))
-            except AuthenticationError as exc:  # a forged or swapped entry: try older ones
-                failure = exc
+            except (AuthenticationError, KeyNotFoundError) as exc:
+                # a forged or swapped entry, or one under a key this source does not have: try
+                # older ones. A disabled key is a revocation: it stops the search (the job fails)
+                if isinstance(exc, KeyDisabledError):
+                    raise
+                if not isinstance(failure, KeyNotFoundError):  # the first key-source answer wins
+                    failure = exc
                 continue
             self._remember(key_id, entry.wrapped)
             return result
@@ -258,7 +276,7 @@ class KeyVault:
         with self._resolved_lock:
             if len(self._resolved) >= _MAX_RESOLVED:
                 self._resolved.clear()
-            self._resolved[(self._uri, key_id)] = wrapped
+            self._resolved[(self._name, key_id)] = wrapped
 
     @classmethod
     def forget(cls) -> None:
@@ -267,10 +285,30 @@ class KeyVault:
             cls._resolved.clear()
 
 
+def check_vault_uri(uri: object) -> str:
+    """``uri`` if it can name a key vault: a non-empty path or URI prefix with no credentials
+    (``user@host``), query or fragment (which could hold them); errors never repeat it.
+
+    Raises:
+        ConfigurationError: it cannot. TypeError: not a string.
+    """
+    if not isinstance(uri, str):
+        raise TypeError("a key vault is a path or URI prefix string such as 'oss://bucket/_keys/'")
+    if not uri.strip():
+        raise ConfigurationError("a key vault is a path or URI prefix, such as oss://bucket/_keys/")
+    if "://" in uri:
+        if "@" in uri.split("://", 1)[1].split("/", 1)[0]:
+            raise ConfigurationError("a key vault URI must not carry credentials (user@host)")
+        if "?" in uri or "#" in uri:
+            raise ConfigurationError("a key vault URI is a prefix without a query or fragment "
+                                     "(credentials come from the filesystem's own configuration)")  # fmt: skip
+    return uri
+
+
 def _marker_ok(data: bytes) -> bool:
     try:
         doc = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     return isinstance(doc, dict) and doc.get("format") == "kmsbeam.vault.v1"
 

@@ -15,7 +15,9 @@ import pytest
 from kmsbeam.errors import AuthenticationError, FormatError, MalformedValueError, RecordError
 from kmsbeam.formats import FieldFormat, RecordFormat
 from kmsbeam.formats._keys import Unwrapping
-from kmsbeam.formats.envelope import FIELD_V1, FIELD_V2, RECORD_V1, RECORD_V2, from_text, parse, to_text
+from kmsbeam.formats.envelope import (
+    FIELD_V1, FIELD_V2, RECORD_V1, RECORD_V2, from_text, key_commitment, parse, to_text,
+)  # fmt: skip
 from kmsbeam.keys.cache import DataKeyCache
 from kmsbeam.keys.policy import DataKeyPolicy
 from kmsbeam.keys.registry import open_key_source
@@ -346,3 +348,49 @@ def test_v1_values_still_decrypt_with_a_vault(tmp_path: Path, src: KeySource) ->
     assert parse(rec1["kmsbeam_record"], RECORD_V1).fmt == RECORD_V1
     assert RecordFormat(keep="id", vault=vault).decryptor(src).decrypt(rec1) == data[0]
     assert files_under(tmp_path / "v") == written  # reading writes nothing to the vault
+
+
+# -- review fixes: what a writer may not write, and how far a reader falls back --------------
+
+
+def test_an_entry_a_reader_would_refuse_is_never_written(tmp_path: Path) -> None:
+    from kmsbeam.errors import ConfigurationError
+
+    vault = KeyVault(str(tmp_path / "v"))
+    with pytest.raises(ConfigurationError, match="64 KiB"):
+        vault.record(bytes(16), b"\x01" + bytes(40), "local:alias/x", "v1", {"k": "x" * 70_000})
+    assert vault.key_ids() == {}
+
+
+def test_a_marker_that_is_deeply_nested_json_is_not_a_vault(tmp_path: Path) -> None:
+    (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "_kmsbeam_vault.json").write_bytes(b"[" * 100_000)
+    assert KeyVault(str(tmp_path / "v")).is_vault() is False
+
+
+def test_resolve_falls_back_past_a_key_not_found_but_stops_at_a_disabled_key(tmp_path: Path) -> None:
+    from kmsbeam.errors import KeyDisabledError, KeyNotFoundError
+    from kmsbeam.formats.envelope import KeyCipher
+
+    kid = key_commitment(bytes(range(32)))
+    good, odd = b"\x01good", b"\x01odd"
+    vault = KeyVault(str(tmp_path / "v"))
+    vault.put(VaultEntry(kid, 1, good, "local:alias/a", "va"))
+    vault.put(VaultEntry(kid, 2, odd, "local:alias/b", "vb"))
+
+    def unwrap(raised: type[Exception]) -> Any:
+        def run(wrapped: bytes) -> tuple[KeyCipher, float]:
+            if wrapped == odd:
+                raise raised("no such key")
+            return KeyCipher.from_dek(bytes(range(32))), 0.0
+        return run
+
+    cipher, _ = vault.resolve(kid, unwrap(KeyNotFoundError), fresh=True)
+    assert cipher.commitment == kid  # generation 1, past generation 2's unknown key
+    with pytest.raises(KeyDisabledError):  # a revocation is not read around
+        vault.resolve(kid, unwrap(KeyDisabledError), fresh=True)
+
+
+def test_a_vault_uri_with_or_without_a_final_slash_is_one_vault(tmp_path: Path) -> None:
+    a, b = KeyVault(str(tmp_path / "v")), KeyVault(str(tmp_path / "v") + "/")
+    assert a == b and hash(a) == hash(b)
