@@ -12,6 +12,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from kmsbeam.emulator import EmulatorServer
 from kmsbeam.vault import KeyVault
@@ -169,9 +171,10 @@ def test_a_vault_value_without_its_vault_is_a_usage_error(cli, customers: Path, 
     assert r.code == 2 and "--key-vault" in r.err and not (tmp_path / "p2").exists(), r.err
     r = cli("decrypt", enc, tmp_path / "p3", "--key-vault", vault)  # named by the caller: fine
     assert r.code == 0, r.err + r.out
-    r = cli("encrypt", customers, tmp_path / "pq", "--fields", "ssn", "--key", key, "--key-vault", vault,
-            "--parquet-mode", "cells")  # fmt: skip
-    assert r.code == 2 and "--key-vault" in r.err
+    pq.write_table(pa.table({"id": [1, 2], "ssn": ["a", "b"]}), tmp_path / "in.parquet")
+    r = cli("encrypt", tmp_path / "in.parquet", tmp_path / "pq", "--columns", "ssn", "--key", key,
+            "--key-vault", vault, "--parquet-mode", "pme")  # fmt: skip
+    assert r.code == 2 and "--key-vault" in r.err, r.err
 
 
 def test_record_mode_with_a_vault(cli, customers: Path, tmp_path: Path, emulator: EmulatorServer) -> None:  # type: ignore[no-untyped-def]
@@ -249,3 +252,23 @@ def test_rotate_moves_a_dataset_into_a_vault_and_back_by_headers_only(
 def test_a_vault_uri_never_carries_a_secret(cli, customers: Path, tmp_path: Path, vault: str) -> None:  # type: ignore[no-untyped-def]
     r = cli("encrypt", customers, tmp_path / "enc", "--fields", "ssn", "--key-vault", vault)
     assert r.code == 2 and "topsecret" not in r.err + r.out and not (tmp_path / "enc").exists(), r.err
+
+
+def test_parquet_cells_with_a_vault(cli, tmp_path: Path, emulator: EmulatorServer) -> None:  # type: ignore[no-untyped-def]
+    key = f"kms-emulator://{emulator.endpoint}/{KEY_ALIAS}"
+    table = pa.table({"id": list(range(300)), "ssn": [f"123-45-{i:04d}" for i in range(300)]})
+    pq.write_table(table, tmp_path / "in.parquet")
+    enc, vault = tmp_path / "enc", tmp_path / "vault"
+    r = cli("encrypt", tmp_path / "in.parquet", enc, "--parquet-mode", "cells", "--columns", "ssn",
+            "--key", key, "--key-vault", vault, "--max-records-per-key", "100")  # fmt: skip
+    assert r.code == 0, r.err + r.out
+    part = next(enc.glob("part-*.parquet"))
+    cells = pq.read_table(part).column("ssn").to_pylist()
+    assert {c[0] for c in cells} == {0x03} and {c[1:17].hex() for c in cells} == set(_entries(vault))
+    r = cli("inspect", part)
+    assert r.code == 0 and "key vault" in r.out, r.out
+    assert cli("vault", "check", enc).code == 0
+    r = cli("decrypt", enc, tmp_path / "plain")
+    assert r.code == 0, r.err + r.out
+    back = pq.read_table(next((tmp_path / "plain").glob("part-*.parquet")))
+    assert sorted(back.to_pylist(), key=lambda x: x["id"]) == table.to_pylist()
