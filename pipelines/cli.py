@@ -162,7 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "vault":
             if extra:
                 parser.error(f"unrecognized arguments: {' '.join(extra)}")
-            quiet_beam_logging()
+            if args.vault_command != "rotate" or "://" in args.vault:  # a local rotate loads no Beam
+                quiet_beam_logging()
             return run_vault(args, sys.stdout)
         if args.command == "cat":
             return cat.run_command(args, extra, context_items(args.context))

@@ -9,6 +9,7 @@ other directories).
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,9 +18,8 @@ from kmsbeam import ConfigurationError, KmsBeamError
 from kmsbeam.formats.envelope import FIELD_V1, RECORD_V1, V2_OF, parse
 from kmsbeam.formats.paths import FieldPath
 from kmsbeam.keys.source import KeySource
-from kmsbeam.pipelines import paths
 from kmsbeam.reasons import failure_reason
-from kmsbeam.vault import MARKER, KeyVault
+from kmsbeam.vault import MARKER, KeyVault, check_vault_uri
 
 __all__ = ["DatasetKeys", "VAULT_MARKER", "check_keys", "dataset_key_ids", "require_vault", "vault_for"]
 
@@ -34,7 +34,10 @@ def vault_for(uri: str) -> KeyVault:
     Raises:
         ConfigurationError: the URI carries credentials, or no filesystem handles its scheme.
     """
-    import kmsbeam.transforms  # noqa: F401  (registers the store over Beam's filesystems)
+    check_vault_uri(uri)
+    if "://" not in uri:  # a local directory: no Beam to load (vault rotate starts fast)
+        return KeyVault(os.path.abspath(uri))
+    from kmsbeam.pipelines import paths  # Beam's filesystems, and the store over them
 
     return KeyVault(paths.normalize(uri, "the key vault").rstrip("/") or "/")
 
@@ -75,6 +78,8 @@ def dataset_key_ids(directory: str, manifest: Any, sample: int | None = None) ->
     """The data keys named by the values of the dataset in ``directory`` (fields, record and
     cells modes; ``sample``: at most that many records per file). Headers only: nothing is unwrapped
     or decrypted."""
+    from kmsbeam.pipelines import paths
+
     v1 = RECORD_V1 if manifest.mode == "record" else FIELD_V1  # cells are field values
     v2 = V2_OF[v1]
     names = [manifest.payload_field] if manifest.mode == "record" else list(manifest.fields)

@@ -46,7 +46,9 @@ class BeamVaultStore:
         return KeySourceUnavailableError(f"the key vault {self._uri} could not be {what}: "
                                          f"{type(exc).__name__}")  # fmt: skip
 
-    def create(self, name: str, data: bytes) -> bool:
+    def create(self, name: str, data: bytes, *, durable: bool = True) -> bool:
+        """Object stores: an object is durable when its write returns (``durable`` changes
+        nothing); a local path opened through Beam is written whole at close."""
         path = self._path(name)
         try:
             if FileSystems.exists(path):
@@ -67,6 +69,9 @@ class BeamVaultStore:
         except Exception as exc:
             raise self._failed("read", exc) from exc
         return data
+
+    def sync(self) -> None:
+        """Nothing to do: every create was durable when it returned."""
 
     def delete(self, name: str) -> None:
         path = self._path(name)

@@ -3,8 +3,10 @@
 ``rotate_vault(vault, to_source)`` adds generation n+1 to each entry whose newest generation is
 not under the target's current version: one ``KeySource.rewrap`` (server-side ReEncrypt for
 KMS sources, in-HSM for PKCS#11) per data key, through ``kmsbeam.rotation.rewrap.Rewrapper``.
-The vault is its own journal: an entry is created whole or not at all, so an interrupted
-rotation is resumed by running it again, and a finished one makes no call the second time
+The vault is its own journal: each new generation is written under a fresh name (after the
+highest listed) and synced once at the end, and readers skip an entry that is not whole, so
+an interrupted rotation loses nothing (the older generations stay) and is resumed by running
+it again, and a finished one makes no call the second time
 (each newest entry already names the target version). ``verify`` reads each new entry back
 from the store and unwraps it, checking its commitment against the key id (one more call per
 data key). Readers fall back to older generations, so even an unverified bad entry cannot
@@ -101,19 +103,22 @@ def rotate_vault(
             if status == FILTERED:  # pragma: no cover - no version filter is given to rw
                 out.filtered += 1
                 continue
-            new = VaultEntry(kid, entry.generation + 1, wrapped, to_source.uri,
+            # after the highest generation listed, valid or not (a torn one is never reused)
+            new = VaultEntry(kid, ids[kid][0] + 1, wrapped, to_source.uri,
                              out.target_version, entry.context)  # fmt: skip
-            vault.put(new)
+            vault.put(new, durable=False)  # one sync at the end: older generations stay meanwhile
             if verify:
                 _verify(vault, new, to_source, out)
             out.rewrapped += 1 if status == REWRAPPED else 0
         except KmsBeamError as exc:
             if fails_job(exc, "rewrap"):
+                vault.sync()
                 out.seconds = time.monotonic() - start
                 raise
             out.failed[kid.hex()] = failure_reason(exc)
         if on_key is not None:
             on_key(out)
+    vault.sync()
     out.seconds = time.monotonic() - start
     return out
 

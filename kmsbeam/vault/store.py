@@ -30,13 +30,18 @@ class VaultStore(Protocol):
         """The vault's prefix as the user wrote it (no secret: key URIs and paths only)."""
         ...
 
-    def create(self, name: str, data: bytes) -> bool:
-        """Create ``name`` holding ``data``, durably, before returning: True; False (nothing
-        written) if ``name`` exists already.
+    def create(self, name: str, data: bytes, *, durable: bool = True) -> bool:
+        """Create ``name`` holding ``data``, whole or not at all: True; False (nothing
+        written) if ``name`` exists already. ``durable``: on stable storage before returning
+        (else by the next ``sync``; object stores are durable when a write returns).
 
         Raises:
             KeySourceUnavailableError: the store could not be written.
         """
+        ...
+
+    def sync(self) -> None:
+        """Make every ``create(..., durable=False)`` so far durable."""
         ...
 
     def read(self, name: str) -> bytes | None:
@@ -89,7 +94,7 @@ class LocalStore:
             raise ValueError("a vault name is a relative path without . or .. parts")
         return self._path.joinpath(*parts)
 
-    def create(self, name: str, data: bytes) -> bool:
+    def create(self, name: str, data: bytes, *, durable: bool = True) -> bool:
         target = self._file(name)
         try:
             target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -98,14 +103,16 @@ class LocalStore:
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
                     f.flush()
-                    os.fsync(f.fileno())
+                    if durable:
+                        os.fsync(f.fileno())
                 try:
                     os.link(tmp, target)
                 except FileExistsError:
                     return False
             finally:
                 os.unlink(tmp)
-            _fsync_dir(target.parent)
+            if durable:
+                _fsync_dir(target.parent)
             return True
         except OSError as exc:
             raise KeySourceUnavailableError(f"the key vault {self._uri} could not be written: "
@@ -133,6 +140,11 @@ class LocalStore:
             raise KeySourceUnavailableError(f"the key vault {self._uri} could not be listed") from exc
         return [n for n in out if n.startswith(prefix)]
 
+
+    def sync(self) -> None:
+        """One ``sync()`` of the system for many non-durable creates (a rotation's entries):
+        an entry lost to a crash before it is not a loss, the older generation stays."""
+        os.sync()
 
     def delete(self, name: str) -> None:
         target = self._file(name)

@@ -125,8 +125,9 @@ class KeyVault:
                 self._store.create(MARKER, MARKER_TEXT)
             self._marked = True
 
-    def put(self, entry: VaultEntry) -> bool:
-        """Create ``entry`` (durable when this returns): True; False if an entry of that key id
+    def put(self, entry: VaultEntry, *, durable: bool = True) -> bool:
+        """Create ``entry`` (durable when this returns, or with ``durable=False`` after the
+        next ``sync``): True; False if an entry of that key id
         and generation exists with the same wrapped key already (a retried write).
 
         Raises:
@@ -140,7 +141,7 @@ class KeyVault:
                 "context is too large for a key vault"
             )
         self._mark()
-        if self._store.create(entry.name, data):
+        if self._store.create(entry.name, data, durable=durable):
             return True
         held = self._store.read(entry.name)
         if held is not None:
@@ -150,6 +151,10 @@ class KeyVault:
             except FormatError:
                 pass
         raise FormatError(f"the key vault {self._uri} already holds another {entry.name}")
+
+    def sync(self) -> None:
+        """Make the entries ``put(..., durable=False)`` so far durable."""
+        self._store.sync()
 
     def record(self, key_id: bytes, wrapped: bytes, master_key: str, master_key_version: str,
                context: Mapping[str, str]) -> VaultEntry:  # fmt: skip
