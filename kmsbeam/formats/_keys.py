@@ -10,7 +10,6 @@ import bisect
 import operator
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-
 from typing import TYPE_CHECKING
 
 from kmsbeam.errors import MalformedValueError, RecordError
