@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from kmsbeam.errors import FormatError, KmsBeamError
+from kmsbeam.errors import KmsBeamError
 from kmsbeam.formats.base import ALREADY, FILTERED, REWRAPPED
 from kmsbeam.keys.source import KeySource, canonical_context
 from kmsbeam.reasons import failure_reason, fails_job
@@ -81,7 +81,7 @@ def rotate_vault(
         if wanted and kid not in wanted:
             continue
         out.keys += 1
-        entry = _newest(vault, kid, ids[kid])
+        entry = vault.newest(kid, ids[kid])  # the listing has the generations: no second list
         if entry is None:
             out.failed[kid.hex()] = "no valid entry in the vault"
             continue
@@ -121,18 +121,6 @@ def rotate_vault(
     vault.sync()
     out.seconds = time.monotonic() - start
     return out
-
-
-def _newest(vault: KeyVault, kid: bytes, generations: list[int]) -> VaultEntry | None:
-    """The newest valid entry among ``generations`` (the listing has them: no second list)."""
-    for gen in generations:
-        try:
-            entry = vault.read(kid, gen)
-        except FormatError:
-            continue
-        if entry is not None:
-            return entry
-    return None
 
 
 def _verify(vault: KeyVault, new: VaultEntry, source: KeySource, out: VaultRotation) -> None:

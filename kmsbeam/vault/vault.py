@@ -195,9 +195,10 @@ class KeyVault:
         data = self._store.read(name)
         return None if data is None else VaultEntry.decode(data, name)
 
-    def newest(self, key_id: bytes) -> VaultEntry | None:
-        """The newest valid entry of ``key_id`` (not unwrapped: see ``resolve``)."""
-        for gen in self.generations(key_id):
+    def newest(self, key_id: bytes, generations: list[int] | None = None) -> VaultEntry | None:
+        """The newest valid entry of ``key_id`` (not unwrapped: see ``resolve``), among
+        ``generations`` when a listing gave them already (newest first)."""
+        for gen in self.generations(key_id) if generations is None else generations:
             try:
                 entry = self.read(key_id, gen)
             except FormatError:
