@@ -81,6 +81,12 @@ class OssFileSystem(FileSystem):
     def _client(self) -> OssClient:
         return oss_client(self._config)
 
+    def client(self) -> OssClient:
+        """The OSS client of this filesystem's configuration (``--oss_*`` options over the
+        environment): for calls Beam's FileSystem API has no word for, such as a create-once
+        PutObject (``kmsbeam.transforms.vault_fs``)."""
+        return self._client()
+
     def join(self, basepath: str, *paths: str) -> str:
         parse_oss_url(basepath)
         out = basepath
