@@ -40,6 +40,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +122,7 @@ def run(n: int, keys_wanted: int, repeat: int, oss: bool = False, emulator: bool
             for name, cmd in commands(st, src, keys, rnd, per_key).items():
                 before, calls0 = st.arm(), audit_counts(audit) if audit else None
                 http0 = server.counters() if oss else None
-                timed(lambda c=cmd: _job(c, env, work / "cwd"), timings[name])
+                timed(partial(_job, cmd, env, work / "cwd"), timings[name])
                 http1 = server.counters() if oss else None
                 out = str(timings[name].result)
                 fact: dict[str, Any] = {**changes(st.root, before, st.files(), oss),
