@@ -20,6 +20,7 @@ import sys
 from typing import Any, TextIO
 
 from kmsbeam import ConfigurationError
+from kmsbeam.pipelines.options import positive_int
 
 __all__ = ["add_vault_parser", "run_vault"]
 
@@ -38,6 +39,8 @@ def add_vault_parser(sub: Any) -> None:
                         help="rewrap only this data key id (32 hex digits; repeatable)")  # fmt: skip
     rotate.add_argument("--only-version", action="append", metavar="VERSION",
                         help="rewrap only data keys under this master key version (repeatable)")  # fmt: skip
+    rotate.add_argument("--parallel", type=positive_int, default=8, metavar="N",
+                        help="data keys rewrapped at a time (default 8): KMS and OSS calls overlap")  # fmt: skip
     rotate.add_argument("--verify", action="store_true",
                         help="read each new entry back and unwrap it (one more call per data key)")  # fmt: skip
     check = cmds.add_parser("check", help="prove every data key a dataset names is in its vault "
@@ -89,7 +92,7 @@ def _rotate(args: argparse.Namespace, out: TextIO) -> int:
     only = [key_id_of(k) for k in args.only_key or []]
     target = open_key_source(args.to_key, create=False)
     done = rotate_vault(vault, target, only_keys=only, only_versions=args.only_version or [],
-                        verify=args.verify)  # fmt: skip
+                        verify=args.verify, parallel=args.parallel)  # fmt: skip
     _rows(out, f"kmsbeam vault rotate: {vault.uri} -> {args.to_key} (version {done.target_version})", [
         ("data keys", f"{done.keys:,}"),
         ("rewrapped", f"{done.rewrapped:,}"),

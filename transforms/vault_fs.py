@@ -35,6 +35,8 @@ class BeamVaultStore:
     def __init__(self, uri: str) -> None:
         self._uri = uri
         self._base = uri if uri.endswith("/") else uri + "/"
+        self._client: Any = None  # the OSS client, looked up once (building a FileSystem parses options)
+        self._looked = False
 
     @property
     def uri(self) -> str:
@@ -53,11 +55,13 @@ class BeamVaultStore:
                                          f"{type(exc).__name__}")  # fmt: skip
 
     def _oss(self, path: str) -> Any:
-        """The OSS client for ``path``, or None when it is not on ``oss://``."""
-        if not path.startswith("oss://"):
-            return None
-        fs = FileSystems.get_filesystem(path)
-        return fs.client() if isinstance(fs, OssFileSystem) else None
+        """The OSS client of this vault (every path is under its prefix), or None when it is
+        not on ``oss://``; looked up once per store."""
+        if not self._looked:
+            fs = FileSystems.get_filesystem(self._base) if self._base.startswith("oss://") else None
+            self._client = fs.client() if isinstance(fs, OssFileSystem) else None
+            self._looked = True
+        return self._client
 
     def create(self, name: str, data: bytes, *, durable: bool = True) -> bool:
         """Object stores: an object is durable when its write returns (``durable`` changes

@@ -16,12 +16,14 @@ lose a key while the old master key exists.
 from __future__ import annotations
 
 import hmac
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from kmsbeam.errors import KmsBeamError
-from kmsbeam.formats.base import ALREADY, FILTERED, REWRAPPED
+from kmsbeam.formats.base import ALREADY, REWRAPPED
 from kmsbeam.keys.source import KeySource, canonical_context
 from kmsbeam.reasons import failure_reason, fails_job
 from kmsbeam.rotation.rewrap import Rewrapper
@@ -62,68 +64,89 @@ def rotate_vault(
     only_keys: Iterable[bytes] = (),
     only_versions: Iterable[str] = (),
     verify: bool = False,
+    parallel: int = 8,
     on_key: Callable[[VaultRotation], None] | None = None,
 ) -> VaultRotation:
     """Rewrap every data key of ``vault`` (or those in ``only_keys`` / under ``only_versions``)
-    to ``to_source``'s key.
+    to ``to_source``'s key, ``parallel`` data keys at a time (a remote KMS and object store
+    answer in milliseconds: the calls overlap; ``--kms-qps`` style caps belong to the source).
 
     Raises:
         KmsBeamError: the target source failed as a whole (disabled, unreachable, denied:
             ``kmsbeam.reasons.fails_job``); keys done before stay done (run it again).
     """
+    if parallel < 1:
+        raise ValueError("parallel is at least 1")
     start = time.monotonic()
     out = VaultRotation(target_version=to_source.current_version())
     ids = vault.key_ids()
     wanted = set(only_keys)
     versions = set(only_versions)
+    lock = threading.Lock()
     rewrappers: dict[bytes, Rewrapper] = {}
-    for kid in sorted(ids):
-        if wanted and kid not in wanted:
-            continue
-        out.keys += 1
+
+    def rewrapper(context: Mapping[str, str]) -> Rewrapper:
+        ctx = canonical_context(context)
+        with lock:
+            rw = rewrappers.get(ctx)
+            if rw is None:
+                rw = rewrappers[ctx] = Rewrapper(to_source, context=context, verify=False,
+                                                 target_version=out.target_version)  # fmt: skip
+        return rw
+
+    def one(kid: bytes) -> tuple[str, int, str]:
+        """``(outcome, rewrap calls made, failure reason)`` of one data key."""
         entry = vault.newest(kid, ids[kid])  # the listing has the generations: no second list
         if entry is None:
-            out.failed[kid.hex()] = "no valid entry in the vault"
-            continue
+            return "failed", 0, "no valid entry in the vault"
         if versions and entry.master_key_version not in versions:
-            out.filtered += 1
-            continue
-        ctx = canonical_context(entry.context)
-        rw = rewrappers.get(ctx)
-        if rw is None:
-            rw = rewrappers[ctx] = Rewrapper(to_source, context=entry.context, verify=False,
-                                             target_version=out.target_version)  # fmt: skip
+            return "filtered", 0, ""
+        wrapped, status = rewrapper(entry.context).rewrap_key(entry.wrapped, kid)
+        calls = 1 if status == REWRAPPED else 0
+        if status == ALREADY:
+            return "already", calls, ""
+        # after the highest generation listed, valid or not (a torn one is never reused)
+        new = VaultEntry(kid, ids[kid][0] + 1, wrapped, to_source.uri, out.target_version,
+                         entry.context)  # fmt: skip
+        vault.put(new, durable=False)  # one sync at the end: older generations stay meanwhile
+        if verify:
+            _verify(vault, new, to_source)
+        return "rewrapped", calls, ""
+
+    def run(kid: bytes) -> None:
         try:
-            before = rw.calls
-            wrapped, status = rw.rewrap_key(entry.wrapped, kid)
-            out.calls += rw.calls - before
-            if status == ALREADY:
-                out.already += 1
-                continue
-            if status == FILTERED:  # pragma: no cover - no version filter is given to rw
-                out.filtered += 1
-                continue
-            # after the highest generation listed, valid or not (a torn one is never reused)
-            new = VaultEntry(kid, ids[kid][0] + 1, wrapped, to_source.uri,
-                             out.target_version, entry.context)  # fmt: skip
-            vault.put(new, durable=False)  # one sync at the end: older generations stay meanwhile
-            if verify:
-                _verify(vault, new, to_source, out)
-            out.rewrapped += 1 if status == REWRAPPED else 0
+            outcome, calls, reason = one(kid)
         except KmsBeamError as exc:
             if fails_job(exc, "rewrap"):
-                vault.sync()
-                out.seconds = time.monotonic() - start
                 raise
-            out.failed[kid.hex()] = failure_reason(exc)
-        if on_key is not None:
-            on_key(out)
-    vault.sync()
-    out.seconds = time.monotonic() - start
+            outcome, calls, reason = "failed", 0, failure_reason(exc)
+        with lock:
+            out.calls += calls
+            out.verify_calls += 1 if verify and outcome == "rewrapped" else 0
+            if outcome == "failed":
+                out.failed[kid.hex()] = reason
+            else:
+                setattr(out, outcome, getattr(out, outcome) + 1)
+            if on_key is not None:
+                on_key(out)
+
+    todo = [kid for kid in sorted(ids) if not wanted or kid in wanted]
+    out.keys = len(todo)
+    pool = ThreadPoolExecutor(max_workers=min(parallel, max(1, len(todo))))
+    try:
+        for done in [pool.submit(run, kid) for kid in todo]:
+            done.result()  # the first job-failing error: the keys not started yet are not
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        pool.shutdown(wait=True)
+        vault.sync()
+        out.seconds = time.monotonic() - start
     return out
 
 
-def _verify(vault: KeyVault, new: VaultEntry, source: KeySource, out: VaultRotation) -> None:
+def _verify(vault: KeyVault, new: VaultEntry, source: KeySource) -> None:
     """Read ``new`` back from the store and unwrap it: its key must have the entry's key id."""
     from kmsbeam.errors import AuthenticationError
     from kmsbeam.formats.envelope import KeyCipher
@@ -131,7 +154,6 @@ def _verify(vault: KeyVault, new: VaultEntry, source: KeySource, out: VaultRotat
     stored = vault.read(new.key_id, new.generation)
     if stored is None or stored.wrapped != new.wrapped:
         raise AuthenticationError()
-    out.verify_calls += 1
     cipher = KeyCipher.from_dek(source.decrypt_data_key(stored.wrapped, new.context))  # no cache: a check
     if not hmac.compare_digest(cipher.commitment, new.key_id):
         raise AuthenticationError()

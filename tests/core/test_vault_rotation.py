@@ -88,3 +88,31 @@ def test_no_data_file_is_needed(tmp_path: Path, keys: tuple[KeySource, KeySource
     before = sorted(os.listdir(tmp_path))
     rotate_vault(vault, b)
     assert sorted(os.listdir(tmp_path)) == before  # only the vault's own directory changed
+
+
+@pytest.mark.parametrize("parallel", [1, 8])
+def test_many_keys_at_a_time_or_one(tmp_path: Path, keys: tuple[KeySource, KeySource], parallel: int) -> None:
+    a, b = keys
+    vault = KeyVault(str(tmp_path / "v"))
+    records = _dataset(vault, a, n=400)  # 40 data keys
+    seen: list[int] = []
+    done = rotate_vault(vault, b, parallel=parallel, verify=True,
+                        on_key=lambda r: seen.append(r.rewrapped))  # fmt: skip
+    assert (done.keys, done.rewrapped, done.calls, done.verify_calls) == (40, 40, 40, 40)
+    assert sorted(seen) == list(range(1, 41))  # one report per key, counts never lost
+    assert all(gens == [2, 1] for gens in vault.key_ids().values())
+    assert _decrypts(vault, b, records)
+
+
+def test_a_disabled_target_fails_before_anything_is_written(tmp_path: Path,
+                                                           keys: tuple[KeySource, KeySource]) -> None:  # fmt: skip
+    from kmsbeam.errors import KeyDisabledError
+    from kmsbeam.keys.local import shared_engine
+
+    a, b = keys
+    vault = KeyVault(str(tmp_path / "v"))
+    _dataset(vault, a)
+    shared_engine(tmp_path / "home").disable_key("alias/b")
+    with pytest.raises(KeyDisabledError):
+        rotate_vault(vault, b)
+    assert all(gens == [1] for gens in vault.key_ids().values())
