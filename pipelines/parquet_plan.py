@@ -73,6 +73,9 @@ def plan_parquet_encrypt(spec: JobSpec, pq_spec: ParquetSpec, notice: Callable[[
         uris = [key]
         plan.out_schema = cells_schema(schema, columns, key, manifest.bind)  # checks the columns
         if spec.key_vault:
+            if (spec.key_vault.rstrip("/") + "/").startswith(spec.output.rstrip("/") + "/"):
+                raise ConfigurationError(f"keep the key vault outside OUTPUT ({spec.output}): "
+                                         "rewriting the output would delete its keys")  # fmt: skip
             vault_for(spec.key_vault).prepare()  # writable, before OUTPUT is touched
             manifest.key_vault = spec.key_vault
     plan.dead_dir = dead_dir_for(spec, plan.out_dir)

@@ -93,6 +93,7 @@ def plan_encrypt(spec: JobSpec, notice: Callable[[str], None]) -> Plan:
     preflight.check(plan)  # --fields against a sample of the input, before OUTPUT is touched
     plan.dead_dir = dead_dir_for(spec, plan.out_dir)
     if spec.key_vault:
+        _outside(spec.key_vault, plan.out_dir)
         vault_for(spec.key_vault).prepare()  # writable, before OUTPUT is touched
     prepare_output(plan.out_dir, plan.dead_dir, spec.overwrite, files, keep_old=True)  # run_plan replaces it
     source = open_for_encrypt(key)
@@ -100,6 +101,14 @@ def plan_encrypt(spec: JobSpec, notice: Callable[[str], None]) -> Plan:
         notice(created_notice(key))  # only a local: key is ever created
         plan.key_created = True
     return plan
+
+
+def _outside(vault: str, out_dir: str) -> None:
+    """A vault inside OUTPUT would be replaced with it (``--overwrite``) and lose every key."""
+    inner, outer = vault.rstrip("/") + "/", out_dir.rstrip("/") + "/"
+    if inner.startswith(outer):
+        raise ConfigurationError(f"keep the key vault outside OUTPUT ({out_dir}): rewriting the "
+                                 "output would delete its keys, and with them the data")  # fmt: skip
 
 
 def _glob(path: str) -> bool:

@@ -163,6 +163,34 @@ def _check_encrypted(plan: Any, records: Sequence[Any]) -> None:
             f"the values of {plan.spec.input} name their data keys in a key vault, and none was "
             "given: add --key-vault PREFIX (the vault the dataset was encrypted with)"
         )
+    if m.key_vault:
+        _check_vault(plan, values, fmt, len(records))
+
+
+def _check_vault(plan: Any, values: Sequence[Any], fmt: int, n: int) -> None:
+    """A few data keys the sample names must be in the vault: a wrong vault (another
+    dataset's, a stale copy) stops here, not after a run that dead-letters every record."""
+    from kmsbeam.formats.envelope import V2, parse
+    from kmsbeam.pipelines.vaults import vault_for
+
+    ids: list[bytes] = []
+    for value in values:
+        try:
+            parsed = parse(value, fmt, vault=True)
+        except (KmsBeamError, TypeError, ValueError):
+            continue
+        if parsed.fmt in V2 and parsed.commitment not in ids:
+            ids.append(parsed.commitment)
+            if len(ids) == 4:
+                break
+    vault = vault_for(plan.manifest.key_vault)
+    if ids and not any(vault.generations(kid) for kid in ids):
+        given = "given by --key-vault" if plan.spec.key_vault else "named by the dataset's manifest"
+        raise ConfigurationError(
+            f"none of the data keys the first {n:,} records of {plan.spec.input} name is in the key "
+            f"vault {vault.uri} ({given}): give the vault the dataset was encrypted with, "
+            "--key-vault PREFIX (a dataset moved with its vault needs it too)"
+        )
 
 
 def check(plan: Any) -> None:

@@ -54,7 +54,19 @@ def add_vault_parser(sub: Any) -> None:
     gc.add_argument("vault", metavar="VAULT", help="the key vault prefix")
     gc.add_argument("--dataset", action="append", required=True, metavar="DIR",
                     help="a dataset that uses the vault (repeatable: name every one)")  # fmt: skip
-    gc.add_argument("--yes", action="store_true", help="delete the unused entries (cannot be undone)")
+    gc.add_argument("--yes", action="store_true", help="delete the unused entries (cannot be undone; "
+                    "every dataset that uses the vault must be named)")  # fmt: skip
+    gc.add_argument("--min-age", type=non_negative, default=24.0, metavar="HOURS",
+                    help="keep entries written less than HOURS ago (default 24: an encrypt job still "
+                    "running has entries and no manifest yet)")  # fmt: skip
+
+
+def non_negative(text: str) -> float:
+    """An argparse type: a number of hours, 0 or more."""
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of hours (0 or more)")
+    return value
 
 
 def run_vault(args: argparse.Namespace, out: TextIO | None = None) -> int:
@@ -161,19 +173,47 @@ def _gc(args: argparse.Namespace, out: TextIO) -> int:
         used |= set(dataset_key_ids(where, manifest).key_ids)
     held = vault.key_ids()
     unused = sorted(set(held) - used)
-    deleted = sum(vault.remove(kid) for kid in unused) if args.yes else 0
-    _rows(out, f"kmsbeam vault gc: {vault.uri} ({len(args.dataset)} datasets)", [
+    young = {kid for kid in unused if _younger(vault, kid, held[kid], args.min_age)}
+    doomed = [kid for kid in unused if kid not in young]
+    missing = sorted(used - set(held))
+    deleted = sum(vault.remove(kid) for kid in doomed) if args.yes and not missing else 0
+    named = f"{len(args.dataset)} dataset{'s' if len(args.dataset) != 1 else ''}"
+    _rows(out, f"kmsbeam vault gc: {vault.uri} ({named})", [
         ("data keys in the vault", f"{len(held):,}"),
         ("used by the datasets", f"{len(set(held) & used):,}"),
-        ("used but missing from the vault", f"{len(used - set(held)):,}"),
+        ("used but missing from the vault", f"{len(missing):,}"),
         ("unused", f"{len(unused):,}"),
+        (f"unused but younger than {args.min_age:g} h (kept)", f"{len(young):,}"),
         ("entries deleted", f"{deleted:,}" if args.yes else "0 (list only; --yes deletes)"),
     ])  # fmt: skip
     for kid in unused[:_SHOWN]:
-        print(f"  unused {kid.hex()} ({len(held[kid])} generations)", file=out)
+        kept = " (younger than --min-age: kept)" if kid in young else ""
+        print(f"  unused {kid.hex()} ({len(held[kid])} generation{'s' if len(held[kid]) != 1 else ''}){kept}",
+              file=out)  # fmt: skip
     if len(unused) > _SHOWN:
         print(f"  ... and {len(unused) - _SHOWN:,} more", file=out)
-    if not args.yes and unused:
-        print("  only the datasets named were searched: a dataset not named that uses one of these "
-              "keys would become unreadable if they were deleted", file=out)  # fmt: skip
-    return 1 if used - set(held) else 0
+    _listed(out, "missing", {kid.hex(): "used by a dataset named, not in the vault" for kid in missing})
+    if missing and args.yes:
+        print("  nothing was deleted: the vault lacks keys a named dataset uses (is it the right "
+              "vault, or was it restored only in part?)", file=out)  # fmt: skip
+    if doomed:
+        print("  only the datasets named were searched: every other dataset that uses one of these "
+              "keys " + ("has lost it" if deleted else "would become unreadable if they were deleted"),
+              file=out)  # fmt: skip
+    return 1 if missing else 0
+
+
+def _younger(vault: Any, kid: bytes, generations: list[int], hours: float) -> bool:
+    """Whether ``kid``'s first entry was written less than ``hours`` ago (an encrypt job
+    still running writes its entries before its dataset's manifest exists); an unreadable
+    entry counts as young (kept)."""
+    from datetime import datetime, timezone
+
+    try:
+        first = vault.read(kid, min(generations))
+    except Exception:
+        return True
+    if first is None:
+        return True
+    written = datetime.strptime(first.created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    return (datetime.now(timezone.utc) - written).total_seconds() < hours * 3600

@@ -39,7 +39,8 @@ class VaultRotation:
 
     Attributes:
         keys: data keys in the vault; ``rewrapped``, ``already`` (under the target version),
-            ``filtered`` (not asked for) and ``failed`` (key id hex -> reason) of them.
+            ``filtered`` (not asked for: another key id or version) and ``failed`` (key id hex
+            -> reason; also each ``only_keys`` id the vault does not hold) of them.
         calls: rewrap calls made to the target source; ``verify_calls``: unwrap calls of
             ``verify``.
         target_version: the target's version name, which the new entries record.
@@ -131,7 +132,9 @@ def rotate_vault(
                 on_key(out)
 
     todo = [kid for kid in sorted(ids) if not wanted or kid in wanted]
-    out.keys = len(todo)
+    out.keys, out.filtered = len(ids), len(ids) - len(todo)  # keys not asked for are left
+    for kid in sorted(wanted - set(ids)):
+        out.failed[kid.hex()] = "no such data key in the vault"
     pool = ThreadPoolExecutor(max_workers=min(parallel, max(1, len(todo))))
     try:
         for done in [pool.submit(run, kid) for kid in todo]:

@@ -90,6 +90,12 @@ def _check_vaults(args: argparse.Namespace, manifest: Manifest) -> None:
     if (into or out_of) and (args.reencrypt or args.only_version):
         raise ConfigurationError("--key-vault and --self-contained move every value by its header: "
                                  "not with --reencrypt, --only-version or --only-key")  # fmt: skip
+    if manifest.key_vault and args.reencrypt:
+        raise ConfigurationError(
+            f"{args.input} keeps its data keys in the key vault {manifest.key_vault}; to re-encrypt "
+            "it under new data keys, move it out (--self-contained), rotate that with --reencrypt, "
+            "then move the result into a vault (--key-vault): headers only, both ways"
+        )
     if manifest.key_vault and not (into or out_of):
         raise ConfigurationError(
             f"{args.input} keeps its data keys in the key vault {manifest.key_vault}: rotate them "
@@ -97,7 +103,11 @@ def _check_vaults(args: argparse.Namespace, manifest: Manifest) -> None:
             "is rewritten), or pass --key-vault PREFIX or --self-contained to move the dataset"
         )
     if into:
-        vault = require_writable(vault_for(into))
+        vault = vault_for(into)
+        if (vault.uri.rstrip("/") + "/").startswith(paths.absolute(args.output).rstrip("/") + "/"):
+            raise ConfigurationError(f"keep the key vault outside OUTPUT ({args.output}): "
+                                     "rewriting the output would delete its keys")  # fmt: skip
+        vault = require_writable(vault)
         if manifest.key_vault and vault == vault_for(manifest.key_vault):
             raise ConfigurationError(f"{args.input} is in {manifest.key_vault} already: rotate its "
                                      "keys with kmsbeam vault rotate")  # fmt: skip

@@ -71,8 +71,9 @@ def test_filters_leave_other_keys_as_they_are(tmp_path: Path, keys: tuple[KeySou
     vault = KeyVault(str(tmp_path / "v"))
     _dataset(vault, a)
     first, *others = sorted(vault.key_ids())
-    done = rotate_vault(vault, b, only_keys=[first])
-    assert (done.keys, done.rewrapped) == (1, 1)
+    done = rotate_vault(vault, b, only_keys=[first, bytes(16)])
+    assert (done.keys, done.rewrapped, done.filtered) == (4, 1, 3)
+    assert done.failed == {bytes(16).hex(): "no such data key in the vault"}
     assert [len(vault.key_ids()[k]) for k in others] == [1, 1, 1]
     version = vault.newest(others[0]).master_key_version  # type: ignore[union-attr]
     done = rotate_vault(vault, b, only_versions=["no-such-version"])

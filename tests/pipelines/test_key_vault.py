@@ -205,9 +205,11 @@ def test_gc_lists_unused_entries_and_deletes_only_with_yes(cli, customers: Path,
     assert unused and set(_entries(vault)) == used  # listed, nothing deleted
     r = cli("vault", "gc", vault, "--dataset", enc, "--dataset", other)
     assert r.code == 0 and _row(r.out, "unused") == "0", r.out
-    r = cli("vault", "gc", vault, "--dataset", enc, "--yes")
+    r = cli("vault", "gc", vault, "--dataset", enc, "--yes")  # entries of minutes ago: kept (a job may run)
+    assert r.code == 0 and _row(r.out, "entries deleted") == "0" and set(_entries(vault)) == used, r.out
+    r = cli("vault", "gc", vault, "--dataset", enc, "--yes", "--min-age", "0")
     assert r.code == 0, r.err + r.out
-    assert set(_entries(vault)) == used - set(unused)
+    assert set(_entries(vault)) == used - set(unused) and "has lost it" in r.out
     assert cli("decrypt", enc, tmp_path / "plain").code == 0  # the named dataset still reads
     r = cli("vault", "gc", tmp_path / "nowhere", "--dataset", enc)
     assert r.code == 2 and "is not a key vault" in r.err
@@ -272,3 +274,17 @@ def test_parquet_cells_with_a_vault(cli, tmp_path: Path, emulator: EmulatorServe
     assert r.code == 0, r.err + r.out
     back = pq.read_table(next((tmp_path / "plain").glob("part-*.parquet")))
     assert sorted(back.to_pylist(), key=lambda x: x["id"]) == table.to_pylist()
+
+
+def test_mistakes_stop_before_the_job(cli, customers: Path, tmp_path: Path, emulator: EmulatorServer) -> None:  # type: ignore[no-untyped-def]
+    key = f"kms-emulator://{emulator.endpoint}/{KEY_ALIAS}"
+    enc, vault = _encrypt(cli, customers, tmp_path, key)
+    other = tmp_path / "other"
+    assert cli("encrypt", customers, tmp_path / "enc2", "--fields", "ssn", "--key", key, "--key-vault", other).code == 0
+    r = cli("decrypt", enc, tmp_path / "p", "--key-vault", other)  # another dataset's vault
+    assert r.code == 2 and "none of the data keys" in r.err and "--key-vault" in r.err, r.err
+    assert not (tmp_path / "p").exists()
+    r = cli("encrypt", customers, tmp_path / "o", "--fields", "ssn", "--key", key, "--key-vault", tmp_path / "o" / "_keys")
+    assert r.code == 2 and "outside OUTPUT" in r.err and not (tmp_path / "o").exists(), r.err
+    r = cli("rotate", enc, tmp_path / "r", "--reencrypt")
+    assert r.code == 2 and "--self-contained" in r.err and "--reencrypt" in r.err, r.err
