@@ -71,7 +71,7 @@ def plan_parquet_encrypt(spec: JobSpec, pq_spec: ParquetSpec, notice: Callable[[
             raise ConfigurationError("--column-key, --footer-key, --plaintext-footer and "
                                      "--external-key-material are for --parquet-mode pme")  # fmt: skip
         uris = [key]
-        plan.out_schema = cells_schema(schema, columns, key, manifest.bind)  # checks the columns
+        plan.out_schema = cells_schema(schema, columns, key, manifest.bind, spec.key_vault)  # checks the columns
         if spec.key_vault:
             if (spec.key_vault.rstrip("/") + "/").startswith(spec.output.rstrip("/") + "/"):
                 raise ConfigurationError(f"keep the key vault outside OUTPUT ({spec.output}): "

@@ -267,6 +267,8 @@ def test_parquet_cells_with_a_vault(cli, tmp_path: Path, emulator: EmulatorServe
     part = next(enc.glob("part-*.parquet"))
     cells = pq.read_table(part).column("ssn").to_pylist()
     assert {c[0] for c in cells} == {0x03} and {c[1:17].hex() for c in cells} == set(_entries(vault))
+    meta = json.loads(pq.read_schema(part).metadata[b"kmsbeam.cells"])
+    assert meta["format"] == "field value v2" and meta["key_vault"] == str(vault)
     r = cli("inspect", part)
     assert r.code == 0 and "key vault" in r.out, r.out
     assert cli("vault", "check", enc).code == 0

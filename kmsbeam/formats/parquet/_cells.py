@@ -124,9 +124,11 @@ def cells_schema(
     columns: Iterable[str] | str,
     key: str,
     bind: Iterable[str] | str = (),
+    vault: str | None = None,
 ) -> pa.Schema:
     """The schema of ``schema``'s tables with ``columns`` as cells: those columns become
-    binary and the ``kmsbeam.cells`` metadata is added (``key`` is recorded as a hint).
+    binary and the ``kmsbeam.cells`` metadata is added (``key`` is recorded as a hint; with
+    ``vault``, the cells are field values v2 and the vault's prefix is recorded, a hint too).
 
     Raises:
         ConfigurationError: an unknown column, one whose type cannot be a cell, or a table
@@ -140,9 +142,10 @@ def cells_schema(
     out = schema
     for path in paths:
         out = with_type_at(out, path.name, pa.binary())
-    meta = {"kmsbeam_cells": CELLS_VERSION, "format": "field value v1",
+    meta = {"kmsbeam_cells": CELLS_VERSION, "format": "field value v2" if vault else "field value v1",
             "columns": [p.name for p in paths], "bind": [p.name for p in bound], "key": key,
-            "arrow_schema": base64.b64encode(schema.serialize().to_pybytes()).decode()}  # fmt: skip
+            "arrow_schema": base64.b64encode(schema.serialize().to_pybytes()).decode(),
+            **({"key_vault": vault} if vault else {})}  # fmt: skip
     return out.with_metadata({**(schema.metadata or {}), CELLS_KEY: json.dumps(meta)})
 
 
@@ -175,6 +178,7 @@ class CellEncryptor:
                                 vault=vault)  # fmt: skip
         self.keys = self._sealing.keys
         self._uri = source.uri
+        self._vault_uri = vault.uri if vault is not None else None
         self._encrypt_none = encrypt_none
         self._schemas: dict[pa.Schema, pa.Schema] = {}
         self.values = 0
@@ -188,7 +192,7 @@ class CellEncryptor:
         out = self._schemas.get(schema)
         if out is None:
             names, bound = [p.name for p in self.columns], [p.name for p in self.bind]
-            out = self._schemas[schema] = cells_schema(schema, names, self._uri, bound)
+            out = self._schemas[schema] = cells_schema(schema, names, self._uri, bound, self._vault_uri)
         return out
 
     def _plaintexts(self, table: pa.Table, path: FieldPath) -> tuple[list[int] | None, list[bytes]]:
