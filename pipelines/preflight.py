@@ -28,7 +28,8 @@ from typing import Any
 
 from kmsbeam import ConfigurationError, FieldPath, KmsBeamError
 
-__all__ = ["SAMPLE", "check", "check_context", "check_credentials", "sample_records"]
+__all__ = ["SAMPLE", "check", "check_context", "check_credentials", "file_records", "sample_records",
+           "value_at"]  # fmt: skip
 
 #: how many records of the input are sampled
 SAMPLE = 100
@@ -97,19 +98,29 @@ def _parquet(path: str, n: int) -> Iterator[Any]:
     reader = pq.ParquetFile(io.BytesIO(data))
     for batch in reader.iter_batches(batch_size=n):
         yield from batch.to_pylist()
-        return
+
+
+def file_records(path: str, fmt: str, batch: int = SAMPLE) -> Iterator[Any]:
+    """The records of one file, lazily, as the job's readers give them (a line that is not a
+    JSON object is skipped: the job dead-letters it); Parquet read ``batch`` rows at a time."""
+    return _jsonl(path) if fmt == "jsonl" else _csv(path) if fmt == "csv" else _parquet(path, batch)
 
 
 def sample_records(files: Sequence[str], fmt: str, n: int = SAMPLE) -> list[Any]:
     """The first ``n`` records of ``files`` (in order), as the job's readers give them."""
     out: list[Any] = []
     for path in files:
-        rows = _jsonl(path) if fmt == "jsonl" else _csv(path) if fmt == "csv" else _parquet(path, n)
-        for record in rows:
+        for record in file_records(path, fmt, n):
             out.append(record)
             if len(out) >= n:
                 return out
     return out
+
+
+def value_at(record: Any, path: FieldPath) -> Any:
+    """The value at ``path`` in ``record``, None when it is missing or null."""
+    value = _get(record, path)
+    return None if value is _MISSING else value
 
 
 def _get(record: Any, path: FieldPath) -> Any:

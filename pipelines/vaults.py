@@ -8,9 +8,8 @@ other directories).
 
 from __future__ import annotations
 
-import io
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,31 +53,12 @@ class DatasetKeys:
     files: int = 0
 
 
-def _records(path: str, fmt: str) -> Iterator[Any]:
-    import csv
-
-    import pyarrow.parquet as pq
-    from apache_beam.io.filesystems import FileSystems
-
-    from kmsbeam.pipelines._json import parse_line
-
-    with FileSystems.open(path) as f:
-        if fmt == "jsonl":
-            for line in f:
-                if line.strip():
-                    yield parse_line(line)
-        elif fmt == "csv":
-            yield from csv.DictReader(io.TextIOWrapper(f, encoding="utf-8-sig", newline=""))
-        else:
-            for batch in pq.ParquetFile(io.BytesIO(f.read())).iter_batches(batch_size=4096):
-                yield from batch.to_pylist()
-
-
 def dataset_key_ids(directory: str, manifest: Any, sample: int | None = None) -> DatasetKeys:
     """The data keys named by the values of the dataset in ``directory`` (fields, record and
     cells modes; ``sample``: at most that many records per file). Headers only: nothing is unwrapped
     or decrypted."""
     from kmsbeam.pipelines import paths
+    from kmsbeam.pipelines.preflight import file_records, value_at
 
     v1 = RECORD_V1 if manifest.mode == "record" else FIELD_V1  # cells are field values
     v2 = V2_OF[v1]
@@ -88,14 +68,14 @@ def dataset_key_ids(directory: str, manifest: Any, sample: int | None = None) ->
     seen: dict[Any, bytes | None] = {}  # header text or bytes -> key id (None: v1)
     for path in paths.match(paths.join(directory, "part-*")):
         out.files += 1
-        for n, record in enumerate(_records(path, manifest.format)):
+        for n, record in enumerate(file_records(path, manifest.format, 4096)):
             if sample is not None and n >= sample:
                 break
             if not isinstance(record, Mapping):
                 continue
             out.records += 1
             for p in where:
-                value = _get(record, p)
+                value = value_at(record, p)
                 if value is None:
                     continue
                 head = value[:_TEXT_HEAD] if isinstance(value, str) else bytes(value[:_BIN_HEAD]) \
@@ -115,15 +95,6 @@ def dataset_key_ids(directory: str, manifest: Any, sample: int | None = None) ->
                 else:
                     out.key_ids[kid] = out.key_ids.get(kid, 0) + 1
     return out
-
-
-def _get(record: Mapping[str, Any], path: FieldPath) -> Any:
-    node: Any = record
-    for part in path.parts:
-        if not isinstance(node, Mapping):
-            return None
-        node = node.get(part)
-    return node
 
 
 def check_keys(vault: KeyVault, key_ids: Iterable[bytes], source: KeySource,
