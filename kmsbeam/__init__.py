@@ -23,7 +23,9 @@ from kmsbeam.errors import (
 from kmsbeam.formats.fields import FieldDecryptor, FieldEncryptor
 from kmsbeam.keys.source import DataKey, KeyInfo, KeySource, canonical_context, check_context
 from kmsbeam.formats.paths import FieldPath, parse_paths
+from kmsbeam.keys.calls import call_counts
 from kmsbeam.keys.policy import DataKeyPolicy
+from kmsbeam.keys.shelf import forget_data_keys
 from kmsbeam.reasons import failure_reason
 from kmsbeam.formats.records import RecordDecryptor, RecordEncryptor
 from kmsbeam.keys.registry import keystore_home, open_key_source
@@ -59,11 +61,13 @@ __all__ = [
     "TrustedKeySources",
     "UntrustedKeySourceError",
     "__version__",
+    "call_counts",
     "canonical_context",
     "check_context",
     "decode_value",
     "encode_value",
     "failure_reason",
+    "forget_data_keys",
     "keystore_home",
     "open_key_source",
     "parse_key_uri",

@@ -37,7 +37,7 @@ PUBLIC = {
     "KeySourceUnavailableError", "KeyUri", "KmsBeamError", "MalformedValueError", "RecordDecryptor",
     "RecordEncryptor", "RecordError", "TrustedKeySources", "UntrustedKeySourceError", "__version__", "canonical_context", "check_context",
     "decode_value", "encode_value", "failure_reason", "keystore_home", "open_key_source",
-    "parse_key_uri", "parse_paths", "shared_cache",
+    "parse_key_uri", "parse_paths", "shared_cache", "call_counts", "forget_data_keys",
 }  # fmt: skip
 
 

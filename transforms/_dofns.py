@@ -4,8 +4,10 @@
 ``RecordFormat``: small, picklable) and the key URI; the key source and the format's engine are
 built on the worker in ``_build()`` and never pickled. An element is one record, or a list of
 records (from ``beam.BatchElements``: one engine call per batch; with ``batched=True`` the good
-results of a list leave as one list, dead letters one per element). Data keys live for one bundle
-at most (``start_bundle``/``finish_bundle`` reset them), within the data-key policy. Budget,
+results of a list leave as one list, dead letters one per element). ``start_bundle`` and
+``finish_bundle`` reset the engine's data key: in batch it is dropped (one data key per bundle);
+with ``DataKeyPolicy.across_bundles`` (streaming) it goes back on the worker process's shelf for
+the next bundle (``kmsbeam.keys.shelf``), within the data-key policy. Budget,
 counters and dead-letter routing are ``KmsDoFn``'s (``_base``). Counts are kept in plain ints
 and reported once per bundle: a Beam counter increment per element would cost more than
 encrypting a field.
@@ -58,7 +60,7 @@ class RecordsFn(KmsDoFn):
         if self._engine is None:
             self._open()
         elif hasattr(self._engine, "reset"):
-            self._engine.reset()  # a new bundle: a new data key
+            self._engine.reset()  # a bundle boundary (DataKeys.reset)
         self._records = 0
         self._values_before = getattr(self._engine, "values", 0)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
-from typing import Literal, TypeVar, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 from kmsbeam import ConfigurationError, DataKeyPolicy, parse_key_uri, parse_paths
 from kmsbeam.keys.cache import check_ttl
@@ -17,7 +17,7 @@ from kmsbeam.keys.strict import KeyRequirement
 from kmsbeam.vault import KeyVault
 
 __all__ = ["ENCODINGS", "REWRAP_MODES", "Encoding", "RewrapMode", "cache_ttl", "choice", "key_uri",
-           "names", "policy_with_age", "required_keys", "vault_of"]  # fmt: skip
+           "names", "policy_for", "policy_with_age", "required_keys", "streaming", "vault_of"]  # fmt: skip
 
 Encoding = Literal["text", "bytes"]  # text: URL-safe base64 (JSON, CSV); bytes: binary sinks
 RewrapMode = Literal["fields", "record"]  # values of EncryptFields, or of EncryptRecords
@@ -55,6 +55,22 @@ def policy_with_age(policy: DataKeyPolicy | None, data_key_max_age: float | None
     if data_key_max_age is None:
         return policy
     return replace(policy, max_age_seconds=check_ttl(data_key_max_age, "the data-key max age"))
+
+
+def streaming(pcoll: Any) -> bool:
+    """Whether ``pcoll`` is part of a streaming pipeline (``--streaming``) or unbounded."""
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    options = pcoll.pipeline.options
+    return bool(options.view_as(StandardOptions).streaming) or not pcoll.is_bounded
+
+
+def policy_for(policy: DataKeyPolicy, pcoll: Any) -> DataKeyPolicy:
+    """``policy`` with ``across_bundles=None`` decided for the pipeline of ``pcoll``: data keys
+    outlive their bundle in a streaming pipeline, not in batch (``DataKeyPolicy``)."""
+    if policy.across_bundles is not None:
+        return policy
+    return replace(policy, across_bundles=streaming(pcoll))
 
 
 def cache_ttl(key_cache_ttl: float | None) -> float | None:

@@ -12,7 +12,8 @@ Caveats:
   authenticate (or whose data key the key source does not have). count in = rows out + dead
   letters. A key-source failure (no data key, access denied, key disabled, source down) is
   never a dead letter: it fails the bundle (the runner retries it) and then the job.
-- One data key per bundle (and per ``DataKeyPolicy`` caps), as for ``EncryptFields``.
+- One data key per bundle in batch, kept across bundles when streaming (and within the
+  ``DataKeyPolicy`` caps), as for ``EncryptFields``.
 - Both take the key first, then the columns: ``EncryptCells(key, columns)``,
   ``DecryptCells(key, columns=None)``. Create a ``local:alias/`` key first
   (``create_local_keys``): ``expand()`` calls no key source.
@@ -30,7 +31,7 @@ from kmsbeam import DataKeyPolicy, KmsBeamError, check_context, open_key_source
 from kmsbeam.formats.parquet import CellDecryptor, CellEncryptor, CellFormat, cells_schema
 from kmsbeam.keys.budget import KmsBudget
 from kmsbeam.transforms._base import DEAD_LETTER, KmsDoFn, KmsTransform
-from kmsbeam.transforms._options import cache_ttl, key_uri, policy_with_age, required_keys, vault_of
+from kmsbeam.transforms._options import cache_ttl, key_uri, policy_for, policy_with_age, required_keys, vault_of
 
 __all__ = ["DecryptCells", "EncryptCells", "cells_schema"]
 
@@ -50,7 +51,12 @@ class _CellsFn(KmsDoFn):
         if self._engine is None:
             self._open()
         elif hasattr(self._engine, "reset"):
-            self._engine.reset()  # a new bundle: a new data key
+            self._engine.reset()  # a new bundle: a new data key (or the shelf's: across_bundles)
+
+    def finish_bundle(self) -> None:
+        if hasattr(self._engine, "reset"):
+            self._engine.reset()
+        super().finish_bundle()
 
     def process(self, table: Any) -> Iterator[Any]:
         if isinstance(table, pa.RecordBatch):
@@ -117,7 +123,10 @@ class _Cells(KmsTransform):
         self._options, self._ttl, self._required = options, ttl, required
 
     def _steps(self, pcoll: Any) -> tuple[Any, Any]:
-        fn = self._fn(self.label, self._key, self._options, self._budget, self._ttl, self._required)
+        options = dict(self._options)
+        if "policy" in options:  # encrypting
+            options["policy"] = policy_for(options["policy"], pcoll)
+        fn = self._fn(self.label, self._key, options, self._budget, self._ttl, self._required)
         out = pcoll | "Apply" >> beam.ParDo(fn).with_outputs(DEAD_LETTER, main="tables")
         return out.tables, out[DEAD_LETTER]
 

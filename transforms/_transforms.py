@@ -22,8 +22,14 @@ Caveats:
   are lists of records: one engine call per input list, one list of its good records out
   (none when every record failed), dead letters still one per element. For pipelines that keep
   records in lists end to end (the ``kmsbeam`` jobs): no per-record step around it.
-- A retried bundle generates new data keys; values already emitted by the failed attempt
-  are discarded by the runner, never mixed.
+- Data keys and bundles (``DataKeyPolicy.across_bundles``): in batch every bundle gets its own
+  data key; in a streaming pipeline (``--streaming``, or an unbounded input) a data key outlives
+  its bundle and serves the worker process's next bundles until a policy cap (records, bytes,
+  ``data_key_max_age``) is reached (``kmsbeam.keys.shelf``): one GenerateDataKey per worker
+  thread and key per max age instead of one per bundle. Set ``across_bundles`` to choose.
+- A retried bundle never reuses a nonce: its values are sealed under new counter values of a
+  data key (a counter never moves back) or under a new data key; values already emitted by the
+  failed attempt are discarded by the runner, never mixed.
 - A ``local:alias/`` key must exist before the pipeline runs: ``create_local_keys(key)`` on the
   driver creates it (workers never create keys; a missing one fails the job).
 - ``local:`` keys live in one machine's keystore: use them with the DirectRunner or the
@@ -53,7 +59,8 @@ from kmsbeam.formats.records import DEFAULT_PAYLOAD_FIELD
 from kmsbeam.transforms._base import DEAD_LETTER, KmsTransform
 from kmsbeam.transforms._dofns import DecryptFn, EncryptFn, Format
 from kmsbeam.transforms._options import (
-    ENCODINGS, Encoding, cache_ttl, choice, key_uri, policy_with_age, required_keys, vault_of,
+    ENCODINGS, Encoding, cache_ttl, choice, key_uri, policy_for, policy_with_age, required_keys,
+    vault_of,
 )  # fmt: skip
 
 BATCH_SIZE = 512  # records per engine call in EncryptFields and DecryptFields
@@ -88,7 +95,7 @@ class _Records(KmsTransform):
             pcoll = pcoll | "Batch" >> beam.BatchElements(min_batch_size=BATCH_SIZE, max_batch_size=BATCH_SIZE)
         args = (self.label, self._key, self._budget, self._format, self._context)
         dofn = (DecryptFn(*args, self._ttl, self._required, batched=self._lists) if self._policy is None
-                else EncryptFn(*args, self._policy, batched=self._lists))  # fmt: skip
+                else EncryptFn(*args, policy_for(self._policy, pcoll), batched=self._lists))  # fmt: skip
         out = pcoll | "Apply" >> beam.ParDo(dofn).with_outputs(DEAD_LETTER, main="records")
         return out.records, out[DEAD_LETTER]
 
@@ -102,7 +109,8 @@ class _Records(KmsTransform):
         if self._policy is not None:  # encrypting
             p = self._policy
             shown |= {"encoding": f.encoding, "max_records_per_key": p.max_records,
-                      "max_bytes_per_key": p.max_bytes, "max_key_age_seconds": p.max_age_seconds}  # fmt: skip
+                      "max_bytes_per_key": p.max_bytes, "max_key_age_seconds": p.max_age_seconds,
+                      "data_keys_across_bundles": "auto" if p.across_bundles is None else str(p.across_bundles).lower()}  # fmt: skip
             if isinstance(f, FieldFormat):
                 shown["encrypt_none"] = f.encrypt_none
         if f.vault is not None:

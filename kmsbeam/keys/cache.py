@@ -33,6 +33,7 @@ from kmsbeam import process
 from kmsbeam.formats.envelope import KeyCipher
 from kmsbeam.errors import KeySourceError, KmsBeamError
 from kmsbeam.failures import FailureMemory, copy_error, failure_ttl
+from kmsbeam.keys.calls import count_call
 from kmsbeam.keys.source import KeySource, canonical_context
 
 __all__ = ["DEFAULT_KEY_CACHE_TTL", "DataKeyCache", "shared_cache"]
@@ -165,6 +166,7 @@ class DataKeyCache:
             return flight.cipher, flight.expires
         failed: KmsBeamError | None = None
         try:
+            count_call("kms_calls_decrypt")
             if on_call is not None:
                 on_call()
             cipher = KeyCipher.from_dek(source.decrypt_data_key(wrapped, context))

@@ -41,6 +41,7 @@ from kmsbeam.formats.base import ALREADY, FILTERED, MOVED, RESUMED, REWRAPPED
 from kmsbeam.formats.envelope import FIELD_V1, RECORD_V1, V2_OF, make_header, parse
 from kmsbeam.formats.paths import FieldPath, parse_paths
 from kmsbeam.keys.cache import DataKeyCache, shared_cache
+from kmsbeam.keys.calls import count_call
 from kmsbeam.keys.registry import wrapped_key_version
 from kmsbeam.keys.source import KeySource, canonical_context, check_context
 from kmsbeam.rotation.memo import RewrapMemo, shared_memo
@@ -236,6 +237,7 @@ class Rewrapper:
         if self._on_call is not None:
             self._on_call()
         self.calls += 1
+        count_call("kms_calls_rewrap")
         new_wrapped = self._source.rewrap(wrapped, self._context)
         if self._verify:
             cipher = self._cache.cipher(

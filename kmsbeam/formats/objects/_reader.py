@@ -28,6 +28,7 @@ from kmsbeam.formats.objects._format import (
 )
 from kmsbeam.formats.objects._writer import resolve_key_source
 from kmsbeam.keys.trust import TrustedKeySources
+from kmsbeam.keys.calls import count_call
 from kmsbeam.keys.uri import SCHEMES
 
 __all__ = ["ObjectReader", "read_header"]
@@ -64,6 +65,7 @@ def read_header(raw: Any) -> tuple[ObjectHeader, int]:
 
 
 def _unwrap(source: KeySource, header: ObjectHeader, context: dict[str, str], where: str) -> bytes:
+    count_call("kms_calls_decrypt")
     if header.key_uri and header.key_uri != source.uri:  # maybe the wrong key: say so
         try:
             return source.decrypt_data_key(header.wrapped, context)

@@ -14,6 +14,7 @@ from typing import IO, Any, NoReturn
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from kmsbeam.keys.calls import count_call
 from kmsbeam.keys.source import DataKey, KeySource, check_context
 from kmsbeam.formats.objects._format import (
     DEFAULT_CHUNK_SIZE,
@@ -63,7 +64,9 @@ class ObjectWriter(io.BufferedIOBase):
     ) -> None:
         source = resolve_key_source(key)
         ctx = check_context(context)
+        count_call("kms_calls_generate_data_key")
         data_key = source.generate_data_key(ctx)
+        count_call("data_keys_generated")
         self._setup(raw, data_key, source.uri, ctx, chunk_size, close_raw, None)
 
     @classmethod

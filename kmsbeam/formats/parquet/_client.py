@@ -43,6 +43,7 @@ from kmsbeam.errors import ConfigurationError
 from kmsbeam.keys.source import KeySource, canonical_context, check_context
 from kmsbeam.formats.parquet._keytext import master_key_id, parse_key_text, seal_key_text
 from kmsbeam.keys.registry import keystore_home, open_key_source
+from kmsbeam.keys.calls import count_call
 from kmsbeam.keys.uri import SCHEMES
 
 __all__ = [
@@ -172,7 +173,9 @@ class KeySourceKmsClient(pe.KmsClient):  # type: ignore[misc]
         with state.lock:
             wk = state.wrap_keys.get(slot)
             if wk is None or wk.uses >= MAX_WRAPS_PER_DATA_KEY or now - wk.born >= self._lifetime:
+                count_call("kms_calls_generate_data_key")
                 data_key = source.generate_data_key(self._context)
+                count_call("data_keys_generated")
                 state.tally.add(0)
                 wk = state.wrap_keys[slot] = _WrapKey(
                     AESGCM(data_key.plaintext), data_key.wrapped, now
