@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -33,6 +33,7 @@ from apache_beam.options.pipeline_options import (
 )
 from kmsbeam.pipelines import _fns, formats, paths
 from kmsbeam.pipelines.plan import Plan
+from kmsbeam.pipelines.runners import in_process
 from kmsbeam.pipelines.cleanup import Interrupts, Staging, private_umask
 from kmsbeam.pipelines.sealed import seal as seal_letters
 from kmsbeam.pipelines.dead_letters import count_reasons, write_dead_letter_manifest
@@ -44,11 +45,12 @@ from kmsbeam.transforms import (
     Encoding,
 )
 
-from kmsbeam import ConfigurationError, DataKeyPolicy, KmsBeamError
+from kmsbeam import ConfigurationError, DataKeyPolicy, KmsBeamError, call_counts
 from kmsbeam import errors as _errors
 from kmsbeam.failures import fresh_error
 
-__all__ = ["JobResult", "build_pipeline", "counters_of", "job_failure", "pipeline_options", "run_plan"]
+__all__ = ["JobResult", "build_pipeline", "calls_made", "counters_of", "job_failure", "pipeline_options",
+           "run_plan"]  # fmt: skip
 
 # The errors a DoFn raises for a key-source failure (kmsbeam.reasons.job_error): their message
 # is one sentence built from the job's configuration, never from a record.
@@ -220,6 +222,13 @@ def _counters(result: Any, plan: Plan) -> tuple[dict[str, int], bool]:
         return {}, True
 
 
+def calls_made(before: Mapping[str, int]) -> dict[str, int]:
+    """The data keys and KMS calls of this process since ``before`` (a ``call_counts()``), as
+    ``kmsbeam/<counter>`` entries."""
+    now = call_counts()
+    return {f"kmsbeam/{name}": now[name] - before.get(name, 0) for name in now}
+
+
 def job_failure(exc: BaseException) -> KmsBeamError | None:
     """The one-sentence key-source error that failed a pipeline, or ``None`` when ``exc`` is
     something else.
@@ -271,6 +280,7 @@ def run_plan(plan: Plan, on_start: Callable[[], None] | None = None, tally: Any 
         if on_start:
             on_start()
         failed: KmsBeamError | None = None
+        calls_before = call_counts()
         try:
             result = p.run()
             result.wait_until_finish()
@@ -284,6 +294,8 @@ def run_plan(plan: Plan, on_start: Callable[[], None] | None = None, tally: Any 
         if plan.spec.action == "encrypt":
             plan.manifest.write(plan.out_dir)
         counters, counted = _counters(result, plan)
+        if in_process(options):  # kmsbeam's own counts: right where Beam's metrics are not
+            counters |= {k: v for k, v in calls_made(calls_before).items() if v or k in counters}
         reasons = count_reasons(str(plan.dead_dir))
         if reasons:
             write_dead_letter_manifest(plan)

@@ -12,6 +12,10 @@ The policy (docs/RUNNERS.md has the table of runners: tested, documented, refuse
   imported when the runner starts).
 - **No metrics**: a runner whose result has no metrics still gets a summary: records are
   counted in the written output (``output_counts``) and the summary says so.
+- **Workers in this process** (``in_process``: the in-memory DirectRunner, the
+  BundleBasedDirectRunner, the PortableRunner in LOOPBACK mode): data keys and KMS calls are
+  counted by kmsbeam itself (``kmsbeam.call_counts``) rather than read from Beam's metrics, which
+  some of these runners under-report (the BundleBasedDirectRunner keeps only a bundle's counts).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any
 
 from kmsbeam import ConfigurationError
 
-__all__ = ["LOCAL_RUNNERS", "REFUSED", "check_runner", "counters_or_none", "is_local",
+__all__ = ["LOCAL_RUNNERS", "REFUSED", "check_runner", "counters_or_none", "in_process", "is_local",
            "output_counts", "runner_name", "unknown_options"]  # fmt: skip
 
 LOCAL_RUNNERS = (None, "DirectRunner", "FnApiRunner", "SwitchingDirectRunner")
@@ -73,6 +77,20 @@ def _refusal(name: str | None) -> str | None:
 def is_local(name: str | None) -> bool:
     """Whether ``name`` (from ``runner_name``) is one of the FnApiRunner's names."""
     return name in LOCAL_RUNNERS
+
+
+def in_process(options: Any) -> bool:
+    """Whether the job's workers run in this process (so ``kmsbeam.call_counts`` sees every
+    data key and KMS call they make): the local runners in ``in_memory`` mode (kmsbeam's
+    default), the BundleBasedDirectRunner, and any runner with ``--environment_type=LOOPBACK``."""
+    from apache_beam.options.pipeline_options import DirectOptions, PortableOptions, StandardOptions
+
+    name = runner_name(options.view_as(StandardOptions).runner)
+    if is_local(name):
+        return (options.view_as(DirectOptions).direct_running_mode or "in_memory") == "in_memory"
+    if name in ("BundleBasedDirectRunner", "TestDirectRunner"):
+        return True
+    return (options.view_as(PortableOptions).environment_type or "").upper() == "LOOPBACK"
 
 
 def check_runner(options: Any) -> None:
