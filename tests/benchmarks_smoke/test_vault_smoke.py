@@ -26,7 +26,7 @@ ENV = ("KMSBEAM_HOME", "KMSBEAM_OSS_ENDPOINT", "KMSBEAM_OSS_REGION", "ALIBABA_CL
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("extra", [[], ["--oss", "--emulator"]], ids=["local", "oss-emulator"])
+@pytest.mark.parametrize("extra", [["--oss", "--emulator"]], ids=["oss-emulator"])  # local: same code
 def test_every_row_and_vault_rotate_writes_no_data_byte(extra: list[str], tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     for name in ENV:
