@@ -5,9 +5,7 @@ seals under later counters of the same data key (or a new key). Real emulator, r
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
@@ -15,8 +13,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing import test_stream
 
-from kmsbeam import forget_data_keys
-from kmsbeam.emulator import AccessKey, EmulatorServer
+from kmsbeam.emulator import EmulatorServer
 from kmsbeam.formats.envelope import FIELD_V1, parse
 from kmsbeam.transforms import EncryptFields
 
@@ -42,21 +39,10 @@ def keep(batch: list[dict[str, Any]]) -> None:
     _OUT.extend(batch)
 
 
-@pytest.fixture()
-def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[EmulatorServer]:
-    ak = ("retry", secrets.token_urlsafe(16))
-    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", ak[0])
-    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", ak[1])
-    with EmulatorServer(tmp_path / "kms", [AccessKey(*ak)], rotation_check_seconds=None) as srv:
-        srv.engine.ensure_alias("alias/pii")
-        yield srv
-
-
-def test_a_retried_bundle_seals_under_fresh_counters(server: EmulatorServer) -> None:
-    forget_data_keys()
+def test_a_retried_bundle_seals_under_fresh_counters(stream_kms: EmulatorServer) -> None:
     _FAILED_ONCE.clear()
     _OUT.clear()
-    uri = f"kms-emulator://{server.endpoint}/alias/pii"
+    uri = f"kms-emulator://{stream_kms.endpoint}/alias/pii"
     first = [{"id": i, "ssn": f"s{i}"} for i in range(20)]
     second = [{"id": i, "ssn": f"s{i}"} for i in range(20, 39)] + [Flaky(id=39, ssn="s39")]
     stream = (test_stream.TestStream().add_elements([first, second])  # one bundle, two lists
@@ -70,8 +56,8 @@ def test_a_retried_bundle_seals_under_fresh_counters(server: EmulatorServer) -> 
     nonces = {r["id"]: (v.commitment, int.from_bytes(v.body[:4], "big"))
               for r, v in ((r, parse(r["ssn"], FIELD_V1)) for r in _OUT)}  # fmt: skip
     assert len(set(nonces.values())) == 41
-    server.stop()
-    events = [json.loads(line)["eventName"] for line in server.audit.path.read_text().splitlines()]
+    stream_kms.stop()
+    events = [json.loads(line)["eventName"] for line in stream_kms.audit.path.read_text().splitlines()]
     generated = events.count("GenerateDataKey")
     # the failed attempt sealed records 0-19 under counters 0-19 of a fresh data key; the retry
     # sealed them again under later counters of that key (its lease went back at the next

@@ -6,10 +6,8 @@ BundleBasedDirectRunner with ``--streaming``, the audit log as the witness."""
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
@@ -17,8 +15,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing import test_stream
 
-from kmsbeam import forget_data_keys
-from kmsbeam.emulator import AccessKey, EmulatorServer
+from kmsbeam.emulator import EmulatorServer
 from kmsbeam.transforms import EncryptFields
 
 _SERVERS: dict[int, EmulatorServer] = {}  # the DoFns below run in this process (in-process runner)
@@ -44,19 +41,8 @@ class DisableOnMarker(beam.DoFn):
         yield record
 
 
-@pytest.fixture()
-def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[EmulatorServer]:
-    ak = ("revoke", secrets.token_urlsafe(16))
-    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", ak[0])
-    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", ak[1])
-    with EmulatorServer(tmp_path / "kms", [AccessKey(*ak)], rotation_check_seconds=None) as srv:
-        _SERVERS[id(srv)] = srv
-        yield srv
-        del _SERVERS[id(srv)]
-
-
 def run(server: EmulatorServer, wait: float, max_age: float) -> None:
-    forget_data_keys()
+    _SERVERS[id(server)] = server
     _SEALED.clear()
     key_id = server.engine.ensure_alias("alias/pii").key_id
     uri = f"kms-emulator://{server.endpoint}/alias/pii"
@@ -79,15 +65,15 @@ def generate_outcomes(server: EmulatorServer) -> list[str]:
     return [e["outcome"] for e in map(json.loads, lines) if e["eventName"] == "GenerateDataKey"]
 
 
-def test_within_the_max_age_the_stream_goes_on_under_the_key_it_holds(server: EmulatorServer) -> None:
-    run(server, wait=0.0, max_age=60.0)
+def test_within_the_max_age_the_stream_goes_on_under_the_key_it_holds(stream_kms: EmulatorServer) -> None:
+    run(stream_kms, wait=0.0, max_age=60.0)
     assert sorted(_SEALED) == list(range(10))
-    assert generate_outcomes(server) == ["success"]  # one data key: no call after the disable
+    assert generate_outcomes(stream_kms) == ["success"]  # one data key: no call after the disable
 
 
-def test_after_the_max_age_a_disabled_key_stops_the_stream(server: EmulatorServer) -> None:
+def test_after_the_max_age_a_disabled_key_stops_the_stream(stream_kms: EmulatorServer) -> None:
     with pytest.raises(Exception, match="disabled") as failed:
-        run(server, wait=1.2, max_age=1.0)
+        run(stream_kms, wait=1.2, max_age=1.0)
     assert "Traceback" not in str(failed.value).split("\n")[0]
     assert sorted(_SEALED) == list(range(5))  # nothing sealed after the max age
-    assert generate_outcomes(server) == ["success", "error"]  # noticed at the next data key
+    assert generate_outcomes(stream_kms) == ["success", "error"]  # noticed at the next data key
