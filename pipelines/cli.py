@@ -6,6 +6,7 @@ encrypt and decrypt, ``export``, ``cat``, ``rotate.cmd``, ``keys`` ...) and erro
     kmsbeam encrypt INPUT OUTPUT --fields ssn,email [--key URI] [--context k=v] [beam options]
     kmsbeam decrypt OUTPUT PLAIN                   # options come from OUTPUT/_kmsbeam.json
     kmsbeam encrypt|decrypt|export ... --kms-qps 50   # KMS calls/s per worker (kmsbeam.keys.budget)
+    kmsbeam encrypt --watch LANDING/ OUT/ --fields ssn  # each poll's landed files: OUT/window-*/ (watch)
     kmsbeam keys create|list|describe|alias|rotate|disable|enable ...
     kmsbeam encrypt events.parquet OUT --columns ssn,card --parquet-mode pme|cells [--key URI]
     kmsbeam inspect OUT/part-00000-of-00001.parquet  # how Parquet files are protected
@@ -167,6 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_vault(args, sys.stdout)
         if args.command == "cat":
             return cat.run_command(args, extra, context_items(args.context))
+        if args.command == "decrypt" and any(a.split("=")[0].startswith("--watch") for a in extra):
+            return _fail("--watch is for kmsbeam encrypt; decrypt each window it wrote "
+                         "(kmsbeam decrypt OUTPUT/window-... PLAIN)", 2)  # fmt: skip
         if args.command == "export" or args.command == "decrypt" and _is_export(args.input):
             return export.run_command(args, extra, context_items(args.context))  # objects, not datasets
         quiet_beam_logging()
@@ -176,6 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from kmsbeam.pipelines.rotate.job import run_rotate
 
             return run_rotate(args, extra)
+        if args.command == "encrypt" and args.watch:
+            from kmsbeam.pipelines.watch import run_watch
+
+            return run_watch(args, extra)
         return run_job(args, extra)
     except _Exit as exc:
         return exc.code

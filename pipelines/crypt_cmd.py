@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 import kmsbeam
-from kmsbeam import KmsBeamError
+from kmsbeam import ConfigurationError, KmsBeamError
 from kmsbeam.pipelines import dead_letters
 from kmsbeam.pipelines._noise import WorkerNoise, workers_share_stderr
 from kmsbeam.pipelines.options import (
@@ -24,7 +24,7 @@ from kmsbeam.pipelines.options import (
     positive_number,
 )
 
-__all__ = ["add_job_parsers", "run_job"]
+__all__ = ["add_job_parsers", "job_spec", "plan_job", "run_job", "run_planned"]
 
 
 def add_job_parsers(sub: Any) -> None:
@@ -74,6 +74,22 @@ def _job_parser(sub: Any, name: str, text: str) -> None:
                          "and the plaintext columns' values; encrypted columns stay unreadable)")  # fmt: skip
     parquet.add_argument("--external-key-material", action="store_true",
                          help="pme: wrapped keys in _KEY_MATERIAL_FOR_<file>.json (rotatable)")
+    _watch_arguments(job)
+
+
+def _watch_arguments(job: Any) -> None:
+    watch = job.add_argument_group("watching a landing prefix (INPUT a directory or prefix)")
+    watch.add_argument("--watch", action="store_true",
+                       help="keep encrypting the files that land in INPUT: each poll's new files "
+                       "become one dataset OUTPUT/window-<UTC time>-<N>/ (kmsbeam decrypt reads "
+                       "each); files done are kept in OUTPUT/_kmsbeam_watch.json")  # fmt: skip
+    watch.add_argument("--watch-interval", type=positive_number, metavar="SECONDS",
+                       help="seconds between two listings of INPUT (default 10); a file is taken "
+                       "once two listings in a row saw the same size")  # fmt: skip
+    watch.add_argument("--watch-stop-after", type=positive_number, metavar="SECONDS",
+                       help="stop polling after SECONDS (the window in flight finishes)")
+    watch.add_argument("--watch-max-windows", type=positive_int, metavar="N",
+                       help="stop after N windows")
 
 
 _ENCRYPT_HELP = {
@@ -137,38 +153,52 @@ def _progress(args: argparse.Namespace, plan: Any, options: Any, stream: Any = N
                              uncounted=why)  # fmt: skip
 
 
-def run_job(args: argparse.Namespace, beam_args: list[str]) -> int:
-    from kmsbeam.pipelines import jobs, summary
-    from kmsbeam.pipelines.plan import JobSpec, parquet_spec, plan_decrypt, plan_encrypt
+def job_spec(args: argparse.Namespace, beam_args: list[str], input: str | None = None,
+             output: str | None = None, dead_letter: str | None = None) -> Any:
+    """The ``JobSpec`` of parsed ``encrypt``/``decrypt`` arguments (``input``, ``output`` and
+    ``dead_letter`` in place of the arguments': a watch's windows)."""
+    from kmsbeam.pipelines import summary
+    from kmsbeam.pipelines.plan import JobSpec, parquet_spec
 
-    spec = JobSpec(args.command, args.input, args.output, format=args.format, fields=args.fields,
-                   mode=args.mode, keep=args.keep, bind=args.bind, key=args.key,
-                   context=context_items(args.context), dead_letter=args.dead_letter,
+    spec = JobSpec(args.command, input or args.input, output or args.output, format=args.format,
+                   fields=args.fields, mode=args.mode, keep=args.keep, bind=args.bind, key=args.key,
+                   context=context_items(args.context), dead_letter=dead_letter or args.dead_letter,
                    max_records_per_key=args.max_records_per_key, overwrite=args.overwrite,
-                   beam_args=beam_args, kms_qps=args.kms_qps,
+                   beam_args=list(beam_args), kms_qps=args.kms_qps,
                    kms_price_per_10k=summary.kms_price_per_10k(args.kms_price_per_10k),
                    require_keys=getattr(args, "require_key", None),
                    key_cache_ttl=args.key_cache_ttl, data_key_max_age=args.data_key_max_age,
                    key_vault=args.key_vault)  # fmt: skip
     spec.parquet = parquet_spec(args)
-    options, _ = jobs.pipeline_options(beam_args)  # option mistakes surface before any key is created
-    from kmsbeam.pipelines.cleanup import existing, remove_created
+    return spec
 
-    existed = existing(args.output, args.dead_letter)  # a failed job removes what it created
+
+def plan_job(spec: Any, existed: tuple[bool, bool]) -> Any:
+    """The checked plan of ``spec``; a plan that fails removes the empty OUTPUT it created."""
+    from kmsbeam.pipelines.cleanup import remove_created
+    from kmsbeam.pipelines.plan import plan_decrypt, plan_encrypt
+
+    output, dead_letter = spec.output, spec.dead_letter
     try:
         if spec.action == "encrypt":
-            plan = plan_encrypt(spec, notice=lambda line: print(line, file=sys.stderr))
-        else:
-            plan = plan_decrypt(spec)
+            return plan_encrypt(spec, notice=lambda line: print(line, file=sys.stderr))
+        return plan_decrypt(spec)
     except BaseException:
-        remove_created(args.output, args.dead_letter, existed)  # OUTPUT as it was before
+        remove_created(output, dead_letter, existed)  # OUTPUT as it was before
         raise
+
+
+def run_planned(args: argparse.Namespace, plan: Any, options: Any, existed: tuple[bool, bool]) -> Any:
+    """Run a checked plan with the progress line (``jobs.run_plan``): its ``JobResult``, or None
+    when the pipeline failed for a reason that is no kmsbeam error (one line printed: exit 1)."""
+    from kmsbeam.pipelines import jobs
+
     noise = WorkerNoise().__enter__() if workers_share_stderr(options) else None  # Beam's noise
     progress = _progress(args, plan, options, noise.stream if noise else None)
     try:
-        result = jobs.run_plan(plan, on_start=progress.start if progress else None,
-                               tally=progress.channel.tally() if progress and progress.channel else None,
-                               existed=existed)  # fmt: skip
+        return jobs.run_plan(plan, on_start=progress.start if progress else None,
+                             tally=progress.channel.tally() if progress and progress.channel else None,
+                             existed=existed)  # fmt: skip
     except KmsBeamError:
         raise
     except Exception as exc:
@@ -177,12 +207,28 @@ def run_job(args: argparse.Namespace, beam_args: list[str]) -> int:
         # The message of a failure inside the pipeline may quote a record: show the type only.
         print(f"kmsbeam: error: the pipeline failed ({type(exc).__name__}); rerun with "
               "KMSBEAM_DEBUG=1 to see the traceback", file=sys.stderr)  # fmt: skip
-        return 1
+        return None
     finally:
         if progress:
             progress.stop()
         if noise:
             noise.__exit__()
+
+
+def run_job(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from kmsbeam.pipelines import jobs, summary
+    from kmsbeam.pipelines.cleanup import existing
+
+    given = [o for o in ("interval", "stop_after", "max_windows") if getattr(args, f"watch_{o}", None)]
+    if given:
+        raise ConfigurationError(f"--watch-{given[0].replace('_', '-')} is an option of --watch")
+    spec = job_spec(args, beam_args)
+    options, _ = jobs.pipeline_options(beam_args)  # option mistakes surface before any key is created
+    existed = existing(args.output, args.dead_letter)  # a failed job removes what it created
+    plan = plan_job(spec, existed)
+    result = run_planned(args, plan, options, existed)
+    if result is None:
+        return 1
     if not args.quiet:
         print(summary.summary_table(result))
     return summary.finish(result, args.max_dead_letters)

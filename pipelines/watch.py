@@ -1,0 +1,337 @@
+"""``kmsbeam encrypt --watch INPUT OUTPUT``: encrypting files as they land in a directory or
+prefix, in windows run one after another from the launcher.
+
+::
+
+    list INPUT/* every --watch-interval seconds (hidden, _private and *.tmp names left out)
+      -> the files two listings in a row saw with one size (landed), not done yet
+      -> windows: ONE ordinary encrypt job each (crypt_cmd.plan_job + run_planned: plan,
+         staging, manifest, dead letters) into OUTPUT/window-<yyyymmddTHHMMSSZ>-<NNNNN>/,
+         a complete dataset that ``kmsbeam decrypt`` reads as it is
+      -> OUTPUT/_kmsbeam_watch.json: the windows and their files (rewritten after each window)
+    stop: --watch-stop-after, --watch-max-windows, SIGTERM (after the window in flight), Ctrl-C
+      -> one summary table for the whole watch; exit 0, 3 (dead letters), 1 (a window failed)
+
+Beam's ``fileio.MatchContinuously`` is no option here: the BundleBasedDirectRunner cannot run
+its Watch transform (``... was not replaced as expected``), the FnApiRunner refuses streaming,
+and in batch it returns at once with no output (Beam 2.77).
+
+A window reads one glob (``Plan.pattern``), so a poll's files share one window only when one
+exact glob names them all and nothing else, ever: names of one length and extension that differ
+in one place (``events-0001.jsonl`` .. ``events-0009.jsonl`` -> ``events-000[1-9 as listed]``).
+Other files go to further windows, one job each, in the same poll.
+
+Caveats:
+    At least once, not exactly once: a crash (or kill -9) after a window's output is in place
+    and before the state is written leaves that window without a record in the state; the next
+    watch encrypts its files again into a new window. It names such windows when it starts.
+    A file is taken by name: replacing a file already taken does not encrypt it again. Empty
+    files are not taken. Ctrl-C during a window removes that window (nothing partial stays; its
+    files are taken again next time); SIGTERM lets it finish.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any
+
+from apache_beam.io.filesystem import BeamIOError
+from apache_beam.io.filesystems import FileSystems
+
+from kmsbeam import DEFAULT_KEY_URI, ConfigurationError
+from kmsbeam.pipelines import paths
+
+__all__ = ["DEFAULT_INTERVAL", "STATE_NAME", "Landing", "WatchState", "run_watch", "windows"]
+
+STATE_NAME = "_kmsbeam_watch.json"
+_VERSION = 1
+DEFAULT_INTERVAL = 10.0  # seconds between two listings
+
+
+def _candidate(name: str) -> bool:
+    return not name.startswith((".", "_")) and not name.endswith(".tmp")
+
+
+def listing(prefix: str) -> dict[str, int]:
+    """The files directly under ``prefix`` that may be data, with their sizes (one listing)."""
+    pattern = paths.join(prefix, "*")
+    try:
+        found = FileSystems.match([pattern])[0].metadata_list
+    except BeamIOError:
+        paths.match(pattern)  # raises the failure as kmsbeam's one sentence
+        raise
+    local = not paths.is_remote(prefix)
+    return {m.path: int(m.size_in_bytes) for m in found
+            if _candidate(paths.basename(m.path)) and (not local or os.path.isfile(m.path))}  # fmt: skip
+
+
+@dataclass
+class Landing:
+    """The landing rule: a file is taken once two listings in a row saw it with one size (a
+    half-written file grows between them)."""
+
+    seen: dict[str, int] = field(default_factory=dict)
+
+    def landed(self, files: dict[str, int], done: set[str]) -> dict[str, int]:
+        ready = {p: n for p, n in files.items() if p not in done and n > 0 and self.seen.get(p) == n}
+        self.seen = dict(files)
+        return ready
+
+
+def _escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "[*?" else c for c in text)
+
+
+def _varies(a: str, b: str) -> int | None:
+    """The one place where two file names of one directory, length and extension differ."""
+    (da, na), (db, nb) = (paths.parent(a), paths.basename(a)), (paths.parent(b), paths.basename(b))
+    stem = os.path.splitext(na)[0]
+    if da != db or len(na) != len(nb) or os.path.splitext(nb)[1] != os.path.splitext(na)[1]:
+        return None
+    places = [i for i, (x, y) in enumerate(zip(na, nb)) if x != y]
+    if len(places) != 1 or places[0] >= len(stem) or not (na[places[0]] + nb[places[0]]).isalnum():
+        return None
+    return places[0]
+
+
+def windows(files: list[str]) -> list[tuple[str, list[str]]]:
+    """``(glob, files)`` per window: each glob names exactly its files, whatever lands later."""
+    groups: list[tuple[list[str], int | None]] = []
+    for f in sorted(files):
+        for i, (members, at) in enumerate(groups):
+            place = _varies(members[0], f)
+            if place is not None and at in (None, place):
+                groups[i] = (members + [f], place)
+                break
+        else:
+            groups.append(([f], None))
+    out = []
+    for members, at in groups:
+        name = paths.basename(members[0])
+        if at is not None:
+            chars = "".join(paths.basename(m)[at] for m in members)
+            name = _escape(name[:at]) + f"[{chars}]" + _escape(name[at + 1 :])
+        else:
+            name = _escape(name)
+        out.append((paths.join(_escape(paths.parent(members[0])), name), members))
+    return out
+
+
+@dataclass
+class WatchState:
+    """``OUTPUT/_kmsbeam_watch.json``: the input watched and each window with its files."""
+
+    input: str
+    windows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def done(self) -> set[str]:
+        return {f for w in self.windows for f in w["files"]}
+
+    @classmethod
+    def open(cls, input: str, output: str) -> WatchState:
+        """The state of an earlier watch into ``output``, or a new one (``output`` empty)."""
+        where = paths.join(output, STATE_NAME)
+        if not paths.exists(where):
+            if paths.list_dir(output):
+                raise ConfigurationError(f"the output {output} holds files but no {STATE_NAME}: give "
+                                         "an empty directory or prefix, or the output of an earlier "
+                                         "watch")  # fmt: skip
+            return cls(input)
+        data = json.loads(paths.read_text(where))
+        if data.get("version") != _VERSION or data.get("input") != input:
+            raise ConfigurationError(f"{where} is the state of a watch of {data.get('input')}, not "
+                                     f"of {input}; give another output")  # fmt: skip
+        return cls(input, list(data["windows"]))
+
+    def save(self, output: str) -> None:
+        text = json.dumps({"version": _VERSION, "input": self.input, "windows": self.windows}, indent=1)
+        where = paths.join(output, STATE_NAME)
+        if paths.is_remote(where):
+            paths.write_text(where, text)  # one PUT: the object appears whole
+            return
+        paths.write_text(where + ".tmp", text)
+        os.replace(where + ".tmp", where)  # a crash leaves the old state or the new one
+
+    def unrecorded(self, output: str) -> list[str]:
+        """Windows in ``output`` the state does not list (a crash before the state was written)."""
+        found = {paths.basename(paths.parent(m)) for m in paths.match(paths.join(output, "window-*", "_kmsbeam.json"))}
+        return sorted(found - {w["name"] for w in self.windows})
+
+
+class _Stop:
+    """When to stop polling: a deadline, a number of windows, or SIGTERM."""
+
+    def __init__(self, after: float | None, max_windows: int | None) -> None:
+        self.deadline = time.monotonic() + after if after else None
+        self.max_windows = max_windows
+        self.signalled = threading.Event()
+
+    def now(self, windows: int) -> bool:
+        late = self.deadline is not None and time.monotonic() >= self.deadline
+        return late or self.signalled.is_set() or (self.max_windows is not None and windows >= self.max_windows)
+
+    def wait(self, seconds: float) -> None:
+        if self.deadline is not None:
+            seconds = max(0.0, min(seconds, self.deadline - time.monotonic()))
+        self.signalled.wait(seconds)
+
+    @contextmanager
+    def on_sigterm(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGTERM, lambda *_: self.signalled.set())
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+@dataclass
+class _Totals:
+    """The finished windows' results, added up."""
+
+    results: list[Any] = field(default_factory=list)
+    files: int = 0
+
+    def add(self, result: Any) -> None:
+        self.results.append(result)
+        self.files += len(result.plan.files)
+
+    def total(self, src: str, out: str, started: float) -> Any:
+        from kmsbeam.pipelines.jobs import JobResult
+
+        last = self.results[-1]
+        counters: Counter[str] = Counter()
+        reasons: Counter[str] = Counter()
+        for r in self.results:
+            counters.update(r.counters)
+            reasons.update(r.reasons)
+        dead = [r.plan.dead_dir for r in self.results if r.reasons or r.dead_letters]
+        window = paths.basename(last.plan.out_dir)  # every window's dead letters: a glob
+        where = dead[0] if len(dead) == 1 else last.plan.dead_dir.replace(window, "window-*")
+        plan = replace(last.plan, spec=replace(last.plan.spec, input=src), out_dir=out, dead_dir=where,
+                       files=[f for r in self.results for f in r.plan.files])  # fmt: skip
+        return JobResult(plan, dict(counters), time.monotonic() - started,
+                         sum(r.bytes_in for r in self.results), sum(r.bytes_out for r in self.results),
+                         reasons, any(r.counted_from_output for r in self.results))  # fmt: skip
+
+
+def _table(args: Any, src: str, out: str, totals: _Totals, total: Any) -> str:
+    """One summary table for the whole watch (the rows of ``summary.summary_table``, counted over
+    every window, with the windows and files)."""
+    from kmsbeam.pipelines import summary
+    from kmsbeam.pipelines.dead_letters import reason_rows
+
+    key = args.key or DEFAULT_KEY_URI
+    if total is None:
+        return summary.table(f"kmsbeam encrypt --watch: {src} -> {out} (key {key})",
+                             [("windows", "0"), ("files", "0"), ("records in", "0")])  # fmt: skip
+    m, counters = total.plan.manifest, total.counters
+    busy = sum(r.elapsed for r in totals.results)
+    dead = sum(total.reasons.values()) or total.dead_letters
+    rows = [
+        ("windows", f"{len(totals.results):,}"),
+        ("files", f"{totals.files:,}"),
+        ("records in", f"{total.records_in:,}"),
+        ("records out", f"{total.records_out:,}"),
+        ("values encrypted", f"{total.count('values_encrypted'):,}"),
+        ("data keys generated", f"{total.count('data_keys_generated'):,}"),
+        *summary.kms_call_rows(counters),
+        summary.kms_cost_row(counters, summary.job_key_uris(total.plan), total.plan.spec.kms_price_per_10k),
+        *summary.kms_budget_rows(counters, total.plan.spec.kms_qps),
+        ("dead letters", f"{dead:,}" + (f"  ({total.plan.dead_dir})" if dead else "")),
+        *reason_rows(total.reasons),
+        ("bytes in", f"{total.bytes_in:,} B"),
+        ("bytes out", f"{total.bytes_out:,} B"),
+        ("elapsed", f"{total.elapsed:.1f} s ({busy:.1f} s in windows)"),
+        ("rate", f"{total.records_in / busy if busy > 0 else 0.0:,.0f} records/s in windows"),
+    ]  # fmt: skip
+    if total.counted_from_output:
+        rows.insert(0, ("counted", "in the written output: the runner reported no metrics"))
+    return summary.table(f"kmsbeam encrypt --watch: {src} -> {out} ({m.format}, {m.mode} mode, "
+                         f"key {m.key})", rows)  # fmt: skip
+
+
+def _checked_prefixes(args: Any, beam_args: list[str]) -> tuple[str, str]:
+    """INPUT and OUTPUT as FileSystems paths; INPUT a directory or prefix, OUTPUT elsewhere."""
+    if args.overwrite:
+        raise ConfigurationError("--overwrite does not apply to --watch: every window is a new "
+                                 "directory under OUTPUT")  # fmt: skip
+    paths.use_options(beam_args)
+    src = paths.normalize(args.input, "the input").rstrip("/") or "/"
+    out = paths.normalize(args.output, "the output").rstrip("/") or "/"
+    if any(c in src for c in "*?["):
+        raise ConfigurationError(f"--watch takes a directory or prefix to watch, not a glob ({src})")
+    if paths.exists(src):
+        raise ConfigurationError(f"{src} is one file; --watch takes the directory or prefix files land in")
+    if not paths.is_remote(src) and not os.path.isdir(src):
+        raise ConfigurationError(f"there is no directory {src} to watch")
+    if src == out:
+        raise ConfigurationError("the output is the watched input; choose another output")
+    return src, out
+
+
+def run_watch(args: Any, beam_args: list[str]) -> int:
+    """Run ``kmsbeam encrypt --watch``; returns the exit code."""
+    from kmsbeam.pipelines import jobs, summary
+    from kmsbeam.pipelines.cleanup import existing
+    from kmsbeam.pipelines.crypt_cmd import job_spec, plan_job, run_planned
+
+    options, _ = jobs.pipeline_options(beam_args)
+    src, out = _checked_prefixes(args, beam_args)
+    dead_root = paths.normalize(args.dead_letter, "--dead-letter").rstrip("/") if args.dead_letter else None
+    state = WatchState.open(src, out)
+    for name in state.unrecorded(out):
+        print(f"kmsbeam: warning: {paths.join(out, name)} is not in {STATE_NAME} (a watch stopped "
+              "before recording it): its files are encrypted again; delete it", file=sys.stderr)  # fmt: skip
+    stop, landing, totals = _Stop(args.watch_stop_after, args.watch_max_windows), Landing(), _Totals()
+    started, code = time.monotonic(), 0
+    try:
+        with stop.on_sigterm():
+            while code == 0 and not stop.now(len(totals.results)):
+                for pattern, files in windows(sorted(landing.landed(listing(src), state.done))):
+                    if stop.now(len(totals.results)):
+                        break
+                    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+                    name = f"window-{stamp}-{len(state.windows) + 1:05d}"
+                    dead = paths.join(dead_root, name) if dead_root else None
+                    spec = job_spec(args, beam_args, pattern, paths.join(out, name), dead)
+                    existed = existing(spec.output, dead)
+                    result = run_planned(args, plan_job(spec, existed), options, existed)
+                    if result is None:  # one line printed; the window's output was removed
+                        code = 1
+                        break
+                    totals.add(result)
+                    state.windows.append({"name": name, "files": files, "records_in": result.records_in,
+                                          "records_out": result.records_out,
+                                          "dead_letters": sum(result.reasons.values())})  # fmt: skip
+                    state.save(out)
+                    if not args.quiet:
+                        print(f"kmsbeam: {name}: {len(files):,} files, {result.records_in:,} records, "
+                              f"{sum(result.reasons.values()):,} dead letters", file=sys.stderr)  # fmt: skip
+                else:
+                    stop.wait(args.watch_interval or DEFAULT_INTERVAL)
+    except KeyboardInterrupt:
+        code = 130
+    finally:
+        total = totals.total(src, out, started) if totals.results else None
+        if not args.quiet:
+            print(_table(args, src, out, totals, total))
+    if code == 130:
+        print(f"kmsbeam: error: interrupted; the window in flight was removed (its files are taken "
+              f"again next time); {len(totals.results):,} windows are complete", file=sys.stderr)  # fmt: skip
+    if code or total is None:
+        return code
+    return summary.finish(total, args.max_dead_letters)
