@@ -21,7 +21,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing import test_stream
 
-from kmsbeam import DataKeyPolicy
+from kmsbeam import DataKeyPolicy, forget_data_keys
 from kmsbeam.alikms import clear_clients
 from kmsbeam.emulator import EmulatorServer
 from kmsbeam.keys.registry import clear_key_source_cache
@@ -85,6 +85,8 @@ def stream(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
            credentials: None) -> tuple[int, int, dict[str, Counter[str]]]:  # fmt: skip
     """One streaming run of every branch: (records, steps, the audit counts of each branch's key)."""
     records_n, steps = request.param
+    forget_data_keys()  # no data key of an earlier run on this process's shelf
+    clear_key_source_cache()
     data = tmp_path_factory.mktemp("kms")
     with EmulatorServer(data, {AK: SECRET}, rotation_check_seconds=None) as server:
         ids = {name: server.engine.ensure_alias(f"alias/{name}").key_id for name in BRANCHES}
@@ -124,6 +126,8 @@ def test_batch_keeps_one_data_key_per_bundle(across: bool | None, keys: int, tmp
                                              credentials: None) -> None:  # fmt: skip
     """Two batch runs in one process (one bundle each): ``None`` means per bundle in batch, so
     two data keys; ``True`` (the control) shows the second run would have taken the first's."""
+    forget_data_keys()  # no data key of an earlier test on this process's shelf
+    clear_key_source_cache()
     with EmulatorServer(tmp_path / "kms", {AK: SECRET}, rotation_check_seconds=None) as server:
         key_id = server.engine.ensure_alias("alias/batch").key_id
         key = f"kms-emulator://{server.endpoint}/alias/batch"
