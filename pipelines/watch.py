@@ -10,16 +10,19 @@ prefix, in windows run one after another from the launcher.
          a complete dataset that ``kmsbeam decrypt`` reads as it is
       -> OUTPUT/_kmsbeam_watch.json: the windows and their files (rewritten after each window)
     stop: --watch-stop-after, --watch-max-windows, SIGTERM (after the window in flight), Ctrl-C
-      -> one summary table for the whole watch; exit 0, 3 (dead letters), 1 (a window failed)
+      -> one summary table for the whole watch; exit 0, 3 (dead letters), or the code of
+         the window that failed (1; 2 for a file the plan's checks refuse)
 
 Beam's ``fileio.MatchContinuously`` is no option here: the BundleBasedDirectRunner cannot run
 its Watch transform (``... was not replaced as expected``), the FnApiRunner refuses streaming,
 and in batch it returns at once with no output (Beam 2.77).
 
-A window reads one glob (``Plan.pattern``), so a poll's files share one window only when one
-exact glob names them all and nothing else, ever: names of one length and extension that differ
-in one place (``events-0001.jsonl`` .. ``events-0009.jsonl`` -> ``events-000[1-9 as listed]``).
-Other files go to further windows, one job each, in the same poll.
+A window's job reads one glob (``Plan.pattern``, read by ``formats.read_record_batches``), so
+a poll's files share one window only when one exact glob names them all and nothing else, ever:
+names of one length and extension that differ in one place (``events-0001.jsonl``,
+``events-0002.jsonl`` -> ``events-000[12].jsonl``). Other files go to further windows, one job
+each, in the same poll (``windows``). Once the readers take a list of files, one window per
+poll needs no more than ``windows`` returning one group.
 
 Caveats:
     At least once, not exactly once: a crash (or kill -9) after a window's output is in place
@@ -51,7 +54,7 @@ from apache_beam.io.filesystems import FileSystems
 from kmsbeam import DEFAULT_KEY_URI, ConfigurationError
 from kmsbeam.pipelines import paths
 
-__all__ = ["DEFAULT_INTERVAL", "STATE_NAME", "Landing", "WatchState", "run_watch", "windows"]
+__all__ = ["DEFAULT_INTERVAL", "STATE_NAME", "Landing", "WatchState", "listing", "run_watch", "windows"]
 
 STATE_NAME = "_kmsbeam_watch.json"
 _VERSION = 1
@@ -143,7 +146,9 @@ class WatchState:
         """The state of an earlier watch into ``output``, or a new one (``output`` empty)."""
         where = paths.join(output, STATE_NAME)
         if not paths.exists(where):
-            if paths.list_dir(output):
+            base = output.rstrip("/") + "/"
+            ours = (f[len(base):] for f in paths.list_dir(output))  # windows a crash left unrecorded
+            if any(not n.startswith("window-") and n != STATE_NAME + ".tmp" for n in ours):
                 raise ConfigurationError(f"the output {output} holds files but no {STATE_NAME}: give "
                                          "an empty directory or prefix, or the output of an earlier "
                                          "watch")  # fmt: skip

@@ -158,6 +158,11 @@ def test_usage_errors_and_a_watch_with_nothing_landing(cli, customers: Path, tmp
         r = cli(*argv)
         assert r.code == 2 and says in r.err and "Traceback" not in r.err, (argv, r.err)
     assert not out.exists()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    r = cli("encrypt", "--watch", land, other, "--fields", "ssn")
+    assert r.code == 2 and "holds files but no" in r.err, r.err
     r = cli("encrypt", "--watch", land, out, "--fields", "ssn", "--watch-interval", "0.2",
             "--watch-stop-after", "0.5")  # fmt: skip
     assert r.code == 0 and table_value(r.out, "windows") == "0", r.err
