@@ -80,9 +80,9 @@ def _job_parser(sub: Any, name: str, text: str) -> None:
 def _watch_arguments(job: Any) -> None:
     watch = job.add_argument_group("watching a landing prefix (INPUT a directory or prefix)")
     watch.add_argument("--watch", action="store_true",
-                       help="keep encrypting the files that land in INPUT: each poll's new files "
-                       "become one dataset OUTPUT/window-<UTC time>-<N>/ (kmsbeam decrypt reads "
-                       "each); files done are kept in OUTPUT/_kmsbeam_watch.json")  # fmt: skip
+                       help="keep encrypting the files that land in INPUT into windows, datasets "
+                       "OUTPUT/window-<UTC time>-<N>/ that kmsbeam decrypt reads; the files done "
+                       "are listed in OUTPUT/_kmsbeam_watch.json (a restart skips them)")  # fmt: skip
     watch.add_argument("--watch-interval", type=positive_number, metavar="SECONDS",
                        help="seconds between two listings of INPUT (default 10); a file is taken "
                        "once two listings in a row saw the same size")  # fmt: skip
