@@ -52,3 +52,18 @@ def test_both_sides_and_the_nonce_check(tmp_path: Path, monkeypatch: pytest.Monk
     assert rows["2 x EncryptFields.batched(), one key"].split()[-5] == "0"  # duplicate (K, C)
     new = _children.STARTED[started:]
     assert len(new) == 1 and all(not Path(f"/proc/{pid}").exists() for pid in new)  # the emulator
+
+
+def test_the_nonce_check_with_keys_spent_inside_a_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """max_records 700 < the 1,000-record lists: every list is split between two data keys."""
+    for name in ENV:
+        monkeypatch.delenv(name, raising=False)
+    argv = ["--records", "0", "--nonce-values", "20000", "--nonce-max-records", "700",
+            "--json", str(tmp_path / "n.json")]  # fmt: skip
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert streaming.main(argv) == 0
+    res = json.loads((tmp_path / "n.json").read_text())
+    assert res["sides"] == {}
+    nonces = res["nonces"]
+    assert nonces["values"] == 20000 and nonces["duplicates"] == 0 and nonces["per list"] == 1000
+    assert nonces["keys"] == nonces["GenerateDataKey"] >= 29 and nonces["most per key"] <= 700
