@@ -19,10 +19,11 @@ and in batch it returns at once with no output (Beam 2.77).
 
 A window's job reads one glob (``Plan.pattern``, read by ``formats.read_record_batches``), so
 a poll's files share one window only when one exact glob names them all and nothing else, ever:
-names of one length and extension that differ in one place (``events-0001.jsonl``,
-``events-0002.jsonl`` -> ``events-000[12].jsonl``). Other files go to further windows, one job
-each, in the same poll (``windows``). Once the readers take a list of files, one window per
-poll needs no more than ``windows`` returning one group.
+names of one directory, length and extension that are every combination of their characters
+per place: ``events-0000.jsonl`` .. ``events-0099.jsonl`` are
+``events-00[0123456789][0123456789].jsonl``. Other files go to further windows, one job each,
+in the same poll (``windows``). Once the readers take a list of files, one window per poll
+needs no more than ``windows`` returning one group.
 
 Caveats:
     At least once, not exactly once: a crash (or kill -9) after a window's output is in place
@@ -36,6 +37,7 @@ Caveats:
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import sys
@@ -95,38 +97,30 @@ def _escape(text: str) -> str:
     return "".join(f"[{c}]" if c in "[*?" else c for c in text)
 
 
-def _varies(a: str, b: str) -> int | None:
-    """The one place where two file names of one directory, length and extension differ."""
-    (da, na), (db, nb) = (paths.parent(a), paths.basename(a)), (paths.parent(b), paths.basename(b))
-    stem = os.path.splitext(na)[0]
-    if da != db or len(na) != len(nb) or os.path.splitext(nb)[1] != os.path.splitext(na)[1]:
-        return None
-    places = [i for i, (x, y) in enumerate(zip(na, nb)) if x != y]
-    if len(places) != 1 or places[0] >= len(stem) or not (na[places[0]] + nb[places[0]]).isalnum():
-        return None
-    return places[0]
+def _boxes(names: list[str]) -> list[list[str]]:
+    """Names of one length split into boxes: sets that are every combination of their
+    characters per place (``e-01 e-02 e-11 e-12``), so one glob names exactly a box."""
+    places = [sorted(set(chars)) for chars in zip(*names)]
+    if math.prod(len(p) for p in places) == len(names) and all(
+            len(p) == 1 or "".join(p).isalnum() for p in places):  # fmt: skip
+        return [names]
+    at = next(i for i, p in enumerate(places) if len(p) > 1)  # split on the first varying place
+    return [box for c in places[at] for box in _boxes([n for n in names if n[at] == c])]
 
 
 def windows(files: list[str]) -> list[tuple[str, list[str]]]:
-    """``(glob, files)`` per window: each glob names exactly its files, whatever lands later."""
-    groups: list[tuple[list[str], int | None]] = []
+    """``(glob, files)`` per window: each glob names exactly its files, whatever lands later
+    (files of one directory, name length and extension share a window when they form a box)."""
+    alike: dict[tuple[str, int, str], list[str]] = {}
     for f in sorted(files):
-        for i, (members, at) in enumerate(groups):
-            place = _varies(members[0], f)
-            if place is not None and at in (None, place):
-                groups[i] = (members + [f], place)
-                break
-        else:
-            groups.append(([f], None))
+        name = paths.basename(f)
+        alike.setdefault((paths.parent(f), len(name), os.path.splitext(name)[1]), []).append(name)
     out = []
-    for members, at in groups:
-        name = paths.basename(members[0])
-        if at is not None:
-            chars = "".join(paths.basename(m)[at] for m in members)
-            name = _escape(name[:at]) + f"[{chars}]" + _escape(name[at + 1 :])
-        else:
-            name = _escape(name)
-        out.append((paths.join(_escape(paths.parent(members[0])), name), members))
+    for (parent, _, _), names in alike.items():
+        for box in _boxes(names):
+            places = [sorted(set(chars)) for chars in zip(*box)]
+            glob = "".join(_escape(p[0]) if len(p) == 1 else f"[{''.join(p)}]" for p in places)
+            out.append((paths.join(_escape(parent), glob), [paths.join(parent, n) for n in box]))
     return out
 
 
@@ -170,7 +164,8 @@ class WatchState:
 
     def unrecorded(self, output: str) -> list[str]:
         """Windows in ``output`` the state does not list (a crash before the state was written)."""
-        found = {paths.basename(paths.parent(m)) for m in paths.match(paths.join(output, "window-*", "_kmsbeam.json"))}
+        manifests = paths.match(paths.join(output, "window-*", "_kmsbeam.json"))
+        found = {paths.basename(paths.parent(m)) for m in manifests}
         return sorted(found - {w["name"] for w in self.windows})
 
 
@@ -184,7 +179,8 @@ class _Stop:
 
     def now(self, windows: int) -> bool:
         late = self.deadline is not None and time.monotonic() >= self.deadline
-        return late or self.signalled.is_set() or (self.max_windows is not None and windows >= self.max_windows)
+        enough = self.max_windows is not None and windows >= self.max_windows
+        return late or enough or self.signalled.is_set()
 
     def wait(self, seconds: float) -> None:
         if self.deadline is not None:

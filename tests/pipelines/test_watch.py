@@ -98,13 +98,13 @@ def test_a_file_is_taken_once_two_listings_see_one_size(tmp_path: Path) -> None:
 
 
 def test_a_window_glob_names_exactly_its_files(tmp_path: Path) -> None:
-    names = ["e-1.jsonl", "e-2.jsonl", "e-3.csv", "e-10.jsonl", "x[1]*.jsonl", "f-1.jsonl"]
-    for name in [*names, "e-5.jsonl", "e-11.jsonl"]:  # e-5 and e-11 land later: never matched
+    numbered = [f"e-{i:03d}.jsonl" for i in range(124)]  # 000-099, 100-109, 110-119, 120-123
+    names = [*numbered, "e-3.csv", "e-10.jsonl", "x[1]*.jsonl", "f-1.jsonl", "f-2.jsonl", "a-1.jsonl"]
+    for name in [*names, "e-124.jsonl", "e-5.jsonl", "e-1.jsonl", "f-3.jsonl"]:  # not taken: never matched
         (tmp_path / name).write_text("{}\n")
-    taken = [str(tmp_path / n) for n in names]
-    found = windows(taken)
-    assert [sorted(paths.basename(f) for f in files) for _, files in found] == [
-        ["e-1.jsonl", "e-2.jsonl"], ["e-10.jsonl"], ["e-3.csv"], ["f-1.jsonl"], ["x[1]*.jsonl"]]
+    found = windows([str(tmp_path / n) for n in names])
+    assert sorted(len(files) for _, files in found) == [1, 1, 1, 1, 2, 4, 10, 10, 100]
+    assert sorted(f for _, files in found for f in files) == sorted(str(tmp_path / n) for n in names)
     for pattern, files in found:
         assert paths.match(pattern) == sorted(files), pattern
 
