@@ -144,6 +144,19 @@ def test_a_bad_record_exits_3_with_the_dead_letters_in_its_window(cli, customers
     assert "kmsbeam: error: " in r.err and "Traceback" not in r.err
 
 
+def test_a_window_that_fails_stops_the_watch_and_leaves_nothing(cli, customers: Path,  # type: ignore[no-untyped-def]
+                                                                 tmp_path: Path) -> None:  # fmt: skip
+    land, out = tmp_path / "landing", tmp_path / "enc"
+    land.mkdir()
+    (land / "a.jsonl").write_text(_lines(customers, 0, 30))
+    (land / "zz.jsonl").write_text('{"id": 1, "name": "no ssn here"}\n')  # a window of its own
+    r = cli("encrypt", "--watch", land, out, "--fields", "ssn", *FAST)
+    assert r.code == 2 and "'ssn'" in r.err and "Traceback" not in r.err, r.err
+    assert table_value(r.out, "windows") == "1" and table_value(r.out, "records in") == "30"
+    assert [w["files"] for w in _state(out)["windows"]] == [[str(land / "a.jsonl")]]
+    assert len(_windows(out)) == 1  # the failed window's directory is gone
+
+
 def test_usage_errors_and_a_watch_with_nothing_landing(cli, customers: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     land, out = tmp_path / "landing", tmp_path / "enc"
     land.mkdir()
