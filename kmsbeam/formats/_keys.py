@@ -51,18 +51,16 @@ class Sealing:
         self.policy = policy or DataKeyPolicy()
         self.keys = DataKeys(source, fmt, context, self.policy, clock=clock, on_generate=on_generate,
                              vault=vault)  # fmt: skip
-        self._current: Sealer | None = None
 
     def reset(self) -> None:
-        """Start a new bundle: the next record gets a fresh data key."""
+        """A bundle boundary (``DataKeys.reset``): the next record gets a fresh data key, or with
+        ``across_bundles`` one kept on the shelf."""
         self.keys.reset()
-        self._current = None
 
     def sealer(self, values: int, records: int, size: int) -> Sealer:
         """The sealer for the next ``records`` records: ``values`` values of ``size``
         plaintext bytes in all (counted now, against the key returned)."""
         sealer = self.keys.sealer(values, records)
-        self._current = sealer
         self.keys.bytes += size
         return sealer
 
@@ -72,7 +70,7 @@ class Sealing:
         bytes cap."""
         take = self.keys.room(len(sizes))
         cap = self.policy.max_bytes
-        used = self.keys.bytes if self._current is not None else 0
+        used = self.keys.bytes  # the key room() holds (0: none)
         if used >= cap:  # the next sealer() is a new key
             used = 0
         if used + sum(sizes[:take]) < cap:
@@ -90,7 +88,7 @@ class Sealing:
         ``span`` of them would take them all."""
         if self.keys.room(n) < n:
             return False
-        used = self.keys.bytes if self._current is not None else 0
+        used = self.keys.bytes  # the key room() holds (0: none)
         return (0 if used >= self.policy.max_bytes else used) + size < self.policy.max_bytes
 
     def runs(

@@ -72,7 +72,8 @@ class RecordEncryptor(_Config):
         self.values = 0
 
     def reset(self) -> None:
-        """Start a new bundle: the next record gets a fresh data key."""
+        """A bundle boundary: the next record gets a fresh data key (or, with
+        ``DataKeyPolicy(across_bundles=True)``, one this process kept)."""
         self._sealing.reset()
 
     def encrypt(self, record: Mapping[str, Any]) -> dict[str, Any]:

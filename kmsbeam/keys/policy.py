@@ -197,8 +197,12 @@ class DataKeys:
 
     def room(self, wanted: int) -> int:
         """How many of the next ``wanted`` records one data key can take under the records
-        cap: the rest of the current key's allowance, or a whole new key's (at least 1)."""
-        lease = self._held.get().lease
+        cap: the rest of the current key's allowance (with ``across_bundles``, a key waiting on
+        the shelf is taken now), or a whole new key's (at least 1)."""
+        held = self._held.get()
+        lease = held.lease
+        if lease is None and self._across:
+            lease = self._from_shelf(held, 1, 1)
         left = self._policy.max_records - lease.records if lease is not None else 0
         if left <= 0:
             left = self._policy.max_records

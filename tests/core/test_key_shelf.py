@@ -102,6 +102,22 @@ def test_the_caps_hold_across_bundles(source: Any) -> None:
     assert k.generated == 2
 
 
+def test_room_counts_the_key_waiting_on_the_shelf(source: Any) -> None:
+    """A batch cut by the records cap fills the kept key before a new one is made."""
+    k = keys(source, max_records=700)
+    k.sealer(300, 300)
+    k.reset()
+    assert k.room(1000) == 400  # the shelf key's rest, not a whole new key's 700
+    k.sealer(400, 400)
+    assert k.room(1000) == 700 and k.generated == 1  # spent: the next run is a new key
+    forget_data_keys()
+    enc = FieldEncryptor(["ssn"], source, policy=DataKeyPolicy(max_records=700, across_bundles=True))
+    for _ in range(3):  # 3 bundles of 1,000 records: 3,000 records fill 5 keys, not 6
+        enc.encrypt_batch([{"ssn": f"{i}"} for i in range(1000)])
+        enc.reset()
+    assert enc.keys.generated == 5
+
+
 def test_a_spent_key_is_not_put_back(source: Any) -> None:
     shelf = KeyShelf()
     k = keys(source, shelf, max_records=1)

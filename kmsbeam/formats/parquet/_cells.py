@@ -184,7 +184,8 @@ class CellEncryptor:
         self.values = 0
 
     def reset(self) -> None:
-        """Start a new bundle: the next table gets a fresh data key."""
+        """A bundle boundary: the next table gets a fresh data key (or, with
+        ``DataKeyPolicy(across_bundles=True)``, one this process kept)."""
         self._sealing.reset()
 
     def schema_for(self, schema: pa.Schema) -> pa.Schema:
