@@ -20,20 +20,14 @@ to the dead letters, and the job exits 3 saying so (``dead_letters.outcome``).
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kmsbeam import ConfigurationError, FieldPath, KmsBeamError
+from kmsbeam.pipelines.samples import MISSING, SAMPLE, sample_records
+from kmsbeam.pipelines.samples import get as _get
 
-__all__ = ["SAMPLE", "check", "check_context", "check_credentials", "file_records", "sample_records",
-           "value_at"]  # fmt: skip
-
-#: how many records of the input are sampled
-SAMPLE = 100
-_MISSING = object()
+__all__ = ["SAMPLE", "check", "check_context", "check_credentials"]
 
 
 def check_context(given: Mapping[str, str] | None, recorded: Mapping[str, str]) -> None:
@@ -64,79 +58,9 @@ def check_credentials(key: str, exc: KmsBeamError) -> None:
         )
 
 
-def _lines(path: str) -> Iterator[bytes]:
-    from apache_beam.io.filesystems import FileSystems
-
-    with FileSystems.open(path) as f:
-        yield from f
-
-
-def _jsonl(path: str) -> Iterator[Any]:
-    for raw in _lines(path):
-        try:
-            record = json.loads(raw)
-        except (ValueError, RecursionError):  # a bad line is a dead letter in the job
-            continue
-        if isinstance(record, dict):
-            yield record
-
-
-def _csv(path: str) -> Iterator[Any]:
-    from apache_beam.io.filesystems import FileSystems
-
-    with FileSystems.open(path) as f:
-        text = io.TextIOWrapper(f, encoding="utf-8-sig", errors="replace", newline="")
-        yield from csv.DictReader(text)
-
-
-def _parquet(path: str, n: int) -> Iterator[Any]:
-    import pyarrow.parquet as pq
-    from apache_beam.io.filesystems import FileSystems
-
-    with FileSystems.open(path) as f:
-        data = f.read()  # ParquetFile needs a seekable file; read_records reads it whole too
-    reader = pq.ParquetFile(io.BytesIO(data))
-    for batch in reader.iter_batches(batch_size=n):
-        yield from batch.to_pylist()
-
-
-def file_records(path: str, fmt: str, batch: int = SAMPLE) -> Iterator[Any]:
-    """The records of one file, lazily, as the job's readers give them (a line that is not a
-    JSON object is skipped: the job dead-letters it); Parquet read ``batch`` rows at a time."""
-    return _jsonl(path) if fmt == "jsonl" else _csv(path) if fmt == "csv" else _parquet(path, batch)
-
-
-def sample_records(files: Sequence[str], fmt: str, n: int = SAMPLE) -> list[Any]:
-    """The first ``n`` records of ``files`` (in order), as the job's readers give them."""
-    out: list[Any] = []
-    for path in files:
-        for record in file_records(path, fmt, n):
-            out.append(record)
-            if len(out) >= n:
-                return out
-    return out
-
-
-def value_at(record: Any, path: FieldPath) -> Any:
-    """The value at ``path`` in ``record``, None when it is missing or null."""
-    value = _get(record, path)
-    return None if value is _MISSING else value
-
-
-def _get(record: Any, path: FieldPath) -> Any:
-    node = record
-    for part in path.parts:
-        if not isinstance(node, Mapping):
-            return _MISSING
-        node = node.get(part, _MISSING)
-        if node is _MISSING:
-            return _MISSING
-    return node
-
-
 def _present(records: Sequence[Any], name: str) -> bool:
     path = FieldPath(name)
-    return any(_get(r, path) is not _MISSING for r in records)
+    return any(_get(r, path) is not MISSING for r in records)
 
 
 def _shown(records: Sequence[Any]) -> str:
@@ -162,7 +86,7 @@ def _check_encrypted(plan: Any, records: Sequence[Any]) -> None:
     names = list(m.fields) if m.mode == "fields" else [m.payload_field]
     fmt = FIELD_V1 if m.mode == "fields" else RECORD_V1
     values = [v for name in names for r in records
-              if (v := _get(r, FieldPath(name))) is not _MISSING and v is not None]  # fmt: skip
+              if (v := _get(r, FieldPath(name))) is not MISSING and v is not None]  # fmt: skip
     if values and not any(_is_kmsbeam(v, fmt) for v in values):
         raise ConfigurationError(
             f"the fields {', '.join(names)} of the first {len(records):,} records of {plan.spec.input} hold no "

@@ -58,7 +58,7 @@ def dataset_key_ids(directory: str, manifest: Any, sample: int | None = None) ->
     cells modes; ``sample``: at most that many records per file). Headers only: nothing is unwrapped
     or decrypted."""
     from kmsbeam.pipelines import paths
-    from kmsbeam.pipelines.preflight import file_records, value_at
+    from kmsbeam.pipelines.samples import file_records, value_at
 
     v1 = RECORD_V1 if manifest.mode == "record" else FIELD_V1  # cells are field values
     v2 = V2_OF[v1]
