@@ -26,9 +26,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 from kmsbeam.pipelines import _fns
+from kmsbeam.pipelines.spec import data_key_policy
 from kmsbeam.transforms.parquet_sink import ParquetSink, WriteParquetFiles
 
-from kmsbeam import DataKeyPolicy
 
 __all__ = ["CODEC", "FitParquet", "WriteParquet", "WriteParquetTables", "build_parquet_job",
            "leaf_paths"]  # fmt: skip
@@ -193,8 +193,7 @@ def build_parquet_job(p: Any, plan: Any) -> None:
     tables = tables | "CountRead" >> beam.ParDo(_CountRows("records_read"))
     encrypted: list[str] = []
     if m.mode == "cells" and encrypting:
-        cap = plan.spec.max_records_per_key
-        policy = DataKeyPolicy(max_records=cap) if cap else None
+        policy = data_key_policy(plan.spec)
         tables, dead = tables | "EncryptCells" >> EncryptCells(
             m.key, m.fields, context=m.context, bind=m.bind, policy=policy,
             kms_qps=qps, data_key_max_age=plan.spec.data_key_max_age,

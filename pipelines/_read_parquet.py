@@ -16,16 +16,16 @@ quote bytes of the file).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
-from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 
 from kmsbeam import FormatError
+from kmsbeam.pipelines._inputs import match_input
 
 __all__ = ["ReadParquetTables", "table_batches", "unreadable"]
 
@@ -81,16 +81,16 @@ class _ReadRowGroup(beam.DoFn):
 
 
 class ReadParquetTables(beam.PTransform):
-    """The files ``pattern`` matches (any Beam filesystem) as one ``pyarrow.Table`` per row
-    group, spread over the workers."""
+    """The files ``pattern`` matches (any Beam filesystem; or a list of the files themselves)
+    as one ``pyarrow.Table`` per row group, spread over the workers."""
 
-    def __init__(self, pattern: str) -> None:
+    def __init__(self, pattern: str | Sequence[str]) -> None:
         super().__init__()
         self._pattern = pattern
 
     def expand(self, p: Any) -> Any:
         return (p
-                | "Match" >> fileio.MatchFiles(self._pattern)
+                | "Match" >> match_input(self._pattern)
                 | "RowGroups" >> beam.ParDo(_RowGroups())
                 | "Spread" >> beam.Reshuffle()
                 | "ReadRowGroup" >> beam.ParDo(_ReadRowGroup()))  # fmt: skip

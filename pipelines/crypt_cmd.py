@@ -54,7 +54,12 @@ def _job_parser(sub: Any, name: str, text: str) -> None:
     if name == "encrypt":
         job.add_argument("--max-records-per-key", type=positive_int, metavar="N",
                          help="generate a new data key after N records")
-    job.set_defaults(max_records_per_key=None, plaintext_footer=False, external_key_material=False)
+        job.add_argument("--data-keys-across-bundles", dest="across_bundles",
+                         action=argparse.BooleanOptionalAction,
+                         help="keep a data key for a worker process's next bundles, within "
+                         "--max-records-per-key and --data-key-max-age (default: one per bundle; "
+                         "with --watch, kept across bundles and windows)")  # fmt: skip
+    job.set_defaults(max_records_per_key=None, across_bundles=None, plaintext_footer=False, external_key_material=False)
     job.add_argument("--overwrite", action="store_true",
                      help="replace kmsbeam output already in OUTPUT")
     dead_letters.add_budget_argument(job)
@@ -154,9 +159,11 @@ def _progress(args: argparse.Namespace, plan: Any, options: Any, stream: Any = N
 
 
 def job_spec(args: argparse.Namespace, beam_args: list[str], input: str | None = None,
-             output: str | None = None, dead_letter: str | None = None) -> Any:
+             output: str | None = None, dead_letter: str | None = None, *,
+             files: list[str] | None = None) -> Any:  # fmt: skip
     """The ``JobSpec`` of parsed ``encrypt``/``decrypt`` arguments (``input``, ``output`` and
-    ``dead_letter`` in place of the arguments': a watch's windows)."""
+    ``dead_letter`` in place of the arguments', and the input ``files`` themselves: a watch's
+    windows)."""
     from kmsbeam.pipelines import summary
     from kmsbeam.pipelines.plan import JobSpec, parquet_spec
 
@@ -168,7 +175,7 @@ def job_spec(args: argparse.Namespace, beam_args: list[str], input: str | None =
                    kms_price_per_10k=summary.kms_price_per_10k(args.kms_price_per_10k),
                    require_keys=getattr(args, "require_key", None),
                    key_cache_ttl=args.key_cache_ttl, data_key_max_age=args.data_key_max_age,
-                   key_vault=args.key_vault)  # fmt: skip
+                   key_vault=args.key_vault, files=files, across_bundles=args.across_bundles)  # fmt: skip
     spec.parquet = parquet_spec(args)
     return spec
 

@@ -31,8 +31,8 @@ from typing import Any
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
-from apache_beam.io import fileio
 from kmsbeam.pipelines import _fns, _read, paths
+from kmsbeam.pipelines._inputs import match_input
 from kmsbeam.pipelines._parquet import FitParquet, WriteParquet
 from kmsbeam.transforms import DEAD_LETTER
 
@@ -44,6 +44,7 @@ __all__ = [
     "csv_header",
     "detect_format",
     "encrypted_schema",
+    "input_files",
     "parquet_schema",
     "read_record_batches",
     "read_records",
@@ -68,6 +69,12 @@ def match_files(pattern: str) -> list[str]:
             f"no input file matches {pattern}; give an existing file or a glob such as 'data/*.jsonl'"
         )
     return files
+
+
+def input_files(spec: Any) -> list[str]:
+    """A job's input files: ``spec.files`` when given (a watch's window), else what
+    ``spec.input`` names (``match_files``)."""
+    return list(spec.files) if spec.files is not None else match_files(spec.input)
 
 
 def detect_format(files: Sequence[str], explicit: str | None) -> str:
@@ -175,10 +182,11 @@ def check_csv_fields(columns: Sequence[str], names: Sequence[str]) -> None:
             )
 
 
-def read_record_batches(p: Any, fmt: str, pattern: str, columns: Sequence[str] = (),
+def read_record_batches(p: Any, fmt: str, pattern: str | Sequence[str], columns: Sequence[str] = (),
                         max_bytes: int = _fns.MAX_RECORD_BYTES) -> tuple[Any, Any]:  # fmt: skip
     """Read records in lists of up to ``_fns.BATCH_SIZE``; returns ``(lists, dead_letters or
-    None)``, dead letters one per element. Counts ``records_read``.
+    None)``, dead letters one per element. Counts ``records_read``. ``pattern``: a glob, or the
+    files themselves (``_inputs.match_input``).
 
     ``max_bytes``: the largest JSONL line or CSV row; a longer one is a dead letter.
     """
@@ -189,7 +197,7 @@ def read_record_batches(p: Any, fmt: str, pattern: str, columns: Sequence[str] =
                  | "Rows" >> beam.FlatMap(table_batches, _fns.BATCH_SIZE)
                  | "CountRead" >> beam.ParDo(_fns.Count("records_read")))  # fmt: skip
         return lists, None
-    files = p | "MatchInput" >> fileio.MatchFiles(pattern)
+    files = p | "MatchInput" >> match_input(pattern)
     if fmt == "csv":  # whole files: a quoted field may span lines
         parsed = (files | "SpreadCSV" >> beam.Reshuffle()
                   | "ReadCSV" >> beam.ParDo(_read.ReadCsvFiles(list(columns), max_bytes)).with_outputs(
@@ -201,7 +209,7 @@ def read_record_batches(p: Any, fmt: str, pattern: str, columns: Sequence[str] =
     return parsed.records, parsed[DEAD_LETTER]
 
 
-def read_records(p: Any, fmt: str, pattern: str, columns: Sequence[str] = (),
+def read_records(p: Any, fmt: str, pattern: str | Sequence[str], columns: Sequence[str] = (),
                  max_bytes: int = _fns.MAX_RECORD_BYTES) -> tuple[Any, Any]:  # fmt: skip
     """``read_record_batches`` with one record per element."""
     lists, dead = read_record_batches(p, fmt, pattern, columns, max_bytes)

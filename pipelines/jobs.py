@@ -33,6 +33,7 @@ from apache_beam.options.pipeline_options import (
 )
 from kmsbeam.pipelines import _fns, formats, paths
 from kmsbeam.pipelines.plan import Plan
+from kmsbeam.pipelines.spec import data_key_policy
 from kmsbeam.pipelines.runners import in_process
 from kmsbeam.pipelines.cleanup import Interrupts, Staging, private_umask
 from kmsbeam.pipelines.sealed import seal as seal_letters
@@ -45,7 +46,7 @@ from kmsbeam.transforms import (
     Encoding,
 )
 
-from kmsbeam import ConfigurationError, DataKeyPolicy, KmsBeamError, call_counts
+from kmsbeam import ConfigurationError, KmsBeamError, call_counts
 from kmsbeam import errors as _errors
 from kmsbeam.failures import fresh_error
 
@@ -128,9 +129,7 @@ def _fn_api_runner(options: PipelineOptions) -> Any:
 
 def _transform(plan: Plan) -> Any:
     m, spec = plan.manifest, plan.spec
-    policy = None
-    if spec.max_records_per_key is not None:
-        policy = DataKeyPolicy(max_records=spec.max_records_per_key)
+    policy = data_key_policy(spec)
     encrypting = spec.action == "encrypt"
     qps = spec.kms_qps  # travels in the DoFns; installed in each worker process in setup()
     if m.mode == "fields" and encrypting:

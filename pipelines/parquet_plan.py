@@ -42,7 +42,7 @@ def plan_parquet_encrypt(spec: JobSpec, pq_spec: ParquetSpec, notice: Callable[[
         raise ConfigurationError(f"unknown --parquet-mode {pq_spec.mode!r}: use pme or cells")
     if spec.mode or spec.keep:
         raise ConfigurationError("--mode and --keep do not combine with --parquet-mode")
-    files = formats.match_files(spec.input)
+    files = formats.input_files(spec)
     if formats.detect_format(files, spec.format) != "parquet":
         raise ConfigurationError("--parquet-mode encrypts Parquet input; name .parquet files")
     columns = list(dict.fromkeys(pq_spec.columns + (spec.fields or []) + list(pq_spec.column_keys)))
@@ -54,7 +54,7 @@ def plan_parquet_encrypt(spec: JobSpec, pq_spec: ParquetSpec, notice: Callable[[
                         encoding="bytes", bind=field_names(spec.bind), context=dict(check_context(spec.context)),
                         arrow_schema=Manifest.encode_schema(schema),
                         kmsbeam_version=kmsbeam.__version__)  # fmt: skip
-    plan = Plan(spec, files, spec.input, manifest, spec.output, "")
+    plan = Plan(spec, files, spec.input if spec.files is None else files, manifest, spec.output, "")
     if pq_spec.mode == "pme":
         if spec.bind:
             raise ConfigurationError("--bind is for --parquet-mode cells (PME has no record identity)")

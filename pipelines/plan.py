@@ -51,12 +51,12 @@ def plan_encrypt(spec: JobSpec, notice: Callable[[str], None]) -> Plan:
             raise ConfigurationError("--key-vault is for fields, record and cells datasets; PME "
                                      "files keep their wrapped keys in their footers")  # fmt: skip
         return plan_parquet_encrypt(spec, spec.parquet, notice)
-    if not _glob(spec.input) and paths.is_dir(spec.input):
+    if spec.files is None and not _glob(spec.input) and paths.is_dir(spec.input):
         folder = spec.input.rstrip("/")
         raise ConfigurationError(
             f"{folder} is a directory; give a file or a glob such as '{folder}/*.jsonl'"
         )
-    files = formats.match_files(spec.input)
+    files = formats.input_files(spec)
     fmt = formats.detect_format(files, spec.format)
     mode = spec.mode or "fields"
     check_mode(spec, mode)
@@ -74,7 +74,7 @@ def plan_encrypt(spec: JobSpec, notice: Callable[[str], None]) -> Plan:
                         encoding=formats.ENCODINGS[fmt], bind=bind, keep=keep,
                         payload_field=DEFAULT_PAYLOAD_FIELD, context=dict(context),
                         kmsbeam_version=kmsbeam.__version__, key_vault=spec.key_vault)  # fmt: skip
-    plan = Plan(spec, files, spec.input, manifest, spec.output, "")
+    plan = Plan(spec, files, spec.input if spec.files is None else files, manifest, spec.output, "")
     if fmt == "csv":
         header = formats.csv_header(files)
         named = fields + bind + keep

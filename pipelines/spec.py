@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow as pa
 
 import kmsbeam
-from kmsbeam import ConfigurationError, parse_key_uri, parse_paths
+from kmsbeam import ConfigurationError, DataKeyPolicy, parse_key_uri, parse_paths
 from kmsbeam.keys.local import LocalKeySource
 from kmsbeam.keys.strict import KeyRequirement, qualify_key
 from kmsbeam.keys.trust import TrustedKeySources
@@ -22,7 +22,7 @@ from kmsbeam.pipelines.output_dir import DEAD_LETTER_DIR
 
 __all__ = [
     "JobSpec", "ParquetSpec", "Plan", "check_mode", "check_remote_key", "created_notice", "dead_dir_for",
-    "field_names",
+    "data_key_policy", "field_names",
     "normalize_spec", "open_for_encrypt", "parquet_spec", "required_keys", "trusted_sources",
 ]  # fmt: skip
 
@@ -82,6 +82,8 @@ class JobSpec:
     key_cache_ttl: float | None = None  # seconds an unwrapped data key is reused; None: 60
     data_key_max_age: float | None = None  # seconds one data key encrypts; None: 300
     key_vault: str | None = None  # --key-vault: wrapped data keys kept in this vault (values v2)
+    files: list[str] | None = None  # the input files themselves (a watch's window); ``input`` is shown
+    across_bundles: bool | None = None  # DataKeyPolicy.across_bundles; None: the transforms decide
 
 
 @dataclass
@@ -90,7 +92,7 @@ class Plan:
 
     spec: JobSpec
     files: list[str]
-    pattern: str
+    pattern: str | list[str]  # a glob, or the files themselves (``JobSpec.files``)
     manifest: Manifest
     # FileSystems paths (str) for encrypt and decrypt; rotate still passes pathlib Paths (Any
     # until it moves to FileSystems).
@@ -106,6 +108,14 @@ class Plan:
     @property
     def format(self) -> str:
         return self.manifest.format
+
+
+def data_key_policy(spec: JobSpec) -> DataKeyPolicy | None:
+    """The ``DataKeyPolicy`` of an encrypt job's options (None: the transforms' default)."""
+    if spec.max_records_per_key is None and spec.across_bundles is None:
+        return None
+    return DataKeyPolicy(max_records=spec.max_records_per_key or DataKeyPolicy.max_records,
+                         across_bundles=spec.across_bundles)  # fmt: skip
 
 
 def check_mode(spec: JobSpec, mode: str) -> None:

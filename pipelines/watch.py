@@ -5,9 +5,10 @@ prefix, in windows run one after another from the launcher.
 
     list INPUT/* every --watch-interval seconds (hidden, _private and *.tmp names left out)
       -> the files two listings in a row saw with one size (landed), not done yet
-      -> windows: ONE ordinary encrypt job each (crypt_cmd.plan_job + run_planned: plan,
-         staging, manifest, dead letters) into OUTPUT/window-<yyyymmddTHHMMSSZ>-<NNNNN>/,
-         a complete dataset that ``kmsbeam decrypt`` reads as it is
+      -> one window per poll: ONE ordinary encrypt job over exactly those files
+         (``JobSpec.files``; crypt_cmd.plan_job + run_planned: plan, staging, manifest, dead
+         letters) into OUTPUT/window-<yyyymmddTHHMMSSZ>-<NNNNN>/, a complete dataset that
+         ``kmsbeam decrypt`` reads as it is
       -> OUTPUT/_kmsbeam_watch.json: the windows and their files (rewritten after each window)
     stop: --watch-stop-after, --watch-max-windows, SIGTERM (after the window in flight), Ctrl-C
       -> one summary table for the whole watch; exit 0, 3 (dead letters), or the code of
@@ -17,13 +18,10 @@ Beam's ``fileio.MatchContinuously`` is no option here: the BundleBasedDirectRunn
 its Watch transform (``... was not replaced as expected``), the FnApiRunner refuses streaming,
 and in batch it returns at once with no output (Beam 2.77).
 
-A window's job reads one glob (``Plan.pattern``, read by ``formats.read_record_batches``), so
-a poll's files share one window only when one exact glob names them all and nothing else, ever:
-names of one directory, length and extension that are every combination of their characters
-per place: ``events-0000.jsonl`` .. ``events-0099.jsonl`` are
-``events-00[0123456789][0123456789].jsonl``. Other files go to further windows, one job each,
-in the same poll (``windows``). Once the readers take a list of files, one window per poll
-needs no more than ``windows`` returning one group.
+Data keys: the windows run one after another in this process, and a watch's encryption keeps
+data keys across bundles (``DataKeyPolicy(across_bundles=True)``, ``kmsbeam.keys.shelf``): with
+the default in-memory runner, one data key serves window after window until its max age
+(``--data-key-max-age``, 300 s) or records cap, not one key per window.
 
 Caveats:
     At least once, not exactly once: a crash (or kill -9) after a window's output is in place
@@ -56,7 +54,7 @@ from apache_beam.io.filesystems import FileSystems
 from kmsbeam import DEFAULT_KEY_URI, ConfigurationError
 from kmsbeam.pipelines import paths
 
-__all__ = ["DEFAULT_INTERVAL", "STATE_NAME", "Landing", "WatchState", "listing", "run_watch", "windows"]
+__all__ = ["DEFAULT_INTERVAL", "STATE_NAME", "Landing", "WatchState", "listing", "run_watch"]
 
 STATE_NAME = "_kmsbeam_watch.json"
 _VERSION = 1
@@ -91,37 +89,6 @@ class Landing:
         ready = {p: n for p, n in files.items() if p not in done and n > 0 and self.seen.get(p) == n}
         self.seen = dict(files)
         return ready
-
-
-def _escape(text: str) -> str:
-    return "".join(f"[{c}]" if c in "[*?" else c for c in text)
-
-
-def _boxes(names: list[str]) -> list[list[str]]:
-    """Names of one length split into boxes: sets that are every combination of their
-    characters per place (``e-01 e-02 e-11 e-12``), so one glob names exactly a box."""
-    places = [sorted(set(chars)) for chars in zip(*names)]
-    if math.prod(len(p) for p in places) == len(names) and all(
-            len(p) == 1 or "".join(p).isalnum() for p in places):  # fmt: skip
-        return [names]
-    at = next(i for i, p in enumerate(places) if len(p) > 1)  # split on the first varying place
-    return [box for c in places[at] for box in _boxes([n for n in names if n[at] == c])]
-
-
-def windows(files: list[str]) -> list[tuple[str, list[str]]]:
-    """``(glob, files)`` per window: each glob names exactly its files, whatever lands later
-    (files of one directory, name length and extension share a window when they form a box)."""
-    alike: dict[tuple[str, int, str], list[str]] = {}
-    for f in sorted(files):
-        name = paths.basename(f)
-        alike.setdefault((paths.parent(f), len(name), os.path.splitext(name)[1]), []).append(name)
-    out = []
-    for (parent, _, _), names in alike.items():
-        for box in _boxes(names):
-            places = [sorted(set(chars)) for chars in zip(*box)]
-            glob = "".join(_escape(p[0]) if len(p) == 1 else f"[{''.join(p)}]" for p in places)
-            out.append((paths.join(_escape(parent), glob), [paths.join(parent, n) for n in box]))
-    return out
 
 
 @dataclass
@@ -302,13 +269,13 @@ def run_watch(args: Any, beam_args: list[str]) -> int:
     try:
         with stop.on_sigterm():
             while code == 0 and not stop.now(len(totals.results)):
-                for pattern, files in windows(sorted(landing.landed(listing(src), state.done))):
-                    if stop.now(len(totals.results)):
-                        break
+                files = sorted(landing.landed(listing(src), state.done))
+                if files and not stop.now(len(totals.results)):
                     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
                     name = f"window-{stamp}-{len(state.windows) + 1:05d}"
                     dead = paths.join(dead_root, name) if dead_root else None
-                    spec = job_spec(args, beam_args, pattern, paths.join(out, name), dead)
+                    spec = job_spec(args, beam_args, src, paths.join(out, name), dead, files=files)
+                    spec.across_bundles = True if args.across_bundles is None else args.across_bundles
                     existed = existing(spec.output, dead)
                     result = run_planned(args, plan_job(spec, existed), options, existed)
                     if result is None:  # one line printed; the window's output was removed

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from kmsbeam.oss import oss_client
 from kmsbeam.pipelines import paths
-from kmsbeam.pipelines.watch import STATE_NAME, Landing, listing, windows
+from kmsbeam.pipelines.watch import STATE_NAME, Landing, listing
 
 from tests.oss.conftest import bucket, oss_server  # noqa: F401  (fixtures)
 from tests.pipelines.cluster_helpers import Dirs, canonical, kmsbeam, records
@@ -71,6 +71,7 @@ def test_files_landing_while_the_watch_runs_become_windows_that_decrypt(cli, cus
     assert table_value(r.out, "windows") == "2" and table_value(r.out, "files") == "2"
     assert table_value(r.out, "records in") == "500" and table_value(r.out, "records out") == "500"
     assert table_value(r.out, "dead letters") == "0"
+    assert table_value(r.out, "data keys generated") == "1"  # kept across windows (one process)
     one, two = _windows(out)
     assert [w["files"] for w in _state(out)["windows"]] == [[str(land / "a.jsonl")], [str(land / "bb.jsonl")]]
     assert "930-55-5208" not in (one / "part-00000-of-00001.jsonl").read_text()
@@ -97,16 +98,20 @@ def test_a_file_is_taken_once_two_listings_see_one_size(tmp_path: Path) -> None:
     assert landing.landed(listing(str(land)), {str(growing)}) == {}  # done
 
 
-def test_a_window_glob_names_exactly_its_files(tmp_path: Path) -> None:
-    numbered = [f"e-{i:03d}.jsonl" for i in range(124)]  # 000-099, 100-109, 110-119, 120-123
-    names = [*numbered, "e-3.csv", "e-10.jsonl", "x[1]*.jsonl", "f-1.jsonl", "f-2.jsonl", "a-1.jsonl"]
-    for name in [*names, "e-124.jsonl", "e-5.jsonl", "e-1.jsonl", "f-3.jsonl"]:  # not taken: never matched
-        (tmp_path / name).write_text("{}\n")
-    found = windows([str(tmp_path / n) for n in names])
-    assert sorted(len(files) for _, files in found) == [1, 1, 1, 1, 2, 4, 10, 10, 100]
-    assert sorted(f for _, files in found for f in files) == sorted(str(tmp_path / n) for n in names)
-    for pattern, files in found:
-        assert paths.match(pattern) == sorted(files), pattern
+def test_a_poll_is_one_window_of_exactly_its_files(cli, customers: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Names of any length, and with glob characters, are read literally: one job per poll."""
+    land, out = tmp_path / "landing", tmp_path / "enc"
+    land.mkdir()
+    names = ["a.jsonl", "e-10.jsonl", "e-1.jsonl", "x[1]*.jsonl", "x1a.jsonl"]
+    for i, name in enumerate(names):
+        (land / name).write_text(_lines(customers, 10 * i, 10 * i + 10))
+    r = cli("encrypt", "--watch", land, out, "--fields", "ssn", "--watch-max-windows", "1", *FAST)
+    assert r.code == 0, r.err
+    assert table_value(r.out, "windows") == "1" and table_value(r.out, "files") == "5"
+    assert table_value(r.out, "records in") == "50"  # x[1]*.jsonl once, and not as a glob
+    (window,) = _windows(out)
+    assert _state(out)["windows"][0]["files"] == sorted(str(land / n) for n in names)
+    assert _decrypted(cli, window, tmp_path / "plain") == canonical(_lines(customers, 0, 50))
 
 
 def test_a_restart_skips_done_files_and_names_an_unrecorded_window(cli, customers: Path,  # type: ignore[no-untyped-def]
@@ -149,8 +154,15 @@ def test_a_window_that_fails_stops_the_watch_and_leaves_nothing(cli, customers: 
     land, out = tmp_path / "landing", tmp_path / "enc"
     land.mkdir()
     (land / "a.jsonl").write_text(_lines(customers, 0, 30))
-    (land / "zz.jsonl").write_text('{"id": 1, "name": "no ssn here"}\n')  # a window of its own
+
+    def arrive() -> None:  # a window of its own, after the first is recorded
+        _wait_for(out / STATE_NAME)
+        (land / "zz.jsonl").write_text('{"id": 1, "name": "no ssn here"}\n')
+
+    writer = threading.Thread(target=arrive)
+    writer.start()
     r = cli("encrypt", "--watch", land, out, "--fields", "ssn", *FAST)
+    writer.join()
     assert r.code == 2 and "'ssn'" in r.err and "Traceback" not in r.err, r.err
     assert table_value(r.out, "windows") == "1" and table_value(r.out, "records in") == "30"
     assert [w["files"] for w in _state(out)["windows"]] == [[str(land / "a.jsonl")]]
@@ -226,3 +238,18 @@ def test_a_watch_of_an_oss_prefix_from_another_directory(bucket: str, customers:
     dirs.check_clean()
     assert records(f"{lake}/plain/") == canonical(first + second)
     assert not os.listdir(dirs.launcher_cwd)
+
+
+def test_the_data_key_options_make_the_job_policy() -> None:
+    from kmsbeam.pipelines.cli import build_parser
+    from kmsbeam.pipelines.spec import JobSpec, data_key_policy
+
+    parse = build_parser().parse_known_args
+    assert parse(["encrypt", "a", "b"])[0].across_bundles is None
+    assert parse(["encrypt", "a", "b", "--data-keys-across-bundles"])[0].across_bundles is True
+    assert parse(["encrypt", "a", "b", "--no-data-keys-across-bundles"])[0].across_bundles is False
+    assert data_key_policy(JobSpec("encrypt", "a", "b")) is None  # the transforms' default
+    policy = data_key_policy(JobSpec("encrypt", "a", "b", across_bundles=False))
+    assert policy is not None and policy.across_bundles is False and policy.max_records == 1_000_000
+    policy = data_key_policy(JobSpec("encrypt", "a", "b", max_records_per_key=5))
+    assert policy is not None and policy.max_records == 5 and policy.across_bundles is None
