@@ -1,4 +1,5 @@
-"""A benchmark's throwaway environment: a temp work directory whose ``home`` is ``KMSBEAM_HOME``.
+"""A benchmark's throwaway environment: a temp work directory whose ``home`` is ``KMSBEAM_HOME``,
+and ``environ(updates)``: environment variables set for a ``with`` block, then restored.
 
 ``throwaway(prefix)`` makes the directory, points ``KMSBEAM_HOME`` at ``WORK/home`` (mode 0700)
 for the ``with`` block, so every key the benchmark creates lives there and the caller's own
@@ -14,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["throwaway"]
+__all__ = ["environ", "throwaway"]
 
 
 @contextmanager
@@ -32,3 +33,16 @@ def throwaway(prefix: str) -> Iterator[Path]:
             os.environ.pop("KMSBEAM_HOME", None)
         else:
             os.environ["KMSBEAM_HOME"] = saved
+
+
+@contextmanager
+def environ(updates: dict[str, str]) -> Iterator[None]:
+    """``updates`` in ``os.environ`` while the block runs; the previous values (or their
+    absence) afterwards."""
+    saved = {k: os.environ.get(k) for k in updates}
+    os.environ.update(updates)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)

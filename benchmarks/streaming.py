@@ -50,13 +50,12 @@ import shlex
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from benchmarks import _children as children
-from benchmarks._env import throwaway
+from benchmarks._env import environ, throwaway
 from benchmarks._measure import Load
 from benchmarks._streaming_rows import Alternate, Count, Nonces, Pace, counted, make_list, new_token, nonce_check
 from benchmarks._vault_rows import audit_counts, emulator_keys
@@ -72,17 +71,6 @@ CONTEXT = {"bench": "streaming"}
 RATE = 1000  # records/s of the stream the hourly figures are for
 KEY_CACHE_TTL = 60.0  # DecryptFields' default key_cache_ttl
 PER_LIST = 10_000
-
-
-@contextmanager
-def _environ(updates: dict[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in updates}
-    os.environ.update(updates)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
 def _pipeline() -> Any:
@@ -226,7 +214,7 @@ def run(records: int, max_age: float, seconds: float | None, nonce_values: int, 
     res: dict[str, Any] = {"sides": {}, "nonces": None}
     with throwaway("kmsbeam-bench-streaming-") as work, \
             children.emulator(work / "kms", dict([AK])) as (_proc, endpoint), \
-            _environ({"ALIBABA_CLOUD_ACCESS_KEY_ID": AK[0], "ALIBABA_CLOUD_ACCESS_KEY_SECRET": AK[1]}):  # fmt: skip
+            environ({"ALIBABA_CLOUD_ACCESS_KEY_ID": AK[0], "ALIBABA_CLOUD_ACCESS_KEY_SECRET": AK[1]}):  # fmt: skip
         clear_clients()
         clear_key_source_cache()
         audit = work / "kms" / "audit.jsonl"

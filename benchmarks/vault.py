@@ -38,14 +38,14 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Sequence
+from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from benchmarks import _children as children
-from benchmarks._env import throwaway
+from benchmarks._env import environ, throwaway
 from benchmarks._measure import Load, Timing, load_text, timed
 from benchmarks._vault_rows import JOBS, Storage, audit_counts, changes, commands, emulator_keys, summary_calls
 from benchmarks._vault_rows import summary_elapsed, summary_row
@@ -62,17 +62,6 @@ RATIOS = (
     ("rotate --reencrypt / vault rotate", "rotate --reencrypt", "vault rotate", None),
     ("rotate --key-vault / dataset rotate", "rotate --key-vault", "dataset rotate", None),
 )
-
-
-@contextmanager
-def _environ(updates: dict[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in updates}
-    os.environ.update(updates)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
 def _job(cmd: list[str], env: dict[str, str], cwd: Path) -> str:
@@ -94,7 +83,7 @@ def run(n: int, keys_wanted: int, repeat: int, oss: bool = False, emulator: bool
         if oss:
             server = stack.enter_context(children.OssServer())
             env.update(server.environ())
-            stack.enter_context(_environ(server.environ()))
+            stack.enter_context(environ(server.environ()))
             from kmsbeam.oss import clear_clients
 
             clear_clients()
