@@ -219,5 +219,5 @@ def build_parquet_job(p: Any, plan: Any) -> None:
         if encrypting:  # never cleartext on disk: sealed under the job's key, reason in clear
             from kmsbeam.pipelines.sealed import seal
 
-            dead = seal(dead, m.key, m.context)
+            dead = seal(dead, m.key, m.context, across_bundles=bool(plan.spec.across_bundles))
         write_dead_letters([dead], paths.join(plan.dead_dir, "part"))

@@ -192,7 +192,8 @@ def build_pipeline(p: beam.Pipeline, plan: Plan, tally: Any = None, given: list[
                                                fit_shown=shown)  # fmt: skip
     if plan.spec.action == "encrypt":  # every dead letter holds cleartext: sealed (``sealed``)
         parse_dead, crypto_dead, format_dead = None, None, seal_letters(
-            [d for d in (parse_dead, crypto_dead, format_dead) if d is not None], m.key, m.context)
+            [d for d in (parse_dead, crypto_dead, format_dead) if d is not None], m.key, m.context,
+            across_bundles=bool(plan.spec.across_bundles))  # fmt: skip
     elif format_dead is not None and plan.format == "csv":  # a decrypted record that did not fit
         format_dead = seal_letters(format_dead, m.key, m.context)  # the header: sealed (the rest:
         # ciphertext as read, a line's size, or a Parquet record's cleartext fields only)
@@ -280,6 +281,7 @@ def run_plan(plan: Plan, on_start: Callable[[], None] | None = None, tally: Any 
             on_start()
         failed: KmsBeamError | None = None
         calls_before = call_counts()
+        bytes_in = _size(plan.files)  # before the job: a file gone afterwards does not fail it
         try:
             result = p.run()
             result.wait_until_finish()
@@ -309,5 +311,5 @@ def run_plan(plan: Plan, on_start: Callable[[], None] | None = None, tally: Any 
     interrupts.__exit__()
     umask.__exit__(None, None, None)
     staging.commit()  # sets local outputs and dead letters 0600 (directories 0700) too
-    return JobResult(plan, counters, elapsed, _size(plan.files), out_bytes, reasons,
+    return JobResult(plan, counters, elapsed, bytes_in, out_bytes, reasons,
                      counted_from_output=counted)  # fmt: skip

@@ -27,7 +27,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from kmsbeam.pipelines import _fns
 
-from kmsbeam import KmsBeamError, RecordDecryptor, RecordEncryptor, open_key_source
+from kmsbeam import DataKeyPolicy, KmsBeamError, RecordDecryptor, RecordEncryptor, open_key_source
 from kmsbeam.reasons import job_error
 
 __all__ = ["PAYLOAD", "SEAL_PURPOSE", "SealDeadLetters", "is_sealed", "seal_context", "unseal"]
@@ -49,9 +49,10 @@ def is_sealed(letter: Any) -> bool:
 class SealDeadLetters(beam.DoFn):
     """``{"transform", "reason", "record"}`` -> the sealed dead letter (see the module)."""
 
-    def __init__(self, key_uri: str, context: Mapping[str, str]) -> None:
+    def __init__(self, key_uri: str, context: Mapping[str, str], across_bundles: bool = False) -> None:
         self._key = key_uri
         self._context = seal_context(context)
+        self._across = across_bundles
         self._engine: Any = None
 
     def setup(self) -> None:
@@ -59,13 +60,19 @@ class SealDeadLetters(beam.DoFn):
         self._sealed = Metrics.counter(_fns.NAMESPACE, "dead_letters_sealed")
 
     def start_bundle(self) -> None:
-        self._engine = None  # a data key lives for one bundle at most
+        if self._engine is not None:  # a data key lives for one bundle (or, across_bundles, goes
+            self._engine.reset()  # back on the worker's shelf: kmsbeam.keys.shelf)
+
+    def finish_bundle(self) -> None:
+        if self._engine is not None:
+            self._engine.reset()
 
     def _open(self) -> Any:
         failed: KmsBeamError | None = None
         try:
             return RecordEncryptor(open_key_source(self._key), keep=KEPT, payload_field=PAYLOAD,
-                                   context=self._context, on_generate=self._generated.inc)  # fmt: skip
+                                   context=self._context, on_generate=self._generated.inc,
+                                   policy=DataKeyPolicy(across_bundles=self._across))  # fmt: skip
         except KmsBeamError as exc:
             failed = job_error("SealDeadLetters", exc)
         raise failed
@@ -87,11 +94,13 @@ class SealDeadLetters(beam.DoFn):
                PAYLOAD: out[PAYLOAD]}  # fmt: skip
 
 
-def seal(letters: Any, key_uri: str, context: Mapping[str, str], label: str = "SealDeadLetters") -> Any:
-    """Seal a PCollection (or a list of them) of dead letters."""
+def seal(letters: Any, key_uri: str, context: Mapping[str, str], label: str = "SealDeadLetters",
+         across_bundles: bool = False) -> Any:  # fmt: skip
+    """Seal a PCollection (or a list of them) of dead letters (``across_bundles``: their data key
+    kept for the worker's next bundles, ``DataKeyPolicy``)."""
     if isinstance(letters, (list, tuple)):
         letters = tuple(letters) | f"{label}Flatten" >> beam.Flatten()
-    return letters | label >> beam.ParDo(SealDeadLetters(key_uri, context))
+    return letters | label >> beam.ParDo(SealDeadLetters(key_uri, context, across_bundles))
 
 
 def unseal(letters: list[dict[str, Any]], key_uri: str, context: Mapping[str, str]) -> list[dict[str, Any]]:
