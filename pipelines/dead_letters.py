@@ -27,6 +27,7 @@ import argparse
 import json
 import math
 import re
+import shlex
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -143,6 +144,7 @@ def outcome(records_in: int, records_out: int, reasons: Counter[str], budget: Bu
     dead = sum(reasons.values())
     if not dead:
         return Outcome(0)
+    where = shlex.quote(where)  # pasted into a shell as it is (a watch's: a glob)
     total = max(records_in, records_out + dead)
     if records_out == 0:
         return Outcome(3, f"every record ({dead:,}) went to the dead letters ({_top(reasons)}); "

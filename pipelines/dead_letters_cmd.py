@@ -91,6 +91,9 @@ def _show(args: argparse.Namespace, out: TextIO) -> int:
     from kmsbeam.pipelines.sealed import is_sealed, unseal
 
     letters = _letters(args.dir)
+    if not letters and not paths.exists(paths.join(args.dir, MANIFEST)):
+        raise ConfigurationError(f"{args.dir} holds no dead letters (no part-* files, no {MANIFEST}): "
+                                 "give a dead-letter directory written by kmsbeam")  # fmt: skip
     reasons = Counter(str(d.get("reason", "no reason given")) for d in letters)
     sealed = sum(1 for d in letters if is_sealed(d))
     if not paths.exists(paths.join(args.dir, MANIFEST)):  # e.g. rotate's: ciphertext, not sealed

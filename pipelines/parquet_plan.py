@@ -37,17 +37,11 @@ __all__ = ["parquet_manifest", "plan_parquet_decrypt", "plan_parquet_encrypt"]
 
 
 def plan_parquet_encrypt(spec: JobSpec, pq_spec: ParquetSpec, notice: Callable[[str], None]) -> Plan:
-    """``plan_encrypt`` for ``--parquet-mode pme|cells``."""
-    if pq_spec.mode not in ("pme", "cells"):
-        raise ConfigurationError(f"unknown --parquet-mode {pq_spec.mode!r}: use pme or cells")
-    if spec.mode or spec.keep:
-        raise ConfigurationError("--mode and --keep do not combine with --parquet-mode")
+    """``plan_encrypt`` for ``--parquet-mode pme|cells`` (after ``plan.check_encrypt_options``)."""
     files = formats.input_files(spec)
     if formats.detect_format(files, spec.format) != "parquet":
         raise ConfigurationError("--parquet-mode encrypts Parquet input; name .parquet files")
     columns = list(dict.fromkeys(pq_spec.columns + (spec.fields or []) + list(pq_spec.column_keys)))
-    if not columns:
-        raise ConfigurationError("name the columns to encrypt with --columns a,b.c")
     key = spec.key or DEFAULT_KEY_URI
     schema = formats.parquet_schema(files)
     manifest = Manifest(mode=pq_spec.mode, fields=columns, key=key, format="parquet",

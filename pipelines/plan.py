@@ -35,9 +35,43 @@ from kmsbeam.pipelines.spec import (
 
 # the spec types are part of planning's API: ``from kmsbeam.pipelines.plan import JobSpec`` works
 __all__ = [
-    "JobSpec", "ParquetSpec", "Plan", "dead_dir_for", "normalize_spec", "parquet_spec", "plan_decrypt",
-    "plan_encrypt", "trusted_sources",
+    "JobSpec", "ParquetSpec", "Plan", "check_encrypt_options", "dead_dir_for", "normalize_spec",
+    "parquet_spec", "plan_decrypt", "plan_encrypt", "trusted_sources",
 ]  # fmt: skip
+
+
+def check_encrypt_options(spec: JobSpec) -> kmsbeam.KeySource | None:
+    """The checks of an encrypt job that need no input file: modes, fields, columns, key URI,
+    context, key vault, and (not ``--parquet-mode``, whose keys ``plan_parquet_encrypt`` opens)
+    the key itself, opened as the job opens it (a ``local:`` key is created: the source's
+    ``created`` says so). ``plan_encrypt`` starts with them; a watch makes them before any file
+    lands, so a mistake exits 2 at once, not when the first window starts."""
+    normalize_spec(spec)
+    pq = spec.parquet
+    if pq is not None:
+        if pq.mode not in ("pme", "cells"):
+            raise ConfigurationError(f"unknown --parquet-mode {pq.mode!r}: use pme or cells")
+        if spec.mode or spec.keep:
+            raise ConfigurationError("--mode and --keep do not combine with --parquet-mode")
+        if not (pq.columns or spec.fields or pq.column_keys):
+            raise ConfigurationError("name the columns to encrypt with --columns a,b.c")
+        if spec.key_vault and pq.mode == "pme":
+            raise ConfigurationError("--key-vault is for fields, record and cells datasets; PME "
+                                     "files keep their wrapped keys in their footers")  # fmt: skip
+    else:
+        mode = spec.mode or "fields"
+        check_mode(spec, mode)
+        if mode == "fields" and not field_names(spec.fields):
+            raise ConfigurationError(
+                "name the fields to encrypt with --fields a,b.c (or encrypt whole records with "
+                "--mode record)"
+            )
+    key = spec.key or DEFAULT_KEY_URI
+    parse_key_uri(key)
+    check_context(spec.context or {})
+    if spec.key_vault:
+        _outside(spec.key_vault, spec.output)
+    return None if pq is not None else open_for_encrypt(key)
 
 
 def plan_encrypt(spec: JobSpec, notice: Callable[[str], None]) -> Plan:
@@ -45,12 +79,10 @@ def plan_encrypt(spec: JobSpec, notice: Callable[[str], None]) -> Plan:
 
     ``notice`` receives the one-line message when the key was created by this call.
     """
-    normalize_spec(spec)
+    source = check_encrypt_options(spec)
     if spec.parquet is not None:
-        if spec.key_vault and spec.parquet.mode == "pme":
-            raise ConfigurationError("--key-vault is for fields, record and cells datasets; PME "
-                                     "files keep their wrapped keys in their footers")  # fmt: skip
         return plan_parquet_encrypt(spec, spec.parquet, notice)
+    assert source is not None
     if spec.files is None and not _glob(spec.input) and paths.is_dir(spec.input):
         folder = spec.input.rstrip("/")
         raise ConfigurationError(
@@ -59,16 +91,9 @@ def plan_encrypt(spec: JobSpec, notice: Callable[[str], None]) -> Plan:
     files = formats.input_files(spec)
     fmt = formats.detect_format(files, spec.format)
     mode = spec.mode or "fields"
-    check_mode(spec, mode)
     fields, bind = field_names(spec.fields), field_names(spec.bind)
     keep = list(spec.keep or [])
-    if mode == "fields" and not fields:
-        raise ConfigurationError(
-            "name the fields to encrypt with --fields a,b.c (or encrypt whole records with "
-            "--mode record)"
-        )
     key = spec.key or DEFAULT_KEY_URI
-    parse_key_uri(key)
     context = check_context(spec.context or {})
     manifest = Manifest(mode=mode, fields=fields, key=key, format=fmt,
                         encoding=formats.ENCODINGS[fmt], bind=bind, keep=keep,
@@ -93,10 +118,8 @@ def plan_encrypt(spec: JobSpec, notice: Callable[[str], None]) -> Plan:
     preflight.check(plan)  # --fields against a sample of the input, before OUTPUT is touched
     plan.dead_dir = dead_dir_for(spec, plan.out_dir)
     if spec.key_vault:
-        _outside(spec.key_vault, plan.out_dir)
         vault_for(spec.key_vault).prepare()  # writable, before OUTPUT is touched
     prepare_output(plan.out_dir, plan.dead_dir, spec.overwrite, files, keep_old=True)  # run_plan replaces it
-    source = open_for_encrypt(key)
     if source.created:
         notice(created_notice(key))  # only a local: key is ever created
         plan.key_created = True

@@ -27,8 +27,10 @@ Caveats:
     At least once, not exactly once: a crash (or kill -9) after a window's output is in place
     and before the state is written leaves that window without a record in the state; the next
     watch encrypts its files again into a new window. It names such windows when it starts.
-    A file is taken by name: replacing a file already taken does not encrypt it again. Empty
-    files are not taken. Ctrl-C during a window removes that window (nothing partial stays; its
+    A file is taken by name and size: one that changes after a window took it is reported at
+    once and fails the watch's exit status (1): what was written since is not encrypted (a
+    writer pausing longer than the interval looks done: write elsewhere, then rename). Empty
+    files are not taken. The options are checked before the first poll (``check_options``). Ctrl-C during a window removes that window (nothing partial stays; its
     files are taken again next time); SIGTERM lets it finish.
 """
 
@@ -54,7 +56,7 @@ from apache_beam.io.filesystems import FileSystems
 from kmsbeam import DEFAULT_KEY_URI, ConfigurationError
 from kmsbeam.pipelines import paths
 
-__all__ = ["DEFAULT_INTERVAL", "STATE_NAME", "Landing", "WatchState", "listing", "run_watch"]
+__all__ = ["DEFAULT_INTERVAL", "STATE_NAME", "Landing", "WatchState", "check_options", "listing", "run_watch"]
 
 STATE_NAME = "_kmsbeam_watch.json"
 _VERSION = 1
@@ -66,16 +68,20 @@ def _candidate(name: str) -> bool:
 
 
 def listing(prefix: str) -> dict[str, int]:
-    """The files directly under ``prefix`` that may be data, with their sizes (one listing)."""
-    pattern = paths.join(prefix, "*")
+    """The files directly under ``prefix`` that may be data, with their sizes (one listing).
+    ``**``, not ``*``: Beam's ``*`` stops at a backslash, so a name holding one would never be
+    listed (nor taken); files below a subdirectory are left out here."""
+    pattern = paths.join(prefix, "**")
     try:
         found = FileSystems.match([pattern])[0].metadata_list
     except BeamIOError:
         paths.match(pattern)  # raises the failure as kmsbeam's one sentence
         raise
     local = not paths.is_remote(prefix)
+    base = prefix.rstrip("/") + "/"
     return {m.path: int(m.size_in_bytes) for m in found
-            if _candidate(paths.basename(m.path)) and (not local or os.path.isfile(m.path))}  # fmt: skip
+            if m.path.startswith(base) and "/" not in m.path[len(base):]
+            and _candidate(paths.basename(m.path)) and (not local or os.path.isfile(m.path))}  # fmt: skip
 
 
 @dataclass
@@ -102,6 +108,12 @@ class WatchState:
     def done(self) -> set[str]:
         return {f for w in self.windows for f in w["files"]}
 
+    def changed(self, listed: dict[str, int]) -> list[str]:
+        """Files taken by a window whose size has changed since (``listed``: a listing): data
+        written after a file was taken, which no window has encrypted."""
+        return sorted(f for w in self.windows for f, n in w.get("sizes", {}).items()
+                      if f in listed and listed[f] != n)  # fmt: skip
+
     @classmethod
     def open(cls, input: str, output: str) -> WatchState:
         """The state of an earlier watch into ``output``, or a new one (``output`` empty)."""
@@ -127,6 +139,7 @@ class WatchState:
             paths.write_text(where, text)  # one PUT: the object appears whole
             return
         paths.write_text(where + ".tmp", text)
+        os.chmod(where + ".tmp", 0o600)  # as the job's local outputs
         os.replace(where + ".tmp", where)  # a crash leaves the old state or the new one
 
     def unrecorded(self, output: str) -> list[str]:
@@ -134,6 +147,10 @@ class WatchState:
         manifests = paths.match(paths.join(output, "window-*", "_kmsbeam.json"))
         found = {paths.basename(paths.parent(m)) for m in manifests}
         return sorted(found - {w["name"] for w in self.windows})
+
+    def size_of(self, path: str) -> int:
+        """The size ``path`` had when a window took it."""
+        return next(w["sizes"][path] for w in self.windows if path in w.get("sizes", {}))
 
 
 class _Stop:
@@ -251,6 +268,19 @@ def _checked_prefixes(args: Any, beam_args: list[str]) -> tuple[str, str]:
     return src, out
 
 
+def check_options(args: Any, beam_args: list[str], src: str, out: str) -> None:
+    """The windows' encrypt options, checked before any file lands (a mistake: exit 2 now, not
+    at the first window): fields, columns, modes, key URI, context, the key itself."""
+    from kmsbeam.pipelines.crypt_cmd import job_spec
+    from kmsbeam.pipelines.plan import check_encrypt_options
+    from kmsbeam.pipelines.spec import created_notice
+
+    spec = job_spec(args, beam_args, src, paths.join(out, "window-check"), None, files=[])
+    source = check_encrypt_options(spec)
+    if source is not None and getattr(source, "created", False):
+        print(created_notice(spec.key or DEFAULT_KEY_URI), file=sys.stderr)
+
+
 def run_watch(args: Any, beam_args: list[str]) -> int:
     """Run ``kmsbeam encrypt --watch``; returns the exit code."""
     from kmsbeam.pipelines import jobs, summary
@@ -260,16 +290,28 @@ def run_watch(args: Any, beam_args: list[str]) -> int:
     options, _ = jobs.pipeline_options(beam_args)
     src, out = _checked_prefixes(args, beam_args)
     dead_root = paths.normalize(args.dead_letter, "--dead-letter").rstrip("/") if args.dead_letter else None
+    check_options(args, beam_args, src, out)
     state = WatchState.open(src, out)
     for name in state.unrecorded(out):
         print(f"kmsbeam: warning: {paths.join(out, name)} is not in {STATE_NAME} (a watch stopped "
               "before recording it): its files are encrypted again; delete it", file=sys.stderr)  # fmt: skip
     stop, landing, totals = _Stop(args.watch_stop_after, args.watch_max_windows), Landing(), _Totals()
+    grown: list[str] = []  # files that changed after a window took them
+    in_flight = False
     started, code = time.monotonic(), 0
     try:
         with stop.on_sigterm():
             while code == 0 and not stop.now(len(totals.results)):
-                files = sorted(landing.landed(listing(src), state.done))
+                listed = listing(src)
+                for path in state.changed(listed):
+                    if path not in grown:
+                        grown.append(path)
+                        print(f"kmsbeam: error: {path} changed after it was encrypted (a window took it "
+                              f"at {state.size_of(path):,} bytes; it has {listed[path]:,} now): what was "
+                              "written since is not encrypted; write files elsewhere and move them into "
+                              "the watched input when complete", file=sys.stderr)  # fmt: skip
+                landed = landing.landed(listed, state.done)
+                files = sorted(landed)
                 if files and not stop.now(len(totals.results)):
                     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
                     name = f"window-{stamp}-{len(state.windows) + 1:05d}"
@@ -277,12 +319,15 @@ def run_watch(args: Any, beam_args: list[str]) -> int:
                     spec = job_spec(args, beam_args, src, paths.join(out, name), dead, files=files)
                     spec.across_bundles = True if args.across_bundles is None else args.across_bundles
                     existed = existing(spec.output, dead)
+                    in_flight = True
                     result = run_planned(args, plan_job(spec, existed), options, existed)
+                    in_flight = False
                     if result is None:  # one line printed; the window's output was removed
                         code = 1
                         break
                     totals.add(result)
-                    state.windows.append({"name": name, "files": files, "records_in": result.records_in,
+                    state.windows.append({"name": name, "files": files, "sizes": {f: landed[f] for f in files},
+                                          "records_in": result.records_in,
                                           "records_out": result.records_out,
                                           "dead_letters": sum(result.reasons.values())})  # fmt: skip
                     state.save(out)
@@ -298,8 +343,15 @@ def run_watch(args: Any, beam_args: list[str]) -> int:
         if not args.quiet:
             print(_table(args, src, out, totals, total))
     if code == 130:
-        print(f"kmsbeam: error: interrupted; the window in flight was removed (its files are taken "
-              f"again next time); {len(totals.results):,} windows are complete", file=sys.stderr)  # fmt: skip
+        removed = ("the window in flight was removed (its files are taken again next time); "
+                   if in_flight else "")  # fmt: skip
+        print(f"kmsbeam: error: interrupted; {removed}{len(totals.results):,} windows are complete",
+              file=sys.stderr)  # fmt: skip
     if code or total is None:
-        return code
-    return summary.finish(total, args.max_dead_letters)
+        return code or (1 if grown else 0)
+    finished = summary.finish(total, args.max_dead_letters)
+    if grown:
+        print(f"kmsbeam: error: {len(grown):,} files changed after they were encrypted (listed "
+              "above): data written to them since is not encrypted", file=sys.stderr)  # fmt: skip
+        return finished or 1
+    return finished

@@ -99,3 +99,8 @@ def test_replay_of_encrypt_dead_letters_seals_what_fails_again(cli, customers: P
     assert r.code == 3 and "every record (10)" in r.err, r.err
     letters = [json.loads(x) for x in shard_lines(again / "_dead_letters")]
     assert len(letters) == 10 and all("sealed" in d and "record" not in d for d in letters)
+
+
+def test_show_of_a_directory_without_dead_letters_says_so(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    r = cli("dead-letters", "show", tmp_path / "nothing-here")
+    assert r.code == 2 and "holds no dead letters" in r.err, r.err

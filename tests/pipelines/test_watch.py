@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import shlex
 import threading
 import time
 from pathlib import Path
@@ -99,10 +100,11 @@ def test_a_file_is_taken_once_two_listings_see_one_size(tmp_path: Path) -> None:
 
 
 def test_a_poll_is_one_window_of_exactly_its_files(cli, customers: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """Names of any length, and with glob characters, are read literally: one job per poll."""
+    """Names of any length, with glob characters or a backslash, are listed and read literally:
+    one job per poll."""
     land, out = tmp_path / "landing", tmp_path / "enc"
     land.mkdir()
-    names = ["a.jsonl", "e-10.jsonl", "e-1.jsonl", "x[1]*.jsonl", "x1a.jsonl"]
+    names = ["a.jsonl", "back\\slash.jsonl", "e-1.jsonl", "x[1]*.jsonl", "x1a.jsonl"]
     for i, name in enumerate(names):
         (land / name).write_text(_lines(customers, 10 * i, 10 * i + 10))
     r = cli("encrypt", "--watch", land, out, "--fields", "ssn", "--watch-max-windows", "1", *FAST)
@@ -140,13 +142,26 @@ def test_a_bad_record_exits_3_with_the_dead_letters_in_its_window(cli, customers
     land, out = tmp_path / "landing", tmp_path / "enc"
     land.mkdir()
     (land / "a.jsonl").write_text(_lines(customers, 0, 20) + "{not json\n")
-    r = cli("encrypt", "--watch", land, out, "--fields", "ssn", "--watch-max-windows", "1", *FAST)
+
+    def arrive() -> None:  # a second window with a dead letter
+        _wait_for(out / STATE_NAME)
+        (land / "b.jsonl").write_text(_lines(customers, 20, 30) + "{not json either\n")
+
+    writer = threading.Thread(target=arrive)
+    writer.start()
+    r = cli("encrypt", "--watch", land, out, "--fields", "ssn", "--watch-max-windows", "2", *FAST)
+    writer.join()
     assert r.code == 3, r.err
-    (window,) = _windows(out)
-    assert table_value(r.out, "dead letters").startswith("1  ") and str(window) in r.out
-    assert list((window / "_dead_letters").glob("part-*"))
-    assert _state(out)["windows"][0]["dead_letters"] == 1
+    one, two = _windows(out)
+    assert table_value(r.out, "dead letters").startswith("2  ")
+    assert list((one / "_dead_letters").glob("part-*")) and list((two / "_dead_letters").glob("part-*"))
+    assert [w["dead_letters"] for w in _state(out)["windows"]] == [1, 1]
     assert "kmsbeam: error: " in r.err and "Traceback" not in r.err
+    # one data key for the records and one for the sealed dead letters, each kept across windows
+    assert table_value(r.out, "data keys generated") == "2"
+    hint = r.err.split("`kmsbeam dead-letters show ")[1].split("`")[0]
+    shown = cli("dead-letters", "show", *shlex.split(hint))  # the hint pasted as it is
+    assert shown.code == 0 and "2 records" in shown.out, shown.err + shown.out
 
 
 def test_a_window_that_fails_stops_the_watch_and_leaves_nothing(cli, customers: Path,  # type: ignore[no-untyped-def]
@@ -253,3 +268,55 @@ def test_the_data_key_options_make_the_job_policy() -> None:
     assert policy is not None and policy.across_bundles is False and policy.max_records == 1_000_000
     policy = data_key_policy(JobSpec("encrypt", "a", "b", max_records_per_key=5))
     assert policy is not None and policy.max_records == 5 and policy.across_bundles is None
+
+
+def test_options_are_checked_before_any_file_lands(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    land, out = tmp_path / "landing", tmp_path / "enc"
+    land.mkdir()
+    for argv, says in [
+        ([], "name the fields"),
+        (["--fields", "ssn", "--key", "bogus://x"], "bogus"),
+        (["--fields", "ssn", "--context", "novalue"], "NAME=VALUE"),
+        (["--columns", "ssn"], "--parquet-mode"),
+    ]:  # fmt: skip
+        started = time.monotonic()
+        r = cli("encrypt", "--watch", land, out, *argv, "--watch-interval", "5", "--watch-stop-after", "30")
+        assert r.code == 2 and says in r.err and "Traceback" not in r.err, (argv, r.err)
+        assert time.monotonic() - started < 20, argv  # at once, not after a poll or the deadline
+
+
+def test_a_file_that_changes_after_it_was_taken_fails_the_watch(cli, customers: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    land, out = tmp_path / "landing", tmp_path / "enc"
+    land.mkdir()
+    (land / "a.jsonl").write_text(_lines(customers, 0, 10))
+
+    def grow() -> None:  # a writer that paused longer than the landing rule waits
+        _wait_for(out / STATE_NAME)
+        with (land / "a.jsonl").open("a") as f:
+            f.write(_lines(customers, 10, 20))
+
+    writer = threading.Thread(target=grow)
+    writer.start()
+    r = cli("encrypt", "--watch", land, out, "--fields", "ssn", "--watch-interval", "0.2",
+            "--watch-stop-after", "4")  # fmt: skip
+    writer.join()
+    assert r.code == 1, r.err
+    assert f"{land / 'a.jsonl'} changed after it was encrypted" in r.err and "not encrypted" in r.err
+    assert table_value(r.out, "records in") == "10"
+    assert _state(out)["windows"][0]["sizes"] == {str(land / "a.jsonl"): len(_lines(customers, 0, 10).encode())}
+
+
+def test_a_taken_file_that_is_gone_fails_the_job(tmp_path: Path) -> None:
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from kmsbeam.pipelines._inputs import match_input
+    from kmsbeam.pipelines.jobs import _fn_api_runner
+
+    (tmp_path / "x[1]*.jsonl").write_text("{}\n")
+    options = PipelineOptions([])
+    with beam.Pipeline(runner=_fn_api_runner(options), options=options) as p:  # a name, not a glob
+        _ = p | match_input([str(tmp_path / "x[1]*.jsonl")]) | beam.Map(lambda m: m.size_in_bytes)
+    with pytest.raises(Exception, match="is gone"):  # never skipped: the job fails
+        with beam.Pipeline(runner=_fn_api_runner(options), options=options) as p:
+            _ = p | match_input([str(tmp_path / "gone.jsonl")]) | beam.Map(print)
