@@ -40,11 +40,10 @@ __all__ = [
 ]  # fmt: skip
 
 
-def check_encrypt_options(spec: JobSpec) -> kmsbeam.KeySource | None:
-    """The checks of an encrypt job that need no input file: modes, fields, columns, key URI,
-    context, key vault, and (not ``--parquet-mode``, whose keys ``plan_parquet_encrypt`` opens)
-    the key itself, opened as the job opens it (a ``local:`` key is created: the source's
-    ``created`` says so). ``plan_encrypt`` starts with them; a watch makes them before any file
+def check_encrypt_options(spec: JobSpec) -> None:
+    """The checks of an encrypt job that need no input file and touch nothing: modes, fields,
+    columns, key URI, context, key vault. ``plan_encrypt`` starts with them (and opens the key
+    last, so a mistake never creates a ``local:`` key); a watch makes them before any file
     lands, so a mistake exits 2 at once, not when the first window starts."""
     normalize_spec(spec)
     pq = spec.parquet
@@ -71,7 +70,6 @@ def check_encrypt_options(spec: JobSpec) -> kmsbeam.KeySource | None:
     check_context(spec.context or {})
     if spec.key_vault:
         _outside(spec.key_vault, spec.output)
-    return None if pq is not None else open_for_encrypt(key)
 
 
 def plan_encrypt(spec: JobSpec, notice: Callable[[str], None]) -> Plan:
@@ -79,10 +77,9 @@ def plan_encrypt(spec: JobSpec, notice: Callable[[str], None]) -> Plan:
 
     ``notice`` receives the one-line message when the key was created by this call.
     """
-    source = check_encrypt_options(spec)
+    check_encrypt_options(spec)
     if spec.parquet is not None:
         return plan_parquet_encrypt(spec, spec.parquet, notice)
-    assert source is not None
     if spec.files is None and not _glob(spec.input) and paths.is_dir(spec.input):
         folder = spec.input.rstrip("/")
         raise ConfigurationError(
@@ -120,6 +117,7 @@ def plan_encrypt(spec: JobSpec, notice: Callable[[str], None]) -> Plan:
     if spec.key_vault:
         vault_for(spec.key_vault).prepare()  # writable, before OUTPUT is touched
     prepare_output(plan.out_dir, plan.dead_dir, spec.overwrite, files, keep_old=True)  # run_plan replaces it
+    source = open_for_encrypt(key)
     if source.created:
         notice(created_notice(key))  # only a local: key is ever created
         plan.key_created = True

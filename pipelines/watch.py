@@ -270,15 +270,18 @@ def _checked_prefixes(args: Any, beam_args: list[str]) -> tuple[str, str]:
 
 def check_options(args: Any, beam_args: list[str], src: str, out: str) -> None:
     """The windows' encrypt options, checked before any file lands (a mistake: exit 2 now, not
-    at the first window): fields, columns, modes, key URI, context, the key itself."""
+    at the first window): fields, columns, modes, key URI, context, and the key itself (opened
+    as the windows open it; not ``--parquet-mode``'s keys)."""
     from kmsbeam.pipelines.crypt_cmd import job_spec
     from kmsbeam.pipelines.plan import check_encrypt_options
-    from kmsbeam.pipelines.spec import created_notice
+    from kmsbeam.pipelines.spec import created_notice, open_for_encrypt
 
     spec = job_spec(args, beam_args, src, paths.join(out, "window-check"), None, files=[])
-    source = check_encrypt_options(spec)
-    if source is not None and getattr(source, "created", False):
-        print(created_notice(spec.key or DEFAULT_KEY_URI), file=sys.stderr)
+    check_encrypt_options(spec)
+    if spec.parquet is None:
+        key = spec.key or DEFAULT_KEY_URI
+        if open_for_encrypt(key).created:
+            print(created_notice(key), file=sys.stderr)
 
 
 def run_watch(args: Any, beam_args: list[str]) -> int:
