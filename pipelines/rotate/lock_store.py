@@ -1,7 +1,8 @@
 """Where a rotation lock object is kept, created only if absent (``lock`` is the protocol).
 
-- ``LocalLockFile``: ``O_CREAT|O_EXCL``; a stale lock is renamed aside before it is removed, so
-  a successor's fresh lock is never deleted by mistake.
+- ``LocalLockFile``: written to a draft, then ``link``ed into place (atomic, never over an existing
+  lock, never seen half-written); a stale lock is renamed aside before it is removed, so a
+  successor's fresh lock is never deleted by mistake.
 - ``OssLockObject``: PutObject with ``x-oss-forbid-overwrite: true``.
 - ``BeamLockObject``: any other Beam filesystem (``s3://``, ``hdfs://``, ``gs://``): checked,
   then created; two rotations starting in the same instant can both take it.
@@ -51,23 +52,31 @@ class LocalLockFile:
         self.location = location
 
     def create(self, data: bytes) -> bool:
+        """Write ``data`` to a file of its own, then link it into place (``link`` fails when the
+        lock exists): the lock appears with its whole content, so a racing reader never reads
+        an empty owner."""
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         parent = os.path.dirname(self.location)
+        draft = f"{self.location}.new-{secrets.token_hex(6)}"
         try:
             if not os.path.isdir(parent):
                 os.makedirs(parent)
-            fd = os.open(self.location, flags, 0o644)
-        except FileExistsError:
-            if not os.path.isdir(parent):
-                raise self._cannot(parent, "a file is in the way") from None
-            return False
+            fd = os.open(draft, flags, 0o644)
         except OSError as exc:
+            if isinstance(exc, FileExistsError) or not os.path.isdir(parent):
+                raise self._cannot(parent, "a file is in the way") from None
             raise self._cannot(parent, exc.strerror or type(exc).__name__) from None
         try:
-            os.write(fd, data)
-            os.fsync(fd)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.link(draft, self.location)
+        except FileExistsError:
+            return False
         finally:
-            os.close(fd)
+            os.unlink(draft)
         return True
 
     def _cannot(self, parent: str, why: str) -> ConfigurationError:
