@@ -19,6 +19,10 @@ from typing import Any
 
 from kmsbeam.emulator._audit import AuditLog
 from kmsbeam.emulator._faults import FaultInjector, Faults
+from kmsbeam.emulator._gateway_actions import GatewayService
+from kmsbeam.emulator._gateway_keys import ClientKeys
+from kmsbeam.emulator._gateway_server import GatewayServer
+from kmsbeam.emulator._gateway_tls import CA_CERT_FILENAME, server_context
 from kmsbeam.emulator._http import HTTPServer, Limits
 from kmsbeam.emulator._nonces import NONCES_FILENAME
 from kmsbeam.emulator._service import Service
@@ -76,6 +80,11 @@ class EmulatorServer:
             (see ``_http``): open connections (past it the one waiting longest is closed),
             threads serving calls, seconds for a request to arrive whole (and its response
             to be taken), seconds an idle keep-alive connection is kept.
+        instance_gateway: also serve the KMS 3.0 instance API (``_gateway_actions``) over
+            HTTPS on ``host:instance_port`` (0: a free port), for the official instance SDK
+            ``alibabacloud-dkms-gcs``: same engine, keys, aliases and audit log. See
+            ``instance_endpoint``, ``instance_ca_file`` and ``issue_client_key``.
+        instance_max_connections: open gateway connections at most (one thread each).
 
     Use it as a context manager, or ``start()`` / ``stop()``.
     """
@@ -98,11 +107,18 @@ class EmulatorServer:
         workers: int = 16,
         request_timeout: float = 10.0,
         idle_timeout: float = 120.0,
+        instance_gateway: bool = False,
+        instance_port: int = 0,
+        instance_max_connections: int = 64,
     ) -> None:
         if not isinstance(port, int) or not 0 <= port <= 65535:
             raise ConfigurationError("the port is a number from 0 to 65535")
         if not isinstance(host, str) or not host:
             raise ConfigurationError("the host is an IP address or name to bind")
+        if not isinstance(instance_port, int) or not 0 <= instance_port <= 65535:
+            raise ConfigurationError("the instance port is a number from 0 to 65535")
+        if not 1 <= instance_max_connections <= 4096:
+            raise ConfigurationError("instance_max_connections is 1 to 4096")
         self._keys = _access_keys(access_keys)
         self._limits = Limits(max_connections, workers, request_timeout, idle_timeout)
         self.host, self._port = host, port
@@ -125,6 +141,10 @@ class EmulatorServer:
             store.close()
             raise
         self._service = Service(self.engine, authenticator, audit=self.audit, clock=clock)
+        self._instance = (instance_port, instance_max_connections) if instance_gateway else None
+        self._clock = clock
+        self._client_keys: ClientKeys | None = None
+        self._gateway: GatewayServer | None = None
         self.faults = faults
         self._http: HTTPServer | None = None
         self._threads: list[threading.Thread] = []
@@ -155,6 +175,37 @@ class EmulatorServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
 
+    @property
+    def instance_endpoint(self) -> str:
+        """``HOST:PORT`` of the instance gateway, for the instance SDK's ``Config(endpoint=)``."""
+        if self._gateway is None:
+            raise RuntimeError("the instance gateway is not started (instance_gateway=True)")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self._gateway.server_address[1]}"
+
+    @property
+    def instance_ca_file(self) -> str:
+        """The PEM file of the CA that signs the gateway's certificate (``ca_file_path``)."""
+        if self._gateway is None:
+            raise RuntimeError("the instance gateway is not started (instance_gateway=True)")
+        return str(self.data_dir / CA_CERT_FILENAME)
+
+    @property
+    def client_keys(self) -> ClientKeys:
+        if self._client_keys is None:
+            self._client_keys = ClientKeys(self.data_dir, clock=self._clock)
+        return self._client_keys
+
+    def issue_client_key(self, path: str | os.PathLike[str], password: str, *,
+                         keys: Iterable[str] | None = None) -> str:  # fmt: skip
+        """Write a new ClientKey file (JSON, mode 0600, PKCS#12 under ``password``) to
+        ``path`` for the instance SDK's ``Config(client_key_file=, password=)``; its id.
+
+        ``keys``: the key ids or ``alias/NAME`` it may use (default: all); others answer
+        ``Forbidden.NoPermission``. Kept in the data dir: it works after a restart.
+        """
+        return self.client_keys.issue(path, password, keys=keys)
+
     def start(self) -> EmulatorServer:
         if self._http is not None or self._stopped.is_set():
             raise RuntimeError("an EmulatorServer starts once; create a new one to restart")
@@ -163,6 +214,20 @@ class EmulatorServer:
         except OSError as exc:
             raise ConfigurationError(f"cannot listen on {self.host}:{self._port}: "
                                      f"{exc.strerror or exc}") from None  # fmt: skip
+        if self._instance is not None:
+            port, most = self._instance
+            service = GatewayService(self.engine, self.client_keys, audit=self.audit,
+                                     clock=self._clock)  # fmt: skip
+            try:
+                self._gateway = GatewayServer((self.host, port), service,
+                                              server_context(self.data_dir, self.host),
+                                              max_connections=most,
+                                              request_timeout=self._limits.request_timeout)  # fmt: skip
+            except OSError as exc:
+                self._http.server_close()
+                raise ConfigurationError(f"cannot listen on {self.host}:{port}: "
+                                         f"{exc.strerror or exc}") from None  # fmt: skip
+            self._gateway.start()
         serve = threading.Thread(target=self._http.serve, name="kms-emulator", daemon=True)
         self._threads = [serve]
         if self._rotation_seconds is not None:
@@ -177,6 +242,8 @@ class EmulatorServer:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        if self._gateway is not None:
+            self._gateway.stop(timeout)
         if self._http is not None:
             self._http.stop(timeout)
             self._http.server_close()

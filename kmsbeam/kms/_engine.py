@@ -32,6 +32,13 @@ __all__ = ["KmsEngine"]
 MAX_PLAINTEXT = 6144  # Alibaba: Encrypt takes at most 6 KiB
 MEMO_ENTRIES = 4096  # usable keys and versions remembered per process (KeyStore.memo)
 _NEVER = "~"  # after every ISO date: no event is scheduled
+INSTANCE_AAD_PREFIX = b"\x00kmsbeam-instance-aad\x00"  # never a canonical context's "{"
+
+
+def _instance_aad(aad: bytes) -> bytes:
+    if not isinstance(aad, (bytes, bytearray, memoryview)):
+        raise TypeError("aad is bytes")
+    return INSTANCE_AAD_PREFIX + bytes(aad)
 
 
 def _remember(memo: dict[Hashable, Any], name: Hashable, entry: tuple[Any, ...]) -> None:
@@ -176,6 +183,39 @@ class KmsEngine(KeyOps, ImportOps):
         destination = context_bytes(destination_context)
         plaintext = self._open(ciphertext_blob, context_bytes(source_context))[2]
         return self._seal(destination_key, plaintext, destination)
+
+    # -- raw-bytes AAD (the KMS 3.0 instance API's Aad) --------------------------------
+    def encrypt_with_aad(self, key: str, plaintext: bytes, aad: bytes = b"") -> EncryptResult:
+        """Encrypt up to 6 KiB under the key's primary version, binding raw ``aad`` bytes.
+
+        The AAD is ``INSTANCE_AAD_PREFIX || aad``; a canonical encryption context always
+        starts with ``{``, so a blob of these methods never opens through ``decrypt`` with
+        any context, nor a blob of ``encrypt`` through ``decrypt_with_aad``.
+        """
+        if not isinstance(plaintext, (bytes, bytearray, memoryview)):
+            raise TypeError("plaintext is bytes")
+        if not 1 <= len(plaintext) <= MAX_PLAINTEXT:
+            raise bad(f"the plaintext must be 1 to {MAX_PLAINTEXT} bytes")
+        return self._seal(key, bytes(plaintext), _instance_aad(aad))
+
+    def generate_data_key_with_aad(
+        self, key: str, number_of_bytes: int = 32, aad: bytes = b""
+    ) -> DataKeyResult:
+        """A random data key and its blob: the encryption of the *raw* key bytes (not their
+        base64 text), binding raw ``aad`` bytes (see ``encrypt_with_aad``)."""
+        if isinstance(number_of_bytes, bool) or not isinstance(number_of_bytes, int):
+            raise TypeError("number_of_bytes is an int")
+        if not 1 <= number_of_bytes <= 1024:
+            raise bad("NumberOfBytes must be between 1 and 1024")
+        bound = _instance_aad(aad)
+        dek = self._random(number_of_bytes)
+        sealed = self._seal(key, dek, bound)
+        return DataKeyResult(sealed.key_id, sealed.key_version_id, dek, sealed.ciphertext_blob)
+
+    def decrypt_with_aad(self, ciphertext_blob: bytes, aad: bytes = b"") -> DecryptResult:
+        """Decrypt a blob of ``encrypt_with_aad`` / ``generate_data_key_with_aad``."""
+        meta, version, plaintext = self._open(ciphertext_blob, _instance_aad(aad))
+        return DecryptResult(meta.key_id, version.key_version_id, plaintext)
 
     # -- internals ----------------------------------------------------------------------
     def _data_key(
