@@ -14,6 +14,7 @@ encrypt and decrypt, ``export``, ``cat``, ``rotate.cmd``, ``keys`` ...) and erro
     kmsbeam rotate OUTPUT ROTATED [--to-key URI] [--reencrypt] [--dry-run] [--verify] [--only-key URI]
     kmsbeam encrypt INPUT OUTPUT --fields ssn --key-vault oss://lake/_keys/   # values v2, keys in a vault
     kmsbeam vault rotate|check|gc ...                  # the vault's keys: rotated without the data
+    kmsbeam instance-sdk install|check                 # the KMS-instance SDK (alibaba-kms-instance://)
 
 Exit codes (``kmsbeam.pipelines.dead_letters``; the README has the same table):
 
@@ -45,6 +46,7 @@ from kmsbeam.pipelines.crypt_cmd import add_job_parsers, run_job
 from kmsbeam.pipelines.dead_letters_cmd import add_dead_letters_parser, run_dead_letters
 from kmsbeam.pipelines.emulator_cmd import add_emulator_parser, reject_extra, run_emulator
 from kmsbeam.pipelines.inspect import add_inspect_parser, run_inspect
+from kmsbeam.pipelines.instance_sdk_cmd import add_instance_sdk_parser, run_instance_sdk
 from kmsbeam.pipelines.keys import add_keys_parser, run_keys
 from kmsbeam.pipelines.options import context_items
 from kmsbeam.pipelines.oss_cmd import add_oss_parser, run_oss
@@ -119,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_dead_letters_parser(sub)
     add_oss_parser(sub)
     add_vault_parser(sub)
+    add_instance_sdk_parser(sub)
     return parser
 
 
@@ -152,6 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if extra:
                 parser.error(f"unrecognized arguments: {' '.join(extra)}")
             return run_oss(args, sys.stdout)
+        if args.command == "instance-sdk":
+            reject_extra(parser, extra)
+            return run_instance_sdk(args, sys.stdout)
         if args.command == "inspect":
             return run_inspect(parser, args, extra, sys.stdout)
         if args.command != "keys" and extra and not any(a.startswith("-") for a in extra):

@@ -45,7 +45,7 @@ def _key(text: str) -> str:
     scheme = text.partition(":")[0]
     if text.startswith("local:"):
         return parse_key_uri(text).key
-    if scheme in ("kms-emulator", "alibaba-kms", "pkcs11"):
+    if scheme in ("kms-emulator", "alibaba-kms", "alibaba-kms-instance", "pkcs11"):
         raise ConfigurationError(
             f"kmsbeam keys supports local keys only for now; manage {scheme} keys with that "
             "key source's own tools"

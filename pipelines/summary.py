@@ -36,7 +36,7 @@ KMS_PRICE_PER_10K = 0.03  # USD per 10,000 API calls (see the module docstring)
 KMS_PRICE_CURRENCY = "USD"
 KMS_PRICE_DATE = "2026-11-23"
 KMS_PRICE_ENV = "KMSBEAM_KMS_PRICE_PER_10K"
-BILLED_SCHEMES = ("alibaba-kms", "kms-emulator")  # the emulator: what Alibaba would charge
+BILLED_SCHEMES = ("alibaba-kms", "kms-emulator", "alibaba-kms-instance")  # the emulator: what Alibaba would charge
 
 # counter -> KMS API operation (other kms_calls_* counters are listed by their own name)
 KMS_OPERATIONS = {

@@ -42,7 +42,7 @@ from kmsbeam.errors import (
     KmsBeamError,
 )
 
-__all__ = ["NO_CREDENTIALS", "classify", "with_request_id"]
+__all__ = ["NO_CREDENTIALS", "classify", "classify_gateway", "with_request_id"]
 
 E = TypeVar("E", bound=KmsBeamError)
 
@@ -59,6 +59,9 @@ _ACCESS_PREFIXES = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "IncompleteSi
                     "Forbidden.")  # fmt: skip
 _CONFIG_PREFIXES = ("InvalidParameter", "MissingParameter", "InvalidAction", "InvalidVersion",
                     "UnsupportedHTTPMethod", "DryRunOperationError")  # fmt: skip
+# the instance gateway (KMS 3.0): a ClientKey unknown, unsigned or not allowed the key
+_GATEWAY_ACCESS = ("Unauthorized", "InvalidClientKey", "Forbidden.ClientKey", "Forbidden.AccessPoint")
+_GATEWAY_INVALID_BLOB = {"InvalidCiphertext", "InvalidParameter.CiphertextBlob", "Rejected.InvalidCiphertext"}
 _TRANSIENT_CODES = {"SignatureNonceUsed", "ServiceUnavailableTemporary", "InternalFailure"}
 _CONNECTION = (
     (re.compile(r"\[Errno -?\d+\] [^'\")\]]{1,80}"), None),
@@ -87,12 +90,15 @@ def _clean(value: Any, limit: int = 300) -> str:
 
 
 def _connection_reason(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
+    return _reason_of(f"{type(exc).__name__}: {exc}", type(exc).__name__)
+
+
+def _reason_of(text: str, name: str) -> str:
     for pattern, reason in _CONNECTION:
         match = pattern.search(text)
         if match:
             return reason or f"connection failed ({match.group(0).strip()})"
-    return f"connection failed ({type(exc).__name__})"
+    return f"connection failed ({name})"
 
 
 def classify(exc: BaseException, where: str, action: str, key: str) -> KmsBeamError | Transient:
@@ -129,6 +135,44 @@ def classify(exc: BaseException, where: str, action: str, key: str) -> KmsBeamEr
             code=code or None,
             request_id=rid,
         )
+    return with_request_id(_mapped(code, said, where, action, key), rid)
+
+
+def classify_gateway(failure: Any, where: str, action: str, key: str) -> KmsBeamError | Transient:
+    """The kmsbeam error (or ``Transient``) for a failed call of the KMS instance gateway, as
+    the instance-SDK helper reports it (``kmsbeam.alikms._instance_sdk.GatewayFailure``): the
+    same table as ``classify``, plus the instance gateway's own codes (a ClientKey that is
+    unknown or not allowed the key: ``AccessDeniedError``; a blob or AAD that does not match:
+    ``AuthenticationError``); a ClientKey that does not open, or a missing SDK, is a
+    ``ConfigurationError``."""
+    kind, code, status = failure.kind, str(failure.code or ""), failure.status
+    rid = failure.request_id
+    if kind == "setup":
+        return ConfigurationError(f"{where}: {failure.message}")
+    if kind == "connection":
+        tls = _TLS_CONFIG.search(failure.message)
+        if tls:
+            what = tls.group(1).lower().replace("_", " ")
+            return ConfigurationError(
+                f"{where}: TLS failed ({what}): check the gateway host and the CA certificate "
+                f"(ca= in the key URI, or KMSBEAM_KMS_INSTANCE_CA)"
+            )
+        return Transient(_reason_of(failure.message, failure.message.partition(':')[0][:60]))
+    message = _clean(failure.message)
+    said = f"{code or 'error'}" + (f" (HTTP {status})" if status else "")
+    said += f": {message}" if message else ""
+    said += f" (request id {rid})" if rid else ""
+    if status == 429 or "Throttling" in code or code in _TRANSIENT_CODES or (status or 0) >= 500:
+        return Transient(said, code=code or None, request_id=rid)
+    if code in _GATEWAY_INVALID_BLOB:
+        return AuthenticationError(code="InvalidCiphertext")
+    if code.startswith(_GATEWAY_ACCESS):
+        denied = AccessDeniedError(
+            f"{where}: {action}{' on ' + key if key else ''} was refused: {said}; check the "
+            "ClientKey (KMSBEAM_KMS_CLIENT_KEY_FILE) and its application access point's policy",
+            code=code,
+        )
+        return with_request_id(denied, rid)
     return with_request_id(_mapped(code, said, where, action, key), rid)
 
 

@@ -14,6 +14,7 @@ scheme                          opener                                          
 ``local``                       ``kmsbeam.keys.local.LocalKeySource``           0x01
 ``kms-emulator``, ``alibaba-kms``  ``kmsbeam.alikms.open_alikms_source``        0x02
 ``pkcs11``                      ``kmsbeam.pkcs11.open_pkcs11_source``           0x03
+``alibaba-kms-instance``        ``kmsbeam.alikms.open_instance_source``         0x04
 ==============================  ==============================================  ============
 """
 
@@ -27,7 +28,7 @@ from typing import Protocol, cast
 from kmsbeam import process
 from kmsbeam.errors import ConfigurationError, MalformedValueError
 from kmsbeam.keys.local import LocalKeySource, keystore_home
-from kmsbeam.keys.source import KIND_ALIBABA_KMS, KIND_LOCAL, KIND_PKCS11, KeySource
+from kmsbeam.keys.source import KIND_ALIBABA_KMS, KIND_ALIBABA_KMS_INSTANCE, KIND_LOCAL, KIND_PKCS11, KeySource
 from kmsbeam.keys.uri import KeyUri, add_scheme, parse_key_uri
 
 __all__ = [
@@ -57,12 +58,14 @@ _SCHEMES: dict[str, _Scheme] = {
     "local": _Scheme(LocalKeySource, lambda _uri: str(keystore_home())),
     "kms-emulator": _Scheme("kmsbeam.alikms:open_alikms_source", None),
     "alibaba-kms": _Scheme("kmsbeam.alikms:open_alikms_source", None),
+    "alibaba-kms-instance": _Scheme("kmsbeam.alikms:open_instance_source", None),
     "pkcs11": _Scheme("kmsbeam.pkcs11:open_pkcs11_source", None),
 }
 _KINDS: dict[int, Callable[[bytes], str] | str] = {
     KIND_LOCAL: "kmsbeam.keys.local:wrapped_key_version",
     KIND_ALIBABA_KMS: "kmsbeam.alikms:wrapped_key_version",
     KIND_PKCS11: "kmsbeam.pkcs11:wrapped_key_version",
+    KIND_ALIBABA_KMS_INSTANCE: "kmsbeam.alikms:instance_wrapped_key_version",
 }
 
 

@@ -10,6 +10,7 @@ encrypts locally with the DEK and stores only the *wrapped key*, which is self-d
     kind 0x01  kmsbeam KMS engine, embedded keystore (``local:``)
     kind 0x02  Alibaba Cloud KMS protocol: kmsbeam emulator or Alibaba Cloud KMS
     kind 0x03  PKCS#11 HSM
+    kind 0x04  Alibaba Cloud KMS instance gateway (KMS 3.0, ClientKey): emulator or Alibaba
 
 Every wrapped key names the master key *version* that wrapped it; the source of its kind reads
 that name without unwrapping anything (``KeySource.wrapped_key_version``), and rotation
@@ -21,6 +22,7 @@ kind  version name read from the blob (``wrapped_key_version``)    ``current_ver
 0x01  KeyVersionId, the blob's first 36 bytes (``kmsbeam.kms``)     the key's primary version
 0x02  (the same layout: emulator, Alibaba Cloud KMS)                (one ``DescribeKey``)
 0x03  ``TOKEN/KEK-LABEL/KEK-ID-HEX`` from the PKCS#11 blob          the source's own KEK
+0x04  KeyVersionId kept beside the gateway's blob                  one ``AdvanceEncrypt`` probe
 ====  ==========================================================  =========================
 
 Each layout lives in its source's package; ``kmsbeam.keys.registry.wrapped_key_version``
@@ -47,6 +49,7 @@ from kmsbeam.errors import ConfigurationError, KeyDisabledError
 
 __all__ = [
     "KIND_ALIBABA_KMS",
+    "KIND_ALIBABA_KMS_INSTANCE",
     "KIND_LOCAL",
     "KIND_PKCS11",
     "Context",
@@ -61,6 +64,7 @@ __all__ = [
 KIND_LOCAL = 0x01
 KIND_ALIBABA_KMS = 0x02
 KIND_PKCS11 = 0x03
+KIND_ALIBABA_KMS_INSTANCE = 0x04
 
 Context = Mapping[str, str]
 

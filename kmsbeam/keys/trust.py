@@ -16,6 +16,8 @@ hint                opened as
                     hint's key on the configured URI
 ``alibaba-kms://``  only when a configured URI names the same region, ``endpoint`` and ``ca``;
                     the hint's key on the configured URI
+``alibaba-kms-``    only when a configured URI names the same gateway host (and port) and
+``instance://``     ``ca``; the hint's key on the configured URI
 ``pkcs11:``         only when a configured ``pkcs11:`` URI names the same token; the hint's
                     KEK label on the *configured* ``module-path``, ``pin-source`` and slot.
                     A module path or PIN source written in data is never used, opened or
@@ -69,6 +71,8 @@ def _endpoint(uri: KeyUri) -> tuple[str, ...]:
     """What makes two URIs of one scheme the same key source (the key name aside)."""
     if uri.scheme == "kms-emulator":
         return (uri.scheme, uri.location.lower())
+    if uri.scheme == "alibaba-kms-instance":
+        return (uri.scheme, uri.location.lower(), uri.param("ca") or "")
     if uri.scheme == "alibaba-kms":
         return (uri.scheme, uri.location, uri.param("endpoint") or "", uri.param("ca") or "")
     if uri.scheme == "pkcs11":

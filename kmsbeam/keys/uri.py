@@ -6,6 +6,7 @@ URI                                                    key source
 ``local:alias/NAME`` or ``local:KEYID``                embedded keystore (``$KMSBEAM_HOME``)
 ``kms-emulator://HOST:PORT/alias/NAME`` (or key id)    kmsbeam KMS emulator over HTTP
 ``alibaba-kms://REGION/alias/NAME`` (or key id)        Alibaba Cloud KMS, ``?endpoint=&ca=``
+``alibaba-kms-instance://HOST/alias/NAME?ca=PATH``     a KMS 3.0 instance gateway (ClientKey)
 ``pkcs11:token=LABEL;object=KEK?module-path=...``      a PKCS#11 HSM (RFC 7512 style)
 =====================================================  =====================================
 
@@ -28,7 +29,7 @@ __all__ = ["DEFAULT_KEY_URI", "KeyUri", "add_scheme", "parse_key_uri"]
 #: the zero-setup default of the CLI: an embedded-keystore key created on first use
 DEFAULT_KEY_URI = "local:alias/kmsbeam-default"
 
-SCHEMES = ("local", "kms-emulator", "alibaba-kms", "pkcs11")  # the built-in ones
+SCHEMES = ("local", "kms-emulator", "alibaba-kms", "alibaba-kms-instance", "pkcs11")  # the built-in ones
 _SCHEME_NAME = re.compile(r"^[a-z][a-z0-9\-]{0,31}$")
 _KEY_NAME = re.compile(r"^(alias/[A-Za-z0-9_/\-]{1,255}|[A-Za-z0-9][A-Za-z0-9\-]{0,127})$")
 _SECRET_NAMES = ("secret", "password", "passwd", "pin-value", "pin", "access-key", "access_key")
@@ -36,6 +37,7 @@ _QUERY_KEYS: dict[str, set[str]] = {  # every scheme parse_key_uri takes: its qu
     "local": set(),
     "kms-emulator": {"region"},
     "alibaba-kms": {"endpoint", "ca"},
+    "alibaba-kms-instance": {"ca"},
     "pkcs11": {"module-path", "pin-source", "slot-id"},
 }
 

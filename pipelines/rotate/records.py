@@ -38,12 +38,13 @@ from kmsbeam.pipelines.rotate.verify import verify_dataset
 from kmsbeam.pipelines.vaults import require_vault, vault_for
 from kmsbeam.pipelines.summary import kms_cost, kms_cost_row
 from kmsbeam.rotation.inventory import batch_rows
+from kmsbeam.rotation.paths import rewrap_path
 from kmsbeam.rotation.rewrap import Rewrapper, record_paths
 from kmsbeam.transforms import Encoding, ReencryptFields, ReencryptRecords, RewrapDataKeys, RewrapMode
 
 __all__ = ["RecordsRotator"]
 
-_KINDS = {"local": 1, "kms-emulator": 2, "alibaba-kms": 2, "pkcs11": 3}
+_KINDS = {"local": 1, "kms-emulator": 2, "alibaba-kms": 2, "pkcs11": 3, "alibaba-kms-instance": 4}
 _TMP = "_rotation_keys"
 
 
@@ -243,11 +244,13 @@ class RecordsRotator:
                               "key_vault": self._vault_out()})  # fmt: skip
         paths.write_text(paths.join(out, MANIFEST_NAME), rotated.to_json())
         calls = sum(v for k, v in counts.items() if k.startswith("kms_calls_"))
+        path = rewrap_path(self.to_key)
         rotation = {"kmsbeam_rotation": 1, "method": "reencrypt" if args.reencrypt else "rewrap",
                     "key_vault": {"from": m.key_vault, "to": self._vault_out()},
                     "source_key": m.key, "target_key": self.to_key, "target_version": self.version,
                     "source_versions": sources, "data_keys_moved": len(moved),
                     "data_keys_new": len(set(after) - set(before)), "data_keys": moved,
+                    "rewrap_path": None if args.reencrypt else path.summary(),
                     "target_version_from": self.resolved, "resumed": resuming,
                     "required_keys": list(plan.require_keys), "counts": counts,
                     "elapsed_seconds": round(elapsed, 3),
@@ -258,7 +261,8 @@ class RecordsRotator:
                 ("values rewrapped from the journal", f"{counts['values_resumed']:,}"),
                 ("values re-encrypted", f"{counts['values_reencrypted']:,}"),
                 ("data keys moved", f"{len(moved):,}"),
-                ("KMS calls: ReEncrypt", f"{counts['kms_calls_rewrap']:,}"),
+                ("rewrap path", path.summary()),
+                (f"KMS calls: {path.calls}", f"{counts['kms_calls_rewrap'] * path.per_key:,}"),
                 ("KMS calls: Decrypt", f"{counts['kms_calls_decrypt']:,}"),
                 ("KMS calls: GenerateDataKey", f"{counts['kms_calls_generate_data_key']:,}"),
                 kms_cost_row(counters, [m.key, self.to_key], args.kms_price_per_10k),

@@ -1,0 +1,311 @@
+"""``AlibabaKmsInstanceKeySource``: data keys from a KMS 3.0 instance through its gateway.
+
+``alibaba-kms-instance://HOST[:PORT]/KEY?ca=/abs/ca.pem`` reaches a KMS instance's gateway
+(``kst-xxx.cryptoservice.kms.aliyuncs.com`` from the instance's VPC, or the emulator's
+instance gateway) with a ClientKey, through the official instance SDK
+(``alibabacloud-dkms-gcs``, run apart: ``kmsbeam.alikms._instance_sdk``). KEY is
+``alias/NAME`` or a key id. Wrapped keys are kind 0x04 (``kmsbeam.alikms._instance_blob``).
+
+=====================  ======================================================================
+KeySource method       instance API action
+=====================  ======================================================================
+generate_data_key      ``AdvanceGenerateDataKey`` (32 bytes; the key's primary version)
+decrypt_data_key       ``AdvanceDecrypt`` (the blob names its key and version)
+rewrap                 ``AdvanceDecrypt`` then ``AdvanceEncrypt`` of the data key to this key:
+                       the instance API has no ReEncrypt, so the data key passes through this
+                       process's memory (never the data, never a disk or a log)
+describe_key           one ``AdvanceEncrypt`` probe (the instance API has no DescribeKey):
+                       key id and primary version; state ``Enabled`` if it answered
+current_version        the same probe's KeyVersionId
+key_versions           the current version only (the instance API cannot list versions;
+                       list them through ``alibaba-kms://`` with a RAM identity)
+=====================  ======================================================================
+
+The Advance* actions are the ones Alibaba documents for keys with automatic rotation: a blob
+names the version that made it, so data keys wrapped before a rotation still unwrap.
+
+The AAD is the canonical encryption context (``canonical_context``: ``{}`` when empty).
+
+Credentials and the CA certificate (never in the key URI, display data, pickles or errors):
+
+=================================  ===========================================================
+``KMSBEAM_KMS_CLIENT_KEY_FILE``    the ClientKey file (``clientKey_KAAP...json``) path, or
+``KMSBEAM_KMS_CLIENT_KEY``         the ClientKey file's content
+``KMSBEAM_KMS_CLIENT_KEY_PASSWORD``  its password, or
+``..._PASSWORD_FILE``              a file holding it (a trailing newline is dropped)
+``ca=`` (key URI)                  the instance CA certificate file (absolute path), or
+``KMSBEAM_KMS_INSTANCE_CA``        the CA certificate as a path or as PEM content
+=================================  ===========================================================
+
+Every worker reads these from its own environment when it first opens the source, as the
+``alibaba-kms://`` source reads its credential chain. Retries: ``kmsbeam.alikms._retry``
+(``KMSBEAM_KMS_*``); the KMS call budget (``kmsbeam.keys.budget``) is taken per attempt.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from kmsbeam.alikms._errors import classify_gateway, with_request_id
+from kmsbeam.alikms._instance_blob import instance_blob, instance_wrapped, instance_wrapped_key_version
+from kmsbeam.alikms._instance_sdk import GatewayFailure, GatewaySettings, shared_gateway
+from kmsbeam.alikms._retry import GaveUp, Retrier, RetryPolicy
+from kmsbeam.errors import ConfigurationError, KeySourceError, KeySourceUnavailableError
+from kmsbeam.keys.budget import acquire_kms_call
+from kmsbeam.keys.source import KIND_ALIBABA_KMS_INSTANCE, DataKey, KeyInfo, canonical_context
+from kmsbeam.keys.uri import KeyUri, parse_key_uri
+
+__all__ = ["CLIENT_KEY_ENV", "AlibabaKmsInstanceKeySource", "gateway_settings", "open_instance_source"]
+
+DEK_BYTES = 32
+SCHEME = "alibaba-kms-instance"
+CLIENT_KEY_ENV = {
+    "file": "KMSBEAM_KMS_CLIENT_KEY_FILE",
+    "content": "KMSBEAM_KMS_CLIENT_KEY",
+    "password": "KMSBEAM_KMS_CLIENT_KEY_PASSWORD",
+    "password_file": "KMSBEAM_KMS_CLIENT_KEY_PASSWORD_FILE",
+    "ca": "KMSBEAM_KMS_INSTANCE_CA",
+}
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?)(:\d{1,5})?$")
+_PROBE_AAD = b"kmsbeam:probe"
+
+
+def open_instance_source(uri: KeyUri, *, create: bool = False) -> AlibabaKmsInstanceKeySource:
+    """The source of a parsed ``alibaba-kms-instance://`` URI (``create`` is ignored: kmsbeam
+    never creates keys in a KMS)."""
+    return AlibabaKmsInstanceKeySource(uri)
+
+
+def gateway_settings(uri: KeyUri, environ: Mapping[str, str] | None = None) -> GatewaySettings:
+    """The gateway, CA and ClientKey an ``alibaba-kms-instance`` URI and the environment name.
+
+    Raises:
+        ConfigurationError: a bad host, no CA, no ClientKey or no password (messages name the
+            variables to set, never their values).
+    """
+    env = os.environ if environ is None else environ
+    host = uri.location
+    if not _HOST_PORT.match(host):
+        raise ConfigurationError(
+            f"{SCHEME} key URIs name the instance gateway as HOST or HOST:PORT "
+            "(e.g. kst-hzz1234.cryptoservice.kms.aliyuncs.com)"
+        )
+    ca_file, ca_content = _ca(uri.param("ca"), env.get(CLIENT_KEY_ENV["ca"], ""))
+    key_file = env.get(CLIENT_KEY_ENV["file"], "")
+    key_content = env.get(CLIENT_KEY_ENV["content"], "")
+    if not key_file and not key_content:
+        raise ConfigurationError(
+            f"the {SCHEME} key source needs a ClientKey: set {CLIENT_KEY_ENV['file']} to the "
+            f"ClientKey file's path (or {CLIENT_KEY_ENV['content']} to its content) and "
+            f"{CLIENT_KEY_ENV['password']} (or {CLIENT_KEY_ENV['password_file']})"
+        )
+    if key_file:
+        path = Path(key_file).expanduser()
+        if not path.is_file():
+            raise ConfigurationError(f"{CLIENT_KEY_ENV['file']} names no file ({path})")
+        key_file = str(path.absolute())
+    password = env.get(CLIENT_KEY_ENV["password"], "")
+    password_file = env.get(CLIENT_KEY_ENV["password_file"], "")
+    if not password and password_file:
+        try:
+            password = Path(password_file).expanduser().read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot read {CLIENT_KEY_ENV['password_file']} ({exc.strerror})"
+            ) from None
+    if not password:
+        raise ConfigurationError(
+            f"the ClientKey's password is missing: set {CLIENT_KEY_ENV['password']} or "
+            f"{CLIENT_KEY_ENV['password_file']}"
+        )
+    return GatewaySettings(host, ca_file, ca_content, key_file or None,
+                           None if key_file else key_content, password)  # fmt: skip
+
+
+def _ca(param: str | None, env_value: str) -> tuple[str | None, str | None]:
+    if param:
+        path = Path(param).expanduser()
+        if not path.is_absolute() or not path.is_file():
+            raise ConfigurationError(
+                f"ca= in an {SCHEME} key URI must be the absolute path of the instance's CA "
+                f"certificate file (PEM); {param!r} is not one"
+            )
+        return str(path), None
+    value = env_value.strip()
+    if value.startswith("-----BEGIN"):
+        return None, value + "\n"
+    if value:
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise ConfigurationError(
+                f"{CLIENT_KEY_ENV['ca']} is neither a PEM certificate nor the path of a file"
+            )
+        return str(path.absolute()), None
+    raise ConfigurationError(
+        f"the {SCHEME} key source needs the KMS instance's CA certificate (the gateway's TLS "
+        f"certificate is signed by it): add ca=/abs/path/ca.pem to the key URI or set "
+        f"{CLIENT_KEY_ENV['ca']} to the path or the PEM content"
+    )
+
+
+class AlibabaKmsInstanceKeySource:
+    """A ``KeySource`` over one key of a KMS 3.0 instance, through its gateway.
+
+    Args:
+        uri: ``alibaba-kms-instance://HOST[:PORT]/KEY[?ca=/abs/ca.pem]``.
+        retry: retry bounds; default ``RetryPolicy.from_env()`` (``KMSBEAM_KMS_*``).
+        environ: where the ClientKey and CA variables are read (default ``os.environ``).
+
+    Raises:
+        ConfigurationError: a malformed URI, or a missing ClientKey, password or CA.
+
+    Thread-safe. Pickling carries only the URI (and an explicitly given ``RetryPolicy``): the
+    copy reads its own process's environment and starts its own helper.
+    """
+
+    created = False  # kmsbeam never creates keys in a KMS
+    rewrap_path = "AdvanceDecrypt + AdvanceEncrypt (the data key passes through the job)"
+
+    def __init__(self, uri: str | KeyUri, *, retry: RetryPolicy | None = None,
+                 environ: Mapping[str, str] | None = None, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic,
+                 random: Callable[[], float] = random.random) -> None:  # fmt: skip
+        parsed = uri if isinstance(uri, KeyUri) else parse_key_uri(uri)
+        if parsed.scheme != SCHEME:
+            raise ConfigurationError(f"AlibabaKmsInstanceKeySource takes {SCHEME}:// key URIs, "
+                                     f"not {parsed.scheme}:")  # fmt: skip
+        self._uri = str(parsed)
+        self._key = parsed.key
+        self._settings = gateway_settings(parsed, environ)
+        self._where = f"the KMS instance gateway at {parsed.location}"
+        self._explicit_retry = retry
+        self._retrier = Retrier(retry if retry is not None else RetryPolicy.from_env(),
+                                sleep=sleep, clock=clock, random=random)  # fmt: skip
+
+    # -- identity ---------------------------------------------------------------------------
+    @property
+    def uri(self) -> str:
+        return self._uri
+
+    @property
+    def kind(self) -> int:
+        return KIND_ALIBABA_KMS_INSTANCE
+
+    @property
+    def key(self) -> str:
+        return self._key
+
+    @property
+    def where(self) -> str:
+        return self._where
+
+    def __repr__(self) -> str:
+        return f"AlibabaKmsInstanceKeySource({self._uri!r})"
+
+    def __reduce__(self) -> tuple[object, tuple[str, RetryPolicy | None]]:
+        return (_reopen, (self._uri, self._explicit_retry))
+
+    # -- KeySource ----------------------------------------------------------------------------
+    def generate_data_key(self, context: Mapping[str, str] | None = None) -> DataKey:
+        aad = canonical_context(context)
+        answer = self._call("AdvanceGenerateDataKey", self._key,
+                            {"key_id": self._key, "number_of_bytes": DEK_BYTES, "aad": aad})  # fmt: skip
+        dek = answer.get("plaintext")
+        if not isinstance(dek, bytes) or len(dek) != DEK_BYTES:
+            raise self._malformed("AdvanceGenerateDataKey", answer, "a data key of the wrong size")
+        wrapped = self._wrapped("AdvanceGenerateDataKey", answer)
+        return DataKey(dek, wrapped, str(answer.get("key_id") or ""), instance_wrapped_key_version(wrapped))
+
+    def decrypt_data_key(self, wrapped: bytes, context: Mapping[str, str] | None = None) -> bytes:
+        """Unwrap with ``AdvanceDecrypt`` (any key of the instance this ClientKey may use)."""
+        blob = instance_blob(wrapped)
+        answer = self._call("AdvanceDecrypt", "", {"ciphertext_blob": blob, "aad": canonical_context(context)})
+        dek = answer.get("plaintext")
+        if not isinstance(dek, bytes) or len(dek) not in (16, 24, 32):
+            raise self._malformed("AdvanceDecrypt", answer, "a data key of the wrong size")
+        return dek
+
+    def rewrap(self, wrapped: bytes, context: Mapping[str, str] | None = None,
+               new_context: Mapping[str, str] | None = None) -> bytes:  # fmt: skip
+        """``AdvanceDecrypt`` then ``AdvanceEncrypt`` to this source's key (no ReEncrypt on the
+        instance API): the data key is in this process's memory between the two calls only.
+        ``new_context=None`` keeps ``context``. The ClientKey needs both keys."""
+        target = context if new_context is None else new_context
+        dek = self.decrypt_data_key(wrapped, context)
+        answer = self._call("AdvanceEncrypt", self._key,
+                            {"key_id": self._key, "plaintext": dek, "aad": canonical_context(target)})  # fmt: skip
+        del dek
+        return self._wrapped("AdvanceEncrypt", answer)
+
+    def describe_key(self) -> KeyInfo:
+        """What one ``AdvanceEncrypt`` probe tells: key id and primary version (``Enabled``:
+        it answered; a disabled key raises ``KeyDisabledError``)."""
+        answer = self._probe()
+        version = str(answer.get("key_version_id") or "")
+        aliases = (self._key,) if self._key.startswith("alias/") else ()
+        return KeyInfo(key_id=str(answer.get("key_id") or self._key), state="Enabled",
+                       primary_version=version, aliases=aliases)  # fmt: skip
+
+    def wrapped_key_version(self, wrapped: bytes) -> str:
+        return instance_wrapped_key_version(wrapped)
+
+    def current_version(self) -> str:
+        version = str(self._probe().get("key_version_id") or "")
+        if not version:
+            raise ConfigurationError(f"{self._where} names no key version for {self._key}")
+        return version
+
+    def key_versions(self) -> tuple[str, ...]:
+        """The current version only: the instance API cannot list a key's versions."""
+        return (self.current_version(),)
+
+    # -- plumbing -----------------------------------------------------------------------------
+    def _probe(self) -> dict[str, Any]:
+        return self._call("AdvanceEncrypt", self._key, {"key_id": self._key, "plaintext": b"\x00", "aad": _PROBE_AAD})
+
+    def _call(self, action: str, key: str, request: Mapping[str, Any]) -> dict[str, Any]:
+        gateway = shared_gateway(self._settings)
+
+        def attempt() -> dict[str, Any]:
+            acquire_kms_call()
+            try:
+                return gateway.call(action, request)
+            except GatewayFailure as failure:
+                raise classify_gateway(failure, self._where, action, key) from None
+
+        try:
+            return self._retrier.run(attempt)
+        except GaveUp as exc:
+            last = exc.last
+            on = f" on {key}" if key else ""
+            error = KeySourceUnavailableError(
+                f"{self._where} is unavailable: {action}{on} gave up after {exc.why}; last "
+                f"error: {last.reason}. Retry later (bounds: KMSBEAM_KMS_MAX_ATTEMPTS, "
+                "KMSBEAM_KMS_DEADLINE_SECONDS)",
+                code=last.code,
+            )
+            raise with_request_id(error, last.request_id) from None
+
+    def _wrapped(self, action: str, answer: Mapping[str, Any]) -> bytes:
+        blob = answer.get("ciphertext_blob")
+        wrapped = instance_wrapped(str(answer.get("key_version_id") or ""), blob) if isinstance(blob, bytes) else None
+        if wrapped is None:
+            raise self._malformed(action, answer, "no usable CiphertextBlob and KeyVersionId")
+        return wrapped
+
+    def _malformed(self, action: str, answer: Mapping[str, Any], what: str) -> KeySourceError:
+        rid = answer.get("request_id")
+        rid = str(rid) if rid else None
+        error = KeySourceError(f"{self._where}: {action} returned {what}" + (f" (request id {rid})" if rid else ""))
+        return with_request_id(error, rid)
+
+
+def _reopen(uri: str, retry: RetryPolicy | None) -> AlibabaKmsInstanceKeySource:
+    return AlibabaKmsInstanceKeySource(uri, retry=retry)
+
