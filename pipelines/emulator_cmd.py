@@ -22,6 +22,16 @@ AK and SECRET cannot contain ``:``. The config file::
 (``policy_file`` is relative to the config file; with an inline ``secret`` the file's mode is
 checked like an access key file's). The one line printed names the endpoint;
 secrets are never printed. Ctrl-C (or SIGTERM) stops the server cleanly.
+
+``--instance-port N`` also serves the KMS 3.0 instance API over HTTPS on ``HOST:N`` for the
+official instance SDK (``alibabacloud-dkms-gcs``); a second line names its endpoint and the
+CA file (``DIR/gateway-ca.pem``) to give the SDK as ``ca_file_path``. ClientKeys for it::
+
+    KMSBEAM_CLIENT_KEY_PASSWORD=... kmsbeam emulator client-key --data DIR --out ck.json \
+        [--key alias/pii ...]          # or --password-file FILE (mode 0600)
+
+writes the ClientKey file (mode 0600) and prints its id; a running server sees it at once.
+The password is never taken from the command line.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ import os
 import stat
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -43,6 +54,7 @@ from kmsbeam.pipelines._serve import serve_until_stopped
 __all__ = ["ENV_ACCESS_KEYS", "add_emulator_parser", "reject_extra", "run_emulator"]
 
 ENV_ACCESS_KEYS = "KMSBEAM_EMULATOR_ACCESS_KEYS"
+ENV_CLIENT_KEY_PASSWORD = "KMSBEAM_CLIENT_KEY_PASSWORD"
 _KEY_FIELDS = {"id", "secret", "secret_env", "policy", "policy_file", "security_token",
                "expiration"}  # fmt: skip
 
@@ -109,6 +121,17 @@ def add_emulator_parser(sub: argparse._SubParsersAction) -> None:
         help="seconds for a request to arrive whole, and its answer to be taken (default 10)")
     add("--idle-timeout", type=float, default=120.0, metavar="S",
         help="seconds an idle keep-alive connection is kept (default 120)")  # fmt: skip
+    add("--instance-port", type=_port, metavar="N",
+        help="also serve the KMS instance API (HTTPS, instance SDK) on port N (0 = any)")
+    ck = cmds.add_parser("client-key", allow_abbrev=False,
+                         help="issue a ClientKey for the instance API (--instance-port)",
+                         description="Write a ClientKey file for the instance SDK; the password "
+                         f"comes from ${ENV_CLIENT_KEY_PASSWORD} or --password-file.")  # fmt: skip
+    ck.add_argument("--data", required=True, metavar="DIR", help="the emulator's data directory")
+    ck.add_argument("--out", required=True, metavar="FILE", help="the ClientKey file to write")
+    ck.add_argument("--password-file", metavar="FILE", help="the password (file mode 0600)")
+    ck.add_argument("--key", action="append", metavar="KEY",
+                    help="a key id or alias/NAME it may use (repeatable; default all keys)")
 
 
 def _loopback(host: str) -> bool:
@@ -234,9 +257,35 @@ def _access_keys(args: argparse.Namespace) -> list[AccessKey]:
     return keys
 
 
+def _client_key(args: argparse.Namespace, out: TextIO) -> int:
+    from kmsbeam.emulator._gateway_keys import ClientKeys
+
+    if args.password_file:
+        text, info = _read(args.password_file, "password file")
+        _check_private(args.password_file, "password file", info)
+        password = text.rstrip("\r\n")
+    else:
+        password = os.environ.get(ENV_CLIENT_KEY_PASSWORD, "")
+    if not password:
+        raise ConfigurationError(f"give the ClientKey's password in ${ENV_CLIENT_KEY_PASSWORD} "
+                                 "or --password-file FILE (mode 0600)")  # fmt: skip
+    data = Path(args.data).expanduser()
+    data.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        key_id = ClientKeys(data, clock=time.time).issue(args.out, password, keys=args.key)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot write the ClientKey ({exc.strerror or exc}: "
+                                 f"{exc.filename})") from None  # fmt: skip
+    allowed = ", ".join(args.key) if args.key else "all keys"
+    print(f"ClientKey {key_id} written to {args.out} (mode 0600; may use {allowed})", file=out)
+    return 0
+
+
 def run_emulator(args: argparse.Namespace, out: TextIO, *, ready: threading.Event | None = None,
                  stop: threading.Event | None = None) -> int:  # fmt: skip
     """Serve until Ctrl-C/SIGTERM (or ``stop`` is set, for tests); returns the exit code."""
+    if args.emulator_command == "client-key":
+        return _client_key(args, out)
     keys = _access_keys(args)
     faults = Faults(latency_ms=args.latency_ms, throttle_rate=args.throttle_rate,
                     error_rate=args.error_rate, drop_rate=args.drop_rate,
@@ -247,7 +296,9 @@ def run_emulator(args: argparse.Namespace, out: TextIO, *, ready: threading.Even
                                 faults=faults if faults.active else None,
                                 max_connections=args.max_connections, workers=args.workers,
                                 request_timeout=args.request_timeout,
-                                idle_timeout=args.idle_timeout)  # fmt: skip
+                                idle_timeout=args.idle_timeout,
+                                instance_gateway=args.instance_port is not None,
+                                instance_port=args.instance_port or 0)  # fmt: skip
     except OSError as exc:
         raise ConfigurationError(f"cannot use the data directory or audit log "
                                  f"({exc.strerror or exc}: {exc.filename})") from None  # fmt: skip
@@ -261,6 +312,10 @@ def run_emulator(args: argparse.Namespace, out: TextIO, *, ready: threading.Even
         print(f"kmsbeam KMS emulator on http://{server.endpoint} (data {server.data_dir}, "
               f"audit {server.audit.path}, access keys {names}); Ctrl-C stops",
               file=out, flush=True)  # fmt: skip
+        if args.instance_port is not None:
+            print(f"kmsbeam KMS instance gateway on https://{server.instance_endpoint} "
+                  f"(CA file {server.instance_ca_file}; ClientKeys: kmsbeam emulator client-key)",
+                  file=out, flush=True)  # fmt: skip
         if ready is not None:
             ready.set()
 

@@ -1,4 +1,5 @@
-"""The kmsbeam KMS emulator: an HTTP server speaking Alibaba Cloud KMS API 2016-01-20.
+"""The kmsbeam KMS emulator: an HTTP server speaking Alibaba Cloud KMS API 2016-01-20, and
+optionally the KMS 3.0 instance API (the instance gateway) over HTTPS.
 
 The official SDK (``alibabacloud-kms20160120``) works against it unmodified, with ACS3
 signatures, RAM-style policies per access key, an audit log, fault injection and the same
@@ -15,6 +16,25 @@ From the shell: ``kmsbeam emulator serve --port 9800 --data DIR --access-key-fil
 ``kmsbeam.pipelines.emulator_cmd``); in a container: ``docker/emulator/Dockerfile``. In
 pytest, ``-p kmsbeam.emulator.pytest_plugin`` gives a session fixture ``kms_emulator``.
 Policies: ``Policy`` (``_policy``); audit records: ``_audit``; faults: ``Faults``.
+
+The instance gateway (``EmulatorServer(..., instance_gateway=True, instance_port=0)``) serves
+what the official instance SDK ``alibabacloud-dkms-gcs`` speaks: ``POST /`` over HTTPS,
+protobuf bodies, requests signed with a ClientKey (RSA). It shares the engine, keys, aliases
+and audit log; ``AdvanceGenerateDataKey``, ``AdvanceEncrypt``, ``AdvanceDecrypt`` (and the
+plain ``GenerateDataKey``, ``Encrypt``, ``Decrypt``) bind the request's ``Aad`` bytes::
+
+    with EmulatorServer(DIR, {"dev": "devsecret"}, instance_gateway=True) as server:
+        server.issue_client_key("ck.json", password, keys=["alias/pii"])  # default: all keys
+        Config(protocol="https", endpoint=server.instance_endpoint,
+               client_key_file="ck.json", password=password,
+               ca_file_path=server.instance_ca_file)
+
+The CA (``DIR/gateway-ca.pem``, key 0600) and ClientKeys (public halves in
+``DIR/gateway-client-keys.json``) survive restarts. From the shell: ``serve ...
+--instance-port N`` and ``kmsbeam emulator client-key --data DIR --out FILE``. Its error
+codes (``InvalidApiName``, ``SignatureNotMatch`` 401, ``Unauthorized`` 404, ...) are tabled
+in ``_gateway_actions``; the wire codec is ``_gateway_wire``, TLS ``_gateway_tls``,
+ClientKeys and signatures ``_gateway_keys``, the HTTPS server ``_gateway_server``.
 
 Error codes (HTTP status) beyond the engine's (``Forbidden.KeyNotFound`` 404,
 ``Forbidden.AliasNotFound`` 404, ``Rejected.Disabled``/``PendingDeletion``/``PendingImport``
