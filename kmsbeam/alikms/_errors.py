@@ -60,7 +60,9 @@ _ACCESS_PREFIXES = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "IncompleteSi
 _CONFIG_PREFIXES = ("InvalidParameter", "MissingParameter", "InvalidAction", "InvalidVersion",
                     "UnsupportedHTTPMethod", "DryRunOperationError")  # fmt: skip
 # the instance gateway (KMS 3.0): a ClientKey unknown, unsigned or not allowed the key
-_GATEWAY_ACCESS = ("Unauthorized", "InvalidClientKey", "Forbidden.ClientKey", "Forbidden.AccessPoint")
+_GATEWAY_ACCESS = ("Unauthorized", "SignatureNotMatch", "RequestTimeTooSkewed", "InvalidClientKey",
+                   "Forbidden.ClientKey", "Forbidden.AccessPoint")  # fmt: skip
+_GATEWAY_CONFIG = ("InvalidApiName", "InvalidApiVersion", "InvalidParam")
 _GATEWAY_INVALID_BLOB = {"InvalidCiphertext", "InvalidParameter.CiphertextBlob", "Rejected.InvalidCiphertext"}
 _TRANSIENT_CODES = {"SignatureNonceUsed", "ServiceUnavailableTemporary", "InternalFailure"}
 _CONNECTION = (
@@ -173,6 +175,8 @@ def classify_gateway(failure: Any, where: str, action: str, key: str) -> KmsBeam
             code=code,
         )
         return with_request_id(denied, rid)
+    if code.startswith(_GATEWAY_CONFIG):
+        return with_request_id(ConfigurationError(f"{where}: {action} was rejected: {said}", code=code), rid)
     return with_request_id(_mapped(code, said, where, action, key), rid)
 
 
