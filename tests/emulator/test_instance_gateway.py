@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -277,24 +278,35 @@ def test_instance_blobs_and_2016_blobs_never_cross(gateway: EmulatorServer,
     assert engine.decrypt_with_aad(instance, b"").plaintext == b"payload"
 
 
-def test_gateway_survives_garbage_and_restart(gateway: EmulatorServer, keys: dict[str, str],
-                                              clients: dict[str, dict[str, str]]) -> None:  # fmt: skip
-    import socket
-
-    host, port = gateway.instance_endpoint.rsplit(":", 1)
-    for junk in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"\x16\x03\x01\x00\x05garbage", b""):
-        with socket.create_connection((host, int(port)), timeout=5) as sock:
+def _closed_by_server(host: str, port: int, junk: bytes) -> bool:
+    """Send ``junk`` (maybe nothing) and wait for the server to close: ``True`` if it did."""
+    with socket.create_connection((host, port), timeout=10) as sock:
+        try:
             sock.sendall(junk)
-            sock.shutdown(socket.SHUT_WR)
-            sock.settimeout(5)
-            try:
-                while sock.recv(4096):
-                    pass
-            except OSError:
+            while sock.recv(4096):
                 pass
+        except (TimeoutError, socket.timeout):
+            return False
+        except OSError:
+            pass  # reset: closed as well
+    return True
+
+
+def test_garbage_and_silent_clients_do_not_wedge_it(
+    gateway: EmulatorServer, keys: dict[str, str], clients: dict[str, dict[str, str]],
+    tmp_path: Path,
+) -> None:
+    host, port = gateway.instance_endpoint.rsplit(":", 1)
+    for junk in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"\x16\x03\x01\x00\x05garbage"):
+        assert _closed_by_server(host, int(port), junk)
     assert "ok" in run_sdk(clients, [step("AdvanceGenerateDataKey", key_id=keys["main"])])[0]
     ca_key = Path(gateway.data_dir / "gateway-ca.key")
     assert stat.S_IMODE(ca_key.stat().st_mode) == 0o600
+    with EmulatorServer(tmp_path, {"a": "b"}, rotation_check_seconds=None, instance_gateway=True,
+                        request_timeout=0.5, instance_max_connections=2) as small:  # fmt: skip
+        host, port = small.instance_endpoint.rsplit(":", 1)
+        assert _closed_by_server(host, int(port), b"")  # silent: closed at the deadline
+        assert _closed_by_server(host, int(port), b"\x16\x03\x01")  # a stalled handshake
 
 
 def test_client_keys_and_ca_survive_a_restart(tmp_path: Path) -> None:
