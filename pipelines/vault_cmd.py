@@ -96,6 +96,7 @@ def _listed(out: TextIO, what: str, items: dict[str, str]) -> None:
 def _rotate(args: argparse.Namespace, out: TextIO) -> int:
     from kmsbeam import open_key_source, parse_key_uri
     from kmsbeam.pipelines.vaults import require_vault, vault_for
+    from kmsbeam.rotation.paths import rewrap_path
     from kmsbeam.vault import key_id_of
     from kmsbeam.vault.rotation import rotate_vault
 
@@ -111,7 +112,8 @@ def _rotate(args: argparse.Namespace, out: TextIO) -> int:
         ("already under the target", f"{done.already:,}"),
         ("left (not asked for)", f"{done.filtered:,}"),
         ("failed", f"{len(done.failed):,}"),
-        ("KMS calls: rewrap", f"{done.calls:,}"),
+        ("rewrap path", rewrap_path(args.to_key).summary()),
+        (f"KMS calls: {rewrap_path(args.to_key).calls}", f"{done.calls * rewrap_path(args.to_key).per_key:,}"),
         ("KMS calls: verify", f"{done.verify_calls:,}" if args.verify else "0 (no --verify)"),
         ("data bytes read / written", "0 / 0"),
         ("elapsed", f"{done.seconds:.2f} s"),

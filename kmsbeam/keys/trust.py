@@ -59,7 +59,8 @@ class UntrustedKeySourceError(ConfigurationError):
     """Data names a key source the caller did not configure (the message never repeats it)."""
 
     def __init__(self, scheme: str = "") -> None:
-        kind = f"a {scheme} key source" if scheme in SCHEMES else "a key source"
+        article = "an" if scheme[:1] in ("a", "e", "i", "o", "u") else "a"
+        kind = f"{article} {scheme} key source" if scheme in SCHEMES else "a key source"
         super().__init__(
             f"the data names {kind} that this job was not configured with, and kmsbeam never "
             "opens a key source because data names it: pass --key (or key=) with that key "

@@ -2,7 +2,8 @@
 
 ``rotate_vault(vault, to_source)`` adds generation n+1 to each entry whose newest generation is
 not under the target's current version: one ``KeySource.rewrap`` (server-side ReEncrypt for
-KMS sources, in-HSM for PKCS#11) per data key, through ``kmsbeam.rotation.rewrap.Rewrapper``.
+KMS sources, in-HSM for PKCS#11, AdvanceDecrypt + AdvanceEncrypt for a KMS 3.0 instance
+gateway: ``kmsbeam.rotation.paths``) per data key, through ``kmsbeam.rotation.rewrap.Rewrapper``.
 The vault is its own journal: each new generation is written under a fresh name (after the
 highest listed) and synced once at the end, and readers skip an entry that is not whole, so
 an interrupted rotation loses nothing (the older generations stay) and is resumed by running

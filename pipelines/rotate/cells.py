@@ -34,6 +34,7 @@ from kmsbeam.pipelines.rotate.state import JOURNAL_NAME, ROTATION_NAME, read_rot
 from kmsbeam.pipelines.rotate.verify import verify_dataset
 from kmsbeam.rotation.journal import JournalWriter, read_journal
 from kmsbeam.keys.registry import wrapped_key_version
+from kmsbeam.rotation.paths import rewrap_path
 from kmsbeam.rotation.rewrap import ALREADY, FILTERED, RESUMED, REWRAPPED, Rewrapper
 from kmsbeam.transforms.journal_fs import journal_store
 
@@ -106,14 +107,16 @@ class CellsRotator:
                   "values_skipped": rw.counts[ALREADY], "values_filtered": rw.counts[FILTERED],
                   "values_resumed": rw.counts[RESUMED], "failed": len(failures),
                   "kms_calls_rewrap": rw.calls}  # fmt: skip
+        path = rewrap_path(self.to_key)
         rotation: dict[str, Any] = {
             "kmsbeam_rotation": 1, "method": "rewrap-cells", "source_key": m.key,
-            "target_key": self.to_key, "target_version": self.version, "resumed": self.resuming,
+            "rewrap_path": path.summary(), "target_key": self.to_key, "target_version": self.version, "resumed": self.resuming,
             "counts": counts, "required_keys": list(self.required),
             "failures": failures, "elapsed_seconds": round(elapsed, 3)}  # fmt: skip
         return Outcome(f"kmsbeam rotate: {self.src} -> {out} (cells, key {self.to_key}, version {self.version})",
                        [(k.replace("_", " "), f"{v:,}") for k, v in counts.items()]
-                       + [("elapsed", f"{elapsed:.1f} s")], rotation, failed=bool(failures))  # fmt: skip
+                       + [("rewrap path", path.summary()), ("elapsed", f"{elapsed:.1f} s")],
+                       rotation, failed=bool(failures))  # fmt: skip
 
     def verify(self, fraction: float | None) -> Verified:
         return verify_dataset(self.out, self.m, [], fraction, self.trusted.with_uris(self.to_key))

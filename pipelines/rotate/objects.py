@@ -32,6 +32,7 @@ from kmsbeam.pipelines.export import EXPORT_MANIFEST, read_manifest
 from kmsbeam.pipelines.rotate.rotator import Outcome, Verified, trusted_sources
 from kmsbeam.pipelines.rotate.state import ROTATION_NAME, recorded_target, sample_indices
 from kmsbeam.keys.registry import wrapped_key_version
+from kmsbeam.rotation.paths import rewrap_path
 from kmsbeam.rotation.rewrap import Rewrapper
 
 __all__ = ["ExportRotator"]
@@ -104,6 +105,7 @@ class ExportRotator:
             self.manifest.key = self.to_key
             self.client.put(paths.join(self.location, EXPORT_MANIFEST), self.manifest.to_json().encode("utf-8"))
             rotation = {"kmsbeam_rotation": 1, "method": "oss-metadata", "target_key": self.to_key,
+                        "rewrap_path": rewrap_path(self.to_key).summary(),
                         "target_version": self.version, "data_keys": moved, "failures": failures,
                         "counts": counts, "object_bytes_transferred": 0,
                         "elapsed_seconds": round(elapsed, 3)}  # fmt: skip
@@ -111,6 +113,7 @@ class ExportRotator:
                    f"{paths.join(self.location, ROTATION_NAME)}); run again when fixed") if failures else None
         title = f"kmsbeam rotate --in-place{' --dry-run' if dry_run else ''}: {self.location}"
         rows = [(k.replace("_", " "), f"{v:,}") for k, v in counts.items()]
+        rows.append(("rewrap path", rewrap_path(self.to_key).summary()))
         return Outcome(title, rows + [("object bytes transferred", "0"), ("elapsed", f"{elapsed:.1f} s")],
                        rotation, warning, failed=bool(failures))  # fmt: skip
 

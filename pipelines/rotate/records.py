@@ -186,7 +186,8 @@ class RecordsRotator:
             self.version, self.resolved = recorded, f"{ROTATION_NAME} of the input"
         else:  # a disabled or unknown key stops us here
             self.version = Rewrapper(kmsbeam.open_key_source(self.to_key, create=False)).check_target()
-            self.resolved = "DescribeKey" if parse_key_uri(self.to_key).scheme != "pkcs11" else "the token"
+            self.resolved = {"pkcs11": "the token", "alibaba-kms-instance": "an AdvanceEncrypt probe"}.get(
+                parse_key_uri(self.to_key).scheme, "DescribeKey")
 
     def files(self) -> list[str]:
         return self.plan.files
@@ -243,8 +244,10 @@ class RecordsRotator:
         rotated = Manifest(**{**m.__dict__, "key": self.to_key, "kmsbeam_version": kmsbeam.__version__,
                               "key_vault": self._vault_out()})  # fmt: skip
         paths.write_text(paths.join(out, MANIFEST_NAME), rotated.to_json())
+        path = rewrap_path(self.to_key)  # an instance-gateway rewrap is two calls (paths.py)
         calls = sum(v for k, v in counts.items() if k.startswith("kms_calls_"))
-        path = rewrap_path(self.to_key)
+        calls += counts["kms_calls_rewrap"] * (path.per_key - 1)
+        billed = {**counters, "kmsbeam/kms_calls_rewrap": counts["kms_calls_rewrap"] * path.per_key}
         rotation = {"kmsbeam_rotation": 1, "method": "reencrypt" if args.reencrypt else "rewrap",
                     "key_vault": {"from": m.key_vault, "to": self._vault_out()},
                     "source_key": m.key, "target_key": self.to_key, "target_version": self.version,
@@ -265,7 +268,7 @@ class RecordsRotator:
                 (f"KMS calls: {path.calls}", f"{counts['kms_calls_rewrap'] * path.per_key:,}"),
                 ("KMS calls: Decrypt", f"{counts['kms_calls_decrypt']:,}"),
                 ("KMS calls: GenerateDataKey", f"{counts['kms_calls_generate_data_key']:,}"),
-                kms_cost_row(counters, [m.key, self.to_key], args.kms_price_per_10k),
+                kms_cost_row(billed, [m.key, self.to_key], args.kms_price_per_10k),
                 ("dead letters", f"{counts['dead_letters']:,}"),
                 ("elapsed", f"{elapsed:.1f} s")]  # fmt: skip
         title = (f"kmsbeam rotate: {plan.spec.input} -> {out} (key {self.to_key}, "
