@@ -26,14 +26,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import datetime
 import email.utils
+import fcntl
 import hashlib
 import json
 import os
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +70,17 @@ class ClientKey:
     def allows(self, *names: str) -> bool:
         """Whether any of ``names`` (the key as requested, its id, its aliases) is allowed."""
         return self.keys is None or any(name in self.keys for name in names)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock across processes (two ``client-key`` commands at once)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def string_to_sign(method: str, headers: Mapping[str, str]) -> str:
@@ -145,7 +158,7 @@ class ClientKeys:
         public_pem = private.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ).decode("ascii")
-        with self._lock:
+        with self._lock, _file_lock(self.path.with_name(CLIENT_KEYS_FILENAME + ".lock")):
             self._reload()
             self._raw[key_id] = {"publicKey": public_pem, "keys": allowed,
                                  "created": now.strftime("%Y-%m-%dT%H:%M:%SZ")}  # fmt: skip

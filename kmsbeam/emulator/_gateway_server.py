@@ -165,12 +165,12 @@ class GatewayServer:
         tls: ssl.SSLSocket | None = None
         try:
             sock.settimeout(self.request_timeout)
-            tls = self._context.wrap_socket(sock, server_side=True)
-            with self._lock:
-                if sock in self._deadlines:  # the sweeper shuts the TLS socket from now on
-                    self._deadlines[tls] = self._deadlines.pop(sock)
-                else:
+            tls = self._context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            with self._lock:  # ``sock`` is detached now: the sweeper shuts ``tls`` instead
+                if sock not in self._deadlines:
                     return
+                self._deadlines[tls] = self._deadlines.pop(sock)
+            tls.do_handshake()  # within the deadline, however slowly the bytes come
             _Handler(tls, address, self)  # type: ignore[arg-type]  # serves until closed
         except (OSError, ssl.SSLError, ValueError):
             pass  # a failed handshake, a reset, a timeout: nothing to answer

@@ -153,6 +153,11 @@ def test_advance_round_trips_and_alias(gateway: EmulatorServer, keys: dict[str, 
         step("AdvanceDecrypt", ciphertext_blob="$2.CiphertextBlob", aad=b64(aad)),
         step("AdvanceGenerateDataKey", key_id=keys["main"], number_of_bytes=16),
         step("AdvanceDecrypt", ciphertext_blob="$4.CiphertextBlob"),
+        step("GenerateDataKey", key_id="alias/pii", aad=b64(aad)),
+        step("Decrypt", key_id="alias/pii", ciphertext_blob="$6.CiphertextBlob", iv="$6.Iv",
+             aad=b64(aad)),
+        step("Encrypt", key_id="alias/pii", plaintext=b64(b"plain")),
+        step("Decrypt", key_id="alias/pii", ciphertext_blob="$8.CiphertextBlob", iv="$8.Iv"),
     ])  # fmt: skip
     assert all("ok" in o for o in outs), outs
     gen, dec = outs[0]["ok"], outs[1]["ok"]
@@ -165,6 +170,8 @@ def test_advance_round_trips_and_alias(gateway: EmulatorServer, keys: dict[str, 
     assert outs[2]["ok"]["KeyVersionId"] == gen["KeyVersionId"]
     assert len(unb64(outs[4]["ok"]["Plaintext"])) == 16
     assert outs[5]["ok"]["Plaintext"] == outs[4]["ok"]["Plaintext"]
+    assert outs[7]["ok"]["Plaintext"] == outs[6]["ok"]["Plaintext"]  # the plain actions too
+    assert unb64(outs[9]["ok"]["Plaintext"]) == b"plain" and outs[8]["ok"]["KeyId"] == keys["main"]
 
 
 def test_failures_answer_the_gateways_codes(gateway: EmulatorServer, keys: dict[str, str],
