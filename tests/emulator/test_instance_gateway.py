@@ -65,9 +65,18 @@ for step in spec["steps"]:
         name = step["client"]
         if name not in clients:
             c = spec["clients"][name]
-            clients[name] = Client(Config(protocol="https", endpoint=c["endpoint"],
-                                          client_key_file=c["key_file"], password=c["password"],
-                                          ca_file_path=c["ca"]))
+            if "sign_with" in c:  # one ClientKey's id, another's private key: a bad signature
+                from openapi_util.client import Client as Util
+                pem = lambda f: Util.get_private_pem_from_pk_12(base64.b64decode(
+                    json.load(open(f))["PrivateKeyData"]), c["password"])
+                config = Config(protocol="https", endpoint=c["endpoint"], ca_file_path=c["ca"],
+                                access_key_id=json.load(open(c["key_file"]))["KeyId"],
+                                private_key=pem(c["sign_with"]))
+            else:
+                config = Config(protocol="https", endpoint=c["endpoint"],
+                                client_key_file=c["key_file"], password=c["password"],
+                                ca_file_path=c["ca"])
+            clients[name] = Client(config)
         request_type, method = REQUESTS[step["op"]]
         request = request_type(**{k: value(v) for k, v in step["args"].items()})
         answer = getattr(clients[name], method)(request, RuntimeOptions(autoretry=False))
@@ -226,6 +235,7 @@ def test_client_keys_permissions_and_authentication(
     EmulatorServer(tmp_path / "elsewhere", {"x": "y"}, rotation_check_seconds=None,
                    instance_gateway=True).start().stop()  # makes that dir's CA  # fmt: skip
     more = {**clients, "stranger": {**clients["all"], "key_file": str(stranger)},
+            "forger": {**clients["all"], "sign_with": clients["pii"]["key_file"]},
             "wrongca": {**clients["all"], "ca": wrong_ca}}  # fmt: skip
     outs = run_sdk(more, [
         step("AdvanceGenerateDataKey", "pii", key_id="alias/pii"),
@@ -235,6 +245,7 @@ def test_client_keys_permissions_and_authentication(
         step("AdvanceDecrypt", "pii", ciphertext_blob="$3.CiphertextBlob"),
         step("AdvanceGenerateDataKey", "stranger", key_id=keys["main"]),
         step("AdvanceGenerateDataKey", "badpass", key_id=keys["main"]),
+        step("AdvanceGenerateDataKey", "forger", key_id=keys["main"]),
     ])  # fmt: skip
     # its own process: the SDK pools one session per endpoint, whatever the CA
     outs += run_sdk(more, [step("AdvanceGenerateDataKey", "wrongca", key_id=keys["main"])])
@@ -243,7 +254,8 @@ def test_client_keys_permissions_and_authentication(
     assert outs[2]["error"]["http"] == 403
     assert (outs[5]["error"]["code"], outs[5]["error"]["http"]) == ("Unauthorized", 404)
     assert outs[6] == {"exception": "Error"}  # OpenSSL.crypto.Error: the PKCS#12 did not open
-    assert "CERTIFICATE_VERIFY_FAILED" in outs[7]["error"]["message"]  # the SDK's RetryError
+    assert (outs[7]["error"]["code"], outs[7]["error"]["http"]) == ("SignatureNotMatch", 401)
+    assert "CERTIFICATE_VERIFY_FAILED" in outs[8]["error"]["message"]  # the SDK's RetryError
 
 
 def test_audit_records_each_call_without_secrets(

@@ -202,3 +202,49 @@ def test_signed_garbage_gets_one_clean_answer(signed_service: Any, body: bytes, 
         assert response.status in (200, 400, 404, 409), error
         assert error.get("ErrorCode") != "InternalFailure"
     assert len(Path(audit_path).read_bytes().splitlines()) == before + 1
+
+
+def _code(response: Any) -> tuple[int, str]:
+    return response.status, decode(response.body, MESSAGES["Error"]).get("ErrorCode", "")
+
+
+def test_authentication_edges(signed_service: Any) -> None:
+    """Date window, body hash, signature and header checks, one by one (the SDK itself
+    cannot send these: it always signs correctly with the current date)."""
+    service, key_id, private, _ = signed_service
+    body = encode({"KeyId": "alias/pii"}, MESSAGES["AdvanceGenerateDataKeyRequest"])
+    good = signed(key_id, private, "AdvanceGenerateDataKey", body)
+    assert service.handle(good).status == 200
+
+    def variant(**changes: Any) -> Request:
+        headers = {k: v[0] for k, v in good.headers.items()}
+        headers.update({k.replace("_", "-"): v for k, v in changes.items()})
+        return Request("POST", "/", {k: [v] for k, v in headers.items() if v is not None},
+                       good.body, "127.0.0.1")  # fmt: skip
+
+    stale = email.utils.formatdate(time.time() - 16 * 60, usegmt=True)
+    resigned = signed(key_id, private, "AdvanceGenerateDataKey", body)
+    old_date = {k: v[0] for k, v in resigned.headers.items()}
+    old_date["date"] = stale
+    signature = private.sign(string_to_sign("POST", old_date).encode(), padding.PKCS1v15(),
+                             hashes.SHA256())  # fmt: skip
+    old_date["authorization"] = "Bearer " + base64.b64encode(signature).decode()
+    cases = [
+        (Request("POST", "/", {k: [v] for k, v in old_date.items()}, body, "h"),
+         (400, "RequestTimeTooSkewed")),
+        (variant(date="yesterday"), (400, "InvalidParam")),
+        (variant(content_sha256="0" * 64), (401, "SignatureNotMatch")),
+        (variant(authorization="Bearer AAAA"), (401, "SignatureNotMatch")),
+        (variant(authorization="Basic x"), (401, "SignatureNotMatch")),
+        (variant(authorization=None), (401, "SignatureNotMatch")),
+        (variant(**{"x-kms-extra": "unsigned"}), (401, "SignatureNotMatch")),
+        (variant(**{"x-kms-acccesskeyid": "KAAP.nobody"}), (404, "Unauthorized")),
+        (variant(**{"x-kms-acccesskeyid": None}), (400, "MissingParameter")),
+        (variant(**{"x-kms-signaturemethod": "HMAC"}), (400, "InvalidParam")),
+        (variant(**{"x-kms-apiversion": "dkms-gcs-0.1"}), (400, "InvalidApiVersion")),
+        (variant(**{"x-kms-apiname": "CreateKey"}), (400, "InvalidApiName")),
+    ]
+    for request, expected in cases:
+        assert _code(service.handle(request)) == expected
+    tampered = Request("POST", "/", good.headers, body + b"\x00", "127.0.0.1")
+    assert _code(service.handle(tampered)) == (401, "SignatureNotMatch")
