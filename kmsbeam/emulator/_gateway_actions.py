@@ -97,13 +97,13 @@ class GatewayService:
     def handle(self, request: Request) -> Response:
         request_id = str(uuid.uuid4())
         action = _first(request.headers, "x-kms-apiname")
+        claimed = (_first(request.headers, "x-kms-acccesskeyid") or "")[:128] or None
         record: dict[str, Any] = {
             "eventTime": event_time(self._clock()), "eventType": "ApiCall",
             "serviceName": "Kms", "apiVersion": API_VERSION,
             "eventName": action[:128] if action else None, "acsRegion": self.engine.region,
             "requestId": request_id, "sourceIpAddress": request.source_ip,
-            "userIdentity": {"type": "unknown",
-                             "clientKeyId": (_first(request.headers, "x-kms-acccesskeyid") or "")[:128] or None},
+            "userIdentity": {"type": "unknown", "clientKeyId": claimed},
         }  # fmt: skip
         try:
             if request.method != "POST" or request.target.partition("?")[0] != "/":
@@ -207,7 +207,8 @@ class GatewayService:
         blob, aad = params.get("CiphertextBlob", b""), params.get("Aad", b"")
         assert isinstance(blob, bytes) and isinstance(aad, bytes)
         if not blob:
-            raise ApiError("MissingParameter", "The parameter CiphertextBlob is missing.", status=400)
+            raise ApiError("MissingParameter", "The parameter CiphertextBlob is missing.",
+                           status=400)  # fmt: skip
         algorithm = params.get("Algorithm", "")
         if algorithm not in ("", ALGORITHM) or params.get("PaddingMode", ""):
             raise _invalid("the Algorithm must be AES_GCM, with no PaddingMode")

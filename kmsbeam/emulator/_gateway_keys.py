@@ -92,7 +92,8 @@ def string_to_sign(method: str, headers: Mapping[str, str]) -> str:
 
 
 def _auth_error(code: str, message: str) -> ApiError:
-    return ApiError(code, message, status={"SignatureNotMatch": 401, "Unauthorized": 404}.get(code, 400))
+    status = {"SignatureNotMatch": 401, "Unauthorized": 404}.get(code, 400)
+    return ApiError(code, message, status=status)
 
 
 class ClientKeys:
@@ -127,7 +128,9 @@ class ClientKeys:
         if not isinstance(public, rsa.RSAPublicKey):
             raise ConfigurationError(f"the ClientKey {key_id} is not an RSA key")
         keys = entry.get("keys")
-        allowed = None if keys is None else frozenset(str(k) for k in keys)  # type: ignore[attr-defined]
+        if keys is not None and not isinstance(keys, list):
+            raise ConfigurationError(f"the ClientKey {key_id} has a bad list of keys")
+        allowed = None if keys is None else frozenset(str(k) for k in keys)
         return ClientKey(key_id, public, allowed)
 
     def issue(self, path: str | os.PathLike[str], password: str, *,
@@ -166,7 +169,9 @@ class ClientKeys:
             self._keys[key_id] = self._load(key_id, self._raw[key_id])
         return key_id
 
-    def authenticate(self, method: str, headers: Mapping[str, Sequence[str]], body: bytes) -> ClientKey:
+    def authenticate(
+        self, method: str, headers: Mapping[str, Sequence[str]], body: bytes
+    ) -> ClientKey:
         """The ClientKey that signed this request.
 
         Raises:

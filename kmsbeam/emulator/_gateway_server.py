@@ -65,8 +65,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         text = self.headers.get("Content-Length") or "0"
         if not text.isdecimal() or int(text) > MAX_BODY:
-            self._reply(self._error("InvalidParameter", 413 if text.isdecimal() else 400,
-                                    "the body is missing a length or too large"), close=True)  # fmt: skip
+            status = 413 if text.isdecimal() else 400
+            error = self._error("InvalidParameter", status, "the body's length is bad or too large")
+            self._reply(error, close=True)
             return
         body = self.rfile.read(int(text))
         if len(body) != int(text):

@@ -118,7 +118,8 @@ def server_context(data_dir: Path, host: str) -> ssl.SSLContext:
         .sign(ca_key, hashes.SHA256())
     )  # fmt: skip
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()) + cert.public_bytes(serialization.Encoding.PEM)  # fmt: skip
+                            serialization.NoEncryption())  # fmt: skip
+    pem += cert.public_bytes(serialization.Encoding.PEM)
     path = data_dir / SERVER_FILENAME
     _write_private(path, pem)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

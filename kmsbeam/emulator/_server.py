@@ -215,19 +215,11 @@ class EmulatorServer:
             raise ConfigurationError(f"cannot listen on {self.host}:{self._port}: "
                                      f"{exc.strerror or exc}") from None  # fmt: skip
         if self._instance is not None:
-            port, most = self._instance
-            service = GatewayService(self.engine, self.client_keys, audit=self.audit,
-                                     clock=self._clock)  # fmt: skip
             try:
-                self._gateway = GatewayServer((self.host, port), service,
-                                              server_context(self.data_dir, self.host),
-                                              max_connections=most,
-                                              request_timeout=self._limits.request_timeout)  # fmt: skip
-            except OSError as exc:
+                self._gateway = self._start_gateway(*self._instance)
+            except BaseException:
                 self._http.server_close()
-                raise ConfigurationError(f"cannot listen on {self.host}:{port}: "
-                                         f"{exc.strerror or exc}") from None  # fmt: skip
-            self._gateway.start()
+                raise
         serve = threading.Thread(target=self._http.serve, name="kms-emulator", daemon=True)
         self._threads = [serve]
         if self._rotation_seconds is not None:
@@ -236,6 +228,19 @@ class EmulatorServer:
         for thread in self._threads:
             thread.start()
         return self
+
+    def _start_gateway(self, port: int, most: int) -> GatewayServer:
+        service = GatewayService(self.engine, self.client_keys, audit=self.audit,
+                                 clock=self._clock)  # fmt: skip
+        context = server_context(self.data_dir, self.host)
+        try:
+            gateway = GatewayServer((self.host, port), service, context, max_connections=most,
+                                    request_timeout=self._limits.request_timeout)  # fmt: skip
+        except OSError as exc:
+            raise ConfigurationError(f"cannot listen on {self.host}:{port}: "
+                                     f"{exc.strerror or exc}") from None  # fmt: skip
+        gateway.start()
+        return gateway
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop serving, close open connections, wait for calls in flight, close files."""
