@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["CA_CERT_FILENAME", "CA_KEY_FILENAME", "SERVER_FILENAME", "server_context"]
+__all__ = ["CA_CERT_FILENAME", "CA_KEY_FILENAME", "SERVER_FILENAME", "ensure_ca", "server_context"]
 
 CA_CERT_FILENAME = "gateway-ca.pem"
 CA_KEY_FILENAME = "gateway-ca.key"

@@ -22,7 +22,7 @@ from kmsbeam.emulator._faults import FaultInjector, Faults
 from kmsbeam.emulator._gateway_actions import GatewayService
 from kmsbeam.emulator._gateway_keys import ClientKeys
 from kmsbeam.emulator._gateway_server import GatewayServer
-from kmsbeam.emulator._gateway_tls import CA_CERT_FILENAME, server_context
+from kmsbeam.emulator._gateway_tls import CA_CERT_FILENAME, ensure_ca, server_context
 from kmsbeam.emulator._http import HTTPServer, Limits
 from kmsbeam.emulator._nonces import NONCES_FILENAME
 from kmsbeam.emulator._service import Service
@@ -185,9 +185,11 @@ class EmulatorServer:
 
     @property
     def instance_ca_file(self) -> str:
-        """The PEM file of the CA that signs the gateway's certificate (``ca_file_path``)."""
-        if self._gateway is None:
-            raise RuntimeError("the instance gateway is not started (instance_gateway=True)")
+        """The PEM file of the CA that signs the gateway's certificate (``ca_file_path``);
+        created if missing (kept in the data dir across restarts)."""
+        if self._instance is None:
+            raise RuntimeError("the instance gateway is off (instance_gateway=True)")
+        ensure_ca(self.data_dir)
         return str(self.data_dir / CA_CERT_FILENAME)
 
     @property

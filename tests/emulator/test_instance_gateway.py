@@ -113,9 +113,11 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer
 @pytest.fixture(scope="module")
 def keys(gateway: EmulatorServer) -> dict[str, str]:
     engine = gateway.engine
-    out = {name: engine.create_key(name).key_id for name in ("main", "other", "off", "rot")}
+    names = ("main", "other", "off", "rot", "gone")
+    out = {name: engine.create_key(name).key_id for name in names}
     engine.create_alias("alias/pii", out["main"])
     engine.disable_key(out["off"])
+    engine.schedule_key_deletion(out["gone"], 7)
     return out
 
 
@@ -194,6 +196,7 @@ def test_failures_answer_the_gateways_codes(gateway: EmulatorServer, keys: dict[
         step("AdvanceGenerateDataKey", key_id="key-" + "0" * 32),
         step("AdvanceGenerateDataKey", key_id=keys["main"], number_of_bytes=1025),
         step("GenerateRandom", length=16),
+        step("AdvanceEncrypt", key_id=keys["gone"], plaintext=b64(b"x")),
     ])  # fmt: skip
     blob = unb64(outs[0]["ok"]["CiphertextBlob"])
     tampered = blob[:-1] + bytes([blob[-1] ^ 1])
@@ -202,7 +205,8 @@ def test_failures_answer_the_gateways_codes(gateway: EmulatorServer, keys: dict[
     assert codes == [
         ("InvalidCiphertext", 400), ("InvalidCiphertext", 400), ("Rejected.Disabled", 409),
         ("Forbidden.AliasNotFound", 404), ("Forbidden.KeyNotFound", 404),
-        ("InvalidParameter", 400), ("InvalidApiName", 400), ("InvalidCiphertext", 400),
+        ("InvalidParameter", 400), ("InvalidApiName", 400), ("Rejected.PendingDeletion", 409),
+        ("InvalidCiphertext", 400),
     ]
 
 
