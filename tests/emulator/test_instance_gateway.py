@@ -10,6 +10,7 @@ import os
 import socket
 import stat
 import subprocess
+import time
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -349,3 +350,25 @@ def test_client_keys_and_ca_survive_a_restart(tmp_path: Path) -> None:
     assert outs[1]["ok"]["Plaintext"] == outs[0]["ok"]["Plaintext"]
     assert sys.executable  # kmsbeam's interpreter never imported the SDK
     assert "sdk" not in sys.modules
+
+
+def test_connections_past_the_bound_are_closed(tmp_path: Path) -> None:
+    with EmulatorServer(tmp_path / "d", {"a": "b"}, rotation_check_seconds=None,
+                        instance_gateway=True, instance_max_connections=1,
+                        request_timeout=30.0) as server:  # fmt: skip
+        key = server.engine.create_key().key_id
+        server.issue_client_key(tmp_path / "ck.json", PASSWORD)
+        host, port = server.instance_endpoint.rsplit(":", 1)
+        gateway = server._gateway
+        assert gateway is not None
+        with socket.create_connection((host, int(port)), timeout=10) as holder:
+            while gateway.open_connections < 1:  # wait for the holder to be admitted
+                time.sleep(0.01)
+            assert _closed_by_server(host, int(port), b"")  # the one slot is taken
+            assert holder.fileno() >= 0
+        while gateway.open_connections:  # the holder left: its slot frees
+            time.sleep(0.01)
+        client = {"endpoint": server.instance_endpoint, "ca": server.instance_ca_file,
+                  "password": PASSWORD, "key_file": str(tmp_path / "ck.json")}  # fmt: skip
+        outs = run_sdk({"c": client}, [step("AdvanceGenerateDataKey", "c", key_id=key)])
+    assert "ok" in outs[0]
