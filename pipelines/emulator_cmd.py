@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from kmsbeam import ConfigurationError
-from kmsbeam.emulator import AccessKey, EmulatorServer, Faults, Policy
+from kmsbeam.emulator import AccessKey, ClientKeys, EmulatorServer, Faults, Policy
 from kmsbeam.pipelines._serve import serve_until_stopped
 
 __all__ = ["ENV_ACCESS_KEYS", "add_emulator_parser", "reject_extra", "run_emulator"]
@@ -258,8 +258,6 @@ def _access_keys(args: argparse.Namespace) -> list[AccessKey]:
 
 
 def _client_key(args: argparse.Namespace, out: TextIO) -> int:
-    from kmsbeam.emulator._gateway_keys import ClientKeys
-
     if args.password_file:
         text, info = _read(args.password_file, "password file")
         _check_private(args.password_file, "password file", info)
