@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fuzzlib import Target
 from targets_emulator import HttpTarget, ServiceTarget
-from targets_keys import AlibabaBlobTarget, LocalBlobTarget, Pkcs11BlobTarget
+from targets_keys import AlibabaBlobTarget, InstanceBlobTarget, LocalBlobTarget, Pkcs11BlobTarget
 from targets_lines import JsonlTarget
 from targets_objects import ObjectMetadataTarget, ObjectTarget
 from targets_vault import EnvelopeV2Target, VaultEntryTarget
@@ -38,6 +38,7 @@ TARGETS: dict[str, Callable[[Path], Target]] = {
     "kms_blob": LocalBlobTarget,
     "pkcs11_blob": lambda _: Pkcs11BlobTarget(),
     "alikms_blob": lambda _: AlibabaBlobTarget(),
+    "instance_blob": lambda _: InstanceBlobTarget(),
     "emulator_request": lambda d: ServiceTarget(d, signed=False),
     "emulator_signed": lambda d: ServiceTarget(d, signed=True),
     "emulator_http": HttpTarget,

@@ -12,6 +12,7 @@ from alibabacloud_kms20160120 import models
 from fuzzlib import Target, as_text, attempt
 
 from kmsbeam.alikms import AlibabaKmsKeySource
+from kmsbeam.alikms._instance_blob import instance_blob, instance_wrapped, instance_wrapped_key_version
 from kmsbeam.errors import AuthenticationError, KeySourceError, MalformedValueError
 from kmsbeam.kms import _blob as engine_blob
 from kmsbeam.keys.local import LocalKeySource
@@ -123,3 +124,27 @@ class LocalBlobSeeds:
             out.append(b"\x02" + engine_blob.seal(f"00000000-0000-4000-8000-{i:012d}",
                                                    bytes(range(32)), bytes([i]) * 12, dek, ctx))  # fmt: skip
         return out
+
+
+class InstanceBlobTarget(Target):
+    """The wrapped keys of kind 0x04 (KMS 3.0 instance gateway): ``instance_blob`` (what
+    AdvanceDecrypt sends) and the version reader rotation uses, on any bytes; and the layout
+    written from any gateway answer (KeyVersionId, CiphertextBlob) reads back the same."""
+
+    name = "instance_blob"
+
+    def seeds(self) -> list[bytes]:
+        out = [instance_wrapped(v, b) for v in ("key-abc-v1", "k" * 255, "a.b:c/d_e-f") for b in (b"\x00", b"blob" * 30)]
+        return [w for w in out if w is not None] + [b"\x04\x01", b"\x04\x01\x01v"]
+
+    def check(self, data: bytes) -> None:
+        version = attempt(MALFORMED, instance_wrapped_key_version, data)
+        blob = attempt((AuthenticationError,), instance_blob, data)
+        assert (version is None) == (blob is None)
+        if version is not None and blob is not None:
+            assert data[:2] == b"\x04\x01" and wrapped_key_version(data) == version
+            assert instance_wrapped(version, blob) == data
+        cut = data[:1] and data[1 : 1 + 255]
+        again = instance_wrapped(as_text(cut), data)
+        if again is not None:
+            assert instance_blob(again) == data and instance_wrapped_key_version(again) == as_text(cut)
