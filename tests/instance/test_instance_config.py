@@ -134,3 +134,22 @@ def test_the_rewrap_path_is_named_by_the_target() -> None:
     assert rewrap_path("alibaba-kms://cn-hangzhou/alias/pii").summary() == "ReEncrypt (server side)"
     assert rewrap_path("kms-emulator://127.0.0.1:1/alias/pii").calls == "ReEncrypt"
     assert rewrap_path("local:alias/x").per_key == 1
+
+
+def test_the_kind_4_layout_is_pinned_by_vectors() -> None:
+    import json
+
+    vectors = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "instance_wrapped_key_v1.json").read_text())
+    for v in vectors["accepted"]:
+        wrapped = bytes.fromhex(v["wrapped_hex"])
+        assert instance_wrapped(v["key_version_id"], bytes.fromhex(v["ciphertext_blob_hex"])) == wrapped
+        assert instance_wrapped_key_version(wrapped) == v["key_version_id"]
+        assert instance_blob(wrapped).hex() == v["ciphertext_blob_hex"]
+        # by hand, as docs/FORMAT.md says: 0x04, 0x01, n, n bytes of version, the rest is the blob
+        n = wrapped[2]
+        assert wrapped[:2] == b"\x04\x01" and wrapped[3 : 3 + n].decode("ascii") == v["key_version_id"]
+    for v in vectors["refused"]:
+        with pytest.raises(MalformedValueError):
+            instance_wrapped_key_version(bytes.fromhex(v["wrapped_hex"]))
+        with pytest.raises(AuthenticationError):
+            instance_blob(bytes.fromhex(v["wrapped_hex"]))
