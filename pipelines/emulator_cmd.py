@@ -43,7 +43,6 @@ import os
 import stat
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -270,7 +269,7 @@ def _client_key(args: argparse.Namespace, out: TextIO) -> int:
     data = Path(args.data).expanduser()
     data.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
-        key_id = ClientKeys(data, clock=time.time).issue(args.out, password, keys=args.key)
+        key_id = ClientKeys(data).issue(args.out, password, keys=args.key)
     except OSError as exc:
         raise ConfigurationError(f"cannot write the ClientKey ({exc.strerror or exc}: "
                                  f"{exc.filename})") from None  # fmt: skip

@@ -30,13 +30,14 @@ plain ``GenerateDataKey``, ``Encrypt``, ``Decrypt``) bind the request's ``Aad`` 
                ca_file_path=server.instance_ca_file)
 
 The CA (``DIR/gateway-ca.pem``, key 0600) and ClientKeys (public halves in
-``DIR/gateway-client-keys.json``) survive restarts; ``ClientKeys(DIR, clock=time.time)
-.issue(...)`` issues one without a server. From the shell: ``serve ... --instance-port N``
-and ``kmsbeam emulator client-key --data DIR --out FILE``. Its error codes (``InvalidApiName``, ``SignatureNotMatch`` 401, ``Unauthorized`` 404, ...) are tabled
-in ``_gateway_actions``; the wire codec is ``_gateway_wire``, TLS ``_gateway_tls``,
-ClientKeys and signatures ``_gateway_keys``, the HTTPS server ``_gateway_server``.
+``DIR/gateway-client-keys.json``) survive restarts; ``ClientKeys(DIR).issue(...)`` issues
+one without a server. From the shell: ``serve ... --instance-port N`` and ``kmsbeam emulator
+client-key --data DIR --out FILE``. Its error codes (``InvalidApiName``,
+``SignatureNotMatch`` 401, ``Unauthorized`` 404, ...) are tabled in ``_gateway_actions``;
+the wire codec is ``_gateway_wire``, TLS ``_gateway_tls``, ClientKeys and signatures
+``_gateway_keys``, the HTTPS server ``_gateway_server``.
 
-Error codes (HTTP status) beyond the engine's (``Forbidden.KeyNotFound`` 404,
+Error codes of the 2016-01-20 API (HTTP status) beyond the engine's (``Forbidden.KeyNotFound`` 404,
 ``Forbidden.AliasNotFound`` 404, ``Rejected.Disabled``/``PendingDeletion``/``PendingImport``
 409, ``AliasAlreadyExists`` 400, ``InvalidCiphertext`` 400, ``InvalidParameter`` 400):
 

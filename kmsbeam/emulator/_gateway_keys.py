@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -99,8 +100,9 @@ def _auth_error(code: str, message: str) -> ApiError:
 class ClientKeys:
     """The ClientKeys of one data dir (thread-safe)."""
 
-    def __init__(self, data_dir: Path, *, clock: Callable[[], float]) -> None:
-        self.path = data_dir / CLIENT_KEYS_FILENAME
+    def __init__(self, data_dir: str | os.PathLike[str], *,
+                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+        self.path = Path(data_dir).expanduser().absolute() / CLIENT_KEYS_FILENAME
         self._clock = clock
         self._lock = threading.Lock()
         self._keys: dict[str, ClientKey] = {}
