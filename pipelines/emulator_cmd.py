@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from kmsbeam import ConfigurationError
-from kmsbeam.emulator import AccessKey, ClientKeys, EmulatorServer, Faults, Policy
+from kmsbeam.emulator import AccessKey, EmulatorServer, Faults, Policy
 from kmsbeam.pipelines._serve import serve_until_stopped
 
 __all__ = ["ENV_ACCESS_KEYS", "add_emulator_parser", "reject_extra", "run_emulator"]
@@ -269,7 +269,7 @@ def _client_key(args: argparse.Namespace, out: TextIO) -> int:
     data = Path(args.data).expanduser()
     data.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
-        key_id = ClientKeys(data).issue(args.out, password, keys=args.key)
+        key_id = EmulatorServer.issue_client_key_in(data, args.out, password, keys=args.key)
     except OSError as exc:
         raise ConfigurationError(f"cannot write the ClientKey ({exc.strerror or exc}: "
                                  f"{exc.filename})") from None  # fmt: skip

@@ -208,6 +208,13 @@ class EmulatorServer:
         """
         return self.client_keys.issue(path, password, keys=keys)
 
+    @staticmethod
+    def issue_client_key_in(data_dir: str | os.PathLike[str], path: str | os.PathLike[str],
+                            password: str, *, keys: Iterable[str] | None = None) -> str:  # fmt: skip
+        """``issue_client_key`` for the data dir of a server not running here (or not yet):
+        a gateway serving ``data_dir`` in another process accepts it at its first use."""
+        return ClientKeys(data_dir).issue(path, password, keys=keys)
+
     def start(self) -> EmulatorServer:
         if self._http is not None or self._stopped.is_set():
             raise RuntimeError("an EmulatorServer starts once; create a new one to restart")
