@@ -30,8 +30,9 @@ plain ``GenerateDataKey``, ``Encrypt``, ``Decrypt``) bind the request's ``Aad`` 
                ca_file_path=server.instance_ca_file)
 
 The CA (``DIR/gateway-ca.pem``, key 0600) and ClientKeys (public halves in
-``DIR/gateway-client-keys.json``) survive restarts; ``EmulatorServer.issue_client_key_in(DIR,
-...)`` issues one without a server (a running one sees it at its first use). From the shell: ``serve ... --instance-port N`` and ``kmsbeam emulator
+``DIR/gateway-client-keys.json``) survive restarts;
+``EmulatorServer.issue_client_key_in(DIR, ...)`` issues one without a server (a running
+one sees it at its first use). From the shell: ``serve ... --instance-port N`` and ``kmsbeam emulator
 client-key --data DIR --out FILE``. Its error codes (``InvalidApiName``,
 ``SignatureNotMatch`` 401, ``Unauthorized`` 404, ...) are tabled in ``_gateway_actions``;
 the wire codec is ``_gateway_wire``, TLS ``_gateway_tls``, ClientKeys and signatures
