@@ -156,7 +156,7 @@ class InstanceEmulator:
 
     def issue_client_key(self, out: Path, password: str) -> None:
         """``kmsbeam emulator client-key`` (all keys), the password in the child's environment."""
-        env = {**os.environ, "KMSBEAM_CLIENT_KEY_PASSWORD": password}
+        env = {**os.environ, "KMSBEAM_KMS_CLIENT_KEY_PASSWORD": password}
         done = children.run([sys.executable, "-m", "kmsbeam.pipelines", "emulator", "client-key", "--data",
                              str(self.data), "--out", str(out)], env=env)  # fmt: skip
         if done.returncode != 0:

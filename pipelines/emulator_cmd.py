@@ -27,7 +27,7 @@ secrets are never printed. Ctrl-C (or SIGTERM) stops the server cleanly.
 official instance SDK (``alibabacloud-dkms-gcs``); a second line names its endpoint and the
 CA file (``DIR/gateway-ca.pem``) to give the SDK as ``ca_file_path``. ClientKeys for it::
 
-    KMSBEAM_CLIENT_KEY_PASSWORD=... kmsbeam emulator client-key --data DIR --out ck.json \
+    KMSBEAM_KMS_CLIENT_KEY_PASSWORD=... kmsbeam emulator client-key --data DIR --out ck.json \
         [--key alias/pii ...]          # or --password-file FILE (mode 0600)
 
 writes the ClientKey file (mode 0600) and prints its id; a running server sees it at once.
@@ -53,7 +53,7 @@ from kmsbeam.pipelines._serve import serve_until_stopped
 __all__ = ["ENV_ACCESS_KEYS", "add_emulator_parser", "reject_extra", "run_emulator"]
 
 ENV_ACCESS_KEYS = "KMSBEAM_EMULATOR_ACCESS_KEYS"
-ENV_CLIENT_KEY_PASSWORD = "KMSBEAM_CLIENT_KEY_PASSWORD"
+ENV_CLIENT_KEY_PASSWORD = "KMSBEAM_KMS_CLIENT_KEY_PASSWORD"
 _KEY_FIELDS = {"id", "secret", "secret_env", "policy", "policy_file", "security_token",
                "expiration"}  # fmt: skip
 

@@ -31,7 +31,7 @@ def test_serve_with_instance_port_and_client_key_cli(tmp_path: Path) -> None:
         found = re.search(r"https://(127\.0\.0\.1:\d+) \(CA file (\S+);", line)
         assert found, line
         endpoint, ca = found[1], found[2]
-        env = {**os.environ, "KMSBEAM_CLIENT_KEY_PASSWORD": PASSWORD}
+        env = {**os.environ, "KMSBEAM_KMS_CLIENT_KEY_PASSWORD": PASSWORD}
         out = subprocess.run([*CLI, "client-key", "--data", str(data), "--out",
                               str(tmp_path / "ck.json")], env=env, capture_output=True,
                              text=True, timeout=60)  # fmt: skip
@@ -45,8 +45,8 @@ def test_serve_with_instance_port_and_client_key_cli(tmp_path: Path) -> None:
         nopass = subprocess.run([*CLI, "client-key", "--data", str(data), "--out",
                                  str(tmp_path / "ck2.json")], capture_output=True, text=True,
                                 env={k: v for k, v in os.environ.items()
-                                     if k != "KMSBEAM_CLIENT_KEY_PASSWORD"}, timeout=60)  # fmt: skip
-        assert nopass.returncode != 0 and "KMSBEAM_CLIENT_KEY_PASSWORD" in nopass.stderr
+                                     if k != "KMSBEAM_KMS_CLIENT_KEY_PASSWORD"}, timeout=60)  # fmt: skip
+        assert nopass.returncode != 0 and "KMSBEAM_KMS_CLIENT_KEY_PASSWORD" in nopass.stderr
         assert "Traceback" not in nopass.stderr and not (tmp_path / "ck2.json").exists()
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
