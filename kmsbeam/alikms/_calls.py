@@ -12,7 +12,7 @@ from kmsbeam.alikms._retry import GaveUp, Retrier, Transient
 from kmsbeam.errors import KeySourceError, KeySourceUnavailableError, KmsBeamError
 from kmsbeam.keys.budget import acquire_kms_call
 
-__all__ = ["call_kms", "malformed"]
+__all__ = ["call_kms", "gave_up", "malformed"]
 
 
 def call_kms(endpoint: Endpoint, retrier: Retrier, action: str, key: str, call: Callable[[Any], Any]) -> Any:
@@ -43,15 +43,20 @@ def call_kms(endpoint: Endpoint, retrier: Retrier, action: str, key: str, call: 
     try:
         return retrier.run(attempt)
     except GaveUp as exc:
-        last = exc.last
-        on = f" on {key}" if key else ""
-        error = KeySourceUnavailableError(
-            f"{where} is unavailable: {action}{on} gave up after {exc.why}; last error: "
-            f"{last.reason}. Retry later (bounds: KMSBEAM_KMS_MAX_ATTEMPTS, "
-            "KMSBEAM_KMS_DEADLINE_SECONDS)",
-            code=last.code,
-        )
-        raise with_request_id(error, last.request_id) from last.__cause__
+        raise gave_up(exc, where, action, key) from exc.last.__cause__
+
+
+def gave_up(exc: GaveUp, where: str, action: str, key: str) -> KeySourceUnavailableError:
+    """The error for a call whose retries gave up (either gateway): names the last error."""
+    last = exc.last
+    on = f" on {key}" if key else ""
+    error = KeySourceUnavailableError(
+        f"{where} is unavailable: {action}{on} gave up after {exc.why}; last error: "
+        f"{last.reason}. Retry later (bounds: KMSBEAM_KMS_MAX_ATTEMPTS, "
+        "KMSBEAM_KMS_DEADLINE_SECONDS)",
+        code=last.code,
+    )
+    return with_request_id(error, last.request_id)
 
 
 def malformed(endpoint: Endpoint, action: str, body: Any, what: str) -> KeySourceError:

@@ -52,11 +52,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from kmsbeam.alikms._calls import gave_up
 from kmsbeam.alikms._errors import classify_gateway, with_request_id
 from kmsbeam.alikms._instance_blob import instance_blob, instance_wrapped, instance_wrapped_key_version
 from kmsbeam.alikms._instance_sdk import GatewayFailure, GatewaySettings, shared_gateway
 from kmsbeam.alikms._retry import GaveUp, Retrier, RetryPolicy
-from kmsbeam.errors import ConfigurationError, KeySourceError, KeySourceUnavailableError
+from kmsbeam.errors import ConfigurationError, KeySourceError
 from kmsbeam.keys.budget import acquire_kms_call
 from kmsbeam.keys.source import KIND_ALIBABA_KMS_INSTANCE, DataKey, KeyInfo, canonical_context
 from kmsbeam.keys.uri import KeyUri, parse_key_uri
@@ -282,15 +283,7 @@ class AlibabaKmsInstanceKeySource:
         try:
             return self._retrier.run(attempt)
         except GaveUp as exc:
-            last = exc.last
-            on = f" on {key}" if key else ""
-            error = KeySourceUnavailableError(
-                f"{self._where} is unavailable: {action}{on} gave up after {exc.why}; last "
-                f"error: {last.reason}. Retry later (bounds: KMSBEAM_KMS_MAX_ATTEMPTS, "
-                "KMSBEAM_KMS_DEADLINE_SECONDS)",
-                code=last.code,
-            )
-            raise with_request_id(error, last.request_id) from None
+            raise gave_up(exc, self._where, action, key) from None
 
     def _wrapped(self, action: str, answer: Mapping[str, Any]) -> bytes:
         blob = answer.get("ciphertext_blob")

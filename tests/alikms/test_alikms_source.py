@@ -189,7 +189,11 @@ def test_public_names_are_pinned() -> None:
 
     assert set(kmsbeam.alikms.__all__) == {
         "RETRY_ENV_VARS", "AlibabaKmsKeySource", "Endpoint", "RetryPolicy", "clear_clients",
-        "open_alikms_source", "wrapped_key_version"}  # fmt: skip
+        "open_alikms_source", "wrapped_key_version",
+        # the KMS 3.0 instance gateway (alibaba-kms-instance://) and its SDK's virtualenv
+        "CLIENT_KEY_ENV", "SDK_ENV", "SDK_REQUIREMENT", "AlibabaKmsInstanceKeySource",
+        "install_sdk", "instance_wrapped_key_version", "open_instance_source", "sdk_dir",
+        "sdk_python"}  # fmt: skip
     assert all(hasattr(kmsbeam.alikms, name) for name in kmsbeam.alikms.__all__)
 
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.emulator.test_instance_gateway import PASSWORD, pytestmark, run_sdk, step  # noqa: F401
+from tests.emulator.test_instance_gateway import PASSWORD, run_sdk, step
 
 CLI = [sys.executable, "-m", "kmsbeam.pipelines", "emulator"]
 
