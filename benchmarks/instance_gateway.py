@@ -252,7 +252,7 @@ def format_table(res: dict[str, Any], command: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.instance_gateway", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.instance_gateway", description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--calls", type=int, default=300, metavar="N", help="calls per call row and run (default "
                         "300); 0 skips the call rows")  # fmt: skip
     parser.add_argument("--records", type=int, default=1_000_000, metavar="M", help="records of the jobs (default "

@@ -102,7 +102,7 @@ def _show(args: argparse.Namespace, out: TextIO) -> int:
     else:
         job = _job(args.dir)
         m = job["job"]
-        print(f"kmsbeam dead letters: {args.dir} ({len(letters):,} records of an {job['action']} "
+        print(f"kmsbeam dead letters: {args.dir} ({len(letters):,} records of {'an' if str(job['action'])[:1] in 'aeiou' else 'a'} {job['action']} "
               f"job, {m['format']}, {m['mode']} mode; {sealed:,} sealed under {m['key']})", file=out)  # fmt: skip
     width = max([len(f"{n:,}") for n in reasons.values()] or [1])
     for reason, n in reasons.most_common():

@@ -36,7 +36,8 @@ KMS_PRICE_PER_10K = 0.03  # USD per 10,000 API calls (see the module docstring)
 KMS_PRICE_CURRENCY = "USD"
 KMS_PRICE_DATE = "2026-11-23"
 KMS_PRICE_ENV = "KMSBEAM_KMS_PRICE_PER_10K"
-BILLED_SCHEMES = ("alibaba-kms", "kms-emulator", "alibaba-kms-instance")  # the emulator: what Alibaba would charge
+BILLED_SCHEMES = ("alibaba-kms", "kms-emulator")  # the emulator: what Alibaba would charge
+QPS_BILLED_SCHEMES = ("alibaba-kms-instance",)  # a KMS instance is billed by its QPS spec, not per call
 
 # counter -> KMS API operation (other kms_calls_* counters are listed by their own name)
 KMS_OPERATIONS = {
@@ -159,6 +160,8 @@ def kms_cost_row(counters: Mapping[str, int], key_uris: Iterable[str],
     """The ``KMS cost (estimate)`` row: every ``kms_calls_*`` counter times the price."""
     uris = list(key_uris)
     cost = kms_cost(_calls(counters), uris, price_per_10k)
+    if not cost["billed"] and uris and all(u.split(":", 1)[0] in QPS_BILLED_SCHEMES for u in uris):
+        return ("KMS cost (estimate)", "none per call (a KMS instance is billed by its QPS spec, not per call)")
     if not cost["billed"]:
         schemes = ", ".join(sorted({u.split(":", 1)[0] + ":" for u in uris}))
         return ("KMS cost (estimate)", f"none ({schemes} keys make no billed KMS calls)")

@@ -149,8 +149,13 @@ def classify_gateway(failure: Any, where: str, action: str, key: str) -> KmsBeam
     ``ConfigurationError``."""
     kind, code, status = failure.kind, str(failure.code or ""), failure.status
     rid = failure.request_id
+    if kind == "setup" and code == "ClientKeyPassword":  # nothing was sent to the gateway
+        return ConfigurationError(
+            "the ClientKey does not open with its password (or its PrivateKeyData is damaged): "
+            "check KMSBEAM_KMS_CLIENT_KEY_PASSWORD or KMSBEAM_KMS_CLIENT_KEY_PASSWORD_FILE"
+        )
     if kind == "setup":
-        return ConfigurationError(f"{where}: {failure.message}")
+        return ConfigurationError(failure.message)
     if kind == "connection":
         tls = _TLS_CONFIG.search(failure.message)
         if tls:
@@ -168,7 +173,7 @@ def classify_gateway(failure: Any, where: str, action: str, key: str) -> KmsBeam
         return Transient(said, code=code or None, request_id=rid)
     if code in _GATEWAY_INVALID_BLOB:
         return AuthenticationError(code="InvalidCiphertext")
-    if code.startswith(_GATEWAY_ACCESS):
+    if code.startswith(_GATEWAY_ACCESS) or (code.startswith("Forbidden.") and code not in _NOT_FOUND):
         denied = AccessDeniedError(
             f"{where}: {action}{' on ' + key if key else ''} was refused: {said}; check the "
             "ClientKey (KMSBEAM_KMS_CLIENT_KEY_FILE) and its application access point's policy",

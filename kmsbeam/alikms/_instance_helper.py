@@ -77,8 +77,7 @@ class Helper:
             )
             self.client = client_class(config)
         except Exception as exc:  # a ClientKey that does not open; never echo the password
-            name = type(exc).__name__
-            return _error("setup", f"the ClientKey cannot be opened with its password ({name})")
+            return _error("setup", "the ClientKey does not open with its password", code="ClientKeyPassword")
         self.runtime = runtime_class(autoretry=False, max_attempts=1, ignore_ssl=False)
         self.models = models
         return {"ok": {}}

@@ -44,6 +44,7 @@ Every worker reads these from its own environment when it first opens the source
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -52,6 +53,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from kmsbeam._private_files import check_secret_file
 from kmsbeam.alikms._calls import gave_up
 from kmsbeam.alikms._errors import classify_gateway, with_request_id
 from kmsbeam.alikms._instance_blob import instance_blob, instance_wrapped, instance_wrapped_key_version
@@ -86,9 +88,13 @@ def open_instance_source(uri: KeyUri, *, create: bool = False) -> AlibabaKmsInst
 def gateway_settings(uri: KeyUri, environ: Mapping[str, str] | None = None) -> GatewaySettings:
     """The gateway, CA and ClientKey an ``alibaba-kms-instance`` URI and the environment name.
 
+    The ClientKey file and the password file must be private (no group or other access, like a
+    PIN file); a ClientKey is checked to be ClientKey JSON (``KeyId``, ``PrivateKeyData``)
+    before any helper starts. No message repeats a variable's value.
+
     Raises:
-        ConfigurationError: a bad host, no CA, no ClientKey or no password (messages name the
-            variables to set, never their values).
+        ConfigurationError: a bad host, no CA, no ClientKey or no password, or one that is
+            not what its variable names (messages name the variables to set, never values).
     """
     env = os.environ if environ is None else environ
     host = uri.location
@@ -107,19 +113,16 @@ def gateway_settings(uri: KeyUri, environ: Mapping[str, str] | None = None) -> G
             f"{CLIENT_KEY_ENV['password']} (or {CLIENT_KEY_ENV['password_file']})"
         )
     if key_file:
-        path = Path(key_file).expanduser()
-        if not path.is_file():
-            raise ConfigurationError(f"{CLIENT_KEY_ENV['file']} names no file ({path})")
-        key_file = str(path.absolute())
+        key_content = _secret_file(key_file, CLIENT_KEY_ENV["file"], "the ClientKey file",
+                                   f"holds the ClientKey itself; put it in {CLIENT_KEY_ENV['content']}")  # fmt: skip
+        key_file = str(Path(key_file).expanduser().absolute())
+    _check_client_key(key_content, CLIENT_KEY_ENV["file"] if key_file else CLIENT_KEY_ENV["content"])
     password = env.get(CLIENT_KEY_ENV["password"], "")
     password_file = env.get(CLIENT_KEY_ENV["password_file"], "")
     if not password and password_file:
-        try:
-            password = Path(password_file).expanduser().read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
-            raise ConfigurationError(
-                f"cannot read {CLIENT_KEY_ENV['password_file']} ({exc.strerror})"
-            ) from None
+        password = _secret_file(password_file, CLIENT_KEY_ENV["password_file"], "the password file",
+                                f"holds the password itself; put it in {CLIENT_KEY_ENV['password']}")
+        password = password.rstrip("\r\n")
     if not password:
         raise ConfigurationError(
             f"the ClientKey's password is missing: set {CLIENT_KEY_ENV['password']} or "
@@ -129,29 +132,72 @@ def gateway_settings(uri: KeyUri, environ: Mapping[str, str] | None = None) -> G
                            None if key_file else key_content, password)  # fmt: skip
 
 
+def _secret_file(value: str, variable: str, what: str, if_content: str) -> str:
+    """The text of the private file a variable names (never echoing the value)."""
+    if value.lstrip().startswith("{") or "\n" in value or len(value) > 4096:
+        raise ConfigurationError(f"{variable} must be a file's path, but it {if_content}")
+    path = Path(value).expanduser()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ConfigurationError(f"{variable} names no readable file ({exc.strerror})") from None
+    try:
+        check_secret_file(fd, str(path), what)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(1 << 20)
+    finally:
+        os.close(fd)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"{variable} names a file that is not UTF-8 text") from None
+
+
+def _check_client_key(content: str, variable: str) -> None:
+    try:
+        parsed = json.loads(content)
+    except ValueError:
+        parsed = None
+    if not (isinstance(parsed, dict) and isinstance(parsed.get("KeyId"), str)
+            and isinstance(parsed.get("PrivateKeyData"), str)):  # fmt: skip
+        raise ConfigurationError(
+            f"{variable} is not a ClientKey (the JSON file with KeyId and PrivateKeyData that "
+            "the KMS console downloads for an application access point)"
+        )
+
+
 def _ca(param: str | None, env_value: str) -> tuple[str | None, str | None]:
+    variable = CLIENT_KEY_ENV["ca"]
     if param:
         path = Path(param).expanduser()
-        if not path.is_absolute() or not path.is_file():
+        if not path.is_absolute():
             raise ConfigurationError(
-                f"ca= in an {SCHEME} key URI must be the absolute path of the instance's CA "
-                f"certificate file (PEM); {param!r} is not one"
+                f"ca= in an {SCHEME} key URI must be an absolute path (workers do not share "
+                "the launcher's working directory)"
             )
+        if not path.is_file():
+            raise ConfigurationError(f"ca= in an {SCHEME} key URI names no file: {param}")
         return str(path), None
     value = env_value.strip()
     if value.startswith("-----BEGIN"):
         return None, value + "\n"
     if value:
         path = Path(value).expanduser()
+        if not path.is_absolute():
+            raise ConfigurationError(
+                f"{variable} must be the CA certificate's absolute path or its PEM content "
+                "(workers do not share the launcher's working directory)"
+            )
         if not path.is_file():
             raise ConfigurationError(
-                f"{CLIENT_KEY_ENV['ca']} is neither a PEM certificate nor the path of a file"
+                f"{variable} names no file; set it to the instance CA certificate's absolute "
+                "path or to its PEM content (-----BEGIN CERTIFICATE-----...)"
             )
-        return str(path.absolute()), None
+        return str(path), None
     raise ConfigurationError(
         f"the {SCHEME} key source needs the KMS instance's CA certificate (the gateway's TLS "
         f"certificate is signed by it): add ca=/abs/path/ca.pem to the key URI or set "
-        f"{CLIENT_KEY_ENV['ca']} to the path or the PEM content"
+        f"{variable} to the path or the PEM content"
     )
 
 

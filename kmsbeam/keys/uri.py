@@ -86,6 +86,11 @@ def add_scheme(scheme: str, params: Iterable[str] = ()) -> None:
     _QUERY_KEYS.setdefault(scheme, set(params))  # secret-looking names are refused when parsing
 
 
+def _a(scheme: str) -> str:
+    """``a pkcs11``, ``an alibaba-kms``: the article for a scheme in a message."""
+    return f"{'an' if scheme[:1] in 'aeiou' else 'a'} {scheme}"
+
+
 def _refuse_secrets(uri: str) -> None:
     names = re.findall(r"[?&;:]([A-Za-z0-9_\-]+)=", uri)
     secret_named = any(n.lower() in _SECRET_NAMES or "secret" in n.lower() for n in names)
@@ -99,7 +104,7 @@ def _refuse_secrets(uri: str) -> None:
 def _check_key(key: str, uri_scheme: str) -> str:
     if not _KEY_NAME.match(key):
         raise ConfigurationError(
-            f"bad key name in a {uri_scheme} key URI: expected alias/NAME or a key id "
+            f"bad key name in {_a(uri_scheme)} key URI: expected alias/NAME or a key id "
             "(letters, digits, '-', '_' and '/')"
         )
     return key
@@ -143,7 +148,7 @@ def _query(query: str, scheme: str) -> tuple[tuple[str, str], ...]:
     for name, _ in pairs:
         if name not in allowed:
             raise ConfigurationError(
-                f"unknown parameter {name!r} in a {scheme} key URI"
+                f"unknown parameter {name!r} in {_a(scheme)} key URI"
                 + (f" (allowed: {', '.join(sorted(allowed))})" if allowed else "")
             )
     return pairs

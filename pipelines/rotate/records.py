@@ -264,7 +264,7 @@ class RecordsRotator:
                 ("values rewrapped from the journal", f"{counts['values_resumed']:,}"),
                 ("values re-encrypted", f"{counts['values_reencrypted']:,}"),
                 ("data keys moved", f"{len(moved):,}"),
-                ("rewrap path", path.summary()),
+                *([] if args.reencrypt else [("rewrap path", path.summary())]),
                 (f"KMS calls: {path.calls}", f"{counts['kms_calls_rewrap'] * path.per_key:,}"),
                 ("KMS calls: Decrypt", f"{counts['kms_calls_decrypt']:,}"),
                 ("KMS calls: GenerateDataKey", f"{counts['kms_calls_generate_data_key']:,}"),

@@ -18,6 +18,7 @@ from kmsbeam.pipelines import paths
 from kmsbeam.pipelines.manifest import Manifest
 from kmsbeam.pipelines.spec import Plan
 from kmsbeam.rotation.inventory import merge_rows, record_rows
+from kmsbeam.rotation.paths import rewrap_path
 from kmsbeam.rotation.rewrap import record_paths
 
 __all__ = ["dry_run_rows", "inventory"]
@@ -47,12 +48,13 @@ def dry_run_rows(plan: Plan, version: str, args: argparse.Namespace) -> list[tup
         refused = {k for k, v in heads.items() if v not in allowed}
     todo = [k for k, v in heads.items() if v != version and (only is None or v in only)
             and k not in refused]  # fmt: skip
+    path = rewrap_path(args.to_key or m.key)
     rows = [("values", f"{values:,}"), ("data keys", f"{len(heads):,}"),
             *([("data keys not allowed (--require-key)", f"{len(refused):,}")] if plan.require_keys else []),
             ("data keys to move", f"{len(todo):,}"),
-            ("KMS calls: " + ("GenerateDataKey" if args.reencrypt else "ReEncrypt"),
-             f"{len(todo):,}" if not args.reencrypt else "1 per bundle"),
-            ("KMS calls: Decrypt", f"{len(todo):,}")]  # fmt: skip
+            *([("KMS calls: GenerateDataKey", "1 per bundle")] if args.reencrypt else
+              [("rewrap path", path.summary()), (f"KMS calls: {path.calls}", f"{len(todo) * path.per_key:,}")]),
+            ("KMS calls: Decrypt (unwrap)", f"{len(todo):,}")]  # fmt: skip
     return rows
 
 

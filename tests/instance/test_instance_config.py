@@ -30,6 +30,8 @@ def files(tmp_path: Path) -> dict[str, str]:
     key.write_text(CONTENT)
     pw = tmp_path / "password"
     pw.write_text(PASSWORD + "\n")
+    key.chmod(0o600)
+    pw.chmod(0o600)
     return {"ca": str(ca), "key": str(key), "pw": str(pw)}
 
 
@@ -68,11 +70,40 @@ def test_missing_pieces_name_the_variables_to_set(files: dict[str, str]) -> None
         gateway_settings(with_ca, {})
     with pytest.raises(ConfigurationError, match="KMSBEAM_KMS_CLIENT_KEY_PASSWORD"):
         gateway_settings(with_ca, {"KMSBEAM_KMS_CLIENT_KEY_FILE": files["key"]})
-    with pytest.raises(ConfigurationError, match="names no file"):
+    with pytest.raises(ConfigurationError, match="names no readable file"):
         gateway_settings(with_ca, {"KMSBEAM_KMS_CLIENT_KEY_FILE": files["key"] + ".gone",
                                    "KMSBEAM_KMS_CLIENT_KEY_PASSWORD": PASSWORD})  # fmt: skip
-    with pytest.raises(ConfigurationError, match="neither a PEM"):
+    with pytest.raises(ConfigurationError, match="names no file"):
         gateway_settings(parsed, {"KMSBEAM_KMS_INSTANCE_CA": "/no/such/ca.pem"})
+    with pytest.raises(ConfigurationError, match="absolute path"):
+        gateway_settings(parsed, {"KMSBEAM_KMS_INSTANCE_CA": "relative/ca.pem"})
+    with pytest.raises(ConfigurationError, match="names no file"):
+        gateway_settings(parse_key_uri(_uri("/no/such/ca.pem")), {})
+
+
+def test_client_key_mistakes_are_named_and_never_echoed(files: dict[str, str]) -> None:
+    with_ca = parse_key_uri(_uri(files["ca"]))
+    content = Path(files["key"]).read_text()
+    mistakes = [
+        ({"KMSBEAM_KMS_CLIENT_KEY_FILE": content}, "holds the ClientKey itself; put it in KMSBEAM_KMS_CLIENT_KEY"),
+        ({"KMSBEAM_KMS_CLIENT_KEY_FILE": content * 200}, "holds the ClientKey itself"),
+        ({"KMSBEAM_KMS_CLIENT_KEY": files["key"]}, "KMSBEAM_KMS_CLIENT_KEY is not a ClientKey"),
+        ({"KMSBEAM_KMS_CLIENT_KEY_FILE": files["pw"]}, "KMSBEAM_KMS_CLIENT_KEY_FILE is not a ClientKey"),
+        ({"KMSBEAM_KMS_CLIENT_KEY_FILE": files["key"], "KMSBEAM_KMS_CLIENT_KEY_PASSWORD_FILE": PASSWORD},
+         "names no readable file"),
+    ]  # fmt: skip
+    for env, said in mistakes:
+        with pytest.raises(ConfigurationError, match=said) as err:
+            gateway_settings(with_ca, {"KMSBEAM_KMS_CLIENT_KEY_PASSWORD": "" if "PASSWORD_FILE" in str(env) else PASSWORD,
+                                       **env})  # fmt: skip
+        assert "never-shown" not in str(err.value) and PASSWORD not in str(err.value)
+    for name in ("key", "pw"):
+        Path(files[name]).chmod(0o644)
+    with pytest.raises(ConfigurationError, match="readable or writable by group or others"):
+        gateway_settings(with_ca, {"KMSBEAM_KMS_CLIENT_KEY_FILE": files["key"], "KMSBEAM_KMS_CLIENT_KEY_PASSWORD": PASSWORD})
+    Path(files["key"]).chmod(0o600)
+    with pytest.raises(ConfigurationError, match="readable or writable by group or others"):
+        gateway_settings(with_ca, {"KMSBEAM_KMS_CLIENT_KEY_FILE": files["key"], "KMSBEAM_KMS_CLIENT_KEY_PASSWORD_FILE": files["pw"]})
 
 
 def test_the_ca_may_be_content_and_the_client_key_content(files: dict[str, str]) -> None:

@@ -64,11 +64,18 @@ def test_rotation_between_instance_keys_says_its_rewrap_path(client_env: Instanc
     r = cli("encrypt", str(src), str(tmp_path / "enc"), "--fields", "ssn", "--key", key)
     assert r.code == 0, r.err
     before = len(inst.audit())
+    assert table_value(r.out, "KMS cost (estimate)").startswith("none per call (a KMS instance is billed by its QPS")
     monkeypatch.setenv("KMSBEAM_KEY_SOURCES", key)  # the dataset's key: trusted by the caller
+    r = cli("rotate", str(tmp_path / "enc"), str(tmp_path / "dry"), "--to-key", target, "--dry-run")
+    assert r.code == 0, r.err
+    to_move = int(table_value(r.out, "data keys to move"))
+    assert table_value(r.out, "rewrap path").startswith("AdvanceDecrypt + AdvanceEncrypt")
+    assert table_value(r.out, "KMS calls: AdvanceDecrypt + AdvanceEncrypt") == str(2 * to_move)
+    before = len(inst.audit())
     r = cli("rotate", str(tmp_path / "enc"), str(tmp_path / "rot"), "--to-key", target)
     assert r.code == 0, r.err
     moved = int(table_value(r.out, "data keys moved"))
-    assert moved >= 1
+    assert moved == to_move >= 1
     assert table_value(r.out, "rewrap path").startswith("AdvanceDecrypt + AdvanceEncrypt (client side")
     assert table_value(r.out, "KMS calls: AdvanceDecrypt + AdvanceEncrypt") == str(2 * moved)
     rotation = json.loads((tmp_path / "rot" / "_kmsbeam_rotation.json").read_text())
