@@ -169,36 +169,29 @@ def _check_client_key(content: str, variable: str) -> None:
 def _ca(param: str | None, env_value: str) -> tuple[str | None, str | None]:
     variable = CLIENT_KEY_ENV["ca"]
     if param:
-        path = Path(param).expanduser()
-        if not path.is_absolute():
-            raise ConfigurationError(
-                f"ca= in an {SCHEME} key URI must be an absolute path (workers do not share "
-                "the launcher's working directory)"
-            )
-        if not path.is_file():
-            raise ConfigurationError(f"ca= in an {SCHEME} key URI names no file: {param}")
-        return str(path), None
+        return _ca_file(param, f"ca= in an {SCHEME} key URI", "(the instance CA certificate, PEM)"), None
     value = env_value.strip()
     if value.startswith("-----BEGIN"):
         return None, value + "\n"
     if value:
-        path = Path(value).expanduser()
-        if not path.is_absolute():
-            raise ConfigurationError(
-                f"{variable} must be the CA certificate's absolute path or its PEM content "
-                "(workers do not share the launcher's working directory)"
-            )
-        if not path.is_file():
-            raise ConfigurationError(
-                f"{variable} names no file; set it to the instance CA certificate's absolute "
-                "path or to its PEM content (-----BEGIN CERTIFICATE-----...)"
-            )
-        return str(path), None
+        return _ca_file(value, variable, "or its PEM content (-----BEGIN CERTIFICATE-----...)"), None
     raise ConfigurationError(
         f"the {SCHEME} key source needs the KMS instance's CA certificate (the gateway's TLS "
         f"certificate is signed by it): add ca=/abs/path/ca.pem to the key URI or set "
         f"{variable} to the path or the PEM content"
     )
+
+
+def _ca_file(value: str, named: str, alternative: str) -> str:
+    """An absolute path of an existing CA file (workers do not share the launcher's cwd)."""
+    path = Path(value).expanduser()
+    if not path.is_absolute() or not path.is_file():
+        why = "is not an absolute path" if not path.is_absolute() else "names no file"
+        raise ConfigurationError(
+            f"{named} {why}: give the CA certificate's absolute path {alternative} (workers do "
+            "not share the launcher's working directory)"
+        )
+    return str(path)
 
 
 class AlibabaKmsInstanceKeySource:
