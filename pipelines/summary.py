@@ -45,6 +45,10 @@ KMS_OPERATIONS = {
     "kms_calls_decrypt": "Decrypt",
     "kms_calls_rewrap": "ReEncrypt",
 }
+INSTANCE_OPERATIONS = {  # the KMS 3.0 instance API's names (alibaba-kms-instance://)
+    "kms_calls_generate_data_key": "AdvanceGenerateDataKey",
+    "kms_calls_decrypt": "AdvanceDecrypt",
+}
 _ALWAYS = ("kms_calls_generate_data_key", "kms_calls_decrypt")
 
 
@@ -119,13 +123,20 @@ def kms_price_per_10k(given: float | None = None, environ: Mapping[str, str] | N
     return float(value)
 
 
-def kms_call_rows(counters: Mapping[str, int], namespace: str = "kmsbeam") -> list[tuple[str, str]]:
+def kms_call_rows(counters: Mapping[str, int], namespace: str = "kmsbeam",
+                  key_uris: Iterable[str] = ()) -> list[tuple[str, str]]:  # fmt: skip
     """``("KMS calls: Operation", "N")`` rows from counters keyed ``namespace/name`` (GenerateDataKey
-    and Decrypt always, the other ``kms_calls_*`` counters when present)."""
+    and Decrypt always, the other ``kms_calls_*`` counters when present). When every key of
+    ``key_uris`` is a KMS 3.0 instance key, the operations are named as its API names them
+    (AdvanceGenerateDataKey, AdvanceDecrypt)."""
+    uris = list(key_uris)
+    operations = KMS_OPERATIONS
+    if uris and all(u.split(":", 1)[0] in QPS_BILLED_SCHEMES for u in uris):
+        operations = {**KMS_OPERATIONS, **INSTANCE_OPERATIONS}
     prefix = f"{namespace}/kms_calls_"
     names = list(_ALWAYS) + sorted(k[len(namespace) + 1 :] for k in counters
                                    if k.startswith(prefix) and k[len(namespace) + 1 :] not in _ALWAYS)  # fmt: skip
-    return [(f"KMS calls: {KMS_OPERATIONS.get(n, n[len('kms_calls_'):])}",
+    return [(f"KMS calls: {operations.get(n, n[len('kms_calls_'):])}",
              _n(counters.get(f"{namespace}/{n}", 0))) for n in names]  # fmt: skip
 
 
@@ -228,7 +239,7 @@ def summary_table(result: JobResult) -> str:
         ("records out", _n(result.records_out)),
         (f"values {verb}", _n(result.count(f"values_{verb}"))),
         ("data keys generated", _n(result.count("data_keys_generated"))),
-        *kms_call_rows(result.counters),
+        *kms_call_rows(result.counters, key_uris=job_key_uris(plan)),
         kms_cost_row(result.counters, job_key_uris(plan), plan.spec.kms_price_per_10k),
         *kms_budget_rows(result.counters, plan.spec.kms_qps),
         *master_key_rows(result.counters, m.key, getattr(plan, "require_keys", ())),

@@ -65,6 +65,7 @@ def test_rotation_between_instance_keys_says_its_rewrap_path(client_env: Instanc
     assert r.code == 0, r.err
     before = len(inst.audit())
     assert table_value(r.out, "KMS cost (estimate)").startswith("none per call (a KMS instance is billed by its QPS")
+    assert table_value(r.out, "KMS calls: AdvanceGenerateDataKey") == table_value(r.out, "data keys generated")
     monkeypatch.setenv("KMSBEAM_KEY_SOURCES", key)  # the dataset's key: trusted by the caller
     r = cli("rotate", str(tmp_path / "enc"), str(tmp_path / "dry"), "--to-key", target, "--dry-run")
     assert r.code == 0, r.err
